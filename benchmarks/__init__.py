@@ -1,0 +1,1 @@
+"""Benchmarks: per-step overhead and the fault zoo (diagnosis quality)."""

@@ -1,0 +1,1 @@
+"""The fault zoo: known faulty and healthy training runs that score LossGuard's diagnoses."""

@@ -1,0 +1,238 @@
+"""The diagnosis codes: the project's public vocabulary.
+
+Each code documents itself: what it detects, its default severity, the remedies to try first and when
+silencing it is legitimate. Users gate CI on these names and suppress them; never rename one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightning_lossguard.diagnosis import Severity
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """What a diagnosis code means and what to do about it."""
+
+    code: str
+    severity: Severity
+    title: str
+    meaning: str
+    remedies: tuple[str, ...]
+    silence_when: str
+
+
+_CODES = (
+    CodeInfo(
+        "nonfinite_loss",
+        Severity.ERROR,
+        "The loss is NaN or Inf",
+        "The training loss returned by training_step is NaN or infinite.",
+        (
+            "Inspect the batch at the reported step for NaN/Inf in inputs or targets.",
+            "Lower the learning rate.",
+            "Clip gradients (Trainer(gradient_clip_val=1.0)).",
+            "Check log/exp/division/sqrt in a custom loss (add an epsilon, clamp the input).",
+        ),
+        "Never in normal training; a NaN loss poisons the weights at the next optimizer step.",
+    ),
+    CodeInfo(
+        "nonfinite_gradients",
+        Severity.ERROR,
+        "NaN/Inf gradients",
+        "Gradients contain NaN or Inf while the loss was finite, outside the normal skipped steps of a "
+        "16-bit GradScaler.",
+        (
+            "Look at the named parameter first: the non-finite values start there.",
+            "Check the custom loss' backward: sqrt/log/pow at 0, division by a value that can be 0.",
+            "Lower the learning rate and clip gradients.",
+            "Under 16-mixed, try bf16-mixed or keep the loss computation in float32.",
+        ),
+        "If a custom optimizer deliberately skips non-finite steps and you accept the lost steps.",
+    ),
+    CodeInfo(
+        "exploding_gradients",
+        Severity.ERROR,
+        "Exploding gradients",
+        "The pre-clip gradient norm jumps far above its own recent robust baseline and keeps growing, "
+        "or exceeds an absolute ceiling.",
+        (
+            "Clip gradients: Trainer(gradient_clip_val=1.0).",
+            "Lower the learning rate, or add a warm-up.",
+            "Normalise exponential or high-power terms in the loss (seed 004: exp(10·error)).",
+            "Add normalisation layers before the named layer.",
+        ),
+        "When a large but bounded norm is expected (e.g. a sum-reduced loss): raise the ceiling or "
+        "spike_factor instead of suppressing.",
+    ),
+    CodeInfo(
+        "vanishing_gradients",
+        Severity.WARNING,
+        "Vanishing gradients",
+        "Early layers get gradients orders of magnitude smaller than late layers, or the global norm "
+        "collapses while the loss has not improved.",
+        (
+            "Use ReLU-family activations instead of sigmoid/tanh in deep stacks.",
+            "Add normalisation layers (BatchNorm/LayerNorm) and residual connections.",
+            "Use a variance-preserving initialisation (Kaiming for ReLU, Xavier for tanh).",
+            "Check whether a dominating regulariser drowns the data term (see loss_term_imbalance).",
+        ),
+        "Layers that are meant to learn slowly (e.g. a deliberately down-weighted embedding).",
+    ),
+    CodeInfo(
+        "dead_gradients",
+        Severity.WARNING,
+        "Dead (zero) gradients",
+        "Parameters whose gradient is exactly zero for many consecutive optimizer steps, or layers where "
+        "most units get no gradient: dead ReLUs, zero initialisation, a flat region of a non-smooth loss.",
+        (
+            "Check the initialisation and biases of the named layer (very negative biases kill ReLUs; "
+            "all-zero weights never break symmetry).",
+            "Smooth the loss: Huber/SmoothL1 instead of a hinge or clamp with a flat region.",
+            "Look for .detach(), torch.no_grad() or integer casts between the layer and the loss.",
+            "Use LeakyReLU/GELU, a lower learning rate, or make the output activation match the targets.",
+        ),
+        "Parameters that are unused on purpose in this phase (freeze them with requires_grad=False "
+        "instead: frozen parameters are never reported).",
+    ),
+    CodeInfo(
+        "tiny_updates",
+        Severity.WARNING,
+        "Updates too small to learn",
+        "The optimizer's update changes the weights by a tiny fraction per step (update/weight ratio far "
+        "below ~1e-3) for a sustained period: the learning rate is too low to learn.",
+        (
+            "Raise the learning rate (try 10x steps; a learning-rate finder helps).",
+            "Check that the LR scheduler did not decay the rate to ~0.",
+            "Check for a huge weight decay or gradient clipping threshold that throttles every step.",
+        ),
+        "Deliberately slow fine-tuning of a model that is already converged.",
+    ),
+    CodeInfo(
+        "loss_divergence",
+        Severity.ERROR,
+        "The loss diverges",
+        "The training loss rises far above where it started and keeps rising, or falls without bound "
+        "(a loss heading to -inf usually has its sign flipped).",
+        (
+            "Lower the learning rate.",
+            "Clip gradients: Trainer(gradient_clip_val=1.0).",
+            "Check the sign and scale of the loss (minimise the loss, maximise a score).",
+        ),
+        "Adversarial or min-max objectives where the logged loss is meant to grow.",
+    ),
+    CodeInfo(
+        "loss_plateau",
+        Severity.WARNING,
+        "The loss is stuck",
+        "The training loss stopped improving early, close to where it started: it never really fell.",
+        (
+            "Raise the learning rate.",
+            "Check that gradients reach the parameters (see dead_gradients/vanishing_gradients).",
+            "Check that the loss matches the targets (class indices vs one-hot, logits vs probabilities).",
+        ),
+        "Fine-tuning a model that already fits the data (the loss starts converged).",
+    ),
+    CodeInfo(
+        "loss_oscillation",
+        Severity.WARNING,
+        "The loss oscillates",
+        "The training loss swings up and down by a large factor, cycle after cycle, with no downward trend.",
+        (
+            "Lower the learning rate or the momentum (e.g. 0.99 -> 0.9).",
+            "Use larger batches.",
+            "Use an LR schedule that decays (cosine, step) or a warm-up.",
+        ),
+        "Cyclic LR schedules whose swings are intended.",
+    ),
+    CodeInfo(
+        "val_loss_rising",
+        Severity.WARNING,
+        "The validation loss rises",
+        "The validation loss rises by a meaningful, persistent margin after a low start or a minimum: "
+        "overfitting, forgetting, a fine-tuning learning rate that is too high, or a domain gap.",
+        (
+            "Keep the best checkpoint: ModelCheckpoint(monitor='val_loss'), EarlyStopping(monitor='val_loss').",
+            "Regularise: weight decay, dropout, data augmentation, more data.",
+            "When fine-tuning: lower the learning rate, freeze early layers, add a warm-up.",
+        ),
+        "Validation sets that are too small to be meaningful (fix the validation set instead).",
+    ),
+    CodeInfo(
+        "loss_term_imbalance",
+        Severity.WARNING,
+        "One loss term dominates",
+        "In a multi-term loss, one term is orders of magnitude larger than the others, so the others "
+        "barely steer the gradients.",
+        (
+            "Rescale or normalise the terms so they are of comparable size.",
+            "Learn the weights (uncertainty weighting) or balance gradients (GradNorm).",
+            "If the large term is a regulariser, lower its weight.",
+        ),
+        "A term that is meant to dominate early (e.g. a warm-up reconstruction term).",
+    ),
+    CodeInfo(
+        "loss_scale_shift",
+        Severity.INFO,
+        "The loss or gradient scale jumped",
+        "The loss level or the gradient-norm level moved by more than an order of magnitude between two "
+        "phases of a run and stayed there (e.g. after switching the loss function, seed 000).",
+        (
+            "Re-tune the learning rate for the new phase (the effective step size changed with the scale).",
+            "Normalise the new loss to the scale of the old one, or reset the optimizer state.",
+        ),
+        "Planned phase changes where the new scale is intended.",
+    ),
+    CodeInfo(
+        "slowing_loss_step",
+        Severity.WARNING,
+        "The loss step gets slower",
+        "The time to compute the loss (training_step) grows steadily over training: state that grows "
+        "every step, Python loops over a growing history, tensors kept alive across steps.",
+        (
+            "Look for lists or tensors kept across steps (histories, memory banks) and bound them.",
+            ".detach() what you store between steps so old graphs are freed.",
+            "Vectorise Python loops over samples or history.",
+            "Profile the loss (torch.profiler) around training_step.",
+        ),
+        "A curriculum that deliberately makes batches larger or sequences longer over time.",
+    ),
+    CodeInfo(
+        "expensive_loss",
+        Severity.WARNING,
+        "The loss is expensive",
+        "Computing the loss takes a large share of each step (seed 004: per-sample Python loops, "
+        "constant work redone every step).",
+        (
+            "Vectorise: no per-sample Python loops in the loss.",
+            "Move constant work (matrices, masks, kernels) out of the loss into __init__/setup.",
+            "Profile the loss (torch.profiler) to find the expensive op.",
+        ),
+        "Losses that are inherently costly (e.g. a perceptual loss through a second network).",
+    ),
+    CodeInfo(
+        "memory_growth",
+        Severity.WARNING,
+        "Memory grows every step",
+        "Host RSS or CUDA allocated memory grows steadily with steps: tensors or graphs kept alive "
+        "across steps (the usual companion of a slowing step).",
+        (
+            "Store .detach()-ed values (or .item() at epoch end), never the loss tensor itself.",
+            "Bound histories and caches; clear lists you append to every step.",
+            "Check for outputs kept by on_train_batch_end hooks or metric objects that accumulate.",
+        ),
+        "Caches that fill up to a fixed size and then stop growing.",
+    ),
+)
+
+CATALOG: dict[str, CodeInfo] = {info.code: info for info in _CODES}
+"""Every diagnosis code LossGuard can emit, by name."""
+
+
+def code_info(code: str) -> CodeInfo:
+    """Look up a code, with an error that lists the valid ones."""
+    try:
+        return CATALOG[code]
+    except KeyError:
+        raise ValueError(f"Unknown diagnosis code {code!r}. Known codes: {', '.join(CATALOG)}.") from None

@@ -1,0 +1,151 @@
+"""``dead_gradients``: parameters whose gradient is exactly zero for many consecutive steps, or layers
+where most output units get no gradient (dead ReLUs).
+
+Only watched parameters count: frozen ones (``requires_grad=False``) are never watched, and a step where
+a parameter had no gradient at all (``grad is None``) neither extends nor breaks its streak.
+
+Where the gradient stops tells the cause: when even the output layer gets none, nothing reaches the
+model from the loss (a flat region of the loss, an output activation that cannot reach the targets, a
+detached graph); when only hidden layers are dead, their units never activate (initialisation, biases,
+a learning rate that knocked them out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_lossguard.catalog import code_info
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.signals.gradients import NO_GRADIENT
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadGradientsThresholds(Thresholds):
+    min_steps: int = threshold(25, "Consecutive optimizer steps with an exactly-zero gradient norm.")
+    unit_share: float = threshold(0.7, "Share of output units with an all-zero gradient that makes a layer dead ...")
+    unit_samples: int = threshold(2, "... in this many consecutive report-step samples.")
+    min_units: int = threshold(8, "Layers with fewer output units are not judged by unit share.")
+    output_steps: int = threshold(
+        10, "Zero-gradient steps of the output layer that mean no gradient reaches the model."
+    )
+
+
+_FLAT_LOSS_REMEDIES = (
+    "Smooth the loss: Huber/SmoothL1 instead of a hinge or clamp with a flat region.",
+    "Make the output activation match the targets (no final ReLU for negative targets, no sigmoid for values "
+    "outside [0, 1]).",
+    "Look for .detach(), torch.no_grad() or integer casts between the model and the loss.",
+)
+
+
+class DeadGradients(Detector[DeadGradientsThresholds]):
+    """Zero-gradient streaks per parameter, and dead-unit shares sampled on report steps."""
+
+    code = "dead_gradients"
+    Thresholds = DeadGradientsThresholds
+
+    def __init__(self, thresholds: DeadGradientsThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self.streak: list[int] = []
+        self.streak_start: list[int] = []
+        self.unit_streak: list[int] = []
+        self.last_share: list[float] = []
+        self.rows_seen = 0
+
+    def unjudged(self) -> str | None:
+        need = int(self.thresholds.min_steps)
+        return None if self.rows_seen >= need else f"needs {need} optimizer steps, saw {self.rows_seen}"
+
+    def update(
+        self,
+        steps: Sequence[int],
+        param_norms: np.ndarray,
+        names: Sequence[str],
+        sizes: Sequence[int],
+        layer_names: Sequence[str],
+        depth: Sequence[int],
+        unit_share: np.ndarray | None = None,
+        units: Sequence[int] = (),
+    ) -> list[Diagnosis]:
+        """Judge one window.
+
+        Args:
+            param_norms: ``[steps, params]``; exactly 0 is a zero gradient, -1 no gradient.
+            sizes: elements per parameter; layer_names: the layer of each parameter; depth: the position
+                of that layer from the input side.
+            unit_share: latest report-step sample, per parameter, of the share of dead output units
+                (-1 where not sampled); units: output units per parameter.
+        """
+        t = self.thresholds
+        p = len(names)
+        if len(self.streak) != p:
+            self.streak, self.streak_start, self.unit_streak = [0] * p, [0] * p, [0] * p
+        streak = np.asarray(self.streak, dtype=np.int64)
+        start = np.asarray(self.streak_start, dtype=np.int64)
+        for step, row in zip(steps, param_norms):
+            self.rows_seen += 1
+            zero, absent = row == 0.0, row == NO_GRADIENT
+            start[zero & (streak == 0)] = int(step)
+            streak = np.where(zero, streak + 1, np.where(absent, streak, 0))
+        self.streak, self.streak_start = streak.tolist(), start.tolist()
+        if unit_share is not None:
+            self.last_share = [float(v) for v in unit_share]
+            for i, share in enumerate(unit_share):
+                if share == NO_GRADIENT:
+                    continue
+                judged = i < len(units) and units[i] >= t.min_units and share >= t.unit_share
+                self.unit_streak[i] = self.unit_streak[i] + 1 if judged else 0
+        dead = [i for i in range(p) if self.streak[i] >= t.min_steps]
+        unit_dead = [i for i in range(p) if self.unit_streak[i] >= t.unit_samples]
+        if not steps or not (dead or unit_dead):
+            return []
+        first = min(dead + unit_dead, key=lambda i: (depth[i], i))
+        output = [i for i in range(p) if depth[i] == max(depth)]
+        output_dead = all(self.streak[i] >= t.output_steps for i in output)
+        total = max(sum(sizes), 1)
+        evidence: dict[str, float] = {
+            "dead_params": len(dead),
+            "watched_params": p,
+            "dead_weight_share": sum(sizes[i] for i in dead) / total,
+            "output_layer_dead": float(output_dead),
+        }
+        parts = []
+        if dead:
+            named = ", ".join(names[i] for i in dead[:4]) + (" …" if len(dead) > 4 else "")
+            evidence.update(
+                {
+                    "zero_steps": min(self.streak[i] for i in dead),
+                    "first_zero_step": min(self.streak_start[i] for i in dead),
+                }
+            )
+            parts.append(
+                f"{len(dead)} of {p} parameters ({evidence['dead_weight_share']:.0%} of the weights) got an "
+                f"exactly-zero gradient for at least {t.min_steps} steps in a row: {named}"
+            )
+        if unit_dead:
+            worst = max(unit_dead, key=lambda j: self.last_share[j])
+            evidence.update({"dead_unit_share": self.last_share[worst], "units": units[worst]})
+            parts.append(
+                f"in layer {layer_names[worst]}, {self.last_share[worst]:.0%} of the {units[worst]} output units got "
+                f"no gradient in {self.unit_streak[worst]} report samples in a row"
+            )
+        found = "; ".join(parts)
+        found = found[0].upper() + found[1:]
+        remedies = list(code_info(self.code).remedies)
+        if output_dead:
+            message = (
+                f"No gradient reaches the model: even the output layer {layer_names[output[0]]} gets none. {found}. "
+                "The loss is flat where the model is (a clamp/hinge region, an output activation that cannot reach "
+                "the targets) or the graph is detached."
+            )
+            remedies = [*_FLAT_LOSS_REMEDIES, remedies[0]]
+        else:
+            message = (
+                f"{found}. The units of {layer_names[first]} never activate (dead ReLUs, zero or very negative "
+                "initialisation, or a learning rate that knocked them out); they cannot learn."
+            )
+        return [self.diagnosis(int(steps[-1]), message, evidence, subject=layer_names[first], remedies=remedies)]

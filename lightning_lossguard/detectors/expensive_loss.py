@@ -1,0 +1,90 @@
+"""``expensive_loss``: computing the loss takes a large share of each training step (seed 004).
+
+The loss time is exact inside ``lightning_lossguard.timed("loss")`` sections; otherwise it is estimated as
+``training_step - forward``, which also contains whatever else training_step does (``self.log``, metric
+updates). The message says which one it is, and a cheap estimate is never reported (``min_loss_ms``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_lossguard.catalog import code_info
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import finite, median
+from lightning_lossguard.diagnosis import Diagnosis, Severity
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpensiveLossThresholds(Thresholds):
+    warn_share: float = threshold(0.35, "Loss time / whole step time at or above this is a warning.")
+    info_share: float = threshold(0.2, "... at or above this, an info.")
+    min_loss_ms: float = threshold(2.0, "Losses faster than this (median ms) are never reported.")
+    warmup_steps: int = threshold(20, "Batches ignored at the start.")
+    min_steps: int = threshold(30, "Measured batches needed before judging.")
+
+
+class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
+    """Median share of the loss in the whole step, over the batches seen so far (after warm-up)."""
+
+    code = "expensive_loss"
+    Thresholds = ExpensiveLossThresholds
+
+    def __init__(self, thresholds: ExpensiveLossThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self.loss_ms: list[float] = []
+        self.step_ms: list[float] = []
+        self.skipped = 0
+
+    def unjudged(self) -> str | None:
+        t = self.thresholds
+        need, seen = int(t.warmup_steps + t.min_steps), self.skipped + len(self.loss_ms)
+        return (
+            None if len(self.loss_ms) >= t.min_steps else f"needs {need} batches with a measured loss time, saw {seen}"
+        )
+
+    def update(
+        self,
+        steps: Sequence[int],
+        loss_ms: Sequence[float] | np.ndarray,
+        step_ms: Sequence[float] | np.ndarray,
+        exact: bool = True,
+    ) -> list[Diagnosis]:
+        """Add per-batch loss and whole-step times (ms); ``exact``: the loss was timed with ``timed("loss")``."""
+        t = self.thresholds
+        for loss, step in zip(loss_ms, step_ms):
+            if self.skipped < t.warmup_steps:
+                self.skipped += 1
+                continue
+            if np.isfinite(loss) and np.isfinite(step) and step > 0:
+                self.loss_ms.append(float(loss))
+                self.step_ms.append(float(step))
+        self.loss_ms, self.step_ms = self.loss_ms[-500:], self.step_ms[-500:]
+        if len(self.loss_ms) < t.min_steps or not steps:
+            return []
+        loss, step = median(self.loss_ms), median(self.step_ms)
+        share = float(np.median(finite(np.asarray(self.loss_ms) / np.asarray(self.step_ms))))
+        if loss < t.min_loss_ms or share < t.info_share:
+            return []
+        what = (
+            "Computing the loss takes"
+            if exact
+            else "training_step spends, outside the model's forward (the loss plus any self.log or metric calls),"
+        )
+        message = (
+            f"{what} {loss:.3g} ms of each {step:.3g} ms step ({share:.0%}), median over {len(self.loss_ms)} batches."
+        )
+        remedies = list(code_info(self.code).remedies)
+        if not exact:
+            remedies.append(
+                "Time the loss exactly with `with lightning_lossguard.timed('loss'):`; if self.log or metrics are the "
+                "cost, log less often (on_step=False) or update metrics every N steps."
+            )
+        evidence = {"loss_ms": loss, "step_ms": step, "share": share, "exact": float(exact)}
+        found = self.diagnosis(int(steps[-1]), message, evidence, remedies=remedies)
+        if share < t.warn_share:
+            found = dataclasses.replace(found, severity=Severity.INFO)
+        return [found]

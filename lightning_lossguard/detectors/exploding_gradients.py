@@ -1,0 +1,188 @@
+"""``exploding_gradients``: the pre-clip gradient norm leaves its own recent baseline and keeps growing.
+
+The baseline is the median and MAD of log10(norm) over the last ``baseline_window`` ordinary steps: a
+run is compared with its own recent past, never with the whole run (early training is legitimately
+wild). A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must
+keep growing; a norm that jumps once and then holds steady at a new level is a scale shift, not an
+explosion, and becomes the new baseline. Before ``min_history`` steps exist, a provisional baseline of
+the first steps only counts spikes of ``severe_factor`` (runs that blow up in their first steps). One
+step ``catastrophe_factor`` above the baseline is reported on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_lossguard.catalog import code_info
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import log10, mad, median
+from lightning_lossguard.diagnosis import Diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplodingGradientsThresholds(Thresholds):
+    spike_factor: float = threshold(10.0, "A spike is at least this many times the baseline norm.")
+    z: float = threshold(6.0, "A spike is also at least this many robust standard deviations (MAD) above it.")
+    min_spread: float = threshold(0.05, "Floor of the baseline spread, in decades, for very steady norms.")
+    baseline_window: int = threshold(100, "Ordinary steps in the rolling baseline.")
+    min_history: int = threshold(20, "Steps for the full baseline; before that only severe_factor spikes count.")
+    early_history: int = threshold(5, "Steps for the provisional baseline.")
+    persist_window: int = threshold(10, "Recent steps in which spikes are counted.")
+    spike_persist: int = threshold(3, "Spikes within persist_window needed for the diagnosis.")
+    growth_factor: float = threshold(2.0, "The norm must have grown this much more since the first spike ...")
+    severe_factor: float = threshold(100.0, "... or reached this many times the baseline.")
+    catastrophe_factor: float = threshold(1e4, "A single step this many times the baseline is reported at once.")
+    ceiling: float = threshold(1e5, "Absolute norm ceiling: spike_persist steps above it are reported.")
+
+
+class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
+    """Compares each step's global gradient norm with a rolling robust baseline of the run's own norms."""
+
+    code = "exploding_gradients"
+    Thresholds = ExplodingGradientsThresholds
+
+    def __init__(self, thresholds: ExplodingGradientsThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        t = self.thresholds
+        self.history: deque[float] = deque(maxlen=int(t.baseline_window))
+        self.layer_history: deque[list[float]] = deque(maxlen=int(t.baseline_window))
+        self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))  # [step, log10 norm, excess, spike]
+        self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
+        self.steps_seen = 0
+        self.clipped = 0
+        self.clip_checked = 0
+
+    def unjudged(self) -> str | None:
+        need = int(self.thresholds.min_history) + int(self.thresholds.spike_persist)
+        return None if self.steps_seen >= need else f"needs {need} optimizer steps, saw {self.steps_seen}"
+
+    def band(self) -> tuple[float, float] | None:
+        """The current normal band of the norm: below the lower or above the upper edge is a spike."""
+        baseline = self._baseline()
+        if baseline is None or len(self.history) < self.thresholds.min_history:
+            return None
+        return 10 ** (baseline[0] - baseline[1]), 10 ** (baseline[0] + baseline[1])
+
+    def update(
+        self,
+        steps: Sequence[int],
+        norms: Sequence[float] | np.ndarray,
+        layer_norms: np.ndarray | None = None,
+        layers: Sequence[str] = (),
+        clip_val: float | None = None,
+    ) -> list[Diagnosis]:
+        """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
+
+        Args:
+            layer_norms: ``[steps, layers]`` per-layer norms, to name the layer that grew most.
+            clip_val: ``gradient_clip_val`` when norm clipping is on.
+        """
+        t = self.thresholds
+        found: Diagnosis | None = None
+        for i, (step, norm) in enumerate(zip(steps, norms)):
+            x = log10(float(norm))
+            if math.isnan(x):
+                continue
+            self.steps_seen += 1
+            if clip_val:
+                self.clip_checked += 1
+                self.clipped += int(float(norm) > clip_val)
+            layer_row = list(np.log10(np.maximum(layer_norms[i], 1e-30))) if layer_norms is not None else []
+            excess, spike = 0.0, False
+            baseline = self._baseline()
+            if baseline is not None:
+                excess = x - baseline[0]
+                spike = excess >= baseline[1]
+            self.recent.append([int(step), x, excess, float(spike)])
+            if float(norm) >= t.ceiling:
+                self.ceiling_hits.append(int(step))
+            if not spike:
+                self.history.append(x)
+                if layer_row:
+                    self.layer_history.append(layer_row)
+            if found is None:
+                found = self._judge(int(steps[-1]), layer_row, layers, clip_val)
+            if spike and found is None and len(self.recent) == self.recent.maxlen and all(r[3] for r in self.recent):
+                # A whole window at a new, steady level: adopt it as the baseline (a scale shift).
+                self.history.clear()
+                self.history.extend(r[1] for r in self.recent)
+                self.layer_history.clear()
+                for r in self.recent:
+                    r[2], r[3] = 0.0, 0.0
+        return [found] if found is not None else []
+
+    def _baseline(self) -> tuple[float, float] | None:
+        """(median log10 norm, spike threshold in decades), or None before early_history steps."""
+        t = self.thresholds
+        if len(self.history) < t.early_history:
+            return None
+        if len(self.history) < t.min_history:
+            return median(self.history), math.log10(t.severe_factor)
+        return median(self.history), max(math.log10(t.spike_factor), t.z * max(mad(self.history), t.min_spread))
+
+    def _judge(
+        self, decided: int, layer_row: list[float], layers: Sequence[str], clip_val: float | None
+    ) -> Diagnosis | None:
+        t = self.thresholds
+        spikes = [r for r in self.recent if r[3]]
+        latest = self.recent[-1]
+        growing = bool(spikes) and (
+            spikes[-1][1] - spikes[0][1] >= math.log10(t.growth_factor) or latest[2] >= math.log10(t.severe_factor)
+        )
+        over_ceiling = [s for s in self.ceiling_hits if s > latest[0] - t.persist_window]
+        catastrophe = latest[3] and latest[2] >= math.log10(t.catastrophe_factor)
+        persistent = len(spikes) >= t.spike_persist and growing and latest[3]
+        if not (catastrophe or persistent or len(over_ceiling) >= t.spike_persist):
+            return None
+        norm = 10 ** latest[1]
+        baseline = 10 ** (latest[1] - latest[2]) if latest[2] else math.nan
+        subject, layer_ratio = self._grown_layer(layer_row, layers)
+        evidence: dict[str, float] = {
+            "grad_norm": norm,
+            "baseline_norm": baseline,
+            "ratio": norm / baseline if baseline == baseline else math.nan,
+            "first_spike_step": spikes[0][0] if spikes else over_ceiling[0],
+            "spike_steps": len(spikes),
+        }
+        if layer_ratio == layer_ratio:
+            evidence["layer_ratio"] = layer_ratio
+        remedies = list(code_info(self.code).remedies)
+        if clip_val:
+            fraction = self.clipped / max(self.clip_checked, 1)
+            evidence.update({"gradient_clip_val": clip_val, "clip_fraction": fraction})
+            remedies = [
+                f"Clipping is on (gradient_clip_val={clip_val:g}) and fired on {fraction:.0%} of steps: "
+                "lower the learning rate rather than rely on it.",
+                *remedies[1:],
+            ]
+        if catastrophe and not persistent:
+            what = (
+                f"The gradient norm (pre-clip) jumped to {norm:.3g} at step {latest[0]:.0f}, "
+                f"{norm / baseline:.3g}x its recent baseline of {baseline:.3g}, in a single step"
+            )
+        elif persistent:
+            what = (
+                f"The gradient norm (pre-clip) reached {norm:.3g}, {norm / baseline:.0f}x its recent baseline of "
+                f"{baseline:.3g}, and is still growing ({len(spikes)} spikes since step {spikes[0][0]:.0f})"
+            )
+        else:
+            what = (
+                f"The gradient norm (pre-clip) stayed above the ceiling {t.ceiling:.3g} "
+                f"({norm:.3g} at step {latest[0]:.0f})"
+            )
+        where = f"; layer {subject} grew most ({layer_ratio:.0f}x its own baseline)." if subject else "."
+        return self.diagnosis(decided, what + where, evidence, subject=subject, remedies=remedies)
+
+    def _grown_layer(self, layer_row: list[float], layers: Sequence[str]) -> tuple[str, float]:
+        if not layer_row or not self.layer_history or len(layers) != len(layer_row):
+            return "", math.nan
+        base = np.median(np.asarray(self.layer_history), axis=0)
+        growth = np.asarray(layer_row) - base
+        growth[~np.isfinite(growth)] = -np.inf
+        best = int(np.argmax(growth))
+        return layers[best], float(10 ** growth[best])

@@ -1,0 +1,134 @@
+"""``loss_oscillation``: the training loss swings up and down by a large factor, cycle after cycle,
+with no downward trend (momentum or learning rate too high).
+
+Minibatch noise also moves the loss up and down, but it is uncorrelated from batch to batch; a real
+oscillation is structured. On the last ``window`` losses (log10 scale) the detector requires:
+- many large swings of the smoothed curve (a zig-zag count with hysteresis ``swing``),
+- structure: |lag-1 autocorrelation| of the detrended losses above ``min_autocorrelation``
+  (period-2 flip-flops give about -1, slow cycles about +1, noise about 0),
+- no trend that is large compared with the swings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import theil_sen_slope
+from lightning_lossguard.diagnosis import Diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOscillationThresholds(Thresholds):
+    window: int = threshold(100, "Recent batches examined.")
+    warmup_steps: int = threshold(20, "Batches ignored at the start.")
+    swing: float = threshold(0.3, "A swing moves the loss at least this many decades (0.3: 2x) from the last extreme.")
+    min_swings: int = threshold(4, "Swings of the smoothed loss in the window (4: two up-down cycles).")
+    min_autocorrelation: float = threshold(0.5, "Minimum absolute lag-1 autocorrelation of the detrended log-loss.")
+    max_trend: float = threshold(
+        1.0, "Net change over the window, as a multiple of the median swing, above which it is a trend."
+    )
+
+
+class LossOscillation(Detector[LossOscillationThresholds]):
+    """Zig-zag count, autocorrelation and trend of the recent log-loss."""
+
+    code = "loss_oscillation"
+    Thresholds = LossOscillationThresholds
+
+    def __init__(self, thresholds: LossOscillationThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self.recent: deque[list[float]] = deque(maxlen=int(self.thresholds.window))
+        self.skipped = 0
+
+    def unjudged(self) -> str | None:
+        t = self.thresholds
+        need, seen = int(t.warmup_steps + t.window), self.skipped + len(self.recent)
+        return None if len(self.recent) >= t.window else f"needs {need} batches, saw {seen}"
+
+    def update(self, steps: Sequence[int], losses: Sequence[float] | np.ndarray) -> list[Diagnosis]:
+        t = self.thresholds
+        for step, loss in zip(steps, losses):
+            if self.skipped < t.warmup_steps:
+                self.skipped += 1
+                continue
+            if math.isfinite(float(loss)):
+                self.recent.append([float(step), float(loss)])
+        if len(self.recent) < t.window or not steps:
+            return []
+        x = np.array([s for s, _ in self.recent])
+        raw = np.array([v for _, v in self.recent])
+        # Signed losses are normalised by their typical magnitude, in "decades-like" units.
+        y = np.log10(raw) if (raw > 0).all() else raw / max(float(np.median(np.abs(raw))), 1e-12)
+        # Period-2 flip-flops vanish under smoothing: count them on the raw series.
+        swings = max(_zigzag(np.convolve(y, np.ones(3) / 3, mode="valid"), t.swing), _zigzag(y, t.swing), key=len)
+        if len(swings) < t.min_swings:
+            return []
+        slope = theil_sen_slope(x, y)
+        trend = abs(slope * (x[-1] - x[0]))
+        amplitude = float(np.median(swings))
+        if trend > t.max_trend * amplitude:
+            return []
+        residual = y - (slope * (x - x[0]) + np.median(y - slope * (x - x[0])))
+        r1 = _lag1(residual)
+        if abs(r1) < t.min_autocorrelation:
+            return []
+        factor = 10**amplitude if (raw > 0).all() else math.nan
+        period = "every other step (period 2)" if r1 < 0 else f"in cycles of about {2 * len(y) / len(swings):.0f} steps"
+        message = (
+            f"The training loss swings {len(swings)} times in the last {len(y)} batches"
+            + (f" by about {factor:.3g}x" if factor == factor else "")
+            + f", {period}, with no downward trend (lag-1 autocorrelation {r1:+.2f})."
+        )
+        evidence = {
+            "swings": len(swings),
+            "window": len(y),
+            "swing_factor": factor,
+            "autocorrelation": r1,
+            "trend_decades": trend,
+            "low": float(raw.min()),
+            "high": float(raw.max()),
+        }
+        return [self.diagnosis(int(steps[-1]), message, evidence)]
+
+
+def _zigzag(y: np.ndarray, swing: float) -> list[float]:
+    """Sizes of the moves between confirmed turning points, each at least ``swing`` (hysteresis)."""
+    pivots: list[float] = []
+    if y.size < 2:
+        return []
+    direction, high, low = 0, float(y[0]), float(y[0])
+    extreme = float(y[0])
+    for v in map(float, y[1:]):
+        if direction == 0:
+            high, low = max(high, v), min(low, v)
+            if high - v >= swing:
+                pivots.append(high)
+                direction, extreme = -1, v
+            elif v - low >= swing:
+                pivots.append(low)
+                direction, extreme = 1, v
+        elif direction > 0:
+            if v > extreme:
+                extreme = v
+            elif extreme - v >= swing:
+                pivots.append(extreme)
+                direction, extreme = -1, v
+        elif v < extreme:
+            extreme = v
+        elif v - extreme >= swing:
+            pivots.append(extreme)
+            direction, extreme = 1, v
+    return [abs(b - a) for a, b in itertools.pairwise(pivots)]
+
+
+def _lag1(y: np.ndarray) -> float:
+    y = y - y.mean()
+    denominator = float(np.dot(y, y))
+    return float(np.dot(y[:-1], y[1:]) / denominator) if denominator > 0 else 0.0

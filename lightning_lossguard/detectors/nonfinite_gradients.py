@@ -1,0 +1,126 @@
+"""``nonfinite_gradients``: NaN/Inf gradients that a finite loss does not explain.
+
+Under a 16-bit GradScaler, a step with non-finite gradients is skipped and the scale halved: that is
+normal, especially early. Then only persistent skips or a collapsed scale are reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.diagnosis import Diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class NonfiniteGradientsThresholds(Thresholds):
+    max_consecutive_skips: int = threshold(
+        16, "With a GradScaler: consecutive skipped (non-finite) steps tolerated before the diagnosis."
+    )
+    max_skip_fraction: float = threshold(
+        0.25, "With a GradScaler: share of skipped steps over the last skip_window steps tolerated."
+    )
+    skip_window: int = threshold(200, "With a GradScaler: steps over which the skip share is measured.")
+    min_scale: float = threshold(
+        1.0, "With a GradScaler: a loss scale below this means gradients overflow even unscaled."
+    )
+
+
+class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
+    """Names the parameters with non-finite gradients, starting nearest the loss (where NaN enters backward)."""
+
+    code = "nonfinite_gradients"
+    Thresholds = NonfiniteGradientsThresholds
+
+    def __init__(self, thresholds: NonfiniteGradientsThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self.streak = 0
+        self.longest_streak = 0
+        self.recent: deque[bool] = deque(maxlen=int(self.thresholds.skip_window))
+        self.skipped = 0
+        self.first_step: int | None = None
+
+    def update(
+        self,
+        steps: Sequence[int],
+        param_norms: np.ndarray,
+        names: Sequence[str],
+        depth: Sequence[int],
+        scaler_active: bool = False,
+        scale: float | None = None,
+        nonfinite_loss_steps: Collection[int] = (),
+    ) -> list[Diagnosis]:
+        """Judge one window of per-parameter norms (rows: optimizer steps; -1: no gradient).
+
+        Args:
+            depth: per parameter, its layer's position from the input side (higher = nearer the loss).
+            scaler_active: a 16-bit GradScaler skips non-finite steps.
+            scale: the scaler's loss scale at the end of the window, when known.
+            nonfinite_loss_steps: steps whose loss was non-finite (reported as ``nonfinite_loss`` instead).
+        """
+        t = self.thresholds
+        found: tuple[int, np.ndarray] | None = None
+        for step, row in zip(steps, param_norms):
+            bad = ~np.isfinite(row)
+            is_bad = bool(bad.any()) and int(step) not in nonfinite_loss_steps
+            self.recent.append(is_bad)
+            if is_bad:
+                self.streak += 1
+                self.skipped += 1
+                self.longest_streak = max(self.longest_streak, self.streak)
+                if self.first_step is None:
+                    self.first_step = int(step)
+                if found is None:
+                    found = (int(step), bad)
+            else:
+                self.streak = 0
+        if found is None and not (scaler_active and scale is not None and scale < t.min_scale and self.skipped):
+            return []
+        step_bad, mask = found if found is not None else (int(steps[-1]) if steps else 0, np.zeros(len(names), bool))
+        culprits = [int(i) for i in np.flatnonzero(mask)]
+        culprits.sort(key=lambda i: -depth[i])
+        named = ", ".join(names[i] for i in culprits[:3]) + (" …" if len(culprits) > 3 else "")
+        share = sum(self.recent) / max(len(self.recent), 1)
+        evidence: dict[str, float] = {
+            "first_step": self.first_step if self.first_step is not None else step_bad,
+            "nonfinite_params": len(culprits),
+            "watched_params": len(names),
+        }
+        subject = names[culprits[0]] if culprits else ""
+        decided = int(steps[-1]) if steps else step_bad
+        if not scaler_active:
+            message = (
+                f"Gradients became NaN/Inf at step {step_bad} while the loss was finite, in {len(culprits)} of "
+                f"{len(names)} parameters, starting at {named or 'an unnamed parameter'} (nearest the loss)."
+            )
+            return [self.diagnosis(decided, message, evidence, subject=subject)]
+        evidence.update(
+            {
+                "consecutive_skips": self.longest_streak,
+                "skip_fraction": share,
+                "loss_scale": scale if scale is not None else math.nan,
+            }
+        )
+        collapsed = scale is not None and scale < t.min_scale
+        persistent = self.longest_streak >= t.max_consecutive_skips
+        frequent = len(self.recent) >= self.recent.maxlen // 2 and share > t.max_skip_fraction  # type: ignore[operator]
+        if not (collapsed or persistent or frequent):
+            return []  # ordinary GradScaler skips
+        why = (
+            f"the loss scale collapsed to {scale:.3g}"
+            if collapsed
+            else f"{self.longest_streak} consecutive steps were skipped"
+            if persistent
+            else f"{share:.0%} of the last {len(self.recent)} steps were skipped"
+        )
+        message = (
+            f"The GradScaler keeps finding NaN/Inf gradients: {why}, first at step {evidence['first_step']:.0f}"
+            + (f", starting at {named}" if named else "")
+            + "."
+        )
+        return [self.diagnosis(decided, message, evidence, subject=subject)]

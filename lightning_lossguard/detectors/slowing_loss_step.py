@@ -1,0 +1,94 @@
+"""``slowing_loss_step``: the per-step loss time grows steadily over training (seed 004).
+
+Per-step times are compressed into block medians (one long pause or a GC hiccup disappears), the
+warm-up steps are skipped (first-step allocation, compilation), and the trend must be both large and
+steady: the recent level well above the early level, a positive Theil-Sen slope, and every one of the
+latest blocks above the halfway mark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import BlockMedians, median, theil_sen_slope
+from lightning_lossguard.diagnosis import Diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowingLossStepThresholds(Thresholds):
+    warmup_steps: int = threshold(20, "Batches ignored at the start (allocation, compilation, caches).")
+    block: int = threshold(10, "Batches per block median.")
+    min_blocks: int = threshold(6, "Blocks after warm-up needed before judging.")
+    edge_blocks: int = threshold(3, "Blocks averaged for the early and the recent level.")
+    min_ratio: float = threshold(1.5, "Recent level must be at least this many times the early level.")
+    min_increase_ms: float = threshold(0.5, "... and at least this many milliseconds slower per step.")
+
+
+class SlowingLossStep(Detector[SlowingLossStepThresholds]):
+    """Watches the loss-step time (``loss`` phase when measured, else ``training_step``) for a steady climb."""
+
+    code = "slowing_loss_step"
+    Thresholds = SlowingLossStepThresholds
+
+    def __init__(self, thresholds: SlowingLossStepThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self.blocks = BlockMedians(int(self.thresholds.block))
+        self.skipped = 0
+
+    def unjudged(self) -> str | None:
+        t = self.thresholds
+        need = int(t.warmup_steps + t.min_blocks * t.block)
+        seen = self.skipped + self.blocks.count
+        return None if len(self.blocks.values) >= t.min_blocks else f"needs {need} timed batches, saw {seen}"
+
+    def update(
+        self,
+        steps: Sequence[int],
+        step_ms: Sequence[float] | np.ndarray,
+        total_steps: int | None = None,
+        what: str = "training_step (forward + loss)",
+    ) -> list[Diagnosis]:
+        """Add per-batch times (ms). ``total_steps``: planned run length, for the projected cost."""
+        t = self.thresholds
+        values = np.asarray(step_ms, dtype=np.float64)
+        keep = max(0, min(len(values), int(t.warmup_steps) - self.skipped))
+        self.skipped += keep
+        self.blocks.extend(list(steps)[keep:], values[keep:])
+        n = len(self.blocks.values)
+        if n < t.min_blocks or not steps:
+            return []
+        k = int(t.edge_blocks)
+        early = median(self.blocks.values[:k])
+        recent = median(self.blocks.values[-k:])
+        halfway = early + (recent - early) / 2
+        trend = theil_sen_slope(self.blocks.steps, self.blocks.values)
+        steady = all(v >= halfway for v in self.blocks.values[-k:])
+        if not (recent >= t.min_ratio * early and recent - early >= t.min_increase_ms and trend > 0 and steady):
+            return []
+        # Average rate between the middles of the early and the recent blocks (ms per step).
+        span = median(self.blocks.steps[-k:]) - median(self.blocks.steps[:k])
+        slope = (recent - early) / span if span > 0 else 0.0
+        now = int(steps[-1])
+        remaining = max(0, (total_steps or now) - now)
+        # Extra time for the rest of the run if the climb continues: the current excess plus the trend.
+        extra_s = ((recent - early) * remaining + slope * remaining**2 / 2) / 1e3
+        message = (
+            f"The {what} time grew from {early:.3g} ms to {recent:.3g} ms per step "
+            f"({recent / early:.1f}x, +{slope * 1000:.3g} ms per 1000 steps) between steps "
+            f"{self.blocks.steps[0]} and {self.blocks.steps[-1]}"
+            + (f"; at this rate the remaining {remaining} steps cost {extra_s:.0f} s extra." if remaining else ".")
+        )
+        evidence = {
+            "start_ms": early,
+            "now_ms": recent,
+            "ratio": recent / early if early > 0 else math.inf,
+            "growth_ms_per_1000_steps": slope * 1000,
+            "projected_extra_s": extra_s,
+            "first_step": self.blocks.steps[0],
+        }
+        return [self.diagnosis(now, message, evidence)]

@@ -1,0 +1,88 @@
+"""``tiny_updates``: each optimizer step changes the weights by a tiny fraction: the learning rate is
+too low to learn.
+
+Measured, not estimated: on report steps the weights are compared before and after the optimizer step
+(``||w_after - w_before|| / ||w_before||`` per parameter), so it is right for any optimizer. Reported only
+while the loss is not improving either: slow but productive fine-tuning stays quiet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+
+import numpy as np
+
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import median
+from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.signals.gradients import NO_GRADIENT
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyUpdatesThresholds(Thresholds):
+    max_ratio: float = threshold(1e-5, "Median update/weight ratio below this is tiny (healthy: ~1e-4..1e-2).")
+    min_samples: int = threshold(3, "Consecutive report-step samples below max_ratio.")
+    max_improvement: float = threshold(
+        0.02, "Reported only if the loss improved less than this fraction over those samples ..."
+    )
+    min_loss_fraction: float = threshold(
+        0.5, "... and is still above this fraction of its early level (a converged run is not starved)."
+    )
+
+
+class TinyUpdates(Detector[TinyUpdatesThresholds]):
+    """Update-to-weight ratios sampled at report steps, judged together with the loss trend."""
+
+    code = "tiny_updates"
+    Thresholds = TinyUpdatesThresholds
+
+    def __init__(self, thresholds: TinyUpdatesThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self.samples: deque[list[float]] = deque(maxlen=int(self.thresholds.min_samples))  # [step, ratio, loss]
+
+    def unjudged(self) -> str | None:
+        need = int(self.thresholds.min_samples)
+        seen = len(self.samples)
+        return None if seen >= need else f"needs {need} report-step samples, saw {seen}"
+
+    def update(
+        self,
+        step: int,
+        update_ratio: np.ndarray,
+        loss_level: float,
+        learning_rate: float = math.nan,
+        early_loss: float = math.nan,
+    ) -> list[Diagnosis]:
+        """Add one sample. ``update_ratio``: per parameter (-1 where not measured); ``loss_level``: a robust
+        recent training-loss level; ``early_loss``: the loss level at the start of the run."""
+        measured = update_ratio[update_ratio != NO_GRADIENT]
+        if not measured.size:
+            return []
+        ratio = median(measured)
+        self.samples.append([float(step), ratio, float(loss_level)])
+        t = self.thresholds
+        if len(self.samples) < t.min_samples or not all(s[1] < t.max_ratio for s in self.samples):
+            return []
+        first_loss, last_loss = self.samples[0][2], self.samples[-1][2]
+        improvement = (first_loss - last_loss) / abs(first_loss) if first_loss and math.isfinite(first_loss) else 0.0
+        if improvement >= t.max_improvement:
+            return []
+        if early_loss > 0 and last_loss < t.min_loss_fraction * early_loss:
+            return []  # the loss already fell a lot: small steps of a converged run
+        lr_text = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
+        message = (
+            f"Each optimizer step changes the weights by a median {ratio:.2g} of their size{lr_text} "
+            f"(healthy training: ~1e-4 to 1e-2), over {len(self.samples)} samples since step "
+            f"{self.samples[0][0]:.0f}, and the loss "
+            + (f"improved only {improvement:.1%}." if improvement > 0 else "did not improve.")
+        )
+        evidence = {
+            "update_ratio": ratio,
+            "max_layer_ratio": float(np.max(measured)),
+            "learning_rate": learning_rate,
+            "loss_improvement": improvement,
+            "since_step": self.samples[0][0],
+        }
+        return [self.diagnosis(step, message, evidence)]

@@ -1,0 +1,124 @@
+"""``val_loss_rising``: the validation loss rises by a persistent margin after a low start or a minimum.
+
+The evidence decides which cause to name first (seed 001):
+- training loss falling while validation rises: overfitting;
+- validation rising from the very first evaluation, training not falling: forgetting, or a fine-tuning
+  learning rate that is too high;
+- training loss rising too: unstable optimisation;
+- otherwise: a gap between the training and validation data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.diagnosis import Diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class ValLossRisingThresholds(Thresholds):
+    min_rise: float = threshold(0.10, "Relative rise above the best validation loss that counts (0.10 = 10%).")
+    persist: int = threshold(2, "Consecutive latest evaluations that must all be min_rise above the best.")
+    min_evals: int = threshold(3, "Evaluations needed before judging.")
+    train_change: float = threshold(
+        0.05,
+        "Relative change of the training loss that counts as falling or rising (differential diagnosis).",
+    )
+
+
+class ValLossRising(Detector[ValLossRisingThresholds]):
+    """Tracks one validation metric across evaluations and explains a persistent rise."""
+
+    code = "val_loss_rising"
+    Thresholds = ValLossRisingThresholds
+
+    def __init__(self, thresholds: ValLossRisingThresholds | None = None, metric: str = "val_loss") -> None:
+        super().__init__(thresholds)
+        self.metric = metric
+        self.evals: list[list[float]] = []  # [step, epoch, val, train (nan when unknown)]
+
+    def unjudged(self) -> str | None:
+        need = int(self.thresholds.min_evals)
+        return None if len(self.evals) >= need else f"needs {need} validation runs, saw {len(self.evals)}"
+
+    def update(self, step: int, epoch: int, value: float, train_loss: float = math.nan) -> list[Diagnosis]:
+        """Add one evaluation. ``train_loss``: a robust recent training-loss level at that time."""
+        if not math.isfinite(value):
+            return []  # a non-finite validation loss follows a non-finite model; other codes report it
+        self.evals.append([float(step), float(epoch), float(value), float(train_loss)])
+        t = self.thresholds
+        if len(self.evals) < t.min_evals:
+            return []
+        best_index = min(range(len(self.evals)), key=lambda i: self.evals[i][2])
+        best_step, best_epoch, best, train_at_best = self.evals[best_index]
+        scale = abs(best) if best != 0 else 1.0
+        latest = self.evals[-int(t.persist) :]
+        if len(self.evals) - 1 - best_index < t.persist or not all(e[2] >= best + t.min_rise * scale for e in latest):
+            return []
+        current, train_now = value, float(train_loss)
+        rise = (current - best) / scale
+        train_delta = (
+            (train_now - train_at_best) / abs(train_at_best)
+            if math.isfinite(train_now) and math.isfinite(train_at_best) and train_at_best != 0
+            else math.nan
+        )
+        cause, remedies = self._cause(best_index, train_delta)
+        keep = f"the best checkpoint is from epoch {best_epoch:.0f} (step {best_step:.0f}, {self.metric}={best:.4g})"
+        train_text = "" if math.isnan(train_delta) else f" while the training loss changed {train_delta:+.0%}"
+        message = (
+            f"{self.metric} rose {rise:+.0%} from its minimum {best:.4g} to {current:.4g}{train_text}: {cause}; {keep}."
+        )
+        evidence = {
+            "best_val_loss": best,
+            "best_step": best_step,
+            "best_epoch": best_epoch,
+            "current_val_loss": current,
+            "rise_fraction": rise,
+            "train_change_fraction": train_delta,
+            "evaluations": len(self.evals),
+        }
+        return [self.diagnosis(step, message, evidence, subject=self.metric, remedies=remedies)]
+
+    def _cause(self, best_index: int, train_delta: float) -> tuple[str, list[str]]:
+        t = self.thresholds
+        checkpoint = (
+            f"Keep the best checkpoint: ModelCheckpoint(monitor='{self.metric}', mode='min') and "
+            f"EarlyStopping(monitor='{self.metric}', patience=3)."
+        )
+        regularise = "Regularise: weight decay, dropout, data augmentation; get more training data."
+        finetune = "When fine-tuning: lower the learning rate (10x), freeze the early layers, add a warm-up."
+        if math.isfinite(train_delta) and train_delta <= -t.train_change:
+            if best_index == 0:
+                return (
+                    "overfitting from the first evaluation (typical of fine-tuning on a small set, or a "
+                    "fine-tuning learning rate that is too high)",
+                    [checkpoint, regularise, finetune],
+                )
+            return "overfitting (training loss falls while validation rises)", [
+                checkpoint,
+                regularise,
+                finetune,
+            ]
+        if math.isfinite(train_delta) and train_delta >= t.train_change:
+            return (
+                "unstable optimisation (the training loss rises too)",
+                ["Lower the learning rate and clip gradients (gradient_clip_val=1.0).", checkpoint, finetune],
+            )
+        if best_index == 0:
+            return (
+                "the model is moving away from a good starting point: catastrophic forgetting or a fine-tuning "
+                "learning rate that is too high",
+                [finetune, checkpoint, regularise],
+            )
+        return (
+            "the training loss is flat while validation rises: a gap between the training and validation "
+            "data (domain shift) or a learning rate that is too high",
+            [
+                checkpoint,
+                "Check that training and validation data come from the same distribution; augment "
+                "towards the validation domain.",
+                finetune,
+            ],
+        )

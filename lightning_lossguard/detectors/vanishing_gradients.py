@@ -1,0 +1,127 @@
+"""``vanishing_gradients``: early layers learn orders of magnitude slower than late ones, or the
+gradient norm collapses while the loss has not improved.
+
+Depth rule (after AUTOTRAINER): the median ratio first-layer norm / last-layer norm over a window, on
+dense weight layers only (embeddings get sparse gradients and are not comparable). Collapse rule: the
+global norm fell by ``collapse_ratio`` from its early level while the loss stayed within
+``loss_flat`` of where it started; a converged run whose gradients shrink because the loss fell is
+healthy and stays quiet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import median
+from lightning_lossguard.diagnosis import Diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class VanishingGradientsThresholds(Thresholds):
+    layer_ratio: float = threshold(1e-3, "First-layer norm / last-layer norm below this is vanishing.")
+    min_layers: int = threshold(3, "Dense weight layers needed for the depth rule.")
+    window: int = threshold(50, "Optimizer steps in the rolling median.")
+    min_steps: int = threshold(20, "Steps needed before judging.")
+    collapse_ratio: float = threshold(1e-4, "Global norm now / early global norm below this is a collapse ...")
+    loss_flat: float = threshold(0.9, "... when the loss is still above this fraction of its early level.")
+
+
+class VanishingGradients(Detector[VanishingGradientsThresholds]):
+    """Depth ratio of layer norms, and collapse of the global norm, each over a rolling window."""
+
+    code = "vanishing_gradients"
+    Thresholds = VanishingGradientsThresholds
+
+    def __init__(self, thresholds: VanishingGradientsThresholds | None = None) -> None:
+        super().__init__(thresholds)
+        w = int(self.thresholds.window)
+        self.layer_rows: deque[list[float]] = deque(maxlen=w)
+        self.norms: deque[float] = deque(maxlen=w)
+        self.early_norms: list[float] = []
+        self.losses: deque[float] = deque(maxlen=w)
+        self.early_losses: list[float] = []
+
+    def unjudged(self) -> str | None:
+        need = int(self.thresholds.min_steps)
+        return None if len(self.norms) >= need else f"needs {need} optimizer steps, saw {len(self.norms)}"
+
+    def update(
+        self,
+        steps: Sequence[int],
+        layer_norms: np.ndarray,
+        layers: Sequence[str],
+        comparable: Sequence[bool],
+        global_norms: Sequence[float] | np.ndarray,
+        losses: Sequence[float] | np.ndarray = (),
+    ) -> list[Diagnosis]:
+        """Judge one window. ``layer_norms``: ``[steps, layers]`` with layers ordered input to output."""
+        t = self.thresholds
+        w = int(t.window)
+        for row, norm in zip(layer_norms, global_norms):
+            if not np.isfinite(norm):
+                continue
+            self.layer_rows.append([float(v) for v in row])
+            self.norms.append(float(norm))
+            if len(self.early_norms) < w:
+                self.early_norms.append(float(norm))
+        for loss in losses:
+            if math.isfinite(float(loss)):
+                self.losses.append(float(loss))
+                if len(self.early_losses) < w:
+                    self.early_losses.append(float(loss))
+        if len(self.norms) < t.min_steps or not steps:
+            return []
+        decided = int(steps[-1])
+        return self._depth(decided, layers, comparable) or self._collapse(decided)
+
+    def _depth(self, decided: int, layers: Sequence[str], comparable: Sequence[bool]) -> list[Diagnosis]:
+        t = self.thresholds
+        dense = [i for i, ok in enumerate(comparable) if ok]
+        if len(dense) < t.min_layers:
+            return []
+        rows = np.asarray(self.layer_rows)[:, dense]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = np.nanmedian(np.where(rows > 0, rows, np.nan), axis=0)
+        first, last = level[0], level[-1]
+        if not (np.isfinite(first) and np.isfinite(last)) or last <= 0:
+            return []
+        ratio = first / last
+        if ratio >= t.layer_ratio:
+            return []
+        below = [layers[dense[i]] for i, v in enumerate(level) if np.isfinite(v) and v / last < t.layer_ratio]
+        message = (
+            f"The first layer {layers[dense[0]]} gets gradients {1 / ratio:.3g}x smaller than the last layer "
+            f"{layers[dense[-1]]} (median over {len(rows)} steps: {first:.3g} vs {last:.3g}); "
+            f"{len(below)} of {len(dense)} weight layers are below {t.layer_ratio:g}x the last."
+        )
+        evidence = {
+            "first_layer_norm": float(first),
+            "last_layer_norm": float(last),
+            "ratio": float(ratio),
+            "layers_below": len(below),
+            "weight_layers": len(dense),
+        }
+        return [self.diagnosis(decided, message, evidence, subject=layers[dense[0]])]
+
+    def _collapse(self, decided: int) -> list[Diagnosis]:
+        t = self.thresholds
+        if len(self.early_norms) < t.window or len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
+            return []
+        early, now = median(self.early_norms), median(self.norms)
+        loss_early, loss_now = median(self.early_losses), median(self.losses)
+        if not (early > 0 and now / early < t.collapse_ratio):
+            return []
+        if not (loss_early > 0 and loss_now >= t.loss_flat * loss_early):
+            return []  # the loss fell: small gradients of a converging run
+        message = (
+            f"The gradient norm collapsed from {early:.3g} to {now:.3g} ({early / max(now, 1e-300):.3g}x smaller) "
+            f"while the loss barely moved ({loss_early:.4g} -> {loss_now:.4g})."
+        )
+        evidence = {"early_grad_norm": early, "grad_norm": now, "early_loss": loss_early, "loss": loss_now}
+        return [self.diagnosis(decided, message, evidence)]

@@ -1,0 +1,392 @@
+"""Feeds each window of signals to the enabled detectors and keeps the run's diagnoses.
+
+Applies the user's choices (suppressed codes, severity overrides, thresholds), reports each finding once
+(again only if it escalates), and orders findings of one step cause-first. Knows nothing of Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from lightning_lossguard.catalog import CATALOG, code_info
+from lightning_lossguard.detectors import (
+    DETECTORS,
+    DeadGradients,
+    ExpensiveLoss,
+    ExplodingGradients,
+    LossDivergence,
+    LossOscillation,
+    LossPlateau,
+    LossScaleShift,
+    LossTermImbalance,
+    MemoryGrowth,
+    NonfiniteGradients,
+    NonfiniteLoss,
+    SlowingLossStep,
+    TinyUpdates,
+    VanishingGradients,
+)
+from lightning_lossguard.detectors.base import Detector, apply_overrides
+from lightning_lossguard.detectors.stats import median
+from lightning_lossguard.detectors.val_loss_rising import ValLossRising
+from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.signals.window import Window, global_norms, layer_norms
+
+D = TypeVar("D", bound=Detector[Any])
+
+CAUSE_ORDER = (
+    "loss_divergence",
+    "exploding_gradients",
+    "nonfinite_gradients",
+    "nonfinite_loss",
+    "loss_scale_shift",
+    "loss_term_imbalance",
+    "vanishing_gradients",
+    "dead_gradients",
+    "tiny_updates",
+    "loss_plateau",
+    "loss_oscillation",
+    "val_loss_rising",
+    "memory_growth",
+    "slowing_loss_step",
+    "expensive_loss",
+)
+"""Within one step, causes come before the symptoms they produce (an explosion before the NaN)."""
+
+BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
+"""Codes after which the run is broken: later gradient and loss-shape findings are its consequences."""
+
+CONSEQUENCES = frozenset(
+    {
+        "nonfinite_gradients",
+        "dead_gradients",
+        "vanishing_gradients",
+        "tiny_updates",
+        "loss_plateau",
+        "loss_oscillation",
+        "loss_scale_shift",
+    }
+)
+"""Symptoms a broken run produces (saturated or NaN weights): reported only before it broke."""
+
+_PER_SUBJECT = {"val_loss_rising", "memory_growth", "loss_divergence", "loss_scale_shift"}
+"""Codes reported once per subject (metric, memory kind, direction) instead of once per run."""
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Static facts about the watched model and the run, from the Lightning glue."""
+
+    param_names: tuple[str, ...] = ()
+    param_sizes: tuple[int, ...] = ()
+    param_units: tuple[int, ...] = ()  # output units for dense weights, 0 otherwise
+    layer_of: tuple[int, ...] = ()
+    layers: tuple[str, ...] = ()
+    comparable: tuple[bool, ...] = ()
+    clip_val: float | None = None
+    scaler_active: bool = False
+    total_steps: int | None = None
+
+    @property
+    def layer_names_per_param(self) -> tuple[str, ...]:
+        return tuple(self.layers[i] for i in self.layer_of)
+
+
+class Diagnostician:
+    """Runs the detectors over windows of signals; collects diagnoses (oldest first).
+
+    Args:
+        suppress: codes never reported (their detectors are not even built).
+        severity: per-code severity overrides.
+        thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
+        val_metric: the validation metric watched by ``val_loss_rising`` (also matched per dataloader as
+            ``<val_metric>/dataloader_idx_N``).
+    """
+
+    def __init__(
+        self,
+        suppress: Iterable[str] = (),
+        severity: Mapping[str, str] | None = None,
+        thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        val_metric: str = "val_loss",
+    ) -> None:
+        self.suppress = frozenset(suppress)
+        for code in self.suppress:
+            code_info(code)
+        self.severity = {code_info(c).code: _severity(s, c) for c, s in (severity or {}).items()}
+        thresholds = dict(thresholds or {})
+        for code in thresholds:
+            code_info(code)
+            if code not in DETECTORS:
+                raise ValueError(f"{code!r} has no thresholds.")
+        self._thresholds = {
+            code: apply_overrides(cls.Thresholds(), thresholds.get(code, {}), code) for code, cls in DETECTORS.items()
+        }
+        # val_loss_rising is built per validation metric (judge_validation), the others once.
+        self.detectors: dict[str, Detector[Any]] = {
+            code: cls(self._thresholds[code])
+            for code, cls in DETECTORS.items()
+            if code not in self.suppress and code != "val_loss_rising"
+        }
+        self.val_metric = val_metric
+        self.val_detectors: dict[str, ValLossRising] = {}
+        self.diagnoses: list[Diagnosis] = []
+        self._reported: dict[str, int] = {}
+        self.consequences: set[str] = set()
+        self._train_losses: deque[float] = deque(maxlen=50)
+        self._early_losses: list[float] = []
+        self.steps_judged = 0
+
+    # -- judging ------------------------------------------------------------------------------------
+    def _on(self, cls: type[D]) -> D | None:
+        """The enabled detector of this class, typed (None when its code is suppressed)."""
+        detector = self.detectors.get(cls.code)
+        return detector if isinstance(detector, cls) else None
+
+    def judge(self, window: Window, layout: RunLayout, learning_rate: float = math.nan) -> list[Diagnosis]:
+        """Run every enabled detector over one window; return the new diagnoses."""
+        found: list[Diagnosis] = []
+        self.steps_judged += len(window.optimizer_steps) or len(window.batch_steps)
+        finite_losses = [float(v) for v in window.loss if math.isfinite(v)]
+        self._train_losses.extend(finite_losses)
+        self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
+        found += self._judge_gradients(window, layout)
+        found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
+        found += self._judge_time_and_memory(window, layout)
+        return self._accept(found)
+
+    def _judge_gradients(self, window: Window, layout: RunLayout) -> list[Diagnosis]:
+        opt = window.optimizer_steps
+        found: list[Diagnosis] = []
+        if (nonfinite_loss := self._on(NonfiniteLoss)) and window.batch_steps:
+            found += nonfinite_loss.update(window.batch_steps, window.loss)
+        if not opt:
+            return found
+        norms = global_norms(window.param_norms)
+        layers = layer_norms(window.param_norms, layout.layer_of, len(layout.layers))
+        depth = list(layout.layer_of)
+        if nonfinite := self._on(NonfiniteGradients):
+            bad_loss_steps = {s for s, v in zip(window.batch_steps, window.loss) if not math.isfinite(v)}
+            found += nonfinite.update(
+                opt,
+                window.param_norms,
+                layout.param_names,
+                depth,
+                scaler_active=layout.scaler_active,
+                scale=window.scaler_scale,
+                nonfinite_loss_steps=bad_loss_steps,
+            )
+        if exploding := self._on(ExplodingGradients):
+            found += exploding.update(opt, norms, layers, layout.layers, layout.clip_val)
+        if vanishing := self._on(VanishingGradients):
+            found += vanishing.update(opt, layers, layout.layers, layout.comparable, norms, window.loss)
+        if dead := self._on(DeadGradients):
+            found += dead.update(
+                opt,
+                window.param_norms,
+                layout.param_names,
+                layout.param_sizes,
+                layout.layer_names_per_param,
+                depth,
+                window.dead_unit_share,
+                layout.param_units,
+            )
+        return found
+
+    def _judge_loss_curve(
+        self, window: Window, layout: RunLayout, learning_rate: float, explained: set[str]
+    ) -> list[Diagnosis]:
+        found: list[Diagnosis] = []
+        batches = window.batch_steps
+        tiny = self._on(TinyUpdates)
+        # Dead or vanishing gradients explain small updates better than a low learning rate.
+        starved = (explained | set(self._reported)) & {"dead_gradients", "vanishing_gradients"}
+        if tiny and window.update_ratio is not None and window.sample_step is not None and not starved:
+            found += tiny.update(
+                window.sample_step, window.update_ratio, self.train_level, learning_rate, self.early_level
+            )
+        if not batches:
+            return found
+        if divergence := self._on(LossDivergence):
+            found += divergence.update(batches, window.loss)
+        if oscillation := self._on(LossOscillation):
+            found += oscillation.update(batches, window.loss)
+        if plateau := self._on(LossPlateau):
+            found += plateau.update(batches, window.loss, layout.total_steps)
+        if (imbalance := self._on(LossTermImbalance)) and window.loss_terms:
+            found += imbalance.update(batches, window.loss_terms)
+        if shift := self._on(LossScaleShift):
+            found += shift.update(batches, window.loss, window.optimizer_steps, global_norms(window.param_norms))
+        return found
+
+    def _judge_time_and_memory(self, window: Window, layout: RunLayout) -> list[Diagnosis]:
+        found: list[Diagnosis] = []
+        if window.timing_steps and window.phase_ms:
+            loss_ms, label = self._loss_time(window)
+            if slowing := self._on(SlowingLossStep):
+                found += slowing.update(window.timing_steps, loss_ms, layout.total_steps, label)
+            if (expensive := self._on(ExpensiveLoss)) and label.startswith("loss"):
+                found += expensive.update(
+                    window.timing_steps,
+                    window.phase_ms["loss"],
+                    window.phase_ms["step"],
+                    exact="loss" in window.section_ms,
+                )
+        memory = {"host RSS": window.host_rss_mb, "CUDA allocated": window.device_allocated_mb}
+        if (growth := self._on(MemoryGrowth)) and any(v is not None for v in memory.values()):
+            found += growth.update(window.last_step, memory)
+        return found
+
+    def judge_validation(self, step: int, epoch: int, metrics: Mapping[str, float]) -> list[Diagnosis]:
+        """Add one validation run's metrics (only the watched metric and its per-dataloader variants)."""
+        if "val_loss_rising" in self.suppress:
+            return []
+        found: list[Diagnosis] = []
+        for name, value in metrics.items():
+            if name != self.val_metric and not name.startswith(f"{self.val_metric}/dataloader_idx_"):
+                continue
+            detector = self.val_detectors.get(name)
+            if detector is None:
+                detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
+                self.val_detectors[name] = detector
+            found += detector.update(step, epoch, float(value), self.train_level)
+        return self._accept(found)
+
+    @property
+    def scale_shift(self) -> LossScaleShift | None:
+        """The loss_scale_shift detector (it compares consecutive fits of one model)."""
+        return self._on(LossScaleShift)
+
+    @property
+    def broken_by(self) -> Diagnosis | None:
+        """The first diagnosis after which the run counts as broken, if any."""
+        return next((d for d in self.diagnoses if d.code in BROKEN), None)
+
+    def band(self) -> tuple[float, float] | None:
+        """The gradient norm's current normal band (for the dashboard), when the baseline exists."""
+        detector = self._on(ExplodingGradients)
+        return detector.band() if detector is not None else None
+
+    def unjudged(self, layout: RunLayout) -> list[str]:
+        """Plain notes on what could not be judged: runs too short, signals that never arrived."""
+        notes: list[str] = []
+        broken = self.broken_by
+        if broken is not None:
+            if self.consequences:
+                notes.append(
+                    f"The run broke at step {broken.step} ({broken.code}); its later symptoms are not reported "
+                    f"separately: {', '.join(sorted(self.consequences))}."
+                )
+            return notes  # "too short to judge" means nothing for a broken run
+        short = []
+        gradient_codes = {"exploding_gradients", "vanishing_gradients", "dead_gradients"}
+        for code, detector in self.detectors.items():
+            if code in gradient_codes and not layout.param_names:
+                continue
+            reason = detector.unjudged()
+            if reason:
+                short.append(f"{code} ({reason})")
+        if short:
+            notes.append("Run too short to judge: " + "; ".join(short) + ".")
+        if "val_loss_rising" not in self.suppress:
+            if not self.val_detectors:
+                notes.append(
+                    f"No '{self.val_metric}' was logged in validation (or there was no validation): val_loss_rising "
+                    f"was not judged. Log it with self.log('{self.val_metric}', loss) in validation_step, or set "
+                    "LossGuard(val_metric=...)."
+                )
+            else:
+                for name, detector in self.val_detectors.items():
+                    reason = detector.unjudged()
+                    if reason:
+                        notes.append(f"val_loss_rising for '{name}' not judged: {reason}.")
+        expensive = self._on(ExpensiveLoss)
+        if expensive is not None and not expensive.loss_ms and self.steps_judged:
+            notes.append(
+                "The loss time could not be separated from the forward pass (the model's forward was not called "
+                "from training_step): expensive_loss needs `with lightning_lossguard.timed('loss'):` around the loss."
+            )
+        return notes
+
+    @property
+    def train_level(self) -> float:
+        """Robust recent training-loss level (median of the last 50 finite batch losses)."""
+        return median(self._train_losses) if self._train_losses else math.nan
+
+    @property
+    def early_level(self) -> float:
+        """Training-loss level at the start of the run (median of the first 50 finite batch losses)."""
+        return median(self._early_losses) if self._early_losses else math.nan
+
+    @staticmethod
+    def _loss_time(window: Window) -> tuple[np.ndarray, str]:
+        loss = window.phase_ms.get("loss")
+        if loss is not None and np.isfinite(loss).any():
+            return loss, "loss"
+        return window.phase_ms["training_step"], "training_step (forward + loss)"
+
+    # -- reporting policy -----------------------------------------------------------------------------
+    def _accept(self, found: list[Diagnosis]) -> list[Diagnosis]:
+        new: list[Diagnosis] = []
+        order = {c: i for i, c in enumerate(CAUSE_ORDER)}
+        for diagnosis in sorted(found, key=lambda x: order.get(x.code, len(order))):
+            if diagnosis.code in self.suppress:
+                continue
+            if diagnosis.code in CONSEQUENCES and self.broken_by is not None:
+                self.consequences.add(diagnosis.code)
+                continue
+            if diagnosis.code in self.severity:
+                diagnosis = dataclasses.replace(diagnosis, severity=self.severity[diagnosis.code])
+            key = f"{diagnosis.code}|{diagnosis.subject}" if diagnosis.code in _PER_SUBJECT else diagnosis.code
+            if key in self._reported and self._reported[key] >= diagnosis.severity.rank:
+                continue  # reported already; only an escalation is news
+            self._reported[key] = diagnosis.severity.rank
+            self.diagnoses.append(diagnosis)
+            new.append(diagnosis)
+        return new
+
+    # -- checkpointing --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detectors": {code: det.state_dict() for code, det in self.detectors.items()},
+            "val_detectors": {name: det.state_dict() for name, det in self.val_detectors.items()},
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
+            "reported": dict(self._reported),
+            "consequences": sorted(self.consequences),
+            "train_losses": list(self._train_losses),
+            "early_losses": list(self._early_losses),
+            "steps_judged": self.steps_judged,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for code, det_state in state.get("detectors", {}).items():
+            if code in self.detectors:
+                self.detectors[code].load_state_dict(det_state)
+        for name, det_state in state.get("val_detectors", {}).items():
+            detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
+            detector.load_state_dict(det_state)
+            self.val_detectors[name] = detector
+        self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
+        self._reported = {str(k): int(v) for k, v in state.get("reported", {}).items()}
+        self.consequences = set(state.get("consequences", []))
+        self._train_losses = deque(state.get("train_losses", []), maxlen=50)
+        self._early_losses = list(state.get("early_losses", []))
+        self.steps_judged = int(state.get("steps_judged", 0))
+
+
+def _severity(value: str, code: str) -> Severity:
+    try:
+        return Severity(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Severity)
+        raise ValueError(f"Severity for {code!r} must be one of {allowed}; got {value!r}.") from None
+
+
+assert set(CAUSE_ORDER) == set(CATALOG), "every code needs a place in CAUSE_ORDER"

@@ -1,0 +1,52 @@
+"""The training loss (and named loss terms) per batch, kept on the device until the report step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Real
+
+import torch
+
+from lightning_lossguard.signals.buffer import DeviceRows
+
+
+class LossProbe:
+    """One row per training batch: ``[loss, term_1, ..., term_T]``.
+
+    Term names are fixed by the first batch that returns ``loss_terms``; a term missing later is stored
+    as NaN (ignored by the term detectors), new names are collected in ``unknown_terms`` and ignored.
+    """
+
+    def __init__(self) -> None:
+        self.term_names: tuple[str, ...] | None = None
+        self.rows: DeviceRows | None = None
+        self.unknown_terms: set[str] = set()
+
+    def record(self, loss: torch.Tensor, terms: Mapping[str, object] | None) -> None:
+        """Store the loss of one batch. Device copies only."""
+        if self.term_names is None:
+            self.term_names = tuple(sorted(terms)) if terms else ()
+            self.rows = DeviceRows(1 + len(self.term_names))
+        assert self.rows is not None
+        row = self.rows.next_row(loss.device)
+        views = row.unbind()
+        targets = [views[0]]
+        sources = [loss.detach().reshape(())]
+        for column, name in enumerate(self.term_names, start=1):
+            value = terms.get(name) if terms else None
+            if isinstance(value, torch.Tensor):
+                targets.append(views[column])
+                sources.append(value.detach().float().mean() if value.numel() != 1 else value.detach().reshape(()))
+            elif isinstance(value, Real):
+                views[column].fill_(float(value))
+            else:
+                views[column].fill_(float("nan"))
+        torch._foreach_copy_(targets, sources)
+        if terms:
+            self.unknown_terms.update(set(terms) - set(self.term_names))
+
+    def take(self) -> torch.Tensor:
+        """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
+        if self.rows is None:
+            return torch.empty(0, 1)
+        return self.rows.take()

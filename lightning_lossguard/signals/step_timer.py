@@ -1,0 +1,194 @@
+"""Where the time of a training batch goes: data wait, forward, loss, backward, optimizer.
+
+The per-step path only takes marks (a float on CPU, a recorded CUDA event on GPU); durations are
+computed in :meth:`StepTimer.drain`, at report time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from lightning_lossguard.signals.clock import Clock
+
+PHASES = ("data", "training_step", "forward", "loss", "backward", "optimizer", "step")
+"""Phases reported per batch, in milliseconds (NaN where a phase did not happen or was not measured).
+
+- ``data``: host wait between the end of one batch and the start of the next (validation, checkpoint and
+  epoch-start gaps excluded).
+- ``training_step``: forward plus loss (batch start to the start of backward).
+- ``forward``: time inside the model's outermost forward calls.
+- ``loss``: time in ``lossguard.timed("loss")`` sections when used, else ``training_step - forward``.
+- ``backward``, ``optimizer`` (hook before the optimizer step to batch end: clipping and the step), ``step``
+  (the whole batch).
+"""
+
+
+@dataclass
+class _BatchMarks:
+    step: int
+    start: object
+    data_ms: float
+    backward_start: object | None = None
+    backward_end: object | None = None
+    optimizer_start: object | None = None
+    end: object | None = None
+    forward: list[tuple[object, object]] = field(default_factory=list)
+    sections: dict[str, list[tuple[object, object]]] = field(default_factory=dict)
+
+
+class StepTimer:
+    """Collects marks for each training batch and turns them into per-phase durations on demand."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._batches: list[_BatchMarks] = []
+        self._current: _BatchMarks | None = None
+        self._last_end_host: float | None = None
+        self._forward_depth = 0
+        self._forward_start: object | None = None
+
+    # -- per-step path: marks only -------------------------------------------------------------
+    def batch_start(self, step: int) -> None:
+        now = time.perf_counter()
+        wait = (now - self._last_end_host) * 1e3 if self._last_end_host is not None else math.nan
+        self._current = _BatchMarks(step=step, start=self.clock.mark(), data_ms=wait)
+        self._forward_depth = 0
+
+    def forward_enter(self) -> None:
+        if self._current is not None:
+            if self._forward_depth == 0:
+                self._forward_start = self.clock.mark()
+            self._forward_depth += 1
+
+    def forward_exit(self) -> None:
+        if self._current is not None and self._forward_depth > 0:
+            self._forward_depth -= 1
+            if self._forward_depth == 0 and self._forward_start is not None:
+                self._current.forward.append((self._forward_start, self.clock.mark()))
+
+    def backward_start(self) -> None:
+        if self._current is not None and self._current.backward_start is None:
+            self._current.backward_start = self.clock.mark()
+
+    def backward_end(self) -> None:
+        if self._current is not None and self._current.backward_end is None:
+            self._current.backward_end = self.clock.mark()
+
+    def optimizer_start(self) -> None:
+        if self._current is not None and self._current.optimizer_start is None:
+            self._current.optimizer_start = self.clock.mark()
+
+    def section(self, name: str, start: object, end: object) -> None:
+        if self._current is not None:
+            self._current.sections.setdefault(name, []).append((start, end))
+
+    def batch_end(self) -> None:
+        if self._current is None:
+            return
+        self._current.end = self.clock.mark()
+        self._batches.append(self._current)
+        self._current = None
+        self._last_end_host = time.perf_counter()
+
+    def interrupt(self) -> None:
+        """A pause that is not data loading (validation, checkpoint, epoch start) happened."""
+        self._last_end_host = None
+
+    @property
+    def in_batch(self) -> bool:
+        return self._current is not None
+
+    # -- report time ----------------------------------------------------------------------------
+    def drain(self) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:
+        """Every finished batch since the last drain: its step, phase durations (ms), named sections (ms)."""
+        steps = [b.step for b in self._batches]
+        phases: dict[str, list[float]] = {p: [] for p in PHASES}
+        names = sorted({name for b in self._batches for name in b.sections})
+        sections: dict[str, list[float]] = {n: [] for n in names}
+        for batch in self._batches:
+            values = self._durations(batch)
+            for phase in PHASES:
+                phases[phase].append(values[phase])
+            for name in names:
+                sections[name].append(self._sum(batch.sections.get(name, [])))
+        for batch in self._batches:
+            marks: list[object] = [batch.start, batch.backward_start, batch.backward_end]
+            marks += [batch.optimizer_start, batch.end]
+            marks += [m for pair in batch.forward for m in pair]
+            marks += [m for pairs in batch.sections.values() for pair in pairs for m in pair]
+            self.clock.release([m for m in marks if m is not None])
+        self._batches = []
+        return steps, phases, sections
+
+    def _sum(self, pairs: list[tuple[object, object]]) -> float:
+        if not pairs:
+            return math.nan
+        return sum(self.clock.elapsed_ms(a, b) for a, b in pairs)
+
+    def _span(self, start: object | None, end: object | None) -> float:
+        if start is None or end is None:
+            return math.nan
+        return self.clock.elapsed_ms(start, end)
+
+    def _durations(self, batch: _BatchMarks) -> dict[str, float]:
+        training_step = self._span(batch.start, batch.backward_start)
+        forward = self._sum(batch.forward)
+        if "loss" in batch.sections:
+            loss = self._sum(batch.sections["loss"])
+        elif batch.forward and not math.isnan(training_step):
+            loss = max(training_step - forward, 0.0)
+        else:
+            loss = math.nan
+        return {
+            "data": batch.data_ms,
+            "training_step": training_step,
+            "forward": forward,
+            "loss": loss,
+            "backward": self._span(batch.backward_start, batch.backward_end),
+            "optimizer": self._span(batch.optimizer_start, batch.end),
+            "step": self._span(batch.start, batch.end),
+        }
+
+
+_ACTIVE: list[StepTimer] = []
+
+
+class timed(contextlib.ContextDecorator):
+    """Time a named section of your training step, e.g. a custom loss.
+
+    ``with lossguard.timed("loss"): loss = my_loss(pred, y)`` makes the ``loss`` phase exact (instead of
+    ``training_step - forward``); any other name is reported as its own ``lossguard/time/<name>_ms``.
+    Outside a LossGuard-watched training batch it does nothing. Also usable as a decorator.
+    """
+
+    def __init__(self, name: str = "loss") -> None:
+        self.name = name
+        self._timer: StepTimer | None = None
+        self._start: object | None = None
+
+    def __enter__(self) -> timed:
+        self._timer = _ACTIVE[-1] if _ACTIVE and _ACTIVE[-1].in_batch else None
+        if self._timer is not None:
+            self._start = self._timer.clock.mark()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        if self._timer is not None and self._start is not None:
+            self._timer.section(self.name, self._start, self._timer.clock.mark())
+        self._timer = None
+        self._start = None
+
+
+def activate(timer: StepTimer) -> None:
+    """Make ``timer`` the one :class:`timed` sections report to (called by LossGuard at fit start)."""
+    if timer not in _ACTIVE:
+        _ACTIVE.append(timer)
+
+
+def deactivate(timer: StepTimer) -> None:
+    if timer in _ACTIVE:
+        _ACTIVE.remove(timer)

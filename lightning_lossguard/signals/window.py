@@ -1,0 +1,67 @@
+"""One report interval of signals, on the host: what the detectors are fed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lightning_lossguard.signals.gradients import NO_GRADIENT
+
+
+@dataclass
+class Window:
+    """Signals of the batches and optimizer steps since the previous report.
+
+    Arrays are numpy, one entry per optimizer step (``optimizer_steps``), per training batch that returned
+    a loss (``batch_steps``) or per timed batch (``timing_steps``). Missing values are NaN (timings) or
+    ``NO_GRADIENT`` (-1, per-parameter norms).
+    """
+
+    optimizer_steps: list[int] = field(default_factory=list)
+    param_norms: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    batch_steps: list[int] = field(default_factory=list)
+    loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    loss_terms: dict[str, np.ndarray] = field(default_factory=dict)
+    timing_steps: list[int] = field(default_factory=list)
+    phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # aligned with timing_steps
+    section_ms: dict[str, np.ndarray] = field(default_factory=dict)
+    dead_unit_share: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
+    update_ratio: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
+    sample_step: int | None = None
+    scaler_scale: float | None = None
+    host_rss_mb: float | None = None
+    device_allocated_mb: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.optimizer_steps and not self.batch_steps
+
+    @property
+    def last_step(self) -> int:
+        steps = self.optimizer_steps[-1:] + self.batch_steps[-1:]
+        return max(steps) if steps else 0
+
+
+def global_norms(param_norms: np.ndarray) -> np.ndarray:
+    """Global L2 norm per row from per-parameter norms (parameters without gradient left out)."""
+    if param_norms.size == 0:
+        return np.zeros(param_norms.shape[0])
+    present = param_norms != NO_GRADIENT
+    squares = np.where(present, param_norms, 0.0) ** 2
+    return np.asarray(np.sqrt(squares.sum(axis=1)))
+
+
+def layer_norms(param_norms: np.ndarray, layer_of: tuple[int, ...], layers: int) -> np.ndarray:
+    """Per-layer L2 norm per row; NaN where no parameter of the layer had a gradient, or one was non-finite."""
+    rows = param_norms.shape[0]
+    out = np.zeros((rows, layers))
+    seen = np.zeros((rows, layers), dtype=bool)
+    for param, layer in enumerate(layer_of):
+        column = param_norms[:, param]
+        present = column != NO_GRADIENT
+        out[:, layer] += np.where(present, column, 0.0) ** 2
+        seen[:, layer] |= present
+    out = np.sqrt(out)
+    out[~seen] = np.nan
+    return out

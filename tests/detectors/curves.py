@@ -1,0 +1,23 @@
+"""Scripted loss curves shared by the loss-shape detector tests."""
+
+import numpy as np
+
+RNG = np.random.default_rng(0)
+
+
+def decaying(n: int, start: float = 2.3, floor: float = 0.05, rate: float = 0.02, noise: float = 0.2) -> np.ndarray:
+    """A healthy curve: exponential decay to a floor with multiplicative minibatch noise."""
+    t = np.arange(n)
+    return (floor + (start - floor) * np.exp(-rate * t)) * 10 ** (noise * RNG.standard_normal(n))
+
+
+def flat(n: int, level: float = 2.3, noise: float = 0.05) -> np.ndarray:
+    return level * 10 ** (noise * RNG.standard_normal(n))
+
+
+def feed(detector, values: np.ndarray, chunk: int = 10, start: int = 0, **kwargs) -> list:  # type: ignore[no-untyped-def]
+    found = []
+    for i in range(0, len(values), chunk):
+        part = values[i : i + chunk]
+        found += detector.update(list(range(start + i, start + i + len(part))), part, **kwargs)
+    return found

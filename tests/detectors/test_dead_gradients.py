@@ -1,0 +1,62 @@
+import numpy as np
+
+from lightning_lossguard.detectors import DeadGradients
+
+NAMES = ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
+LAYERS = ["net.0", "net.0", "net.2", "net.2"]
+DEPTH = [0, 0, 1, 1]
+SIZES = [512, 32, 32, 1]
+
+
+def run(rows: np.ndarray, **kwargs: object) -> list:
+    return DeadGradients().update(list(range(len(rows))), rows, NAMES, SIZES, LAYERS, DEPTH, **kwargs)
+
+
+def test_hidden_layer_with_zero_gradient_is_named_with_the_share() -> None:
+    rows = np.tile([0.0, 0.0, 0.5, 0.1], (30, 1))
+    [found] = run(rows)
+    assert found.subject == "net.0" and found.evidence["dead_params"] == 2
+    assert found.evidence["output_layer_dead"] == 0.0
+    assert "never activate" in found.message and "initialisation" in found.remedies[0]
+
+
+def test_no_gradient_reaching_the_output_points_at_the_loss() -> None:
+    rows = np.zeros((30, 4))
+    [found] = run(rows)
+    assert found.evidence["output_layer_dead"] == 1.0
+    assert "No gradient reaches the model" in found.message
+    assert found.remedies[0].startswith("Smooth the loss")
+
+
+def test_short_zero_streaks_and_parameters_without_gradient_are_not_dead() -> None:
+    rows = np.tile([0.3, 0.1, 0.5, 0.1], (60, 1))
+    rows[::20, 0] = 0.0  # an occasional exact zero
+    rows[:, 1] = -1.0  # never had a gradient (unused/frozen this phase)
+    assert run(rows) == []
+
+
+def test_dead_units_sampled_on_report_steps() -> None:
+    detector = DeadGradients()
+    rows = np.tile([0.3, 0.1, 0.5, 0.1], (10, 1))
+    share = np.array([0.9, -1.0, 0.0, -1.0])
+    units = [32, 0, 1, 0]
+    assert detector.update(list(range(10)), rows, NAMES, SIZES, LAYERS, DEPTH, share, units) == []
+    [found] = detector.update(list(range(10, 20)), rows, NAMES, SIZES, LAYERS, DEPTH, share, units)
+    assert found.evidence["dead_unit_share"] == 0.9 and found.subject == "net.0"
+
+
+def test_a_few_dead_units_in_a_small_layer_are_tolerated() -> None:
+    detector = DeadGradients()
+    rows = np.tile([0.3, 0.1, 0.5, 0.1], (10, 1))
+    for start in (0, 10, 20):
+        out = detector.update(
+            list(range(start, start + 10)),
+            rows,
+            NAMES,
+            SIZES,
+            LAYERS,
+            DEPTH,
+            np.array([0.5, -1, 0.0, -1]),
+            [32, 0, 1, 0],
+        )
+        assert out == []

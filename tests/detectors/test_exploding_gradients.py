@@ -1,0 +1,92 @@
+import math
+
+import numpy as np
+
+from lightning_lossguard.detectors import ExplodingGradients
+
+RNG = np.random.default_rng(0)
+
+
+def noisy(n: int, level: float = 1.0, spread: float = 0.3) -> list[float]:
+    """Healthy-looking norms: log-normal noise around ``level`` (spread in decades)."""
+    return list(level * 10 ** (spread * RNG.standard_normal(n)))
+
+
+def feed(detector: ExplodingGradients, norms: list[float], start: int = 0) -> list:
+    found = []
+    for i in range(0, len(norms), 10):
+        found += detector.update(list(range(start + i, start + i + len(norms[i : i + 10]))), norms[i : i + 10])
+    return found
+
+
+def test_exponential_growth_is_reported_against_the_run_baseline() -> None:
+    norms = noisy(60) + [10.0 ** (0.5 * k) for k in range(1, 15)]
+    found = feed(ExplodingGradients(), norms)[0]
+    assert found.code == "exploding_gradients" and found.severity == "error"
+    assert found.evidence["ratio"] >= 10
+    assert found.evidence["first_spike_step"] >= 60
+    assert "baseline" in found.message and found.remedies[0].startswith("Clip gradients")
+
+
+def test_noisy_sgd_norms_stay_quiet() -> None:
+    assert feed(ExplodingGradients(), noisy(2000, spread=0.35)) == []
+
+
+def test_isolated_spikes_and_warmup_spikes_stay_quiet() -> None:
+    norms = noisy(300, spread=0.1)
+    for i in (40, 120, 121, 250):  # single hard batches: 30x for one or two steps
+        norms[i] *= 30
+    early = [5.0, 8.0, 12.0, 6.0, 3.0, *norms]  # large norms during the first steps of warm-up
+    assert feed(ExplodingGradients(), early) == []
+
+
+def test_a_steady_level_shift_is_not_an_explosion_and_becomes_the_baseline() -> None:
+    norms = noisy(100, spread=0.05) + noisy(200, level=20.0, spread=0.05)
+    assert feed(ExplodingGradients(), norms) == []
+
+
+def test_a_single_catastrophic_step_is_reported() -> None:
+    norms = noisy(50, spread=0.1)
+    norms[45] = 1e6
+    found = feed(ExplodingGradients(), norms)[0]
+    assert "single step" in found.message
+
+
+def test_early_blowup_before_the_full_baseline() -> None:
+    norms = [1.0, 1.1, 0.9, 1.2, 1.0, 1.0] + [10.0 ** (k) for k in range(1, 8)]
+    found = feed(ExplodingGradients(), norms)[0]
+    assert found.evidence["first_spike_step"] <= 8
+
+
+def test_names_the_layer_that_grew_most_and_reports_clipping() -> None:
+    detector = ExplodingGradients()
+    layers = ["enc", "head"]
+    calm = np.ones((40, 2))
+    detector.update(list(range(40)), np.sqrt((calm**2).sum(1)), calm, layers, clip_val=5.0)
+    boom = np.array([[1.0, 10.0 ** (k + 1)] for k in range(6)])
+    [found] = detector.update(list(range(40, 46)), np.sqrt((boom**2).sum(1)), boom, layers, clip_val=5.0)
+    assert found.subject == "head"
+    assert found.evidence["gradient_clip_val"] == 5.0 and 0 < found.evidence["clip_fraction"] < 1
+    assert "Clipping is on" in found.remedies[0]
+
+
+def test_ceiling() -> None:
+    detector = ExplodingGradients(ExplodingGradients.Thresholds(ceiling=100.0))
+    found = feed(detector, [500.0] * 5)[0]
+    assert "ceiling" in found.message
+
+
+def test_nonfinite_and_zero_norms_are_skipped() -> None:
+    assert feed(ExplodingGradients(), [math.nan, 0.0, math.inf] * 10) == []
+
+
+def test_band_and_state_round_trip() -> None:
+    detector = ExplodingGradients()
+    feed(detector, noisy(50))
+    low, high = detector.band()
+    assert low < 1.0 < high
+    clone = ExplodingGradients()
+    clone.load_state_dict(detector.state_dict())
+    assert clone.band() == detector.band()
+    norms = [10.0 ** (0.5 * k) for k in range(1, 15)]
+    assert [d.evidence for d in feed(clone, norms, 50)] == [d.evidence for d in feed(detector, norms, 50)]

@@ -1,0 +1,32 @@
+import numpy as np
+
+from lightning_lossguard.detectors import LossOscillation
+from tests.detectors.curves import RNG, decaying, feed, flat
+
+
+def test_slow_momentum_cycles() -> None:
+    t = np.arange(300)
+    losses = 3.0 * 10 ** (0.5 * np.sin(2 * np.pi * t / 14)) * 10 ** (0.05 * RNG.standard_normal(300))
+    found = feed(LossOscillation(), losses)
+    assert found and found[0].evidence["autocorrelation"] > 0.5
+    assert "cycles" in found[0].message
+    assert "momentum" in found[0].remedies[0]
+
+
+def test_period_two_flip_flop() -> None:
+    losses = np.where(np.arange(200) % 2 == 0, 1.0, 8.0) * 10 ** (0.05 * RNG.standard_normal(200))
+    found = feed(LossOscillation(), losses)
+    assert found and found[0].evidence["autocorrelation"] < -0.5
+    assert "period 2" in found[0].message
+
+
+def test_noisy_minibatch_losses_stay_quiet() -> None:
+    # Small batches: the per-batch loss spans two decades, but batches are independent.
+    assert feed(LossOscillation(), decaying(800, rate=0.003, noise=0.6)) == []
+    assert feed(LossOscillation(), flat(800, noise=0.6)) == []
+
+
+def test_a_curve_that_falls_while_it_wobbles_is_a_trend() -> None:
+    t = np.arange(300)
+    losses = 100 * 10 ** (-t / 40) * 10 ** (0.35 * np.sin(2 * np.pi * t / 14))
+    assert feed(LossOscillation(), losses) == []

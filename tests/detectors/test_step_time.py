@@ -1,0 +1,64 @@
+"""slowing_loss_step, expensive_loss and memory_growth on scripted timings (a patched clock)."""
+
+import numpy as np
+
+from lightning_lossguard.detectors import ExpensiveLoss, MemoryGrowth, SlowingLossStep
+from tests.detectors.curves import RNG, feed
+
+
+def jitter(values: np.ndarray, spread: float = 0.1) -> np.ndarray:
+    return values * (1 + spread * RNG.standard_normal(len(values)))
+
+
+def test_linear_growth_is_slowing() -> None:
+    times = jitter(1.0 + 0.01 * np.arange(400))
+    found = feed(SlowingLossStep(), times, total_steps=1000)
+    assert found and found[0].code == "slowing_loss_step"
+    ev = found[0].evidence
+    assert ev["now_ms"] > 1.5 * ev["start_ms"] and ev["growth_ms_per_1000_steps"] > 5
+    assert ev["projected_extra_s"] > 0 and "remaining" in found[0].message
+
+
+def test_flat_with_jitter_and_one_long_pause_stay_quiet() -> None:
+    times = jitter(np.full(600, 2.0), 0.3)
+    times[300] = 5000.0  # a checkpoint or GC pause
+    assert feed(SlowingLossStep(), times) == []
+
+
+def test_slow_first_steps_are_warmup() -> None:
+    times = np.concatenate([np.full(15, 50.0), jitter(np.full(300, 1.0))])  # compilation, allocation
+    assert feed(SlowingLossStep(), times) == []
+
+
+def test_tiny_absolute_growth_is_ignored() -> None:
+    times = jitter(0.05 + 0.0005 * np.arange(400), 0.05)  # 0.05 ms -> 0.25 ms: not worth a warning
+    assert feed(SlowingLossStep(), times) == []
+
+
+def feed_pair(detector: ExpensiveLoss, loss: np.ndarray, step: np.ndarray) -> list:
+    found = []
+    for i in range(0, len(loss), 10):
+        found += detector.update(list(range(i, i + 10)), loss[i : i + 10], step[i : i + 10])
+    return found
+
+
+def test_expensive_loss_warning_and_info() -> None:
+    warn = feed_pair(ExpensiveLoss(), jitter(np.full(80, 6.0)), jitter(np.full(80, 10.0)))
+    info = feed_pair(ExpensiveLoss(), jitter(np.full(80, 2.5), 0.02), jitter(np.full(80, 10.0), 0.02))
+    assert warn and warn[0].severity == "warning" and warn[0].evidence["share"] > 0.5
+    assert info and info[0].severity == "info"
+
+
+def test_cheap_or_small_losses_stay_quiet() -> None:
+    assert feed_pair(ExpensiveLoss(), jitter(np.full(80, 0.5)), jitter(np.full(80, 10.0))) == []
+    assert feed_pair(ExpensiveLoss(), jitter(np.full(80, 0.3)), jitter(np.full(80, 0.4))) == []
+
+
+def test_memory_growth_and_a_one_time_jump() -> None:
+    growing, jump = MemoryGrowth(), MemoryGrowth()
+    found, quiet = [], []
+    for i in range(10):
+        found += growing.update(50 * i, {"host RSS": 300.0 + 40 * i})
+        quiet += jump.update(50 * i, {"host RSS": 300.0 if i < 5 else 800.0, "CUDA allocated": None})
+    assert found and found[0].subject == "host RSS" and found[0].evidence["mb_per_1000_steps"] > 500
+    assert quiet == []

@@ -1,0 +1,87 @@
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, build_layout, layer_name
+from lightning_lossguard.signals.window import global_norms, layer_norms
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 2)  # registered first, runs last
+        self.embed = nn.Embedding(10, 4)
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
+        self.frozen = nn.Linear(8, 8)
+        self.frozen.requires_grad_(False)
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.embed(x).mean(1)))
+
+
+def test_layout_orders_layers_by_execution_and_skips_frozen_parameters() -> None:
+    layout = build_layout(Net(), execution_order=["embed", "body.0", "body.1", "head"])
+    assert "frozen.weight" not in layout.names
+    assert layout.layers[:4] == ("embed", "body.0", "body.1", "head")
+    comparable = dict(zip(layout.layers, layout.comparable))
+    assert comparable == {"embed": False, "body.0": True, "body.1": False, "head": True, "unused": True}
+    assert layer_name("encoder.3.weight") == "encoder.3" and layer_name("scale") == "scale"
+
+
+def test_norms_match_a_slow_per_parameter_reference() -> None:
+    net = Net()
+    layout = build_layout(net)
+    params = [dict(net.named_parameters())[n] for n in layout.names]
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randint(0, 10, (16, 5))).pow(2).sum().backward()
+        probe.record(opt)
+    rows = probe.rows.take().numpy()
+    assert rows.shape == (3, len(params))
+    reference = [p.grad.norm().item() if p.grad is not None else NO_GRADIENT for p in params]
+    np.testing.assert_allclose(rows[-1], reference, rtol=1e-5)
+    assert rows[-1][layout.names.index("unused.weight")] == NO_GRADIENT
+    total = torch.sqrt(sum(p.grad.norm() ** 2 for p in params if p.grad is not None)).item()
+    np.testing.assert_allclose(global_norms(rows)[-1], total, rtol=1e-5)
+    per_layer = layer_norms(rows, layout.layer_of, len(layout.layers))
+    head = layout.layers.index("head")
+    expected = torch.sqrt(net.head.weight.grad.norm() ** 2 + net.head.bias.grad.norm() ** 2).item()
+    np.testing.assert_allclose(per_layer[-1, head], expected, rtol=1e-5)
+    assert np.isnan(per_layer[-1, layout.layers.index("unused")])
+
+
+def test_half_precision_gradients_do_not_overflow_the_norm() -> None:
+    p = nn.Parameter(torch.zeros(1000, dtype=torch.bfloat16))
+    p.grad = torch.full((1000,), 300.0, dtype=torch.bfloat16)
+    probe = GradientProbe([p])
+    probe.record(torch.optim.SGD([p], lr=0.1))
+    np.testing.assert_allclose(probe.rows.take().item(), 300.0 * 1000**0.5, rtol=1e-2)
+
+
+def test_dead_unit_share_and_update_ratio_samples() -> None:
+    layer = nn.Linear(4, 10)
+    params = list(layer.parameters())
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=0.5)
+    layer.weight.grad = torch.ones(10, 4)
+    layer.weight.grad[:7] = 0.0  # 7 of 10 units get nothing
+    layer.bias.grad = torch.ones(10)
+    probe.sample_dead_units([0])
+    before = layer.weight.detach().clone()
+    probe.snapshot_weights(opt, max_elements=10_000)
+    opt.step()
+    probe.sample_update_ratio()
+    assert abs(probe.dead_units.take()[0, 0].item() - 0.7) < 1e-6
+    ratio = probe.update_ratio.take()[0, 0].item()
+    assert abs(ratio - ((layer.weight.detach() - before).norm() / before.norm()).item()) < 1e-6
+
+
+def test_sharded_mode_stores_squares() -> None:
+    p = nn.Parameter(torch.zeros(4))
+    p.grad = torch.full((4,), 2.0)
+    probe = GradientProbe([p], squared=True)
+    probe.record(torch.optim.SGD([p], lr=0.1))
+    assert probe.rows.take().item() == 16.0

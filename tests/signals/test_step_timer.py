@@ -1,0 +1,93 @@
+import math
+
+import pytest
+
+from lightning_lossguard.signals import step_timer
+from lightning_lossguard.signals.step_timer import StepTimer, timed
+
+
+class FakeClock:
+    """A patched clock: marks are whatever time the test says it is."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.released: list[object] = []
+
+    def mark(self) -> object:
+        return self.now
+
+    def elapsed_ms(self, start: object, end: object) -> float:
+        return (float(end) - float(start)) * 1e3  # type: ignore[arg-type]
+
+    def release(self, marks: list[object]) -> None:
+        self.released.extend(marks)
+
+
+def test_phases_of_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    timer = StepTimer(clock)
+    host = iter([10.0, 10.5, 11.0])
+    monkeypatch.setattr(step_timer.time, "perf_counter", lambda: next(host))
+    clock.now = 1.000
+    timer.batch_start(step=3)
+    clock.now = 1.001
+    timer.forward_enter()
+    timer.forward_enter()  # nested module call: only the outermost counts
+    clock.now = 1.003
+    timer.forward_exit()
+    timer.forward_exit()
+    clock.now = 1.004
+    timer.backward_start()
+    clock.now = 1.007
+    timer.backward_end()
+    timer.optimizer_start()
+    clock.now = 1.010
+    timer.batch_end()
+    steps, phases, sections = timer.drain()
+    assert steps == [3]
+    assert phases["training_step"] == [pytest.approx(4.0)]
+    assert phases["forward"] == [pytest.approx(2.0)]
+    assert phases["loss"] == [pytest.approx(2.0)]
+    assert phases["backward"] == [pytest.approx(3.0)]
+    assert phases["optimizer"] == [pytest.approx(3.0)]
+    assert phases["step"] == [pytest.approx(10.0)]
+    assert math.isnan(phases["data"][0])  # no previous batch
+    assert sections == {} and clock.released
+
+
+def test_data_wait_excludes_validation_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    timer = StepTimer(clock)
+    host = iter([0.0, 1.0, 2.0, 3.0, 9.0, 9.5])  # start/end of three batches
+    monkeypatch.setattr(step_timer.time, "perf_counter", lambda: next(host))
+    for interrupt in (False, False, True):
+        if interrupt:
+            timer.interrupt()
+        timer.batch_start(0)
+        timer.batch_end()
+    _, phases, _ = timer.drain()
+    assert math.isnan(phases["data"][0])
+    assert phases["data"][1] == pytest.approx(1000.0)
+    assert math.isnan(phases["data"][2])  # the 7 s validation gap is not data loading
+
+
+def test_timed_sections_override_the_loss_phase_and_are_noops_outside_a_batch() -> None:
+    clock = FakeClock()
+    timer = StepTimer(clock)
+    with timed("loss"):
+        pass  # no active timer: nothing happens
+    step_timer.activate(timer)
+    try:
+        timer.batch_start(0)
+        clock.now = 0.001
+        with timed("loss"):
+            clock.now = 0.004
+        with timed("augment"):
+            clock.now = 0.005
+        timer.backward_start()
+        timer.batch_end()
+    finally:
+        step_timer.deactivate(timer)
+    _, phases, sections = timer.drain()
+    assert phases["loss"] == [pytest.approx(3.0)]
+    assert sections["augment"] == [pytest.approx(1.0)]

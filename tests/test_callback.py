@@ -1,0 +1,263 @@
+"""LossGuard in real ``Trainer.fit`` runs on tiny models: diagnoses, reports, TensorBoard, failure paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks.fault_zoo.run import run_scenario
+from benchmarks.fault_zoo.scenarios import ZooModule, build, loader, mlp, regression_data
+from lightning_lossguard import LossGuard, LossGuardAlarm
+from lightning_lossguard.diagnostician import Diagnostician
+from tests.conftest import events, text_of, trainer
+
+
+def report_of(log_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(log_dir) / "lossguard.json").read_text())
+
+
+def test_exploding_gradients_reach_the_report_tensorboard_and_console(tmp_path: Path, capsys: Any) -> None:
+    result = run_scenario("lr_too_high_sgd", str(tmp_path), quiet=False)
+    codes = [d.code for d in result.diagnoses]
+    assert "exploding_gradients" in codes
+    exploding = result.diagnoses[codes.index("exploding_gradients")]
+    assert exploding.subject == "net.0" and exploding.evidence["ratio"] > 10
+    assert "gradient_clip_val" in exploding.remedies[0]
+
+    report = report_of(result.log_dir)
+    assert report["schema_version"] == 1 and report["status"] == "finished"
+    assert [d["code"] for d in report["diagnoses"]] == codes
+
+    acc = events(result.log_dir)
+    [markdown, *_] = text_of(acc, "lossguard/diagnoses/text_summary")[-1:]
+    assert "exploding_gradients" in markdown and "gradient_clip_val" in markdown and "| step |" in markdown
+    assert "lossguard/diagnoses/exploding_gradients/text_summary" in acc.Tags()["tensors"]
+    scalars = acc.Tags()["scalars"]
+    for tag in ("lossguard/grad_norm", "lossguard/train_loss", "lossguard/loss_step_ms", "lossguard/alarms"):
+        assert tag in scalars
+    assert len(acc.Scalars("lossguard/grad_norm")) >= 20  # one point per optimizer step (finite ones)
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
+
+    out = capsys.readouterr().out
+    assert "ERROR exploding_gradients" in out and "LossGuard summary" in out
+
+
+def test_nan_in_one_batch_is_nonfinite_loss_at_that_step(tmp_path: Path) -> None:
+    result = run_scenario("nan_in_batch", str(tmp_path))
+    [first, *_] = result.diagnoses
+    assert first.code == "nonfinite_loss" and first.evidence["first_step"] == 60
+    assert first.step <= 60 + 10  # decided within one report interval
+
+
+@pytest.mark.parametrize("name", ["adam_regression", "noisy_sgd"])
+def test_healthy_regression_and_classification_stay_quiet(tmp_path: Path, name: str) -> None:
+    result = run_scenario(name, str(tmp_path))
+    assert result.alarms == [] and result.error == ""
+    assert report_of(result.log_dir)["counts"] == {"info": len(result.diagnoses), "warning": 0, "error": 0}
+
+
+def test_fail_on_error_stops_the_fit_after_writing_the_reports(tmp_path: Path) -> None:
+    run = build("lr_too_high_sgd")
+    guard = LossGuard(fail_on="error", report_every=10, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=200)
+    with pytest.raises(LossGuardAlarm) as raised:
+        t.fit(run.module, run.train)
+    assert raised.value.diagnoses[0].severity == "error"
+    assert "exploding_gradients" in str(raised.value) and "Report:" in str(raised.value)
+    assert t.global_step < 200
+    report = report_of(t.logger.log_dir)  # type: ignore[union-attr]
+    assert report["status"] == "alarm" and report["fail_on"] == "error"
+    assert text_of(events(t.logger.log_dir), "lossguard/diagnoses/text_summary")  # type: ignore[union-attr]
+
+
+def test_fail_on_warning_includes_warnings_but_not_infos(tmp_path: Path) -> None:
+    run = build("l2_weight_10")
+    with pytest.raises(LossGuardAlarm, match="loss_term_imbalance"):
+        trainer(tmp_path, [LossGuard(fail_on="warning", report_every=10, verbose=False)], max_steps=60).fit(
+            run.module, run.train
+        )
+    run = build("l2_weight_10")
+    trainer(tmp_path, [LossGuard(fail_on="error", report_every=10, verbose=False)], max_steps=60).fit(
+        run.module, run.train
+    )
+
+
+class Crashes(ZooModule):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        if batch_idx == 35:
+            raise RuntimeError("user bug")
+        return super().training_step(batch, batch_idx)
+
+
+def test_the_report_is_written_when_training_crashes(tmp_path: Path) -> None:
+    module = Crashes(mlp([16, 8, 1]), optimizer=lambda p: torch.optim.SGD(p, lr=1e-9))
+    module.nan_at_batch = 12
+    guard = LossGuard(report_every=20, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=100)
+    with pytest.raises(RuntimeError, match="user bug"):
+        t.fit(module, loader(regression_data()))
+    report = report_of(t.logger.log_dir)  # type: ignore[union-attr]
+    assert report["status"] == "failed"
+    assert [d["code"] for d in report["diagnoses"]] == ["nonfinite_loss"]  # judged from the unreported batches
+
+
+def test_suppress_and_severity_overrides_in_a_real_run(tmp_path: Path) -> None:
+    run = build("l2_weight_10")
+    guard = LossGuard(report_every=10, verbose=False, severity={"loss_term_imbalance": "error"})
+    trainer(tmp_path, [guard], max_steps=40).fit(run.module, run.train)
+    assert [d.severity.value for d in guard.diagnoses if d.code == "loss_term_imbalance"] == ["error"]
+    run = build("l2_weight_10")
+    guard = LossGuard(report_every=10, verbose=False, suppress=["loss_term_imbalance"])
+    trainer(tmp_path, [guard], max_steps=40).fit(run.module, run.train)
+    assert "loss_term_imbalance" not in [d.code for d in guard.diagnoses]
+
+
+def test_thresholds_are_overridable(tmp_path: Path) -> None:
+    run = build("l2_weight_10")
+    guard = LossGuard(report_every=10, verbose=False, thresholds={"loss_term_imbalance": {"max_ratio": 1e4}})
+    trainer(tmp_path, [guard], max_steps=40).fit(run.module, run.train)
+    assert "loss_term_imbalance" not in [d.code for d in guard.diagnoses]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fail_on": "fatal"}, "fail_on must be 'warning', 'error' or None"),
+        ({"suppress": ["exploding"]}, "Known codes: nonfinite_loss"),
+        ({"severity": {"loss_plateau": "critical"}}, "must be one of info, warning, error"),
+        ({"thresholds": {"exploding_gradients": {"spike": 3}}}, "Allowed: spike_factor, z,"),
+        ({"thresholds": {"exploding_gradients": {"spike_factor": "x"}}}, "must be a number"),
+        ({"report_every": 0}, "report_every must be a positive integer"),
+        ({"name": "my guard"}, "name must be letters"),
+    ],
+)
+def test_bad_arguments_fail_at_construction_with_the_allowed_values(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LossGuard(**kwargs)
+
+
+def test_fast_dev_run_works_and_says_why_no_report(tmp_path: Path, capsys: Any) -> None:
+    run = build("nan_in_batch")
+    run.module.nan_at_batch = 0
+    guard = LossGuard()
+    trainer(tmp_path, [guard], fast_dev_run=True).fit(run.module, run.train)
+    assert [d.code for d in guard.diagnoses] == ["nonfinite_loss"]
+    assert any("fast_dev_run" in n for n in guard.notes)
+    assert not list(tmp_path.rglob("lossguard.json"))
+    assert "fast_dev_run" in capsys.readouterr().out
+
+
+def test_without_a_logger_the_report_goes_to_the_root_dir(tmp_path: Path) -> None:
+    run = build("nan_in_batch")
+    guard = LossGuard(report_every=10, verbose=False)
+    trainer(tmp_path, [guard], logger=False, max_steps=80).fit(run.module, run.train)
+    assert report_of(tmp_path)["diagnoses"][0]["code"] == "nonfinite_loss"
+    assert any("No logger" in n for n in guard.notes)
+
+
+class ManualExploding(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = mlp([16, 64, 64, 1], act=nn.Tanh)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        x, y = batch
+        loss = F.mse_loss(self.net(x), y)
+        opt.zero_grad()  # type: ignore[union-attr]
+        self.manual_backward(loss)
+        opt.step()  # type: ignore[union-attr]
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def test_manual_optimization_is_watched(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=10, verbose=False)
+    trainer(tmp_path, [guard], max_steps=100).fit(ManualExploding(), loader(regression_data()))
+    assert "exploding_gradients" in [d.code for d in guard.diagnoses]
+    assert any("Manual optimization" in n for n in guard.notes)
+
+
+class NoParameters(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return batch[0].mean()
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+def test_a_module_without_parameters_says_gradients_are_unavailable(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=5, verbose=False)
+    # Without an optimizer global_step never moves: bound the run by batches.
+    trainer(tmp_path, [guard], max_epochs=1, limit_train_batches=20).fit(NoParameters(), loader(regression_data(n=640)))
+    assert any("no trainable parameters" in n for n in guard.notes)
+
+
+def test_a_run_without_validation_says_val_loss_rising_was_not_judged(tmp_path: Path) -> None:
+    run = build("adam_regression")
+    guard = LossGuard(report_every=10, verbose=False)
+    trainer(tmp_path, [guard], max_steps=30).fit(run.module, run.train)
+    assert any("val_loss_rising was not judged" in n for n in guard.notes)
+    assert any("Run too short to judge" in n and "loss_plateau" in n for n in guard.notes)
+
+
+def test_gradient_accumulation_logs_undivided_losses_once_per_optimizer_step(tmp_path: Path) -> None:
+    losses: list[float] = []
+
+    class Recording(ZooModule):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            loss = super().training_step(batch, batch_idx)
+            losses.append(float(loss.detach()))
+            return loss
+
+    module = Recording(mlp([16, 8, 1]))
+    guard = LossGuard(report_every=5, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=10, accumulate_grad_batches=4, log_every_n_steps=5)
+    t.fit(module, loader(regression_data()))
+    acc = events(t.logger.log_dir)  # type: ignore[union-attr]
+    logged = [e.value for e in acc.Scalars("lossguard/train_loss")]
+    expected = [sum(losses[i : i + 4]) / 4 for i in range(0, 40, 4)]  # mean of each window's micro-batches
+    assert logged == pytest.approx(expected, rel=1e-5)
+    assert [e.step for e in acc.Scalars("lossguard/grad_norm")] == list(range(10))
+
+
+def test_an_internal_error_never_breaks_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOSSGUARD_STRICT", "0")
+    run = build("adam_regression")
+    guard = LossGuard(report_every=10, verbose=False)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(Diagnostician, "judge", broken)
+    t = trainer(tmp_path, [guard], max_steps=50)
+    t.fit(run.module, run.train)
+    assert t.global_step == 50
+    assert any("internal error" in n and "KeyError" in n for n in guard.notes)
+    assert report_of(t.logger.log_dir)["status"] == "finished"  # type: ignore[union-attr]
+
+
+def test_bf16_mixed_on_cpu_is_quiet_and_measured(tmp_path: Path) -> None:
+    result = run_scenario("bf16_mixed", str(tmp_path))
+    assert result.alarms == [] and result.steps == 300
+    assert len(events(result.log_dir).Scalars("lossguard/grad_norm")) == 300
+
+
+def test_the_verbose_console_is_silent_when_asked(tmp_path: Path, capsys: Any) -> None:
+    run = build("nan_in_batch")
+    trainer(tmp_path, [LossGuard(report_every=10, verbose=False)], max_steps=80).fit(run.module, run.train)
+    assert "LossGuard" not in capsys.readouterr().out
