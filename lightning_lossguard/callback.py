@@ -21,8 +21,10 @@ from torch.nn.modules.loss import _Loss
 from torch.utils.hooks import RemovableHandle
 
 from lightning_lossguard.alarm import LossGuardAlarm
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
+from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, write_report
 from lightning_lossguard.report.loggers import LoggerReporter
@@ -55,6 +57,7 @@ class LossGuard(Callback):
         time_forward: hook the model's forward to separate the loss time from the forward time.
         max_update_elements: weights copied on report steps to measure update/weight ratios (0: off).
         name: distinguishes several LossGuard instances (checkpoint state key and report file name).
+        monitors: opt-in :class:`~lightning_lossguard.monitor.Monitor` extensions (e.g. output checks).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class LossGuard(Callback):
         time_forward: bool = True,
         max_update_elements: int = 50_000_000,
         name: str = "lossguard",
+        monitors: list[Monitor] | None = None,
     ) -> None:
         if fail_on is not None and fail_on not in ("warning", "error"):
             raise ValueError(f"fail_on must be 'warning', 'error' or None; got {fail_on!r}.")
@@ -89,6 +93,12 @@ class LossGuard(Callback):
         self.time_forward = time_forward
         self.max_update_elements = max_update_elements
         self.name = name
+        self.monitors = list(monitors or [])
+        for monitor in self.monitors:
+            if not isinstance(monitor, Monitor):
+                raise ValueError(f"monitors must be lightning_lossguard.Monitor instances; got {monitor!r}.")
+            for code in monitor.codes:
+                code_info(code)
         self._diagnostician = self._new_diagnostician()  # validates codes, severities and thresholds now
         self.notes: list[str] = []
         self.report_path: str | None = None
@@ -168,6 +178,8 @@ class LossGuard(Callback):
         self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
         if self.time_forward:
             self._hook_forward(pl_module)
+        for monitor in self.monitors:
+            monitor.setup(pl_module, self._device)
         if trainer.is_global_zero:
             self._loggers = LoggerReporter(trainer.loggers)
             self._loggers.start()
@@ -304,6 +316,8 @@ class LossGuard(Callback):
             if self._sampling:
                 self._recorder.sample_after_step()
                 self._sampling = False
+            for monitor in self.monitors:
+                monitor.on_train_batch_end(outputs, batch, self._batch_step)
             self._batches_since_report += 1
         except Exception as error:
             self._internal_error("on_train_batch_end", error)
@@ -327,6 +341,23 @@ class LossGuard(Callback):
             self._recorder.timer.interrupt()
 
     # -- validation ---------------------------------------------------------------------------------------
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or self._broken or not self.monitors:
+            return
+        try:
+            for monitor in self.monitors:
+                monitor.on_validation_batch_end(outputs, batch, dataloader_idx)
+        except Exception as error:
+            self._internal_error("on_validation_batch_end", error)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self._recorder is None or self._broken:
             return
@@ -340,6 +371,10 @@ class LossGuard(Callback):
             }
             if metrics:
                 new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics)
+            for monitor in self.monitors:
+                found = monitor.judge_validation(trainer.global_step, trainer.current_epoch)
+                new += self._diagnostician.accept(found)
+                self._monitor_log(trainer, monitor)
                 if self._loggers is not None:
                     self._loggers.scalars(
                         {f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in metrics.items()}
@@ -365,6 +400,9 @@ class LossGuard(Callback):
             if not window.empty:
                 new = self._diagnostician.judge(window, self._layout, _learning_rate(trainer))
                 self._log_signals(window)
+            for monitor in self.monitors:
+                new += self._diagnostician.accept(monitor.judge_training(trainer.global_step))
+                self._monitor_log(trainer, monitor)
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("report", error)
@@ -421,6 +459,10 @@ class LossGuard(Callback):
             series["lossguard/memory/cuda_allocated_mb"] = ([step], [window.device_allocated_mb])
         self._loggers.scalars(series)
 
+    def _monitor_log(self, trainer: pl.Trainer, monitor: Monitor) -> None:
+        if trainer.is_global_zero and self._loggers is not None and self._loggers.tensorboards:
+            monitor.log(self._loggers.tensorboards, trainer.global_step)
+
     def _tell(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
         if not new:
             return
@@ -472,6 +514,8 @@ class LossGuard(Callback):
         self._finished = True
         self._remove_hooks()
         self.notes += self._diagnostician.unjudged(self._layout)
+        for monitor in self.monitors:
+            self.notes += [n for n in monitor.notes() if n not in self.notes]
         self._write_json(trainer, status)
         if trainer.is_global_zero:
             try:
@@ -488,6 +532,8 @@ class LossGuard(Callback):
         self._hooks, self._order_hooks = [], []
         if self._recorder is not None:
             deactivate(self._recorder.timer)
+        for monitor in self.monitors:
+            monitor.teardown()
 
     def _write_json(self, trainer: pl.Trainer, status: str) -> None:
         if not trainer.is_global_zero or not self.report_path or getattr(trainer, "fast_dev_run", False):
@@ -523,11 +569,17 @@ class LossGuard(Callback):
 
     # -- checkpointing ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"diagnostician": self._diagnostician.state_dict(), "notes": list(self.notes)}
+        return {
+            "diagnostician": self._diagnostician.state_dict(),
+            "notes": list(self.notes),
+            "monitors": [m.state_dict() for m in self.monitors],
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._diagnostician.load_state_dict(state_dict.get("diagnostician", {}))
         self.notes = list(state_dict.get("notes", []))
+        for monitor, state in zip(self.monitors, state_dict.get("monitors", [])):
+            monitor.load_state_dict(state)
         self._resumed = True
 
 

@@ -160,7 +160,7 @@ class Diagnostician:
         found += self._judge_gradients(window, layout)
         found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
-        return self._accept(found)
+        return self.accept(found)
 
     def _judge_gradients(self, window: Window, layout: RunLayout) -> list[Diagnosis]:
         opt = window.optimizer_steps
@@ -257,7 +257,7 @@ class Diagnostician:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
                 self.val_detectors[name] = detector
             found += detector.update(step, epoch, float(value), self.train_level)
-        return self._accept(found)
+        return self.accept(found)
 
     @property
     def scale_shift(self) -> LossScaleShift | None:
@@ -333,7 +333,8 @@ class Diagnostician:
         return window.phase_ms["training_step"], "training_step (forward + loss)"
 
     # -- reporting policy -----------------------------------------------------------------------------
-    def _accept(self, found: list[Diagnosis]) -> list[Diagnosis]:
+    def accept(self, found: list[Diagnosis]) -> list[Diagnosis]:
+        """Apply suppression, severity overrides, report-once and cause-first order; keep and return the news."""
         new: list[Diagnosis] = []
         order = {c: i for i, c in enumerate(CAUSE_ORDER)}
         for diagnosis in sorted(found, key=lambda x: order.get(x.code, len(order))):
