@@ -164,11 +164,12 @@ class LossGuard(Callback):
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
-        params = [p for _, p in pl_module.named_parameters() if p.requires_grad]
         strategy = type(trainer.strategy).__name__
+        # Sharded gradients need a cross-rank sum of squares this release cannot verify: no number beats a wrong one.
         sharded = strategy in _SHARDED_STRATEGIES
+        params = [] if sharded else [p for _, p in pl_module.named_parameters() if p.requires_grad]
         accumulate = max(1, int(trainer.accumulate_grad_batches))
-        self._recorder = SignalRecorder(params, clock_for(self._device), sharded=sharded, loss_scale=accumulate)
+        self._recorder = SignalRecorder(params, clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
         self._report_batches = (
             self.report_every or max(1, int(getattr(trainer, "log_every_n_steps", 50)))
@@ -186,11 +187,13 @@ class LossGuard(Callback):
         self._start_notes(trainer, pl_module, params, sharded)
 
     def _build_layout(self, trainer: pl.Trainer, module: nn.Module, order: Sequence[str]) -> RunLayout:
+        assert self._recorder is not None
+        if not self._recorder.gradients.parameters:
+            return RunLayout(total_steps=_planned_steps(trainer))  # gradients not watched
         layout = build_layout(module, order)
         named = {n: p for n, p in module.named_parameters() if p.requires_grad}
         clip = trainer.gradient_clip_val
         norm_clipping = str(trainer.gradient_clip_algorithm) in ("norm", "GradClipAlgorithmType.NORM")
-        total = trainer.estimated_stepping_batches
         return RunLayout(
             param_names=layout.names,
             param_sizes=tuple(named[n].numel() for n in layout.names),
@@ -202,7 +205,7 @@ class LossGuard(Callback):
             comparable=layout.comparable,
             clip_val=float(clip) if clip and norm_clipping else None,
             scaler_active=self._scaler is not None,
-            total_steps=int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None,
+            total_steps=_planned_steps(trainer),
         )
 
     def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule, params: list[Any], sharded: bool) -> None:
@@ -213,17 +216,18 @@ class LossGuard(Callback):
             notes.append("No log directory: the JSON report is not written.")
         if not trainer.loggers:
             notes.append("No logger: signals and diagnoses do not go to TensorBoard (add a TensorBoardLogger).")
-        if not params:
+        if sharded:
+            notes.append(
+                f"{type(trainer.strategy).__name__} shards gradients across ranks: gradient diagnoses "
+                "(exploding/vanishing/dead/non-finite gradients, tiny_updates) are not supported with sharded "
+                "strategies yet and are off; loss-curve, validation and step-time diagnoses work."
+            )
+        elif not params:
             notes.append("The model has no trainable parameters: gradient diagnoses are unavailable.")
         if not module.automatic_optimization:
             notes.append(
                 "Manual optimization: gradients are measured at each optimizer.step(); loss diagnoses need "
                 "training_step to return the loss."
-            )
-        if sharded:
-            notes.append(
-                f"{type(trainer.strategy).__name__}: gradient norms are all-reduced as sums of squared shard norms; "
-                "dead-unit and update-ratio samples are per shard."
             )
         for note in notes:
             self._note(note)
@@ -592,6 +596,11 @@ def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | Non
         terms = outputs.get("loss_terms")
         return (loss if isinstance(loss, torch.Tensor) else None), (terms if isinstance(terms, Mapping) else None)
     return None, None
+
+
+def _planned_steps(trainer: pl.Trainer) -> int | None:
+    total = trainer.estimated_stepping_batches
+    return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
 
 
 def _learning_rate(trainer: pl.Trainer) -> float:

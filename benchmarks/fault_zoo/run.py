@@ -47,9 +47,17 @@ class Result:
 
 
 def run_scenario(
-    name: str, root: str, seed: int = 0, guard: dict[str, Any] | None = None, quiet: bool = True
+    name: str,
+    root: str,
+    seed: int = 0,
+    guard: dict[str, Any] | None = None,
+    quiet: bool = True,
+    trainer: dict[str, Any] | None = None,
 ) -> Result:
-    """One scenario in a real ``Trainer.fit`` with LossGuard (report every 10 steps)."""
+    """One scenario in a real ``Trainer.fit`` with LossGuard (report every 10 steps).
+
+    ``guard`` and ``trainer`` override LossGuard and Trainer arguments (e.g. a precision plugin).
+    """
     scenario = SCENARIOS[name]
     run = build(name, seed)
     kwargs: dict[str, Any] = {"report_every": 10, "verbose": not quiet, **run.guard, **(guard or {})}
@@ -66,18 +74,19 @@ def run_scenario(
         "log_every_n_steps": 10,
         "num_sanity_val_steps": 0,
         **run.trainer,
+        **(trainer or {}),
     }
-    trainer = L.Trainer(**trainer_args)
+    fit = L.Trainer(**trainer_args)
     result = Result(name, scenario.healthy, scenario.expect, log_dir=logger.log_dir)
     start = time.perf_counter()
     try:
-        trainer.fit(run.module, run.train, run.val)
+        fit.fit(run.module, run.train, run.val)
     except LossGuardAlarm:
         pass
     except Exception as error:  # a scenario that crashes is reported, not hidden
         result.error = f"{type(error).__name__}: {error}"
     result.wall_s = time.perf_counter() - start
-    result.steps = trainer.global_step
+    result.steps = fit.global_step
     result.diagnoses = lossguard.diagnoses
     return result
 

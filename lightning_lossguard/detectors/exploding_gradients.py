@@ -175,7 +175,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 f"The gradient norm (pre-clip) stayed above the ceiling {t.ceiling:.3g} "
                 f"({norm:.3g} at step {latest[0]:.0f})"
             )
-        where = f"; layer {subject} grew most ({layer_ratio:.0f}x its own baseline)." if subject else "."
+        grew = subject and layer_ratio >= self.thresholds.spike_factor
+        where = f"; layer {subject} grew most ({layer_ratio:.3g}x its own baseline)." if grew else "."
         return self.diagnosis(decided, what + where, evidence, subject=subject, remedies=remedies)
 
     def _grown_layer(self, layer_row: list[float], layers: Sequence[str]) -> tuple[str, float]:

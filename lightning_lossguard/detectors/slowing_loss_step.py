@@ -3,7 +3,9 @@
 Per-step times are compressed into block medians (one long pause or a GC hiccup disappears), the
 warm-up steps are skipped (first-step allocation, compilation), and the trend must be both large and
 steady: the recent level well above the early level, a positive Theil-Sen slope, and every one of the
-latest blocks above the halfway mark.
+latest blocks above the halfway mark. A machine that gets busier slows every phase alike, so the growth
+is measured against a control phase of the same batches (the forward pass, or the optimizer step): only
+a loss that slows *relative to it* is reported.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ class SlowingLossStepThresholds(Thresholds):
     block: int = threshold(10, "Batches per block median.")
     min_blocks: int = threshold(6, "Blocks after warm-up needed before judging.")
     edge_blocks: int = threshold(3, "Blocks averaged for the early and the recent level.")
-    min_ratio: float = threshold(1.5, "Recent level must be at least this many times the early level.")
+    min_ratio: float = threshold(
+        1.5, "Recent level must be this many times the early level, beyond the control's growth."
+    )
     min_increase_ms: float = threshold(0.5, "... and at least this many milliseconds slower per step.")
 
 
@@ -38,6 +42,7 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
     def __init__(self, thresholds: SlowingLossStepThresholds | None = None) -> None:
         super().__init__(thresholds)
         self.blocks = BlockMedians(int(self.thresholds.block))
+        self.control = BlockMedians(int(self.thresholds.block))
         self.skipped = 0
 
     def unjudged(self) -> str | None:
@@ -52,23 +57,44 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         step_ms: Sequence[float] | np.ndarray,
         total_steps: int | None = None,
         what: str = "training_step (forward + loss)",
+        control_ms: Sequence[float] | np.ndarray | None = None,
+        control: str = "forward pass",
     ) -> list[Diagnosis]:
-        """Add per-batch times (ms). ``total_steps``: planned run length, for the projected cost."""
+        """Add per-batch times (ms).
+
+        Args:
+            total_steps: planned run length, for the projected cost.
+            what: how the timed phase is named in the message.
+            control_ms: the same batches' time of a phase the loss does not affect (NaN where unmeasured).
+            control: how the control phase is named in the message.
+        """
         t = self.thresholds
         values = np.asarray(step_ms, dtype=np.float64)
+        controls = np.full(len(values), np.nan) if control_ms is None else np.asarray(control_ms, dtype=np.float64)
         keep = max(0, min(len(values), int(t.warmup_steps) - self.skipped))
         self.skipped += keep
-        self.blocks.extend(list(steps)[keep:], values[keep:])
+        # Only batches with both times, so the two series stay aligned block by block.
+        both = np.isfinite(values) & np.isfinite(controls) if np.isfinite(controls).any() else np.isfinite(values)
+        rest = np.arange(len(values)) >= keep
+        chosen = both & rest
+        self.blocks.extend(np.asarray(steps)[chosen].tolist(), values[chosen])
+        if np.isfinite(controls).any():
+            self.control.extend(np.asarray(steps)[chosen].tolist(), controls[chosen])
         n = len(self.blocks.values)
         if n < t.min_blocks or not steps:
             return []
         k = int(t.edge_blocks)
         early = median(self.blocks.values[:k])
         recent = median(self.blocks.values[-k:])
-        halfway = early + (recent - early) / 2
+        drift = 1.0
+        if len(self.control.values) == n:
+            early_control = median(self.control.values[:k])
+            drift = max(1.0, median(self.control.values[-k:]) / early_control) if early_control > 0 else 1.0
+        expected = early * drift  # where the loss time would be if only the machine had slowed down
+        halfway = expected + (recent - expected) / 2
         trend = theil_sen_slope(self.blocks.steps, self.blocks.values)
         steady = all(v >= halfway for v in self.blocks.values[-k:])
-        if not (recent >= t.min_ratio * early and recent - early >= t.min_increase_ms and trend > 0 and steady):
+        if not (recent >= t.min_ratio * expected and recent - expected >= t.min_increase_ms and trend > 0 and steady):
             return []
         # Average rate between the middles of the early and the recent blocks (ms per step).
         span = median(self.blocks.steps[-k:]) - median(self.blocks.steps[:k])
@@ -77,16 +103,18 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         remaining = max(0, (total_steps or now) - now)
         # Extra time for the rest of the run if the climb continues: the current excess plus the trend.
         extra_s = ((recent - early) * remaining + slope * remaining**2 / 2) / 1e3
+        control_text = f", while the {control} changed only {drift:.2g}x" if len(self.control.values) == n else ""
         message = (
             f"The {what} time grew from {early:.3g} ms to {recent:.3g} ms per step "
             f"({recent / early:.1f}x, +{slope * 1000:.3g} ms per 1000 steps) between steps "
-            f"{self.blocks.steps[0]} and {self.blocks.steps[-1]}"
+            f"{self.blocks.steps[0]} and {self.blocks.steps[-1]}{control_text}"
             + (f"; at this rate the remaining {remaining} steps cost {extra_s:.0f} s extra." if remaining else ".")
         )
         evidence = {
             "start_ms": early,
             "now_ms": recent,
             "ratio": recent / early if early > 0 else math.inf,
+            "control_ratio": drift,
             "growth_ms_per_1000_steps": slope * 1000,
             "projected_extra_s": extra_s,
             "first_step": self.blocks.steps[0],

@@ -77,13 +77,10 @@ class GradientProbe:
 
     Args:
         parameters: the watched parameters, in layout order.
-        squared: store squared norms (for sharded strategies, where the caller all-reduces the sum of
-            squares across ranks before taking the root).
     """
 
-    def __init__(self, parameters: Sequence[nn.Parameter], squared: bool = False) -> None:
+    def __init__(self, parameters: Sequence[nn.Parameter]) -> None:
         self.parameters = list(parameters)
-        self.squared = squared
         self.rows = DeviceRows(max(1, len(self.parameters)))
         self.dead_units = DeviceRows(max(1, len(self.parameters)))
         self.update_ratio = DeviceRows(max(1, len(self.parameters)))
@@ -110,8 +107,6 @@ class GradientProbe:
         row = self.rows.next_row(present[0].device)
         # float32 accumulation: half-precision sums of squares overflow at 65504.
         norms = torch._foreach_norm(present, 2, dtype=torch.float32)
-        if self.squared:
-            norms = torch._foreach_mul(norms, norms)
         if whole and len(present) == len(grads):
             torch.stack(norms, out=row)
             return

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lightning_lossguard.signals.clock import Clock
-from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe
+from lightning_lossguard.signals.gradients import GradientProbe
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.step_timer import PHASES, StepTimer
 from lightning_lossguard.signals.window import Window
@@ -23,17 +23,13 @@ class SignalRecorder:
     Args:
         parameters: watched parameters, in layout order.
         clock: marks time on the model's device.
-        sharded: gradients are shards (FSDP/DeepSpeed); norms are all-reduced as sums of squares.
         loss_scale: multiply recorded losses by this (Lightning divides by ``accumulate_grad_batches``).
     """
 
-    def __init__(
-        self, parameters: Sequence[nn.Parameter], clock: Clock, sharded: bool = False, loss_scale: float = 1.0
-    ) -> None:
-        self.gradients = GradientProbe(parameters, squared=sharded)
+    def __init__(self, parameters: Sequence[nn.Parameter], clock: Clock, loss_scale: float = 1.0) -> None:
+        self.gradients = GradientProbe(parameters)
         self.losses = LossProbe()
         self.timer = StepTimer(clock)
-        self.sharded = sharded
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
         self._batch_steps: list[int] = []
@@ -69,8 +65,8 @@ class SignalRecorder:
     def drain(self, reduce_sum: ReduceSum | None = None, world_size: int = 1) -> Window:
         """Copy everything recorded since the last call to the host: the one device read per interval.
 
-        ``reduce_sum`` (distributed runs) all-reduces one packed tensor: losses and timings are averaged
-        over ranks (so a NaN on any rank shows), sharded gradient norms are summed as squares.
+        ``reduce_sum`` (distributed runs) all-reduces one packed tensor of losses and timings, averaged over
+        ranks so a NaN on any rank shows. Gradient norms need no reduction: DDP all-reduced the gradients.
         """
         grads = self.gradients.rows.take()
         dead = self.gradients.dead_units.take()
@@ -78,23 +74,14 @@ class SignalRecorder:
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)
-        timing = np.array([phases[p] for p in PHASES] + [sections[n] for n in section_names], dtype=np.float64)
+        timing_host = np.array([phases[p] for p in PHASES] + [sections[n] for n in section_names], dtype=np.float64)
         device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
-
-        if reduce_sum is not None:
-            timing_t = torch.as_tensor(timing, dtype=torch.float32, device=device)
-            shared = [losses.reshape(-1).to(device), timing_t.reshape(-1)]
-            if self.sharded:
-                shared.append(grads.reshape(-1).to(device))
-            total = reduce_sum(torch.cat(shared))
-            n_loss, n_timing = losses.numel(), timing_t.numel()
-            losses = total[:n_loss].reshape(losses.shape) / world_size
-            timing_t = total[n_loss : n_loss + n_timing].reshape(timing_t.shape) / world_size
-            if self.sharded:
-                grads = total[n_loss + n_timing :].reshape(grads.shape)
-            timing = timing_t.cpu().double().numpy()
-
         parts = [grads, dead, updates, losses]
+        if reduce_sum is not None:
+            timing = torch.as_tensor(timing_host, dtype=torch.float32, device=device)
+            shared = reduce_sum(torch.cat([losses.reshape(-1).to(device), timing.reshape(-1)])) / world_size
+            parts[3] = shared[: losses.numel()].reshape(losses.shape)
+            parts.append(shared[losses.numel() :].reshape(timing.shape))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
         host = flat.cpu().double().numpy()  # the single device-to-host copy of the interval
         pieces: list[np.ndarray] = []
@@ -102,9 +89,8 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows = pieces
-        if self.sharded and grad_rows.size:
-            grad_rows = np.where(grad_rows < 0, NO_GRADIENT, np.sqrt(np.maximum(grad_rows, 0.0)))
+        grad_rows, dead_rows, update_rows, loss_rows = pieces[:4]
+        timing_rows = pieces[4] if reduce_sum is not None else timing_host  # ranks averaged under DDP
 
         names = self.losses.term_names or ()
         window = Window(
@@ -116,8 +102,8 @@ class SignalRecorder:
             loss=loss_rows[:, 0] * self.loss_scale if loss_rows.size else np.zeros(0),
             loss_terms={n: loss_rows[:, 1 + i] for i, n in enumerate(names)} if loss_rows.size else {},
             timing_steps=timing_steps,
-            phase_ms={p: timing[i] for i, p in enumerate(PHASES)},
-            section_ms={n: timing[len(PHASES) + i] for i, n in enumerate(section_names)},
+            phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
+            section_ms={n: timing_rows[len(PHASES) + i] for i, n in enumerate(section_names)},
             dead_unit_share=dead_rows[-1] if dead_rows.size else None,
             update_ratio=update_rows[-1] if update_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,

@@ -62,3 +62,22 @@ def test_memory_growth_and_a_one_time_jump() -> None:
         quiet += jump.update(50 * i, {"host RSS": 300.0 if i < 5 else 800.0, "CUDA allocated": None})
     assert found and found[0].subject == "host RSS" and found[0].evidence["mb_per_1000_steps"] > 500
     assert quiet == []
+
+
+def feed_with_control(loss: np.ndarray, control: np.ndarray) -> list:
+    detector, found = SlowingLossStep(), []
+    for i in range(0, len(loss), 10):
+        steps = list(range(i, i + 10))
+        found += detector.update(steps, loss[i : i + 10], control_ms=control[i : i + 10], control="forward pass")
+    return found
+
+
+def test_a_machine_that_slows_everything_down_is_not_a_slowing_loss() -> None:
+    busier = np.concatenate([np.ones(150), np.linspace(1, 3, 250)])  # other jobs start at step 150
+    assert feed_with_control(jitter(1.0 * busier), jitter(0.3 * busier)) == []
+
+
+def test_a_loss_that_slows_while_the_forward_stays_flat() -> None:
+    found = feed_with_control(jitter(1.0 + 0.01 * np.arange(400)), jitter(np.full(400, 0.3)))
+    assert found and "forward pass changed only" in found[0].message
+    assert found[0].evidence["control_ratio"] < 1.3

@@ -77,11 +77,3 @@ def test_dead_unit_share_and_update_ratio_samples() -> None:
     assert abs(probe.dead_units.take()[0, 0].item() - 0.7) < 1e-6
     ratio = probe.update_ratio.take()[0, 0].item()
     assert abs(ratio - ((layer.weight.detach() - before).norm() / before.norm()).item()) < 1e-6
-
-
-def test_sharded_mode_stores_squares() -> None:
-    p = nn.Parameter(torch.zeros(4))
-    p.grad = torch.full((4,), 2.0)
-    probe = GradientProbe([p], squared=True)
-    probe.record(torch.optim.SGD([p], lr=0.1))
-    assert probe.rows.take().item() == 16.0
