@@ -193,7 +193,8 @@ class LossGuard(Callback):
         layout = build_layout(module, order)
         named = {n: p for n, p in module.named_parameters() if p.requires_grad}
         clip = trainer.gradient_clip_val
-        norm_clipping = str(trainer.gradient_clip_algorithm) in ("norm", "GradClipAlgorithmType.NORM")
+        # None means Lightning's default, which is clipping by norm.
+        norm_clipping = str(trainer.gradient_clip_algorithm or "norm").lower().endswith("norm")
         return RunLayout(
             param_names=layout.names,
             param_sizes=tuple(named[n].numel() for n in layout.names),
@@ -273,6 +274,7 @@ class LossGuard(Callback):
             if not self._execution_order and not self._order_hooks:
                 self._capture_execution_order(pl_module)
             self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
+            self._recorder.begin_batch()
             self._recorder.timer.batch_start(self._batch_step)
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
@@ -425,6 +427,9 @@ class LossGuard(Callback):
         if opt:
             norms = global_norms(window.param_norms)
             series["lossguard/grad_norm"] = (opt, norms)
+            if layout.clip_val:
+                # Norm clipping rescales the gradients to at most clip_val: the post-clip norm, exactly.
+                series["lossguard/grad_norm_clipped"] = (opt, np.minimum(norms, layout.clip_val))
             layers = layer_norms(window.param_norms, layout.layer_of, len(layout.layers))
             dense = [i for i, ok in enumerate(layout.comparable) if ok]
             if dense:

@@ -60,7 +60,7 @@ _CODES = (
         (
             "Clip gradients: Trainer(gradient_clip_val=1.0).",
             "Lower the learning rate, or add a warm-up.",
-            "Normalise exponential or high-power terms in the loss (seed 004: exp(10·error)).",
+            "Normalise exponential or high-power terms in the loss (e.g. exp(10·error) explodes quickly).",
             "Add normalisation layers before the named layer.",
         ),
         "When a large but bounded norm is expected (e.g. a sum-reduced loss): raise the ceiling or "
@@ -177,7 +177,7 @@ _CODES = (
         Severity.INFO,
         "The loss or gradient scale jumped",
         "The loss level or the gradient-norm level moved by more than an order of magnitude between two "
-        "phases of a run and stayed there (e.g. after switching the loss function, seed 000).",
+        "phases of a run and stayed there (e.g. after switching from a pre-training loss to a custom loss).",
         (
             "Re-tune the learning rate for the new phase (the effective step size changed with the scale).",
             "Normalise the new loss to the scale of the old one, or reset the optimizer state.",
@@ -202,7 +202,7 @@ _CODES = (
         "expensive_loss",
         Severity.WARNING,
         "The loss is expensive",
-        "Computing the loss takes a large share of each step (seed 004: per-sample Python loops, "
+        "Computing the loss takes a large share of each step (per-sample Python loops, "
         "constant work redone every step).",
         (
             "Vectorise: no per-sample Python loops in the loss.",
@@ -223,6 +223,54 @@ _CODES = (
             "Check for outputs kept by on_train_batch_end hooks or metric objects that accumulate.",
         ),
         "Caches that fill up to a fixed size and then stop growing.",
+    ),
+    CodeInfo(
+        "output_range_mismatch",
+        Severity.WARNING,
+        "Predictions cannot reach the targets",
+        "The model's outputs cannot reach the targets the loss compares them with: outputs clamped at a bound "
+        "(a final ReLU) while many targets lie beyond it, outputs outside [0, 1] fed to a probability loss, or "
+        "probabilities (a softmax or sigmoid) fed to a loss that expects logits. Checked by OutputMonitor.",
+        (
+            "Match the output activation to the targets: no final ReLU/sigmoid for targets outside its range "
+            "(or rescale the targets into it).",
+            "For a probability loss (BCELoss, NLL on probabilities) end with a sigmoid/softmax, or better use the "
+            "logit version (BCEWithLogitsLoss, cross_entropy) on raw outputs.",
+            "For cross_entropy/BCEWithLogitsLoss pass raw logits: remove the softmax/sigmoid before the loss "
+            "(apply it only to report predictions).",
+        ),
+        "Outputs bounded on purpose while some targets lie outside (e.g. noisy measurements of a non-negative "
+        "quantity).",
+    ),
+    CodeInfo(
+        "prediction_collapse",
+        Severity.WARNING,
+        "Predictions collapse to a few classes",
+        "On validation the model predicts only one or a few classes while the targets contain more: the other "
+        "classes are almost never predicted. Typical of cross-entropy on imbalanced data; checked by OutputMonitor.",
+        (
+            "Weight the loss by class: cross_entropy(weight=...) with weights ~ 1 / class frequency.",
+            "Use a focal loss, which down-weights the easy majority examples.",
+            "Resample: oversample the rare classes (WeightedRandomSampler) or undersample the majority.",
+            "If the data is balanced, check the learning rate and the gradients: a diverged or dead network also "
+            "predicts one class.",
+        ),
+        "Tasks where predicting the majority class is acceptable and the rare classes do not matter.",
+    ),
+    CodeInfo(
+        "high_class_separation",
+        Severity.INFO,
+        "Highly class-separated features",
+        "The penultimate features of the validation set are strongly separated by class (class separation R² "
+        "above the threshold): good for this task's accuracy, but such features transfer worse to new "
+        "tasks as fixed features. Checked by OutputMonitor(feature_layer=...).",
+        (
+            "If the features will be reused (fixed feature extractor, linear probes, retrieval), train with plain "
+            "softmax cross-entropy: no label smoothing, logit penalty or cosine/normalised softmax.",
+            "When transferring, fine-tune more layers than the last: the losses differ mainly in the last few.",
+            "Nothing to do if the model is only used for this task: higher separation goes with higher accuracy here.",
+        ),
+        "Models that are only used for the task they were trained on.",
     ),
 )
 

@@ -57,6 +57,9 @@ CAUSE_ORDER = (
     "memory_growth",
     "slowing_loss_step",
     "expensive_loss",
+    "output_range_mismatch",
+    "prediction_collapse",
+    "high_class_separation",
 )
 """Within one step, causes come before the symptoms they produce (an explosion before the NaN)."""
 
@@ -72,6 +75,7 @@ CONSEQUENCES = frozenset(
         "loss_plateau",
         "loss_oscillation",
         "loss_scale_shift",
+        "prediction_collapse",
     }
 )
 """Symptoms a broken run produces (saturated or NaN weights): reported only before it broke."""
@@ -125,7 +129,10 @@ class Diagnostician:
         for code in thresholds:
             code_info(code)
             if code not in DETECTORS:
-                raise ValueError(f"{code!r} has no thresholds.")
+                raise ValueError(
+                    f"{code!r} has no LossGuard thresholds: a monitor's codes take them in the monitor, "
+                    "e.g. OutputMonitor(thresholds=...)."
+                )
         self._thresholds = {
             code: apply_overrides(cls.Thresholds(), thresholds.get(code, {}), code) for code, cls in DETECTORS.items()
         }
@@ -231,7 +238,17 @@ class Diagnostician:
         if window.timing_steps and window.phase_ms:
             loss_ms, label = self._loss_time(window)
             if slowing := self._on(SlowingLossStep):
-                found += slowing.update(window.timing_steps, loss_ms, layout.total_steps, label)
+                forward = window.phase_ms.get("forward")
+                measured = forward is not None and bool(np.isfinite(forward).any())
+                control = forward if measured else window.phase_ms.get("optimizer")
+                found += slowing.update(
+                    window.timing_steps,
+                    loss_ms,
+                    layout.total_steps,
+                    label,
+                    control_ms=control,
+                    control="forward pass" if measured else "optimizer step",
+                )
             if (expensive := self._on(ExpensiveLoss)) and label.startswith("loss"):
                 found += expensive.update(
                     window.timing_steps,

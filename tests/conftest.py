@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -52,5 +54,10 @@ def text_of(accumulator: EventAccumulator, tag: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread() -> Iterator[None]:
+    # One intra-op thread: tiny models gain nothing from more, and a busy 2-core machine loses a lot.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
+    yield
+    torch.set_num_threads(threads)

@@ -261,3 +261,51 @@ def test_the_verbose_console_is_silent_when_asked(tmp_path: Path, capsys: Any) -
     run = build("nan_in_batch")
     trainer(tmp_path, [LossGuard(report_every=10, verbose=False)], max_steps=80).fit(run.module, run.train)
     assert "LossGuard" not in capsys.readouterr().out
+
+
+class TwoOptimizers(L.LightningModule):
+    """A GAN-shaped module: two parameter groups, two optimizers, both stepping every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = nn.Linear(16, 16)
+        self.critic = nn.Linear(16, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        g_opt, c_opt = self.optimizers()  # type: ignore[misc]
+        c_loss = self.critic(self.generator(x).detach()).pow(2).mean()
+        c_opt.zero_grad()
+        self.manual_backward(c_loss)
+        c_opt.step()
+        g_loss = (self.critic(self.generator(x)) - 1).pow(2).mean()
+        g_opt.zero_grad()
+        self.manual_backward(g_loss)
+        g_opt.step()
+        return g_loss
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.generator.parameters()), torch.optim.Adam(self.critic.parameters())]
+
+
+def test_several_optimizers_share_one_gradient_row_per_batch(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=5, verbose=False)
+    t = trainer(tmp_path, [guard], max_epochs=1, limit_train_batches=30)
+    t.fit(TwoOptimizers(), loader(regression_data()))
+    acc = events(t.logger.log_dir)  # type: ignore[union-attr]
+    assert len(acc.Scalars("lossguard/grad_norm")) == 30  # one per batch, not one per optimizer step
+    assert len(acc.Scalars("lossguard/grad/first_layer_norm")) == 30  # the generator's part is filled too
+    assert [d for d in guard.diagnoses if d.severity != "info"] == []
+
+
+def test_pre_and_post_clip_norms_are_logged(tmp_path: Path) -> None:
+    run = build("accumulate_and_clip")
+    t = trainer(tmp_path, [LossGuard(report_every=5, verbose=False)], **run.trainer)
+    t.fit(run.module, run.train)
+    acc = events(t.logger.log_dir)  # type: ignore[union-attr]
+    pre = [e.value for e in acc.Scalars("lossguard/grad_norm")]
+    post = [e.value for e in acc.Scalars("lossguard/grad_norm_clipped")]
+    assert len(pre) == len(post) == 150
+    assert all(b == pytest.approx(min(a, 1.0)) for a, b in zip(pre, post))
+    assert any(a > 1.0 for a in pre)  # clipping fired: the two series differ

@@ -3,15 +3,20 @@ from pathlib import Path
 
 import tomllib
 
-from lightning_lossguard import CATALOG, __version__
+from lightning_lossguard import CATALOG, OutputMonitor, __version__
 from lightning_lossguard.detectors import DETECTORS
 from lightning_lossguard.diagnostician import CAUSE_ORDER
+from lightning_lossguard.outputs import OUTPUT_DETECTORS
 
 ROOT = Path(__file__).parents[1]
+ALL_DETECTORS = {**DETECTORS, **OUTPUT_DETECTORS}
+"""The core pipeline's detectors and those of the opt-in monitors."""
 
 
 def test_every_code_has_a_detector_remedies_and_a_place_in_the_cause_order() -> None:
-    assert set(DETECTORS) == set(CATALOG) == set(CAUSE_ORDER)
+    assert not set(DETECTORS) & set(OUTPUT_DETECTORS)  # monitor codes stay out of the core pipeline
+    assert set(OutputMonitor.codes) == set(OUTPUT_DETECTORS)
+    assert set(ALL_DETECTORS) == set(CATALOG) == set(CAUSE_ORDER)
     for info in CATALOG.values():
         assert info.remedies and info.meaning.endswith(".") and info.silence_when
 
@@ -20,17 +25,20 @@ def test_every_code_is_documented() -> None:
     docs = (ROOT / "docs" / "diagnoses.md").read_text()
     headings = set(re.findall(r"^## `([a-z_]+)`", docs, flags=re.MULTILINE))
     assert headings == set(CATALOG)
+    for code in CATALOG:
+        assert f"[`{code}`](#{code})" in docs, f"{code} missing from the summary table"
     readme = (ROOT / "README.md").read_text()
     for code in CATALOG:
-        assert f"`{code}`" in readme
+        assert f"`{code}`" in readme, f"{code} missing from the README's table"
 
 
-def test_every_threshold_is_documented_with_its_default() -> None:
+def test_every_threshold_is_documented_in_its_section_with_its_default() -> None:
     docs = (ROOT / "docs" / "diagnoses.md").read_text()
-    for code, detector in DETECTORS.items():
-        for name, (_, doc) in detector.Thresholds().describe().items():
+    sections = dict(re.findall(r"^## `([a-z_]+)`\n(.*?)(?=^## |\Z)", docs, flags=re.MULTILINE | re.DOTALL))
+    for code, detector in ALL_DETECTORS.items():
+        for name, (value, doc) in detector.Thresholds().describe().items():
             assert doc, f"{code}.{name} has no documentation"
-            assert f"`{name}`" in docs, f"{code}.{name} missing from docs/diagnoses.md"
+            assert f"| `{name}` | {value:g} |" in sections[code], f"{code}.{name}={value:g} not in its docs section"
 
 
 def test_version_matches_pyproject() -> None:

@@ -103,8 +103,9 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         unit_dead = [i for i in range(p) if self.unit_streak[i] >= t.unit_samples]
         if not steps or not (dead or unit_dead):
             return []
-        first = min(dead + unit_dead, key=lambda i: (depth[i], i))
         output = [i for i in range(p) if depth[i] == max(depth)]
+        # The gradient stops at the deepest dead layer; the layers before it starve as a consequence.
+        stop = max(unit_dead or dead, key=lambda i: (depth[i], i))
         output_dead = all(self.streak[i] >= t.output_steps for i in output)
         total = max(sum(sizes), 1)
         evidence: dict[str, float] = {
@@ -127,7 +128,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 f"exactly-zero gradient for at least {t.min_steps} steps in a row: {named}"
             )
         if unit_dead:
-            worst = max(unit_dead, key=lambda j: self.last_share[j])
+            worst = stop if stop in unit_dead else max(unit_dead, key=lambda j: self.last_share[j])
             evidence.update({"dead_unit_share": self.last_share[worst], "units": units[worst]})
             parts.append(
                 f"in layer {layer_names[worst]}, {self.last_share[worst]:.0%} of the {units[worst]} output units got "
@@ -143,9 +144,13 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 "the targets) or the graph is detached."
             )
             remedies = [*_FLAT_LOSS_REMEDIES, remedies[0]]
+            subject = layer_names[output[0]]
         else:
+            starved = sorted({layer_names[i] for i in dead + unit_dead if depth[i] < depth[stop]})
+            below = f"; the layers before it ({', '.join(starved)}) get nothing either" if starved else ""
             message = (
-                f"{found}. The units of {layer_names[first]} never activate (dead ReLUs, zero or very negative "
-                "initialisation, or a learning rate that knocked them out); they cannot learn."
+                f"{found}. The gradient stops at {layer_names[stop]}: its units never activate (dead ReLUs, zero or "
+                f"very negative initialisation, or a learning rate that knocked them out){below}."
             )
-        return [self.diagnosis(int(steps[-1]), message, evidence, subject=layer_names[first], remedies=remedies)]
+            subject = layer_names[stop]
+        return [self.diagnosis(int(steps[-1]), message, evidence, subject=subject, remedies=remedies)]

@@ -1,11 +1,11 @@
 """``slowing_loss_step``: the per-step loss time grows steadily over training (seed 004).
 
-Per-step times are compressed into block medians (one long pause or a GC hiccup disappears), the
-warm-up steps are skipped (first-step allocation, compilation), and the trend must be both large and
-steady: the recent level well above the early level, a positive Theil-Sen slope, and every one of the
-latest blocks above the halfway mark. A machine that gets busier slows every phase alike, so the growth
-is measured against a control phase of the same batches (the forward pass, or the optimizer step): only
-a loss that slows *relative to it* is reported.
+Per-step times are compressed into block medians (one long pause or a GC hiccup disappears) and the
+warm-up steps are skipped (first-step allocation, compilation). The climb must be large (``min_ratio``,
+``min_increase_ms``) and gradual: block medians rise with the step (rank correlation) and pass through the
+levels in between (``transition_blocks``), which a machine that suddenly gets busier does not do. A busier
+machine also slows every phase alike, so the growth is measured against a control phase of the same
+batches (the forward pass, or the optimizer step): only a loss that slows *relative to it* is reported.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import BlockMedians, median, theil_sen_slope
+from lightning_lossguard.detectors.stats import BlockMedians, median, rank_correlation
 from lightning_lossguard.diagnosis import Diagnosis
 
 
@@ -31,6 +31,12 @@ class SlowingLossStepThresholds(Thresholds):
         1.5, "Recent level must be this many times the early level, beyond the control's growth."
     )
     min_increase_ms: float = threshold(0.5, "... and at least this many milliseconds slower per step.")
+    min_trend_correlation: float = threshold(
+        0.8, "Rank correlation of block medians with the step: the climb must be steady ..."
+    )
+    transition_blocks: int = threshold(
+        2, "... and this many blocks must sit between the early and the recent level (not a jump)."
+    )
 
 
 class SlowingLossStep(Detector[SlowingLossStepThresholds]):
@@ -92,9 +98,15 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             drift = max(1.0, median(self.control.values[-k:]) / early_control) if early_control > 0 else 1.0
         expected = early * drift  # where the loss time would be if only the machine had slowed down
         halfway = expected + (recent - expected) / 2
-        trend = theil_sen_slope(self.blocks.steps, self.blocks.values)
-        steady = all(v >= halfway for v in self.blocks.values[-k:])
-        if not (recent >= t.min_ratio * expected and recent - expected >= t.min_increase_ms and trend > 0 and steady):
+        trend = rank_correlation(self.blocks.steps, self.blocks.values)
+        rise = recent - expected
+        between = sum(expected + 0.25 * rise < v < expected + 0.75 * rise for v in self.blocks.values)
+        steady = (
+            trend >= t.min_trend_correlation
+            and between >= t.transition_blocks
+            and all(v >= halfway for v in self.blocks.values[-k:])
+        )
+        if not (recent >= t.min_ratio * expected and recent - expected >= t.min_increase_ms and steady):
             return []
         # Average rate between the middles of the early and the recent blocks (ms per step).
         span = median(self.blocks.steps[-k:]) - median(self.blocks.steps[:k])
@@ -103,7 +115,7 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         remaining = max(0, (total_steps or now) - now)
         # Extra time for the rest of the run if the climb continues: the current excess plus the trend.
         extra_s = ((recent - early) * remaining + slope * remaining**2 / 2) / 1e3
-        control_text = f", while the {control} changed only {drift:.2g}x" if len(self.control.values) == n else ""
+        control_text = f", while the {control} changed only {drift:.2f}x" if len(self.control.values) == n else ""
         message = (
             f"The {what} time grew from {early:.3g} ms to {recent:.3g} ms per step "
             f"({recent / early:.1f}x, +{slope * 1000:.3g} ms per 1000 steps) between steps "
@@ -115,6 +127,7 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             "now_ms": recent,
             "ratio": recent / early if early > 0 else math.inf,
             "control_ratio": drift,
+            "trend_correlation": trend,
             "growth_ms_per_1000_steps": slope * 1000,
             "projected_extra_s": extra_s,
             "first_step": self.blocks.steps[0],

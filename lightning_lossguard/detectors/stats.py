@@ -49,6 +49,20 @@ def theil_sen_slope(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nda
     return float(np.median((ys[j] - ys[i])[ok] / dx[ok]))
 
 
+def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation: how monotonically ``y`` follows ``x`` (1: always rising)."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    if keep.sum() < 3:
+        return math.nan
+    rx = np.argsort(np.argsort(xs[keep])).astype(np.float64)
+    ry = np.argsort(np.argsort(ys[keep])).astype(np.float64)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    denominator = math.sqrt(float(np.dot(rx, rx) * np.dot(ry, ry)))
+    return float(np.dot(rx, ry) / denominator) if denominator > 0 else math.nan
+
+
 def log10(value: float) -> float:
     """log10 for positive finite numbers, NaN otherwise."""
     return math.log10(value) if value > 0 and math.isfinite(value) else math.nan

@@ -137,10 +137,13 @@ def read_report(path: str | os.PathLike[str]) -> Report:
 
 
 def find_reports(path: str | os.PathLike[str]) -> list[Path]:
-    """A report file itself, or every ``lossguard.json`` under a directory (sorted)."""
+    """A report file itself, or every report under a directory (sorted): ``lossguard.json`` and, for named
+    LossGuard instances, ``lossguard-<name>.json`` (never the ``.lossguard-*`` files of a write in progress)."""
     root = Path(path)
     if root.is_file():
         return [root]
     if root.is_dir():
-        return sorted(root.rglob(REPORT_NAME))
+        return sorted(
+            p for p in root.rglob("lossguard*.json") if p.name == REPORT_NAME or p.name.startswith("lossguard-")
+        )
     return []

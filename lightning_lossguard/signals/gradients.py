@@ -97,22 +97,26 @@ class GradientProbe:
             self._groups[key] = (params, whole)
         return self._groups[key]
 
-    def record(self, optimizer: torch.optim.Optimizer) -> None:
-        """Store this step's gradient norms. Device work only."""
+    def record(self, optimizer: torch.optim.Optimizer, row: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Store this optimizer's gradient norms in a new row, or in ``row`` (several optimizers stepping in
+        one batch share it). Returns the row written, None when no parameter had a gradient. Device work only."""
         params, whole = self._group(optimizer)
         grads = [p.grad for p in params]
         present = [g for g in grads if g is not None]
         if not present:
-            return
-        row = self.rows.next_row(present[0].device)
+            return row
         # float32 accumulation: half-precision sums of squares overflow at 65504.
         norms = torch._foreach_norm(present, 2, dtype=torch.float32)
-        if whole and len(present) == len(grads):
-            torch.stack(norms, out=row)
-            return
+        if row is None:
+            row = self.rows.next_row(present[0].device)
+            if whole and len(present) == len(grads):
+                torch.stack(norms, out=row)
+                return row
+            row.fill_(NO_GRADIENT)
         # Some parameters had no gradient, or several optimizers share the row.
         positions = [self._index[id(p)] for p, g in zip(params, grads) if g is not None]
         _scatter(row, positions, norms)
+        return row
 
     def sample_dead_units(self, unit_params: Iterable[int]) -> None:
         """Report steps only: per parameter with output units, the share of units with an all-zero gradient."""
@@ -127,7 +131,9 @@ class GradientProbe:
             positions.append(i)
         if not shares:
             return
-        _scatter(self.dead_units.next_row(shares[0].device), positions, shares)
+        row = self.dead_units.next_row(shares[0].device)
+        row.fill_(NO_GRADIENT)
+        _scatter(row, positions, shares)
 
     def snapshot_weights(self, optimizer: torch.optim.Optimizer, max_elements: int) -> None:
         """Report steps only: copy the weights before the optimizer step (bounded by ``max_elements``)."""
@@ -150,12 +156,13 @@ class GradientProbe:
         ratios = torch.stack(torch._foreach_norm(delta, 2, dtype=torch.float32)) / torch.stack(
             torch._foreach_norm(before, 2, dtype=torch.float32)
         ).clamp_min(1e-12)
-        _scatter(self.update_ratio.next_row(ratios.device), positions, list(ratios.unbind()))
+        row = self.update_ratio.next_row(ratios.device)
+        row.fill_(NO_GRADIENT)
+        _scatter(row, positions, list(ratios.unbind()))
         self._before_step.clear()
 
 
 def _scatter(row: torch.Tensor, positions: list[int], values: Sequence[torch.Tensor]) -> None:
     # Copy into 0-d views of the row: no index tensor, so no host-to-device transfer.
-    row.fill_(NO_GRADIENT)
     views = row.unbind()
     torch._foreach_copy_([views[i] for i in positions], list(values))

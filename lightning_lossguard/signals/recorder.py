@@ -32,14 +32,20 @@ class SignalRecorder:
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
+        self._batch_row: torch.Tensor | None = None
         self._batch_steps: list[int] = []
         self._sample_step: int | None = None
 
     # -- per-step path ----------------------------------------------------------------------------
+    def begin_batch(self) -> None:
+        """A new training batch: the next optimizer step opens a new gradient row."""
+        self._batch_row = None
+
     def record_gradients(self, step: int, optimizer: torch.optim.Optimizer) -> None:
-        before = self.gradients.rows.count
-        self.gradients.record(optimizer)
-        if self.gradients.rows.count > before:
+        """One row per batch: every optimizer that steps in it (GANs, manual optimization) fills its part."""
+        opened = self._batch_row is None
+        self._batch_row = self.gradients.record(optimizer, self._batch_row)
+        if opened and self._batch_row is not None:
             self._optimizer_steps.append(step)
 
     def record_loss(self, step: int, loss: torch.Tensor, terms: Mapping[str, object] | None) -> None:

@@ -60,3 +60,12 @@ def test_a_few_dead_units_in_a_small_layer_are_tolerated() -> None:
             [32, 0, 1, 0],
         )
         assert out == []
+
+
+def test_the_gradient_stops_at_the_deepest_dead_layer() -> None:
+    names = ["a.weight", "b.weight", "c.weight", "c.bias"]
+    layers, depth = ["a", "b", "c", "c"], [0, 1, 2, 2]
+    rows = np.tile([0.0, 0.0, 0.5, 0.1], (30, 1))  # a and b dead, the output layer c alive
+    [found] = DeadGradients().update(list(range(30)), rows, names, [64, 64, 8, 1], layers, depth)
+    assert found.subject == "b"
+    assert "stops at b" in found.message and "(a) get nothing either" in found.message

@@ -81,3 +81,8 @@ def test_a_loss_that_slows_while_the_forward_stays_flat() -> None:
     found = feed_with_control(jitter(1.0 + 0.01 * np.arange(400)), jitter(np.full(400, 0.3)))
     assert found and "forward pass changed only" in found[0].message
     assert found[0].evidence["control_ratio"] < 1.3
+
+
+def test_a_jump_to_a_busier_machine_is_not_a_steady_climb() -> None:
+    times = jitter(np.concatenate([np.full(60, 1.0), np.full(340, 15.0)]), 0.05)  # step change, then flat
+    assert feed(SlowingLossStep(), times) == []

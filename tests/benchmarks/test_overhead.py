@@ -1,0 +1,29 @@
+"""A short overhead smoke run (no timing assertions: timing belongs to the benchmark, not the suite)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.docs import replace_section
+from benchmarks.overhead import WORKLOADS, run
+
+
+def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
+    table = run(repeats=1, quick=True, log=lambda _: None, workloads=WORKLOADS[:1])
+    [row] = [line for line in table.splitlines() if line.startswith("| small")]
+    ratios = re.findall(r"([0-9.]+)x", row)
+    assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
+
+
+def test_replace_section_rewrites_only_its_own_section(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("intro\n<!-- a:start -->\nold\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nkeep\n<!-- b:end -->\n")
+    replace_section("a", "new table", doc)
+    assert doc.read_text() == (
+        "intro\n<!-- a:start -->\nnew table\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nkeep\n<!-- b:end -->\n"
+    )
+    with pytest.raises(ValueError, match="no <!-- c:start -->"):
+        replace_section("c", "x", doc)

@@ -1,0 +1,1 @@
+"""Helper modules and scripts that tests import or run in subprocesses."""
