@@ -38,6 +38,9 @@ from lightning_lossguard.signals.window import Window, global_norms, layer_norms
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
 
+HISTOGRAM_EVERY = 5
+"""Reports between two per-layer gradient-norm histograms in TensorBoard."""
+
 _SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
 
@@ -112,7 +115,10 @@ class LossGuard(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(name=self.name, val_metric=self.val_metric)
+        # Lightning asks for it on every hook call: build the string once.
+        if not hasattr(self, "_state_key"):
+            self._state_key = self._generate_state_key(name=self.name, val_metric=self.val_metric)
+        return self._state_key
 
     # -- setup ----------------------------------------------------------------------------------------
     def _new_diagnostician(self) -> Diagnostician:
@@ -121,10 +127,12 @@ class LossGuard(Callback):
     def _reset_run(self) -> None:
         self._recorder: SignalRecorder | None = None
         self._layout = RunLayout()
-        self._hooks: list[RemovableHandle] = []
+        self._forward_hooks: dict[int, tuple[RemovableHandle, RemovableHandle]] = {}
+        self._outermost: set[int] = set()
         self._order_hooks: list[RemovableHandle] = []
         self._execution_order: list[str] = []
         self._batches_since_report = 0
+        self._reports = 0
         self._batch_step = 0
         self._report_batches = 1
         self._sampling = False
@@ -184,6 +192,8 @@ class LossGuard(Callback):
         if trainer.is_global_zero:
             self._loggers = LoggerReporter(trainer.loggers)
             self._loggers.start()
+            # The alarm chart starts at the right count (not 0 after a resume with diagnoses restored).
+            self._loggers.alarms(self._diagnostician.diagnoses, trainer.global_step)
         self._start_notes(trainer, pl_module, params, sharded)
 
     def _build_layout(self, trainer: pl.Trainer, module: nn.Module, order: Sequence[str]) -> RunLayout:
@@ -240,9 +250,27 @@ class LossGuard(Callback):
         targets += [
             m for m in module.children() if not isinstance(m, _Loss) and any(p.requires_grad for p in m.parameters())
         ]
+        outermost = self._outermost
+
+        def enter(target: nn.Module) -> Any:
+            def hook(*_: Any) -> None:
+                if timer.forward_enter():
+                    outermost.add(id(target))
+
+            return hook
+
         for target in targets:
-            self._hooks.append(target.register_forward_pre_hook(lambda *_: timer.forward_enter()))
-            self._hooks.append(target.register_forward_hook(lambda *_: timer.forward_exit()))
+            pre = target.register_forward_pre_hook(enter(target))
+            post = target.register_forward_hook(lambda *_: timer.forward_exit())
+            self._forward_hooks[id(target)] = (pre, post)
+
+    def _prune_forward_hooks(self) -> None:
+        # After the first batch: a hooked call that is never outermost only costs time (about 8 us a call).
+        for key, handles in list(self._forward_hooks.items()):
+            if key not in self._outermost:
+                for handle in handles:
+                    handle.remove()
+                del self._forward_hooks[key]
 
     def _capture_execution_order(self, module: nn.Module) -> None:
         seen = self._execution_order
@@ -262,6 +290,7 @@ class LossGuard(Callback):
         for handle in self._order_hooks:
             handle.remove()
         self._order_hooks = []
+        self._prune_forward_hooks()
         self._layout = self._build_layout(trainer, module, self._execution_order)
 
     # -- per-step path: marks and device copies only ----------------------------------------------------
@@ -300,11 +329,11 @@ class LossGuard(Callback):
             return
         try:
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm.
-            self._recorder.record_gradients(trainer.global_step, optimizer)
+            self._recorder.record_gradients(self._batch_step, optimizer)
             if self._batches_since_report + 1 >= self._report_batches:
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
-                self._recorder.sample_before_step(trainer.global_step, optimizer, units, self.max_update_elements)
+                self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
@@ -381,10 +410,8 @@ class LossGuard(Callback):
                 found = monitor.judge_validation(trainer.global_step, trainer.current_epoch)
                 new += self._diagnostician.accept(found)
                 self._monitor_log(trainer, monitor)
-                if self._loggers is not None:
-                    self._loggers.scalars(
-                        {f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in metrics.items()}
-                    )
+            if self._loggers is not None and metrics:
+                self._loggers.scalars({f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in metrics.items()})
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("on_validation_end", error)
@@ -441,9 +468,12 @@ class LossGuard(Callback):
                         opt,
                         np.nanmax(np.where(np.isnan(layers), -np.inf, layers), axis=1),
                     )
-                self._loggers.histogram(
-                    "lossguard/grad/layer_norms_log10", np.log10(layers[-1][layers[-1] > 0]), opt[-1]
-                )
+                self._reports += 1
+                if self._reports % HISTOGRAM_EVERY == 1 or self._finished:
+                    # The per-layer distribution moves slowly; a snapshot every few reports is enough.
+                    self._loggers.histogram(
+                        "lossguard/grad/layer_norms_log10", np.log10(layers[-1][layers[-1] > 0]), opt[-1]
+                    )
             band = self._diagnostician.band()
             if band is not None:
                 series["lossguard/grad_norm_band_low"] = (opt, np.full(len(opt), band[0]))
@@ -536,9 +566,9 @@ class LossGuard(Callback):
                 self._internal_error("summary", error)
 
     def _remove_hooks(self) -> None:
-        for handle in self._hooks + self._order_hooks:
+        for handle in [h for pair in self._forward_hooks.values() for h in pair] + self._order_hooks:
             handle.remove()
-        self._hooks, self._order_hooks = [], []
+        self._forward_hooks, self._order_hooks = {}, []
         if self._recorder is not None:
             deactivate(self._recorder.timer)
         for monitor in self.monitors:

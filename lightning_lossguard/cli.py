@@ -26,7 +26,7 @@ from rich.text import Text
 
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.report.json_report import REPORT_NAME, Report, ReportError, find_reports, read_report
-from lightning_lossguard.report.markdown import full_report
+from lightning_lossguard.report.markdown import counts_line, full_report
 from lightning_lossguard.version import __version__
 
 EXIT_OK = 0
@@ -88,14 +88,6 @@ def at_least(report: Report, level: Severity) -> list[Diagnosis]:
     return [d for d in report.diagnoses if d.severity.at_least(level)]
 
 
-def counts_text(diagnoses: Sequence[Diagnosis]) -> str:
-    """``1 error, 2 warnings, 0 info``."""
-    n = {s: sum(d.severity is s for d in diagnoses) for s in Severity}
-    errors = f"{n[Severity.ERROR]} error" + ("s" if n[Severity.ERROR] != 1 else "")
-    warnings = f"{n[Severity.WARNING]} warning" + ("s" if n[Severity.WARNING] != 1 else "")
-    return f"{errors}, {warnings}, {n[Severity.INFO]} info"
-
-
 # -- check -------------------------------------------------------------------------------------------------
 def check(paths: Sequence[str], fail_on: str, junit: str | None, out: Console, err: Console) -> int:
     """Print a verdict per report; the exit code says whether any diagnosis reached ``fail_on``."""
@@ -136,7 +128,7 @@ def _verdict(report: Report, offending: list[Diagnosis], level: Severity) -> Tex
     where = f"  {report.path}  ({report.status} at step {report.global_step}): "
     if offending:
         return Text.assemble(("FAIL", "bold red"), where, f"{len(offending)} diagnosis(es) at or above {level.value}")
-    below = f" ({counts_text(report.diagnoses)})" if report.diagnoses else ""
+    below = f" ({counts_line(report.diagnoses)})" if report.diagnoses else ""
     return Text.assemble(("PASS", "bold green"), where, f"nothing at or above {level.value}{below}")
 
 
@@ -284,7 +276,7 @@ def _as_markdown(r: Report) -> str:
 
 def _print_table(r: Report, out: Console) -> None:
     out.print(
-        Text.assemble((str(r.path), "bold"), f"  {r.status} at step {r.global_step}: {counts_text(r.diagnoses)}"),
+        Text.assemble((str(r.path), "bold"), f"  {r.status} at step {r.global_step}: {counts_line(r.diagnoses)}"),
         soft_wrap=True,
     )
     if r.diagnoses:

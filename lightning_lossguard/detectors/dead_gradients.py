@@ -86,11 +86,21 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             self.streak, self.streak_start, self.unit_streak = [0] * p, [0] * p, [0] * p
         streak = np.asarray(self.streak, dtype=np.int64)
         start = np.asarray(self.streak_start, dtype=np.int64)
-        for step, row in zip(steps, param_norms):
-            self.rows_seen += 1
-            zero, absent = row == 0.0, row == NO_GRADIENT
-            start[zero & (streak == 0)] = int(step)
-            streak = np.where(zero, streak + 1, np.where(absent, streak, 0))
+        rows = np.asarray(param_norms)
+        if len(rows):
+            self.rows_seen += len(rows)
+            # Per parameter: zeros extend the streak, a (non-zero, present) gradient resets it, "no gradient"
+            # leaves it alone. Count the zeros after the last reset of this window.
+            index = np.arange(len(rows))[:, None]
+            zero = rows == 0.0
+            last_reset = np.where(~zero & (rows != NO_GRADIENT), index, -1).max(axis=0)
+            after = zero & (index > last_reset)
+            zeros_after = after.sum(axis=0)
+            restarted = (last_reset >= 0) | (streak == 0)
+            first_zero = np.where(after, index, len(rows)).min(axis=0)
+            step_of = np.asarray(steps, dtype=np.int64)[np.minimum(first_zero, len(rows) - 1)]
+            start = np.where(restarted & (zeros_after > 0), step_of, start)
+            streak = np.where(last_reset >= 0, zeros_after, streak + zeros_after)
         self.streak, self.streak_start = streak.tolist(), start.tolist()
         if unit_share is not None:
             self.last_share = [float(v) for v in unit_share]

@@ -8,13 +8,14 @@ updates). The message says which one it is, and a cheap estimate is never report
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import finite, median
+from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
@@ -35,8 +36,8 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
 
     def __init__(self, thresholds: ExpensiveLossThresholds | None = None) -> None:
         super().__init__(thresholds)
-        self.loss_ms: list[float] = []
-        self.step_ms: list[float] = []
+        self.loss_ms: deque[float] = deque(maxlen=300)
+        self.step_ms: deque[float] = deque(maxlen=300)
         self.skipped = 0
 
     def unjudged(self) -> str | None:
@@ -55,18 +56,18 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
     ) -> list[Diagnosis]:
         """Add per-batch loss and whole-step times (ms); ``exact``: the loss was timed with ``timed("loss")``."""
         t = self.thresholds
-        for loss, step in zip(loss_ms, step_ms):
-            if self.skipped < t.warmup_steps:
-                self.skipped += 1
-                continue
-            if np.isfinite(loss) and np.isfinite(step) and step > 0:
-                self.loss_ms.append(float(loss))
-                self.step_ms.append(float(step))
-        self.loss_ms, self.step_ms = self.loss_ms[-500:], self.step_ms[-500:]
+        loss_values = np.asarray(loss_ms, dtype=np.float64)
+        step_values = np.asarray(step_ms, dtype=np.float64)
+        skip = max(0, min(len(loss_values), int(t.warmup_steps) - self.skipped))
+        self.skipped += skip
+        loss_values, step_values = loss_values[skip:], step_values[skip:]
+        keep = np.isfinite(loss_values) & np.isfinite(step_values) & (step_values > 0)
+        self.loss_ms.extend(loss_values[keep].tolist())
+        self.step_ms.extend(step_values[keep].tolist())
         if len(self.loss_ms) < t.min_steps or not steps:
             return []
         loss, step = median(self.loss_ms), median(self.step_ms)
-        share = float(np.median(finite(np.asarray(self.loss_ms) / np.asarray(self.step_ms))))
+        share = median(a / b for a, b in zip(self.loss_ms, self.step_ms))
         if loss < t.min_loss_ms or share < t.info_share:
             return []
         what = (

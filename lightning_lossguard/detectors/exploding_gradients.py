@@ -20,7 +20,7 @@ import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import log10, mad, median
+from lightning_lossguard.detectors.stats import MAD_TO_SIGMA, median
 from lightning_lossguard.diagnosis import Diagnosis
 
 
@@ -36,6 +36,7 @@ class ExplodingGradientsThresholds(Thresholds):
     spike_persist: int = threshold(3, "Spikes within persist_window needed for the diagnosis.")
     growth_factor: float = threshold(2.0, "The norm must have grown this much more since the first spike ...")
     severe_factor: float = threshold(100.0, "... or reached this many times the baseline.")
+    refresh_every: int = threshold(25, "Steps between recomputations of the baseline (it moves slowly).")
     catastrophe_factor: float = threshold(1e4, "A single step this many times the baseline is reported at once.")
     ceiling: float = threshold(1e5, "Absolute norm ceiling: spike_persist steps above it are reported.")
 
@@ -54,6 +55,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))  # [step, log10 norm, excess, spike]
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
         self.steps_seen = 0
+        self.cached: list[float] = []  # [median, spike threshold, steps_seen when computed]
         self.clipped = 0
         self.clip_checked = 0
 
@@ -63,8 +65,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
 
     def band(self) -> tuple[float, float] | None:
         """The current normal band of the norm: below the lower or above the upper edge is a spike."""
-        baseline = self._baseline()
-        if baseline is None or len(self.history) < self.thresholds.min_history:
+        baseline = self._baseline()  # the provisional one too: a run can leave its band in the first steps
+        if baseline is None:
             return None
         return 10 ** (baseline[0] - baseline[1]), 10 ** (baseline[0] + baseline[1])
 
@@ -84,46 +86,61 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         """
         t = self.thresholds
         found: Diagnosis | None = None
-        for i, (step, norm) in enumerate(zip(steps, norms)):
-            x = log10(float(norm))
+        values = np.asarray(norms, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.where((values > 0) & np.isfinite(values), np.log10(values), np.nan)
+            layer_logs = np.log10(np.maximum(layer_norms, 1e-30)) if layer_norms is not None else None
+        for i, step in enumerate(steps):
+            x, norm = float(logs[i]), float(values[i])
             if math.isnan(x):
                 continue
             self.steps_seen += 1
             if clip_val:
                 self.clip_checked += 1
-                self.clipped += int(float(norm) > clip_val)
-            layer_row = list(np.log10(np.maximum(layer_norms[i], 1e-30))) if layer_norms is not None else []
+                self.clipped += int(norm > clip_val)
+            layer_row = layer_logs[i].tolist() if layer_logs is not None else []
             excess, spike = 0.0, False
             baseline = self._baseline()
             if baseline is not None:
                 excess = x - baseline[0]
                 spike = excess >= baseline[1]
             self.recent.append([int(step), x, excess, float(spike)])
-            if float(norm) >= t.ceiling:
+            if norm >= t.ceiling:
                 self.ceiling_hits.append(int(step))
             if not spike:
                 self.history.append(x)
                 if layer_row:
                     self.layer_history.append(layer_row)
-            if found is None:
+            if found is None and (spike or norm >= t.ceiling):  # nothing else can complete a finding
                 found = self._judge(int(steps[-1]), layer_row, layers, clip_val)
             if spike and found is None and len(self.recent) == self.recent.maxlen and all(r[3] for r in self.recent):
                 # A whole window at a new, steady level: adopt it as the baseline (a scale shift).
                 self.history.clear()
                 self.history.extend(r[1] for r in self.recent)
+                self.cached = []
                 self.layer_history.clear()
                 for r in self.recent:
                     r[2], r[3] = 0.0, 0.0
         return [found] if found is not None else []
 
     def _baseline(self) -> tuple[float, float] | None:
-        """(median log10 norm, spike threshold in decades), or None before early_history steps."""
+        """(median log10 norm, spike threshold in decades), or None before early_history steps.
+
+        Recomputed every ``refresh_every`` steps once the full baseline exists: a median of 100 steps
+        hardly moves in 10, and recomputing it on every step would dominate the report's cost."""
         t = self.thresholds
-        if len(self.history) < t.early_history:
+        n = len(self.history)
+        if n < t.early_history:
             return None
-        if len(self.history) < t.min_history:
+        if n < t.min_history:
             return median(self.history), math.log10(t.severe_factor)
-        return median(self.history), max(math.log10(t.spike_factor), t.z * max(mad(self.history), t.min_spread))
+        if not self.cached or self.steps_seen - self.cached[2] >= t.refresh_every:
+            history = np.fromiter(self.history, dtype=np.float64)
+            center = float(np.median(history))
+            spread = MAD_TO_SIGMA * float(np.median(np.abs(history - center)))
+            width = max(math.log10(t.spike_factor), t.z * max(spread, t.min_spread))
+            self.cached = [center, width, float(self.steps_seen)]
+        return self.cached[0], self.cached[1]
 
     def _judge(
         self, decided: int, layer_row: list[float], layers: Sequence[str], clip_val: float | None

@@ -9,6 +9,7 @@ slow learning-rate warm-up is not mistaken for one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +38,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
     def __init__(self, thresholds: LossPlateauThresholds | None = None) -> None:
         super().__init__(thresholds)
         self.blocks = BlockMedians(int(self.thresholds.block))
+        self.best = math.inf
+        self.scanned = 0
 
     def unjudged(self) -> str | None:
         need = int(max(self.thresholds.min_steps, 2 * self.thresholds.edge_blocks * self.thresholds.block))
@@ -54,7 +57,11 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             return []
         start, current = median(values[:k]), median(values[-k:])
         # Best level: the lowest median of k consecutive blocks, so one lucky block does not count as progress.
-        best = min(median(values[i : i + k]) for i in range(len(values) - k + 1))
+        self.scanned = min(self.scanned, len(values))  # blocks may have been merged
+        for i in range(max(0, self.scanned - k + 1), len(values) - k + 1):
+            self.best = min(self.best, median(values[i : i + k]))
+        self.scanned = len(values)
+        best = self.best
         if abs(start) < t.converged_loss:
             return []
         improvement = (start - best) / abs(start)

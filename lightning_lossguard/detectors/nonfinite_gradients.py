@@ -65,9 +65,9 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         """
         t = self.thresholds
         found: tuple[int, np.ndarray] | None = None
-        for step, row in zip(steps, param_norms):
-            bad = ~np.isfinite(row)
-            is_bad = bool(bad.any()) and int(step) not in nonfinite_loss_steps
+        rows_bad = (~np.isfinite(param_norms)).any(axis=1) if len(param_norms) else np.zeros(0, bool)
+        for step, row, row_bad in zip(steps, param_norms, rows_bad):
+            is_bad = bool(row_bad) and int(step) not in nonfinite_loss_steps
             self.recent.append(is_bad)
             if is_bad:
                 self.streak += 1
@@ -76,7 +76,7 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 if self.first_step is None:
                     self.first_step = int(step)
                 if found is None:
-                    found = (int(step), bad)
+                    found = (int(step), ~np.isfinite(row))
             else:
                 self.streak = 0
         if found is None and not (scaler_active and scale is not None and scale < t.min_scale and self.skipped):

@@ -97,6 +97,8 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             early_control = median(self.control.values[:k])
             drift = max(1.0, median(self.control.values[-k:]) / early_control) if early_control > 0 else 1.0
         expected = early * drift  # where the loss time would be if only the machine had slowed down
+        if recent < t.min_ratio * expected or recent - expected < t.min_increase_ms:
+            return []  # the usual case, decided without the costlier trend statistics
         halfway = expected + (recent - expected) / 2
         trend = rank_correlation(self.blocks.steps, self.blocks.values)
         rise = recent - expected

@@ -11,14 +11,13 @@ healthy and stays quiet.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import median
+from lightning_lossguard.detectors.stats import column_medians, median
 from lightning_lossguard.diagnosis import Diagnosis
 
 
@@ -63,18 +62,16 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         """Judge one window. ``layer_norms``: ``[steps, layers]`` with layers ordered input to output."""
         t = self.thresholds
         w = int(t.window)
-        for row, norm in zip(layer_norms, global_norms):
-            if not np.isfinite(norm):
-                continue
-            self.layer_rows.append([float(v) for v in row])
-            self.norms.append(float(norm))
-            if len(self.early_norms) < w:
-                self.early_norms.append(float(norm))
-        for loss in losses:
-            if math.isfinite(float(loss)):
-                self.losses.append(float(loss))
-                if len(self.early_losses) < w:
-                    self.early_losses.append(float(loss))
+        norms = np.asarray(global_norms, dtype=np.float64)
+        keep = np.isfinite(norms)
+        self.layer_rows.extend(np.asarray(layer_norms)[keep].tolist())
+        kept = norms[keep].tolist()
+        self.norms.extend(kept)
+        self.early_norms.extend(kept[: max(0, w - len(self.early_norms))])
+        loss_values = np.asarray(losses, dtype=np.float64)
+        finite_losses = loss_values[np.isfinite(loss_values)].tolist()
+        self.losses.extend(finite_losses)
+        self.early_losses.extend(finite_losses[: max(0, w - len(self.early_losses))])
         if len(self.norms) < t.min_steps or not steps:
             return []
         decided = int(steps[-1])
@@ -86,8 +83,7 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         if len(dense) < t.min_layers:
             return []
         rows = np.asarray(self.layer_rows)[:, dense]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            level = np.nanmedian(np.where(rows > 0, rows, np.nan), axis=0)
+        level = column_medians(np.where(rows > 0, rows, np.nan))
         first, last = level[0], level[-1]
         if not (np.isfinite(first) and np.isfinite(last)) or last <= 0:
             return []

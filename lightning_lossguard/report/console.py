@@ -1,14 +1,20 @@
-"""Diagnoses on the console, through rich: one line per new diagnosis, a table at the end of fit."""
+"""Diagnoses on the console, through rich: one line per new diagnosis, a table at the end of fit.
+
+Everything goes through rich's shared console (``rich.get_console()``), the one Lightning's
+``RichProgressBar`` draws on, so live lines appear above the bar instead of tearing it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.report.markdown import counts_line
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -28,21 +34,29 @@ def render_diagnosis(d: Diagnosis) -> RenderableType:
 
 
 def summary_table(diagnoses: Sequence[Diagnosis], title: str = "LossGuard summary") -> Table:
-    """All diagnoses grouped by severity (errors first), with the first two remedies."""
-    table = Table(title=title, show_lines=True, expand=False)
-    table.add_column("severity")
-    table.add_column("step", justify="right")
-    table.add_column("code")
-    table.add_column("what happened", ratio=3)
-    table.add_column("try first", ratio=2)
-    for d in sorted(diagnoses, key=lambda x: (-x.severity.rank, x.step)):
-        table.add_row(
-            Text(d.severity.value, _STYLE[d.severity]),
-            str(d.step),
-            d.code,
-            d.message,
-            "\n".join(f"• {r}" for r in d.remedies[:2]),
-        )
+    """All diagnoses grouped by severity (errors first, then by step), each with its first two remedies.
+
+    The severity is named once per group and a rule separates the groups; the message and the remedies
+    share one wide column so a narrow terminal still reads them in full.
+    """
+    table = Table(title=f"{title}: {counts_line(diagnoses)}", expand=False)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("step", justify="right", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("what happened → what to try first")
+    ordered = sorted(diagnoses, key=lambda x: (-x.severity.rank, x.step))
+    for severity, group in groupby(ordered, key=lambda x: x.severity):
+        rows = list(group)
+        for i, d in enumerate(rows):
+            what = Text(d.message)
+            for remedy in d.remedies[:2]:
+                what.append("\n→ ", "dim")
+                what.append(remedy)
+            last = i == len(rows) - 1
+            if not last:
+                what.append("\n")  # a blank line between entries; a rule only between severities
+            label = Text(severity.value.upper(), _STYLE[severity]) if i == 0 else Text("")
+            table.add_row(label, str(d.step), Text(d.code, _STYLE[severity]), what, end_section=last)
     return table
 
 

@@ -1,42 +1,82 @@
 """Signals and diagnoses to the trainer's loggers: scalars to every logger, text and charts to TensorBoard.
 
 Scalars live under ``lossguard/`` (``lossguard/grad_norm``, ``lossguard/train_loss``,
-``lossguard/loss_step_ms``, ``lossguard/time/<phase>_ms``, ...); the diagnoses are markdown under the
-text tag ``lossguard/diagnoses`` (and ``lossguard/diagnoses/<code>``). Rank 0 only.
+``lossguard/loss_step_ms``, ``lossguard/time/<phase>_ms``, ``lossguard/alarms``, ...), one point per series
+per report interval (the interval's median, at its last step; ``lossguard/grad_norm_max`` keeps the
+interval's largest norm so a spike stays visible): the same cadence as Lightning's own step logging, and
+50x fewer TensorBoard writes than a point per step, which would cost more than the whole measurement.
+TensorBoard also
+gets ``lossguard/log10/...`` copies of the norms and losses for the custom-scalars dashboard
+(:data:`LAYOUT`), and the diagnoses as markdown under the text tag ``lossguard/diagnoses`` (and
+``lossguard/diagnoses/<code>``). Rank 0 only.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.report.markdown import diagnosis_section, full_report
+from lightning_lossguard.signals.step_timer import PHASES
 
-LAYOUT = {
+MAX_NORM = "lossguard/grad_norm_max"
+"""The largest gradient norm of each report interval (``lossguard/grad_norm`` is its median)."""
+
+_LOG10 = "lossguard/log10/"
+"""TensorBoard-only copies, in decades, of the series that span orders of magnitude when a run goes wrong."""
+
+_MAGNITUDES = ("lossguard/grad/", "lossguard/train_loss", "lossguard/val/", "lossguard/loss_terms/")
+_BAND = ("lossguard/grad_norm", "lossguard/grad_norm_band_low", "lossguard/grad_norm_band_high")
+
+_PHASE_TITLES = {
+    "step": "whole step",
+    "data": "data loading",
+    "training_step": "training_step (forward + loss)",
+    "forward": "forward",
+    "loss": "loss",
+    "backward": "backward",
+    "optimizer": "optimizer step (with clipping)",
+}
+
+
+def _phase_tag(phase: str) -> str:
+    return "lossguard/loss_step_ms" if phase == "training_step" else f"lossguard/time/{phase}_ms"
+
+
+LAYOUT: dict[str, dict[str, list[Any]]] = {
+    # At a glance: is the loss falling, when did alarms fire, is the loss step getting slower, is the gradient
+    # norm inside its normal band. A blow-up spans many decades and flattens the healthy part of a linear
+    # curve to a line at zero, so the norm and the losses are drawn in log10. TensorBoard draws a
+    # category's Margin charts after its other charts: the band chart is written last to match.
     "LossGuard": {
-        "gradient norm (pre-clip) and its normal band": [
-            "Margin",
-            ["lossguard/grad_norm", "lossguard/grad_norm_band_low", "lossguard/grad_norm_band_high"],
-        ],
-        "gradient norm by depth": [
-            "Multiline",
-            [
-                "lossguard/grad/first_layer_norm",
-                "lossguard/grad/last_layer_norm",
-                "lossguard/grad/max_layer_norm",
-            ],
-        ],
-        "train and validation loss": ["Multiline", ["lossguard/train_loss", "lossguard/val/.*"]],
-        "step time by phase (ms)": ["Multiline", ["lossguard/loss_step_ms", "lossguard/time/.*"]],
+        "train and validation loss (log10)": ["Multiline", [_LOG10 + "train_loss", _LOG10 + "val/.*"]],
         "alarms so far (warnings + errors)": ["Multiline", ["lossguard/alarms"]],
+        "training_step time: forward + loss (ms)": ["Multiline", ["^lossguard/loss_step_ms$"]],
+        "gradient norm (pre-clip, log10) inside its normal band": [
+            "Margin",
+            [_LOG10 + name.removeprefix("lossguard/") for name in _BAND],
+        ],
+    },
+    # One chart per phase: the lines of one run share a colour, so several phases in one chart are unreadable.
+    "LossGuard: step time by phase (ms)": {
+        _PHASE_TITLES.get(p, p): ["Multiline", [f"^{_phase_tag(p)}$"]]
+        for p in [*_PHASE_TITLES, *(p for p in PHASES if p not in _PHASE_TITLES)]
+    },
+    "LossGuard: more signals": {
+        "gradient norm, whole model and by depth (log10)": ["Multiline", [_LOG10 + "grad/.*"]],
+        "train and validation loss": ["Multiline", ["lossguard/train_loss", "lossguard/val/.*"]],
+        "loss terms (log10)": ["Multiline", [_LOG10 + "loss_terms/.*"]],
+        "weight update / weight (median over parameters)": ["Multiline", ["lossguard/update_ratio"]],
         "memory (MiB)": ["Multiline", ["lossguard/memory/.*"]],
-    }
+    },
 }
 """The custom-scalars dashboard (TensorBoard's "Custom Scalars" tab)."""
 
@@ -47,6 +87,7 @@ class LoggerReporter:
     def __init__(self, loggers: Sequence[Logger]) -> None:
         self.loggers = list(loggers)
         self._layout_written = False
+        self._alarms = 0
 
     @property
     def tensorboards(self) -> list[Any]:
@@ -60,18 +101,27 @@ class LoggerReporter:
         self._layout_written = True
 
     def scalars(self, series: Mapping[str, tuple[Sequence[int], Sequence[float] | np.ndarray]]) -> None:
-        """Log named series; values at the same step are averaged (micro-batches of one optimizer step)."""
+        """Log each named series as one point: the median of its finite values, at its last step."""
         by_step: dict[int, dict[str, float]] = defaultdict(dict)
         for name, (steps, values) in series.items():
-            sums: dict[int, list[float]] = defaultdict(list)
-            for step, value in zip(steps, values):
-                if value is not None and math.isfinite(float(value)):
-                    sums[int(step)].append(float(value))
-            for step, vals in sums.items():
-                by_step[step][name] = sum(vals) / len(vals)
+            array = np.asarray(values, dtype=np.float64)
+            finite = np.isfinite(array)
+            if not len(steps) or not finite.any():
+                continue
+            step = int(max(steps))
+            by_step[step][name] = statistics.median(array[finite].tolist())  # faster than np on short series
+            if name == _BAND[0]:
+                by_step[step][MAX_NORM] = float(array[finite].max())
+        if by_step:
+            # Repeat the alarm count at each report so its chart is a staircase from 0, not a few dots.
+            by_step[max(by_step)].setdefault("lossguard/alarms", float(self._alarms))
         for step in sorted(by_step):
+            decades = _log10_copies(by_step[step])
             for logger in self.loggers:
-                logger.log_metrics(by_step[step], step=step)
+                if isinstance(logger, TensorBoardLogger):
+                    _write_scalars(logger.experiment, {**by_step[step], **decades}, step)
+                else:
+                    logger.log_metrics(by_step[step], step=step)
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         values = values[np.isfinite(values)]
@@ -94,10 +144,47 @@ class LoggerReporter:
         self.flush()
 
     def alarms(self, everything: Sequence[Diagnosis], step: int) -> None:
-        count = sum(d.severity.at_least(Severity.WARNING) for d in everything)
+        """Log the number of warnings and errors so far; later reports repeat it (0 until the first call)."""
+        self._alarms = sum(d.severity.at_least(Severity.WARNING) for d in everything)
         for logger in self.loggers:
-            logger.log_metrics({"lossguard/alarms": float(count)}, step=step)
+            logger.log_metrics({"lossguard/alarms": float(self._alarms)}, step=step)
 
     def flush(self) -> None:
         for writer in self.tensorboards:
             writer.flush()
+
+
+def _write_scalars(writer: Any, metrics: Mapping[str, float], step: int) -> None:
+    """All scalars of one step as a single TensorBoard event.
+
+    ``add_scalar`` writes one event per value into the writer's 10-slot queue; past ten, each call waits
+    for the writer thread to take the GIL, which made the report cost milliseconds. One event with many
+    values is what TensorBoard itself stores for a multi-value summary.
+    """
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:  # another SummaryWriter flavour: the public, slower path
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
+        return
+    values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in metrics.items()]
+    file_writer().add_summary(Summary(value=values), step)
+
+
+def _log10_copies(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``lossguard/log10/<name>`` for the magnitude-like metrics of one step (values <= 0 have no log10)."""
+    out = {
+        _LOG10 + name.removeprefix("lossguard/"): math.log10(value)
+        for name, value in metrics.items()
+        if name.startswith(_MAGNITUDES) and value > 0
+    }
+    norm = metrics.get(_BAND[0], 0.0)
+    if norm > 0:
+        out[_LOG10 + "grad/norm"] = math.log10(norm)
+    largest = metrics.get(MAX_NORM, 0.0)
+    if largest > 0:
+        out[_LOG10 + "grad/norm_max"] = math.log10(largest)
+    band = [metrics.get(name, 0.0) for name in _BAND]
+    # The Margin chart refuses a value and a band whose steps differ: write the three together or none.
+    if all(v > 0 for v in band):
+        out.update({_LOG10 + name.removeprefix("lossguard/"): math.log10(v) for name, v in zip(_BAND, band)})
+    return out

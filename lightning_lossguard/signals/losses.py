@@ -29,6 +29,9 @@ class LossProbe:
             self.rows = DeviceRows(1 + len(self.term_names))
         assert self.rows is not None
         row = self.rows.next_row(loss.device)
+        if not self.term_names:
+            row.copy_(loss.detach())  # one broadcasting copy: the common case costs a single device op
+            return
         views = row.unbind()
         targets = [views[0]]
         sources = [loss.detach().reshape(())]

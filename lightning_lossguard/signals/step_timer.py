@@ -58,11 +58,15 @@ class StepTimer:
         self._current = _BatchMarks(step=step, start=self.clock.mark(), data_ms=wait)
         self._forward_depth = 0
 
-    def forward_enter(self) -> None:
-        if self._current is not None:
-            if self._forward_depth == 0:
-                self._forward_start = self.clock.mark()
-            self._forward_depth += 1
+    def forward_enter(self) -> bool:
+        """A watched module's forward starts; True when it is the outermost call of a training batch."""
+        if self._current is None:
+            return False
+        outermost = self._forward_depth == 0
+        if outermost:
+            self._forward_start = self.clock.mark()
+        self._forward_depth += 1
+        return outermost
 
     def forward_exit(self) -> None:
         if self._current is not None and self._forward_depth > 0:

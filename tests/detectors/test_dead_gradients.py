@@ -69,3 +69,26 @@ def test_the_gradient_stops_at_the_deepest_dead_layer() -> None:
     [found] = DeadGradients().update(list(range(30)), rows, names, [64, 64, 8, 1], layers, depth)
     assert found.subject == "b"
     assert "stops at b" in found.message and "(a) get nothing either" in found.message
+
+
+def test_vectorized_streaks_match_a_row_by_row_reference() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        count, width = int(rng.integers(1, 30)), 5
+        rows = rng.choice([0.0, -1.0, 0.5], size=(count, width), p=[0.5, 0.2, 0.3])
+        detector = DeadGradients()
+        detector.streak = [int(v) for v in rng.integers(0, 3, width)]
+        detector.streak_start, detector.unit_streak = [7] * width, [0] * width
+        streak, start = list(detector.streak), list(detector.streak_start)
+        for s, row in enumerate(rows):  # the obviously-correct reference
+            for i, value in enumerate(row):
+                if value == -1.0:
+                    continue
+                if value == 0.0:
+                    start[i] = 100 + s if streak[i] == 0 else start[i]
+                    streak[i] += 1
+                else:
+                    streak[i] = 0
+        detector.update(list(range(100, 100 + count)), rows, ["p"] * width, [1] * width, ["l"] * width, [0] * width)
+        assert detector.streak == streak
+        assert [b for a, b in zip(streak, detector.streak_start) if a] == [b for a, b in zip(streak, start) if a]

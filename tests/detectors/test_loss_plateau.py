@@ -23,3 +23,12 @@ def test_judged_only_after_a_share_of_the_planned_run() -> None:
     losses = np.concatenate([flat(300, noise=0.02), decaying(300, start=2.3)])
     assert feed(LossPlateau(), losses, total_steps=5000) == []
     assert LossPlateau().unjudged() is not None
+
+
+def test_block_history_stays_bounded_on_long_runs() -> None:
+    from lightning_lossguard.detectors.stats import BlockMedians
+
+    blocks = BlockMedians(10, max_blocks=100)
+    blocks.extend(list(range(100_000)), np.arange(100_000, dtype=float))
+    assert len(blocks.values) <= 100 and blocks.size >= 10 * 2**6
+    assert blocks.values == sorted(blocks.values) and blocks.steps == sorted(blocks.steps)

@@ -47,3 +47,19 @@ def test_shrinking_gradients_of_a_converging_run_stay_quiet() -> None:
     losses = np.concatenate([np.full(50, 2.3), np.full(n - 50, 1e-4)])
     rows = np.tile(norms[:, None], (1, 2))
     assert VanishingGradients().update(list(range(n)), rows, ["a", "b"], [True, True], norms, losses) == []
+
+
+def test_column_medians_match_numpy_nanmedian() -> None:
+    from lightning_lossguard.detectors.stats import column_medians
+
+    rng = np.random.default_rng(0)
+    for rows in (5, 6, 50):
+        values = rng.lognormal(size=(rows, 7))
+        values[rng.random(values.shape) < 0.3] = np.nan
+        values[:, 3] = np.nan  # a column with nothing
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                np.testing.assert_allclose(column_medians(values), np.nanmedian(values, axis=0))

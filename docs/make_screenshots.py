@@ -1,0 +1,223 @@
+"""Regenerate the screenshots in docs/images/ (run by hand; needs Chromium or Chrome).
+
+    python docs/make_screenshots.py        # under a minute
+
+It trains the model and data of ``examples/quickstart.py`` in a temporary directory, healthy at lr=0.05
+for 100 steps and then at the example's lr=0.5, so that the gradients explode after a normal stretch
+LossGuard can draw a band for (the example itself explodes within ten steps). It then serves the logs
+with TensorBoard on 127.0.0.1 and captures them with headless Chromium:
+
+- ``console.png``: LossGuard's console output (the live lines and the summary table);
+- ``tensorboard-text.png``: the Text tab filtered to the ``lossguard/diagnoses`` report;
+- ``tensorboard-dashboard.png``: the LossGuard dashboard of the Custom Scalars tab.
+
+Set ``CHROMIUM=/path/to/chrome`` when the browser is not on the PATH under a usual name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT_TAG = "lossguard/diagnoses/text_summary"  # the writer appends "/text_summary" to text tags
+
+# TensorBoard keeps a tab's settings in the URL fragment: the tag filter, and no smoothing so the
+# dashboard shows the values LossGuard judged.
+SHOTS = {
+    "tensorboard-text.png": "#text&tagFilter=" + quote(f"^{TEXT_TAG}$", safe=""),
+    "tensorboard-dashboard.png": "#custom_scalars&_smoothingWeight=0",
+}
+SIZES = {"tensorboard-text.png": (1400, 1350), "tensorboard-dashboard.png": (1400, 1000)}
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+HEALTHY_LR, FAULTY_LR, JUMP_AT, STEPS = 0.05, 0.5, 100, 200
+COLUMNS, LINE_PX = 100, 18  # the console picture: terminal width, and line height at 14px type
+CONSOLE_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="UTF-8"><style>
+body {{ margin: 0; padding: 12px 16px; color: {foreground}; background-color: {background}; }}
+pre {{ margin: 0; font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 14px; line-height: 18px; }}
+</style></head><body><pre><code>{code}</code></pre></body></html>
+"""
+
+
+def find_chromium() -> str | None:
+    """The browser from ``$CHROMIUM``, else the first usual name on the PATH."""
+    if os.environ.get("CHROMIUM"):
+        return shutil.which(os.environ["CHROMIUM"])
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(url: str, ready: Callable[[Any], bool], timeout: float, server: subprocess.Popen[bytes]) -> Any:
+    """Poll a JSON endpoint until ``ready(answer)``; fail early if the server died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"TensorBoard exited with code {server.returncode}")
+        try:
+            answer = get_json(url)
+            if ready(answer):
+                return answer
+        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no ready answer from {url} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+@contextmanager
+def tensorboard(logdir: str | Path, cwd: str | Path | None = None, timeout: float = 60.0) -> Iterator[str]:
+    """Serve ``logdir`` on a free local port until LossGuard's diagnoses are loaded; yield the base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--reload_interval", "1"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # Listening is not enough: the event files are read in the background after start.
+        wait_for(
+            f"{base}/data/plugin/text/tags", lambda tags: any(TEXT_TAG in t for t in tags.values()), timeout, server
+        )
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def screenshot(chromium: str, url: str, path: Path, size: tuple[int, int] = (1400, 1000)) -> None:
+    """One PNG of ``url``. TensorBoard loads its data after the page, so give it virtual time to settle."""
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--hide-scrollbars",
+                f"--window-size={size[0]},{size[1]}",
+                "--virtual-time-budget=20000",
+                f"--screenshot={path}",
+                url,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+
+def faulty_run(workdir: Path) -> tuple[str, int]:
+    """Train the example's model in ``workdir``; return LossGuard's console output as HTML and its line count."""
+    import lightning as L
+    import rich
+    import torch
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from rich.terminal_theme import MONOKAI
+
+    from lightning_lossguard import LossGuard
+
+    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "examples" / "quickstart.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    class LearningRateJump(example.Regressor):  # type: ignore[name-defined,misc]
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.SGD(self.parameters(), lr=HEALTHY_LR)
+            jump = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: 1.0 if s < JUMP_AT else FAULTY_LR / HEALTHY_LR
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": jump, "interval": "step"}}
+
+    L.seed_everything(0)
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        accelerator="cpu",
+        log_every_n_steps=10,
+        val_check_interval=50,
+        logger=TensorBoardLogger(".", name="lightning_logs"),  # relative: no temporary path in the pictures
+        callbacks=[LossGuard(report_every=10)],
+        enable_progress_bar=False,  # the bar's redraws would be recorded too
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    rich.reconfigure(record=True, width=COLUMNS, force_terminal=True, color_system="truecolor")
+    here = Path.cwd()
+    os.chdir(workdir)
+    try:
+        trainer.fit(LearningRateJump(HEALTHY_LR), example.data(4096, seed=0), example.data(512, seed=1))
+        console = rich.get_console()
+        lines = console.export_text(clear=False).count("\n")
+        return console.export_html(theme=MONOKAI, code_format=CONSOLE_PAGE, inline_styles=True), lines
+    finally:
+        os.chdir(here)
+        rich.reconfigure()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go")
+    args = parser.parse_args(argv)
+    chromium = find_chromium()
+    if chromium is None:
+        print("No Chromium or Chrome found: install one or set CHROMIUM=/path/to/browser.", file=sys.stderr)
+        return 1
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        html, lines = faulty_run(workdir)
+        page = workdir / "console.html"
+        page.write_text(html, encoding="utf-8")
+        shots = [(page.as_uri(), out / "console.png", (900, 24 + LINE_PX * lines))]
+        # A relative log dir, so the pictures show "lightning_logs" and no temporary path.
+        with tensorboard("lightning_logs", cwd=workdir) as base:
+            for name, fragment in SHOTS.items():
+                shots.append((f"{base}/{fragment}", out / name, SIZES[name]))
+            for url, path, size in shots:
+                screenshot(chromium, url, path, size)
+                print(f"{path} ({path.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
