@@ -33,7 +33,7 @@ from lightning_lossguard.signals.gradients import build_layout
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
-from lightning_lossguard.signals.window import Window, global_norms, layer_norms
+from lightning_lossguard.signals.window import Window
 
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
@@ -138,8 +138,6 @@ class LossGuard(Callback):
         self._sampling = False
         self._finished = False
         self._broken = False
-        self._resumed = False
-        self._log_dir: str | None = None
         self._console = ConsoleReporter(enabled=self.verbose)
         self._loggers: LoggerReporter | None = None
         self._scaler: Any = None
@@ -157,12 +155,9 @@ class LossGuard(Callback):
         self._reset_run()
         self.notes = []
         # A collective under DDP: every rank, exactly once, outside any rank-zero branch.
-        self._log_dir = trainer.log_dir
-        if self._log_dir:
-            file_name = REPORT_NAME if self.name == "lossguard" else f"lossguard-{self.name}.json"
-            self.report_path = os.path.join(self._log_dir, file_name)
-        else:
-            self.report_path = None
+        log_dir = trainer.log_dir
+        file_name = REPORT_NAME if self.name == "lossguard" else f"lossguard-{self.name}.json"
+        self.report_path = os.path.join(log_dir, file_name) if log_dir else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         try:
@@ -418,13 +413,13 @@ class LossGuard(Callback):
         self._decide(trainer, new)
 
     # -- report steps --------------------------------------------------------------------------------------
-    def _report(self, trainer: pl.Trainer, distributed: bool = True) -> list[Diagnosis]:
+    def _report(self, trainer: pl.Trainer) -> list[Diagnosis]:
         """Read the interval back (one device sync, one collective under DDP), judge it, tell, decide."""
         assert self._recorder is not None
         self._batches_since_report = 0
         new: list[Diagnosis] = []
         try:
-            world = trainer.world_size if distributed else 1
+            world = trainer.world_size
             reduce_sum = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
             window = self._recorder.drain(reduce_sum, world)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
@@ -439,8 +434,7 @@ class LossGuard(Callback):
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("report", error)
-        if distributed:
-            self._decide(trainer, new)
+        self._decide(trainer, new)
         return new
 
     def _log_signals(self, window: Window) -> None:
@@ -452,12 +446,12 @@ class LossGuard(Callback):
             "lossguard/train_loss": (window.batch_steps, window.loss),
         }
         if opt:
-            norms = global_norms(window.param_norms)
+            norms = window.grad_norms
             series["lossguard/grad_norm"] = (opt, norms)
             if layout.clip_val:
                 # Norm clipping rescales the gradients to at most clip_val: the post-clip norm, exactly.
                 series["lossguard/grad_norm_clipped"] = (opt, np.minimum(norms, layout.clip_val))
-            layers = layer_norms(window.param_norms, layout.layer_of, len(layout.layers))
+            layers = window.layer_grad_norms(layout.layer_of, len(layout.layers))
             dense = [i for i, ok in enumerate(layout.comparable) if ok]
             if dense:
                 series["lossguard/grad/first_layer_norm"] = (opt, layers[:, dense[0]])
@@ -619,7 +613,6 @@ class LossGuard(Callback):
         self.notes = list(state_dict.get("notes", []))
         for monitor, state in zip(self.monitors, state_dict.get("monitors", [])):
             monitor.load_state_dict(state)
-        self._resumed = True
 
 
 def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | None]:

@@ -37,7 +37,7 @@ from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
-from lightning_lossguard.signals.window import Window, global_norms, layer_norms
+from lightning_lossguard.signals.window import Window
 
 D = TypeVar("D", bound=Detector[Any])
 
@@ -176,8 +176,8 @@ class Diagnostician:
             found += nonfinite_loss.update(window.batch_steps, window.loss)
         if not opt:
             return found
-        norms = global_norms(window.param_norms)
-        layers = layer_norms(window.param_norms, layout.layer_of, len(layout.layers))
+        norms = window.grad_norms
+        layers = window.layer_grad_norms(layout.layer_of, len(layout.layers))
         depth = list(layout.layer_of)
         if nonfinite := self._on(NonfiniteGradients):
             bad_loss_steps = {s for s, v in zip(window.batch_steps, window.loss) if not math.isfinite(v)}
@@ -230,7 +230,7 @@ class Diagnostician:
         if (imbalance := self._on(LossTermImbalance)) and window.loss_terms:
             found += imbalance.update(batches, window.loss_terms)
         if shift := self._on(LossScaleShift):
-            found += shift.update(batches, window.loss, window.optimizer_steps, global_norms(window.param_norms))
+            found += shift.update(batches, window.loss, window.optimizer_steps, window.grad_norms)
         return found
 
     def _judge_time_and_memory(self, window: Window, layout: RunLayout) -> list[Diagnosis]:

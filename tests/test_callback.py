@@ -318,3 +318,21 @@ def test_validation_loss_reaches_tensorboard_without_monitors(tmp_path: Path) ->
     result = run_scenario("adam_regression", str(tmp_path))  # 6 epochs, validation after each
     points = events(result.log_dir).Scalars("lossguard/val/val_loss")
     assert len(points) == 6 and all(p.value > 0 for p in points)
+
+
+class TwoValidationSets(ZooModule):
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        self.log("val_loss", F.mse_loss(self(x), y), add_dataloader_idx=True)
+
+
+def test_each_validation_dataloader_is_watched_on_its_own(tmp_path: Path) -> None:
+    from benchmarks.fault_zoo.scenarios import regression_data as data
+
+    module = TwoValidationSets(mlp([16, 64, 64, 1]))
+    guard = LossGuard(report_every=10, verbose=False)
+    t = trainer(tmp_path, [guard], max_epochs=4)
+    t.fit(module, loader(data(n=640)), [loader(data(n=128, seed=5), 64, False), loader(data(n=128, seed=6), 64, False)])
+    assert set(guard._diagnostician.val_detectors) == {"val_loss/dataloader_idx_0", "val_loss/dataloader_idx_1"}
+    scalars = events(t.logger.log_dir).Tags()["scalars"]  # type: ignore[union-attr]
+    assert {"lossguard/val/val_loss/dataloader_idx_0", "lossguard/val/val_loss/dataloader_idx_1"} <= set(scalars)

@@ -126,7 +126,8 @@ class GradientProbe:
             grad = self.parameters[i].grad
             if grad is None:
                 continue
-            dead = grad.detach().flatten(1).abs().amax(dim=1) == 0
+            # One reading pass and no copy of the gradient (abs() would allocate one).
+            dead = torch.count_nonzero(grad.detach().flatten(1), dim=1) == 0
             shares.append(dead.float().mean())
             positions.append(i)
         if not shares:
@@ -151,11 +152,10 @@ class GradientProbe:
             return
         positions = [i for i, _ in self._before_step]
         before = [w for _, w in self._before_step]
-        after = [self.parameters[i].detach() for i in positions]
-        delta = torch._foreach_sub(after, before)
-        ratios = torch.stack(torch._foreach_norm(delta, 2, dtype=torch.float32)) / torch.stack(
-            torch._foreach_norm(before, 2, dtype=torch.float32)
-        ).clamp_min(1e-12)
+        sizes = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32)).clamp_min(1e-12)
+        # The snapshots are ours: turn them into the updates in place instead of allocating the differences.
+        torch._foreach_sub_(before, [self.parameters[i].detach() for i in positions])
+        ratios = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32)) / sizes
         row = self.update_ratio.next_row(ratios.device)
         row.fill_(NO_GRADIENT)
         _scatter(row, positions, list(ratios.unbind()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -32,6 +33,18 @@ class Window:
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
     device_allocated_mb: float | None = None
+    _layer_cache: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def grad_norms(self) -> np.ndarray:
+        """Global L2 gradient norm per optimizer step (computed once, shared by judging and logging)."""
+        return global_norms(self.param_norms)
+
+    def layer_grad_norms(self, layer_of: tuple[int, ...], layers: int) -> np.ndarray:
+        """Per-layer L2 norms per optimizer step, computed once per window."""
+        if self._layer_cache is None:
+            self._layer_cache = layer_norms(self.param_norms, layer_of, layers)
+        return self._layer_cache
 
     @property
     def empty(self) -> bool:
