@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import lightning_lossguard
+from lightning_lossguard import LossGuard
 
 os.environ["LOSSGUARD_STRICT"] = "1"  # an internal LossGuard error must fail the test, not be swallowed
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -61,3 +65,49 @@ def _seed_and_one_thread() -> Iterator[None]:
     L.seed_everything(0, verbose=False)
     yield
     torch.set_num_threads(threads)
+
+
+# -- counting host reads: the per-step path must never read a tensor back --------------------------------
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__format__")
+PACKAGE = str(Path(lightning_lossguard.__file__).parent)
+REPORT_PATHS = {
+    LossGuard._report.__code__,
+    LossGuard.on_validation_end.__code__,
+    LossGuard._finish.__code__,
+    LossGuard.on_exception.__code__,
+}
+
+
+class ReadCounter:
+    """Counts tensor host reads whose call stack passes through LossGuard: under a report path, or not."""
+
+    def __init__(self) -> None:
+        self.on_report = 0
+        self.per_step: list[str] = []
+
+    def wrap(self, name: str, original: Any) -> Any:
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            frame = sys._getframe(1)
+            ours = None
+            while frame is not None:
+                if frame.f_code in REPORT_PATHS:
+                    self.on_report += 1
+                    break
+                if ours is None and frame.f_code.co_filename.startswith(PACKAGE):
+                    ours = f"{name} in {frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
+                frame = frame.f_back
+            else:
+                if ours is not None:
+                    self.per_step.append(ours)
+            return original(tensor, *args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadCounter]:
+    """Every host read a tensor offers, counted (see :class:`ReadCounter`)."""
+    counter = ReadCounter()
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counter.wrap(name, getattr(torch.Tensor, name)))
+    yield counter

@@ -8,60 +8,16 @@ otherwise. The per-step count must be zero; the report count must not (the test 
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-import lightning_lossguard
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
 from lightning_lossguard.signals.losses import LossProbe
-from tests.conftest import trainer
-
-HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__format__")
-PACKAGE = str(Path(lightning_lossguard.__file__).parent)
-REPORT_PATHS = {
-    LossGuard._report.__code__,
-    LossGuard.on_validation_end.__code__,
-    LossGuard._finish.__code__,
-    LossGuard.on_exception.__code__,
-}
-
-
-class ReadCounter:
-    def __init__(self) -> None:
-        self.on_report = 0
-        self.per_step: list[str] = []
-
-    def wrap(self, name: str, original: Any) -> Any:
-        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            frame = sys._getframe(1)
-            ours = None
-            while frame is not None:
-                if frame.f_code in REPORT_PATHS:
-                    self.on_report += 1
-                    break
-                if ours is None and frame.f_code.co_filename.startswith(PACKAGE):
-                    ours = f"{name} in {frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
-                frame = frame.f_back
-            else:
-                if ours is not None:
-                    self.per_step.append(ours)
-            return original(tensor, *args, **kwargs)
-
-        return counted
-
-
-@pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadCounter]:
-    counter = ReadCounter()
-    for name in HOST_READS:
-        monkeypatch.setattr(torch.Tensor, name, counter.wrap(name, getattr(torch.Tensor, name)))
-    yield counter
+from tests.conftest import ReadCounter, trainer
 
 
 @pytest.mark.parametrize(

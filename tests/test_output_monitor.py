@@ -18,8 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_lossguard import LossGuard, OutputMonitor
 from lightning_lossguard.outputs.range_probe import RangeProbe
-from tests.conftest import events, trainer
-from tests.test_no_sync import HOST_READS, ReadCounter
+from tests.conftest import ReadCounter, events, trainer
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -195,14 +194,6 @@ def test_label_smoothing_raises_class_separation_as_in_the_paper(tmp_path: Path)
 
 
 # -- the per-step path --------------------------------------------------------------------------------------
-@pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadCounter]:
-    counter = ReadCounter()
-    for name in HOST_READS:
-        monkeypatch.setattr(torch.Tensor, name, counter.wrap(name, getattr(torch.Tensor, name)))
-    yield counter
-
-
 def classifier_run(tmp_path: Path, monitor: OutputMonitor) -> None:
     net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     fit(tmp_path, Steps(net, F.cross_entropy), classes(512, 0, 4), classes(256, 1, 4), monitor, max_epochs=2)
