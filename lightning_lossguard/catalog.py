@@ -6,9 +6,14 @@ silencing it is legitimate. Users gate CI on these names and suppress them; neve
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lightning_lossguard.diagnosis import Severity
+
+if TYPE_CHECKING:
+    from lightning_lossguard.diagnosis import Diagnosis
 
 
 @dataclass(frozen=True)
@@ -284,3 +289,33 @@ def code_info(code: str) -> CodeInfo:
         return CATALOG[code]
     except KeyError:
         raise ValueError(f"Unknown diagnosis code {code!r}. Known codes: {', '.join(CATALOG)}.") from None
+
+
+CAUSE_ORDER = (
+    "loss_divergence",
+    "exploding_gradients",
+    "nonfinite_gradients",
+    "nonfinite_loss",
+    "loss_scale_shift",
+    "loss_term_imbalance",
+    "vanishing_gradients",
+    "dead_gradients",
+    "tiny_updates",
+    "loss_plateau",
+    "loss_oscillation",
+    "val_loss_rising",
+    "memory_growth",
+    "slowing_loss_step",
+    "expensive_loss",
+    "output_range_mismatch",
+    "prediction_collapse",
+    "high_class_separation",
+)
+"""Within one step, causes come before the symptoms they produce (an explosion before the NaN)."""
+
+
+def cause_first(diagnoses: Iterable[Diagnosis]) -> list[Diagnosis]:
+    """The one order every reporter uses: by step (the earliest is usually the cause), and within one step
+    causes before the symptoms they produce (:data:`CAUSE_ORDER`)."""
+    rank = {code: i for i, code in enumerate(CAUSE_ORDER)}
+    return sorted(diagnoses, key=lambda d: (d.step, rank.get(d.code, len(rank))))

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lightning_lossguard.catalog import CATALOG, code_info
+from lightning_lossguard.catalog import CATALOG, CAUSE_ORDER, code_info
 from lightning_lossguard.detectors import (
     DETECTORS,
     DeadGradients,
@@ -40,28 +40,6 @@ from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.signals.window import Window
 
 D = TypeVar("D", bound=Detector[Any])
-
-CAUSE_ORDER = (
-    "loss_divergence",
-    "exploding_gradients",
-    "nonfinite_gradients",
-    "nonfinite_loss",
-    "loss_scale_shift",
-    "loss_term_imbalance",
-    "vanishing_gradients",
-    "dead_gradients",
-    "tiny_updates",
-    "loss_plateau",
-    "loss_oscillation",
-    "val_loss_rising",
-    "memory_growth",
-    "slowing_loss_step",
-    "expensive_loss",
-    "output_range_mismatch",
-    "prediction_collapse",
-    "high_class_separation",
-)
-"""Within one step, causes come before the symptoms they produce (an explosion before the NaN)."""
 
 BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
 """Codes after which the run is broken: later gradient and loss-shape findings are its consequences."""

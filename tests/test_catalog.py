@@ -4,8 +4,8 @@ from pathlib import Path
 import tomllib
 
 from lightning_lossguard import CATALOG, OutputMonitor, __version__
+from lightning_lossguard.catalog import CAUSE_ORDER
 from lightning_lossguard.detectors import DETECTORS
-from lightning_lossguard.diagnostician import CAUSE_ORDER
 from lightning_lossguard.outputs import OUTPUT_DETECTORS
 
 ROOT = Path(__file__).parents[1]

@@ -171,7 +171,7 @@ def test_fail_on_warning_fails_what_fail_on_error_passes(tmp_path: Path, capsys:
     [
         ("{truncated", "not valid JSON"),
         ('{"diagnoses": []}', "not a LossGuard report (no schema_version)"),
-        ('{"schema_version": 2, "diagnoses": []}', "schema_version 2 was written by a newer LossGuard"),
+        ('{"schema_version": 3, "diagnoses": []}', "schema_version 3 was written by a newer LossGuard"),
         ('{"schema_version": 1, "diagnoses": [{"code": "x"}]}', "malformed diagnosis entry"),
     ],
 )
@@ -295,7 +295,7 @@ def test_report_as_json_is_a_list_of_reports(tmp_path: Path, capsys: pytest.Capt
     data = json.loads(capsys.readouterr().out)
     assert [r["path"] for r in data] == [str(p) for p in files.values()]
     first = data[0]
-    assert (first["schema_version"], first["status"], first["global_step"]) == (1, "alarm", 9)
+    assert (first["schema_version"], first["status"], first["global_step"]) == (2, "alarm", 9)
     assert first["counts"] == {"info": 1, "warning": 0, "error": 1}
     assert first["diagnoses"][0] == EXPLODING.to_dict()
     assert main(["report", str(tmp_path / "nowhere"), "--format", "json"]) == 2

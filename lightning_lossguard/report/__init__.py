@@ -3,6 +3,6 @@ others) and the JSON report. Only the torch-free parts are re-exported here, so 
 stays fast."""
 
 from lightning_lossguard.report.console import ConsoleReporter
-from lightning_lossguard.report.json_report import Report, ReportError, find_reports, read_report, write_report
+from lightning_lossguard.report.json_report import Gap, Report, ReportError, find_reports, read_report, write_report
 
-__all__ = ["ConsoleReporter", "Report", "ReportError", "find_reports", "read_report", "write_report"]
+__all__ = ["ConsoleReporter", "Gap", "Report", "ReportError", "find_reports", "read_report", "write_report"]

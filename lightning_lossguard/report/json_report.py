@@ -1,9 +1,9 @@
 """``lossguard.json``: the run's diagnoses in a versioned schema, rewritten atomically.
 
-Schema version 1 (``schema_version: 1``)::
+Schema version 2 (``schema_version: 2``)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "lossguard_version": "0.1.0",
       "status": "running" | "finished" | "failed" | "alarm",
       "updated": "2026-11-22T07:30:00+00:00",
@@ -11,10 +11,12 @@ Schema version 1 (``schema_version: 1``)::
       "fail_on": "error" | "warning" | null,
       "counts": {"info": 0, "warning": 1, "error": 1},
       "diagnoses": [{"code", "severity", "step", "subject", "message", "evidence", "remedies"}, ...],
-      "notes": ["signals that were unavailable, runs too short to judge, ..."]
+      "notes": ["signals that were unavailable, runs too short to judge, ..."],
+      "coverage": {"complete": true, "gaps": [{"signal": "gradients", "reason": "..."}]}
     }
 
-Evidence values are numbers, or the strings "nan"/"inf"/"-inf" (JSON has no such numbers).
+Evidence values are numbers, or the strings "nan"/"inf"/"-inf" (JSON has no such numbers). ``coverage``
+lists what LossGuard should have measured and did not (version 2; a version-1 report reads as complete).
 """
 
 from __future__ import annotations
@@ -31,13 +33,24 @@ from typing import Any
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.version import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REPORT_NAME = "lossguard.json"
 STATUSES = ("running", "finished", "failed", "alarm")
 
 
 class ReportError(Exception):
     """A report file is missing, unreadable, or not a LossGuard report this version understands."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A signal LossGuard should have measured and did not, and why."""
+
+    signal: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"signal": self.signal, "reason": self.reason}
 
 
 @dataclass
@@ -51,6 +64,12 @@ class Report:
     notes: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     fail_on: str | None = None
+    gaps: list[Gap] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when LossGuard watched everything it should have (no coverage gap)."""
+        return not self.gaps
 
     def worst(self) -> Severity | None:
         ranks = [d.severity for d in self.diagnoses]
@@ -64,6 +83,7 @@ def write_report(
     global_step: int,
     notes: Sequence[str] = (),
     fail_on: str | None = None,
+    gaps: Sequence[Gap] = (),
 ) -> Path:
     """Write the report atomically (a crash mid-write never leaves a truncated file)."""
     if status not in STATUSES:
@@ -81,6 +101,7 @@ def write_report(
         "counts": counts,
         "diagnoses": [d.to_dict() for d in diagnoses],
         "notes": list(notes),
+        "coverage": {"complete": not gaps, "gaps": [g.to_dict() for g in gaps]},
     }
     fd, tmp = tempfile.mkstemp(prefix=".lossguard-", suffix=".json", dir=target.parent)
     try:
@@ -131,9 +152,21 @@ def read_report(path: str | os.PathLike[str]) -> Report:
             notes=[str(n) for n in data.get("notes", [])],
             schema_version=version,
             fail_on=data.get("fail_on"),
+            gaps=_gaps(data.get("coverage")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ReportError(f"{source}: malformed diagnosis entry ({error!r})") from None
+
+
+def _gaps(coverage: Any) -> list[Gap]:
+    if coverage is None:
+        return []  # version 1: coverage was not recorded
+    if not isinstance(coverage, dict) or not isinstance(coverage.get("gaps", []), list):
+        raise ValueError("coverage must be an object with a list of gaps")
+    gaps = [Gap(str(g["signal"]), str(g["reason"])) for g in coverage.get("gaps", [])]
+    if coverage.get("complete") is False and not gaps:
+        gaps = [Gap("unknown", "the report says coverage is incomplete without naming a gap")]
+    return gaps
 
 
 def find_reports(path: str | os.PathLike[str]) -> list[Path]:
