@@ -1,0 +1,233 @@
+"""Faults injected into corpus programs, the same way for every program, so recall is measured on the
+architectures, optimizers and training steps of the healthy corpus itself.
+
+Each fault wraps a hook of the built module (``configure_optimizers``, ``training_step``,
+``manual_backward``, a submodule's forward) or changes its parameters; the program's own code is not
+edited. ``expect`` lists the diagnosis codes that name the fault correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.corpus.program import Program, Run
+
+INSTABILITY = ("exploding_gradients", "loss_divergence", "nonfinite_loss", "nonfinite_gradients", "loss_oscillation")
+"""Codes that say "the optimisation became unstable": the right answer to a learning rate far too high."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A bug a user could ship, injected into a built run.
+
+    Attributes:
+        name: the fault's name in ``Program.faults``.
+        description: what the bug is, in the words of a bug report.
+        expect: diagnosis codes that count as naming it.
+        inject: ``(run, program) -> onset batch`` (the training batch where the fault starts; 0 from the start).
+    """
+
+    name: str
+    description: str
+    expect: tuple[str, ...]
+    inject: Callable[[Run, Program], int]
+
+
+def planned_batches(run: Run) -> int:
+    """Training batches the run will see (``max_steps`` optimizer steps x accumulation, else one epoch)."""
+    accumulate = int(run.trainer.get("accumulate_grad_batches", 1))
+    steps = run.trainer.get("max_steps", -1)
+    if steps and steps > 0:
+        return int(steps) * accumulate
+    return len(run.train) * int(run.trainer.get("max_epochs", 1))
+
+
+# -- learning rate ----------------------------------------------------------------------------------------
+_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+
+
+def _optimizers_and_schedulers(config: Any) -> Iterator[Any]:
+    if isinstance(config, dict):
+        for value in config.values():
+            yield from _optimizers_and_schedulers(value)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            yield from _optimizers_and_schedulers(value)
+    elif config is not None:
+        yield config
+
+
+def _wrap_optimizers(run: Run, change: Callable[[Any], None]) -> None:
+    """Apply ``change`` to every optimizer and scheduler ``configure_optimizers`` returns."""
+    module = run.module
+    original = module.configure_optimizers
+
+    def configure_optimizers() -> Any:
+        config = original()
+        for item in _optimizers_and_schedulers(config):
+            change(item)
+        return config
+
+    module.configure_optimizers = configure_optimizers  # type: ignore[method-assign]
+
+
+def _scale_lr(factor: float) -> Callable[[Run, Program], int]:
+    def inject(run: Run, program: Program) -> int:
+        def change(item: Any) -> None:
+            if isinstance(item, torch.optim.Optimizer):
+                for group in item.param_groups:
+                    for key in _LR_KEYS:
+                        if isinstance(group.get(key), (int, float)):
+                            group[key] = group[key] * factor
+            elif hasattr(item, "base_lrs"):  # an LR scheduler: it recomputes lr from base_lrs
+                item.base_lrs = [lr * factor for lr in item.base_lrs]
+                if isinstance(getattr(item, "eta_min", None), (int, float)):
+                    item.eta_min = item.eta_min * factor
+
+        _wrap_optimizers(run, change)
+        return 0
+
+    return inject
+
+
+# -- zero_grad forgotten ----------------------------------------------------------------------------------
+def _no_zero_grad(run: Run, program: Program) -> int:
+    def change(item: Any) -> None:
+        if isinstance(item, torch.optim.Optimizer):
+            item.zero_grad = lambda *args, **kwargs: None  # type: ignore[method-assign]
+
+    _wrap_optimizers(run, change)
+    return 0
+
+
+# -- a NaN in one batch -----------------------------------------------------------------------------------
+def _poison(batch: Any) -> tuple[Any, bool]:
+    """The batch with a NaN in its first floating-point tensor (copied), and whether one was found."""
+    if isinstance(batch, torch.Tensor) and batch.is_floating_point():
+        poisoned = batch.clone()
+        poisoned.view(-1)[0] = math.nan
+        return poisoned, True
+    if isinstance(batch, (list, tuple)):
+        items, done = [], False
+        for item in batch:
+            if not done:
+                item, done = _poison(item)
+            items.append(item)
+        return (type(batch)(items) if isinstance(batch, tuple) else items), done
+    if isinstance(batch, dict):
+        out, done = {}, False
+        for key, item in batch.items():
+            if not done:
+                item, done = _poison(item)
+            out[key] = item
+        return out, done
+    return batch, False
+
+
+def _nan_batch(run: Run, program: Program) -> int:
+    module = run.module
+    original = module.training_step
+    at = max(20, planned_batches(run) * 2 // 5)
+    calls = [0]
+    embedding = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
+    active = [False]
+
+    def nan_embedding(mod: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if not active[0]:
+            return None
+        output = output.clone()
+        output.view(-1)[0] = math.nan
+        return output
+
+    if embedding is not None:  # token batches have no float to poison: poison the first embedding instead
+        embedding.register_forward_hook(nan_embedding)
+
+    def training_step(batch: Any, *args: Any, **kwargs: Any) -> Any:
+        index, calls[0] = calls[0], calls[0] + 1
+        if index == at:
+            batch, done = _poison(batch)
+            active[0] = not done
+        try:
+            return original(batch, *args, **kwargs)
+        finally:
+            active[0] = False
+
+    module.training_step = training_step  # type: ignore[method-assign]
+    return at
+
+
+# -- loss sign flipped ------------------------------------------------------------------------------------
+def _flipped_sign(run: Run, program: Program) -> int:
+    module = run.module
+    if module.automatic_optimization:
+        original = module.training_step
+
+        def training_step(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                return -out
+            if isinstance(out, dict) and isinstance(out.get("loss"), torch.Tensor):
+                return {**out, "loss": -out["loss"]}
+            return out
+
+        module.training_step = training_step  # type: ignore[method-assign]
+    else:
+        backward = module.manual_backward
+
+        def manual_backward(loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+            backward(-loss, *args, **kwargs)
+
+        module.manual_backward = manual_backward  # type: ignore[method-assign]
+    return 0
+
+
+# -- exp() on the output ----------------------------------------------------------------------------------
+def _exp_output(run: Run, program: Program) -> int:
+    if not program.output_module:
+        raise ValueError(f"{program.name} offers exp_output but names no output_module")
+    target = run.module.get_submodule(program.output_module)
+
+    def hook(mod: nn.Module, inputs: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return torch.exp(output)
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+            return (torch.exp(output[0]), *output[1:])
+        return None
+
+    target.register_forward_hook(hook)
+    return 0
+
+
+# -- everything frozen ------------------------------------------------------------------------------------
+def _frozen(run: Run, program: Program) -> int:
+    """Every parameter frozen but the last one registered (so backward still has something to reach)."""
+    params = list(run.module.parameters())
+    for p in params[:-1]:
+        p.requires_grad_(False)
+    return 0
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault("lr_x1000", "the learning rate is 1000x too high", INSTABILITY, _scale_lr(1000.0)),
+        Fault("lr_div_1e6", "the learning rate is 1e6x too low", ("tiny_updates", "loss_plateau"), _scale_lr(1e-6)),
+        Fault("no_zero_grad", "optimizer.zero_grad() is never called: gradients pile up", INSTABILITY, _no_zero_grad),
+        Fault("nan_batch", "one batch has a NaN in its inputs", ("nonfinite_loss", "nonfinite_gradients"), _nan_batch),
+        Fault("flipped_sign", "the loss is returned with its sign flipped", ("loss_divergence",), _flipped_sign),
+        Fault(
+            "exp_output",
+            "exp() applied to the model's output",
+            ("exploding_gradients", "nonfinite_loss", "nonfinite_gradients", "loss_divergence"),
+            _exp_output,
+        ),
+        Fault("frozen", "every parameter but one is frozen", ("loss_plateau", "tiny_updates"), _frozen),
+    )
+}
+"""Every injectable fault, by name."""

@@ -1,0 +1,297 @@
+"""Run corpus programs in real fits and score LossGuard on them: false alarms on the healthy programs (every
+seed), recall on their injected faults, per detector and per split.
+
+    python -m benchmarks.corpus                        # every program: healthy x seeds, then every fault
+    python -m benchmarks.corpus gan_toggle dqn_cartpole   # some programs
+    python -m benchmarks.corpus --split held_out       # one half
+    python -m benchmarks.corpus --no-guard NAME        # the program alone: is it healthy by its own numbers?
+    python -m benchmarks.corpus --write-docs           # also update docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import statistics
+import tempfile
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from benchmarks.corpus import FAULTS, PROGRAMS, SPLITS, Program, Run
+from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm, Severity
+
+SEEDS = (0, 1, 2)
+"""Seeds every healthy program runs with."""
+
+
+@dataclass
+class Result:
+    program: str
+    split: str
+    seed: int
+    fault: str = ""
+    expect: tuple[str, ...] = ()
+    onset_step: int = 0
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    steps: int = 0
+    error: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.fault
+
+    @property
+    def alarms(self) -> list[Diagnosis]:
+        return [d for d in self.diagnoses if d.severity.at_least(Severity.WARNING)]
+
+    @property
+    def correct(self) -> Diagnosis | None:
+        return next((d for d in self.alarms if d.code in self.expect), None)
+
+    @property
+    def passed(self) -> bool:
+        if self.error:
+            return False
+        if self.healthy:
+            return not self.alarms and not self.gaps
+        return self.correct is not None
+
+    @property
+    def latency(self) -> int | None:
+        found = self.correct
+        return None if found is None else max(0, found.step - self.onset_step)
+
+    def summary(self) -> str:
+        codes = ", ".join(f"{d.code}@{d.step}({d.severity.value[0]})" for d in self.diagnoses) or "-"
+        label = f"{self.program}[{self.seed}]" + (f" +{self.fault}" if self.fault else "")
+        gaps = f" GAPS: {'; '.join(self.gaps)}" if self.gaps else ""
+        return (
+            f"{'PASS' if self.passed else 'FAIL'} {label:45s} {self.wall_s:5.1f}s steps={self.steps:4d} {codes}"
+            f"{gaps}{' ERROR: ' + self.error if self.error else ''}"
+        )
+
+
+def build(program: Program, seed: int) -> Run:
+    """Build a program's run with everything random derived from ``seed``."""
+    L.seed_everything(seed, verbose=False)
+    random.seed(seed)
+    np.random.seed(seed)
+    return program.build(seed)
+
+
+def trainer_args(run: Run, root: str, name: str, callbacks: list[Callback]) -> dict[str, Any]:
+    """Lightning's defaults as a new user gets them, minus the progress bar, model summary and checkpoints."""
+    extra = list(run.trainer.get("callbacks", []))
+    return {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": TensorBoardLogger(root, name=name),
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        **{k: v for k, v in run.trainer.items() if k != "callbacks"},
+        "callbacks": [*extra, *callbacks],
+    }
+
+
+def run_program(name: str, root: str, seed: int = 0, fault: str = "", guard: dict[str, Any] | None = None) -> Result:
+    """One corpus program (optionally with one injected fault) in a real fit with ``LossGuard()``."""
+    program = PROGRAMS[name]
+    run = build(program, seed)
+    onset = 0
+    expect: tuple[str, ...] = ()
+    if fault:
+        if fault not in program.faults:
+            raise ValueError(f"{name} does not offer fault {fault!r}; it offers {program.faults}")
+        onset = FAULTS[fault].inject(run, program)
+        expect = FAULTS[fault].expect
+    accumulate = int(run.trainer.get("accumulate_grad_batches", 1))
+    lossguard = LossGuard(verbose=False, **(guard or {}))
+    label = f"{name}-{seed}" + (f"-{fault}" if fault else "")
+    fit = L.Trainer(**trainer_args(run, root, label, [lossguard]))
+    result = Result(name, program.split, seed, fault, expect, onset // accumulate)
+    start = time.perf_counter()
+    try:
+        fit.fit(run.module, run.train, run.val)
+    except LossGuardAlarm:
+        pass
+    except Exception as error:  # a program that crashes is reported, not hidden
+        result.error = f"{type(error).__name__}: {error}"
+    result.wall_s = time.perf_counter() - start
+    result.steps = fit.global_step
+    result.diagnoses = lossguard.diagnoses
+    result.gaps = [f"{g.signal}: {g.reason}" for g in getattr(lossguard, "gaps", [])]
+    return result
+
+
+class _LossTrace(Callback):
+    """Records the training loss of every batch (a host read per step: only for ``--no-guard``)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.val: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self.losses.append(float(loss.detach()))
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.val.append({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+
+
+def trace_program(name: str, root: str, seed: int = 0, fault: str = "") -> str:
+    """The program without LossGuard: its own training-loss curve and logged metrics, to judge its health
+    (and, with ``fault``, that the injected fault really breaks it)."""
+    program = PROGRAMS[name]
+    run = build(program, seed)
+    if fault:
+        FAULTS[fault].inject(run, program)
+    trace = _LossTrace()
+    fit = L.Trainer(**trainer_args(run, root, f"{name}-trace", [trace]))
+    start = time.perf_counter()
+    try:
+        fit.fit(run.module, run.train, run.val)
+        crashed = ""
+    except Exception as error:
+        crashed = f"  CRASHED: {type(error).__name__}: {error}"
+    wall = time.perf_counter() - start
+    losses = trace.losses
+    tenth = max(1, len(losses) // 10)
+    title = f"{name} seed {seed}" + (f" +{fault}" if fault else "")
+    lines = [f"{title}: {fit.global_step} steps, {len(losses)} batches with a loss, {wall:.1f} s"]
+    if crashed:
+        lines.append(crashed)
+    if losses:
+        lines.append(
+            f"  train loss median: first 10% {statistics.median(losses[:tenth]):.4g}, "
+            f"last 10% {statistics.median(losses[-tenth:]):.4g} (min {min(losses):.4g}, max {max(losses):.4g})"
+        )
+    for i, metrics in enumerate(trace.val):
+        lines.append(f"  validation {i}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    metrics = {k: float(v) for k, v in fit.callback_metrics.items() if v.numel() == 1}
+    lines.append("  final logged metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return "\n".join(lines)
+
+
+# -- scoring -----------------------------------------------------------------------------------------------
+def score(results: list[Result]) -> str:
+    """Markdown: per split, false alarms on healthy runs and recall on faults, then per detector and fault."""
+    rows = [
+        "| split | healthy runs (programs x seeds) | with a warning/error | with a coverage gap | "
+        "faults injected | correctly diagnosed | median latency (steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for split in SPLITS:
+        mine = [r for r in results if r.split == split]
+        if not mine:
+            continue
+        healthy = [r for r in mine if r.healthy]
+        faulty = [r for r in mine if not r.healthy]
+        caught = [r for r in faulty if r.correct is not None]
+        latencies = [r.latency for r in caught if r.latency is not None]
+        median = f"{statistics.median(latencies):.0f}" if latencies else "–"
+        rows.append(
+            f"| {split} | {len(healthy)} ({len({r.program for r in healthy})} programs) | "
+            f"{sum(bool(r.alarms) or bool(r.error) for r in healthy)} | {sum(bool(r.gaps) for r in healthy)} | "
+            f"{len(faulty)} | {len(caught)} ({_percent(len(caught), len(faulty))}) | {median} |"
+        )
+    false_by_code = Counter(d.code for r in results if r.healthy for d in {d.code: d for d in r.alarms}.values())
+    rows += [
+        "",
+        "False alarms per code (healthy runs with a warning or error of that code): "
+        + (", ".join(f"`{c}` {n}" for c, n in false_by_code.most_common()) or "none")
+        + ".",
+    ]
+    rows += [
+        "",
+        "| fault | expected codes | injected | diagnosed | missed (program[seed]: what was said) |",
+        "|---|---|---:|---:|---|",
+    ]
+    for fault in FAULTS.values():
+        mine = [r for r in results if r.fault == fault.name]
+        if not mine:
+            continue
+        missed = [r for r in mine if r.correct is None]
+        said = "; ".join(
+            f"{r.program}: " + (", ".join(sorted({d.code for d in r.alarms})) or r.error or "nothing") for r in missed
+        )
+        rows.append(
+            f"| {fault.name} | {', '.join(f'`{c}`' for c in fault.expect)} | {len(mine)} | "
+            f"{len(mine) - len(missed)} | {said or '–'} |"
+        )
+    by_code = Counter(r.correct.code for r in results if r.correct is not None)
+    rows += ["", "Faults named per code: " + ", ".join(f"`{c}` {n}" for c, n in by_code.most_common()) + "."]
+    return "\n".join(rows)
+
+
+def _percent(a: int, b: int) -> str:
+    return f"{100 * a / b:.1f}%" if b else "–"
+
+
+def plan(names: list[str], seeds: tuple[int, ...], faults: bool) -> list[tuple[str, int, str]]:
+    """(program, seed, fault) triples: each program healthy with every seed, then each fault with seed 0."""
+    jobs = [(n, s, "") for n in names for s in seeds]
+    if faults:
+        jobs += [(n, 0, f) for n in names for f in PROGRAMS[n].faults]
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="programs to run (default: all)")
+    parser.add_argument("--split", choices=SPLITS, help="only this half")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per healthy program")
+    parser.add_argument("--no-faults", action="store_true", help="healthy runs only")
+    parser.add_argument("--faults-only", action="store_true", help="injected faults only")
+    parser.add_argument("--no-guard", action="store_true", help="run without LossGuard and print the loss curve")
+    parser.add_argument("--fault", default="", help="with --no-guard: inject this fault")
+    parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    names = args.names or [n for n, p in PROGRAMS.items() if args.split in (None, p.split)]
+    with tempfile.TemporaryDirectory() as root:
+        if args.no_guard:
+            for name in names:
+                print(trace_program(name, root, fault=args.fault), flush=True)
+            return 0
+        seeds = () if args.faults_only else tuple(range(args.seeds))
+        results = []
+        for name, seed, fault in plan(names, seeds, not args.no_faults):
+            result = run_program(name, root, seed, fault)
+            results.append(result)
+            print(result.summary(), flush=True)
+    text = score(results)
+    print(text)
+    if args.write_docs:
+        from benchmarks.docs import replace_section
+        from benchmarks.overhead import machine
+
+        stamp = time.strftime("%Y-%m-%d")
+        total = sum(r.wall_s for r in results)
+        replace_section(
+            "corpus",
+            f"Measured {stamp} on {machine()} (`python -m benchmarks.corpus --write-docs`, "
+            f"{len(results)} fits, {total / 60:.0f} min).\n\n{text}",
+        )
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
