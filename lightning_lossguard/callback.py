@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -37,9 +36,6 @@ from lightning_lossguard.signals.window import Window
 
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
-
-HISTOGRAM_EVERY = 5
-"""Reports between two per-layer gradient-norm histograms in TensorBoard."""
 
 _SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
@@ -132,7 +128,6 @@ class LossGuard(Callback):
         self._order_hooks: list[RemovableHandle] = []
         self._execution_order: list[str] = []
         self._batches_since_report = 0
-        self._reports = 0
         self._batch_step = 0
         self._report_batches = 1
         self._sampling = False
@@ -438,59 +433,8 @@ class LossGuard(Callback):
         return new
 
     def _log_signals(self, window: Window) -> None:
-        if self._loggers is None:
-            return
-        layout = self._layout
-        opt = window.optimizer_steps
-        series: dict[str, tuple[Sequence[int], Sequence[float] | np.ndarray]] = {
-            "lossguard/train_loss": (window.batch_steps, window.loss),
-        }
-        if opt:
-            norms = window.grad_norms
-            series["lossguard/grad_norm"] = (opt, norms)
-            if layout.clip_val:
-                # Norm clipping rescales the gradients to at most clip_val: the post-clip norm, exactly.
-                series["lossguard/grad_norm_clipped"] = (opt, np.minimum(norms, layout.clip_val))
-            layers = window.layer_grad_norms(layout.layer_of, len(layout.layers))
-            dense = [i for i, ok in enumerate(layout.comparable) if ok]
-            if dense:
-                series["lossguard/grad/first_layer_norm"] = (opt, layers[:, dense[0]])
-                series["lossguard/grad/last_layer_norm"] = (opt, layers[:, dense[-1]])
-            if layers.size:
-                with np.errstate(all="ignore"):
-                    series["lossguard/grad/max_layer_norm"] = (
-                        opt,
-                        np.nanmax(np.where(np.isnan(layers), -np.inf, layers), axis=1),
-                    )
-                self._reports += 1
-                if self._reports % HISTOGRAM_EVERY == 1 or self._finished:
-                    # The per-layer distribution moves slowly; a snapshot every few reports is enough.
-                    self._loggers.histogram(
-                        "lossguard/grad/layer_norms_log10", np.log10(layers[-1][layers[-1] > 0]), opt[-1]
-                    )
-            band = self._diagnostician.band()
-            if band is not None:
-                series["lossguard/grad_norm_band_low"] = (opt, np.full(len(opt), band[0]))
-                series["lossguard/grad_norm_band_high"] = (opt, np.full(len(opt), band[1]))
-        if window.timing_steps:
-            series["lossguard/loss_step_ms"] = (window.timing_steps, window.phase_ms["training_step"])
-            for phase, values in window.phase_ms.items():
-                if phase != "training_step":
-                    series[f"lossguard/time/{phase}_ms"] = (window.timing_steps, values)
-            for name, values in window.section_ms.items():
-                series[f"lossguard/time/{name}_ms"] = (window.timing_steps, values)
-        for name, values in window.loss_terms.items():
-            series[f"lossguard/loss_terms/{name}"] = (window.batch_steps, values)
-        step = window.last_step
-        if window.update_ratio is not None and window.sample_step is not None:
-            measured = window.update_ratio[window.update_ratio >= 0]
-            if measured.size:
-                series["lossguard/update_ratio"] = ([window.sample_step], [float(np.median(measured))])
-        if window.host_rss_mb is not None:
-            series["lossguard/memory/host_rss_mb"] = ([step], [window.host_rss_mb])
-        if window.device_allocated_mb is not None:
-            series["lossguard/memory/cuda_allocated_mb"] = ([step], [window.device_allocated_mb])
-        self._loggers.scalars(series)
+        if self._loggers is not None:
+            self._loggers.signals(window, self._layout, self._diagnostician.band(), final=self._finished)
 
     def _monitor_log(self, trainer: pl.Trainer, monitor: Monitor) -> None:
         if trainer.is_global_zero and self._loggers is not None and self._loggers.tensorboards:

@@ -33,7 +33,7 @@ def test_exploding_gradients_reach_the_report_tensorboard_and_console(tmp_path: 
     assert "gradient_clip_val" in exploding.remedies[0]
 
     report = report_of(result.log_dir)
-    assert report["schema_version"] == 1 and report["status"] == "finished"
+    assert report["schema_version"] == 2 and report["status"] == "finished"
     assert [d["code"] for d in report["diagnoses"]] == codes
 
     acc = events(result.log_dir)

@@ -24,8 +24,15 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnostician import RunLayout
 from lightning_lossguard.report.markdown import diagnosis_section, full_report
 from lightning_lossguard.signals.step_timer import PHASES
+from lightning_lossguard.signals.window import Window
+
+HISTOGRAM_EVERY = 5
+"""Reports between two per-layer gradient-norm histograms in TensorBoard."""
+
+Series = dict[str, tuple[Sequence[int], Sequence[float] | np.ndarray]]
 
 MAX_NORM = "lossguard/grad_norm_max"
 """The largest gradient norm of each report interval (``lossguard/grad_norm`` is its median)."""
@@ -88,6 +95,7 @@ class LoggerReporter:
         self.loggers = list(loggers)
         self._layout_written = False
         self._alarms = 0
+        self._reports = 0
 
     @property
     def tensorboards(self) -> list[Any]:
@@ -99,6 +107,54 @@ class LoggerReporter:
         for writer in self.tensorboards:
             writer.add_custom_scalars(LAYOUT)
         self._layout_written = True
+
+    def signals(self, window: Window, layout: RunLayout, band: tuple[float, float] | None, final: bool = False) -> None:
+        """Log one report interval's signals (``band``: the gradient norm's normal band, when known)."""
+        opt = window.optimizer_steps
+        series: Series = {"lossguard/train_loss": (window.batch_steps, window.loss)}
+        if opt:
+            norms = window.grad_norms
+            series["lossguard/grad_norm"] = (opt, norms)
+            if layout.clip_val:
+                # Norm clipping rescales the gradients to at most clip_val: the post-clip norm, exactly.
+                series["lossguard/grad_norm_clipped"] = (opt, np.minimum(norms, layout.clip_val))
+            layers = window.layer_grad_norms(layout.layer_of, len(layout.layers))
+            dense = [i for i, ok in enumerate(layout.comparable) if ok]
+            if dense:
+                series["lossguard/grad/first_layer_norm"] = (opt, layers[:, dense[0]])
+                series["lossguard/grad/last_layer_norm"] = (opt, layers[:, dense[-1]])
+            if layers.size:
+                with np.errstate(all="ignore"):
+                    series["lossguard/grad/max_layer_norm"] = (
+                        opt,
+                        np.nanmax(np.where(np.isnan(layers), -np.inf, layers), axis=1),
+                    )
+                self._reports += 1
+                if self._reports % HISTOGRAM_EVERY == 1 or final:
+                    # The per-layer distribution moves slowly; a snapshot every few reports is enough.
+                    self.histogram("lossguard/grad/layer_norms_log10", np.log10(layers[-1][layers[-1] > 0]), opt[-1])
+            if band is not None:
+                series["lossguard/grad_norm_band_low"] = (opt, np.full(len(opt), band[0]))
+                series["lossguard/grad_norm_band_high"] = (opt, np.full(len(opt), band[1]))
+        if window.timing_steps:
+            series["lossguard/loss_step_ms"] = (window.timing_steps, window.phase_ms["training_step"])
+            for phase, values in window.phase_ms.items():
+                if phase != "training_step":
+                    series[f"lossguard/time/{phase}_ms"] = (window.timing_steps, values)
+            for name, values in window.section_ms.items():
+                series[f"lossguard/time/{name}_ms"] = (window.timing_steps, values)
+        for name, values in window.loss_terms.items():
+            series[f"lossguard/loss_terms/{name}"] = (window.batch_steps, values)
+        step = window.last_step
+        if window.update_ratio is not None and window.sample_step is not None:
+            measured = window.update_ratio[window.update_ratio >= 0]
+            if measured.size:
+                series["lossguard/update_ratio"] = ([window.sample_step], [float(np.median(measured))])
+        if window.host_rss_mb is not None:
+            series["lossguard/memory/host_rss_mb"] = ([step], [window.host_rss_mb])
+        if window.device_allocated_mb is not None:
+            series["lossguard/memory/cuda_allocated_mb"] = ([step], [window.device_allocated_mb])
+        self.scalars(series)
 
     def scalars(self, series: Mapping[str, tuple[Sequence[int], Sequence[float] | np.ndarray]]) -> None:
         """Log each named series as one point: the median of its finite values, at its last step."""
