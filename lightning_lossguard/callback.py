@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
-from torch import nn
-from torch.nn.modules.loss import _Loss
-from torch.utils.hooks import RemovableHandle
+from lightning.pytorch.trainer.states import TrainerFn
 
+from lightning_lossguard import options
 from lightning_lossguard.alarm import LossGuardAlarm
-from lightning_lossguard.catalog import code_info
+from lightning_lossguard.coverage import Coverage
 from lightning_lossguard.diagnosis import Diagnosis, Severity
-from lightning_lossguard.diagnostician import Diagnostician, RunLayout
+from lightning_lossguard.diagnostician import Diagnostician, RunLayout, RunSettings
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
-from lightning_lossguard.report.json_report import REPORT_NAME, write_report
+from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter
 from lightning_lossguard.signals.clock import clock_for
-from lightning_lossguard.signals.gradients import build_layout
+from lightning_lossguard.signals.graph import upstream_parameters
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
+from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks
+from lightning_lossguard.signals.parameters import WatchedSet, build_layout, is_sharded, watched_parameters
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
 from lightning_lossguard.signals.window import Window
@@ -37,7 +38,10 @@ from lightning_lossguard.signals.window import Window
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
 
-_SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+_UNSUPPORTED_SHARDING = ("DeepSpeedStrategy",)
+"""Strategies whose gradients LossGuard cannot read as whole tensors or DTensor shards."""
+
+_PROGRESS = {"finished": 0, "running": 1, "failed": 2, "alarm": 3}
 
 
 class LossGuard(Callback):
@@ -74,40 +78,42 @@ class LossGuard(Callback):
         name: str = "lossguard",
         monitors: list[Monitor] | None = None,
     ) -> None:
-        if fail_on is not None and fail_on not in ("warning", "error"):
-            raise ValueError(f"fail_on must be 'warning', 'error' or None; got {fail_on!r}.")
-        if report_every is not None and (not isinstance(report_every, int) or report_every < 1):
-            raise ValueError(f"report_every must be a positive integer or None; got {report_every!r}.")
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"name must be letters, digits, '-' or '_'; got {name!r}.")
-        if max_update_elements < 0:
-            raise ValueError(f"max_update_elements must be >= 0; got {max_update_elements!r}.")
+        fail_on = options.choice("fail_on", fail_on, [None, "warning", "error"])
         self.fail_on = Severity(fail_on) if fail_on else None
-        self.report_every = report_every
-        self.suppress = list(suppress or [])
-        self.severity_overrides = dict(severity or {})
-        self.thresholds = {k: dict(v) for k, v in (thresholds or {}).items()}
-        self.val_metric = val_metric
-        self.verbose = verbose
-        self.time_forward = time_forward
-        self.max_update_elements = max_update_elements
-        self.name = name
+        self.report_every = options.whole("report_every", report_every, 1, 10**9, allow_none=True)
+        self.suppress = options.codes("suppress", suppress)
+        self.severity_overrides = options.severities(severity)
+        self.thresholds = options.threshold_overrides(thresholds)
+        self.val_metric = options.text("val_metric", val_metric)
+        self.verbose = options.flag("verbose", verbose)
+        self.time_forward = options.flag("time_forward", time_forward)
+        self.max_update_elements = int(options.whole("max_update_elements", max_update_elements, 0, 2**62) or 0)
+        self.name = options.report_name(name)
+        if monitors is not None and not isinstance(monitors, (list, tuple)):
+            raise TypeError(f"monitors must be a list of lightning_lossguard.Monitor instances; got {monitors!r}.")
         self.monitors = list(monitors or [])
         for monitor in self.monitors:
             if not isinstance(monitor, Monitor):
-                raise ValueError(f"monitors must be lightning_lossguard.Monitor instances; got {monitor!r}.")
+                raise TypeError(f"monitors must be lightning_lossguard.Monitor instances; got {monitor!r}.")
             for code in monitor.codes:
-                code_info(code)
-        self._diagnostician = self._new_diagnostician()  # validates codes, severities and thresholds now
+                options.known_code("monitors", code)
+        self._diagnostician = self._new_diagnostician()  # validates threshold names and ranges now
         self.notes: list[str] = []
+        self.coverage = Coverage()
+        self.fits: list[dict[str, Any]] = []  # one entry per fit of this record: {"status", "global_step"}
         self.report_path: str | None = None
         self._reset_run()
 
     # -- public ---------------------------------------------------------------------------------------
     @property
     def diagnoses(self) -> list[Diagnosis]:
-        """Every diagnosis of the current (or last) fit, oldest first."""
+        """Every diagnosis of this run's record (all fits into the same log directory), oldest first."""
         return list(self._diagnostician.diagnoses)
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """What LossGuard should have watched and could not (empty: coverage complete)."""
+        return list(self.coverage.gaps)
 
     @property
     def state_key(self) -> str:
@@ -122,17 +128,20 @@ class LossGuard(Callback):
 
     def _reset_run(self) -> None:
         self._recorder: SignalRecorder | None = None
+        self._watched = WatchedSet((), (), ())
         self._layout = RunLayout()
-        self._forward_hooks: dict[int, tuple[RemovableHandle, RemovableHandle]] = {}
-        self._outermost: set[int] = set()
-        self._order_hooks: list[RemovableHandle] = []
-        self._execution_order: list[str] = []
-        self._batches_since_report = 0
+        self._forward: ForwardHooks | None = None
+        self._order: ExecutionOrder | None = None
+        self._graph_roots: list[Any] = []
+        self._batches = 0  # training batches seen in this fit: the report and sampling clock
         self._batch_step = 0
         self._report_batches = 1
         self._sampling = False
+        self._fitting = False
         self._finished = False
         self._broken = False
+        self._losses_seen = 0
+        self._gradient_rows = 0
         self._console = ConsoleReporter(enabled=self.verbose)
         self._loggers: LoggerReporter | None = None
         self._scaler: Any = None
@@ -141,20 +150,29 @@ class LossGuard(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        # A collective under DDP: every rank, exactly once, outside any rank-zero branch.
+        log_dir = trainer.log_dir if trainer.loggers else None
+        file_name = REPORT_NAME if self.name == "lossguard" else f"lossguard-{self.name}.json"
+        path = os.path.join(log_dir, file_name) if log_dir else None
+        if path != self.report_path or not self.fits:
+            self._new_record()  # a new log directory: a new record (a resume reloads its state right after this)
+        self.report_path = path
+        self._reset_run()
+
+    def _new_record(self) -> None:
         previous = self._diagnostician.scale_shift
         levels = previous.levels() if previous is not None else (math.nan, math.nan)
-        self._diagnostician = self._new_diagnostician()  # a new fit; a resume reloads state right after this
+        self._diagnostician = self._new_diagnostician()
         current = self._diagnostician.scale_shift
         if current is not None and all(math.isfinite(v) for v in levels):
             current.remember_previous_fit(*levels)
-        self._reset_run()
         self.notes = []
-        # A collective under DDP: every rank, exactly once, outside any rank-zero branch.
-        log_dir = trainer.log_dir
-        file_name = REPORT_NAME if self.name == "lossguard" else f"lossguard-{self.name}.json"
-        self.report_path = os.path.join(log_dir, file_name) if log_dir else None
+        self.coverage = Coverage()
+        self.fits = []
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fitting = True
+        self.fits.append({"status": "running", "global_step": trainer.global_step})
         try:
             self._start(trainer, pl_module)
         except Exception as error:  # never break training because of monitoring
@@ -162,21 +180,25 @@ class LossGuard(Callback):
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
-        strategy = type(trainer.strategy).__name__
-        # Sharded gradients need a cross-rank sum of squares this release cannot verify: no number beats a wrong one.
-        sharded = strategy in _SHARDED_STRATEGIES
-        params = [] if sharded else [p for _, p in pl_module.named_parameters() if p.requires_grad]
-        accumulate = max(1, int(trainer.accumulate_grad_batches))
-        self._recorder = SignalRecorder(params, clock_for(self._device), loss_scale=accumulate)
+        accumulate = max(1, int(trainer.accumulate_grad_batches)) if pl_module.automatic_optimization else 1
+        self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
-        self._report_batches = (
-            self.report_every or max(1, int(getattr(trainer, "log_every_n_steps", 50)))
-        ) * accumulate
-        self._layout = self._build_layout(trainer, pl_module, ())
+        default_every = int(getattr(trainer, "log_every_n_steps", 50))
+        self._report_batches = (self.report_every or max(1, default_every)) * accumulate
         plugin = trainer.precision_plugin
         self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
+        strategy = type(trainer.strategy).__name__
+        if strategy in _UNSUPPORTED_SHARDING:
+            self._gap(
+                "gradients",
+                f"{strategy} keeps gradients in its own partitioned buffers, which LossGuard cannot read: gradient "
+                "diagnoses are off (loss-curve, validation and step-time diagnoses work).",
+            )
+        else:
+            self._watch(trainer, pl_module)
         if self.time_forward:
-            self._hook_forward(pl_module)
+            self._forward = ForwardHooks(pl_module, self._recorder.timer)
+        self._order = ExecutionOrder(pl_module)
         for monitor in self.monitors:
             monitor.setup(pl_module, self._device)
         if trainer.is_global_zero:
@@ -184,47 +206,54 @@ class LossGuard(Callback):
             self._loggers.start()
             # The alarm chart starts at the right count (not 0 after a resume with diagnoses restored).
             self._loggers.alarms(self._diagnostician.diagnoses, trainer.global_step)
-        self._start_notes(trainer, pl_module, params, sharded)
+        self._start_notes(trainer, pl_module)
 
-    def _build_layout(self, trainer: pl.Trainer, module: nn.Module, order: Sequence[str]) -> RunLayout:
+    def _watch(self, trainer: pl.Trainer, module: pl.LightningModule, order: list[str] | None = None) -> None:
+        """(Re)read the watched parameters and the layout; the recorder's rows must have been drained."""
         assert self._recorder is not None
-        if not self._recorder.gradients.parameters:
-            return RunLayout(total_steps=_planned_steps(trainer))  # gradients not watched
-        layout = build_layout(module, order)
-        named = {n: p for n, p in module.named_parameters() if p.requires_grad}
-        clip = trainer.gradient_clip_val
-        # None means Lightning's default, which is clipping by norm.
-        norm_clipping = str(trainer.gradient_clip_algorithm or "norm").lower().endswith("norm")
-        return RunLayout(
-            param_names=layout.names,
-            param_sizes=tuple(named[n].numel() for n in layout.names),
-            param_units=tuple(
-                named[n].shape[0] if i in set(layout.unit_params) else 0 for i, n in enumerate(layout.names)
-            ),
-            layer_of=layout.layer_of,
-            layers=layout.layers,
-            comparable=layout.comparable,
-            clip_val=float(clip) if clip and norm_clipping else None,
-            scaler_active=self._scaler is not None,
-            total_steps=_planned_steps(trainer),
-        )
+        watched = watched_parameters(module, trainer.optimizers)
+        for name, reason in watched.unreadable:
+            self._gap("gradients", f"{name}: {reason}")
+        first = not self._watched.params and not self._watched.pending
+        changed = watched.signature != self._watched.signature
+        self._watched = watched
+        if changed:
+            self._recorder.watch(watched.params, [is_sharded(p) for p in watched.params])
+        if changed or order is not None:
+            layout = build_layout(module, watched, order if order is not None else ())
+            self._layout = RunLayout.build(
+                watched, layout, None, _settings(trainer), _planned_steps(trainer), self._scaler is not None
+            )
+            if changed and not first:  # not at the start of a fit: a resumed state belongs to the same model
+                self._diagnostician.new_layout()
 
-    def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule, params: list[Any], sharded: bool) -> None:
+    def _finish_first_batch(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """After the first batch: the execution order, the gradient paths and lazily built parameters are known."""
+        order = self._order.stop() if self._order is not None else []
+        self._order = None
+        if self._forward is not None:
+            self._forward.prune()
+        if self._recorder is None or any(g.signal == "gradients" and "partitioned" in g.reason for g in self.gaps):
+            return
+        self._watch(trainer, module, order)
+        index = {id(p): i for i, p in enumerate(self._watched.params)}
+        upstream = upstream_parameters(self._graph_roots, index) if index else None
+        self._graph_roots = []
+        self._layout = self._layout.with_paths(upstream)
+
+    def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         notes = []
         if getattr(trainer, "fast_dev_run", False):
             notes.append("fast_dev_run: Lightning disables logging, so diagnoses are printed but no report is written.")
-        elif not self.report_path:
-            notes.append("No log directory: the JSON report is not written.")
-        if not trainer.loggers:
-            notes.append("No logger: signals and diagnoses do not go to TensorBoard (add a TensorBoardLogger).")
-        if sharded:
+        elif not trainer.loggers:
             notes.append(
-                f"{type(trainer.strategy).__name__} shards gradients across ranks: gradient diagnoses "
-                "(exploding/vanishing/dead/non-finite gradients, tiny_updates) are not supported with sharded "
-                "strategies yet and are off; loss-curve, validation and step-time diagnoses work."
+                "No logger (Trainer(logger=False)): no lossguard.json is written and nothing goes to TensorBoard; "
+                "diagnoses are printed and kept in guard.diagnoses."
             )
-        elif not params:
-            notes.append("The model has no trainable parameters: gradient diagnoses are unavailable.")
+        elif not self.report_path:
+            notes.append("The logger has no log directory: the JSON report is not written.")
+        if not self._watched.params and not self._watched.pending and not self.gaps:
+            notes.append("The model has no trainable parameters in its optimizers: gradient diagnoses are unavailable.")
         if not module.automatic_optimization:
             notes.append(
                 "Manual optimization: gradients are measured at each optimizer.step(); loss diagnoses need "
@@ -233,56 +262,6 @@ class LossGuard(Callback):
         for note in notes:
             self._note(note)
 
-    def _hook_forward(self, module: pl.LightningModule) -> None:
-        assert self._recorder is not None
-        timer = self._recorder.timer
-        targets: list[nn.Module] = [module]
-        targets += [
-            m for m in module.children() if not isinstance(m, _Loss) and any(p.requires_grad for p in m.parameters())
-        ]
-        outermost = self._outermost
-
-        def enter(target: nn.Module) -> Any:
-            def hook(*_: Any) -> None:
-                if timer.forward_enter():
-                    outermost.add(id(target))
-
-            return hook
-
-        for target in targets:
-            pre = target.register_forward_pre_hook(enter(target))
-            post = target.register_forward_hook(lambda *_: timer.forward_exit())
-            self._forward_hooks[id(target)] = (pre, post)
-
-    def _prune_forward_hooks(self) -> None:
-        # After the first batch: a hooked call that is never outermost only costs time (about 8 us a call).
-        for key, handles in list(self._forward_hooks.items()):
-            if key not in self._outermost:
-                for handle in handles:
-                    handle.remove()
-                del self._forward_hooks[key]
-
-    def _capture_execution_order(self, module: nn.Module) -> None:
-        seen = self._execution_order
-
-        def record(name: str) -> Any:
-            def hook(*_: Any) -> None:
-                if name not in seen:
-                    seen.append(name)
-
-            return hook
-
-        for name, sub in module.named_modules():
-            if name and any(True for _ in sub.parameters(recurse=False)):
-                self._order_hooks.append(sub.register_forward_pre_hook(record(name)))
-
-    def _stop_capture(self, trainer: pl.Trainer, module: nn.Module) -> None:
-        for handle in self._order_hooks:
-            handle.remove()
-        self._order_hooks = []
-        self._prune_forward_hooks()
-        self._layout = self._build_layout(trainer, module, self._execution_order)
-
     # -- per-step path: marks and device copies only ----------------------------------------------------
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -290,8 +269,6 @@ class LossGuard(Callback):
         if self._recorder is None or self._broken:
             return
         try:
-            if not self._execution_order and not self._order_hooks:
-                self._capture_execution_order(pl_module)
             self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
             self._recorder.begin_batch()
             self._recorder.timer.batch_start(self._batch_step)
@@ -302,8 +279,8 @@ class LossGuard(Callback):
         if self._recorder is None or self._broken:
             return
         try:
-            if self._order_hooks:
-                self._stop_capture(trainer, pl_module)
+            if self._order is not None and loss.grad_fn is not None:
+                self._graph_roots.append(loss.grad_fn)  # first batch only: read once the batch is over
             self._recorder.timer.backward_start()
         except Exception as error:
             self._internal_error("on_before_backward", error)
@@ -320,7 +297,7 @@ class LossGuard(Callback):
         try:
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm.
             self._recorder.record_gradients(self._batch_step, optimizer)
-            if self._batches_since_report + 1 >= self._report_batches:
+            if (self._batches + 1) % self._report_batches == 0:  # the batch before a report: sample it
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
@@ -338,17 +315,20 @@ class LossGuard(Callback):
             loss, terms = _loss_of(outputs)
             if loss is not None:
                 self._recorder.record_loss(self._batch_step, loss, terms)
+                self._losses_seen += 1
             if self._sampling:
                 self._recorder.sample_after_step()
                 self._sampling = False
             for monitor in self.monitors:
                 monitor.on_train_batch_end(outputs, batch, self._batch_step)
-            self._batches_since_report += 1
+            self._batches += 1
+            if self._batches == 1:
+                self._finish_first_batch(trainer, pl_module)
         except Exception as error:
             self._internal_error("on_train_batch_end", error)
             return
-        if self._batches_since_report >= self._report_batches:
-            self._report(trainer)
+        if self._batches % self._report_batches == 0:
+            self._report(trainer, pl_module)
 
     # -- pauses that are not data loading ---------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -366,6 +346,15 @@ class LossGuard(Callback):
             self._recorder.timer.interrupt()
 
     # -- validation ---------------------------------------------------------------------------------------
+    def _judging_fit(self, trainer: pl.Trainer) -> bool:
+        """Validation inside a fit LossGuard watches (not trainer.validate() after it, not the sanity check)."""
+        return (
+            self._fitting
+            and not self._finished
+            and not trainer.sanity_checking
+            and trainer.state.fn == TrainerFn.FITTING
+        )
+
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -375,7 +364,7 @@ class LossGuard(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or self._broken or not self.monitors:
+        if self._broken or not self.monitors or not self._judging_fit(trainer):
             return
         try:
             for monitor in self.monitors:
@@ -384,9 +373,9 @@ class LossGuard(Callback):
             self._internal_error("on_validation_batch_end", error)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self._recorder is None or self._broken:
+        if self._recorder is None or self._broken or not self._judging_fit(trainer):
             return
-        self._report(trainer)  # judge pending training batches first: the val diagnosis compares with them
+        self._report(trainer, pl_module)  # judge pending training batches first: the val diagnosis compares with them
         new: list[Diagnosis] = []
         try:
             metrics = {
@@ -408,15 +397,15 @@ class LossGuard(Callback):
         self._decide(trainer, new)
 
     # -- report steps --------------------------------------------------------------------------------------
-    def _report(self, trainer: pl.Trainer) -> list[Diagnosis]:
+    def _report(self, trainer: pl.Trainer, module: pl.LightningModule) -> list[Diagnosis]:
         """Read the interval back (one device sync, one collective under DDP), judge it, tell, decide."""
         assert self._recorder is not None
-        self._batches_since_report = 0
         new: list[Diagnosis] = []
         try:
             world = trainer.world_size
             reduce_sum = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
             window = self._recorder.drain(reduce_sum, world)
+            self._gradient_rows += len(window.optimizer_steps)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
             window.host_rss_mb = host_rss_mb()
             window.device_allocated_mb = device_allocated_mb(self._device)
@@ -426,11 +415,24 @@ class LossGuard(Callback):
             for monitor in self.monitors:
                 new += self._diagnostician.accept(monitor.judge_training(trainer.global_step))
                 self._monitor_log(trainer, monitor)
+            if self._order is None:
+                self._watch(trainer, module)  # parameters added, unfrozen or frozen since the last report
+            self._check_gradients_seen(trainer, module)
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("report", error)
         self._decide(trainer, new)
         return new
+
+    def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Optimizer steps that never pass through Lightning's hook leave the gradients unmeasured: a gap."""
+        if self._gradient_rows == 0 and self._watched.params and self._batches >= 2 * self._report_batches:
+            self._gap(
+                "gradients",
+                f"no optimizer step went through Lightning in {self._batches} batches (on_before_optimizer_step "
+                "never ran), so no gradient was measured: call the optimizers from self.optimizers() in manual "
+                "optimization.",
+            )
 
     def _log_signals(self, window: Window) -> None:
         if self._loggers is not None:
@@ -464,11 +466,11 @@ class LossGuard(Callback):
     # -- end of fit -----------------------------------------------------------------------------------------
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._recorder is not None and not self._finished and not self._broken:
-            self._report(trainer)
+            self._report(trainer, pl_module)
         self._finish(trainer, "finished")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self._finished:
+        if self._finished or not self._fitting:
             return
         try:
             if self._recorder is not None and not self._broken:
@@ -480,17 +482,22 @@ class LossGuard(Callback):
                         self._loggers.diagnoses(new, self._diagnostician.diagnoses, self.notes, trainer.global_step)
         except Exception as error:
             self._internal_error("on_exception", error)
-        self._finish(trainer, "failed")
+        self._finish(trainer, "alarm" if isinstance(exception, LossGuardAlarm) else "failed")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._remove_hooks()
+        if stage == "fit":
+            self._remove_hooks()
 
     def _finish(self, trainer: pl.Trainer, status: str) -> None:
         if self._finished:
             return
         self._finished = True
+        self._fitting = False
+        if self.fits:
+            self.fits[-1] = {"status": status, "global_step": trainer.global_step}
         self._remove_hooks()
-        self.notes += self._diagnostician.unjudged(self._layout)
+        if not self._broken:
+            self.notes += [n for n in self._unjudged_notes() if n not in self.notes]
         for monitor in self.monitors:
             self.notes += [n for n in monitor.notes() if n not in self.notes]
         self._write_json(trainer, status)
@@ -503,10 +510,27 @@ class LossGuard(Callback):
             except Exception as error:
                 self._internal_error("summary", error)
 
+    def _unjudged_notes(self) -> list[str]:
+        notes = self._diagnostician.unjudged(
+            self._layout, timed_forward=self._forward is not None and self._forward.seen
+        )
+        if self._batches and not self._losses_seen:
+            notes = [n for n in notes if not n.startswith("Run too short")]
+            notes.insert(
+                0,
+                f"training_step returned no loss in any of {self._batches} batches, so loss-curve diagnoses "
+                "(divergence, plateau, oscillation, non-finite loss) were not judged: return the loss, or "
+                '{"loss": loss}, from training_step.',
+            )
+        return notes
+
     def _remove_hooks(self) -> None:
-        for handle in [h for pair in self._forward_hooks.values() for h in pair] + self._order_hooks:
-            handle.remove()
-        self._forward_hooks, self._order_hooks = {}, []
+        if self._forward is not None:
+            self._forward.remove()
+            self._forward = None
+        if self._order is not None:
+            self._order.stop()
+            self._order = None
         if self._recorder is not None:
             deactivate(self._recorder.timer)
         for monitor in self.monitors:
@@ -515,14 +539,18 @@ class LossGuard(Callback):
     def _write_json(self, trainer: pl.Trainer, status: str) -> None:
         if not trainer.is_global_zero or not self.report_path or getattr(trainer, "fast_dev_run", False):
             return
+        # The report keeps the worst outcome of its fits: a clean later fit never hides one that blew up.
+        ended = [f["status"] for f in self.fits[:-1]]
+        shown = max([status, *ended], key=lambda s: _PROGRESS.get(s, 0)) if status != "running" else status
         try:
             write_report(
                 self.report_path,
                 self._diagnostician.diagnoses,
-                status,
+                shown,
                 trainer.global_step,
                 self.notes,
                 self.fail_on.value if self.fail_on else None,
+                self.coverage.gaps,
             )
         except OSError as error:
             self._internal_error("writing the report", error)
@@ -533,15 +561,22 @@ class LossGuard(Callback):
             self.notes.append(text)
             self._console.note(text)
 
+    def _gap(self, signal: str, reason: str) -> None:
+        gap = self.coverage.add(signal, reason)
+        if gap is not None:
+            self._console.note(f"not watched: {signal}: {reason}")
+
     def _internal_error(self, where: str, error: BaseException) -> None:
-        """A bug or surprise inside LossGuard: say so once, stop measuring, never break the user's training."""
+        """A bug or surprise inside LossGuard: a coverage gap, said once; it stops measuring and never breaks
+        the user's training."""
         if isinstance(error, LossGuardAlarm) or os.environ.get("LOSSGUARD_STRICT") == "1":
             raise error  # strict mode (the test suite): an internal error must fail loudly
         if not self._broken:
             self._broken = True
-            self._note(
-                f"LossGuard hit an internal error in {where} and stopped watching this run "
-                f"({type(error).__name__}: {error}). Training continues; please report this."
+            self._gap(
+                "monitoring",
+                f"internal error in {where} at batch {self._batches} ({type(error).__name__}: {error}); "
+                "LossGuard stopped watching this run from there. Training continued; please report this.",
             )
 
     # -- checkpointing ----------------------------------------------------------------------------------------
@@ -549,12 +584,14 @@ class LossGuard(Callback):
         return {
             "diagnostician": self._diagnostician.state_dict(),
             "notes": list(self.notes),
+            "coverage": self.coverage.state_dict(),
             "monitors": [m.state_dict() for m in self.monitors],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._diagnostician.load_state_dict(state_dict.get("diagnostician", {}))
         self.notes = list(state_dict.get("notes", []))
+        self.coverage.load_state_dict(state_dict.get("coverage", []))
         for monitor, state in zip(self.monitors, state_dict.get("monitors", [])):
             monitor.load_state_dict(state)
 
@@ -562,17 +599,44 @@ class LossGuard(Callback):
 def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | None]:
     """The loss tensor and the optional ``loss_terms`` dict from what training_step returned."""
     if isinstance(outputs, torch.Tensor):
-        return outputs, None
+        return (outputs if outputs.numel() == 1 else None), None
     if isinstance(outputs, Mapping):
         loss = outputs.get("loss")
         terms = outputs.get("loss_terms")
-        return (loss if isinstance(loss, torch.Tensor) else None), (terms if isinstance(terms, Mapping) else None)
+        loss = loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+        return loss, (terms if isinstance(terms, Mapping) else None)
     return None, None
 
 
 def _planned_steps(trainer: pl.Trainer) -> int | None:
     total = trainer.estimated_stepping_batches
     return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
+
+
+def _settings(trainer: pl.Trainer) -> RunSettings:
+    """What the run already does (optimizers, momentum, clipping, schedulers): remedies must not repeat it."""
+    momentum = 0.0
+    adaptive = False
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            momentum = max(momentum, float(group.get("momentum", 0.0) or 0.0))
+            betas = group.get("betas")
+            if isinstance(betas, (tuple, list)) and betas:
+                momentum = max(momentum, float(betas[0]))
+                adaptive = True
+            if "alpha" in group or "lr_decay" in group or "initial_accumulator_value" in group:
+                adaptive = True  # RMSprop, Adagrad
+    clip = trainer.gradient_clip_val
+    # None means Lightning's default, which is clipping by norm.
+    norm_clipping = str(trainer.gradient_clip_algorithm or "norm").lower().endswith("norm")
+    return RunSettings(
+        optimizers=tuple(type(o).__name__ for o in trainer.optimizers),
+        momentum=momentum,
+        adaptive=adaptive,
+        scheduler=bool(trainer.lr_scheduler_configs),
+        clip_val=float(clip) if clip and norm_clipping else None,
+        accumulate=max(1, int(trainer.accumulate_grad_batches)),
+    )
 
 
 def _learning_rate(trainer: pl.Trainer) -> float:

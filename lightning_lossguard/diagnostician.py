@@ -10,7 +10,6 @@ import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,7 +36,10 @@ from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.run_layout import RunLayout, RunSettings
 from lightning_lossguard.signals.window import Window
+
+__all__ = ["BROKEN", "CONSEQUENCES", "Diagnostician", "RunLayout", "RunSettings"]
 
 D = TypeVar("D", bound=Detector[Any])
 
@@ -60,25 +62,6 @@ CONSEQUENCES = frozenset(
 
 _PER_SUBJECT = {"val_loss_rising", "memory_growth", "loss_divergence", "loss_scale_shift"}
 """Codes reported once per subject (metric, memory kind, direction) instead of once per run."""
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """Static facts about the watched model and the run, from the Lightning glue."""
-
-    param_names: tuple[str, ...] = ()
-    param_sizes: tuple[int, ...] = ()
-    param_units: tuple[int, ...] = ()  # output units for dense weights, 0 otherwise
-    layer_of: tuple[int, ...] = ()
-    layers: tuple[str, ...] = ()
-    comparable: tuple[bool, ...] = ()
-    clip_val: float | None = None
-    scaler_active: bool = False
-    total_steps: int | None = None
-
-    @property
-    def layer_names_per_param(self) -> tuple[str, ...]:
-        return tuple(self.layers[i] for i in self.layer_of)
 
 
 class Diagnostician:
@@ -171,7 +154,7 @@ class Diagnostician:
         if exploding := self._on(ExplodingGradients):
             found += exploding.update(opt, norms, layers, layout.layers, layout.clip_val)
         if vanishing := self._on(VanishingGradients):
-            found += vanishing.update(opt, layers, layout.layers, layout.comparable, norms, window.loss)
+            found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
         if dead := self._on(DeadGradients):
             found += dead.update(
                 opt,
@@ -182,6 +165,7 @@ class Diagnostician:
                 depth,
                 window.dead_unit_share,
                 layout.param_units,
+                outputs=[i for i, layer in enumerate(layout.layer_of) if layer in set(layout.output_layers())],
             )
         return found
 
@@ -269,7 +253,14 @@ class Diagnostician:
         detector = self._on(ExplodingGradients)
         return detector.band() if detector is not None else None
 
-    def unjudged(self, layout: RunLayout) -> list[str]:
+    def new_layout(self) -> None:
+        """The watched parameters changed (added, unfrozen, frozen): per-parameter and per-layer state starts over,
+        and so does the gradient-norm baseline (a different set of parameters has a different norm)."""
+        for cls in (ExplodingGradients, VanishingGradients, DeadGradients):
+            if cls.code in self.detectors:
+                self.detectors[cls.code] = cls(self._thresholds[cls.code])  # type: ignore[arg-type]
+
+    def unjudged(self, layout: RunLayout, timed_forward: bool = True) -> list[str]:
         """Plain notes on what could not be judged: runs too short, signals that never arrived."""
         notes: list[str] = []
         broken = self.broken_by
@@ -303,7 +294,7 @@ class Diagnostician:
                     if reason:
                         notes.append(f"val_loss_rising for '{name}' not judged: {reason}.")
         expensive = self._on(ExpensiveLoss)
-        if expensive is not None and not expensive.loss_ms and self.steps_judged:
+        if expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_forward:
             notes.append(
                 "The loss time could not be separated from the forward pass (the model's forward was not called "
                 "from training_step): expensive_loss needs `with lightning_lossguard.timed('loss'):` around the loss."

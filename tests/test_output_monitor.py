@@ -329,7 +329,7 @@ def test_thresholds_are_overridable(tmp_path: Path) -> None:
     [
         ({"kind": "scores"}, "kind must be 'auto' or one of regression, probabilities, logits"),
         ({"thresholds": {"prediction_collapse": {"persistence": 2}}}, "Allowed: min_samples, min_support,"),
-        ({"thresholds": {"prediction_collapse": {"persist": "2"}}}, "must be a number"),
+        ({"thresholds": {"prediction_collapse": {"persist": "2"}}}, "persist must be an integer"),
         ({"thresholds": {"loss_plateau": {"block": 2}}}, "not an OutputMonitor code. Allowed: output_range_mismatch"),
         ({"thresholds": {"collapse": {}}}, "Known codes: nonfinite_loss"),
         ({"cka_samples": -1}, "cka_samples must be an integer >= 0"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
+from lightning_lossguard import options
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.diagnosis import Diagnosis
 
@@ -19,10 +21,22 @@ class Thresholds:
         """Each threshold's current value and what it means."""
         return {f.name: (getattr(self, f.name), str(f.metadata.get("doc", ""))) for f in dataclasses.fields(self)}
 
+    def ranges(self) -> dict[str, str]:
+        """Each threshold's valid range, as written in the docs (``[1, inf)``, ``(0, 1]``...)."""
+        return {f.name: valid_range(f.metadata) for f in dataclasses.fields(self)}
 
-def threshold(default: float, doc: str) -> Any:
-    """Declare a threshold field with its documentation."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
+
+def threshold(default: float, doc: str, low: float = 0.0, high: float = math.inf, open_low: bool = False) -> Any:
+    """Declare a threshold field with its documentation and its valid range ``[low, high]`` (``(low, high]``
+    when ``open_low``); an override outside it fails when LossGuard is built."""
+    assert (default > low if open_low else default >= low) and default <= high, f"default {default} outside range"
+    return dataclasses.field(default=default, metadata={"doc": doc, "low": low, "high": high, "open_low": open_low})
+
+
+def valid_range(metadata: Mapping[str, Any]) -> str:
+    low, high = metadata.get("low", 0.0), metadata.get("high", math.inf)
+    bracket = "(" if metadata.get("open_low") else "["
+    return f"{bracket}{low:g}, " + ("inf)" if math.isinf(high) else f"{high:g}]")
 
 
 T = TypeVar("T", bound=Thresholds)
@@ -112,10 +126,24 @@ def apply_overrides(defaults: T, overrides: Mapping[str, float], code: str) -> T
         raise ValueError(f"Unknown threshold(s) {unknown} for {code!r}. Allowed: {', '.join(fields) or '(none)'}.")
     values: dict[str, Any] = {}
     for name, value in overrides.items():
+        meta = fields[name].metadata
         kind = type(getattr(defaults, name))
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"Threshold {code}.{name} must be a number, got {value!r}.")
-        if kind is int and float(value) != int(value):
-            raise ValueError(f"Threshold {code}.{name} must be a whole number, got {value!r}.")
+        label = f"Threshold {code}.{name}"
+        if kind is int:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            options.whole(label, value, math.ceil(meta.get("low", 0)), _int_high(meta.get("high", math.inf)))
+        else:
+            options.number(
+                label, value, meta.get("low", 0.0), meta.get("high", math.inf), open_low=meta.get("open_low", False)
+            )
         values[name] = kind(value)
     return dataclasses.replace(defaults, **values)
+
+
+MAX_COUNT = 10_000_000
+"""Upper bound of a count threshold declared without one (steps, windows, blocks)."""
+
+
+def _int_high(high: float) -> int:
+    return MAX_COUNT if math.isinf(high) else int(high)

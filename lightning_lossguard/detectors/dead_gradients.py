@@ -70,6 +70,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         depth: Sequence[int],
         unit_share: np.ndarray | None = None,
         units: Sequence[int] = (),
+        outputs: Sequence[int] | None = None,
     ) -> list[Diagnosis]:
         """Judge one window.
 
@@ -77,6 +78,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             param_norms: ``[steps, params]``; exactly 0 is a zero gradient, -1 no gradient.
             sizes: elements per parameter; layer_names: the layer of each parameter; depth: the position
                 of that layer from the input side.
+            outputs: parameters of the output layers (where the loss's gradient arrives first); default: the
+                deepest layer.
             unit_share: latest report-step sample, per parameter, of the share of dead output units
                 (-1 where not sampled); units: output units per parameter.
         """
@@ -113,7 +116,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         unit_dead = [i for i in range(p) if self.unit_streak[i] >= t.unit_samples]
         if not steps or not (dead or unit_dead):
             return []
-        output = [i for i in range(p) if depth[i] == max(depth)]
+        output = list(outputs) if outputs else [i for i in range(p) if depth[i] == max(depth)]
         # The gradient stops at the deepest dead layer; the layers before it starve as a consequence.
         stop = max(unit_dead or dead, key=lambda i: (depth[i], i))
         output_dead = all(self.streak[i] >= t.output_steps for i in output)

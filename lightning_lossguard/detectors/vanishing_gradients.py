@@ -55,11 +55,17 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         steps: Sequence[int],
         layer_norms: np.ndarray,
         layers: Sequence[str],
-        comparable: Sequence[bool],
+        paths: Sequence[tuple[int, int, int]],
         global_norms: Sequence[float] | np.ndarray,
         losses: Sequence[float] | np.ndarray = (),
     ) -> list[Diagnosis]:
-        """Judge one window. ``layer_norms``: ``[steps, layers]`` with layers ordered input to output."""
+        """Judge one window.
+
+        Args:
+            layer_norms: ``[steps, layers]`` per-layer norms.
+            paths: ``(first layer, last layer, comparable layers on the path)`` for each gradient path: the
+                depth rule only compares the two ends of one path (one optimizer, one chain of ops).
+        """
         t = self.thresholds
         w = int(t.window)
         norms = np.asarray(global_norms, dtype=np.float64)
@@ -75,35 +81,37 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         if len(self.norms) < t.min_steps or not steps:
             return []
         decided = int(steps[-1])
-        return self._depth(decided, layers, comparable) or self._collapse(decided)
+        return self._depth(decided, layers, paths) or self._collapse(decided)
 
-    def _depth(self, decided: int, layers: Sequence[str], comparable: Sequence[bool]) -> list[Diagnosis]:
+    def _depth(self, decided: int, layers: Sequence[str], paths: Sequence[tuple[int, int, int]]) -> list[Diagnosis]:
         t = self.thresholds
-        dense = [i for i, ok in enumerate(comparable) if ok]
-        if len(dense) < t.min_layers:
+        long_paths = [p for p in paths if p[2] >= t.min_layers]
+        if not long_paths or not self.layer_rows:
             return []
-        rows = np.asarray(self.layer_rows)[:, dense]
+        rows = np.asarray(self.layer_rows)
+        if rows.ndim != 2 or rows.shape[1] != len(layers):
+            return []
         level = column_medians(np.where(rows > 0, rows, np.nan))
-        first, last = level[0], level[-1]
-        if not (np.isfinite(first) and np.isfinite(last)) or last <= 0:
+        worst: tuple[float, int, int, int] | None = None
+        for first, last, count in long_paths:
+            a, b = level[first], level[last]
+            if np.isfinite(a) and np.isfinite(b) and b > 0 and (worst is None or a / b < worst[0]):
+                worst = (float(a / b), first, last, count)
+        if worst is None or worst[0] >= t.layer_ratio:
             return []
-        ratio = first / last
-        if ratio >= t.layer_ratio:
-            return []
-        below = [layers[dense[i]] for i, v in enumerate(level) if np.isfinite(v) and v / last < t.layer_ratio]
+        ratio, first, last, count = worst
         message = (
-            f"The first layer {layers[dense[0]]} gets gradients {1 / ratio:.3g}x smaller than the last layer "
-            f"{layers[dense[-1]]} (median over {len(rows)} steps: {first:.3g} vs {last:.3g}); "
-            f"{len(below)} of {len(dense)} weight layers are below {t.layer_ratio:g}x the last."
+            f"The first layer {layers[first]} gets gradients {1 / ratio:.3g}x smaller than the last layer "
+            f"{layers[last]} of the same gradient path (median over {len(rows)} steps: {level[first]:.3g} vs "
+            f"{level[last]:.3g}; {count} weight layers on the path)."
         )
         evidence = {
-            "first_layer_norm": float(first),
-            "last_layer_norm": float(last),
-            "ratio": float(ratio),
-            "layers_below": len(below),
-            "weight_layers": len(dense),
+            "first_layer_norm": float(level[first]),
+            "last_layer_norm": float(level[last]),
+            "ratio": ratio,
+            "weight_layers": count,
         }
-        return [self.diagnosis(decided, message, evidence, subject=layers[dense[0]])]
+        return [self.diagnosis(decided, message, evidence, subject=layers[first])]
 
     def _collapse(self, decided: int) -> list[Diagnosis]:
         t = self.thresholds

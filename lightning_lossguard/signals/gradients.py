@@ -1,14 +1,16 @@
 """Per-parameter gradient norms, measured on the device with fused ops.
 
-Per optimizer step: one ``torch._foreach_norm`` over the gradients and one ``torch.stack`` into a device
-row. Nothing is read back here. On report steps only, two extra samples are taken: the share of "dead
-units" (output rows whose gradient is exactly zero) and the update-to-weight ratio of the step.
+On a sampled optimizer step: one ``torch._foreach_norm`` over the gradients and one ``torch.stack`` into a
+device row. Nothing is read back here. Gradients of every kind people train are read: float32/16/bf16
+(summed in float32: half-precision sums of squares overflow), float64 and complex (in their own precision),
+sparse gradients (the norm of their stored values) and DTensor shards (the local shard's norm; the
+recorder sums the squares across ranks once per report). On report steps only, two extra samples are taken:
+the share of "dead units" (output rows whose gradient is exactly zero) and the update-to-weight ratio.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,113 +20,90 @@ from lightning_lossguard.signals.buffer import DeviceRows
 NO_GRADIENT = -1.0
 """Row value for a parameter that had no gradient (``p.grad is None``) at that step."""
 
-
-@dataclass(frozen=True)
-class ParameterLayout:
-    """Which trainable parameters are watched, and how they group into layers."""
-
-    names: tuple[str, ...]
-    layer_of: tuple[int, ...]  # parameter index -> layer index
-    layers: tuple[str, ...]  # layer names, in execution order where known
-    comparable: tuple[bool, ...]  # per layer: a dense weight layer whose norm can be compared across depth
-    unit_params: tuple[int, ...]  # parameters with output units (dense >=2-D weights): dead-unit sampling
-
-
-def layer_name(parameter_name: str) -> str:
-    """``encoder.3.weight`` -> ``encoder.3``; a parameter owned by the root module is its own layer."""
-    owner, _, _ = parameter_name.rpartition(".")
-    return owner or parameter_name
-
-
-def build_layout(module: nn.Module, execution_order: Sequence[str] = ()) -> ParameterLayout:
-    """Describe the trainable parameters of ``module``.
-
-    Args:
-        module: the model; only parameters with ``requires_grad`` are watched (frozen ones are never
-            reported).
-        execution_order: module names in the order their forward ran, when known. Layers are sorted by
-            it so "first" and "last" layer mean input side and output side.
-    """
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    modules = dict(module.named_modules())
-    rank = {name: i for i, name in enumerate(execution_order)}
-    registration: dict[str, int] = {}
-    for name, _ in named:
-        registration.setdefault(layer_name(name), len(registration))
-    layers = sorted(registration, key=lambda n: (rank.get(n, len(rank) + registration[n]), registration[n]))
-    index = {n: i for i, n in enumerate(layers)}
-    comparable = []
-    for layer in layers:
-        owner = modules.get(layer)
-        dense = any(p.dim() >= 2 for n, p in named if layer_name(n) == layer)
-        comparable.append(dense and not isinstance(owner, (nn.Embedding, nn.EmbeddingBag)))
-    unit_params = tuple(
-        i
-        for i, (n, p) in enumerate(named)
-        if p.dim() >= 2 and not isinstance(modules.get(layer_name(n)), (nn.Embedding, nn.EmbeddingBag))
-    )
-    return ParameterLayout(
-        names=tuple(n for n, _ in named),
-        layer_of=tuple(index[layer_name(n)] for n, _ in named),
-        layers=tuple(layers),
-        comparable=tuple(comparable),
-        unit_params=unit_params,
-    )
+_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class GradientProbe:
-    """Records per-parameter gradient norms into a device buffer, one row per optimizer step.
+    """Records per-parameter gradient norms into a device buffer, one row per sampled optimizer step.
 
     Args:
         parameters: the watched parameters, in layout order.
+        sharded: per parameter, whether its gradient is a shard of a DTensor (the row then holds the local
+            shard's norm, to be combined across ranks by the recorder).
     """
 
-    def __init__(self, parameters: Sequence[nn.Parameter]) -> None:
+    def __init__(self, parameters: Sequence[nn.Parameter], sharded: Sequence[bool] = ()) -> None:
         self.parameters = list(parameters)
-        self.rows = DeviceRows(max(1, len(self.parameters)))
-        self.dead_units = DeviceRows(max(1, len(self.parameters)))
-        self.update_ratio = DeviceRows(max(1, len(self.parameters)))
+        self.sharded = list(sharded) or [False] * len(self.parameters)
+        width = max(1, len(self.parameters))
+        self.rows = DeviceRows(width)
+        self.dead_units = DeviceRows(width)
+        self.update_ratio = DeviceRows(width)
         self._index = {id(p): i for i, p in enumerate(self.parameters)}
-        self._groups: dict[int, tuple[list[nn.Parameter], bool]] = {}
+        self._groups: dict[int, tuple[list[nn.Parameter], list[int], bool]] = {}
+        self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
         self._before_step: list[tuple[int, torch.Tensor]] = []
 
-    def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], bool]:
-        # Parameters of this optimizer that we watch, and whether they are the whole row, in order.
+    def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
+        # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
         key = id(optimizer)
         if key not in self._groups:
             params = [p for g in optimizer.param_groups for p in g["params"] if id(p) in self._index]
-            whole = [self._index[id(p)] for p in params] == list(range(len(self.parameters)))
-            self._groups[key] = (params, whole)
+            positions = [self._index[id(p)] for p in params]
+            self._groups[key] = (params, positions, positions == list(range(len(self.parameters))))
         return self._groups[key]
 
     def record(self, optimizer: torch.optim.Optimizer, row: torch.Tensor | None = None) -> torch.Tensor | None:
         """Store this optimizer's gradient norms in a new row, or in ``row`` (several optimizers stepping in
-        one batch share it). Returns the row written, None when no parameter had a gradient. Device work only."""
-        params, whole = self._group(optimizer)
-        grads = [p.grad for p in params]
-        present = [g for g in grads if g is not None]
-        if not present:
+        one batch share it). Returns the row written (``NO_GRADIENT`` where a parameter had none), or None when
+        the optimizer steps no watched parameter. Device work only."""
+        params, positions, whole = self._group(optimizer)
+        if not params:
             return row
-        # float32 accumulation: half-precision sums of squares overflow at 65504.
-        norms = torch._foreach_norm(present, 2, dtype=torch.float32)
-        if row is None:
-            row = self.rows.next_row(present[0].device)
-            if whole and len(present) == len(grads):
-                torch.stack(norms, out=row)
+        grads = [p.grad for p in params]
+        key = id(optimizer)
+        if self._fused.get(key) and not any(g is None for g in grads):
+            try:
+                fused = torch._foreach_norm(grads, 2, dtype=torch.float32)  # type: ignore[arg-type]
+            except (RuntimeError, TypeError, NotImplementedError):
+                self._fused[key] = False
+            else:
+                if row is None and whole:
+                    row = self.rows.next_row(fused[0].device)
+                    torch.stack(fused, out=row)
+                    return row
+                row = self._open(row, fused[0].device)
+                _scatter(row, positions, fused)
                 return row
-            row.fill_(NO_GRADIENT)
-        # Some parameters had no gradient, or several optimizers share the row.
-        positions = [self._index[id(p)] for p, g in zip(params, grads) if g is not None]
-        _scatter(row, positions, norms)
+        present = [(i, g) for i, g in zip(positions, grads) if g is not None]
+        if key not in self._fused and len(present) == len(grads):
+            self._fused[key] = all(_plain(g) for g in grads)
+        if not present:
+            row = self._open(row, self._device(params))
+            return row  # every parameter of this optimizer had no gradient: a detached graph shows as -1s
+        norms, where = _norms(present)
+        row = self._open(row, norms[0].device)
+        _scatter(row, where, [n if n.device == row.device else n.to(row.device, non_blocking=True) for n in norms])
         return row
+
+    def _open(self, row: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        if row is None:
+            row = self.rows.next_row(device)
+            row.fill_(NO_GRADIENT)
+        return row
+
+    @staticmethod
+    def _device(params: Sequence[nn.Parameter]) -> torch.device:
+        local = getattr(params[0], "to_local", None)
+        return local().device if callable(local) else params[0].device
 
     def sample_dead_units(self, unit_params: Iterable[int]) -> None:
         """Report steps only: per parameter with output units, the share of units with an all-zero gradient."""
         shares: list[torch.Tensor] = []
         positions: list[int] = []
         for i in unit_params:
-            grad = self.parameters[i].grad
-            if grad is None:
+            grad = _local(self.parameters[i].grad)
+            if grad is None or grad.layout != torch.strided or grad.dim() < 2:
                 continue
             # One reading pass and no copy of the gradient (abs() would allocate one).
             dead = torch.count_nonzero(grad.detach().flatten(1), dim=1) == 0
@@ -138,13 +117,14 @@ class GradientProbe:
 
     def snapshot_weights(self, optimizer: torch.optim.Optimizer, max_elements: int) -> None:
         """Report steps only: copy the weights before the optimizer step (bounded by ``max_elements``)."""
-        params, _ = self._group(optimizer)
+        params, positions, _ = self._group(optimizer)
         budget = max_elements
-        for p in params:
-            if p.grad is None or p.numel() > budget:
+        for p, i in zip(params, positions):
+            weight = _local(p.detach())
+            if p.grad is None or weight is None or weight.numel() > budget or weight.is_complex():
                 continue
-            budget -= p.numel()
-            self._before_step.append((self._index[id(p)], p.detach().clone()))
+            budget -= weight.numel()
+            self._before_step.append((i, weight.clone()))
 
     def sample_update_ratio(self) -> None:
         """Report steps only, after the optimizer step: ||w_after - w_before|| / ||w_before|| per parameter."""
@@ -152,14 +132,53 @@ class GradientProbe:
             return
         positions = [i for i, _ in self._before_step]
         before = [w for _, w in self._before_step]
-        sizes = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32)).clamp_min(1e-12)
+        after = [_local(self.parameters[i].detach()) for i in positions]
+        sizes = torch.stack([torch.linalg.vector_norm(w, dtype=torch.float32) for w in before]).clamp_min(1e-12)
         # The snapshots are ours: turn them into the updates in place instead of allocating the differences.
-        torch._foreach_sub_(before, [self.parameters[i].detach() for i in positions])
-        ratios = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32)) / sizes
+        torch._foreach_sub_(before, after)  # type: ignore[arg-type]
+        ratios = torch.stack([torch.linalg.vector_norm(w, dtype=torch.float32) for w in before]) / sizes
         row = self.update_ratio.next_row(ratios.device)
         row.fill_(NO_GRADIENT)
         _scatter(row, positions, list(ratios.unbind()))
         self._before_step.clear()
+
+
+def _plain(grad: torch.Tensor | None) -> bool:
+    """A dense float32/16/bf16 tensor (not a DTensor, not sparse): the fused norm's case."""
+    return type(grad) is torch.Tensor and grad.layout == torch.strided and grad.dtype in _FUSED_DTYPES
+
+
+def _local(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """The local shard of a DTensor (no communication), the tensor itself otherwise."""
+    if tensor is None:
+        return None
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def _norms(present: Sequence[tuple[int, torch.Tensor]]) -> tuple[list[torch.Tensor], list[int]]:
+    """Norms of gradients of any kind: fused for dense float32/16/bf16, one op each for the rest."""
+    fused: list[torch.Tensor] = []
+    fused_at: list[int] = []
+    norms: list[torch.Tensor] = []
+    where: list[int] = []
+    for i, grad in present:
+        g = _local(grad)
+        assert g is not None
+        if g.layout == torch.sparse_coo:
+            g = g._values()  # the norm of the stored values (duplicates of an uncoalesced gradient count apart)
+        elif g.layout != torch.strided:
+            g = g.values()
+        if g.dtype in _FUSED_DTYPES:
+            fused.append(g)
+            fused_at.append(i)
+        else:  # float64 and complex: summed in their own precision, stored as float32
+            norms.append(torch.linalg.vector_norm(g))
+            where.append(i)
+    if fused:
+        norms = [*torch._foreach_norm(fused, 2, dtype=torch.float32), *norms]
+        where = fused_at + where
+    return norms, where
 
 
 def _scatter(row: torch.Tensor, positions: list[int], values: Sequence[torch.Tensor]) -> None:

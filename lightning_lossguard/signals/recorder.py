@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lightning_lossguard.signals.clock import Clock
-from lightning_lossguard.signals.gradients import GradientProbe
+from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.step_timer import PHASES, StepTimer
 from lightning_lossguard.signals.window import Window
@@ -26,8 +26,14 @@ class SignalRecorder:
         loss_scale: multiply recorded losses by this (Lightning divides by ``accumulate_grad_batches``).
     """
 
-    def __init__(self, parameters: Sequence[nn.Parameter], clock: Clock, loss_scale: float = 1.0) -> None:
-        self.gradients = GradientProbe(parameters)
+    def __init__(
+        self,
+        parameters: Sequence[nn.Parameter],
+        clock: Clock,
+        loss_scale: float = 1.0,
+        sharded: Sequence[bool] = (),
+    ) -> None:
+        self.gradients = GradientProbe(parameters, sharded)
         self.losses = LossProbe()
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
@@ -35,6 +41,14 @@ class SignalRecorder:
         self._batch_row: torch.Tensor | None = None
         self._batch_steps: list[int] = []
         self._sample_step: int | None = None
+
+    def watch(self, parameters: Sequence[nn.Parameter], sharded: Sequence[bool] = ()) -> None:
+        """Watch another set of parameters from now on. Rows of the old set not yet drained are dropped (rows of
+        two sets never share a window): call it right after :meth:`drain`, or before the first report."""
+        self.gradients = GradientProbe(parameters, sharded)
+        self._batch_row = None
+        self._optimizer_steps = []
+        self._sample_step = None
 
     # -- per-step path ----------------------------------------------------------------------------
     def begin_batch(self) -> None:
@@ -72,7 +86,9 @@ class SignalRecorder:
         """Copy everything recorded since the last call to the host: the one device read per interval.
 
         ``reduce_sum`` (distributed runs) all-reduces one packed tensor of losses and timings, averaged over
-        ranks so a NaN on any rank shows. Gradient norms need no reduction: DDP all-reduced the gradients.
+        ranks so a NaN on any rank shows, and the squares of sharded parameters' local gradient norms (a
+        DTensor shard per rank), summed into the global norm. Other gradient norms need no reduction: DDP
+        all-reduced the gradients.
         """
         grads = self.gradients.rows.take()
         dead = self.gradients.dead_units.take()
@@ -88,6 +104,7 @@ class SignalRecorder:
             shared = reduce_sum(torch.cat([losses.reshape(-1).to(device), timing.reshape(-1)])) / world_size
             parts[3] = shared[: losses.numel()].reshape(losses.shape)
             parts.append(shared[losses.numel() :].reshape(timing.shape))
+            parts[0] = self._global_norms(grads.to(device), reduce_sum)
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
         host = flat.cpu().double().numpy()  # the single device-to-host copy of the interval
         pieces: list[np.ndarray] = []
@@ -118,3 +135,16 @@ class SignalRecorder:
         self._batch_steps = []
         self._sample_step = None
         return window
+
+    def _global_norms(self, rows: torch.Tensor, reduce_sum: ReduceSum) -> torch.Tensor:
+        """Sharded columns: the local norms of every rank combined into the global norm (sum of squares)."""
+        sharded = [i for i, s in enumerate(self.gradients.sharded) if s]
+        if not sharded or rows.numel() == 0:
+            return rows
+        columns = torch.tensor(sharded, device=rows.device)
+        local = rows[:, columns]
+        present = local != NO_GRADIENT  # alike on every rank; a NaN shard makes the global norm NaN everywhere
+        total = reduce_sum(torch.where(present, local.double() ** 2, torch.zeros_like(local, dtype=torch.float64)))
+        rows = rows.clone()
+        rows[:, columns] = torch.where(present, total.sqrt().float(), local)
+        return rows

@@ -21,7 +21,8 @@ PHASES = ("data", "training_step", "forward", "loss", "backward", "optimizer", "
   epoch-start gaps excluded).
 - ``training_step``: forward plus loss (batch start to the start of backward).
 - ``forward``: time inside the model's outermost forward calls.
-- ``loss``: time in ``lossguard.timed("loss")`` sections when used, else ``training_step - forward``.
+- ``loss``: time in ``lossguard.timed("loss")`` sections when used, else the time from the end of the last
+  outermost forward call to the start of backward (NaN when no forward call was seen in the batch).
 - ``backward``, ``optimizer`` (hook before the optimizer step to batch end: clipping and the step), ``step``
   (the whole batch).
 """
@@ -143,10 +144,11 @@ class StepTimer:
         forward = self._sum(batch.forward)
         if "loss" in batch.sections:
             loss = self._sum(batch.sections["loss"])
-        elif batch.forward and not math.isnan(training_step):
-            loss = max(training_step - forward, 0.0)
+        elif batch.forward and batch.backward_start is not None:
+            # The loss follows the forward: from the end of the last outermost forward to the backward.
+            loss = max(self._span(batch.forward[-1][1], batch.backward_start), 0.0)
         else:
-            loss = math.nan
+            loss = math.nan  # no forward was seen: the split is not measured, so it is not claimed
         return {
             "data": batch.data_ms,
             "training_step": training_step,

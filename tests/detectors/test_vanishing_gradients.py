@@ -3,33 +3,36 @@ import numpy as np
 from lightning_lossguard.detectors import VanishingGradients
 
 LAYERS = [f"net.{i}" for i in range(6)]
-DENSE = [True] * 6
+CHAIN = [(0, 5, 6)]  # one gradient path from net.0 to net.5 through 6 weight layers
 
 
 def test_depth_ratio_names_the_first_layer() -> None:
     levels = np.array([1e-9, 1e-7, 1e-5, 1e-3, 1e-1, 1.0])
     rows = np.tile(levels, (30, 1)) * np.random.default_rng(0).uniform(0.5, 2, (30, 6))
-    [found] = VanishingGradients().update(list(range(30)), rows, LAYERS, DENSE, rows.max(1))
+    [found] = VanishingGradients().update(list(range(30)), rows, LAYERS, CHAIN, rows.max(1))
     assert found.subject == "net.0" and found.severity == "warning"
     assert found.evidence["ratio"] < 1e-3
-    assert found.evidence["layers_below"] >= 3
+    assert found.evidence["weight_layers"] == 6
     assert "ReLU" in found.remedies[0]
 
 
 def test_healthy_depth_profile_stays_quiet() -> None:
     rows = np.tile([0.3, 0.5, 1.0, 0.8, 2.0, 1.0], (100, 1))
-    assert VanishingGradients().update(list(range(100)), rows, LAYERS, DENSE, rows.max(1)) == []
+    assert VanishingGradients().update(list(range(100)), rows, LAYERS, CHAIN, rows.max(1)) == []
 
 
-def test_embeddings_are_not_compared() -> None:
-    rows = np.tile([1e-8, 1.0, 1.0, 1.0, 1.0, 1.0], (50, 1))  # a sparse embedding first
-    comparable = [False] + [True] * 5
-    assert VanishingGradients().update(list(range(50)), rows, LAYERS, comparable, rows.max(1)) == []
+def test_only_the_ends_of_one_gradient_path_are_compared() -> None:
+    # An actor (net.0-net.2) and a critic (net.3-net.5) trained side by side: the actor's first layer is tiny
+    # next to the critic's last, but they are not on one path; along each path the ratio is healthy.
+    rows = np.tile([0.016, 0.02, 0.05, 50.0, 90.0, 147.0], (50, 1))
+    paths = [(0, 2, 3), (3, 5, 3)]
+    assert VanishingGradients().update(list(range(50)), rows, LAYERS, paths, rows.max(1)) == []
+    assert VanishingGradients().update(list(range(50)), rows, LAYERS, [(0, 5, 6)], rows.max(1)) != []
 
 
-def test_shallow_models_are_not_judged_by_depth() -> None:
+def test_shallow_paths_are_not_judged_by_depth() -> None:
     rows = np.tile([1e-9, 1.0], (50, 1))
-    assert VanishingGradients().update(list(range(50)), rows, ["a", "b"], [True, True], rows.max(1)) == []
+    assert VanishingGradients().update(list(range(50)), rows, ["a", "b"], [(0, 1, 2)], rows.max(1)) == []
 
 
 def test_collapse_while_the_loss_is_flat() -> None:
@@ -37,7 +40,7 @@ def test_collapse_while_the_loss_is_flat() -> None:
     n = 120
     norms = np.concatenate([np.ones(50), np.full(n - 50, 1e-6)])
     rows = np.tile(norms[:, None], (1, 2))
-    [found] = detector.update(list(range(n)), rows, ["a", "b"], [True, True], norms, np.full(n, 2.3))
+    [found] = detector.update(list(range(n)), rows, ["a", "b"], [(0, 1, 2)], norms, np.full(n, 2.3))
     assert "collapsed" in found.message
 
 
@@ -46,7 +49,7 @@ def test_shrinking_gradients_of_a_converging_run_stay_quiet() -> None:
     norms = np.concatenate([np.ones(50), np.full(n - 50, 1e-6)])
     losses = np.concatenate([np.full(50, 2.3), np.full(n - 50, 1e-4)])
     rows = np.tile(norms[:, None], (1, 2))
-    assert VanishingGradients().update(list(range(n)), rows, ["a", "b"], [True, True], norms, losses) == []
+    assert VanishingGradients().update(list(range(n)), rows, ["a", "b"], [(0, 1, 2)], norms, losses) == []
 
 
 def test_column_medians_match_numpy_nanmedian() -> None:

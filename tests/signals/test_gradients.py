@@ -2,7 +2,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, build_layout, layer_name
+from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe
+from lightning_lossguard.signals.parameters import build_layout, layer_name, watched_parameters
 from lightning_lossguard.signals.window import global_norms, layer_norms
 
 
@@ -20,9 +21,15 @@ class Net(nn.Module):
         return self.head(self.body(self.embed(x).mean(1)))
 
 
+def _watched(net: nn.Module) -> object:
+    return watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)])
+
+
 def test_layout_orders_layers_by_execution_and_skips_frozen_parameters() -> None:
-    layout = build_layout(Net(), execution_order=["embed", "body.0", "body.1", "head"])
-    assert "frozen.weight" not in layout.names
+    net = Net()
+    watched = _watched(net)
+    layout = build_layout(net, watched, execution_order=["embed", "body.0", "body.1", "head"])
+    assert "frozen.weight" not in watched.names and "frozen.weight" in watched.frozen
     assert layout.layers[:4] == ("embed", "body.0", "body.1", "head")
     comparable = dict(zip(layout.layers, layout.comparable))
     assert comparable == {"embed": False, "body.0": True, "body.1": False, "head": True, "unused": True}
@@ -31,8 +38,10 @@ def test_layout_orders_layers_by_execution_and_skips_frozen_parameters() -> None
 
 def test_norms_match_a_slow_per_parameter_reference() -> None:
     net = Net()
-    layout = build_layout(net)
-    params = [dict(net.named_parameters())[n] for n in layout.names]
+    watched = _watched(net)
+    layout = build_layout(net, watched)
+    params = list(watched.params)
+    names = list(watched.names)
     probe = GradientProbe(params)
     opt = torch.optim.SGD(params, lr=0.1)
     for _ in range(3):
@@ -43,7 +52,7 @@ def test_norms_match_a_slow_per_parameter_reference() -> None:
     assert rows.shape == (3, len(params))
     reference = [p.grad.norm().item() if p.grad is not None else NO_GRADIENT for p in params]
     np.testing.assert_allclose(rows[-1], reference, rtol=1e-5)
-    assert rows[-1][layout.names.index("unused.weight")] == NO_GRADIENT
+    assert rows[-1][names.index("unused.weight")] == NO_GRADIENT
     total = torch.sqrt(sum(p.grad.norm() ** 2 for p in params if p.grad is not None)).item()
     np.testing.assert_allclose(global_norms(rows)[-1], total, rtol=1e-5)
     per_layer = layer_norms(rows, layout.layer_of, len(layout.layers))

@@ -47,7 +47,7 @@ def test_phases_of_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert steps == [3]
     assert phases["training_step"] == [pytest.approx(4.0)]
     assert phases["forward"] == [pytest.approx(2.0)]
-    assert phases["loss"] == [pytest.approx(2.0)]
+    assert phases["loss"] == [pytest.approx(1.0)]  # from the forward's end to backward, not the batch preparation
     assert phases["backward"] == [pytest.approx(3.0)]
     assert phases["optimizer"] == [pytest.approx(3.0)]
     assert phases["step"] == [pytest.approx(10.0)]

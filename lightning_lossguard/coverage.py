@@ -1,0 +1,37 @@
+"""What LossGuard should have watched and could not: the report's ``coverage`` gaps.
+
+A gap is a signal that should have been measured and was not (an internal error, a tensor type it cannot
+read, parameters it could not watch, gradients that never passed through Lightning's optimizer hook). A
+run too short to judge, or without validation, is a note, not a gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_lossguard.report.json_report import Gap
+
+
+class Coverage:
+    """The run's gaps, each ``(signal, reason)`` once, in the order found."""
+
+    def __init__(self) -> None:
+        self.gaps: list[Gap] = []
+
+    def add(self, signal: str, reason: str) -> Gap | None:
+        """Record a gap; returns it when it is new (so the caller can tell the user once)."""
+        gap = Gap(signal, reason)
+        if gap in self.gaps:
+            return None
+        self.gaps.append(gap)
+        return gap
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+    def state_dict(self) -> list[dict[str, str]]:
+        return [g.to_dict() for g in self.gaps]
+
+    def load_state_dict(self, state: Any) -> None:
+        self.gaps = [Gap(str(g["signal"]), str(g["reason"])) for g in state or []]

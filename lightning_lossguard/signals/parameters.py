@@ -1,0 +1,150 @@
+"""Which parameters are watched, and how they group into layers.
+
+A parameter is watched when an optimizer steps it and it can learn now: it is in a ``param_group``, it
+requires a gradient, and it is materialized (a lazy module's parameters join after its first forward).
+The set is re-read on report steps, so parameters added (``add_param_group``), unfrozen or frozen during a
+run are watched from the next interval on, and a frozen parameter's zero gradient is never read as a dead
+unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedParameter
+
+READABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.complex64, torch.complex128)
+"""Parameter dtypes whose gradient norm LossGuard measures (others get no gradient, or cannot be read)."""
+
+
+@dataclass(frozen=True)
+class WatchedSet:
+    """The parameters LossGuard watches in this interval.
+
+    Attributes:
+        names: one per watched parameter (``module.named_parameters`` names; ``optimizer<i>.param<j>`` for a
+            parameter the module does not own).
+        params: the parameters, aligned with ``names``.
+        groups: per parameter, the index of the optimizer that steps it (one gradient path per optimizer).
+        pending: parameters not materialized yet (lazy modules): watched once they are.
+        unreadable: ``(name, reason)`` for parameters LossGuard cannot read: coverage gaps.
+        frozen: names of parameters an optimizer holds but that do not require a gradient now.
+    """
+
+    names: tuple[str, ...]
+    params: tuple[nn.Parameter, ...]
+    groups: tuple[int, ...]
+    pending: int = 0
+    unreadable: tuple[tuple[str, str], ...] = ()
+    frozen: tuple[str, ...] = ()
+
+    @property
+    def signature(self) -> tuple[object, ...]:
+        """Changes when the watched set changes (identity of each parameter and its optimizer)."""
+        return (tuple(id(p) for p in self.params), self.groups, self.pending)
+
+
+def watched_parameters(module: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> WatchedSet:
+    """The parameters the ``optimizers`` step that LossGuard can watch now (a Python pass over the parameters:
+    report steps only)."""
+    owned = {id(p): n for n, p in module.named_parameters(remove_duplicate=True)}
+    names: list[str] = []
+    params: list[nn.Parameter] = []
+    groups: list[int] = []
+    unreadable: list[tuple[str, str]] = []
+    frozen: list[str] = []
+    pending = 0
+    seen: set[int] = set()
+    for index, optimizer in enumerate(optimizers):
+        position = 0
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                position += 1
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                name = owned.get(id(p), f"optimizer{index}.param{position - 1}")
+                if isinstance(p, UninitializedParameter):
+                    pending += 1
+                elif not p.requires_grad:
+                    frozen.append(name)
+                elif p.dtype not in READABLE_DTYPES:
+                    unreadable.append((name, f"dtype {p.dtype} has no gradient norm LossGuard can read"))
+                else:
+                    names.append(name)
+                    params.append(p)
+                    groups.append(index)
+    return WatchedSet(tuple(names), tuple(params), tuple(groups), pending, tuple(unreadable), tuple(frozen))
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """How the watched parameters group into layers.
+
+    Attributes:
+        layer_of: parameter index -> layer index.
+        layers: layer names, input side first where the execution order is known.
+        comparable: per layer, a dense weight layer whose norm can be compared across depth (not an
+            embedding, not biases or norms alone).
+        unit_params: parameters with output units (dense >= 2-D weights): dead-unit sampling.
+        layer_group: per layer, the optimizer that steps it (-1 when its parameters have several).
+    """
+
+    layer_of: tuple[int, ...]
+    layers: tuple[str, ...]
+    comparable: tuple[bool, ...]
+    unit_params: tuple[int, ...]
+    layer_group: tuple[int, ...]
+
+
+def layer_name(parameter_name: str) -> str:
+    """``encoder.3.weight`` -> ``encoder.3``; a parameter owned by the root module is its own layer."""
+    owner, _, _ = parameter_name.rpartition(".")
+    return owner or parameter_name
+
+
+_NOT_COMPARABLE = (nn.Embedding, nn.EmbeddingBag)
+
+
+def build_layout(module: nn.Module, watched: WatchedSet, execution_order: Sequence[str] = ()) -> ParameterLayout:
+    """Group the watched parameters into layers, sorted by ``execution_order`` (module names in the order their
+    forward ran) when known, so "first" and "last" layer mean input side and output side."""
+    modules = dict(module.named_modules())
+    rank = {name: i for i, name in enumerate(execution_order)}
+    registration: dict[str, int] = {}
+    for name in watched.names:
+        registration.setdefault(layer_name(name), len(registration))
+    layers = sorted(registration, key=lambda n: (rank.get(n, len(rank) + registration[n]), registration[n]))
+    index = {n: i for i, n in enumerate(layers)}
+    members: dict[str, list[int]] = {n: [] for n in layers}
+    for i, name in enumerate(watched.names):
+        members[layer_name(name)].append(i)
+    comparable = []
+    layer_group = []
+    for layer in layers:
+        mine = members[layer]
+        dense = any(watched.params[i].dim() >= 2 for i in mine)
+        comparable.append(dense and not isinstance(modules.get(layer), _NOT_COMPARABLE))
+        groups = {watched.groups[i] for i in mine}
+        layer_group.append(groups.pop() if len(groups) == 1 else -1)
+    unit_params = tuple(
+        i
+        for i, (n, p) in enumerate(zip(watched.names, watched.params))
+        if p.dim() >= 2 and not p.is_complex() and not isinstance(modules.get(layer_name(n)), _NOT_COMPARABLE)
+    )
+    return ParameterLayout(
+        layer_of=tuple(index[layer_name(n)] for n in watched.names),
+        layers=tuple(layers),
+        comparable=tuple(comparable),
+        unit_params=unit_params,
+        layer_group=tuple(layer_group),
+    )
+
+
+def is_sharded(p: torch.Tensor) -> bool:
+    """A DTensor parameter split across ranks (FSDP2): its gradient norm needs a cross-rank sum of squares."""
+    placements = getattr(p, "placements", None)
+    return placements is not None and any(getattr(pl, "is_shard", lambda: False)() for pl in placements)
