@@ -12,6 +12,7 @@ import pytest
 from lightning_lossguard import LossGuard
 from lightning_lossguard.detectors import DETECTORS
 
+WINDOW = "baseline_window must be an integer"
 BAD = [
     # (kwargs, exception, what the message must say)
     ({"fail_on": "fatal"}, ValueError, "fail_on must be one of None, 'warning', 'error'; got 'fatal'"),
