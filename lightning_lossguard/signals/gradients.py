@@ -133,14 +133,21 @@ class GradientProbe:
         positions = [i for i, _ in self._before_step]
         before = [w for _, w in self._before_step]
         after = [_local(self.parameters[i].detach()) for i in positions]
-        sizes = torch.stack([torch.linalg.vector_norm(w, dtype=torch.float32) for w in before]).clamp_min(1e-12)
+        sizes = torch.stack([_norm32(w) for w in before]).clamp_min(1e-12)
         # The snapshots are ours: turn them into the updates in place instead of allocating the differences.
         torch._foreach_sub_(before, after)  # type: ignore[arg-type]
-        ratios = torch.stack([torch.linalg.vector_norm(w, dtype=torch.float32) for w in before]) / sizes
+        ratios = torch.stack([_norm32(w) for w in before]) / sizes
         row = self.update_ratio.next_row(ratios.device)
         row.fill_(NO_GRADIENT)
         _scatter(row, positions, list(ratios.unbind()))
         self._before_step.clear()
+
+
+def _norm32(tensor: torch.Tensor) -> torch.Tensor:
+    """The L2 norm as a float32 scalar: half precision summed in float32, float64 in its own precision."""
+    if tensor.dtype in _FUSED_DTYPES:
+        return torch.linalg.vector_norm(tensor, dtype=torch.float32)
+    return torch.linalg.vector_norm(tensor).float()
 
 
 def _plain(grad: torch.Tensor | None) -> bool:
