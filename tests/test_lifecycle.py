@@ -1,0 +1,100 @@
+"""The lifecycles users run: validate/test after fit, fit twice, short epochs, internal errors in any hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.fault_zoo.scenarios import build
+from lightning_lossguard import LossGuard, LossGuardAlarm, Severity
+from lightning_lossguard.diagnostician import Diagnostician
+from lightning_lossguard.signals.recorder import SignalRecorder
+from lightning_lossguard.signals.step_timer import StepTimer
+from tests.conftest import events, trainer
+
+
+def report(guard: LossGuard) -> dict[str, Any]:
+    assert guard.report_path is not None
+    return json.loads(Path(guard.report_path).read_text())
+
+
+def test_validate_and_test_after_fit_leave_the_fit_alone(tmp_path: Path) -> None:
+    run = build("nan_in_batch")
+    guard = LossGuard(report_every=10, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=100)
+    t.fit(run.module, run.train, run.train)
+    before = Path(guard.report_path or "").read_text()
+    diagnoses = guard.diagnoses
+    guard.fail_on = Severity.ERROR  # it would raise if validate() or test() judged the fit again
+    run.module.test_step = run.module.validation_step  # type: ignore[method-assign]
+    t.validate(run.module, run.train)
+    t.test(run.module, run.train)
+    assert guard.diagnoses == diagnoses
+    assert Path(guard.report_path or "").read_text() == before  # not re-judged, not flipped back to "running"
+
+
+def test_a_second_fit_continues_the_record_and_never_hides_a_blow_up(tmp_path: Path) -> None:
+    broken = build("nan_in_batch")
+    guard = LossGuard(report_every=10, verbose=False, fail_on="error")
+    t = trainer(tmp_path, [guard], max_steps=100)
+    with pytest.raises(LossGuardAlarm):
+        t.fit(broken.module, broken.train)
+    assert report(guard)["status"] == "alarm"
+    healthy = build("adam_regression")
+    t.fit_loop.epoch_loop.max_steps = 200
+    t.fit(healthy.module, healthy.train)
+    codes = [d.code for d in guard.diagnoses]
+    assert "nonfinite_loss" in codes  # the first fit's diagnosis is kept
+    data = report(guard)
+    assert data["status"] == "alarm" and "nonfinite_loss" in [d["code"] for d in data["diagnoses"]]
+
+
+def test_epochs_shorter_than_the_report_interval_still_take_the_samples(tmp_path: Path) -> None:
+    run = build("adam_regression")
+    run.train = type(run.train)(run.train.dataset, batch_size=256)  # 8 batches per epoch, validation after each
+    guard = LossGuard(report_every=20, verbose=False)
+    t = trainer(tmp_path, [guard], max_epochs=10)
+    t.fit(run.module, run.train, run.val)
+    samples = events(t.logger.log_dir).Scalars("lossguard/update_ratio")  # type: ignore[union-attr]
+    assert len(samples) == 80 // 20  # validation reports did not reset the sampling clock
+
+
+HOOKS = {
+    # hook that fails -> what to break inside it
+    "start": (SignalRecorder, "__init__"),
+    "on_train_batch_start": (SignalRecorder, "begin_batch"),
+    "on_before_backward": (StepTimer, "backward_start"),
+    "on_before_optimizer_step": (SignalRecorder, "record_gradients"),
+    "on_train_batch_end": (SignalRecorder, "record_loss"),
+    "report": (Diagnostician, "judge"),
+    "on_validation_end": (Diagnostician, "judge_validation"),
+}
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_an_internal_error_in_any_hook_is_a_gap_and_never_breaks_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, hook: str
+) -> None:
+    monkeypatch.setenv("LOSSGUARD_STRICT", "0")
+    owner, name = HOOKS[hook]
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(owner, name, broken)
+    run = build("adam_regression")
+    guard = LossGuard(report_every=10)
+    t = trainer(tmp_path, [guard], max_steps=40)
+    t.fit(run.module, run.train, run.val)
+    assert t.global_step == 40
+    [gap] = guard.gaps
+    assert gap.signal == "monitoring" and f"internal error in {hook}" in gap.reason and "KeyError" in gap.reason
+    data = report(guard)
+    assert data["coverage"]["complete"] is False and data["coverage"]["gaps"][0]["reason"] == gap.reason
+    out = capsys.readouterr().out
+    assert "internal error" in out
+    assert "LossGuard LossGuard" not in out
+    assert not any("forward was not called" in n or n.startswith("Run too short") for n in guard.notes)
