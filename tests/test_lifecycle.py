@@ -87,7 +87,7 @@ def test_an_internal_error_in_any_hook_is_a_gap_and_never_breaks_training(
     monkeypatch.setattr(owner, name, broken)
     run = build("adam_regression")
     guard = LossGuard(report_every=10)
-    t = trainer(tmp_path, [guard], max_steps=40)
+    t = trainer(tmp_path, [guard], max_steps=40, val_check_interval=20)
     t.fit(run.module, run.train, run.val)
     assert t.global_step == 40
     [gap] = guard.gaps
