@@ -314,7 +314,7 @@ class LossGuard(Callback):
             self._recorder.timer.batch_end()
             loss, terms = _loss_of(outputs)
             if loss is not None:
-                self._recorder.record_loss(self._batch_step, loss, terms)
+                self._recorder.record_loss(self._batch_step, loss, terms, _learning_rate(trainer))
                 self._losses_seen += 1
             if self._sampling:
                 self._recorder.sample_after_step()
@@ -640,7 +640,9 @@ def _settings(trainer: pl.Trainer) -> RunSettings:
 
 
 def _learning_rate(trainer: pl.Trainer) -> float:
+    """The first parameter group's learning rate as a host float (a tensor LR would need a sync: NaN)."""
     try:
-        return float(trainer.optimizers[0].param_groups[0]["lr"])
-    except (IndexError, KeyError, TypeError, ValueError):
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+    except (IndexError, KeyError, TypeError):
         return math.nan
+    return float(lr) if isinstance(lr, (int, float)) else math.nan

@@ -36,6 +36,7 @@ from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.remedies import tailor
 from lightning_lossguard.run_layout import RunLayout, RunSettings
 from lightning_lossguard.signals.window import Window
 
@@ -110,6 +111,8 @@ class Diagnostician:
         self.consequences: set[str] = set()
         self._train_losses: deque[float] = deque(maxlen=50)
         self._early_losses: list[float] = []
+        self._update_ratio = math.nan  # the latest median update/weight ratio sampled
+        self.settings = RunSettings()
         self.steps_judged = 0
 
     # -- judging ------------------------------------------------------------------------------------
@@ -125,6 +128,10 @@ class Diagnostician:
         finite_losses = [float(v) for v in window.loss if math.isfinite(v)]
         self._train_losses.extend(finite_losses)
         self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
+        self.settings = layout.settings
+        if window.update_ratio is not None:
+            measured = window.update_ratio[window.update_ratio >= 0]
+            self._update_ratio = median(measured) if measured.size else self._update_ratio
         found += self._judge_gradients(window, layout)
         found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
@@ -152,7 +159,7 @@ class Diagnostician:
                 nonfinite_loss_steps=bad_loss_steps,
             )
         if exploding := self._on(ExplodingGradients):
-            found += exploding.update(opt, norms, layers, layout.layers, layout.clip_val)
+            found += exploding.update(opt, norms, layers, layout.layers, layout.clip_val, window.loss)
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
         if dead := self._on(DeadGradients):
@@ -179,16 +186,17 @@ class Diagnostician:
         starved = (explained | set(self._reported)) & {"dead_gradients", "vanishing_gradients"}
         if tiny and window.update_ratio is not None and window.sample_step is not None and not starved:
             found += tiny.update(
-                window.sample_step, window.update_ratio, self.train_level, learning_rate, self.early_level
+                window.sample_step, window.update_ratio, self.train_level, learning_rate, self.initial_level
             )
         if not batches:
             return found
         if divergence := self._on(LossDivergence):
-            found += divergence.update(batches, window.loss)
+            found += divergence.update(batches, window.loss, window.optimizer_steps, window.grad_norms)
         if oscillation := self._on(LossOscillation):
-            found += oscillation.update(batches, window.loss)
+            found += oscillation.update(batches, window.loss, window.learning_rate)
         if plateau := self._on(LossPlateau):
-            found += plateau.update(batches, window.loss, layout.total_steps)
+            planned = layout.total_steps * layout.settings.accumulate if layout.total_steps else None
+            found += plateau.update(batches, window.loss, planned, self._update_ratio, learning_rate)
         if (imbalance := self._on(LossTermImbalance)) and window.loss_terms:
             found += imbalance.update(batches, window.loss_terms)
         if shift := self._on(LossScaleShift):
@@ -217,6 +225,7 @@ class Diagnostician:
                     window.phase_ms["loss"],
                     window.phase_ms["step"],
                     exact="loss" in window.section_ms,
+                    forward_ms=window.phase_ms.get("forward"),
                 )
         memory = {"host RSS": window.host_rss_mb, "CUDA allocated": window.device_allocated_mb}
         if (growth := self._on(MemoryGrowth)) and any(v is not None for v in memory.values()):
@@ -245,8 +254,8 @@ class Diagnostician:
 
     @property
     def broken_by(self) -> Diagnosis | None:
-        """The first diagnosis after which the run counts as broken, if any."""
-        return next((d for d in self.diagnoses if d.code in BROKEN), None)
+        """The first error after which the run counts as broken (a corroborated blow-up), if any."""
+        return next((d for d in self.diagnoses if d.code in BROKEN and d.severity is Severity.ERROR), None)
 
     def band(self) -> tuple[float, float] | None:
         """The gradient norm's current normal band (for the dashboard), when the baseline exists."""
@@ -307,9 +316,9 @@ class Diagnostician:
         return median(self._train_losses) if self._train_losses else math.nan
 
     @property
-    def early_level(self) -> float:
-        """Training-loss level at the start of the run (median of the first 50 finite batch losses)."""
-        return median(self._early_losses) if self._early_losses else math.nan
+    def initial_level(self) -> float:
+        """Training-loss level at the very start (median of the first 5 finite batch losses): before a fast fall."""
+        return median(self._early_losses[:5]) if self._early_losses else math.nan
 
     @staticmethod
     def _loss_time(window: Window) -> tuple[np.ndarray, str]:
@@ -331,6 +340,7 @@ class Diagnostician:
                 continue
             if diagnosis.code in self.severity:
                 diagnosis = dataclasses.replace(diagnosis, severity=self.severity[diagnosis.code])
+            diagnosis = tailor(diagnosis, self.settings)
             key = f"{diagnosis.code}|{diagnosis.subject}" if diagnosis.code in _PER_SUBJECT else diagnosis.code
             if key in self._reported and self._reported[key] >= diagnosis.severity.rank:
                 continue  # reported already; only an escalation is news

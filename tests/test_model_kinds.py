@@ -192,9 +192,7 @@ class GAN(L.LightningModule):
         self.untoggle_optimizer(opt_g)
         self.toggle_optimizer(opt_d)
         d_real = F.binary_cross_entropy_with_logits(self.discriminator(real), torch.ones(real.shape[0], 1))
-        d_fake = F.binary_cross_entropy_with_logits(
-            self.discriminator(fake.detach()), torch.zeros(real.shape[0], 1)
-        )
+        d_fake = F.binary_cross_entropy_with_logits(self.discriminator(fake.detach()), torch.zeros(real.shape[0], 1))
         if self.zero_grad_calls:
             opt_d.zero_grad()
         self.manual_backward((d_real + d_fake) / 2)
@@ -253,9 +251,7 @@ def test_parameters_on_the_root_module_are_watched_without_per_step_work(
 
     calls = []
     original = parameters.watched_parameters
-    monkeypatch.setattr(
-        "lightning_lossguard.callback.watched_parameters", lambda *a: calls.append(1) or original(*a)
-    )
+    monkeypatch.setattr("lightning_lossguard.callback.watched_parameters", lambda *a: calls.append(1) or original(*a))
     guard = LossGuard(report_every=25, verbose=False)
     trainer(tmp_path, [guard], max_steps=100).fit(RootParameters(), loader(regression_data()))
     assert guard.gaps == [] and set(watched(guard)) == {"w1", "layers.0", "layers.1", "w2"}

@@ -1,13 +1,20 @@
 """``expensive_loss``: computing the loss takes a large share of each training step (seed 004).
 
-The loss time is exact inside ``lightning_lossguard.timed("loss")`` sections; otherwise it is estimated as
-``training_step - forward``, which also contains whatever else training_step does (``self.log``, metric
-updates). The message says which one it is, and a cheap estimate is never reported (``min_loss_ms``).
+The loss time is exact inside ``lightning_lossguard.timed("loss")`` sections; otherwise it is measured from
+the end of the model's last forward call to the start of backward, which also contains whatever else
+training_step does there (``self.log``, metric updates). When no forward call was seen (``self.forward(x)``
+called directly, parameters used functionally) the split is not measured and nothing is claimed. The
+message says which one it is, and a cheap loss is never reported (``min_loss_ms``).
+
+A warning needs the loss to cost more than the forward pass it serves (``max_loss_to_forward``): a
+vectorised loss over a large output (a language model's softmax) is a large share of a small model's step
+but cheaper than the head that produced its input; a per-sample Python loop is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -25,7 +32,10 @@ class ExpensiveLossThresholds(Thresholds):
     info_share: float = threshold(0.2, "... at or above this, an info.")
     min_loss_ms: float = threshold(2.0, "Losses faster than this (median ms) are never reported.")
     warmup_steps: int = threshold(20, "Batches ignored at the start.")
-    min_steps: int = threshold(30, "Measured batches needed before judging.")
+    min_steps: int = threshold(30, "Measured batches needed before judging.", low=1)
+    max_loss_to_forward: float = threshold(
+        1.0, "A warning also needs the loss to take more than this many times the forward's time.", open_low=True
+    )
 
 
 class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
@@ -38,6 +48,7 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         super().__init__(thresholds)
         self.loss_ms: deque[float] = deque(maxlen=300)
         self.step_ms: deque[float] = deque(maxlen=300)
+        self.forward_ms: deque[float] = deque(maxlen=300)
         self.skipped = 0
 
     def unjudged(self) -> str | None:
@@ -53,17 +64,23 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         loss_ms: Sequence[float] | np.ndarray,
         step_ms: Sequence[float] | np.ndarray,
         exact: bool = True,
+        forward_ms: Sequence[float] | np.ndarray | None = None,
     ) -> list[Diagnosis]:
-        """Add per-batch loss and whole-step times (ms); ``exact``: the loss was timed with ``timed("loss")``."""
+        """Add per-batch loss, whole-step and forward times (ms); ``exact``: the loss was timed with
+        ``timed("loss")``."""
         t = self.thresholds
         loss_values = np.asarray(loss_ms, dtype=np.float64)
         step_values = np.asarray(step_ms, dtype=np.float64)
         skip = max(0, min(len(loss_values), int(t.warmup_steps) - self.skipped))
         self.skipped += skip
-        loss_values, step_values = loss_values[skip:], step_values[skip:]
+        forward_values = (
+            np.full(len(loss_values), np.nan) if forward_ms is None else np.asarray(forward_ms, dtype=np.float64)
+        )
+        loss_values, step_values, forward_values = loss_values[skip:], step_values[skip:], forward_values[skip:]
         keep = np.isfinite(loss_values) & np.isfinite(step_values) & (step_values > 0)
         self.loss_ms.extend(loss_values[keep].tolist())
         self.step_ms.extend(step_values[keep].tolist())
+        self.forward_ms.extend(forward_values[keep].tolist())
         if len(self.loss_ms) < t.min_steps or not steps:
             return []
         loss, step = median(self.loss_ms), median(self.step_ms)
@@ -73,7 +90,8 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         what = (
             "Computing the loss takes"
             if exact
-            else "training_step spends, outside the model's forward (the loss plus any self.log or metric calls),"
+            else "training_step spends, between the model's forward and backward (the loss plus any self.log or "
+            "metric calls),"
         )
         message = (
             f"{what} {loss:.3g} ms of each {step:.3g} ms step ({share:.0%}), median over {len(self.loss_ms)} batches."
@@ -84,8 +102,10 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
                 "Time the loss exactly with `with lightning_lossguard.timed('loss'):`; if self.log or metrics are the "
                 "cost, log less often (on_step=False) or update metrics every N steps."
             )
-        evidence = {"loss_ms": loss, "step_ms": step, "share": share, "exact": float(exact)}
+        forward = median(self.forward_ms)
+        evidence = {"loss_ms": loss, "step_ms": step, "share": share, "forward_ms": forward, "exact": float(exact)}
         found = self.diagnosis(int(steps[-1]), message, evidence, remedies=remedies)
-        if share < t.warn_share:
+        costlier = not math.isfinite(forward) or loss > t.max_loss_to_forward * forward
+        if share < t.warn_share or not costlier:
             found = dataclasses.replace(found, severity=Severity.INFO)
         return [found]

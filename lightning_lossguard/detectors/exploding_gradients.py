@@ -7,6 +7,16 @@ keep growing; a norm that jumps once and then holds steady at a new level is a s
 explosion, and becomes the new baseline. Before ``min_history`` steps exist, a provisional baseline of
 the first steps only counts spikes of ``severe_factor`` (runs that blow up in their first steps). One
 step ``catastrophe_factor`` above the baseline is reported on its own.
+
+A norm can also explode slowly, without a spike: gradients that pile up because ``zero_grad()`` is never
+called grow every step, and a rolling baseline follows them. So the norm is also compared with its own
+early level: ``growth_decades`` above it, with a monotone rise over the last ``trend_window`` steps
+(Mann-Kendall z >= ``trend_z``), is an explosion too.
+
+Severity follows corroboration: an **error** when the loss agrees (it rose ``loss_rise``-fold above its
+level before the first spike, or became non-finite); a **warning** while the loss is still fine (e.g. with
+clipping on). False-alarm bound: a spike needs ``z`` = 6 robust deviations (probability ~1e-9 per step for
+log-normal noise) on ``spike_persist`` of ``persist_window`` steps, and still growing.
 """
 
 from __future__ import annotations
@@ -15,13 +25,14 @@ import dataclasses
 import math
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import MAD_TO_SIGMA, median
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.detectors.stats import MAD_TO_SIGMA, mann_kendall, median
+from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +50,15 @@ class ExplodingGradientsThresholds(Thresholds):
     refresh_every: int = threshold(25, "Steps between recomputations of the baseline (it moves slowly).")
     catastrophe_factor: float = threshold(1e4, "A single step this many times the baseline is reported at once.")
     ceiling: float = threshold(1e5, "Absolute norm ceiling: spike_persist steps above it are reported.")
+    growth_decades: float = threshold(
+        2.0, "Steady growth: decades above the early level (2.0: 100x) ...", open_low=True
+    )
+    trend_window: int = threshold(50, "... with a monotone rise over this many recent steps ...", low=10)
+    trend_z: float = threshold(3.0, "... of Mann-Kendall z at least this.", low=1)
+    early_steps: int = threshold(20, "Steps after the first min_history whose median is the early level.", low=1)
+    loss_rise: float = threshold(
+        2.0, "The loss rising this many times its pre-spike level corroborates (error).", low=1
+    )
 
 
 class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
@@ -58,6 +78,12 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.cached: list[float] = []  # [median, spike threshold, steps_seen when computed]
         self.clipped = 0
         self.clip_checked = 0
+        self.early: list[float] = []  # log10 norms of the early steps (after min_history)
+        self.trend: deque[float] = deque(maxlen=int(t.trend_window))
+        self.losses: deque[float] = deque(maxlen=50)  # recent losses while the norm was ordinary
+        self.early_losses: list[float] = []  # the first such losses
+        self.loss_bad = False  # a non-finite loss was seen
+        self.warned: dict[str, Any] | None = None  # the last warning, escalated to an error if the run then blows up
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_history) + int(self.thresholds.spike_persist)
@@ -77,16 +103,28 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         layer_norms: np.ndarray | None = None,
         layers: Sequence[str] = (),
         clip_val: float | None = None,
+        losses: Sequence[float] | np.ndarray = (),
     ) -> list[Diagnosis]:
         """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
 
         Args:
             layer_norms: ``[steps, layers]`` per-layer norms, to name the layer that grew most.
             clip_val: ``gradient_clip_val`` when norm clipping is on.
+            losses: the window's batch losses, to corroborate (error) or not (warning).
         """
         t = self.thresholds
         found: Diagnosis | None = None
+        window_losses = np.asarray(losses, dtype=np.float64)
         values = np.asarray(norms, dtype=np.float64)
+        nonfinite = bool((~np.isfinite(window_losses)).any() or (~np.isfinite(values)).any())
+        self.loss_bad = self.loss_bad or nonfinite
+        if self.warned is not None and nonfinite:
+            # The explosion reported as a warning has now made the gradients or the loss non-finite.
+            warned, self.warned = Diagnosis.from_dict(self.warned), None
+            message = warned.message + " Since then the gradients or the loss became non-finite."
+            evidence = {**warned.evidence, "nonfinite_after": 1.0}
+            step = int(steps[-1]) if len(steps) else warned.step
+            return [dataclasses.replace(warned, severity=Severity.ERROR, step=step, message=message, evidence=evidence)]
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.where((values > 0) & np.isfinite(values), np.log10(values), np.nan)
             layer_logs = np.log10(np.maximum(layer_norms, 1e-30)) if layer_norms is not None else None
@@ -111,6 +149,9 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.history.append(x)
                 if layer_row:
                     self.layer_history.append(layer_row)
+            if len(self.history) >= t.min_history and len(self.early) < t.early_steps:
+                self.early.append(x)
+            self.trend.append(x)
             if found is None and (spike or norm >= t.ceiling):  # nothing else can complete a finding
                 found = self._judge(int(steps[-1]), layer_row, layers, clip_val)
             if spike and found is None and len(self.recent) == self.recent.maxlen and all(r[3] for r in self.recent):
@@ -121,7 +162,80 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.layer_history.clear()
                 for r in self.recent:
                     r[2], r[3] = 0.0, 0.0
-        return [found] if found is not None else []
+        if found is None:
+            found = self._growth(int(steps[-1]) if len(steps) else 0, layers, clip_val)
+        if found is None:
+            calm = window_losses[np.isfinite(window_losses)]
+            if not any(r[3] for r in self.recent):
+                self.losses.extend(calm.tolist())
+                self.early_losses.extend(calm[: max(0, 50 - len(self.early_losses))].tolist())
+            return []
+        return [self._corroborate(found, window_losses)]
+
+    def _growth(self, decided: int, layers: Sequence[str], clip_val: float | None) -> Diagnosis | None:
+        """The norm climbed steadily far above its early level, without ever spiking."""
+        t = self.thresholds
+        if len(self.early) < t.early_steps or len(self.trend) < self.trend.maxlen:  # type: ignore[operator]
+            return None
+        early = median(self.early)
+        recent = list(self.trend)
+        now = median(recent[-10:])
+        if now - early < t.growth_decades:
+            return None
+        z = mann_kendall(recent)
+        if z < t.trend_z:
+            return None
+        message = (
+            f"The gradient norm (pre-clip) grew steadily from {10**early:.3g} to {10**now:.3g} "
+            f"({10 ** (now - early):.3g}x its early level) and is still rising (trend z={z:.1f} over the last "
+            f"{len(recent)} steps): gradients that pile up (zero_grad() not called, or accumulated on purpose) "
+            "or a learning rate that slowly destabilises the run."
+        )
+        evidence = {
+            "grad_norm": 10**now,
+            "early_norm": 10**early,
+            "ratio": 10 ** (now - early),
+            "trend_z": z,
+        }
+        remedies = [
+            "Check that every optimizer's zero_grad() is called once per step (manual optimization: "
+            "opt.zero_grad() before manual_backward).",
+            *self._remedies(clip_val),
+        ]
+        return self.diagnosis(decided, message, evidence, remedies=remedies)
+
+    def _corroborate(self, found: Diagnosis, window_losses: np.ndarray) -> Diagnosis:
+        """An error when the loss agrees with the gradients; a warning while it does not (yet)."""
+        t = self.thresholds
+        # The lower of the early and the recent calm level: a loss that climbed along with the norm still shows.
+        levels = [median(x) for x in (self.losses, self.early_losses) if x]
+        before = min(levels) if levels else math.nan
+        finite = window_losses[np.isfinite(window_losses)]
+        now = float(np.median(finite)) if finite.size else math.nan
+        rose = before > 0 and now >= t.loss_rise * before
+        evidence = {**found.evidence, "loss_before": before, "loss_now": now}
+        if rose or self.loss_bad:
+            self.warned = None
+            return dataclasses.replace(found, evidence=evidence, severity=Severity.ERROR)
+        note = (
+            f" The loss has not followed yet ({before:.4g} -> {now:.4g})."
+            if math.isfinite(before) and math.isfinite(now)
+            else ""
+        )
+        warned = dataclasses.replace(found, evidence=evidence, severity=Severity.WARNING, message=found.message + note)
+        self.warned = warned.to_dict()  # plain data: the detector's state stays checkpoint-safe
+        return warned
+
+    def _remedies(self, clip_val: float | None) -> list[str]:
+        remedies = list(code_info(self.code).remedies)
+        if clip_val:
+            fraction = self.clipped / max(self.clip_checked, 1)
+            remedies = [
+                f"Clipping is on (gradient_clip_val={clip_val:g}) and fired on {fraction:.0%} of steps: "
+                "lower the learning rate rather than rely on it.",
+                *remedies[1:],
+            ]
+        return remedies
 
     def _baseline(self) -> tuple[float, float] | None:
         """(median log10 norm, spike threshold in decades), or None before early_history steps.
@@ -168,15 +282,10 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         }
         if layer_ratio == layer_ratio:
             evidence["layer_ratio"] = layer_ratio
-        remedies = list(code_info(self.code).remedies)
+        remedies = self._remedies(clip_val)
         if clip_val:
             fraction = self.clipped / max(self.clip_checked, 1)
             evidence.update({"gradient_clip_val": clip_val, "clip_fraction": fraction})
-            remedies = [
-                f"Clipping is on (gradient_clip_val={clip_val:g}) and fired on {fraction:.0%} of steps: "
-                "lower the learning rate rather than rely on it.",
-                *remedies[1:],
-            ]
         if catastrophe and not persistent:
             what = (
                 f"The gradient norm (pre-clip) jumped to {norm:.3g} at step {latest[0]:.0f}, "

@@ -6,7 +6,9 @@ oscillation is structured. On the last ``window`` losses (log10 scale) the detec
 - many large swings of the smoothed curve (a zig-zag count with hysteresis ``swing``),
 - structure: |lag-1 autocorrelation| of the detrended losses above ``min_autocorrelation``
   (period-2 flip-flops give about -1, slow cycles about +1, noise about 0),
-- no trend that is large compared with the swings.
+- no trend that is large compared with the swings,
+- a learning rate that does not cycle itself: loss cycles that follow a cyclic or warm-restart schedule are
+  intended.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class LossOscillationThresholds(Thresholds):
     max_trend: float = threshold(
         1.0, "Net change over the window, as a multiple of the median swing, above which it is a trend."
     )
+    lr_swing: float = threshold(
+        0.15, "A learning rate that swings this many decades twice in the window is a cyclic schedule.", open_low=True
+    )
 
 
 class LossOscillation(Detector[LossOscillationThresholds]):
@@ -45,6 +50,7 @@ class LossOscillation(Detector[LossOscillationThresholds]):
     def __init__(self, thresholds: LossOscillationThresholds | None = None) -> None:
         super().__init__(thresholds)
         self.recent: deque[list[float]] = deque(maxlen=int(self.thresholds.window))
+        self.rates: deque[float] = deque(maxlen=int(self.thresholds.window))
         self.skipped = 0
 
     def unjudged(self) -> str | None:
@@ -52,16 +58,26 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         need, seen = int(t.warmup_steps + t.window), self.skipped + len(self.recent)
         return None if len(self.recent) >= t.window else f"needs {need} batches, saw {seen}"
 
-    def update(self, steps: Sequence[int], losses: Sequence[float] | np.ndarray) -> list[Diagnosis]:
+    def update(
+        self,
+        steps: Sequence[int],
+        losses: Sequence[float] | np.ndarray,
+        learning_rates: Sequence[float] | np.ndarray = (),
+    ) -> list[Diagnosis]:
         t = self.thresholds
-        for step, loss in zip(steps, losses):
+        rates = list(learning_rates) if len(learning_rates) == len(steps) else [math.nan] * len(steps)
+        for step, loss, rate in zip(steps, losses, rates):
             if self.skipped < t.warmup_steps:
                 self.skipped += 1
                 continue
             if math.isfinite(float(loss)):
                 self.recent.append([float(step), float(loss)])
+                self.rates.append(float(rate))
         if len(self.recent) < t.window or not steps:
             return []
+        lr = np.array([r for r in self.rates if r > 0 and math.isfinite(r)])
+        if lr.size > 2 and len(_zigzag(np.log10(lr), t.lr_swing)) >= 2:
+            return []  # the schedule cycles the learning rate: cycles of the loss are intended
         x = np.array([s for s, _ in self.recent])
         raw = np.array([v for _, v in self.recent])
         # Signed losses are normalised by their typical magnitude, in "decades-like" units.

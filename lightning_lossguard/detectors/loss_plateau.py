@@ -1,9 +1,19 @@
 """``loss_plateau``: the training loss never really fell: after a fair share of the run it is still within
-``min_improvement`` of where it started.
+``min_improvement`` of its initial level, and it is not slowly falling either.
 
-A converged run fell first and flattened later: its best level is far below its start, so it stays
-quiet. A plateau is judged only after ``min_steps`` and ``judge_fraction`` of the planned steps, so a
-slow learning-rate warm-up is not mistaken for one.
+- The initial level is the median of the very first batches (``start_batches``), so a run that converges
+  in ten steps and then sits at its optimum counts as having fallen, as it did.
+- A slow, steady decline is progress, however small: a Mann-Kendall trend over the block medians of the
+  whole run or its recent half with z <= -``z`` (significant against the run's own noise) keeps it quiet.
+- It is judged only once the run had a fair chance to learn: ``min_steps`` batches and ``judge_fraction`` of
+  the planned run (a slow warm-up is not a plateau).
+
+Being stuck has two opposite causes, and the remedies follow the evidence: steps too small (update/weight
+ratio tiny) -> raise the learning rate; steps too large (a loss noisy and at or above its initial level,
+large updates) -> lower it. False-alarm bound: on a loss that falls steadily the trend test lets a plateau
+through with probability about 0.023 per report (z = 2) -- a missed plateau, never a false alarm. A fall of
+``min_improvement`` or more counts unless the batch noise explains it and a rank test of the first batches
+against the latest shows no hint of a fall (z > -1): high noise makes it wait rather than guess.
 """
 
 from __future__ import annotations
@@ -15,22 +25,47 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import BlockMedians, median
+from lightning_lossguard.detectors.stats import BlockMedians, mann_kendall, median, rank_sum_z
 from lightning_lossguard.diagnosis import Diagnosis
 
 
 @dataclasses.dataclass(frozen=True)
 class LossPlateauThresholds(Thresholds):
-    block: int = threshold(10, "Batches per block median.")
-    min_steps: int = threshold(100, "Batches needed before judging.")
-    judge_fraction: float = threshold(0.1, "... and this fraction of the planned training steps.")
-    edge_blocks: int = threshold(3, "Blocks for the start level and for the current level.")
-    min_improvement: float = threshold(0.05, "Improvement below this fraction of the start level is a plateau.")
-    converged_loss: float = threshold(1e-6, "Losses starting below this are already converged: not judged.")
+    block: int = threshold(10, "Batches per block median.", low=1, high=10_000)
+    start_batches: int = threshold(10, "First batches whose median is the initial level.", low=1)
+    min_steps: int = threshold(200, "Batches needed before judging.", low=1)
+    judge_fraction: float = threshold(0.3, "... and this fraction of the planned training batches.", high=1)
+    edge_blocks: int = threshold(3, "Consecutive blocks for the best and the current level.", low=1)
+    min_improvement: float = threshold(
+        0.05, "Improvement of the best level below this fraction of the initial level is a plateau.", high=1
+    )
+    z: float = threshold(
+        2.0, "A trend with Mann-Kendall z at or below -z (whole run or its recent half) is progress.", low=1
+    )
+    persist: int = threshold(2, "Consecutive reports that must find the plateau before it is reported.", low=1)
+    noise_z: float = threshold(
+        1.0, "A fall counts only beyond this many batch-noise standard deviations (in decades) of the loss ...", low=0
+    )
+    recent_batches: int = threshold(
+        50, "... or while the latest batches tend to be lower than the first ones (rank test z <= -1).", low=2
+    )
+    unstable_noise: float = threshold(
+        0.1, "Batch-to-batch spread of log10(loss) above this, with no progress, reads as instability.", open_low=True
+    )
+    large_update: float = threshold(
+        1e-2, "A median update/weight ratio above this means steps are large, not small.", open_low=True
+    )
+    small_update: float = threshold(
+        1e-4, "A median update/weight ratio below this means steps are small.", open_low=True
+    )
+
+
+_RANK_SAMPLE = 30
+"""First batches kept for the rank test (more than ``start_batches``: the test needs them, the level does not)."""
 
 
 class LossPlateau(Detector[LossPlateauThresholds]):
-    """Start level vs best and current levels of the block-median training loss."""
+    """Initial vs best and current levels of the loss, with a trend test against the run's own noise."""
 
     code = "loss_plateau"
     Thresholds = LossPlateauThresholds
@@ -38,44 +73,138 @@ class LossPlateau(Detector[LossPlateauThresholds]):
     def __init__(self, thresholds: LossPlateauThresholds | None = None) -> None:
         super().__init__(thresholds)
         self.blocks = BlockMedians(int(self.thresholds.block))
+        self.first: list[float] = []
+        self.recent: list[float] = []  # the latest batch losses, for a rank test against the first ones
+        self.noise: list[float] = []  # batch-to-batch spread of log10(loss) per window
         self.best = math.inf
         self.scanned = 0
+        self.streak = 0  # consecutive reports that found a plateau
 
     def unjudged(self) -> str | None:
         need = int(max(self.thresholds.min_steps, 2 * self.thresholds.edge_blocks * self.thresholds.block))
         return None if self.blocks.count >= need else f"needs {need} batches, saw {self.blocks.count}"
 
     def update(
-        self, steps: Sequence[int], losses: Sequence[float] | np.ndarray, total_steps: int | None = None
+        self,
+        steps: Sequence[int],
+        losses: Sequence[float] | np.ndarray,
+        total_steps: int | None = None,
+        update_ratio: float = math.nan,
+        learning_rate: float = math.nan,
     ) -> list[Diagnosis]:
+        """Add one window of batch losses.
+
+        Args:
+            total_steps: planned training batches (None when unknown).
+            update_ratio: the latest median update/weight ratio (NaN when not measured).
+            learning_rate: the current learning rate, quoted in the message.
+        """
         t = self.thresholds
-        self.blocks.extend(steps, losses)
-        values = self.blocks.values
+        values = np.asarray(losses, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        missing = max(int(t.start_batches), _RANK_SAMPLE) - len(self.first)
+        if missing > 0:
+            self.first.extend(finite[:missing].tolist())
+        self.recent = (self.recent + finite.tolist())[-int(t.recent_batches) :]
+        if finite.size >= 3 and (finite > 0).all():
+            self.noise.append(float(np.median(np.abs(np.diff(np.log10(finite))))))
+            del self.noise[:-20]
+        self.blocks.extend(steps, values)
+        blocks = self.blocks.values
         k = int(t.edge_blocks)
         needed = max(t.min_steps, t.judge_fraction * (total_steps or 0))
-        if self.blocks.count < needed or len(values) < 2 * k or not steps:
+        if self.blocks.count < needed or len(blocks) < 2 * k or not steps or not self.first:
             return []
-        start, current = median(values[:k]), median(values[-k:])
+        # The first few batches catch a fall within ten steps; more of them a noisy start: the higher counts.
+        initial = max(median(self.first[: int(t.start_batches)]), median(self.first))
+        current = median(blocks[-k:])
         # Best level: the lowest median of k consecutive blocks, so one lucky block does not count as progress.
-        self.scanned = min(self.scanned, len(values))  # blocks may have been merged
-        for i in range(max(0, self.scanned - k + 1), len(values) - k + 1):
-            self.best = min(self.best, median(values[i : i + k]))
-        self.scanned = len(values)
+        self.scanned = min(self.scanned, len(blocks))  # blocks may have been merged
+        for i in range(max(0, self.scanned - k + 1), len(blocks) - k + 1):
+            self.best = min(self.best, median(blocks[i : i + k]))
+        self.scanned = len(blocks)
         best = self.best
-        if abs(start) < t.converged_loss:
-            return []
-        improvement = (start - best) / abs(start)
-        if improvement >= t.min_improvement or current > start * (1 + t.min_improvement):
-            return []  # it learned at some point, or it is rising (loss_divergence's concern)
-        message = (
-            f"The training loss has not improved: it started at {start:.4g} and is {current:.4g} after "
-            f"{self.blocks.count} batches (best {best:.4g}, {improvement:.1%} better than the start)."
-        )
+        found = self._judge(initial, current, best, update_ratio, learning_rate, int(steps[-1]))
+        self.streak = self.streak + 1 if found else 0
+        return found if self.streak >= t.persist else []
+
+    def _judge(
+        self, initial: float, current: float, best: float, update_ratio: float, learning_rate: float, step: int
+    ) -> list[Diagnosis]:
+        t = self.thresholds
+        blocks = self.blocks.values
+        if not initial > 0:
+            return []  # relative progress means nothing for a loss that is zero or negative by design
+        improvement = (initial - best) / initial
+        noise = median(self.noise) if self.noise else 0.0
+        fell = math.log10(initial / best) if best > 0 else math.inf  # decades
+        rank_z = rank_sum_z(self.first, self.recent)
+        if improvement >= t.min_improvement and (fell >= t.noise_z * noise or rank_z <= -1):
+            return []  # it fell by a fair margin and the noise does not explain it away (or may not): no claim
+        if current > initial * (1 + t.min_improvement) * 2:
+            return []  # it climbs: loss_divergence's concern
+        z = min(mann_kendall(blocks), mann_kendall(blocks[len(blocks) // 2 :]))
+        if z <= -t.z:
+            return []  # still falling, slowly but significantly
+        message, remedies = self._explain(initial, current, best, improvement, noise, update_ratio, learning_rate)
         evidence = {
-            "start_loss": start,
+            "initial_loss": initial,
             "best_loss": best,
             "current_loss": current,
             "improvement": improvement,
+            "trend_z": z,
+            "noise_decades": noise,
+            "update_ratio": update_ratio,
             "batches": self.blocks.count,
         }
-        return [self.diagnosis(int(steps[-1]), message, evidence)]
+        return [self.diagnosis(step, message, evidence, remedies=remedies)]
+
+    def _explain(
+        self,
+        initial: float,
+        current: float,
+        best: float,
+        improvement: float,
+        noise: float,
+        update_ratio: float,
+        learning_rate: float,
+    ) -> tuple[str, list[str] | None]:
+        t = self.thresholds
+        lr = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
+        what = (
+            f"The training loss has not improved: it started at {initial:.4g} and is {current:.4g} after "
+            f"{self.blocks.count} batches (best {best:.4g}, {improvement:.1%} better than the start), with no "
+            "downward trend"
+        )
+        large = math.isfinite(update_ratio) and update_ratio > t.large_update
+        small = math.isfinite(update_ratio) and update_ratio < t.small_update
+        unstable = large or (not small and noise > t.unstable_noise and current >= initial * (1 - t.min_improvement))
+        if unstable:
+            why = (
+                f"median update/weight ratio {update_ratio:.2g}"
+                if large
+                else f"batch-to-batch spread {noise:.2g} decades"
+            )
+            return (
+                f"{what}. It is noisy and no lower than where it started ({why}){lr}: the steps are too large to "
+                "settle (unstable optimisation), not too small.",
+                [
+                    "Lower the learning rate (try 10x lower), or add a warm-up.",
+                    "Clip gradients: Trainer(gradient_clip_val=1.0).",
+                    "Check that the loss matches the targets (class indices vs one-hot, logits vs probabilities).",
+                ],
+            )
+        if small:
+            return (
+                f"{what}; each step changes the weights by a median {update_ratio:.2g} of their size{lr}: "
+                "the steps are too small to learn.",
+                None,  # the catalog's remedies start with raising the learning rate
+            )
+        return (
+            f"{what}{lr}.",
+            [
+                "Check that gradients reach the parameters (see dead_gradients/vanishing_gradients) and that the "
+                "loss matches the targets (class indices vs one-hot, logits vs probabilities).",
+                "Try a learning-rate range test: raise it if updates are tiny, lower it if the loss is noisy.",
+            ],
+        )

@@ -1,5 +1,11 @@
 """``memory_growth``: host RSS or CUDA allocated memory grows steadily with steps (tensors or graphs kept
-alive across steps, the usual companion of a slowing step)."""
+alive across steps, the usual companion of a slowing step).
+
+Steady means spread over the run: memory that steps up once (unfreezing a backbone allocates its gradients
+and optimizer state, a cache fills) and then stays flat is not growth. The largest single step between
+samples must be less than ``max_jump_share`` of the total growth, both halves of the series must grow, and
+the rise must be monotone (Mann-Kendall z >= ``z``; chance probability about 0.0013 per report).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,20 @@ import math
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import theil_sen_slope
+from lightning_lossguard.detectors.stats import mann_kendall, theil_sen_slope
 from lightning_lossguard.diagnosis import Diagnosis
 
 
 @dataclasses.dataclass(frozen=True)
 class MemoryGrowthThresholds(Thresholds):
-    min_samples: int = threshold(6, "Report-step samples (after the first) needed before judging.")
+    min_samples: int = threshold(8, "Report-step samples (after the first) needed before judging.", low=4)
     min_growth_mb: float = threshold(64.0, "Growth below this many MiB is never reported.")
     min_growth_fraction: float = threshold(0.10, "... nor growth below this fraction of the first sample.")
-    rising_share: float = threshold(0.8, "Share of consecutive samples that must rise (steady, not one jump).")
+    rising_share: float = threshold(0.6, "Share of consecutive samples that must rise.", high=1)
+    max_jump_share: float = threshold(
+        0.5, "The largest single step may be at most this share of the total growth (not one jump).", high=1
+    )
+    z: float = threshold(3.0, "Mann-Kendall z of the samples: the rise must be monotone.", low=1)
 
 
 class MemoryGrowth(Detector[MemoryGrowthThresholds]):
@@ -56,6 +66,12 @@ class MemoryGrowth(Detector[MemoryGrowthThresholds]):
                 continue
             if rising < t.rising_share or not slope > 0:
                 continue
+            steps_up = np.diff(values)
+            half = len(values) // 2
+            spread = steps_up.max() <= t.max_jump_share * growth
+            both_halves = values[half] - values[0] > 0.25 * growth and values[-1] - values[half] > 0.25 * growth
+            if not (spread and both_halves) or mann_kendall(values) < t.z:
+                continue  # one step up (or a few), not a steady climb
             message = (
                 f"{kind} memory grew steadily from {values[0]:.0f} MiB to {values[-1]:.0f} MiB between steps "
                 f"{steps[0]:.0f} and {steps[-1]:.0f} ({slope * 1000:.3g} MiB per 1000 steps)."

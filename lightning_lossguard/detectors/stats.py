@@ -88,6 +88,79 @@ def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nd
     return float(np.dot(rx, ry) / denominator) if denominator > 0 else math.nan
 
 
+def mann_kendall(values: Sequence[float] | np.ndarray, max_points: int = 200) -> float:
+    """Mann-Kendall trend statistic as a z-score: positive for a rising series, negative for a falling one.
+
+    Rank-based, so it holds for heavy-tailed noise. Under the null of exchangeable values (no trend) z is
+    approximately standard normal: ``|z| >= 3`` happens by chance with probability about 0.003 (two-sided).
+    """
+    y = finite(values)
+    if y.size > max_points:  # evenly thinned: O(n^2) pairs, and a long series keeps its shape
+        y = y[np.linspace(0, y.size - 1, max_points).round().astype(int)]
+    n = y.size
+    if n < 4:
+        return 0.0
+    diff = np.sign(y[None, :] - y[:, None])
+    s = float(np.triu(diff, k=1).sum())
+    _, counts = np.unique(y, return_counts=True)
+    ties = float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
+    variance = (n * (n - 1) * (2 * n + 5) - ties) / 18.0
+    if variance <= 0:
+        return 0.0
+    return (s - math.copysign(1.0, s)) / math.sqrt(variance) if s else 0.0
+
+
+def rank_sum_z(before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray) -> float:
+    """Mann-Whitney U as a z-score: positive when ``after`` tends to be larger than ``before``.
+
+    Rank-based (heavy tails do not matter); approximately standard normal under the null that both samples
+    come from one distribution.
+    """
+    a, b = finite(before), finite(after)
+    if a.size < 2 or b.size < 2:
+        return 0.0
+    both = np.concatenate([a, b])
+    ranks = _ranks(both)
+    u = float(ranks[a.size :].sum()) - b.size * (b.size + 1) / 2
+    mean = a.size * b.size / 2
+    _, counts = np.unique(both, return_counts=True)
+    n = both.size
+    variance = a.size * b.size / 12 * ((n + 1) - float(np.sum(counts**3 - counts)) / (n * (n - 1)))
+    return (u - mean) / math.sqrt(variance) if variance > 0 else 0.0
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based), ties sharing their mean rank."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(values.size)
+    ranks[order] = np.arange(1, values.size + 1)
+    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    if unique.size != values.size:
+        sums = np.zeros(unique.size)
+        np.add.at(sums, inverse, ranks)
+        ranks = (sums / counts)[inverse]
+    return ranks
+
+
+def curvature_noise(values: Sequence[float] | np.ndarray) -> float:
+    """Robust standard deviation of the noise around a trend of any steady slope: the MAD of second
+    differences divided by sqrt(6) (a constant rate of change, e.g. an exponential climb in log scale,
+    leaves them at zero)."""
+    y = finite(values)
+    if y.size < 4:
+        return math.nan
+    return mad(np.diff(y, n=2)) / math.sqrt(6)
+
+
+def step_noise(values: Sequence[float] | np.ndarray) -> float:
+    """Robust standard deviation of the noise around a slowly moving level: the MAD of successive differences
+    divided by sqrt(2) (a trend barely changes neighbouring differences)."""
+    y = finite(values)
+    if y.size < 3:
+        return math.nan
+    return mad(np.diff(y)) / math.sqrt(2)
+
+
 def log10(value: float) -> float:
     """log10 for positive finite numbers, NaN otherwise."""
     return math.log10(value) if value > 0 and math.isfinite(value) else math.nan

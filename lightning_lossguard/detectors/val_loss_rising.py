@@ -6,6 +6,9 @@ The evidence decides which cause to name first (seed 001):
   learning rate that is too high;
 - training loss rising too: unstable optimisation;
 - otherwise: a gap between the training and validation data.
+
+The rise must be large (``min_rise``) and beyond the validation loss's own evaluation-to-evaluation noise
+(``z`` robust standard deviations of its successive differences), on ``persist`` evaluations in a row.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import dataclasses
 import math
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.stats import step_noise
 from lightning_lossguard.diagnosis import Diagnosis
 
 
 @dataclasses.dataclass(frozen=True)
 class ValLossRisingThresholds(Thresholds):
     min_rise: float = threshold(0.10, "Relative rise above the best validation loss that counts (0.10 = 10%).")
-    persist: int = threshold(2, "Consecutive latest evaluations that must all be min_rise above the best.")
-    min_evals: int = threshold(3, "Evaluations needed before judging.")
+    persist: int = threshold(2, "Consecutive latest evaluations that must all be min_rise above the best.", low=1)
+    z: float = threshold(
+        2.0, "... and this many robust standard deviations of the evaluation-to-evaluation noise above it.", low=0
+    )
+    min_evals: int = threshold(3, "Evaluations needed before judging.", low=2)
+    noise_evals: int = threshold(6, "Evaluations needed before the noise is estimated (until then: min_rise).", low=3)
     train_change: float = threshold(
         0.05,
         "Relative change of the training loss that counts as falling or rising (differential diagnosis).",
@@ -54,8 +62,11 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         best_index = min(range(len(self.evals)), key=lambda i: self.evals[i][2])
         best_step, best_epoch, best, train_at_best = self.evals[best_index]
         scale = abs(best) if best != 0 else 1.0
+        # The evaluation-to-evaluation noise, once there are enough evaluations to tell it from the trend.
+        noise = step_noise([e[2] for e in self.evals]) if len(self.evals) >= t.noise_evals else math.nan
+        margin = max(t.min_rise * scale, t.z * noise) if math.isfinite(noise) else t.min_rise * scale
         latest = self.evals[-int(t.persist) :]
-        if len(self.evals) - 1 - best_index < t.persist or not all(e[2] >= best + t.min_rise * scale for e in latest):
+        if len(self.evals) - 1 - best_index < t.persist or not all(e[2] >= best + margin for e in latest):
             return []
         current, train_now = value, float(train_loss)
         rise = (current - best) / scale
@@ -78,6 +89,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             "rise_fraction": rise,
             "train_change_fraction": train_delta,
             "evaluations": len(self.evals),
+            "noise": noise,
         }
         return [self.diagnosis(step, message, evidence, subject=self.metric, remedies=remedies)]
 

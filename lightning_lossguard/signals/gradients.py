@@ -145,9 +145,9 @@ class GradientProbe:
 
 def _norm32(tensor: torch.Tensor) -> torch.Tensor:
     """The L2 norm as a float32 scalar: half precision summed in float32, float64 in its own precision."""
-    if tensor.dtype in _FUSED_DTYPES:
-        return torch.linalg.vector_norm(tensor, dtype=torch.float32)
-    return torch.linalg.vector_norm(tensor).float()
+    dtype = torch.float32 if tensor.dtype in _FUSED_DTYPES else None
+    norm: torch.Tensor = torch.linalg.vector_norm(tensor, dtype=dtype)
+    return norm.float()
 
 
 def _plain(grad: torch.Tensor | None) -> bool:

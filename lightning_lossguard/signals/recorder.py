@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -40,6 +41,7 @@ class SignalRecorder:
         self._optimizer_steps: list[int] = []
         self._batch_row: torch.Tensor | None = None
         self._batch_steps: list[int] = []
+        self._learning_rates: list[float] = []
         self._sample_step: int | None = None
 
     def watch(self, parameters: Sequence[nn.Parameter], sharded: Sequence[bool] = ()) -> None:
@@ -62,9 +64,13 @@ class SignalRecorder:
         if opened and self._batch_row is not None:
             self._optimizer_steps.append(step)
 
-    def record_loss(self, step: int, loss: torch.Tensor, terms: Mapping[str, object] | None) -> None:
+    def record_loss(
+        self, step: int, loss: torch.Tensor, terms: Mapping[str, object] | None, learning_rate: float = math.nan
+    ) -> None:
+        """The batch's loss (device copy) and the learning rate it was taken with (a host float)."""
         self.losses.record(loss, terms)
         self._batch_steps.append(step)
+        self._learning_rates.append(learning_rate)
 
     # -- report steps only ------------------------------------------------------------------------
     def sample_before_step(
@@ -122,6 +128,7 @@ class SignalRecorder:
             if self._optimizer_steps
             else np.zeros((0, len(self.gradients.parameters))),
             batch_steps=self._batch_steps,
+            learning_rate=np.asarray(self._learning_rates, dtype=np.float64),
             loss=loss_rows[:, 0] * self.loss_scale if loss_rows.size else np.zeros(0),
             loss_terms={n: loss_rows[:, 1 + i] for i, n in enumerate(names)} if loss_rows.size else {},
             timing_steps=timing_steps,
@@ -133,6 +140,7 @@ class SignalRecorder:
         )
         self._optimizer_steps = []
         self._batch_steps = []
+        self._learning_rates = []
         self._sample_step = None
         return window
 

@@ -16,8 +16,13 @@ def flat(n: int, level: float = 2.3, noise: float = 0.05) -> np.ndarray:
 
 
 def feed(detector, values: np.ndarray, chunk: int = 10, start: int = 0, **kwargs) -> list:  # type: ignore[no-untyped-def]
+    """Feed ``values`` in windows of ``chunk``; array keyword arguments as long as ``values`` are split alike."""
     found = []
     for i in range(0, len(values), chunk):
         part = values[i : i + chunk]
-        found += detector.update(list(range(start + i, start + i + len(part))), part, **kwargs)
+        extra = {
+            k: (v[i : i + chunk] if isinstance(v, np.ndarray) and len(v) == len(values) else v)
+            for k, v in kwargs.items()
+        }
+        found += detector.update(list(range(start + i, start + i + len(part))), part, **extra)
     return found

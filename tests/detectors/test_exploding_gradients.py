@@ -12,20 +12,43 @@ def noisy(n: int, level: float = 1.0, spread: float = 0.3) -> list[float]:
     return list(level * 10 ** (spread * RNG.standard_normal(n)))
 
 
-def feed(detector: ExplodingGradients, norms: list[float], start: int = 0) -> list:
+def feed(detector: ExplodingGradients, norms: list[float], start: int = 0, losses: list[float] | None = None) -> list:
     found = []
     for i in range(0, len(norms), 10):
-        found += detector.update(list(range(start + i, start + i + len(norms[i : i + 10]))), norms[i : i + 10])
+        steps = list(range(start + i, start + i + len(norms[i : i + 10])))
+        window_losses = losses[i : i + 10] if losses is not None else []
+        found += detector.update(steps, norms[i : i + 10], losses=window_losses)
     return found
 
 
 def test_exponential_growth_is_reported_against_the_run_baseline() -> None:
     norms = noisy(60) + [10.0 ** (0.5 * k) for k in range(1, 15)]
-    found = feed(ExplodingGradients(), norms)[0]
+    losses = [1.0] * 60 + [10.0 ** (0.3 * k) for k in range(1, 15)]  # the loss follows: corroborated
+    found = feed(ExplodingGradients(), norms, losses=losses)[0]
     assert found.code == "exploding_gradients" and found.severity == "error"
-    assert found.evidence["ratio"] >= 10
+    assert found.evidence["ratio"] >= 10 and found.evidence["loss_now"] >= 2 * found.evidence["loss_before"]
     assert found.evidence["first_spike_step"] >= 60
     assert "baseline" in found.message and found.remedies[0].startswith("Clip gradients")
+
+
+def test_gradients_alone_are_a_warning_until_the_loss_agrees() -> None:
+    norms = noisy(60) + [10.0 ** (0.5 * k) for k in range(1, 15)]
+    found = feed(ExplodingGradients(), norms, losses=[1.0] * len(norms))[0]
+    assert found.severity == "warning" and "The loss has not followed yet" in found.message
+
+
+def test_gradients_that_pile_up_without_a_spike_are_an_explosion() -> None:
+    # zero_grad() never called (a GAN): the norm grows from 0.05 to ~2600 over 400 steps, a little every step,
+    # and a rolling baseline would follow it.
+    norms = [0.05 * 10 ** (4.7 * k / 400) * 10 ** (0.05 * RNG.standard_normal()) for k in range(400)]
+    found = feed(ExplodingGradients(), norms)
+    assert found and "grew steadily" in found[0].message and "zero_grad" in found[0].remedies[0]
+    assert found[0].evidence["ratio"] >= 100
+
+
+def test_gradients_that_grow_modestly_over_training_stay_quiet() -> None:
+    norms = [0.1 * (1 + 9 * k / 2000) * 10 ** (0.2 * RNG.standard_normal()) for k in range(2000)]  # 10x
+    assert feed(ExplodingGradients(), norms) == []
 
 
 def test_noisy_sgd_norms_stay_quiet() -> None:

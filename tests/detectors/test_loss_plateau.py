@@ -4,10 +4,29 @@ from lightning_lossguard.detectors import LossPlateau
 from tests.detectors.curves import decaying, feed, flat
 
 
-def test_a_loss_that_never_falls() -> None:
-    found = feed(LossPlateau(), flat(150, noise=0.02))
+def test_a_loss_that_never_falls_with_tiny_steps_needs_a_higher_learning_rate() -> None:
+    found = feed(LossPlateau(), flat(300, noise=0.02), update_ratio=1e-7)
     assert found and found[0].evidence["improvement"] < 0.05
-    assert found[0].remedies[0] == "Raise the learning rate."
+    assert found[0].remedies[0] == "Raise the learning rate." and "too small" in found[0].message
+
+
+def test_a_noisy_loss_stuck_at_its_start_is_instability_not_a_small_learning_rate() -> None:
+    # An LSTM language model with lr 20 and no clipping: above the uniform guess (ln V) all run, noisy.
+    found = feed(LossPlateau(), flat(300, level=4.2, noise=0.15), update_ratio=0.05, learning_rate=20.0)
+    assert found and "unstable" in found[0].message and "learning rate 20" in found[0].message
+    assert found[0].remedies[0].startswith("Lower the learning rate")
+
+
+def test_a_slow_steady_decline_is_progress_not_a_plateau() -> None:
+    # 2.26 -> 2.16 in 100 steps (4.5%) on the way to 1.08: small, but significant against the noise.
+    noise = 10 ** (0.04 * np.random.default_rng(1).standard_normal(1000))
+    losses = 2.26 * np.exp(-0.00074 * np.arange(1000)) * noise
+    assert feed(LossPlateau(), losses, total_steps=1000) == []
+
+
+def test_a_run_that_converges_in_ten_steps_stays_quiet() -> None:
+    losses = np.concatenate([np.geomspace(2.0, 0.0114, 10), flat(490, level=0.0114, noise=0.05)])
+    assert feed(LossPlateau(), losses, total_steps=500) == []
 
 
 def test_a_converged_run_that_flattens_stays_quiet() -> None:
