@@ -173,6 +173,7 @@ class Diagnostician:
                 window.dead_unit_share,
                 layout.param_units,
                 outputs=[i for i, layer in enumerate(layout.layer_of) if layer in set(layout.output_layers())],
+                loss_jump=self.train_level / self.first_level if self.first_level > 0 else math.nan,
             )
         return found
 
@@ -314,6 +315,11 @@ class Diagnostician:
     def train_level(self) -> float:
         """Robust recent training-loss level (median of the last 50 finite batch losses)."""
         return median(self._train_losses) if self._train_losses else math.nan
+
+    @property
+    def first_level(self) -> float:
+        """The loss of the very first batches (median of the first 3): the level before anything happened."""
+        return median(self._early_losses[:3]) if self._early_losses else math.nan
 
     @property
     def initial_level(self) -> float:

@@ -1,3 +1,4 @@
+import importlib.util
 import re
 from pathlib import Path
 
@@ -32,13 +33,18 @@ def test_every_code_is_documented() -> None:
         assert f"`{code}`" in readme, f"{code} missing from the README's table"
 
 
-def test_every_threshold_is_documented_in_its_section_with_its_default() -> None:
+def test_every_threshold_is_documented_in_its_section_with_its_default_and_range() -> None:
     docs = (ROOT / "docs" / "diagnoses.md").read_text()
     sections = dict(re.findall(r"^## `([a-z_]+)`\n(.*?)(?=^## |\Z)", docs, flags=re.MULTILINE | re.DOTALL))
     for code, detector in ALL_DETECTORS.items():
         for name, (value, doc) in detector.Thresholds().describe().items():
             assert doc, f"{code}.{name} has no documentation"
             assert f"| `{name}` | {value:g} |" in sections[code], f"{code}.{name}={value:g} not in its docs section"
+    spec = importlib.util.spec_from_file_location("sync_thresholds", ROOT / "docs" / "sync_thresholds.py")
+    assert spec is not None and spec.loader is not None
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    assert sync.sync(docs) == docs, "docs/diagnoses.md is out of date: run python docs/sync_thresholds.py"
 
 
 def test_version_matches_pyproject() -> None:

@@ -13,6 +13,7 @@ a learning rate that knocked them out).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,6 +30,9 @@ class DeadGradientsThresholds(Thresholds):
     unit_share: float = threshold(0.7, "Share of output units with an all-zero gradient that makes a layer dead ...")
     unit_samples: int = threshold(2, "... in this many consecutive report-step samples.")
     min_units: int = threshold(8, "Layers with fewer output units are not judged by unit share.")
+    jump: float = threshold(
+        2.0, "A loss this many times above its first batches' level blames a learning rate far too high.", low=1
+    )
     output_steps: int = threshold(
         10, "Zero-gradient steps of the output layer that mean no gradient reaches the model."
     )
@@ -71,6 +75,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         unit_share: np.ndarray | None = None,
         units: Sequence[int] = (),
         outputs: Sequence[int] | None = None,
+        loss_jump: float = math.nan,
     ) -> list[Diagnosis]:
         """Judge one window.
 
@@ -80,6 +85,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 of that layer from the input side.
             outputs: parameters of the output layers (where the loss's gradient arrives first); default: the
                 deepest layer.
+            loss_jump: the current loss level over the level of the very first batches: a loss that jumped
+                (>= ``jump``) says a learning rate far too high knocked the units out.
             unit_share: latest report-step sample, per parameter, of the share of dead output units
                 (-1 where not sampled); units: output units per parameter.
         """
@@ -161,9 +168,22 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         else:
             starved = sorted({layer_names[i] for i in dead + unit_dead if depth[i] < depth[stop]})
             below = f"; the layers before it ({', '.join(starved)}) get nothing either" if starved else ""
-            message = (
-                f"{found}. The gradient stops at {layer_names[stop]}: its units never activate (dead ReLUs, zero or "
-                f"very negative initialisation, or a learning rate that knocked them out){below}."
-            )
+            if loss_jump >= t.jump:
+                why = (
+                    f"its units were knocked out (dead ReLUs, or saturated gates and tanh units) after the loss jumped "
+                    f"{loss_jump:.3g}x above its first batches: a learning rate far too high"
+                )
+                remedies = [
+                    "Lower the learning rate (try 10x lower), or add a warm-up.",
+                    "Clip gradients: Trainer(gradient_clip_val=1.0) (recurrent networks need it).",
+                    *remedies[:1],
+                ]
+                evidence["loss_jump"] = loss_jump
+            else:
+                why = (
+                    "its units never activate (dead ReLUs, saturated units, zero or very negative initialisation, or a "
+                    "learning rate that knocked them out)"
+                )
+            message = f"{found}. The gradient stops at {layer_names[stop]}: {why}{below}."
             subject = layer_names[stop]
         return [self.diagnosis(int(steps[-1]), message, evidence, subject=subject, remedies=remedies)]

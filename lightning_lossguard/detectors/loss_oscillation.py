@@ -36,6 +36,12 @@ class LossOscillationThresholds(Thresholds):
     max_trend: float = threshold(
         1.0, "Net change over the window, as a multiple of the median swing, above which it is a trend."
     )
+    trough: float = threshold(
+        0.2, "Periodicity: the autocorrelation must fall below -trough at some lag T ...", open_low=True, high=1
+    )
+    recovery: float = threshold(
+        0.15, "... and come back above +recovery between 1.5T and 3T: cycle after cycle, not wandering.", high=1
+    )
     lr_swing: float = threshold(
         0.15, "A learning rate that swings this many decades twice in the window is a cyclic schedule.", open_low=True
     )
@@ -95,8 +101,11 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         r1 = _lag1(residual)
         if abs(r1) < t.min_autocorrelation:
             return []
+        cycle = _period(residual, t.trough, t.recovery)
+        if cycle is None:
+            return []  # correlated wandering (a moving target, a replay buffer), not cycle after cycle
         factor = 10**amplitude if (raw > 0).all() else math.nan
-        period = "every other step (period 2)" if r1 < 0 else f"in cycles of about {2 * len(y) / len(swings):.0f} steps"
+        period = "every other step (period 2)" if cycle <= 2 else f"in cycles of about {cycle} steps"
         message = (
             f"The training loss swings {len(swings)} times in the last {len(y)} batches"
             + (f" by about {factor:.3g}x" if factor == factor else "")
@@ -107,6 +116,7 @@ class LossOscillation(Detector[LossOscillationThresholds]):
             "window": len(y),
             "swing_factor": factor,
             "autocorrelation": r1,
+            "period": cycle,
             "trend_decades": trend,
             "low": float(raw.min()),
             "high": float(raw.max()),
@@ -142,6 +152,28 @@ def _zigzag(y: np.ndarray, swing: float) -> list[float]:
             pivots.append(extreme)
             direction, extreme = 1, v
     return [abs(b - a) for a, b in itertools.pairwise(pivots)]
+
+
+def _period(y: np.ndarray, trough: float, recovery: float) -> int | None:
+    """The cycle length (steps) when the autocorrelation swings negative and back positive, else None.
+
+    A periodic oscillation's autocorrelation is negative at half its period and positive again at the full
+    period; noise that is merely correlated from batch to batch (an AR process, a slowly moving target)
+    decays towards zero without coming back."""
+    y = y - y.mean()
+    denominator = float(np.dot(y, y))
+    if denominator <= 0:
+        return None
+    lags = y.size // 3
+    acf = np.array([np.dot(y[:-k], y[k:]) / denominator for k in range(1, lags + 1)])
+    low = np.flatnonzero(acf[: max(1, y.size // 4)] < -trough)
+    if not low.size:
+        return None
+    half = int(low[0]) + 1  # the lag of the first trough
+    window = acf[int(1.5 * half) : min(lags, 3 * half + 1)]
+    if not window.size or window.max() <= recovery:
+        return None
+    return 2 * half
 
 
 def _lag1(y: np.ndarray) -> float:

@@ -52,6 +52,9 @@ class LossPlateauThresholds(Thresholds):
     unstable_noise: float = threshold(
         0.1, "Batch-to-batch spread of log10(loss) above this, with no progress, reads as instability.", open_low=True
     )
+    jump: float = threshold(
+        2.0, "A loss stuck at this many times its very first batches' level jumped: instability.", low=1
+    )
     large_update: float = threshold(
         1e-2, "A median update/weight ratio above this means steps are large, not small.", open_low=True
     )
@@ -178,7 +181,20 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         )
         large = math.isfinite(update_ratio) and update_ratio > t.large_update
         small = math.isfinite(update_ratio) and update_ratio < t.small_update
+        first = median(self.first[:3])
+        jumped = first > 0 and current >= t.jump * first
         unstable = large or (not small and noise > t.unstable_noise and current >= initial * (1 - t.min_improvement))
+        if jumped:
+            # Tiny updates after a jump are saturated units, not a small learning rate.
+            return (
+                f"{what}. It jumped from {first:.4g} in its first batches to {current / first:.3g}x that{lr} and never "
+                "came back: the learning rate is far too high (the blow-up saturated or killed units, so the "
+                "updates look small now), not too small.",
+                [
+                    "Lower the learning rate (try 10x lower), or add a warm-up.",
+                    "Clip gradients: Trainer(gradient_clip_val=1.0).",
+                ],
+            )
         if unstable:
             why = (
                 f"median update/weight ratio {update_ratio:.2g}"

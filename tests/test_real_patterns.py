@@ -1,0 +1,461 @@
+"""Regression tests for false alarms and wrong remedies seen on real Lightning programs, each modelled on the
+pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
+convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
+a learning rate far too high, a momentum that oscillates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import BackboneFinetuning
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from lightning_lossguard import Diagnosis, LossGuard
+from tests.conftest import trainer
+
+
+def alarms(guard: LossGuard) -> list[Diagnosis]:
+    return [d for d in guard.diagnoses if d.severity != "info"]
+
+
+def fit(
+    tmp_path: Path,
+    module: L.LightningModule,
+    train: Any,
+    val: Any = None,
+    report_every: int | None = None,
+    **kwargs: Any,
+) -> LossGuard:
+    guard = LossGuard(verbose=False, report_every=report_every)
+    trainer(tmp_path, [guard], **{"log_every_n_steps": 50, **kwargs}).fit(module, train, val)
+    return guard
+
+
+def loader(*tensors: torch.Tensor, batch_size: int = 32, seed: int = 0) -> DataLoader[Any]:
+    return DataLoader(
+        TensorDataset(*tensors), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+# -- 1. DQN: the TD loss rises while the policy improves ------------------------------------------------
+class CartPole:
+    """The classic cart-pole balance task (Euler integration, +1 reward per step, 200-step episodes)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.state = np.zeros(4)
+        self.t = 0
+
+    def reset(self) -> np.ndarray:
+        self.state, self.t = self.rng.uniform(-0.05, 0.05, 4), 0
+        return self.state.astype(np.float32)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        x, v, theta, omega = self.state
+        force = 10.0 if action == 1 else -10.0
+        cos, sin = math.cos(theta), math.sin(theta)
+        temp = (force + 0.05 * omega**2 * sin) / 1.1
+        alpha = (9.8 * sin - cos * temp) / (0.5 * (4 / 3 - 0.1 * cos**2 / 1.1))
+        accel = temp - 0.05 * alpha * cos / 1.1
+        self.state = np.array([x + 0.02 * v, v + 0.02 * accel, theta + 0.02 * omega, omega + 0.02 * alpha])
+        self.t += 1
+        done = abs(self.state[0]) > 2.4 or abs(self.state[2]) > 0.21 or self.t >= 200
+        return self.state.astype(np.float32), 1.0, done
+
+
+class Experience(IterableDataset):  # type: ignore[type-arg]
+    def __init__(self, module: DQN) -> None:
+        self.module = module
+
+    def __iter__(self) -> Any:
+        for _ in range(10**6):
+            yield self.module.play_and_sample()
+
+
+class DQN(L.LightningModule):
+    """Replay buffer, target network synced every 100 steps, epsilon-greedy exploration, Huber TD loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 2))
+        self.target = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 2))
+        self.target.load_state_dict(self.q.state_dict())
+        self.target.requires_grad_(False)
+        self.env = CartPole(0)
+        self.obs = self.env.reset()
+        self.buffer: list[tuple[np.ndarray, int, float, np.ndarray, bool]] = []
+        self.returns: list[float] = []
+        self.episode = 0.0
+        self.plays = 0
+
+    def play_and_sample(self) -> tuple[torch.Tensor, ...]:
+        self.plays += 1
+        epsilon = max(0.05, 1.0 - self.plays / 1500)
+        with torch.no_grad():
+            greedy = int(self.q(torch.as_tensor(self.obs)).argmax())
+        action = int(self.env.rng.integers(2)) if self.env.rng.random() < epsilon else greedy
+        nxt, reward, done = self.env.step(action)
+        self.buffer.append((self.obs, action, reward, nxt, done))
+        del self.buffer[:-5000]
+        self.episode += reward
+        self.obs = nxt
+        if done:
+            self.returns.append(self.episode)
+            self.episode, self.obs = 0.0, self.env.reset()
+        pick = self.env.rng.integers(0, len(self.buffer), 32)
+        s, a, r, n, d = zip(*(self.buffer[i] for i in pick))
+        return (
+            torch.as_tensor(np.stack(s)),
+            torch.as_tensor(a),
+            torch.as_tensor(r, dtype=torch.float32),
+            torch.as_tensor(np.stack(n)),
+            torch.as_tensor(d, dtype=torch.float32),
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        s, a, r, n, d = batch
+        q = self.q(s).gather(1, a[:, None]).squeeze(1)
+        with torch.no_grad():
+            target = r + 0.99 * (1 - d) * self.target(n).max(1).values
+        if self.global_step % 100 == 0:
+            self.target.load_state_dict(self.q.state_dict())
+        return F.smooth_l1_loss(q, target)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.q.parameters(), lr=1e-3)
+
+
+def test_a_dqn_whose_td_loss_rises_with_its_q_values_is_not_an_alarm(tmp_path: Path) -> None:
+    L.seed_everything(1, verbose=False)  # a seed on which this DQN learns (returns ~22 -> ~96), as DQNs do on most
+    model = DQN()
+    model.env = CartPole(1)
+    model.obs = model.env.reset()
+    for _ in range(64):
+        model.play_and_sample()  # warm-up transitions in the buffer
+    guard = fit(tmp_path, model, DataLoader(Experience(model), batch_size=None), max_steps=2000)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    assert np.mean(model.returns[-5:]) > np.mean(model.returns[:5])  # the policy improved
+    [rising] = [d for d in guard.diagnoses if d.code == "loss_divergence"]  # the rise was seen, said as an info
+    assert rising.severity == "info" and rising.evidence["rise_factor"] > 2
+
+
+# -- 2. PPO: an actor and a critic with two optimizers ---------------------------------------------------
+class ActorCritic(L.LightningModule):
+    """Two networks, two optimizers, manual optimization: the critic's value loss is large (returns ~100), its
+    gradients dwarf the actor's; they are never on one gradient path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.actor = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 4))
+        self.critic = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        obs, actions, returns = batch
+        actor_opt, critic_opt = self.optimizers()  # type: ignore[misc]
+        value = self.critic(obs).squeeze(1)
+        advantage = (returns - value).detach()
+        log_prob = torch.log_softmax(self.actor(obs), dim=1).gather(1, actions[:, None]).squeeze(1)
+        policy_loss = -(log_prob * (advantage - advantage.mean()) / (advantage.std() + 1e-8)).mean()
+        value_loss = F.mse_loss(value, returns)
+        actor_opt.zero_grad()
+        self.manual_backward(policy_loss)
+        actor_opt.step()
+        critic_opt.zero_grad()
+        self.manual_backward(value_loss)
+        critic_opt.step()
+        return policy_loss.detach() + value_loss.detach()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.Adam(self.actor.parameters(), lr=3e-4), torch.optim.Adam(self.critic.parameters(), lr=1e-3)]
+
+
+def test_an_actor_and_a_critic_are_never_compared_as_one_network(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(4096, 8, generator=g)
+    returns = 100 + 20 * obs[:, 0] + 5 * torch.randn(4096, generator=g)
+    actions = torch.randint(0, 4, (4096,), generator=g)
+    guard = fit(tmp_path, ActorCritic(), loader(obs, actions, returns, batch_size=64), max_steps=400)
+    assert "vanishing_gradients" not in [d.code for d in alarms(guard)]
+
+
+# -- 3. slow, steady learning ----------------------------------------------------------------------------
+class SlowClassifier(L.LightningModule):
+    """A small CNN classifier with plain SGD at a modest learning rate: the loss falls slowly but steadily."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.002)
+
+
+def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    templates = torch.randn(10, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return templates[labels] * 0.5 + torch.randn(n, 1, 16, 16, generator=g), labels
+
+
+def test_a_slow_steady_decline_is_not_a_plateau(tmp_path: Path) -> None:
+    guard = fit(tmp_path, SlowClassifier(), loader(*images(4096, 0)), max_steps=1000)
+    assert "loss_plateau" not in [d.code for d in alarms(guard)]
+
+
+class SlowLM(L.LightningModule):
+    """A small Transformer language model trained with SGD and tight clipping: slow, steady progress."""
+
+    def __init__(self, vocab: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 32)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), 2)
+        self.head = nn.Linear(32, vocab)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (tokens,) = batch
+        mask = nn.Transformer.generate_square_subsequent_mask(tokens.shape[1] - 1)
+        logits = self.head(self.encoder(self.embed(tokens[:, :-1]), mask=mask, is_causal=True))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def markov(n: int, vocab: int = 32, length: int = 16) -> torch.Tensor:
+    """Token sequences from a sparse first-order Markov chain (learnable far below ln(vocab))."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(vocab, vocab, generator=g) * 3, dim=1)
+    seq = torch.empty(n, length, dtype=torch.long)
+    seq[:, 0] = torch.randint(0, vocab, (n,), generator=g)
+    for t in range(1, length):
+        seq[:, t] = torch.multinomial(probs[seq[:, t - 1]], 1, generator=g).squeeze(1)
+    return seq
+
+
+def test_a_transformer_lm_with_sgd_and_tight_clipping_is_not_on_a_plateau(tmp_path: Path) -> None:
+    guard = fit(tmp_path, SlowLM(), loader(markov(4096)), max_steps=400, gradient_clip_val=0.1)
+    assert "loss_plateau" not in [d.code for d in alarms(guard)]
+
+
+# -- 4. fast convergence ---------------------------------------------------------------------------------
+class Linear(L.LightningModule):
+    def __init__(self, lr: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Linear(8, 1)
+        self.lr = lr
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def linear_data(n: int = 2048, noise: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    return x, x @ torch.linspace(-1, 1, 8)[:, None] + noise * torch.randn(n, 1, generator=g)
+
+
+def test_a_run_that_converges_in_a_few_steps_is_healthy(tmp_path: Path) -> None:
+    guard = fit(tmp_path, Linear(lr=0.3), loader(*linear_data()), max_steps=500, report_every=10)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
+def test_an_overfit_batches_sanity_run_is_healthy(tmp_path: Path) -> None:
+    guard = fit(tmp_path, SlowClassifier(), loader(*images(256, 1)), max_steps=300, overfit_batches=1, report_every=10)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
+# -- 5. batch size 1 ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(8))
+def test_batch_size_one_on_heavy_tailed_targets_is_not_a_divergence(tmp_path: Path, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(600, 8, generator=g)
+    noise = torch.randn(600, 1, generator=g) / torch.sqrt(torch.randn(600, 2, generator=g).pow(2).mean(1, keepdim=True))
+    y = x @ torch.linspace(-1, 1, 8)[:, None] + 0.3 * noise  # Student-t noise: outliers
+    model = Linear(lr=0.01)
+    model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=0.01)  # type: ignore[method-assign]
+    guard = fit(tmp_path, model, loader(x, y, batch_size=1, seed=seed), max_epochs=1)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
+# -- 6. a layer frozen mid-run with zero_grad(set_to_none=False) -------------------------------------------
+class FreezeMidRun(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == 2:
+            self.net[0].requires_grad_(False)  # the first layer is done: freeze it
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=False)  # frozen parameters keep an all-zero gradient tensor
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_a_layer_frozen_mid_run_is_not_dead(tmp_path: Path) -> None:
+    guard = fit(tmp_path, FreezeMidRun(), loader(*linear_data(1024)), max_epochs=6, report_every=10)
+    assert "dead_gradients" not in [d.code for d in alarms(guard)]
+    assert "net.0.weight" not in guard._layout.param_names  # no longer watched once frozen
+
+
+# -- 7. a forward the hooks do not see ---------------------------------------------------------------------
+class FrozenBackbone(L.LightningModule):
+    """A frozen convolutional backbone and a trainable head; training_step calls self.forward directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            *[nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ReLU()) for c in (1, 32, 32, 32)],
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.backbone.requires_grad_(False)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.backbone(x)
+        return self.head(features)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.forward(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.head.parameters(), lr=1e-3)
+
+
+def test_the_forward_of_a_frozen_backbone_is_not_counted_as_loss_time(tmp_path: Path) -> None:
+    guard = fit(tmp_path, FrozenBackbone(), loader(*images(2048, 2)), max_steps=120, report_every=20)
+    expensive = [d for d in guard.diagnoses if d.code == "expensive_loss"]
+    assert expensive == [], [d.one_line() for d in expensive]
+
+
+# -- 8. a one-time memory step ---------------------------------------------------------------------------
+class Finetune(L.LightningModule):
+    """BackboneFinetuning: a large backbone joins the optimizer at epoch 2 (its gradients and Adam state are
+    allocated once), then memory stays flat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(8, 2048), nn.Tanh(), nn.Linear(2048, 4096), nn.Tanh())
+        self.head = nn.Linear(4096, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.head(self.backbone(x)), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(filter(lambda p: p.requires_grad, self.parameters()), lr=1e-4)
+
+
+def test_memory_that_steps_up_once_when_a_backbone_is_unfrozen_is_not_growth(tmp_path: Path) -> None:
+    finetuning = BackboneFinetuning(unfreeze_backbone_at_epoch=2, lambda_func=lambda epoch: 1.0)
+    guard = LossGuard(verbose=False, report_every=5)
+    trainer(tmp_path, [finetuning, guard], max_epochs=6).fit(Finetune(), loader(*linear_data(640), batch_size=32))
+    assert "memory_growth" not in [d.code for d in guard.diagnoses]
+
+
+# -- 9. a learning rate far too high: the remedy must point down -----------------------------------------
+class LSTMLanguageModel(L.LightningModule):
+    """A 2-layer LSTM word-level language model with SGD at lr 20 and *no* clipping: it jumps far above the
+    uniform guess (ln V) and stays there, noisy."""
+
+    def __init__(self, vocab: int = 200) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 96)
+        self.lstm = nn.LSTM(96, 96, 2, batch_first=True)
+        self.head = nn.Linear(96, vocab)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (tokens,) = batch
+        out, _ = self.lstm(self.embed(tokens[:, :-1]))
+        logits = self.head(out)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=20.0)
+
+
+def test_a_learning_rate_far_too_high_is_never_told_to_go_higher(tmp_path: Path) -> None:
+    data = loader(markov(2048, vocab=200, length=36), batch_size=20)
+    guard = fit(tmp_path, LSTMLanguageModel(), data, max_steps=300, report_every=20)
+    found = alarms(guard)
+    assert found, "an unstable run must not pass as healthy"
+    assert not any(r.startswith("Raise the learning rate") for d in found for r in d.remedies[:1])
+    first = found[0]  # the first thing said points at the learning rate being too high
+    assert first.code in ("exploding_gradients", "loss_divergence", "nonfinite_loss", "loss_oscillation") or (
+        first.remedies[0].startswith("Lower the learning rate")
+    ), first.one_line()
+
+
+# -- 10. the held-out zoo ---------------------------------------------------------------------------------
+class Regressor(L.LightningModule):
+    def __init__(self, momentum: float = 0.0, lr: float = 1e-3, adam: bool = True) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+        self.momentum, self.lr, self.adam = momentum, lr, adam
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.adam:
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
+
+
+def test_a_small_regression_that_converges_within_its_first_epoch_is_healthy(tmp_path: Path) -> None:
+    x, y = linear_data(4096, noise=0.05)
+    guard = fit(tmp_path, Regressor(lr=1e-2), loader(x, y, batch_size=16), loader(x[:512], y[:512]), max_epochs=3)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
+def test_momentum_099_that_oscillates_is_called_an_oscillation(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    scales = torch.logspace(0, 1.2, 8)
+    x = torch.randn(4096, 8, generator=g) * scales
+    y = x @ (torch.randn(8, 1, generator=g) / scales[:, None])
+    model = Regressor(momentum=0.99, lr=5e-4, adam=False)
+    guard = fit(
+        tmp_path,
+        model,
+        loader(x, y, batch_size=64),
+        loader(x[:512], y[:512]),
+        max_steps=600,
+        val_check_interval=32,
+        report_every=20,
+    )
+    codes = [d.code for d in alarms(guard)]
+    assert "loss_oscillation" in codes, [d.one_line() for d in guard.diagnoses]
+    assert "loss_divergence" not in codes
