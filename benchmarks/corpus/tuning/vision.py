@@ -142,7 +142,7 @@ PROGRAMS = [
         "image classification",
         "conv-pool-conv-pool-linear on 12x12 images, Adam 1e-3, torchmetrics accuracy, validation each epoch",
         _cnn,
-        faults=("lr_x1000", "nan_batch", "exp_output"),
+        faults=("lr_x1000", "nan_batch", "frozen"),
         output_module="net",
     ),
     Program(
