@@ -131,16 +131,14 @@ PROGRAMS = [
         "image classification",
         "a conv-BN classifier with cross_entropy(label_smoothing=0.1), SGD Nesterov and per-epoch cosine annealing",
         _smoothing,
-        faults=("lr_x1000", "flipped_sign", "frozen"),
-        output_module="classifier",
+        faults=("no_zero_grad", "flipped_sign", "frozen"),
     ),
     Program(
         "noisy_labels_mlp",
         "image classification",
         "an MLP trained with RMSprop on 30% flipped labels, validated on clean labels",
         _noisy,
-        faults=("no_zero_grad", "nan_batch", "lr_div_1e6"),
-        output_module="net",
+        faults=("nan_batch", "frozen", "lr_div_1e6"),
     ),
     Program(
         "overfit_one_batch",
@@ -148,6 +146,5 @@ PROGRAMS = [
         "the overfit_batches=1 sanity check of a small MLP classifier with Adam, 150 epochs of one batch",
         _overfit,
         faults=("lr_div_1e6", "frozen", "flipped_sign"),
-        output_module="net",
     ),
 ]

@@ -130,8 +130,7 @@ PROGRAMS = [
         "a pretrained conv backbone fine-tuned with Lightning's BackboneFinetuning: head only for 2 epochs, "
         "then the backbone unfrozen at a tenth of the lr and ramped up, Adam",
         _finetune,
-        faults=("lr_x1000", "nan_batch", "flipped_sign"),
-        output_module="head",
+        faults=("nan_batch", "flipped_sign", "lr_div_1e6"),
     ),
     Program(
         "frozen_backbone_forward",
@@ -139,7 +138,6 @@ PROGRAMS = [
         "a frozen pretrained backbone under torch.no_grad() with a trainable MLP head, training_step calling "
         "self.forward(x) directly, Adagrad",
         _frozen_features,
-        faults=("flipped_sign", "nan_batch", "lr_x1000"),
-        output_module="head",
+        faults=("flipped_sign", "lr_x1000", "lr_div_1e6"),
     ),
 ]

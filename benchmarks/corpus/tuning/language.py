@@ -186,7 +186,6 @@ PROGRAMS = [
         "across consecutive BPTT chunks, lr / 4 when validation loss stalls",
         _lstm,
         faults=("lr_x1000", "nan_batch", "lr_div_1e6"),
-        output_module="decoder",
     ),
     Program(
         "transformer_lm",
@@ -195,6 +194,5 @@ PROGRAMS = [
         "decay per step (LambdaLR), gradient clipping 1.0",
         _gpt,
         faults=("lr_x1000", "nan_batch", "flipped_sign"),
-        output_module="model.head",
     ),
 ]

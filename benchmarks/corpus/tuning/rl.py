@@ -203,7 +203,6 @@ PROGRAMS = [
         "Lightning-tutorial DQN: replay buffer as IterableDataset, epsilon-greedy agent stepping in training_step, "
         "target network synced every N steps, MSE TD loss, Adam",
         _dqn,
-        faults=("lr_x1000", "nan_batch", "flipped_sign"),
-        output_module="net",
+        faults=("no_zero_grad", "nan_batch", "flipped_sign"),
     )
 ]

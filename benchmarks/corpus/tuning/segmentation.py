@@ -81,7 +81,6 @@ PROGRAMS = [
         "semantic segmentation",
         "a two-level UNet with skip connection, per-pixel cross-entropy, RMSprop + ReduceLROnPlateau on val mIoU",
         _unet,
-        faults=("flipped_sign", "exp_output", "lr_div_1e6"),
-        output_module="unet",
+        faults=("flipped_sign", "lr_div_1e6", "frozen"),
     )
 ]

@@ -143,7 +143,6 @@ PROGRAMS = [
         "conv-pool-conv-pool-linear on 12x12 images, Adam 1e-3, torchmetrics accuracy, validation each epoch",
         _cnn,
         faults=("lr_x1000", "nan_batch", "frozen"),
-        output_module="net",
     ),
     Program(
         "resnet_multistep",
@@ -151,6 +150,5 @@ PROGRAMS = [
         "a small ResNet with BatchNorm and residual blocks, SGD momentum 0.9 + weight decay, MultiStepLR",
         _resnet,
         faults=("lr_x1000", "no_zero_grad", "flipped_sign"),
-        output_module="model.fc",
     ),
 ]
