@@ -97,8 +97,13 @@ class FrozenFeatureClassifier(L.LightningModule):
         self.backbone = backbone.requires_grad_(False)
         self.head = nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def train(self, mode: bool = True) -> FrozenFeatureClassifier:
+        """Keep the frozen backbone in eval mode (BatchNorm statistics fixed) whatever Lightning switches."""
+        super().train(mode)
         self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             features = self.backbone(x)
         return self.head(features)

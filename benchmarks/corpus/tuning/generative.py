@@ -77,7 +77,7 @@ class VAE(L.LightningModule):
     Returns the terms as they enter the total (``"kl"`` is the weighted KL), the ``loss_terms`` contract.
     """
 
-    def __init__(self, dim: int = 144, hidden: int = 128, latent: int = 8, warmup: int = 120, lr: float = 1e-3):
+    def __init__(self, dim: int = 144, hidden: int = 128, latent: int = 8, warmup: int = 120, lr: float = 1e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU())

@@ -48,7 +48,9 @@ class LSTMLanguageModel(L.LightningModule):
     gradient clipping 0.25 (set on the Trainer); hidden state carried across batches and detached
     (truncated BPTT); lr divided by 4 whenever validation loss stops improving."""
 
-    def __init__(self, emb: int = 32, hidden: int = 64, layers: int = 2, dropout: float = 0.2, lr: float = 20.0):
+    def __init__(
+        self, emb: int = 32, hidden: int = 64, layers: int = 2, dropout: float = 0.2, lr: float = 20.0
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.drop = nn.Dropout(dropout)
@@ -59,6 +61,7 @@ class LSTMLanguageModel(L.LightningModule):
         nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
         self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.val_hidden: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(
         self, tokens: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor] | None
@@ -79,7 +82,7 @@ class LSTMLanguageModel(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.val_hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.val_hidden = None
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         tokens, targets = batch

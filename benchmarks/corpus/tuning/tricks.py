@@ -119,7 +119,7 @@ class FreezingTanhNet(L.LightningModule):
     and overrides ``optimizer_zero_grad`` to zero gradients in place (``set_to_none=False``), so the frozen
     weights keep all-zero gradient tensors; SGD with momentum."""
 
-    def __init__(self, dim: int = 16, width: int = 48, depth: int = 4, lr: float = 0.05, freeze_at: int = 2):
+    def __init__(self, dim: int = 16, width: int = 48, depth: int = 4, lr: float = 0.05, freeze_at: int = 2) -> None:
         super().__init__()
         self.save_hyperparameters()
         layers: list[nn.Module] = []
