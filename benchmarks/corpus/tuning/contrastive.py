@@ -29,7 +29,7 @@ class SimCLR(L.LightningModule):
     recipe) and a CLIP-style learnable log inverse temperature. Validation: loss and top-1 positive retrieval.
     """
 
-    def __init__(self, dim: int = 32, lr: float = 3e-3, temperature: float = 0.1, max_steps: int = 192) -> None:
+    def __init__(self, dim: int = 32, lr: float = 3e-3, temperature: float = 0.1, max_steps: int = 160) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = nn.Sequential(
@@ -78,7 +78,7 @@ def _simclr(seed: int) -> Run:
         SimCLR(),
         loader(data, 32, seed=seed, drop_last=True),
         loader(images(128, classes=200, size=12, noise=0.3, seed=seed + 100), 128, shuffle=False),
-        trainer={"max_steps": 192},
+        trainer={"max_steps": 160},
     )
 
 

@@ -66,7 +66,7 @@ def _autoencoder(seed: int) -> Run:
         ConvAutoencoder(),
         loader(_pictures(1024, seed), 32, seed=seed),
         loader(_pictures(256, seed + 100), 256, shuffle=False),
-        trainer={"max_epochs": 6},
+        trainer={"max_epochs": 5},
     )
 
 
@@ -77,7 +77,7 @@ class VAE(L.LightningModule):
     Returns the terms as they enter the total (``"kl"`` is the weighted KL), the ``loss_terms`` contract.
     """
 
-    def __init__(self, dim: int = 144, hidden: int = 128, latent: int = 8, warmup: int = 120, lr: float = 1e-3) -> None:
+    def __init__(self, dim: int = 144, hidden: int = 128, latent: int = 8, warmup: int = 96, lr: float = 1e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU())
@@ -119,7 +119,7 @@ def _vae(seed: int) -> Run:
         VAE(),
         loader(_pictures(2048, seed), 64, seed=seed),
         loader(_pictures(512, seed + 100), 512, shuffle=False),
-        trainer={"max_epochs": 8},
+        trainer={"max_epochs": 6},
     )
 
 
@@ -231,7 +231,7 @@ class DCGAN(L.LightningModule):
 def _dcgan(seed: int) -> Run:
     return Run(
         DCGAN(),
-        loader(_pictures(1024, seed), 32, seed=seed),
+        loader(_pictures(896, seed), 32, seed=seed),
         loader(_pictures(512, seed + 100), 512, shuffle=False),
         trainer={"max_epochs": 4},
     )

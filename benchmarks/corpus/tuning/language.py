@@ -100,7 +100,7 @@ class LSTMLanguageModel(L.LightningModule):
 def _lstm(seed: int) -> Run:
     return Run(
         LSTMLanguageModel(),
-        DataLoader(BPTTStream(_stream(640, seed), columns=20, bptt=16), batch_size=None),
+        DataLoader(BPTTStream(_stream(560, seed), columns=20, bptt=16), batch_size=None),
         DataLoader(BPTTStream(_stream(64, seed + 100), columns=32, bptt=16), batch_size=None),
         trainer={"max_epochs": 3, "gradient_clip_val": 0.25},
     )
@@ -131,7 +131,7 @@ class TransformerLM(L.LightningModule):
     """nanoGPT-style recipe: AdamW (0.9, 0.95) with weight decay on matrices only, linear warm-up then cosine
     decay to 10% as a per-step LambdaLR, gradient clipping 1.0 on the Trainer."""
 
-    def __init__(self, lr: float = 3e-3, warmup: int = 12, max_steps: int = 128) -> None:
+    def __init__(self, lr: float = 3e-3, warmup: int = 11, max_steps: int = 112) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = TinyGPT()
@@ -175,9 +175,9 @@ class TransformerLM(L.LightningModule):
 def _gpt(seed: int) -> Run:
     return Run(
         TransformerLM(),
-        loader(markov_tokens(512, length=16, vocab=VOCAB, seed=seed), 16, seed=seed),
+        loader(markov_tokens(448, length=16, vocab=VOCAB, seed=seed), 16, seed=seed),
         loader(markov_tokens(128, length=16, vocab=VOCAB, seed=seed + 100), 128, shuffle=False),
-        trainer={"max_steps": 128, "gradient_clip_val": 1.0},
+        trainer={"max_steps": 112, "gradient_clip_val": 1.0},
     )
 
 

@@ -61,7 +61,7 @@ def _cnn(seed: int) -> Run:
         ConvClassifier(),
         loader(images(1024, size=12, noise=3.0, seed=seed), 32, seed=seed),
         loader(images(512, size=12, noise=3.0, seed=seed + 100), 256, shuffle=False),
-        trainer={"max_epochs": 6},
+        trainer={"max_epochs": 5},
     )
 
 
@@ -101,7 +101,7 @@ class ResNet(nn.Module):
 class ResNetClassifier(L.LightningModule):
     """CIFAR-10 recipe: SGD lr 0.1, momentum 0.9, weight decay 5e-4, MultiStepLR x0.1 at fixed epochs."""
 
-    def __init__(self, lr: float = 0.1, milestones: tuple[int, ...] = (4, 6)) -> None:
+    def __init__(self, lr: float = 0.1, milestones: tuple[int, ...] = (3, 5)) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = ResNet()
@@ -132,7 +132,7 @@ def _resnet(seed: int) -> Run:
         ResNetClassifier(),
         loader(images(768, size=8, channels=3, noise=3.5, seed=seed), 32, seed=seed),
         loader(images(256, size=8, channels=3, noise=3.5, seed=seed + 100), 256, shuffle=False),
-        trainer={"max_epochs": 7},
+        trainer={"max_epochs": 6},
     )
 
 
