@@ -103,6 +103,19 @@ def _no_zero_grad(run: Run, program: Program) -> int:
             item.zero_grad = lambda *args, **kwargs: None  # type: ignore[method-assign]
 
     _wrap_optimizers(run, change)
+    module = run.module
+    if not module.automatic_optimization:
+        # self.optimizers() hands out LightningOptimizer wrappers, whose zero_grad comes from the optimizer
+        # class and zeroes the real gradients: the wrappers need the no-op too.
+        optimizers = module.optimizers
+
+        def optimizers_without_zero_grad(*args: Any, **kwargs: Any) -> Any:
+            found = optimizers(*args, **kwargs)
+            for item in found if isinstance(found, list) else [found]:
+                change(item)
+            return found
+
+        module.optimizers = optimizers_without_zero_grad  # type: ignore[method-assign]
     return 0
 
 

@@ -4,7 +4,7 @@ seed), recall on their injected faults, per detector and per split.
     python -m benchmarks.corpus                        # every program: healthy x seeds, then every fault
     python -m benchmarks.corpus gan_toggle dqn_cartpole   # some programs
     python -m benchmarks.corpus --split held_out       # one half
-    python -m benchmarks.corpus --no-guard NAME        # the program alone: is it healthy by its own numbers?
+    python -m benchmarks.corpus --no-guard NAME        # the program alone, each seed: healthy by its own numbers?
     python -m benchmarks.corpus --write-docs           # also update docs/performance.md
 """
 
@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as root:
         if args.no_guard:
             for name in names:
-                print(trace_program(name, root, fault=args.fault), flush=True)
+                for seed in range(args.seeds):
+                    print(trace_program(name, root, seed, args.fault), flush=True)
             return 0
         seeds = () if args.faults_only else tuple(range(args.seeds))
         results = []
