@@ -103,6 +103,19 @@ def _no_zero_grad(run: Run, program: Program) -> int:
             item.zero_grad = lambda *args, **kwargs: None  # type: ignore[method-assign]
 
     _wrap_optimizers(run, change)
+    module = run.module
+    if not module.automatic_optimization:
+        # Manual optimization calls zero_grad on Lightning's wrappers, whose class inherits the optimizer's
+        # own zero_grad (the instance attribute set above is not seen): silence it on the wrappers too.
+        optimizers = module.optimizers
+
+        def wrapped_optimizers(*args: Any, **kwargs: Any) -> Any:
+            result = optimizers(*args, **kwargs)
+            for item in result if isinstance(result, list) else [result]:
+                item.zero_grad = lambda *args, **kwargs: None
+            return result
+
+        module.optimizers = wrapped_optimizers  # type: ignore[method-assign]
     return 0
 
 
