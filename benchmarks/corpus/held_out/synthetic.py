@@ -69,12 +69,18 @@ class CartPole:
 
 
 def clusters(
-    n: int, classes: int = 8, dim: int = 32, spread: float = 1.0, seed: int = 0, task_seed: int = 21
+    n: int,
+    classes: int = 8,
+    dim: int = 32,
+    separation: float = 0.5,
+    spread: float = 1.0,
+    seed: int = 0,
+    task_seed: int = 21,
 ) -> TensorDataset:
     """Gaussian class clusters whose centres sit on a random low-dimensional curved manifold, so a linear
     model is not enough: ``(x [n, dim], label [n])``."""
     g = generator(task_seed)
-    centres = torch.randn(classes, dim, generator=g) * 1.5
+    centres = torch.randn(classes, dim, generator=g) * separation
     mixing = torch.randn(dim, dim, generator=g) / math.sqrt(dim)
     s = generator(seed)
     labels = torch.randint(0, classes, (n,), generator=s)
