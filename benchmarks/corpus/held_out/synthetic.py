@@ -117,7 +117,7 @@ def windows(series: torch.Tensor, window: int, horizon: int) -> TensorDataset:
 
 
 def community_graphs(
-    graphs: int, nodes: int = 48, communities: int = 3, features: int = 8, seed: int = 0, task_seed: int = 41
+    graphs: int, nodes: int = 48, communities: int = 3, features: int = 16, seed: int = 0, task_seed: int = 41
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Stochastic-block-model graphs: ``(normalised adjacency with self-loops [n, n], node features [n, f],
     community [n])``; each node's features are a weak, noisy hint of its community, so the neighbours matter."""
@@ -127,11 +127,11 @@ def community_graphs(
     for _ in range(graphs):
         labels = torch.randint(0, communities, (nodes,), generator=s)
         same = labels[:, None] == labels[None]
-        p = torch.where(same, torch.tensor(0.25), torch.tensor(0.03))
+        p = torch.where(same, torch.tensor(0.2), torch.tensor(0.03))
         upper = torch.triu((torch.rand(nodes, nodes, generator=s) < p).float(), 1)
         adjacency = upper + upper.T + torch.eye(nodes)
         d = adjacency.sum(1).rsqrt()
-        x = 0.5 * prototypes[labels] + torch.randn(nodes, features, generator=s)
+        x = 0.25 * prototypes[labels] + torch.randn(nodes, features, generator=s)
         out.append((d[:, None] * adjacency * d[None], x, labels))
     return out
 
