@@ -184,7 +184,7 @@ def sentiment_tokens(n: int, length: int = 24, vocab: int = 64, seed: int = 0, t
     polarity[negation] = 0.0
     s = generator(seed)
     tokens = torch.randint(2, vocab, (n, length), generator=s)
-    negated = torch.rand(n, generator=s) < 0.3
+    negated = torch.rand(n, generator=s) < 0.1
     where = torch.randint(0, length // 2, (n,), generator=s)
     tokens[negated, where[negated]] = negation
     after = torch.arange(length)[None] > where[:, None]
