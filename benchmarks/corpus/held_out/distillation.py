@@ -88,7 +88,8 @@ class Distiller(L.LightningModule):
 
 def _build(seed: int) -> Run:
     train = clusters(2048, classes=8, separation=0.6, seed=seed)
-    teacher = pretrain_teacher(*train.tensors, classes=8)
+    x, y = train.tensors
+    teacher = pretrain_teacher(x, y, classes=8)
     return Run(
         Distiller(teacher),
         loader(train, 64, seed=seed),

@@ -78,25 +78,18 @@ class PPO(L.LightningModule):
 
     @torch.no_grad()
     def collect(self) -> Batch:
-        obs, actions, logps, values, rewards, dones = [], [], [], [], [], []
+        """One rollout of ``horizon`` steps of every env with the current policy, with GAE returns."""
+        steps: list[tuple[torch.Tensor, ...]] = []
         for _ in range(self.hparams.horizon):
             o = self.env.observe()
             dist = Categorical(logits=self.actor(o))
             a = dist.sample()
             r, d = self.env.step(a)
-            obs.append(o), actions.append(a), logps.append(dist.log_prob(a))
-            values.append(self.critic(o).squeeze(-1)), rewards.append(r), dones.append(d)
-        v = torch.stack(values)
-        adv = _gae(
-            torch.stack(rewards),
-            v,
-            torch.stack(dones),
-            self.critic(self.env.observe()).squeeze(-1),
-            self.gamma,
-            self.lam,
-        )
-        flat = (torch.stack(obs), torch.stack(actions), torch.stack(logps), adv, adv + v)
-        return tuple(t.flatten(0, 1) for t in flat)
+            steps.append((o, a, dist.log_prob(a), self.critic(o).squeeze(-1), r, d))
+        obs, actions, logps, values, rewards, dones = (torch.stack(t) for t in zip(*steps))
+        last = self.critic(self.env.observe()).squeeze(-1)
+        adv = _gae(rewards, values, dones, last, self.gamma, self.lam)
+        return tuple(t.flatten(0, 1) for t in (obs, actions, logps, adv, adv + values))
 
     def episode_return(self) -> float:
         done = self.env.finished[-20:]
@@ -151,19 +144,20 @@ class A2C(L.LightningModule):
 
     @torch.no_grad()
     def collect(self) -> Batch:
-        obs, actions, rewards, dones = [], [], [], []
+        """``horizon`` steps of every env, with n-step discounted returns bootstrapped from the value head."""
+        steps: list[tuple[torch.Tensor, ...]] = []
         for _ in range(self.hparams.horizon):
             o = self.env.observe()
             a = Categorical(logits=self(o)[0]).sample()
             r, d = self.env.step(a)
-            obs.append(o), actions.append(a), rewards.append(r), dones.append(d)
+            steps.append((o, a, r, d))
+        obs, actions, rewards, dones = (torch.stack(t) for t in zip(*steps))
         ret = self(self.env.observe())[1]
-        returns = []
-        for r, d in zip(reversed(rewards), reversed(dones)):
-            ret = r + self.gamma * ret * (1.0 - d.float())
-            returns.append(ret)
-        returns.reverse()
-        return torch.stack(obs).flatten(0, 1), torch.stack(actions).flatten(), torch.stack(returns).flatten()
+        returns = torch.zeros_like(rewards)
+        for t in reversed(range(len(rewards))):
+            ret = rewards[t] + self.gamma * ret * (1.0 - dones[t].float())
+            returns[t] = ret
+        return obs.flatten(0, 1), actions.flatten(), returns.flatten()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         obs, actions, returns = batch
