@@ -63,7 +63,7 @@ class WaveCNN(L.LightningModule):
 def _build(seed: int) -> Run:
     return Run(
         WaveCNN(),
-        loader(audio_clips(1536, classes=8, length=128, noise=1.0, seed=seed), 32, seed=seed),
+        loader(audio_clips(1280, classes=8, length=128, noise=1.0, seed=seed), 32, seed=seed),
         loader(audio_clips(384, classes=8, length=128, noise=1.0, seed=seed + 100), 384, shuffle=False),
         trainer={"max_epochs": 5},
     )

@@ -83,7 +83,7 @@ class WGANGP(L.LightningModule):
 
 
 def _build(seed: int) -> Run:
-    return Run(WGANGP(), loader(ring_of_gaussians(3840, seed=seed), 64, seed=seed), trainer={"max_epochs": 6})
+    return Run(WGANGP(), loader(ring_of_gaussians(3200, seed=seed), 64, seed=seed), trainer={"max_epochs": 6})
 
 
 PROGRAMS = [

@@ -51,7 +51,7 @@ def _build(seed: int) -> Run:
     vocab = 48
     return Run(
         CharGRU(vocab=vocab),
-        loader(markov_tokens(640, length=16, vocab=vocab, seed=seed), 32, seed=seed),
+        loader(markov_tokens(512, length=16, vocab=vocab, seed=seed), 32, seed=seed),
         loader(markov_tokens(128, length=16, vocab=vocab, seed=seed + 100), 128, shuffle=False),
         trainer={"max_epochs": 8, "gradient_clip_val": 1.0},
     )

@@ -58,7 +58,7 @@ def _build(seed: int) -> Run:
         MatrixFactorization(),
         loader(ratings(10000, seed=seed), 256, seed=seed),
         loader(ratings(2000, seed=seed + 100), 2000, shuffle=False),
-        trainer={"max_epochs": 6},
+        trainer={"max_epochs": 5},
     )
 
 

@@ -122,7 +122,7 @@ class PPO(L.LightningModule):
 def _build_ppo(seed: int) -> Run:
     agent = PPO(seed)
     stream = RolloutStream(agent.collect, rollouts=2, passes=4, minibatches=4, seed=seed)
-    return Run(agent, DataLoader(stream, batch_size=None), trainer={"max_epochs": 7})
+    return Run(agent, DataLoader(stream, batch_size=None), trainer={"max_epochs": 6})
 
 
 class A2C(L.LightningModule):
@@ -180,7 +180,7 @@ class A2C(L.LightningModule):
 def _build_a2c(seed: int) -> Run:
     agent = A2C(seed)
     stream = RolloutStream(agent.collect, rollouts=40, passes=1, minibatches=1, seed=seed)
-    return Run(agent, DataLoader(stream, batch_size=None), trainer={"max_epochs": 5, "gradient_clip_val": 0.5})
+    return Run(agent, DataLoader(stream, batch_size=None), trainer={"max_epochs": 4, "gradient_clip_val": 0.5})
 
 
 PROGRAMS = [

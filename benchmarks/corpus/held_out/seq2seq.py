@@ -71,7 +71,7 @@ def _build(seed: int) -> Run:
         Seq2Seq(),
         loader(reversal_pairs(1024, length=5, vocab=10, seed=seed), 32, seed=seed),
         loader(reversal_pairs(256, length=5, vocab=10, seed=seed + 100), 256, shuffle=False),
-        trainer={"max_epochs": 6},
+        trainer={"max_epochs": 5},
     )
 
 

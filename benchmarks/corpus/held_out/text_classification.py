@@ -17,16 +17,18 @@ from benchmarks.corpus.program import Program, Run
 
 
 class TransformerClassifier(L.LightningModule):
-    """Token and position embeddings, a two-layer pre-norm Transformer encoder, mean pooling, a linear
+    """Token and position embeddings, a pre-norm Transformer encoder layer, mean pooling, a linear
     head; AdamW, linear warm-up then linear decay per optimizer step; torchmetrics accuracy."""
 
-    def __init__(self, vocab: int = 64, length: int = 16, dim: int = 32, lr: float = 4e-3, total: int = 150) -> None:
+    def __init__(
+        self, vocab: int = 64, length: int = 12, dim: int = 32, layers: int = 1, lr: float = 4e-3, total: int = 80
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tokens = nn.Embedding(vocab, dim)
         self.positions = nn.Embedding(length, dim)
         layer = nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.1, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Linear(dim, 2)
         self.val_acc = torchmetrics.Accuracy(task="binary")
 
@@ -58,11 +60,11 @@ class TransformerClassifier(L.LightningModule):
 
 
 def _build(seed: int) -> Run:
-    total = 150
+    total = 80
     return Run(
         TransformerClassifier(total=total),
-        loader(sentiment_tokens(1600, length=16, seed=seed), 16, seed=seed),
-        loader(sentiment_tokens(512, length=16, seed=seed + 100), 512, shuffle=False),
+        loader(sentiment_tokens(1280, length=12, seed=seed), 16, seed=seed),
+        loader(sentiment_tokens(512, length=12, seed=seed + 100), 512, shuffle=False),
         trainer={"max_steps": total, "accumulate_grad_batches": 2, "precision": "bf16-mixed"},
     )
 
@@ -71,7 +73,7 @@ PROGRAMS = [
     Program(
         "transformer_bf16_accum_h",
         "text classification",
-        "a two-layer Transformer encoder over token 'reviews', bf16-mixed precision, accumulate_grad_batches=2, "
+        "a pre-norm Transformer encoder over token 'reviews', bf16-mixed precision, accumulate_grad_batches=2, "
         "AdamW with linear warm-up and decay per optimizer step, torchmetrics accuracy",
         _build,
         faults=("nan_batch", "lr_x1000", "frozen"),
