@@ -21,7 +21,7 @@ class TinyViT(L.LightningModule):
     on the CLS output; AdamW, warm-up then cosine per step, torchmetrics accuracy."""
 
     def __init__(
-        self, size: int = 16, patch: int = 4, dim: int = 32, classes: int = 6, lr: float = 2e-3, total: int = 120
+        self, size: int = 16, patch: int = 4, dim: int = 32, classes: int = 6, lr: float = 2e-3, total: int = 100
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -69,12 +69,12 @@ class TinyViT(L.LightningModule):
 
 
 def _build(seed: int) -> Run:
-    total = 120
+    total = 100
     return Run(
         TinyViT(total=total),
-        loader(images(960, classes=6, noise=1.5, seed=seed), 32, seed=seed),
+        loader(images(800, classes=6, noise=1.5, seed=seed), 32, seed=seed),
         loader(images(256, classes=6, noise=1.5, seed=seed + 100), 256, shuffle=False),
-        trainer={"max_steps": total, "val_check_interval": 30},
+        trainer={"max_steps": total, "val_check_interval": 25},
     )
 
 
