@@ -21,7 +21,11 @@ D = Diagnosis(
 def test_round_trip_keeps_every_field_and_non_finite_evidence(tmp_path: Path) -> None:
     path = write_report(tmp_path / "run" / "lossguard.json", [D], "finished", 100, ["a note"], "error")
     data = json.loads(path.read_text())  # strict JSON: no NaN literals
-    assert data["schema_version"] == 2 and data["coverage"] == {"complete": True, "gaps": []} and data["counts"] == {"info": 0, "warning": 0, "error": 1}
+    assert (
+        data["schema_version"] == 2
+        and data["coverage"] == {"complete": True, "gaps": []}
+        and data["counts"] == {"info": 0, "warning": 0, "error": 1}
+    )
     assert data["diagnoses"][0]["evidence"]["odd"] == "nan"
     report = read_report(path)
     [back] = report.diagnoses
