@@ -12,6 +12,7 @@ from rich.console import Console
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import Diagnosis, LossGuard, Severity
 from lightning_lossguard.report.console import ConsoleReporter, summary_table
+from lightning_lossguard.report.json_report import Gap
 from lightning_lossguard.report.markdown import diagnoses_table, diagnosis_section, full_report
 from tests.conftest import trainer
 
@@ -122,3 +123,57 @@ def test_live_diagnoses_print_above_the_rich_progress_bar(tmp_path: Path) -> Non
 def test_verbose_false_prints_nothing_with_a_progress_bar(tmp_path: Path) -> None:
     out = _fit_with_progress_bar(tmp_path, verbose=False)
     assert "Epoch" in out and "LossGuard" not in out
+
+
+# -- coverage gaps ------------------------------------------------------------------------------------------
+GAP = Gap("gradients", "an internal error stopped the gradient measurements")
+
+
+def test_summary_with_a_gap_never_says_no_problems_and_names_what_was_not_watched() -> None:
+    for diagnoses in ([], [NEW]):
+        out = io.StringIO()
+        ConsoleReporter(Console(file=out, width=120, color_system=None)).summary(diagnoses, [], None, gaps=[GAP])
+        text = out.getvalue()
+        assert "no problems" not in text and "nothing wrong" not in text
+        assert "not watched: gradients: an internal error stopped the gradient measurements" in text
+    assert "coverage incomplete" in text or "could not watch everything" in text
+    out = io.StringIO()
+    ConsoleReporter(Console(file=out, width=120, color_system=None)).summary([], [], None)
+    assert out.getvalue() == "LossGuard no problems found.\n"
+
+
+def test_full_report_with_a_gap_says_what_was_not_watched_first() -> None:
+    text = full_report([], ["too short"], [GAP])
+    assert text.startswith("## LossGuard: coverage incomplete\n\n**Not watched.**")
+    assert "- **gradients**: an internal error stopped the gradient measurements" in text
+    assert "nothing wrong" not in text and "No diagnoses in what LossGuard watched." in text
+    with_diagnoses = full_report([NEW], [], [GAP])
+    assert with_diagnoses.startswith("## LossGuard: 1 error, 0 warnings, 0 info; coverage incomplete")
+    assert with_diagnoses.index("Not watched") < with_diagnoses.index("nonfinite_loss")
+
+
+def test_a_note_that_starts_with_lossguard_is_not_prefixed_twice() -> None:
+    out = io.StringIO()
+    reporter = ConsoleReporter(Console(file=out, width=200, color_system=None))
+    reporter.note("LossGuard hit an internal error in report and stopped watching this run.")
+    reporter.note("Gradient diagnoses are off under FSDP.")
+    assert out.getvalue().splitlines() == [
+        "LossGuard hit an internal error in report and stopped watching this run.",
+        "LossGuard Gradient diagnoses are off under FSDP.",
+    ]
+
+
+def test_summary_at_80_columns_wraps_and_never_cuts() -> None:
+    long_remedies = [
+        "Keep the best checkpoint: ModelCheckpoint(monitor='val_loss'), EarlyStopping(monitor='val_loss').",
+        "Clip gradients: Trainer(gradient_clip_val=1.0).",
+    ]
+    d = Diagnosis("output_range_mismatch", Severity.WARNING, 123456, "x " * 80, {"a": 1.0}, long_remedies, "net.0")
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(summary_table([d]))
+    rows = [line for line in out.getvalue().splitlines() if line.startswith("│")]
+    assert all(len(line) <= 80 for line in rows) and "…" not in out.getvalue()
+    text_column = " ".join(line.split("│")[3] for line in rows)
+    for remedy in long_remedies:
+        assert " ".join(remedy.split()) in " ".join(text_column.split())
+    assert "output_range_mismatch" in out.getvalue() and "123456" in out.getvalue()
