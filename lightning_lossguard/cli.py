@@ -292,7 +292,11 @@ def _write_junit_or_say_why(path: str, loaded: Loaded, level: Severity, allow_ga
     try:
         write_junit(path, loaded.reports, loaded.problems, level, allow_gaps)
     except OSError as error:
-        err.print(Text.assemble(("ERROR ", "bold red"), one_line(f"{path}: cannot write the JUnit file ({error})")))
+        reason = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+        err.print(
+            Text.assemble(("ERROR ", "bold red"), one_line(f"{path}: cannot write the JUnit file ({reason})")),
+            soft_wrap=True,
+        )
         return False
     return True
 
@@ -346,7 +350,10 @@ def show(paths: Sequence[str], fmt: str, out: Console, err: Console, all_runs: b
     for problem in loaded.problems:
         err.print(Text.assemble(("ERROR ", "bold red"), one_line(problem.reason)), soft_wrap=True)
     if loaded.older_runs:  # stderr: stdout stays valid JSON or markdown
-        err.print(Text(f"lossguard report: {loaded.older_runs} older run(s) not shown (--all-runs shows them)"))
+        err.print(
+            Text(f"lossguard report: {loaded.older_runs} older run(s) not shown (--all-runs shows them)"),
+            soft_wrap=True,
+        )
     return EXIT_NO_REPORT if loaded.problems else EXIT_OK
 
 

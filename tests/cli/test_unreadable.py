@@ -214,3 +214,19 @@ def test_no_traceback_from_a_subprocess_for_every_hostile_file_at_once(tmp_path:
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 4, result.stderr
+
+
+def test_an_unwritable_junit_file_exits_2_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_report(tmp_path / "run" / "lossguard.json", [], "finished", 1)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["check", str(path), "--junit", str(blocker / "junit.xml")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ERROR {blocker / 'junit.xml'}: cannot write the JUnit file")
+
+
+def test_the_command_imports_no_torch_lightning_or_numpy() -> None:
+    heavy = ("torch", "lightning", "numpy", "tensorboard", "tqdm")
+    code = f"import sys, lightning_lossguard.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
