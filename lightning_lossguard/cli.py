@@ -57,6 +57,10 @@ EXIT_NO_REPORT = 2
 EXIT_GAPS = 3
 EXIT_INTERRUPTED = 130
 
+MAX_LISTED = 100
+"""The most diagnoses of one report that ``check`` lists (and annotates) and the ``report`` table shows; the
+rest are counted, and ``--format json`` or the JUnit file holds them all. A real run has a few dozen at most."""
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -151,11 +155,13 @@ def check(
         failed += bool(offending)
         gapped += bool(report.gaps)
         out.print(_verdict(report, offending, level, allow_gaps), soft_wrap=True)
-        for d in offending:
+        for d in offending[:MAX_LISTED]:
             out.print(_diagnosis_line(d), soft_wrap=True)
             if github:
                 # Plain stdout, not rich: the runner parses these lines verbatim.
                 print(annotation(d), flush=True)
+        if len(offending) > MAX_LISTED:
+            out.print(Text(_more(len(offending) - MAX_LISTED), "dim"), soft_wrap=True)
         for gap in report.gaps:
             out.print(gap_line(gap), soft_wrap=True)
             if github:
@@ -210,6 +216,10 @@ def _diagnosis_line(d: Diagnosis) -> Text:
     if d.remedies:
         line.append_text(Text.assemble(("\n    → ", "dim"), one_line(d.remedies[0])))
     return line
+
+
+def _more(hidden: int) -> str:
+    return f"  ... and {hidden} more (lossguard report --format json lists them all)"
 
 
 def annotation(d: Diagnosis) -> str:
@@ -390,7 +400,10 @@ def _print_table(r: Report, out: Console) -> None:
     for gap in r.gaps:
         out.print(gap_line(gap))
     if r.diagnoses:
-        out.print(summary_table(r.diagnoses, title=None, full=True))
+        shown = cause_first(r.diagnoses)[:MAX_LISTED]
+        out.print(summary_table(shown, title=None, full=True))
+        if len(r.diagnoses) > MAX_LISTED:
+            out.print(Text(_more(len(r.diagnoses) - MAX_LISTED), "dim"), soft_wrap=True)
     elif r.gaps:
         out.print(Text("  no diagnoses in what LossGuard watched.", "yellow"))
     else:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from lightning_lossguard import Diagnosis, Severity
 from lightning_lossguard.catalog import CATALOG
+from lightning_lossguard.cli import MAX_LISTED, main
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import write_report
 from tests.cli.terminal import run_in_terminal, screen
@@ -157,3 +158,21 @@ def test_a_fit_under_tqdm_prints_each_diagnosis_whole_on_its_own_line(tmp_path: 
 def test_a_fit_under_rich_prints_each_diagnosis_whole_on_its_own_line(tmp_path: Path) -> None:
     lines, diagnoses = _fit_in_a_terminal(tmp_path, "rich")
     _assert_whole_lines(lines, diagnoses)
+
+
+def test_a_report_with_thousands_of_diagnoses_lists_the_first_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    many = [Diagnosis("loss_plateau", Severity.WARNING, step, "Flat.", {}, ["Raise the LR."]) for step in range(3000)]
+    path = write_report(tmp_path / "lossguard.json", many[::-1], "finished", 3000)
+    assert main(["check", str(path), "--fail-on", "warning"]) == 1
+    out = capsys.readouterr().out
+    listed = re.findall(r"^  warning loss_plateau at step (\d+):", out, re.M)
+    assert listed == [str(step) for step in range(MAX_LISTED)]  # cause first: the earliest
+    assert f"... and {3000 - MAX_LISTED} more (lossguard report --format json lists them all)" in out
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3000 warnings" in out and f"... and {3000 - MAX_LISTED} more" in out
+    assert main(["report", str(path), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["diagnoses"]) == 3000
