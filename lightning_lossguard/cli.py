@@ -58,8 +58,8 @@ EXIT_GAPS = 3
 EXIT_INTERRUPTED = 130
 
 MAX_LISTED = 100
-"""The most diagnoses of one report that ``check`` lists (and annotates) and the ``report`` table shows; the
-rest are counted, and ``--format json`` or the JUnit file holds them all. A real run has a few dozen at most."""
+"""The most diagnoses (and gaps) of one report that ``check`` lists and annotates and the ``report`` table shows;
+the rest are counted, and ``--format json`` or the JUnit file holds them all. A real run has a few dozen."""
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,12 @@ def check(
                 print(annotation(d), flush=True)
         if len(offending) > MAX_LISTED:
             out.print(Text(_more(len(offending) - MAX_LISTED), "dim"), soft_wrap=True)
-        for gap in report.gaps:
+        for gap in report.gaps[:MAX_LISTED]:
             out.print(gap_line(gap), soft_wrap=True)
             if github:
                 print(gap_annotation(report, gap, allowed=allow_gaps), flush=True)
+        if len(report.gaps) > MAX_LISTED:
+            out.print(Text(_more(len(report.gaps) - MAX_LISTED), "dim"), soft_wrap=True)
     for problem in loaded.problems:
         err.print(Text.assemble(("ERROR ", "bold red"), one_line(problem.reason)), soft_wrap=True)
         if github:
@@ -397,8 +399,10 @@ def _print_table(r: Report, out: Console) -> None:
         ),
         soft_wrap=True,
     )
-    for gap in r.gaps:
+    for gap in r.gaps[:MAX_LISTED]:
         out.print(gap_line(gap))
+    if len(r.gaps) > MAX_LISTED:
+        out.print(Text(_more(len(r.gaps) - MAX_LISTED), "dim"), soft_wrap=True)
     if r.diagnoses:
         shown = cause_first(r.diagnoses)[:MAX_LISTED]
         out.print(summary_table(shown, title=None, full=True))
