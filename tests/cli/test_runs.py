@@ -115,3 +115,12 @@ def test_check_and_report_on_10000_run_folders_take_well_under_a_few_seconds(tmp
         assert "9999 older run(s)" in result.stdout + result.stderr
         # Measured about 0.5 s for the whole command, interpreter start included; generous for a busy machine.
         assert elapsed < 8, (command, elapsed)
+
+
+def test_help_explains_the_rule_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--all-runs" in text and "--allow-gaps" in text
+    assert "the latest is the highest N when every run folder is named version_N" in text
+    assert "Exit 2 when a PATH has no readable report; else 1" in text and "else 3 when a report says" in text
