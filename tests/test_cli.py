@@ -286,7 +286,7 @@ def test_report_as_a_table_shows_every_remedy_and_the_notes(tmp_path: Path, caps
     assert "1 error, 0 warnings, 1 info" in out
     for text in ("exploding_gradients", "1. Clip gradients", "2. Lower the learning rate.", "ratio=85000"):
         assert text in out
-    assert "subject: net.0" in out and "no diagnoses" in out and "note: too short" in out
+    assert "about: net.0" in out and "no diagnoses" in out and "note: too short" in out
 
 
 def test_report_as_json_is_a_list_of_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import Diagnosis, LossGuard, Severity
-from lightning_lossguard.report.json_report import read_report, write_report
+from lightning_lossguard.report.json_report import Gap, read_report, write_report
 from lightning_lossguard.testing import assert_healthy
 from tests.conftest import trainer
 
@@ -100,3 +100,36 @@ def test_a_missing_or_unreadable_report_fails_and_says_why(tmp_path: Path) -> No
 def test_a_list_of_something_else_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="Diagnosis objects"):
         assert_healthy([{"code": "loss_plateau"}])  # type: ignore[list-item]
+
+
+def test_coverage_gaps_fail_unless_allowed(tmp_path: Path) -> None:
+    gap = Gap("gradients", "an internal error stopped the gradient measurements")
+    path = write_report(tmp_path / "run" / "lossguard.json", [SHIFT], "finished", 100, [], None, [gap])
+    for source in (path, tmp_path, read_report(path)):
+        with pytest.raises(AssertionError) as raised:
+            assert_healthy(source)
+        assert str(raised.value) == (
+            "LossGuard could not watch all of the run (coverage gaps; allow_gaps=True accepts them):\n"
+            "- not watched: gradients: an internal error stopped the gradient measurements"
+        )
+        assert_healthy(source, allow_gaps=True)
+    # A LossGuard reports its gaps in its ``gaps`` attribute.
+    guard = LossGuard(verbose=False)
+    assert_healthy(guard)
+    guard.gaps = [gap]  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError, match="not watched: gradients"):
+        assert_healthy(guard)
+    assert_healthy(guard, allow_gaps=True)
+
+
+def test_diagnoses_and_gaps_are_both_listed_cause_first(tmp_path: Path) -> None:
+    nan = Diagnosis("nonfinite_loss", Severity.ERROR, 50, "NaN.")
+    explosion = Diagnosis("exploding_gradients", Severity.ERROR, 50, "Boom.")
+    path = write_report(
+        tmp_path / "lossguard.json", [nan, PLATEAU, explosion], "alarm", 50, [], "error", [Gap("x", "y")]
+    )
+    with pytest.raises(AssertionError) as raised:
+        assert_healthy(path)
+    lines = [line for line in str(raised.value).splitlines() if line.startswith("- ")]
+    assert [line.split(":")[0] for line in lines] == ["- step 50", "- step 50", "- step 90", "- not watched"]
+    assert "exploding_gradients" in lines[0] and "nonfinite_loss" in lines[1]
