@@ -85,9 +85,11 @@ class LossGuardPlugin(base_plugin.TBPlugin):  # type: ignore[misc]
     def _serve_run(self, request: Request) -> Response:
         ctx, experiment = plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
         run = request.args.get("run", "")
-        if run not in self.runs(ctx, experiment):  # only names TensorBoard lists ever reach a path
+        # Only a name TensorBoard lists ever reaches a path.
+        listed = any(r.run_name == run for r in self._provider.list_runs(ctx, experiment_id=experiment))
+        view = run_view(run, self._run_dir(run), read_curves(self._provider, ctx, experiment, run)) if listed else None
+        if view is None or not (view["reports"] or view["curves"]):
             raise errors.NotFoundError(f"no LossGuard data for run {run!r}")
-        view = run_view(run, self._run_dir(run), read_curves(self._provider, ctx, experiment, run))
         return _respond(request, view, "application/json")
 
 

@@ -38,7 +38,8 @@ export async function render() {
     }
   };
   await refresh();
-  setInterval(() => document.hidden || refresh(), POLL_MS);
+  // Not while the tab is hidden (TensorBoard keeps the frame of a tab it leaves, at zero size).
+  setInterval(() => document.hidden || innerWidth === 0 || refresh(), POLL_MS);
 }
 
 async function getJson(url) {
@@ -289,6 +290,7 @@ function logAxis(decades) {
   let hi = Math.ceil(Math.max(...decades));
   if (hi === lo) [lo, hi] = [lo - 1, hi + 1];
   const stride = Math.ceil((hi - lo) / 5);
+  hi = lo + stride * Math.ceil((hi - lo) / stride); // a labelled decade at the top too
   const ticks = [];
   for (let k = lo; k <= hi; k += stride) ticks.push({ at: k, label: k >= -3 && k <= 3 ? String(10 ** k) : `1e${k}` });
   return { lo, hi, ticks };
