@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tensorboard.data.provider import RunTagFilter
+from tensorboard.plugins.scalar.metadata import PLUGIN_NAME
+
 from lightning_lossguard.catalog import CATALOG, cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.report.json_report import REPORT_NAME, Report, ReportError, read_report
@@ -48,9 +51,6 @@ def report_files(run_dir: Path | None) -> list[Path]:
 def read_curves(provider: Any, ctx: Any, experiment: str, run: str) -> dict[str, list[list[float]]]:
     """``{"train_loss": [[step, value], ...], "val/val_loss": ..., "grad_norm": ..., ...}``: finite points only,
     keyed by tag without ``lossguard/``."""
-    from tensorboard.data.provider import RunTagFilter
-    from tensorboard.plugins.scalar.metadata import PLUGIN_NAME
-
     listed = provider.list_scalars(
         ctx, experiment_id=experiment, plugin_name=PLUGIN_NAME, run_tag_filter=RunTagFilter(runs=[run])
     )
