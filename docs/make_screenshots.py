@@ -2,13 +2,14 @@
 
     python docs/make_screenshots.py        # under a minute
 
-It trains the model and data of ``examples/quickstart.py`` in a temporary directory, as the example does
-(healthy at lr=0.05 for 100 steps, then 10x: the gradients explode after a normal stretch LossGuard draws
-a band for), serves the logs with TensorBoard on 127.0.0.1 and captures them with headless Chromium:
+It trains the model and data of ``examples/quickstart.py`` twice in a temporary directory, as the example
+does: once healthy (``--no-jump``), once with its bug (healthy at lr=0.05 for 100 steps, then 10x: the
+gradients explode after a normal stretch LossGuard draws a band for). It serves both runs with TensorBoard
+on 127.0.0.1 and captures them with headless Chromium:
 
-- ``console.png``: LossGuard's console output (the live lines and the summary table);
-- ``tensorboard-text.png``: the Text tab filtered to the ``lossguard/diagnoses`` report;
-- ``tensorboard-dashboard.png``: the LossGuard dashboard of the Custom Scalars tab.
+- ``console.png``: LossGuard's console output of the faulty run (the live lines and the summary table);
+- ``tensorboard-lossguard.png``: the LossGuard tab, the healthy run next to the faulty one;
+- ``tensorboard-text.png``: the Text tab filtered to the ``lossguard/diagnoses`` reports.
 
 Set ``CHROMIUM=/path/to/chrome`` when the browser is not on the PATH under a usual name.
 """
@@ -28,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,12 +40,13 @@ TEXT_TAG = "lossguard/diagnoses/text_summary"  # the writer appends "/text_summa
 # TensorBoard keeps a tab's settings in the URL fragment: the tag filter, and no smoothing so the
 # dashboard shows the values LossGuard judged.
 SHOTS = {
+    "tensorboard-lossguard.png": "#lossguard",
     "tensorboard-text.png": "#text&tagFilter=" + quote(f"^{TEXT_TAG}$", safe=""),
-    "tensorboard-dashboard.png": "#custom_scalars&_smoothingWeight=0",
 }
-SIZES = {"tensorboard-text.png": (1400, 1350), "tensorboard-dashboard.png": (1400, 1000)}
+SIZES = {"tensorboard-lossguard.png": (1400, 1240), "tensorboard-text.png": (1400, 1350)}
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 HEALTHY_LR, JUMP_AT, STEPS = 0.05, 100, 200  # the example's run: its learning rate jumps 10x at step 100
+RUNS = {"constant_lr": None, "lr_jumps_10x_at_step_100": JUMP_AT}  # run name -> jump_at; sorted: healthy first
 COLUMNS, LINE_PX = 100, 18  # the console picture: terminal width, and line height at 14px type
 CONSOLE_PAGE = """<!DOCTYPE html>
 <html><head><meta charset="UTF-8"><style>
@@ -90,8 +92,10 @@ def wait_for(url: str, ready: Callable[[Any], bool], timeout: float, server: sub
 
 
 @contextmanager
-def tensorboard(logdir: str | Path, cwd: str | Path | None = None, timeout: float = 60.0) -> Iterator[str]:
-    """Serve ``logdir`` on a free local port until LossGuard's diagnoses are loaded; yield the base URL."""
+def tensorboard(
+    logdir: str | Path, cwd: str | Path | None = None, timeout: float = 60.0, runs: int = 1
+) -> Iterator[str]:
+    """Serve ``logdir`` on a free local port until LossGuard's data of ``runs`` runs is loaded; yield the URL."""
     port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
     server = subprocess.Popen(
@@ -103,9 +107,8 @@ def tensorboard(logdir: str | Path, cwd: str | Path | None = None, timeout: floa
     base = f"http://127.0.0.1:{port}"
     try:
         # Listening is not enough: the event files are read in the background after start.
-        wait_for(
-            f"{base}/data/plugin/text/tags", lambda tags: any(TEXT_TAG in t for t in tags.values()), timeout, server
-        )
+        wait_for(f"{base}/data/plugin/text/tags", lambda tags: len(tags) >= runs, timeout, server)
+        wait_for(f"{base}/data/plugin/lossguard/runs", lambda found: len(found["runs"]) >= runs, timeout, server)
         yield base
     finally:
         server.terminate()
@@ -144,12 +147,10 @@ def screenshot(chromium: str, url: str, path: Path, size: tuple[int, int] = (140
         )
 
 
-def faulty_run(workdir: Path) -> tuple[str, int]:
-    """Train the example's model in ``workdir``; return LossGuard's console output as HTML and its line count."""
+def train(workdir: Path, version: str, jump_at: int | None) -> None:
+    """Train the example's model in ``workdir``, logging to ``lightning_logs/<version>``."""
     import lightning as L
-    import rich
     from lightning.pytorch.loggers import TensorBoardLogger
-    from rich.terminal_theme import MONOKAI
 
     from lightning_lossguard import LossGuard
 
@@ -164,22 +165,33 @@ def faulty_run(workdir: Path) -> tuple[str, int]:
         accelerator="cpu",
         log_every_n_steps=10,
         val_check_interval=50,
-        logger=TensorBoardLogger(".", name="lightning_logs"),  # relative: no temporary path in the pictures
+        # Relative: no temporary path in the pictures.
+        logger=TensorBoardLogger(".", name="lightning_logs", version=version),
         callbacks=[LossGuard(report_every=10)],
         enable_progress_bar=False,  # the bar's redraws would be recorded too
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    rich.reconfigure(record=True, width=COLUMNS, force_terminal=True, color_system="truecolor")
     here = Path.cwd()
     os.chdir(workdir)
     try:
-        trainer.fit(example.Regressor(HEALTHY_LR, JUMP_AT), example.data(4096, seed=0), example.data(512, seed=1))
+        trainer.fit(example.Regressor(HEALTHY_LR, jump_at), example.data(4096, seed=0), example.data(512, seed=1))
+    finally:
+        os.chdir(here)
+
+
+def recorded(workdir: Path, version: str, jump_at: int | None) -> tuple[str, int]:
+    """Train as :func:`train`; return LossGuard's console output as HTML and its line count."""
+    import rich
+    from rich.terminal_theme import MONOKAI
+
+    rich.reconfigure(record=True, width=COLUMNS, force_terminal=True, color_system="truecolor")
+    try:
+        train(workdir, version, jump_at)
         console = rich.get_console()
         lines = console.export_text(clear=False).count("\n")
         return console.export_html(theme=MONOKAI, code_format=CONSOLE_PAGE, inline_styles=True), lines
     finally:
-        os.chdir(here)
         rich.reconfigure()
 
 
@@ -195,12 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        html, lines = faulty_run(workdir)
+        html, lines = "", 0
+        for version, jump_at in RUNS.items():
+            if jump_at is None:
+                with open(os.devnull, "w") as quiet, redirect_stdout(quiet):
+                    train(workdir, version, jump_at)
+            else:
+                html, lines = recorded(workdir, version, jump_at)
         page = workdir / "console.html"
         page.write_text(html, encoding="utf-8")
         shots = [(page.as_uri(), out / "console.png", (900, 24 + LINE_PX * lines))]
         # A relative log dir, so the pictures show "lightning_logs" and no temporary path.
-        with tensorboard("lightning_logs", cwd=workdir) as base:
+        with tensorboard("lightning_logs", cwd=workdir, runs=len(RUNS)) as base:
             for name, fragment in SHOTS.items():
                 shots.append((f"{base}/{fragment}", out / name, SIZES[name]))
             for url, path, size in shots:

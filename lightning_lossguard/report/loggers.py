@@ -1,19 +1,27 @@
 """Signals and diagnoses to the trainer's loggers: scalars to every logger, text and charts to TensorBoard.
 
-Scalars live under ``lossguard/`` (``lossguard/grad_norm``, ``lossguard/train_loss``,
-``lossguard/loss_step_ms``, ``lossguard/time/<phase>_ms``, ``lossguard/alarms``, ...), one point per series
-per report interval (the interval's median, at its last step; ``lossguard/grad_norm_max`` keeps the
-interval's largest norm so a spike stays visible): the same cadence as Lightning's own step logging, and
-50x fewer TensorBoard writes than a point per step, which would cost more than the whole measurement.
-TensorBoard also
-gets ``lossguard/log10/...`` copies of the norms and losses for the custom-scalars dashboard
-(:data:`LAYOUT`), and the diagnoses as markdown under the text tag ``lossguard/diagnoses`` (and
-``lossguard/diagnoses/<code>``). Rank 0 only.
+Scalars live under ``lossguard/``, one point per series per report interval (the interval's median, at its
+last step): the same cadence as Lightning's own step logging, and 50x fewer TensorBoard writes than a point
+per step, which would cost more than the whole measurement. Each series is logged once:
+
+- ``lossguard/train_loss``; ``lossguard/val/<metric>``, the validation metric LossGuard judged (TensorBoard
+  only: other loggers already hold the run's own copy; the LossGuard tab needs to know which tag it is);
+- ``lossguard/grad_norm`` (pre-clip), ``lossguard/grad_norm_max`` (the interval's largest, so a spike stays
+  visible), ``lossguard/grad_norm_clipped`` (post-clip, with norm clipping), ``lossguard/grad_norm_band_low``
+  and ``_high`` (the normal band, once known), ``lossguard/grad/{first,last,max}_layer_norm``;
+- ``lossguard/loss_step_ms`` (training_step: forward + loss), ``lossguard/time/<phase>_ms``;
+- ``lossguard/loss_terms/<name>``, ``lossguard/update_ratio``, ``lossguard/memory/<kind>``.
+
+No log10 copies (the LossGuard tab draws on a log axis, and every TensorBoard chart has a log-scale toggle)
+and no alarm counter (TensorBoard smooths every scalar, and a smoothed count reads as fractional alarms; the
+LossGuard tab marks each diagnosis at its step instead). TensorBoard also gets the diagnoses as markdown
+under the text tag ``lossguard/diagnoses`` (and ``lossguard/diagnoses/<code>``), a per-layer gradient-norm
+histogram, and a small Custom Scalars dashboard (:func:`dashboard`) with the charts that need several series
+in one picture. Rank 0 only.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -23,10 +31,9 @@ import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis
 from lightning_lossguard.diagnostician import RunLayout
 from lightning_lossguard.report.markdown import diagnosis_section, full_report
-from lightning_lossguard.signals.step_timer import PHASES
 from lightning_lossguard.signals.window import Window
 
 HISTOGRAM_EVERY = 5
@@ -34,58 +41,29 @@ HISTOGRAM_EVERY = 5
 
 Series = dict[str, tuple[Sequence[int], Sequence[float] | np.ndarray]]
 
+NORM = "lossguard/grad_norm"
 MAX_NORM = "lossguard/grad_norm_max"
 """The largest gradient norm of each report interval (``lossguard/grad_norm`` is its median)."""
 
-_LOG10 = "lossguard/log10/"
-"""TensorBoard-only copies, in decades, of the series that span orders of magnitude when a run goes wrong."""
-
-_MAGNITUDES = ("lossguard/grad/", "lossguard/train_loss", "lossguard/val/", "lossguard/loss_terms/")
-_BAND = ("lossguard/grad_norm", "lossguard/grad_norm_band_low", "lossguard/grad_norm_band_high")
-
-_PHASE_TITLES = {
-    "step": "whole step",
-    "data": "data loading",
-    "training_step": "training_step (forward + loss)",
-    "forward": "forward",
-    "loss": "loss",
-    "backward": "backward",
-    "optimizer": "optimizer step (with clipping)",
-}
+VAL = "lossguard/val/"
+"""The validation metric LossGuard judged; TensorBoard only (see the module docstring)."""
 
 
-def _phase_tag(phase: str) -> str:
-    return "lossguard/loss_step_ms" if phase == "training_step" else f"lossguard/time/{phase}_ms"
+def dashboard(loss_terms: bool = False) -> dict[str, dict[str, list[Any]]]:
+    """The Custom Scalars layout: only what neither the LossGuard tab nor the Scalars tab shows.
 
-
-LAYOUT: dict[str, dict[str, list[Any]]] = {
-    # At a glance: is the loss falling, when did alarms fire, is the loss step getting slower, is the gradient
-    # norm inside its normal band. A blow-up spans many decades and flattens the healthy part of a linear
-    # curve to a line at zero, so the norm and the losses are drawn in log10. TensorBoard draws a
-    # category's Margin charts after its other charts: the band chart is written last to match.
-    "LossGuard": {
-        "train and validation loss (log10)": ["Multiline", [_LOG10 + "train_loss", _LOG10 + "val/.*"]],
-        "alarms so far (warnings + errors)": ["Multiline", ["lossguard/alarms"]],
-        "training_step time: forward + loss (ms)": ["Multiline", ["^lossguard/loss_step_ms$"]],
-        "gradient norm (pre-clip, log10) inside its normal band": [
-            "Margin",
-            [_LOG10 + name.removeprefix("lossguard/") for name in _BAND],
+    The LossGuard tab draws the loss and the gradient norm in its band, and the Scalars tab has one chart per
+    series (the step times among them); what is left is the charts that compare several series at once.
+    """
+    charts: dict[str, list[Any]] = {
+        "gradient norm: whole model (pre-clip, interval max, post-clip) and by depth": [
+            "Multiline",
+            ["^lossguard/grad_norm(_max|_clipped)?$", "^lossguard/grad/.*_norm$"],
         ],
-    },
-    # One chart per phase: the lines of one run share a colour, so several phases in one chart are unreadable.
-    "LossGuard: step time by phase (ms)": {
-        _PHASE_TITLES.get(p, p): ["Multiline", [f"^{_phase_tag(p)}$"]]
-        for p in [*_PHASE_TITLES, *(p for p in PHASES if p not in _PHASE_TITLES)]
-    },
-    "LossGuard: more signals": {
-        "gradient norm, whole model and by depth (log10)": ["Multiline", [_LOG10 + "grad/.*"]],
-        "train and validation loss": ["Multiline", ["lossguard/train_loss", "lossguard/val/.*"]],
-        "loss terms (log10)": ["Multiline", [_LOG10 + "loss_terms/.*"]],
-        "weight update / weight (median over parameters)": ["Multiline", ["lossguard/update_ratio"]],
-        "memory (MiB)": ["Multiline", ["lossguard/memory/.*"]],
-    },
-}
-"""The custom-scalars dashboard (TensorBoard's "Custom Scalars" tab)."""
+    }
+    if loss_terms:
+        charts["loss terms"] = ["Multiline", ["^lossguard/loss_terms/"]]
+    return {"LossGuard": charts}
 
 
 class LoggerReporter:
@@ -93,8 +71,7 @@ class LoggerReporter:
 
     def __init__(self, loggers: Sequence[Logger]) -> None:
         self.loggers = list(loggers)
-        self._layout_written = False
-        self._alarms = 0
+        self._layout: dict[str, dict[str, list[Any]]] | None = None  # the Custom Scalars layout written
         self._reports = 0
 
     @property
@@ -102,11 +79,14 @@ class LoggerReporter:
         return [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
 
     def start(self) -> None:
-        if self._layout_written:
-            return
+        """Write the Custom Scalars layout (:meth:`signals` adds the loss-terms chart when terms show up)."""
+        if self._layout is None:
+            self._write_layout(dashboard())
+
+    def _write_layout(self, layout: dict[str, dict[str, list[Any]]]) -> None:
         for writer in self.tensorboards:
-            writer.add_custom_scalars(LAYOUT)
-        self._layout_written = True
+            writer.add_custom_scalars(layout)
+        self._layout = layout
 
     def signals(self, window: Window, layout: RunLayout, band: tuple[float, float] | None, final: bool = False) -> None:
         """Log one report interval's signals (``band``: the gradient norm's normal band, when known)."""
@@ -114,7 +94,7 @@ class LoggerReporter:
         series: Series = {"lossguard/train_loss": (window.batch_steps, window.loss)}
         if opt:
             norms = window.grad_norms
-            series["lossguard/grad_norm"] = (opt, norms)
+            series[NORM] = (opt, norms)
             if layout.clip_val:
                 # Norm clipping rescales the gradients to at most clip_val: the post-clip norm, exactly.
                 series["lossguard/grad_norm_clipped"] = (opt, np.minimum(norms, layout.clip_val))
@@ -145,6 +125,8 @@ class LoggerReporter:
                 series[f"lossguard/time/{name}_ms"] = (window.timing_steps, values)
         for name, values in window.loss_terms.items():
             series[f"lossguard/loss_terms/{name}"] = (window.batch_steps, values)
+        if window.loss_terms and self._layout != (with_terms := dashboard(loss_terms=True)):
+            self._write_layout(with_terms)
         step = window.last_step
         if window.update_ratio is not None and window.sample_step is not None:
             measured = window.update_ratio[window.update_ratio >= 0]
@@ -166,18 +148,17 @@ class LoggerReporter:
                 continue
             step = int(max(steps))
             by_step[step][name] = statistics.median(array[finite].tolist())  # faster than np on short series
-            if name == _BAND[0]:
+            if name == NORM:
                 by_step[step][MAX_NORM] = float(array[finite].max())
-        if by_step:
-            # Repeat the alarm count at each report so its chart is a staircase from 0, not a few dots.
-            by_step[max(by_step)].setdefault("lossguard/alarms", float(self._alarms))
         for step in sorted(by_step):
-            decades = _log10_copies(by_step[step])
+            metrics = by_step[step]
             for logger in self.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    _write_scalars(logger.experiment, {**by_step[step], **decades}, step)
+                    _write_scalars(logger.experiment, metrics, step)
                 else:
-                    logger.log_metrics(by_step[step], step=step)
+                    own = {k: v for k, v in metrics.items() if not k.startswith(VAL)}
+                    if own:
+                        logger.log_metrics(own, step=step)
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         values = values[np.isfinite(values)]
@@ -196,14 +177,13 @@ class LoggerReporter:
             writer.add_text("lossguard/diagnoses", text, step)
             for d in new:
                 writer.add_text(f"lossguard/diagnoses/{d.code}", diagnosis_section(d), d.step)
-        self.alarms(everything, step)
         self.flush()
 
     def alarms(self, everything: Sequence[Diagnosis], step: int) -> None:
-        """Log the number of warnings and errors so far; later reports repeat it (0 until the first call)."""
-        self._alarms = sum(d.severity.at_least(Severity.WARNING) for d in everything)
-        for logger in self.loggers:
-            logger.log_metrics({"lossguard/alarms": float(self._alarms)}, step=step)
+        """Nothing to log: the alarm count is no longer a scalar (see the module docstring).
+
+        Kept so the callback's call still works; the callback can drop the call, then this method goes.
+        """
 
     def flush(self) -> None:
         for writer in self.tensorboards:
@@ -224,23 +204,3 @@ def _write_scalars(writer: Any, metrics: Mapping[str, float], step: int) -> None
         return
     values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in metrics.items()]
     file_writer().add_summary(Summary(value=values), step)
-
-
-def _log10_copies(metrics: Mapping[str, float]) -> dict[str, float]:
-    """``lossguard/log10/<name>`` for the magnitude-like metrics of one step (values <= 0 have no log10)."""
-    out = {
-        _LOG10 + name.removeprefix("lossguard/"): math.log10(value)
-        for name, value in metrics.items()
-        if name.startswith(_MAGNITUDES) and value > 0
-    }
-    norm = metrics.get(_BAND[0], 0.0)
-    if norm > 0:
-        out[_LOG10 + "grad/norm"] = math.log10(norm)
-    largest = metrics.get(MAX_NORM, 0.0)
-    if largest > 0:
-        out[_LOG10 + "grad/norm_max"] = math.log10(largest)
-    band = [metrics.get(name, 0.0) for name in _BAND]
-    # The Margin chart refuses a value and a band whose steps differ: write the three together or none.
-    if all(v > 0 for v in band):
-        out.update({_LOG10 + name.removeprefix("lossguard/"): math.log10(v) for name, v in zip(_BAND, band)})
-    return out

@@ -1,0 +1,160 @@
+"""The ``lossguard`` TensorBoard plugin: its data (verdict, cause-first diagnoses, curves) and its routes in a
+real TensorBoard process, on finished runs and on a run that is still being written."""
+
+from __future__ import annotations
+
+import html
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_lossguard import Diagnosis, Severity
+from lightning_lossguard.catalog import CATALOG, cause_first
+from lightning_lossguard.report.json_report import Gap, read_report, write_report
+from lightning_lossguard.tensorboard_plugin.catalog_page import catalog_page
+from lightning_lossguard.tensorboard_plugin.run_data import report_files, run_view, verdict
+from tests.report.conftest import ATTACK, Runs, Server, serve, write_run
+
+ERROR = Diagnosis("loss_divergence", Severity.ERROR, 30, "Diverged.")
+CAUSE = Diagnosis("exploding_gradients", Severity.ERROR, 30, "Exploded.")
+INFO = Diagnosis("loss_scale_shift", Severity.INFO, 10, "Shifted.")
+
+
+# -- the data, from report files -------------------------------------------------------------------------
+
+
+def test_verdict_says_healthy_counts_alarms_and_names_gaps(tmp_path: Path) -> None:
+    def headline(diagnoses: list[Diagnosis], gaps: tuple[Gap, ...] = ()) -> dict[str, str]:
+        return verdict([read_report(write_report(tmp_path / "lossguard.json", diagnoses, "finished", 50, gaps=gaps))])
+
+    assert headline([]) == {"level": "healthy", "text": "Healthy: no problems found"}
+    assert headline([INFO]) == {"level": "healthy", "text": "Healthy: no problems found (1 info)"}
+    warning = Diagnosis("loss_plateau", Severity.WARNING, 20, "Flat.")
+    assert headline([warning]) == {"level": "warning", "text": "0 errors, 1 warning"}
+    assert headline([ERROR, CAUSE, warning]) == {"level": "error", "text": "2 errors, 1 warning"}
+    gap = Gap("gradients", "sharded strategy")
+    assert headline([], (gap,))["level"] == "gaps" and "not everything was watched" in headline([], (gap,))["text"]
+    assert verdict([]) == {"level": "unknown", "text": "No LossGuard report yet"}
+
+
+def test_run_view_orders_diagnoses_cause_first_and_keeps_every_field(tmp_path: Path) -> None:
+    write_report(tmp_path / "lossguard.json", [INFO, ERROR, CAUSE], "alarm", 30, notes=["a note"])
+    write_report(tmp_path / "lossguard-second.json", [], "running", 12, gaps=[Gap("timing", "no clock")])
+    (tmp_path / ".lossguard-tmp123.json").write_text("{")  # a write in progress: never read
+    (tmp_path / "lossguard-broken.json").write_text("{")
+    (tmp_path / "sub").mkdir()
+    write_report(tmp_path / "sub" / "lossguard.json", [ERROR], "finished", 9)  # another run's report
+    view = run_view("run", tmp_path, {"train_loss": [[9, 1.0]]})
+    files = ["lossguard-broken.json", "lossguard-second.json", "lossguard.json"]
+    assert [p.name for p in report_files(tmp_path)] == files
+    # By step, and within a step in the catalog's cause order.
+    assert [d["code"] for d in view["diagnoses"]] == ["loss_scale_shift", "loss_divergence", "exploding_gradients"]
+    assert [d["code"] for d in view["diagnoses"]] == [d.code for d in cause_first([INFO, ERROR, CAUSE])]
+    first = view["diagnoses"][2]
+    assert first["title"] == CATALOG["exploding_gradients"].title and first["documented"] is True
+    assert first["report"] == "lossguard.json" and first["remedies"] == list(CAUSE.remedies)
+    assert view["verdict"] == {"level": "error", "text": "2 errors, 0 warnings (1 info)"}
+    assert view["last_step"] == 30 and view["curves"] == {"train_loss": [[9, 1.0]]}
+    broken, second, main = view["reports"]
+    assert broken["file"] == "lossguard-broken.json" and "not valid JSON" in broken["error"]
+    assert str(tmp_path) not in broken["error"]  # the file's name, not where it lives
+    assert second["status"] == "running, step 12" and second["gaps"] == [{"signal": "timing", "reason": "no clock"}]
+    assert main["status"] == "stopped by LossGuard at step 30" and main["notes"] == ["a note"]
+    assert run_view("run", None, {})["verdict"]["level"] == "unknown"
+
+
+def test_the_catalog_page_has_an_anchor_and_every_remedy_per_code() -> None:
+    page = catalog_page()
+    for code, info in CATALOG.items():
+        assert f'id="{code}"' in page and html.escape(info.title) in page
+        assert all(html.escape(remedy) in page for remedy in info.remedies)
+    assert "http" not in page  # nothing to fetch from elsewhere
+
+
+def test_importing_the_plugin_loads_neither_torch_nor_lightning() -> None:
+    code = "import sys, lightning_lossguard.tensorboard_plugin; print(sorted({'torch', 'lightning'} & {*sys.modules}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# -- the routes, in a real TensorBoard -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_tab_is_listed_as_an_iframe_plugin_served_from_the_package(server: Server) -> None:
+    listing = server.get("/data/plugins_listing")["lossguard"]
+    assert listing["enabled"] is True and listing["tab_name"] == "LossGuard"
+    assert listing["loading_mechanism"] == {"type": "IFRAME", "module_path": "/data/plugin/lossguard/index.js"}
+    code, headers, body = server.fetch("/data/plugin/lossguard/index.js")
+    assert code == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert b"export async function render" in body
+    assert b"http" not in body.replace(b"http://www.w3.org/2000/svg", b"")  # no CDN, no network
+    code, headers, body = server.fetch("/data/plugin/lossguard/style.css")
+    assert code == 200 and headers["Content-Type"].startswith("text/css")
+    code, headers, body = server.fetch("/data/plugin/lossguard/catalog.html")
+    assert code == 200 and 'id="exploding_gradients"' in body.decode()
+    assert "default-src 'self'" in headers["Content-Security-Policy"]  # TensorBoard's policy on our HTML too
+
+
+@pytest.mark.slow
+def test_runs_route_lists_the_runs_with_lossguard_data(server: Server, runs: Runs) -> None:
+    assert server.get("/data/plugin/lossguard/runs") == {"runs": sorted(runs.dirs)}
+
+
+@pytest.mark.slow
+def test_run_route_gives_the_faulty_run_cause_first_with_its_curves(server: Server, runs: Runs) -> None:
+    view = server.get("/data/plugin/lossguard/run", run=runs.faulty)
+    report = read_report(runs.dirs[runs.faulty] / "lossguard.json")
+    expected = cause_first(report.diagnoses)
+    assert [(d["code"], d["step"]) for d in view["diagnoses"]] == [(d.code, d.step) for d in expected]
+    assert view["diagnoses"][0]["code"] == "exploding_gradients"
+    assert [d["remedies"] for d in view["diagnoses"]] == [list(d.remedies) for d in expected]
+    assert view["verdict"] == {"level": "error", "text": "3 errors, 0 warnings"}
+    assert view["reports"][0]["status"] == f"finished at step {report.global_step}"
+    scalars = server.get("/data/plugin/scalars/scalars", run=runs.faulty, tag="lossguard/grad_norm")
+    assert view["curves"]["grad_norm"] == [[step, value] for _, step, value in scalars]
+    assert {"train_loss", "grad_norm", "grad_norm_max", "grad_norm_band_low", "grad_norm_band_high"} <= set(
+        view["curves"]
+    )
+
+
+@pytest.mark.slow
+def test_run_route_gives_the_healthy_run_its_validation_curve(server: Server, runs: Runs) -> None:
+    view = server.get("/data/plugin/lossguard/run", run=runs.healthy)
+    assert view["verdict"]["level"] == "healthy" and not [d for d in view["diagnoses"] if d["severity"] != "info"]
+    assert len(view["curves"]["val/val_loss"]) >= 2 and len(view["curves"]["train_loss"]) > 10
+
+
+@pytest.mark.slow
+def test_run_route_answers_only_for_listed_runs(server: Server, runs: Runs) -> None:
+    for name in ("nope", "../" + runs.faulty, str(runs.dirs[runs.faulty]), "."):
+        code, _, body = server.fetch("/data/plugin/lossguard/run", run=name)
+        assert code == 404, (name, body)
+
+
+@pytest.mark.slow
+def test_a_live_run_appears_and_updates(tmp_path: Path) -> None:
+    with serve(tmp_path) as tb:
+        assert tb.get("/data/plugins_listing")["lossguard"]["enabled"] is False  # nothing to show yet
+        write_run(tmp_path / "live", range(20), [], status="running")
+        tb.wait("/data/plugins_listing", lambda listing: listing["lossguard"]["enabled"])
+        view = tb.wait("/data/plugin/lossguard/run", lambda v: len(v["curves"].get("grad_norm", [])) == 2, run="live")
+        assert view["verdict"]["text"] == "Healthy: no problems found"
+        assert view["reports"][0]["status"] == "running, step 20"
+
+        # The training goes on: more events in a new file, and the report rewritten with a diagnosis.
+        write_run(tmp_path / "live", range(20, 40), [CAUSE], status="alarm")
+        view = tb.wait("/data/plugin/lossguard/run", lambda v: len(v["curves"]["grad_norm"]) == 4, run="live")
+        assert [d["code"] for d in view["diagnoses"]] == ["exploding_gradients"]
+        assert view["reports"][0]["status"] == "stopped by LossGuard at step 40"
+
+
+@pytest.mark.slow
+def test_hostile_text_comes_back_as_data(server: Server, runs: Runs) -> None:
+    view = server.get("/data/plugin/lossguard/run", run=runs.hostile)
+    assert view["diagnoses"][0]["message"] == ATTACK and view["reports"][0]["notes"] == [ATTACK]
+    unknown = view["diagnoses"][1]
+    assert unknown["documented"] is False and unknown["title"] == ""
+    assert view["diagnoses"][0]["subject"] == "layer`<b>bold</b>"  # as written: escaping is the page's job
