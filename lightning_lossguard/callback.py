@@ -158,6 +158,8 @@ class LossGuard(Callback):
             self._new_record()  # a new log directory: a new record (a resume reloads its state right after this)
         self.report_path = path
         self._reset_run()
+        # A tqdm bar draws with "\r" and no newline: the console clears it around each line it prints.
+        self._console = ConsoleReporter(enabled=self.verbose, progress_bar=trainer.progress_bar_callback)
 
     def _new_record(self) -> None:
         previous = self._diagnostician.scale_shift
@@ -204,8 +206,6 @@ class LossGuard(Callback):
         if trainer.is_global_zero:
             self._loggers = LoggerReporter(trainer.loggers)
             self._loggers.start()
-            # The alarm chart starts at the right count (not 0 after a resume with diagnoses restored).
-            self._loggers.alarms(self._diagnostician.diagnoses, trainer.global_step)
         self._start_notes(trainer, pl_module)
 
     def _watch(self, trainer: pl.Trainer, module: pl.LightningModule, order: list[str] | None = None) -> None:
@@ -448,8 +448,13 @@ class LossGuard(Callback):
         if trainer.is_global_zero:
             self._console.new_diagnoses(new)
             if self._loggers is not None:
-                self._loggers.diagnoses(new, self._diagnostician.diagnoses, self.notes, trainer.global_step)
+                self._text(trainer, new)
         self._write_json(trainer, "running")
+
+    def _text(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
+        """The TensorBoard text report: every diagnosis so far, the notes and the gaps (rank 0, loggers only)."""
+        if self._loggers is not None:
+            self._loggers.diagnoses(new, self._diagnostician.diagnoses, self.notes, trainer.global_step, self.gaps)
 
     def _decide(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
         """Stop every rank at the same step when fail_on is reached; the decision is reduced across ranks."""
@@ -478,8 +483,8 @@ class LossGuard(Callback):
                 new = self._diagnostician.judge(self._recorder.drain(), self._layout)
                 if trainer.is_global_zero:
                     self._console.new_diagnoses(new)
-                    if self._loggers is not None and new:
-                        self._loggers.diagnoses(new, self._diagnostician.diagnoses, self.notes, trainer.global_step)
+                    if new:
+                        self._text(trainer, new)
         except Exception as error:
             self._internal_error("on_exception", error)
         self._finish(trainer, "alarm" if isinstance(exception, LossGuardAlarm) else "failed")
@@ -503,10 +508,10 @@ class LossGuard(Callback):
         self._write_json(trainer, status)
         if trainer.is_global_zero:
             try:
+                self._text(trainer, [])
                 if self._loggers is not None:
-                    self._loggers.diagnoses([], self._diagnostician.diagnoses, self.notes, trainer.global_step)
                     self._loggers.flush()
-                self._console.summary(self._diagnostician.diagnoses, self.notes, self.report_path)
+                self._console.summary(self._diagnostician.diagnoses, self.notes, self.report_path, self.gaps)
             except Exception as error:
                 self._internal_error("summary", error)
 

@@ -33,6 +33,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 from lightning_lossguard.diagnosis import Diagnosis
 from lightning_lossguard.diagnostician import RunLayout
+from lightning_lossguard.report.json_report import Gap
 from lightning_lossguard.report.markdown import diagnosis_section, full_report
 from lightning_lossguard.signals.window import Window
 
@@ -167,23 +168,23 @@ class LoggerReporter:
                 writer.add_histogram(tag, values, step)
 
     def diagnoses(
-        self, new: Sequence[Diagnosis], everything: Sequence[Diagnosis], notes: Sequence[str], step: int
+        self,
+        new: Sequence[Diagnosis],
+        everything: Sequence[Diagnosis],
+        notes: Sequence[str],
+        step: int,
+        gaps: Sequence[Gap] = (),
     ) -> None:
-        """Rewrite the text report (newest first) and add a per-code entry for each new diagnosis."""
+        """Rewrite the text report (cause first, with what was not watched) and add a per-code entry for each
+        new diagnosis."""
         if not self.tensorboards:
             return
-        text = full_report(everything, notes)
+        text = full_report(everything, notes, gaps)
         for writer in self.tensorboards:
             writer.add_text("lossguard/diagnoses", text, step)
             for d in new:
                 writer.add_text(f"lossguard/diagnoses/{d.code}", diagnosis_section(d), d.step)
         self.flush()
-
-    def alarms(self, everything: Sequence[Diagnosis], step: int) -> None:
-        """Nothing to log: the alarm count is no longer a scalar (see the module docstring).
-
-        Kept so the callback's call still works; the callback can drop the call, then this method goes.
-        """
 
     def flush(self) -> None:
         for writer in self.tensorboards:

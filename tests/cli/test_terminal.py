@@ -145,10 +145,6 @@ def _assert_whole_lines(lines: list[str], diagnoses: list[dict[str, object]]) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs LossGuard.setup to build ConsoleReporter(..., progress_bar=trainer.progress_bar_callback)",
-)
 def test_a_fit_under_tqdm_prints_each_diagnosis_whole_on_its_own_line(tmp_path: Path) -> None:
     lines, diagnoses = _fit_in_a_terminal(tmp_path, "tqdm")
     _assert_whole_lines(lines, diagnoses)

@@ -64,7 +64,6 @@ def test_diagnoses_write_text_and_no_counter(tmp_path: Path) -> None:
     csv = CSVLogger(str(tmp_path), name="csv")
     reporter = LoggerReporter([tb, csv])
     warning = Diagnosis("loss_plateau", Severity.WARNING, 19, "Flat.")
-    reporter.alarms([], 0)  # the callback's call: a no-op now
     reporter.scalars({"lossguard/train_loss": ([0, 9], [1.0, 1.0])})
     reporter.diagnoses([warning], [warning], [], 20)
     reporter.scalars({"lossguard/train_loss": ([20, 29], [1.0, 1.0])})
