@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard, LossGuardAlarm, Severity
+from lightning_lossguard.cli import main
 from lightning_lossguard.diagnostician import Diagnostician
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import StepTimer
@@ -95,6 +96,8 @@ def test_an_internal_error_in_any_hook_is_a_gap_and_never_breaks_training(
     data = report(guard)
     assert data["coverage"]["complete"] is False and data["coverage"]["gaps"][0]["reason"] == gap.reason
     out = capsys.readouterr().out
-    assert "internal error" in out
+    assert "internal error" in out and "no problems found" not in out
+    assert main(["check", str(Path(guard.report_path or "").parent)]) == 3  # the gate sees the gap
+    assert main(["check", "--allow-gaps", str(Path(guard.report_path or "").parent)]) == 0
     assert "LossGuard LossGuard" not in out
     assert not any("forward was not called" in n or n.startswith("Run too short") for n in guard.notes)

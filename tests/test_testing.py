@@ -116,7 +116,7 @@ def test_coverage_gaps_fail_unless_allowed(tmp_path: Path) -> None:
     # A LossGuard reports its gaps in its ``gaps`` attribute.
     guard = LossGuard(verbose=False)
     assert_healthy(guard)
-    guard.gaps = [gap]  # type: ignore[attr-defined]
+    guard.coverage.add(gap.signal, gap.reason)
     with pytest.raises(AssertionError, match="not watched: gradients"):
         assert_healthy(guard)
     assert_healthy(guard, allow_gaps=True)

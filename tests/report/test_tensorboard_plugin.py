@@ -111,7 +111,8 @@ def test_run_route_gives_the_faulty_run_cause_first_with_its_curves(server: Serv
     assert [(d["code"], d["step"]) for d in view["diagnoses"]] == [(d.code, d.step) for d in expected]
     assert view["diagnoses"][0]["code"] == "exploding_gradients"
     assert [d["remedies"] for d in view["diagnoses"]] == [list(d.remedies) for d in expected]
-    assert view["verdict"] == {"level": "error", "text": "3 errors, 0 warnings"}
+    errors, warnings = (sum(d.severity == s for d in expected) for s in ("error", "warning"))
+    assert view["verdict"] == {"level": "error", "text": f"{errors} errors, {warnings} warnings"}
     assert view["reports"][0]["status"] == f"finished at step {report.global_step}"
     scalars = server.get("/data/plugin/scalars/scalars", run=runs.faulty, tag="lossguard/grad_norm")
     assert view["curves"]["grad_norm"] == [[step, value] for _, step, value in scalars]
