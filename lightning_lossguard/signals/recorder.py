@@ -135,6 +135,7 @@ class SignalRecorder:
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
             section_ms={n: timing_rows[len(PHASES) + i] for i, n in enumerate(section_names)},
             dead_unit_share=dead_rows[-1] if dead_rows.size else None,
+            dead_unit_first=dead_rows[0] if dead_rows.size else None,
             update_ratio=update_rows[-1] if update_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
         )
