@@ -38,6 +38,7 @@ from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.remedies import tailor
 from lightning_lossguard.run_layout import RunLayout, RunSettings
+from lightning_lossguard.signals.gradients import NO_GRADIENT
 from lightning_lossguard.signals.window import Window
 
 __all__ = ["BROKEN", "CONSEQUENCES", "Diagnostician", "RunLayout", "RunSettings"]
@@ -165,15 +166,17 @@ class Diagnostician:
         if dead := self._on(DeadGradients):
             found += dead.update(
                 opt,
-                window.param_norms,
+                # Steps whose loss is exactly 0 after it was positive: every margin met, nothing to learn (a loss
+                # that is 0 from the start is a flat region: those steps stay in).
+                _without_zero_loss_steps(window) if self.first_level > 0 else window.param_norms,
                 layout.param_names,
                 layout.param_sizes,
                 layout.layer_names_per_param,
                 depth,
-                window.dead_unit_share,
+                None if self._zero_loss_at(window, window.sample_step) else window.dead_unit_share,
                 layout.param_units,
                 outputs=[i for i, layer in enumerate(layout.layer_of) if layer in set(layout.output_layers())],
-                loss_jump=self.train_level / self.first_level if self.first_level > 0 else math.nan,
+                loss_jump=self.early_jump,
                 first_share=window.dead_unit_first,
             )
         return found
@@ -266,6 +269,13 @@ class Diagnostician:
         detector = self._on(ExplodingGradients)
         return detector.band() if detector is not None else None
 
+    def _zero_loss_at(self, window: Window, step: int | None) -> bool:
+        """The loss of the batch at ``step`` was exactly 0 after the run started positive: every gradient is 0 then,
+        and a sample of "dead units" taken there says nothing."""
+        if step is None or not self.first_level > 0:
+            return False
+        return any(s == step and v == 0.0 for s, v in zip(window.batch_steps, window.loss))
+
     def new_layout(self) -> None:
         """The watched parameters changed (added, unfrozen, frozen): per-parameter and per-layer state starts over,
         and so does the gradient-norm baseline (a different set of parameters has a different norm)."""
@@ -323,6 +333,15 @@ class Diagnostician:
     def first_level(self) -> float:
         """The loss of the very first batches (median of the first 3): the level before anything happened."""
         return median(self._early_losses[:3]) if self._early_losses else math.nan
+
+    @property
+    def early_jump(self) -> float:
+        """How far the loss shot up in the first steps: the level of batches 10-30 over the first batches' level,
+        when it is still that high now (NaN before 30 batches)."""
+        if len(self._early_losses) < 30 or not self.first_level > 0:
+            return math.nan
+        jump = median(self._early_losses[10:30]) / self.first_level
+        return min(jump, self.train_level / self.first_level)
 
     @property
     def initial_level(self) -> float:
@@ -385,6 +404,20 @@ class Diagnostician:
         self._train_losses = deque(state.get("train_losses", []), maxlen=50)
         self._early_losses = list(state.get("early_losses", []))
         self.steps_judged = int(state.get("steps_judged", 0))
+
+
+def _without_zero_loss_steps(window: Window) -> np.ndarray:
+    """Gradient rows, with the steps whose loss was exactly 0 marked "no gradient": a triplet or hinge loss with
+    every margin met has nothing to learn from that batch, which is not a dead unit."""
+    if not window.loss.size or not (window.loss == 0.0).any():
+        return window.param_norms
+    nonzero = {s for s, v in zip(window.batch_steps, window.loss) if v != 0.0}
+    zero = {s for s, v in zip(window.batch_steps, window.loss) if v == 0.0} - nonzero
+    rows = window.param_norms.copy()
+    for i, step in enumerate(window.optimizer_steps):
+        if step in zero:
+            rows[i] = NO_GRADIENT
+    return rows
 
 
 def _severity(value: str, code: str) -> Severity:

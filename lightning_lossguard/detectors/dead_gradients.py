@@ -30,6 +30,9 @@ class DeadGradientsThresholds(Thresholds):
     unit_share: float = threshold(0.7, "Share of output units with an all-zero gradient that makes a layer dead ...")
     unit_samples: int = threshold(2, "... in this many consecutive report-step samples.")
     min_units: int = threshold(8, "Layers with fewer output units are not judged by unit share.")
+    min_weight_share: float = threshold(
+        0.01, "Parameters dead from the start count only if they hold this share of the weights (or die later).", high=1
+    )
     jump: float = threshold(
         2.0, "A loss this many times above its first batches' level blames a learning rate far too high.", low=1
     )
@@ -92,6 +95,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 (>= ``jump``) says a learning rate far too high knocked the units out.
             first_share: the first dead-unit sample of this window; the run's very first one is kept, to tell
                 units that were alive at the start (and died in training) from units dead from the start.
+
             unit_share: latest report-step sample, per parameter, of the share of dead output units
                 (-1 where not sampled); units: output units per parameter.
         """
@@ -130,13 +134,16 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 self.unit_streak[i] = self.unit_streak[i] + 1 if judged else 0
         dead = [i for i in range(p) if self.streak[i] >= t.min_steps]
         unit_dead = [i for i in range(p) if self.unit_streak[i] >= t.unit_samples]
+        total = max(sum(sizes), 1)
+        died = [i for i in dead if self.streak_start[i] > self.first_step >= 0]  # had a gradient, then lost it
+        if sum(sizes[i] for i in dead) < t.min_weight_share * total and not died:
+            dead = []  # a bias that never gets a gradient by construction (it cancels out of the loss) is harmless
         if not steps or not (dead or unit_dead):
             return []
         output = list(outputs) if outputs else [i for i in range(p) if depth[i] == max(depth)]
         # The gradient stops at the deepest dead layer; the layers before it starve as a consequence.
         stop = max(unit_dead or dead, key=lambda i: (depth[i], i))
         output_dead = all(self.streak[i] >= t.output_steps for i in output)
-        total = max(sum(sizes), 1)
         evidence: dict[str, float] = {
             "dead_params": len(dead),
             "watched_params": p,

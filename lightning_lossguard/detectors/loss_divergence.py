@@ -60,6 +60,9 @@ class LossDivergenceThresholds(Thresholds):
     fall: float = threshold(
         10.0, "Fall below the start into negative values, as a multiple of the start's magnitude.", open_low=True
     )
+    recovered: float = threshold(
+        3.0, "A blow-up counts once the loss has come back this many times below its peak.", low=1
+    )
     plunge: float = threshold(
         100.0,
         "A loss this many times farther below zero than its start's magnitude (at least 1) falls without bound.",
@@ -81,6 +84,8 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         self.blocks = BlockMedians(int(self.thresholds.block))
         self.grads = BlockMedians(int(self.thresholds.block))  # log10 of the gradient norm
         self.latest: deque[float] = deque(maxlen=int(self.thresholds.block))  # the last finite batch losses
+        self.first: list[float] = []  # the very first finite batch losses: the level before anything happened
+        self.peak: list[float] = []  # [highest block median, its step]
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_blocks * self.thresholds.block)
@@ -94,8 +99,14 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         grad_norms: Sequence[float] | np.ndarray = (),
     ) -> list[Diagnosis]:
         t = self.thresholds
+        known = len(self.blocks.values)
         self.blocks.extend(steps, losses)
-        self.latest.extend(v for v in np.asarray(losses, dtype=np.float64).tolist() if math.isfinite(v))
+        finite = [v for v in np.asarray(losses, dtype=np.float64).tolist() if math.isfinite(v)]
+        self.latest.extend(finite)
+        self.first.extend(finite[: max(0, 3 - len(self.first))])
+        for value, step in zip(self.blocks.values[known:], self.blocks.steps[known:]):
+            if not self.peak or value > self.peak[0]:
+                self.peak = [value, float(step)]
         if len(grad_steps):
             self.grads.extend(grad_steps, [log10(float(v)) for v in grad_norms])
         values = self.blocks.values
@@ -114,9 +125,36 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         slope = theil_sen_slope(self.blocks.steps[-recent:], values[-recent:])
         if current >= start + t.rise * scale and slope > 0 and start > 0:
             return self._rising(decided, start, current)
-        if current < 0 and current <= start - t.fall * scale and slope < 0:
+        # A loss near zero by design (a negative cosine, a critic's score) falls in absolute terms: scale at least 1.
+        if current < 0 and current <= start - t.fall * max(scale, 1.0) and slope < 0:
             return self._falling(decided, start, current) or self._plunging(decided, start, current)
-        return []
+        return self._blew_up(decided, current)
+
+    def _blew_up(self, decided: int, current: float) -> list[Diagnosis]:
+        """The loss shot up ``warn_rise``-fold above its very first batches and came back down: a blow-up in the
+        first steps (a learning rate far too high for the start) that left the model damaged."""
+        t = self.thresholds
+        first = median(self.first)
+        if not (first > 0 and self.peak and current > 0):
+            return []
+        peak, at = self.peak
+        factor = peak / first
+        if factor < t.warn_rise or peak < t.recovered * current:
+            return []  # no blow-up, or it is still up there (the rising rule's concern)
+        message = (
+            f"The training loss blew up from {first:.4g} in its first batches to {peak:.4g} ({factor:.3g}x) around "
+            f"step {at:.0f}, then came back down to {current:.4g}: the learning rate is far too high for the start "
+            "of training, and the blow-up may have damaged the model."
+        )
+        remedies = [
+            "Lower the learning rate, or add a warm-up (a few hundred steps from a small rate).",
+            "Clip gradients: Trainer(gradient_clip_val=1.0).",
+            "Check the scale of the inputs and the initialisation of new layers (a new head on large features).",
+        ]
+        evidence = {"first_loss": first, "peak_loss": peak, "peak_step": at, "current_loss": current, "factor": factor}
+        severity = Severity.ERROR if factor >= t.implausible_rise else Severity.WARNING
+        found = self.diagnosis(decided, message, evidence, subject="blow-up", remedies=remedies)
+        return [dataclasses.replace(found, severity=severity)]
 
     def _plunging(self, decided: int, start: float, current: float) -> list[Diagnosis]:
         """A loss ``plunge`` times below zero farther than its start's magnitude (at least 1): no bounded

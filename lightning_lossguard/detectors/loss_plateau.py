@@ -12,11 +12,15 @@
   noisy loss is judged later, never guessed).
 
 Being stuck has two opposite causes, and the remedies follow the evidence: steps too small (update/weight
-ratio tiny) -> raise the learning rate; steps too large (a loss noisy and at or above its initial level,
-large updates) -> lower it. False-alarm bound: on a loss that falls steadily the trend test lets a plateau
-through with probability about 0.023 per report (z = 2) -- a missed plateau, never a false alarm. A fall of
-``min_improvement`` or more counts unless the batch noise explains it and a rank test of the first batches
-against the latest shows no hint of a fall (z > -1): high noise makes it wait rather than guess.
+ratio tiny) -> raise the learning rate; steps too large (large updates, or a loss that jumped above its first
+batches) -> lower it. Severity follows corroboration: a warning when a second signal says "stuck" (tiny or
+huge updates, a jump, almost nothing trainable); with healthy-sized updates and a loss that merely does not
+fall (RL, adversarial objectives) it is an info.
+
+False-alarm bound: on a loss that falls steadily the trend test lets a plateau through with probability
+about 0.023 per report (z = 2) -- a missed plateau, never a false alarm. A fall of ``min_improvement`` or
+more counts unless the batch noise explains it and a rank test of the first batches against the latest
+shows no hint of a fall (z > -1): high noise makes it wait rather than guess.
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import BlockMedians, mann_kendall, median, rank_sum_z
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
 @dataclasses.dataclass(frozen=True)
 class LossPlateauThresholds(Thresholds):
     block: int = threshold(10, "Batches per block median.", low=1, high=10_000)
     start_batches: int = threshold(10, "First batches whose median is the initial level.", low=1)
-    min_steps: int = threshold(100, "Batches needed before judging.", low=1)
+    min_steps: int = threshold(100, "Batches needed before judging (half the run if that is shorter) ...", low=1)
     judge_fraction: float = threshold(0.3, "... and this fraction of the planned training batches.", high=1)
     edge_blocks: int = threshold(3, "Consecutive blocks for the best and the current level.", low=1)
     min_improvement: float = threshold(
@@ -66,7 +70,7 @@ class LossPlateauThresholds(Thresholds):
         high=1,
     )
     large_update: float = threshold(
-        1e-2, "A median update/weight ratio above this means steps are large, not small.", open_low=True
+        5e-2, "A median update/weight ratio above this means steps are large, not small.", open_low=True
     )
     small_update: float = threshold(
         1e-4, "A median update/weight ratio below this means steps are small.", open_low=True
@@ -130,7 +134,9 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         # A fair chance also means enough batches to resolve a min_improvement change against the batch noise.
         noise = median(self.noise) if self.noise else 0.0
         resolution = (noise / -math.log10(1 - t.min_improvement)) ** 2
-        needed = max(t.min_steps, t.judge_fraction * (total_steps or 0), resolution)
+        # min_steps, or half of a short run (a 100-step CI smoke run is judged from step 50).
+        least = min(t.min_steps, total_steps / 2) if total_steps else t.min_steps
+        needed = max(least, t.judge_fraction * (total_steps or 0), resolution)
         if self.blocks.count < needed or len(blocks) < 2 * k or not steps or not self.first:
             return []
         # The first few batches catch a fall within ten steps; more of them a noisy start: the higher counts.
@@ -178,6 +184,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         if z <= -t.z and not frozen:
             return []  # still falling, slowly but significantly (a frozen model's crawl is not learning)
         remedies: list[str] | None
+        corroborated = True
         if frozen:
             message = (
                 f"The training loss is stuck at {current:.4g} (from {initial:.4g}, {improvement:.1%} better): only "
@@ -189,7 +196,9 @@ class LossPlateau(Detector[LossPlateauThresholds]):
                 "When fine-tuning, unfreeze more of the model (or add BackboneFinetuning).",
             ]
         else:
-            message, remedies = self._explain(initial, current, best, improvement, noise, update_ratio, learning_rate)
+            message, remedies, corroborated = self._explain(
+                initial, current, best, improvement, noise, update_ratio, learning_rate
+            )
         evidence = {
             "initial_loss": initial,
             "best_loss": best,
@@ -201,7 +210,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             "trainable_share": trainable_share,
             "batches": self.blocks.count,
         }
-        return [self.diagnosis(step, message, evidence, remedies=remedies)]
+        found = self.diagnosis(step, message, evidence, remedies=remedies)
+        return [found if corroborated else dataclasses.replace(found, severity=Severity.INFO)]
 
     def _explain(
         self,
@@ -212,7 +222,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         noise: float,
         update_ratio: float,
         learning_rate: float,
-    ) -> tuple[str, list[str] | None]:
+    ) -> tuple[str, list[str] | None, bool]:
+        """The message and remedies, and whether a second signal corroborates "stuck" (else it is an info)."""
         t = self.thresholds
         lr = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
         what = (
@@ -223,45 +234,39 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         large = math.isfinite(update_ratio) and update_ratio > t.large_update
         small = math.isfinite(update_ratio) and update_ratio < t.small_update
         first = median(self.first[:3])
-        jumped = first > 0 and current >= t.jump * first
-        unstable = large or (not small and noise > t.unstable_noise and current >= initial * (1 - t.min_improvement))
-        if jumped:
+        early = median(self.first[10:]) if len(self.first) > 10 else math.nan  # where it was a few steps later
+        unstable = [
+            "Lower the learning rate (try 10x lower), or add a warm-up.",
+            "Clip gradients: Trainer(gradient_clip_val=1.0).",
+            "Check that the loss matches the targets (class indices vs one-hot, logits vs probabilities).",
+        ]
+        if first > 0 and early >= t.jump * first and current >= t.jump * first:
             # Tiny updates after a jump are saturated units, not a small learning rate.
-            return (
-                f"{what}. It jumped from {first:.4g} in its first batches to {current / first:.3g}x that{lr} and never "
-                "came back: the learning rate is far too high (the blow-up saturated or killed units, so the "
-                "updates look small now), not too small.",
-                [
-                    "Lower the learning rate (try 10x lower), or add a warm-up.",
-                    "Clip gradients: Trainer(gradient_clip_val=1.0).",
-                ],
+            message = (
+                f"{what}. It jumped from {first:.4g} in its first batches to {early / first:.3g}x that within a few "
+                f"steps{lr} and never came back: the learning rate is far too high (the blow-up saturated or killed "
+                "units, so the updates look small now), not too small."
             )
-        if unstable:
-            why = (
-                f"median update/weight ratio {update_ratio:.2g}"
-                if large
-                else f"batch-to-batch spread {noise:.2g} decades"
+            return message, unstable[:2], True
+        if large:
+            spread = f", batch-to-batch spread {noise:.2g} decades" if noise > t.unstable_noise else ""
+            message = (
+                f"{what}. Each step changes the weights by a median {update_ratio:.2g} of their size{spread}{lr}: "
+                "the steps are too large to settle (unstable optimisation), not too small."
             )
-            return (
-                f"{what}. It is noisy and no lower than where it started ({why}){lr}: the steps are too large to "
-                "settle (unstable optimisation), not too small.",
-                [
-                    "Lower the learning rate (try 10x lower), or add a warm-up.",
-                    "Clip gradients: Trainer(gradient_clip_val=1.0).",
-                    "Check that the loss matches the targets (class indices vs one-hot, logits vs probabilities).",
-                ],
-            )
+            return message, unstable, True
         if small:
-            return (
-                f"{what}; each step changes the weights by a median {update_ratio:.2g} of their size{lr}: "
-                "the steps are too small to learn.",
-                None,  # the catalog's remedies start with raising the learning rate
+            message = (
+                f"{what}; each step changes the weights by a median {update_ratio:.2g} of their size{lr}: the steps "
+                "are too small to learn."
             )
-        return (
-            f"{what}{lr}.",
-            [
-                "Check that gradients reach the parameters (see dead_gradients/vanishing_gradients) and that the "
-                "loss matches the targets (class indices vs one-hot, logits vs probabilities).",
-                "Try a learning-rate range test: raise it if updates are tiny, lower it if the loss is noisy.",
-            ],
+            return message, None, True  # the catalog's remedies start with raising the learning rate
+        message = (
+            f"{what}{lr}, though the updates are of a healthy size. Not judged stuck: a loss with moving targets "
+            "(RL, adversarial) need not fall; if yours should, check the loss against the targets."
         )
+        remedies = [
+            "Check that the loss matches the targets (class indices vs one-hot, logits vs probabilities).",
+            "Try a learning-rate range test: raise it if updates are tiny, lower it if the loss is noisy.",
+        ]
+        return message, remedies, False

@@ -27,6 +27,12 @@ class TinyUpdatesThresholds(Thresholds):
     max_improvement: float = threshold(
         0.02, "Reported only if the loss improved less than this fraction over those samples ..."
     )
+    hopeless: float = threshold(
+        1e-3,
+        "Steps below max_ratio x this are reported whatever the loss does (nothing learns at that rate).",
+        open_low=True,
+        high=1,
+    )
     min_loss_fraction: float = threshold(
         0.5, "... and is still above this fraction of its early level (a converged run is not starved)."
     )
@@ -66,10 +72,13 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         if len(self.samples) < t.min_samples or not all(s[1] < t.max_ratio for s in self.samples):
             return []
         first_loss, last_loss = self.samples[0][2], self.samples[-1][2]
-        improvement = (first_loss - last_loss) / abs(first_loss) if first_loss and math.isfinite(first_loss) else 0.0
-        if improvement >= t.max_improvement:
-            return []
-        if early_loss > 0 and last_loss < t.min_loss_fraction * early_loss:
+        # Relative to the loss's magnitude (a loss near zero or negative by design has no meaningful ratio to 0).
+        magnitude = max(abs(first_loss), abs(last_loss))
+        known = math.isfinite(first_loss) and math.isfinite(last_loss) and magnitude > 0
+        improvement = (first_loss - last_loss) / magnitude if known else 0.0
+        if improvement >= t.max_improvement and ratio >= t.max_ratio * t.hopeless:
+            return []  # it still learns; only steps far below any learning rate are reported anyway
+        if early_loss > 0 and last_loss < t.min_loss_fraction * early_loss and ratio >= t.max_ratio * t.hopeless:
             return []  # the loss already fell a lot: small steps of a converged run
         lr_text = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
         message = (
