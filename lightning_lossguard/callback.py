@@ -138,6 +138,7 @@ class LossGuard(Callback):
         self._batch_step = 0
         self._report_batches = 1
         self._sampling = False
+        self._check_leftover = False
         self._fitting = False
         self._finished = False
         self._broken = False
@@ -270,6 +271,10 @@ class LossGuard(Callback):
             return
         try:
             self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
+            # The first batch after a report, in automatic optimization, starts from zeroed gradients: check it.
+            self._check_leftover = (
+                pl_module.automatic_optimization and self._batches > 0 and self._batches % self._report_batches == 0
+            )
             self._recorder.begin_batch()
             self._recorder.timer.batch_start(self._batch_step)
         except Exception as error:
@@ -281,6 +286,9 @@ class LossGuard(Callback):
         try:
             if self._order is not None and loss.grad_fn is not None:
                 self._graph_roots.append(loss.grad_fn)  # first batch only: read once the batch is over
+            if self._check_leftover:
+                self._check_leftover = False
+                self._recorder.sample_leftover()
             self._recorder.timer.backward_start()
         except Exception as error:
             self._internal_error("on_before_backward", error)

@@ -160,7 +160,9 @@ class Diagnostician:
                 nonfinite_loss_steps=bad_loss_steps,
             )
         if exploding := self._on(ExplodingGradients):
-            found += exploding.update(opt, norms, layers, layout.layers, layout.clip_val, window.loss)
+            found += exploding.update(
+                opt, norms, layers, layout.layers, layout.clip_val, window.loss, window.leftover_grad_norm
+            )
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
         if dead := self._on(DeadGradients):

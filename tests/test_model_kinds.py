@@ -257,3 +257,10 @@ def test_parameters_on_the_root_module_are_watched_without_per_step_work(
     assert guard.gaps == [] and set(watched(guard)) == {"w1", "layers.0", "layers.1", "w2"}
     assert len(calls) <= 3 + 100 // 25  # at the start, after the first batch, at each report and the end
     assert [d for d in guard.diagnoses if d.severity != "info"] == []  # no expensive_loss from an unseen forward
+
+
+def test_a_gan_that_never_calls_zero_grad_is_caught(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=10, verbose=False)
+    trainer(tmp_path, [guard], max_steps=2 * 300).fit(GAN(zero_grad=False), gan_data())
+    found = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
+    assert found and "zero_grad" in found[0].remedies[0], [d.one_line() for d in guard.diagnoses]

@@ -459,3 +459,17 @@ def test_momentum_099_that_oscillates_is_called_an_oscillation(tmp_path: Path) -
     codes = [d.code for d in alarms(guard)]
     assert "loss_oscillation" in codes, [d.one_line() for d in guard.diagnoses]
     assert "loss_divergence" not in codes
+
+
+class NoZeroGrad(Regressor):
+    """An optimizer_zero_grad override that forgets to call zero_grad (e.g. left over from a refactoring)."""
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+
+def test_gradients_that_are_never_cleared_are_caught_in_two_reports(tmp_path: Path) -> None:
+    x, y = linear_data(2048)
+    guard = fit(tmp_path, NoZeroGrad(), loader(x, y), max_steps=60, report_every=10)
+    [found, *_] = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
+    assert "not cleared" in found.message and found.step <= 30  # the checks at batches 10 and 20

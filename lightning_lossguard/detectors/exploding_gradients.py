@@ -53,9 +53,24 @@ class ExplodingGradientsThresholds(Thresholds):
     growth_decades: float = threshold(
         2.0, "Steady growth: decades above the early level (2.0: 100x) ...", open_low=True
     )
+    smooth_growth_decades: float = threshold(
+        1.0,
+        "... or this many decades when the norm moves smoothly from step to step (a sum piling up) ...",
+        open_low=True,
+    )
+    smooth_step: float = threshold(
+        0.01,
+        "... smoothly: a median step-to-step change of log10(norm) at most this (minibatch noise is ~0.05+).",
+        open_low=True,
+    )
     trend_window: int = threshold(50, "... with a monotone rise over this many recent steps ...", low=10)
     trend_z: float = threshold(3.0, "... of Mann-Kendall z at least this.", low=1)
     early_steps: int = threshold(20, "Steps after the first min_history whose median is the early level.", low=1)
+    uncleared_checks: int = threshold(
+        2,
+        "Consecutive report-step checks finding gradients not cleared before a backward (automatic optimization).",
+        low=1,
+    )
     loss_rise: float = threshold(
         2.0, "The loss rising this many times its pre-spike level corroborates (error).", low=1
     )
@@ -83,6 +98,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.losses: deque[float] = deque(maxlen=50)  # recent losses while the norm was ordinary
         self.early_losses: list[float] = []  # the first such losses
         self.loss_bad = False  # a non-finite loss was seen
+        self.uncleared = 0  # consecutive checks that found gradients left over before a backward
         self.warned: dict[str, Any] | None = None  # the last warning, escalated to an error if the run then blows up
 
     def unjudged(self) -> str | None:
@@ -104,6 +120,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         layers: Sequence[str] = (),
         clip_val: float | None = None,
         losses: Sequence[float] | np.ndarray = (),
+        leftover: float | None = None,
     ) -> list[Diagnosis]:
         """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
 
@@ -111,6 +128,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             layer_norms: ``[steps, layers]`` per-layer norms, to name the layer that grew most.
             clip_val: ``gradient_clip_val`` when norm clipping is on.
             losses: the window's batch losses, to corroborate (error) or not (warning).
+            leftover: the gradient norm found right after Lightning's zero_grad, before a backward (should be 0).
         """
         t = self.thresholds
         found: Diagnosis | None = None
@@ -164,6 +182,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                     r[2], r[3] = 0.0, 0.0
         if found is None:
             found = self._growth(int(steps[-1]) if len(steps) else 0, layers, clip_val)
+        if found is None and leftover is not None:
+            found = self._not_cleared(int(steps[-1]) if len(steps) else 0, leftover, clip_val)
         if found is None:
             calm = window_losses[np.isfinite(window_losses)]
             if not any(r[3] for r in self.recent):
@@ -180,7 +200,9 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         early = median(self.early)
         recent = list(self.trend)
         now = median(recent[-10:])
-        if now - early < t.growth_decades:
+        # Minibatch gradients jump from step to step; a sum that piles up moves smoothly.
+        smooth = median(np.abs(np.diff(recent)).tolist()) <= t.smooth_step
+        if now - early < (t.smooth_growth_decades if smooth else t.growth_decades):
             return None
         z = mann_kendall(recent)
         if z < t.trend_z:
@@ -203,6 +225,28 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             *self._remedies(clip_val),
         ]
         return self.diagnosis(decided, message, evidence, remedies=remedies)
+
+    def _not_cleared(self, decided: int, leftover: float, clip_val: float | None) -> Diagnosis | None:
+        """Gradients still there when a backward should start from zero: they pile up across optimizer steps."""
+        t = self.thresholds
+        self.uncleared = self.uncleared + 1 if leftover > 0 else 0
+        if self.uncleared < t.uncleared_checks:
+            return None
+        message = (
+            f"Gradients are not cleared between optimizer steps: right after Lightning's zero_grad, before the "
+            f"backward of step {decided}, they still had a norm of {leftover:.3g} (it should be 0), in "
+            f"{self.uncleared} checks in a row. Every step adds to all the previous ones, so the gradient keeps "
+            "growing and the optimizer steps with a stale sum."
+        )
+        remedies = [
+            "Let the optimizer's zero_grad() run: check an overridden optimizer_zero_grad or a zero_grad that was "
+            "replaced or skipped.",
+            "To accumulate on purpose, use Trainer(accumulate_grad_batches=N) instead.",
+            *self._remedies(clip_val)[:1],
+        ]
+        return self.diagnosis(
+            decided, message, {"leftover_norm": leftover, "checks": self.uncleared}, remedies=remedies
+        )
 
     def _corroborate(self, found: Diagnosis, window_losses: np.ndarray) -> Diagnosis:
         """An error when the loss agrees with the gradients; a warning while it does not (yet)."""

@@ -39,6 +39,7 @@ class GradientProbe:
         self.rows = DeviceRows(width)
         self.dead_units = DeviceRows(width)
         self.update_ratio = DeviceRows(width)
+        self.leftover = DeviceRows(1)  # gradient norm found before a backward that should start from zero
         self._index = {id(p): i for i, p in enumerate(self.parameters)}
         self._groups: dict[int, tuple[list[nn.Parameter], list[int], bool]] = {}
         self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
@@ -96,6 +97,17 @@ class GradientProbe:
     def _device(params: Sequence[nn.Parameter]) -> torch.device:
         local = getattr(params[0], "to_local", None)
         return local().device if callable(local) else params[0].device
+
+    def sample_leftover(self) -> None:
+        """Report steps only, right before the backward of the first micro-batch of an accumulation window (Lightning
+        has just called zero_grad): the norm of whatever gradient is still there, which should be 0."""
+        present = [_local(p.grad) for p in self.parameters if p.grad is not None]
+        dense = [g for g in present if g is not None and g.layout == torch.strided]
+        if not dense:
+            return
+        norms = torch.stack([_norm32(g) for g in dense])
+        row = self.leftover.next_row(norms.device)
+        torch.linalg.vector_norm(norms, out=row[0])
 
     def sample_dead_units(self, unit_params: Iterable[int]) -> None:
         """Report steps only: per parameter with output units, the share of units with an all-zero gradient."""

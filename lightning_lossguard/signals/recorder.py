@@ -85,6 +85,9 @@ class SignalRecorder:
             self.gradients.snapshot_weights(optimizer, max_update_elements)
         self._sample_step = step
 
+    def sample_leftover(self) -> None:
+        self.gradients.sample_leftover()
+
     def sample_after_step(self) -> None:
         self.gradients.sample_update_ratio()
 
@@ -99,17 +102,18 @@ class SignalRecorder:
         grads = self.gradients.rows.take()
         dead = self.gradients.dead_units.take()
         updates = self.gradients.update_ratio.take()
+        leftover = self.gradients.leftover.take()
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)
         timing_host = np.array([phases[p] for p in PHASES] + [sections[n] for n in section_names], dtype=np.float64)
-        device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
-        parts = [grads, dead, updates, losses]
+        device = next((t.device for t in (grads, losses, dead, updates, leftover) if t.numel()), torch.device("cpu"))
+        parts = [grads, dead, updates, losses, leftover]
         if reduce_sum is not None:
             timing = torch.as_tensor(timing_host, dtype=torch.float32, device=device)
             shared = reduce_sum(torch.cat([losses.reshape(-1).to(device), timing.reshape(-1)])) / world_size
             parts[3] = shared[: losses.numel()].reshape(losses.shape)
-            parts.append(shared[losses.numel() :].reshape(timing.shape))
+            parts.append(shared[losses.numel() :].reshape(timing.shape))  # parts[5]
             parts[0] = self._global_norms(grads.to(device), reduce_sum)
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
         host = flat.cpu().double().numpy()  # the single device-to-host copy of the interval
@@ -118,8 +122,8 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows = pieces[:4]
-        timing_rows = pieces[4] if reduce_sum is not None else timing_host  # ranks averaged under DDP
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows = pieces[:5]
+        timing_rows = pieces[5] if reduce_sum is not None else timing_host  # ranks averaged under DDP
 
         names = self.losses.term_names or ()
         window = Window(
@@ -138,6 +142,7 @@ class SignalRecorder:
             dead_unit_first=dead_rows[0] if dead_rows.size else None,
             update_ratio=update_rows[-1] if update_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
+            leftover_grad_norm=float(leftover_rows.max()) if leftover_rows.size else None,
         )
         self._optimizer_steps = []
         self._batch_steps = []

@@ -32,6 +32,7 @@ class Window:
     dead_unit_first: np.ndarray | None = None  # [params], the window's first sample (the run's start, first time)
     update_ratio: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
     sample_step: int | None = None
+    leftover_grad_norm: float | None = None  # gradient found before a backward that should start from zero
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
     device_allocated_mb: float | None = None

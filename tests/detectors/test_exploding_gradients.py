@@ -113,3 +113,13 @@ def test_band_and_state_round_trip() -> None:
     assert clone.band() == detector.band()
     norms = [10.0 ** (0.5 * k) for k in range(1, 15)]
     assert [d.evidence for d in feed(clone, norms, 50)] == [d.evidence for d in feed(detector, norms, 50)]
+
+
+def test_gradients_left_over_before_a_backward_are_never_cleared() -> None:
+    detector = ExplodingGradients()
+    steps = list(range(10))
+    assert detector.update(steps, noisy(10), leftover=0.0) == []
+    assert detector.update(steps, noisy(10), leftover=2.5) == []  # one check is not enough
+    [found] = detector.update(steps, noisy(10), leftover=3.1)
+    assert "not cleared" in found.message and found.evidence["leftover_norm"] == 3.1
+    assert "zero_grad" in found.remedies[0] and found.severity == "warning"
