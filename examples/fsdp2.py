@@ -4,6 +4,7 @@ per-layer and total norms LossGuard reports are those of the whole, unsharded mo
     python examples/fsdp2.py                     # 2 processes on CPU (gloo), each holding half of every weight
     python examples/fsdp2.py --fault exploding   # SGD lr too high: exploding_gradients names the layer
     python examples/fsdp2.py --reference         # the same model and data, unsharded, in one process
+    python examples/fsdp2.py --fsdp1 --accelerator gpu   # Lightning's FSDPStrategy (FSDP1, needs 2 GPUs)
 
 Each rank sums the squares of its own shards on the device; the ranks' sums are combined once per report
 interval, in the one collective LossGuard makes there. ``--reference`` trains the same model (same seed, same
@@ -19,7 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset, TensorDataset
@@ -39,7 +40,7 @@ class Regressor(L.LightningModule):
         self.net = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
 
     def configure_model(self) -> None:
-        if self.device_mesh is None:  # the unsharded reference
+        if self.device_mesh is None:  # the unsharded reference, or FSDPStrategy (it wraps the layers itself)
             return
         from torch.distributed.fsdp import fully_shard
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> L
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fault", choices=["none", "exploding"], default="none")
     parser.add_argument("--reference", action="store_true", help="one process, unsharded, the same global batches")
+    parser.add_argument("--fsdp1", action="store_true", help="Lightning's FSDPStrategy instead (needs CUDA)")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--devices", type=int, default=2)
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None, callbacks: list[Any] | None = None) -> L
     if args.reference:
         strategy: Any = "auto"
         devices = 1
+    elif args.fsdp1:
+        strategy = FSDPStrategy(auto_wrap_policy={nn.Linear}, use_orig_params=True)
+        devices = args.devices
     else:
         strategy = ModelParallelStrategy(data_parallel_size=args.devices, tensor_parallel_size=1)
         devices = args.devices

@@ -138,8 +138,10 @@ class GradientProbe:
         budget = max_elements
         for p, i in zip(params, positions):
             weight = _local(p.detach())
-            if p.grad is None or weight is None or weight.numel() > budget or weight.is_complex():
+            if weight is None or weight.numel() > budget or weight.is_complex():
                 continue
+            if p.grad is None and (self.sharding[i] is None or weight.numel()):
+                continue  # not stepped; but an empty shard (FSDP1: none of it on this rank) counts as zero
             budget -= weight.numel()
             self._before_step.append((i, weight.clone()))
 
