@@ -37,7 +37,7 @@ from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
 from lightning_lossguard.signals.watchdog import Stall, Watchdog
 from lightning_lossguard.signals.window import Window
-from lightning_lossguard.strategies import gather_for, parameter_sharding
+from lightning_lossguard.strategies import gather_for, parameter_sharding, sharding_note
 
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
@@ -232,7 +232,10 @@ class LossGuard(Callback):
         changed = watched.signature != self._watched.signature
         self._watched = watched
         if changed:
-            self._recorder.watch(watched.params, parameter_sharding(trainer.strategy, watched.params))
+            sharding = parameter_sharding(trainer.strategy, watched.params)
+            self._recorder.watch(watched.params, sharding)
+            if note := sharding_note(trainer.strategy, watched.names, sharding):
+                self._note(note)
         if changed or order is not None:
             layout = build_layout(module, watched, order if order is not None else ())
             self._layout = RunLayout.build(
@@ -380,11 +383,13 @@ class LossGuard(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._watchdog is not None and not self._broken:
-            self._watchdog.beat()  # validation makes progress too (its stall report would end with this batch)
-        if self._broken or not self.monitors or not self._judging_fit(trainer):
+        if self._broken:
             return
         try:
+            if self._watchdog is not None:
+                self._beat(trainer)  # validation makes progress too
+            if not self.monitors or not self._judging_fit(trainer):
+                return
             for monitor in self.monitors:
                 monitor.on_validation_batch_end(outputs, batch, dataloader_idx)
         except Exception as error:

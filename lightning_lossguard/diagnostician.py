@@ -119,7 +119,7 @@ class Diagnostician:
         self.settings = RunSettings()
         self.steps_judged = 0
         divergence = self._thresholds["loss_divergence"]
-        self.ranks = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
+        self.rank_attribution = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
 
     # -- judging ------------------------------------------------------------------------------------
     def _on(self, cls: type[D]) -> D | None:
@@ -139,11 +139,11 @@ class Diagnostician:
             measured = window.update_ratio[window.update_ratio >= 0]
             self._update_ratio = median(measured) if measured.size else self._update_ratio
         if window.rank_loss is not None:
-            self.ranks.update(window.batch_steps, window.rank_loss)
+            self.rank_attribution.update(window.batch_steps, window.rank_loss)
         found += self._judge_gradients(window, layout)
         found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
-        return self.accept(self.ranks.attribute(found))
+        return self.accept(self.rank_attribution.attribute(found))
 
     def _judge_gradients(self, window: Window, layout: RunLayout) -> list[Diagnosis]:
         opt = window.optimizer_steps
@@ -385,7 +385,7 @@ class Diagnostician:
             "train_losses": list(self._train_losses),
             "early_losses": list(self._early_losses),
             "steps_judged": self.steps_judged,
-            "ranks": self.ranks.state_dict(),
+            "rank_attribution": self.rank_attribution.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -402,7 +402,7 @@ class Diagnostician:
         self._train_losses = deque(state.get("train_losses", []), maxlen=50)
         self._early_losses = list(state.get("early_losses", []))
         self.steps_judged = int(state.get("steps_judged", 0))
-        self.ranks.load_state_dict(state.get("ranks", {}))
+        self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
 
 
 def _severity(value: str, code: str) -> Severity:

@@ -29,6 +29,25 @@ def parameter_sharding(strategy: Any, parameters: Sequence[torch.Tensor]) -> lis
     return [sharding_of(p) or flat for p in parameters]
 
 
+def sharding_note(strategy: Any, names: Sequence[str], sharding: Sequence[Sharding | None]) -> str | None:
+    """What LossGuard cannot sample under this sharding (None: nothing): said once, as a note."""
+    if flat_sharding(strategy) is not None:
+        return (
+            "FSDPStrategy: each rank holds flat 1-D slices of the parameters, so gradient norms (total and per layer) "
+            "are combined across ranks, but dead units are not sampled and vanishing_gradients cannot compare dense "
+            "layers across depth. ModelParallelStrategy with fully_shard (FSDP2) keeps the parameters' shapes."
+        )
+    columns = [n for n, s in zip(names, sharding) if s is not None and not s.by_rows]
+    if columns:
+        shown = ", ".join(columns[:3]) + (f" and {len(columns) - 3} more" if len(columns) > 3 else "")
+        return (
+            f"{len(columns)} parameter{' is' if len(columns) == 1 else 's are'} split along a dimension other than "
+            f"their rows ({shown}): their gradient "
+            "norms are combined across ranks, but dead units are not sampled for them."
+        )
+    return None
+
+
 def flat_sharding(strategy: Any) -> Sharding | None:
     """FSDP1 (Lightning's ``FSDPStrategy``): each rank holds a slice of every flattened parameter, so a watched
     parameter's gradient there is a 1-D piece (or nothing). The pieces of one parameter add up over the shard

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from lightning_lossguard.signals.parameters import Sharding
-from lightning_lossguard.strategies import flat_sharding, gather_for, parameter_sharding
+from lightning_lossguard.strategies import flat_sharding, gather_for, parameter_sharding, sharding_note
 
 
 class ShardingStrategy(enum.Enum):
@@ -56,3 +56,13 @@ def test_the_gather_is_the_strategys_all_gather_without_its_deprecation_warning(
     assert gather is not None
     assert gather(torch.zeros(3)).tolist() == [[0, 0, 0], [1, 1, 1]]
     assert not [w for w in recwarn if "all_gather" in str(w.message)]
+
+
+def test_what_cannot_be_sampled_is_said_once_as_a_note() -> None:
+    names = ["a.weight", "b.weight", "c.weight"]
+    assert sharding_note(DDPStrategy(), names, [None, None, None]) is None
+    assert sharding_note(DDPStrategy(), names, [Sharding(2), None, None]) is None  # FSDP2 rows: all sampled
+    note = sharding_note(DDPStrategy(), names, [Sharding(2), Sharding(4, by_rows=False), None])
+    assert note is not None and note.startswith("1 parameter is split") and "b.weight" in note
+    flat = sharding_note(FSDPStrategy(ShardingStrategy.FULL_SHARD), names, [Sharding(8, False)] * 3)
+    assert flat is not None and "dead units are not sampled" in flat

@@ -43,9 +43,10 @@ class RankAttribution:
         self.ranks = 0
         self.first_nonfinite: list[int] = []  # per rank; -1: never
         self.pending: list[list[float]] = []  # per rank, finite losses of the block being filled
-        self.pending_steps: list[int] = []
-        self.blocks: list[list[float]] = []  # per rank, block medians
-        self.block_steps: list[int] = []  # the last step of each block
+        self.pending_steps = 0
+        self.starts: list[list[float]] = []  # per rank, its first block medians (its start level)
+        self.latest: list[float] = []  # per rank, its latest block median
+        self.blocks = 0
         self.crossed: list[int] = []  # per rank, the step its loss first reached (1 + rise) x its start; -1: not yet
 
     def update(self, steps: Sequence[int], losses: np.ndarray) -> None:
@@ -63,36 +64,39 @@ class RankAttribution:
                         self.first_nonfinite[rank] = int(step)
                 elif self.first_nonfinite[rank] < 0:
                     self.pending[rank].append(value)
-            self.pending_steps.append(int(step))
-            if len(self.pending_steps) == self.block:
-                self._close_block()
+            self.pending_steps += 1
+            if self.pending_steps == self.block:
+                self._close_block(int(step))
 
     def _reset(self, ranks: int) -> None:
         self.ranks = ranks
         self.first_nonfinite = [-1] * ranks
         self.pending = [[] for _ in range(ranks)]
-        self.pending_steps = []
-        self.blocks = [[] for _ in range(ranks)]
-        self.block_steps = []
+        self.pending_steps = 0
+        self.starts = [[] for _ in range(ranks)]
+        self.latest = [math.nan] * ranks
+        self.blocks = 0
         self.crossed = [-1] * ranks
 
-    def _close_block(self) -> None:
-        self.block_steps.append(self.pending_steps[-1])
+    def _close_block(self, step: int) -> None:
+        self.blocks += 1
         for rank in range(self.ranks):
-            self.blocks[rank].append(median(self.pending[rank]))
+            level = median(self.pending[rank])
             self.pending[rank] = []
+            self.latest[rank] = level
+            if self.blocks <= self.start_blocks:
+                self.starts[rank].append(level)
+                continue
             start = self.start(rank)
-            level = self.blocks[rank][-1]
-            ready = len(self.blocks[rank]) > self.start_blocks
-            if ready and self.crossed[rank] < 0 and start > 0 and level >= (1 + self.rise) * start:
-                self.crossed[rank] = self.block_steps[-1]
-        self.pending_steps = []
+            if self.crossed[rank] < 0 and start > 0 and level >= (1 + self.rise) * start:
+                self.crossed[rank] = step
+        self.pending_steps = 0
 
     def start(self, rank: int) -> float:
-        return median(self.blocks[rank][: self.start_blocks]) if self.blocks[rank] else math.nan
+        return median(self.starts[rank]) if self.starts[rank] else math.nan
 
     def current(self, rank: int) -> float:
-        return self.blocks[rank][-1] if self.blocks[rank] else math.nan
+        return self.latest[rank]
 
     # -- attribution -------------------------------------------------------------------------------------
     def attribute(self, found: Sequence[Diagnosis]) -> list[Diagnosis]:

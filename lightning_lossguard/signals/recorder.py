@@ -122,16 +122,15 @@ class SignalRecorder:
             offset += part.numel()
         grad_rows, dead_rows, update_rows, loss_rows = pieces
         timing_rows = timing_host
+        width = len(self.gradients.parameters)
         ranks: _Ranks | None = None
         if gather is not None:
             ranks = _Ranks(pieces[3], tuple(losses.shape), timing_host.shape, self._shard_columns(), len(grads))
             loss_rows = ranks.losses.mean(axis=0)  # the mean over ranks: a NaN on any rank shows
             timing_rows = ranks.timings.mean(axis=0)
             grad_rows = ranks.combine_norms(grad_rows, self.gradients.sharding)
-            width = len(self.gradients.parameters)
             dead_rows = ranks.combine_sample(dead_rows, ranks.dead, width, squares=False)
             update_rows = ranks.combine_sample(update_rows, ranks.updates, width, squares=True)
-        width = len(self.gradients.parameters)
         names = self.losses.term_names or ()
         window = Window(
             optimizer_steps=self._optimizer_steps,
@@ -240,5 +239,6 @@ def _ratio(row: np.ndarray, width: int, counts: bool) -> np.ndarray:
     dead rows / rows (``counts``) or update norm / weight norm."""
     part, whole = row[:width], row[width : 2 * width]
     sampled = (part != NO_GRADIENT) & (whole != NO_GRADIENT) & (whole > 0 if counts else True)
-    ratio = part / (np.where(whole > 0, whole, 1.0) if counts else np.maximum(whole, 1e-12))
+    with np.errstate(divide="ignore", invalid="ignore"):  # non-finite weights give a NaN ratio, as they should
+        ratio = part / (np.where(whole > 0, whole, 1.0) if counts else np.maximum(whole, 1e-12))
     return np.where(sampled, ratio, NO_GRADIENT)
