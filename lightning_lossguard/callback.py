@@ -55,7 +55,8 @@ class LossGuard(Callback):
         fail_on: ``"error"`` or ``"warning"``: a diagnosis at or above this level stops every rank and the fit
             raises :class:`LossGuardAlarm` after the reports are written. ``None`` (default): report only.
         report_every: optimizer steps between reports (the one host read of the buffered signals).
-            Default: the trainer's ``log_every_n_steps``.
+            Default: the trainer's ``log_every_n_steps``, shortened for short runs to about 20 reports per
+            run (but not more often than every 10 steps).
         suppress: diagnosis codes never to report.
         severity: per-code severity overrides, e.g. ``{"loss_plateau": "error"}``.
         thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
@@ -195,8 +196,7 @@ class LossGuard(Callback):
         accumulate = max(1, int(trainer.accumulate_grad_batches)) if pl_module.automatic_optimization else 1
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
-        default_every = int(getattr(trainer, "log_every_n_steps", 50))
-        self._report_batches = (self.report_every or max(1, default_every)) * accumulate
+        self._report_batches = (self.report_every or _default_report_every(trainer)) * accumulate
         plugin = trainer.precision_plugin
         self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
         strategy = type(trainer.strategy).__name__
@@ -314,7 +314,8 @@ class LossGuard(Callback):
         try:
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm.
             self._recorder.record_gradients(self._batch_step, optimizer)
-            if (self._batches + 1) % self._report_batches == 0:  # the batch before a report: sample it
+            if self._batches == 0 or (self._batches + 1) % self._report_batches == 0:
+                # The first batch (how the run starts) and the batch before each report are sampled.
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
@@ -700,6 +701,19 @@ def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | Non
         loss = loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
         return loss, (terms if isinstance(terms, Mapping) else None)
     return None, None
+
+
+MIN_REPORTS = 20
+"""A short run (a CI smoke run) still gets about this many reports by default, every 10 steps at the most."""
+
+
+def _default_report_every(trainer: pl.Trainer) -> int:
+    """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough."""
+    every = max(1, int(getattr(trainer, "log_every_n_steps", 50)))
+    planned = _planned_steps(trainer)
+    if planned:
+        every = min(every, max(10, planned // MIN_REPORTS))
+    return every
 
 
 def _planned_steps(trainer: pl.Trainer) -> int | None:

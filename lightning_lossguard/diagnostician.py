@@ -182,6 +182,7 @@ class Diagnostician:
                 layout.param_units,
                 outputs=[i for i, layer in enumerate(layout.layer_of) if layer in set(layout.output_layers())],
                 loss_jump=self.train_level / self.first_level if self.first_level > 0 else math.nan,
+                first_share=window.dead_unit_first,
             )
         return found
 
@@ -205,7 +206,9 @@ class Diagnostician:
             found += oscillation.update(batches, window.loss, window.learning_rate)
         if plateau := self._on(LossPlateau):
             planned = layout.total_steps * layout.settings.accumulate if layout.total_steps else None
-            found += plateau.update(batches, window.loss, planned, self._update_ratio, learning_rate)
+            found += plateau.update(
+                batches, window.loss, planned, self._update_ratio, learning_rate, layout.trainable_share
+            )
         if (imbalance := self._on(LossTermImbalance)) and window.loss_terms:
             found += imbalance.update(batches, window.loss_terms)
         if shift := self._on(LossScaleShift):

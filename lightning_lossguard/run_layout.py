@@ -53,6 +53,7 @@ class RunLayout:
         layer_group: per layer, the optimizer that steps it (-1 when mixed).
         upstream: per layer, a bitmask of the layers upstream of it on a gradient path (None: unknown).
         total_steps: planned optimizer steps (None when unknown).
+        model_elements: elements in all of the model's parameters, trained or frozen.
     """
 
     param_names: tuple[str, ...] = ()
@@ -65,11 +66,17 @@ class RunLayout:
     upstream: tuple[int, ...] | None = None
     scaler_active: bool = False
     total_steps: int | None = None
+    model_elements: int = 0
     settings: RunSettings = RunSettings()
 
     @property
     def clip_val(self) -> float | None:
         return self.settings.clip_val
+
+    @property
+    def trainable_share(self) -> float:
+        """The share of the model's parameter elements that are trained (NaN when unknown)."""
+        return sum(self.param_sizes) / self.model_elements if self.model_elements else math.nan
 
     @property
     def layer_names_per_param(self) -> tuple[str, ...]:
@@ -96,6 +103,7 @@ class RunLayout:
             layer_group=layout.layer_group,
             scaler_active=scaler_active,
             total_steps=total_steps,
+            model_elements=watched.model_elements,
             settings=settings,
         )
         return built.with_paths(upstream)

@@ -3,7 +3,9 @@ architectures, optimizers and training steps of the healthy corpus itself.
 
 Each fault wraps a hook of the built module (``configure_optimizers``, ``training_step``,
 ``manual_backward``, a submodule's forward) or changes its parameters; the program's own code is not
-edited. ``expect`` lists the diagnosis codes that name the fault correctly.
+edited. ``expect`` lists the diagnoses that name the fault correctly: a code, or ``code:phrase`` for a code that
+counts only when its message or first remedy says ``phrase`` (a dead-units diagnosis names a learning-rate blow-up
+only when it blames the learning rate).
 """
 
 from __future__ import annotations
@@ -17,8 +19,18 @@ import torch
 from torch import nn
 
 from benchmarks.corpus.program import Program, Run
+from lightning_lossguard.diagnosis import Diagnosis
 
-INSTABILITY = ("exploding_gradients", "loss_divergence", "nonfinite_loss", "nonfinite_gradients", "loss_oscillation")
+INSTABILITY = (
+    "exploding_gradients",
+    "loss_divergence",
+    "nonfinite_loss",
+    "nonfinite_gradients",
+    "loss_oscillation",
+    "dead_gradients:learning rate far too high",
+    "loss_plateau:Lower the learning rate",
+    "val_loss_rising:unstable optimisation",
+)
 """Codes that say "the optimisation became unstable": the right answer to a learning rate far too high."""
 
 
@@ -29,7 +41,7 @@ class Fault:
     Attributes:
         name: the fault's name in ``Program.faults``.
         description: what the bug is, in the words of a bug report.
-        expect: diagnosis codes that count as naming it.
+        expect: diagnoses that count as naming it (``code`` or ``code:phrase``, see :func:`names_it`).
         inject: ``(run, program) -> onset batch`` (the training batch where the fault starts; 0 from the start).
     """
 
@@ -37,6 +49,18 @@ class Fault:
     description: str
     expect: tuple[str, ...]
     inject: Callable[[Run, Program], int]
+
+
+def names_it(diagnosis: Diagnosis, expect: tuple[str, ...]) -> bool:
+    """Whether ``diagnosis`` is one of ``expect``: its code, and for ``code:phrase`` the phrase in its message or its
+    first remedy."""
+    for entry in expect:
+        code, _, phrase = entry.partition(":")
+        if diagnosis.code != code:
+            continue
+        if not phrase or phrase in diagnosis.message or (diagnosis.remedies and phrase in diagnosis.remedies[0]):
+            return True
+    return False
 
 
 def planned_batches(run: Run) -> int:
@@ -233,11 +257,17 @@ FAULTS: dict[str, Fault] = {
         Fault("lr_div_1e6", "the learning rate is 1e6x too low", ("tiny_updates", "loss_plateau"), _scale_lr(1e-6)),
         Fault("no_zero_grad", "optimizer.zero_grad() is never called: gradients pile up", INSTABILITY, _no_zero_grad),
         Fault("nan_batch", "one batch has a NaN in its inputs", ("nonfinite_loss", "nonfinite_gradients"), _nan_batch),
-        Fault("flipped_sign", "the loss is returned with its sign flipped", ("loss_divergence",), _flipped_sign),
+        Fault(
+            "flipped_sign",
+            "the loss is returned with its sign flipped",
+            ("loss_divergence", "val_loss_rising:negated"),
+            _flipped_sign,
+        ),
         Fault(
             "exp_output",
             "exp() applied to the model's output",
-            ("exploding_gradients", "nonfinite_loss", "nonfinite_gradients", "loss_divergence"),
+            # It blows up, or, where the targets are negative, the loss gets stuck far above where it should be.
+            ("exploding_gradients", "nonfinite_loss", "nonfinite_gradients", "loss_divergence", "loss_plateau"),
             _exp_output,
         ),
         Fault("frozen", "every parameter but one is frozen", ("loss_plateau", "tiny_updates"), _frozen),

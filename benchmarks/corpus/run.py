@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from benchmarks.corpus import FAULTS, PROGRAMS, SPLITS, Program, Run
+from benchmarks.corpus.faults import names_it
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm, Severity
 
 SEEDS = (0, 1, 2)
@@ -58,7 +59,7 @@ class Result:
 
     @property
     def correct(self) -> Diagnosis | None:
-        return next((d for d in self.alarms if d.code in self.expect), None)
+        return next((d for d in self.alarms if names_it(d, self.expect)), None)
 
     @property
     def passed(self) -> bool:

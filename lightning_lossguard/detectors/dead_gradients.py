@@ -58,6 +58,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         self.streak_start: list[int] = []
         self.unit_streak: list[int] = []
         self.last_share: list[float] = []
+        self.first_share: list[float] = []  # the run's first sample: were the units alive at the start?
+        self.first_step = -1  # the first optimizer step seen: did a dead parameter have a gradient before?
         self.rows_seen = 0
 
     def unjudged(self) -> str | None:
@@ -76,6 +78,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         units: Sequence[int] = (),
         outputs: Sequence[int] | None = None,
         loss_jump: float = math.nan,
+        first_share: np.ndarray | None = None,
     ) -> list[Diagnosis]:
         """Judge one window.
 
@@ -87,6 +90,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 deepest layer.
             loss_jump: the current loss level over the level of the very first batches: a loss that jumped
                 (>= ``jump``) says a learning rate far too high knocked the units out.
+            first_share: the first dead-unit sample of this window; the run's very first one is kept, to tell
+                units that were alive at the start (and died in training) from units dead from the start.
             unit_share: latest report-step sample, per parameter, of the share of dead output units
                 (-1 where not sampled); units: output units per parameter.
         """
@@ -98,6 +103,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         start = np.asarray(self.streak_start, dtype=np.int64)
         rows = np.asarray(param_norms)
         if len(rows):
+            if self.first_step < 0:
+                self.first_step = int(steps[0])
             self.rows_seen += len(rows)
             # Per parameter: zeros extend the streak, a (non-zero, present) gradient resets it, "no gradient"
             # leaves it alone. Count the zeros after the last reset of this window.
@@ -112,6 +119,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             start = np.where(restarted & (zeros_after > 0), step_of, start)
             streak = np.where(last_reset >= 0, zeros_after, streak + zeros_after)
         self.streak, self.streak_start = streak.tolist(), start.tolist()
+        if first_share is not None and not self.first_share:
+            self.first_share = [float(v) for v in first_share]
         if unit_share is not None:
             self.last_share = [float(v) for v in unit_share]
             for i, share in enumerate(unit_share):
@@ -168,10 +177,21 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         else:
             starved = sorted({layer_names[i] for i in dead + unit_dead if depth[i] < depth[stop]})
             below = f"; the layers before it ({', '.join(starved)}) get nothing either" if starved else ""
-            if loss_jump >= t.jump:
+            started_alive = (
+                stop < len(self.first_share) and 0 <= self.first_share[stop] < t.unit_share / 2 and stop in unit_dead
+            ) or (stop in dead and self.streak_start[stop] > self.first_step >= 0)
+            if loss_jump >= t.jump or started_alive:
+                if loss_jump >= t.jump:
+                    how = f"after the loss jumped {loss_jump:.3g}x above its first batches"
+                elif stop in unit_dead:
+                    how = f"in training ({self.first_share[stop]:.0%} were dead at the first step)"
+                else:
+                    how = (
+                        f"in training (it had a gradient until step {self.streak_start[stop]}; a clamp or a saturation)"
+                    )
                 why = (
-                    f"its units were knocked out (dead ReLUs, or saturated gates and tanh units) after the loss jumped "
-                    f"{loss_jump:.3g}x above its first batches: a learning rate far too high"
+                    f"its units were knocked out (dead ReLUs, or saturated gates and tanh units) {how}: most likely a "
+                    "learning rate far too high"
                 )
                 remedies = [
                     "Lower the learning rate (try 10x lower), or add a warm-up.",
@@ -179,6 +199,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                     *remedies[:1],
                 ]
                 evidence["loss_jump"] = loss_jump
+                if started_alive and stop < len(self.first_share) and self.first_share[stop] >= 0:
+                    evidence["dead_unit_share_at_start"] = self.first_share[stop]
             else:
                 why = (
                     "its units never activate (dead ReLUs, saturated units, zero or very negative initialisation, or a "

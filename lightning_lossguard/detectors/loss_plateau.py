@@ -4,9 +4,12 @@
 - The initial level is the median of the very first batches (``start_batches``), so a run that converges
   in ten steps and then sits at its optimum counts as having fallen, as it did.
 - A slow, steady decline is progress, however small: a Mann-Kendall trend over the block medians of the
-  whole run or its recent half with z <= -``z`` (significant against the run's own noise) keeps it quiet.
-- It is judged only once the run had a fair chance to learn: ``min_steps`` batches and ``judge_fraction`` of
-  the planned run (a slow warm-up is not a plateau).
+  recent half of the run (``trend_blocks`` at least) with z <= -``z`` (significant against the run's own
+  noise) keeps it quiet.
+- It is judged only once the run had a fair chance to learn: ``min_steps`` batches, ``judge_fraction`` of
+  the planned run (a slow warm-up is not a plateau), and enough batches to resolve a ``min_improvement``
+  change against the loss's batch-to-batch noise ((noise / log10(1/(1 - min_improvement)))^2 batches: a very
+  noisy loss is judged later, never guessed).
 
 Being stuck has two opposite causes, and the remedies follow the evidence: steps too small (update/weight
 ratio tiny) -> raise the learning rate; steps too large (a loss noisy and at or above its initial level,
@@ -33,15 +36,14 @@ from lightning_lossguard.diagnosis import Diagnosis
 class LossPlateauThresholds(Thresholds):
     block: int = threshold(10, "Batches per block median.", low=1, high=10_000)
     start_batches: int = threshold(10, "First batches whose median is the initial level.", low=1)
-    min_steps: int = threshold(200, "Batches needed before judging.", low=1)
+    min_steps: int = threshold(100, "Batches needed before judging.", low=1)
     judge_fraction: float = threshold(0.3, "... and this fraction of the planned training batches.", high=1)
     edge_blocks: int = threshold(3, "Consecutive blocks for the best and the current level.", low=1)
     min_improvement: float = threshold(
         0.05, "Improvement of the best level below this fraction of the initial level is a plateau.", high=1
     )
-    z: float = threshold(
-        2.0, "A trend with Mann-Kendall z at or below -z (whole run or its recent half) is progress.", low=1
-    )
+    z: float = threshold(2.0, "A recent trend with Mann-Kendall z at or below -z is progress.", low=1)
+    trend_blocks: int = threshold(8, "The trend is judged on the recent half of the blocks, at least this many.", low=4)
     persist: int = threshold(2, "Consecutive reports that must find the plateau before it is reported.", low=1)
     noise_z: float = threshold(
         1.0, "A fall counts only beyond this many batch-noise standard deviations (in decades) of the loss ...", low=0
@@ -54,6 +56,14 @@ class LossPlateauThresholds(Thresholds):
     )
     jump: float = threshold(
         2.0, "A loss stuck at this many times its very first batches' level jumped: instability.", low=1
+    )
+    min_trainable_share: float = threshold(
+        1e-2, "Below this share of the model's parameters being trained, the model counts as frozen ...", high=1
+    )
+    frozen_improvement: float = threshold(
+        0.3,
+        "... and a fall must reach this fraction of the initial level to count as learning (a slow trend does not).",
+        high=1,
     )
     large_update: float = threshold(
         1e-2, "A median update/weight ratio above this means steps are large, not small.", open_low=True
@@ -94,6 +104,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         total_steps: int | None = None,
         update_ratio: float = math.nan,
         learning_rate: float = math.nan,
+        trainable_share: float = math.nan,
     ) -> list[Diagnosis]:
         """Add one window of batch losses.
 
@@ -101,6 +112,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             total_steps: planned training batches (None when unknown).
             update_ratio: the latest median update/weight ratio (NaN when not measured).
             learning_rate: the current learning rate, quoted in the message.
+            trainable_share: the share of the model's parameter elements being trained (NaN when unknown).
         """
         t = self.thresholds
         values = np.asarray(losses, dtype=np.float64)
@@ -115,7 +127,10 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         self.blocks.extend(steps, values)
         blocks = self.blocks.values
         k = int(t.edge_blocks)
-        needed = max(t.min_steps, t.judge_fraction * (total_steps or 0))
+        # A fair chance also means enough batches to resolve a min_improvement change against the batch noise.
+        noise = median(self.noise) if self.noise else 0.0
+        resolution = (noise / -math.log10(1 - t.min_improvement)) ** 2
+        needed = max(t.min_steps, t.judge_fraction * (total_steps or 0), resolution)
         if self.blocks.count < needed or len(blocks) < 2 * k or not steps or not self.first:
             return []
         # The first few batches catch a fall within ten steps; more of them a noisy start: the higher counts.
@@ -127,14 +142,24 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             self.best = min(self.best, median(blocks[i : i + k]))
         self.scanned = len(blocks)
         best = self.best
-        found = self._judge(initial, current, best, update_ratio, learning_rate, int(steps[-1]))
+        found = self._judge(initial, current, best, update_ratio, learning_rate, int(steps[-1]), trainable_share)
         self.streak = self.streak + 1 if found else 0
         return found if self.streak >= t.persist else []
 
     def _judge(
-        self, initial: float, current: float, best: float, update_ratio: float, learning_rate: float, step: int
+        self,
+        initial: float,
+        current: float,
+        best: float,
+        update_ratio: float,
+        learning_rate: float,
+        step: int,
+        trainable_share: float,
     ) -> list[Diagnosis]:
         t = self.thresholds
+        # With almost nothing trainable (a bias or two), a small early fall is all the model can do.
+        frozen = trainable_share < t.min_trainable_share
+        enough = t.frozen_improvement if frozen else t.min_improvement
         blocks = self.blocks.values
         if not initial > 0:
             return []  # relative progress means nothing for a loss that is zero or negative by design
@@ -142,14 +167,29 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         noise = median(self.noise) if self.noise else 0.0
         fell = math.log10(initial / best) if best > 0 else math.inf  # decades
         rank_z = rank_sum_z(self.first, self.recent)
-        if improvement >= t.min_improvement and (fell >= t.noise_z * noise or rank_z <= -1):
+        if improvement >= enough and (fell >= t.noise_z * noise or rank_z <= -1):
             return []  # it fell by a fair margin and the noise does not explain it away (or may not): no claim
         if current > initial * (1 + t.min_improvement) * 2:
             return []  # it climbs: loss_divergence's concern
-        z = min(mann_kendall(blocks), mann_kendall(blocks[len(blocks) // 2 :]))
-        if z <= -t.z:
-            return []  # still falling, slowly but significantly
-        message, remedies = self._explain(initial, current, best, improvement, noise, update_ratio, learning_rate)
+        if current <= best and improvement > 0 and not frozen:
+            return []  # it is at its best right now: a slow start that has begun to learn, not a plateau
+        # The recent half of the blocks (at least trend_blocks): a fall that is over does not make a trend now.
+        z = mann_kendall(blocks[-max(int(t.trend_blocks), len(blocks) // 2) :])
+        if z <= -t.z and not frozen:
+            return []  # still falling, slowly but significantly (a frozen model's crawl is not learning)
+        remedies: list[str] | None
+        if frozen:
+            message = (
+                f"The training loss is stuck at {current:.4g} (from {initial:.4g}, {improvement:.1%} better): only "
+                f"{trainable_share:.2%} of the model's parameters are being trained, which cannot fit the task."
+            )
+            remedies = [
+                "Check which parameters require a gradient and what configure_optimizers passes to the optimizer "
+                "(a requires_grad_(False) or a filter that leaves almost everything out).",
+                "When fine-tuning, unfreeze more of the model (or add BackboneFinetuning).",
+            ]
+        else:
+            message, remedies = self._explain(initial, current, best, improvement, noise, update_ratio, learning_rate)
         evidence = {
             "initial_loss": initial,
             "best_loss": best,
@@ -158,6 +198,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             "trend_z": z,
             "noise_decades": noise,
             "update_ratio": update_ratio,
+            "trainable_share": trainable_share,
             "batches": self.blocks.count,
         }
         return [self.diagnosis(step, message, evidence, remedies=remedies)]

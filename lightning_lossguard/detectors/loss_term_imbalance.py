@@ -2,6 +2,10 @@
 
 Terms come from ``training_step`` returning ``{"loss": total, "loss_terms": {"name": value, ...}}``, as
 they enter the total (weighted). Compared by the median of their absolute values over a window.
+
+A small term that is growing fast (a KL term whose weight is warmed up from 0, a regulariser ramped in)
+is not imbalanced yet: it is judged once its level stops climbing (its recent half within ``warmup_growth``
+of its earlier half).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from lightning_lossguard.diagnosis import Diagnosis
 class LossTermImbalanceThresholds(Thresholds):
     max_ratio: float = threshold(100.0, "Largest / smallest term (median absolute value) above this is imbalanced.")
     window: int = threshold(50, "Batches in the rolling median.")
-    min_steps: int = threshold(20, "Batches needed before judging.")
+    min_steps: int = threshold(20, "Batches needed before judging.", low=2)
+    warmup_growth: float = threshold(
+        2.0, "A smallest term whose recent half is this many times its earlier half is still warming up.", low=1
+    )
 
 
 class LossTermImbalance(Detector[LossTermImbalanceThresholds]):
@@ -48,6 +55,11 @@ class LossTermImbalance(Detector[LossTermImbalanceThresholds]):
         ratio = levels[big] / levels[small]
         if ratio < t.max_ratio:
             return []
+        smallest = list(self.values[small])
+        half = len(smallest) // 2
+        earlier, recent = median(smallest[:half]), median(smallest[half:])
+        if earlier > 0 and recent >= t.warmup_growth * earlier:
+            return []  # the small term is being ramped up (a warm-up): not judged while it climbs
         message = (
             f"Loss term '{big}' ({levels[big]:.3g}) is {ratio:.3g}x larger than '{small}' ({levels[small]:.3g}): "
             f"'{small}' barely steers the gradients."

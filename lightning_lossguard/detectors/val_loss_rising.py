@@ -5,7 +5,8 @@ The evidence decides which cause to name first (seed 001):
 - validation rising from the very first evaluation, training not falling: forgetting, or a fine-tuning
   learning rate that is too high;
 - training loss rising too: unstable optimisation;
-- otherwise: a gap between the training and validation data.
+- otherwise: a gap between the training and validation data;
+- a negative training loss that keeps falling while a positive validation loss rises: a negated loss.
 
 The rise must be large (``min_rise``) and beyond the validation loss's own evaluation-to-evaluation noise
 (``z`` robust standard deviations of its successive differences), on ``persist`` evaluations in a row.
@@ -76,6 +77,18 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             else math.nan
         )
         cause, remedies = self._cause(best_index, train_delta)
+        if train_now < 0 < best and train_now < train_at_best:
+            # The training loss is negative and falls while the (positive) validation loss rises: they measure
+            # opposite things.
+            cause = (
+                "the training loss is negative and keeps falling while the validation loss rises: the training "
+                "loss looks negated (a score maximised by mistake, or a sign flipped in training_step only)"
+            )
+            remedies = [
+                "Check the sign of the loss returned by training_step: minimise a loss, maximise a score "
+                "(return -score).",
+                *remedies[:1],
+            ]
         keep = f"the best checkpoint is from epoch {best_epoch:.0f} (step {best_step:.0f}, {self.metric}={best:.4g})"
         train_text = "" if math.isnan(train_delta) else f" while the training loss changed {train_delta:+.0%}"
         message = (

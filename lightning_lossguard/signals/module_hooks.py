@@ -3,6 +3,9 @@
 Forward timing hooks the LightningModule and each of its top-level children that owns parameters, trainable
 or frozen (a frozen backbone's forward is still forward time, not loss time), except loss modules. After the
 first batch only the hooks whose calls were outermost stay: the rest would cost time and add nothing.
+
+Bookkeeping inside ``training_step`` -- ``self.log``/``self.log_dict`` calls and torchmetrics updates -- is
+timed too (sections ``log`` and ``metrics``), so it is not counted as loss time.
 """
 
 from __future__ import annotations
@@ -15,17 +18,31 @@ from torch.utils.hooks import RemovableHandle
 
 from lightning_lossguard.signals.step_timer import StepTimer
 
+BOOKKEEPING = ("log", "metrics")
+"""Timed sections that are neither forward nor loss: logging calls and metric updates."""
+
 
 class ForwardHooks:
-    """Marks around the outermost forward calls of a training batch."""
+    """Marks around the outermost forward calls of a training batch, and around logging and metric updates."""
 
     def __init__(self, module: nn.Module, timer: StepTimer) -> None:
         self._handles: dict[int, tuple[RemovableHandle, RemovableHandle]] = {}
         self._outermost: set[int] = set()
+        self._module = module
+        self._patched: list[str] = []
+        children = list(module.children())
         targets = [module] + [
-            child
-            for child in module.children()
-            if not isinstance(child, _Loss) and any(True for _ in child.parameters())
+            child for child in children if not isinstance(child, _Loss) and any(True for _ in child.parameters())
+        ]
+        for method in ("log", "log_dict"):
+            if callable(getattr(module, method, None)) and method not in vars(module):
+                setattr(module, method, _timed(timer, "log", getattr(module, method)))
+                self._patched.append(method)
+        self._metric_hooks = [
+            handle
+            for child in children
+            if type(child).__module__.startswith("torchmetrics")
+            for handle in _section_hooks(child, timer, "metrics")
         ]
         outermost = self._outermost
 
@@ -59,6 +76,42 @@ class ForwardHooks:
             pre.remove()
             post.remove()
         self._handles = {}
+        for handle in self._metric_hooks:
+            handle.remove()
+        self._metric_hooks = []
+        for method in self._patched:
+            vars(self._module).pop(method, None)
+        self._patched = []
+
+
+def _timed(timer: StepTimer, section: str, method: Any) -> Any:
+    """``method`` with its time inside a training batch recorded as ``section``."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not timer.in_batch:
+            return method(*args, **kwargs)
+        start = timer.clock.mark()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            timer.section(section, start, timer.clock.mark())
+
+    return call
+
+
+def _section_hooks(module: nn.Module, timer: StepTimer, section: str) -> list[RemovableHandle]:
+    """Forward hooks that record each call of ``module`` in a training batch as ``section``."""
+    started: list[object] = []
+
+    def pre(*_: Any) -> None:
+        if timer.in_batch:
+            started.append(timer.clock.mark())
+
+    def post(*_: Any) -> None:
+        if started:
+            timer.section(section, started.pop(), timer.clock.mark())
+
+    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
 
 class ExecutionOrder:

@@ -44,6 +44,7 @@ class WatchedSet:
         pending: parameters not materialized yet (lazy modules): watched once they are.
         unreadable: ``(name, reason)`` for parameters LossGuard cannot read: coverage gaps.
         frozen: names of parameters an optimizer holds but that do not require a gradient now.
+        model_elements: elements in all of the module's (materialized) parameters, trained or not.
     """
 
     names: tuple[str, ...]
@@ -52,6 +53,7 @@ class WatchedSet:
     pending: int = 0
     unreadable: tuple[tuple[str, str], ...] = ()
     frozen: tuple[str, ...] = ()
+    model_elements: int = 0
 
     @property
     def signature(self) -> tuple[object, ...]:
@@ -89,7 +91,8 @@ def watched_parameters(module: nn.Module, optimizers: Sequence[torch.optim.Optim
                     names.append(name)
                     params.append(p)
                     groups.append(index)
-    return WatchedSet(tuple(names), tuple(params), tuple(groups), pending, tuple(unreadable), tuple(frozen))
+    elements = sum(p.numel() for p in module.parameters() if not isinstance(p, UninitializedParameter))
+    return WatchedSet(tuple(names), tuple(params), tuple(groups), pending, tuple(unreadable), tuple(frozen), elements)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ from lightning_lossguard.signals.parameters import Sharding
 from lightning_lossguard.signals.step_timer import PHASES, StepTimer
 from lightning_lossguard.signals.window import RankTail, Window
 
+SAMPLE_ROWS = {"dead": 2, "updates": 1}
+"""Sample rows each rank sends for its sharded parameters: the first and the latest dead-unit sample of the window,
+the latest update sample."""
+
 Gather = Callable[[torch.Tensor], torch.Tensor]
 """Distributed runs: this rank's ``[n]`` tensor in, every rank's ``[ranks, n]`` out, in rank order, alike on every
 rank (an all-gather: the one collective per report)."""
@@ -102,7 +106,8 @@ class SignalRecorder:
         the whole parameter. Other gradient norms need no collective: DDP already all-reduced the gradients.
         """
         grads = self.gradients.rows.take()
-        dead = self.gradients.dead_units.take()[-1:]  # the latest sample is the one judged
+        dead = self.gradients.dead_units.take()
+        dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged
         updates = self.gradients.update_ratio.take()[-1:]
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
@@ -145,6 +150,7 @@ class SignalRecorder:
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
             section_ms={n: timing_rows[len(PHASES) + i] for i, n in enumerate(section_names)},
             dead_unit_share=_ratio(dead_rows[-1], width, counts=True) if dead_rows.size else None,
+            dead_unit_first=_ratio(dead_rows[0], width, counts=True) if dead_rows.size else None,
             update_ratio=_ratio(update_rows[-1], width, counts=False) if update_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
         )
@@ -173,15 +179,20 @@ class SignalRecorder:
         device: torch.device,
     ) -> torch.Tensor:
         """This rank's part of the gather: its losses and timings, and the sharded columns of its gradient rows and
-        of its latest samples (``NO_GRADIENT`` when it took none, so that every rank sends the same size)."""
+        of its samples: the first and the latest dead-unit samples, the latest update sample (``NO_GRADIENT`` where
+        it took none, so that every rank sends the same size)."""
         columns = self._shard_columns()
         width = len(self.gradients.parameters)
         pieces = [losses.reshape(-1), torch.as_tensor(timing, dtype=torch.float32).reshape(-1)]
         if columns:
             both = columns + [width + i for i in columns]
             pieces.append(grads[:, columns].reshape(-1) if grads.numel() else grads.reshape(-1))
-            for sample in (dead, updates):
-                pieces.append(sample[-1, both] if sample.numel() else torch.full((len(both),), NO_GRADIENT))
+            for sample, rows in ((dead, SAMPLE_ROWS["dead"]), (updates, SAMPLE_ROWS["updates"])):
+                if not sample.numel():
+                    pieces.append(torch.full((rows * len(both),), NO_GRADIENT))
+                    continue
+                picked = sample[[0, -1]] if rows == 2 else sample[-1:]
+                pieces.append(picked[:, both].reshape(-1))
         return torch.cat([p.to(device=device, dtype=torch.float32) for p in pieces])
 
 
@@ -200,7 +211,8 @@ class _Ranks:
         self.columns = columns
         sizes = [int(np.prod(loss_shape)), int(np.prod(timing_shape))]
         if columns:
-            sizes += [grad_rows * len(columns), 2 * len(columns), 2 * len(columns)]
+            sizes += [grad_rows * len(columns), SAMPLE_ROWS["dead"] * 2 * len(columns)]
+            sizes += [SAMPLE_ROWS["updates"] * 2 * len(columns)]
         pieces = np.split(gathered, np.cumsum(sizes)[:-1], axis=1)
         self.losses = pieces[0].reshape(self.count, *loss_shape)  # [ranks, batches, 1 + terms]
         self.timings = pieces[1].reshape(self.count, *timing_shape)  # [ranks, phases + sections, batches]
@@ -223,15 +235,20 @@ class _Ranks:
         return rows
 
     def combine_sample(self, local: np.ndarray, gathered: np.ndarray, width: int, squares: bool) -> np.ndarray:
-        """The sharded columns of a ``[parts..., wholes...]`` sample: summed over the ranks (counts), or their
+        """The sharded columns of ``[parts..., wholes...]`` sample rows: summed over the ranks (counts), or their
         squares summed (norms). A column any rank did not sample stays unsampled; copies cancel in the ratio."""
         if not self.columns or not (gathered != NO_GRADIENT).any():
             return local
-        row = local[-1, : 2 * width].copy() if local.size else np.full(2 * width, NO_GRADIENT)
-        sampled = (gathered != NO_GRADIENT).all(axis=0)
-        combined = np.sqrt((gathered**2).sum(axis=0)) if squares else gathered.sum(axis=0)
-        row[self.columns + [width + i for i in self.columns]] = np.where(sampled, combined, NO_GRADIENT)
-        return row[None, :]
+        sent = gathered.reshape(self.count, -1, 2 * len(self.columns))  # [ranks, rows, sharded parts and wholes]
+        out = []
+        for j in range(sent.shape[1]):
+            row = local[min(j, len(local) - 1), : 2 * width].copy() if local.size else np.full(2 * width, NO_GRADIENT)
+            parts = sent[:, j]
+            sampled = (parts != NO_GRADIENT).all(axis=0)
+            combined = np.sqrt((parts**2).sum(axis=0)) if squares else parts.sum(axis=0)
+            row[self.columns + [width + i for i in self.columns]] = np.where(sampled, combined, NO_GRADIENT)
+            out.append(row)
+        return np.stack(out)
 
 
 def _ratio(row: np.ndarray, width: int, counts: bool) -> np.ndarray:

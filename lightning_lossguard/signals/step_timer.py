@@ -168,8 +168,18 @@ class StepTimer:
         if "loss" in batch.sections:
             loss = self._sum(batch.sections["loss"])
         elif batch.forward and batch.backward_start is not None:
-            # The loss follows the forward: from the end of the last outermost forward to the backward.
-            loss = max(self._span(batch.forward[-1][1], batch.backward_start), 0.0)
+            # The loss follows the forward: from the end of the last outermost forward to the backward, less the
+            # logging and metric updates in between.
+            forward_end = batch.forward[-1][1]
+            tail = self._span(forward_end, batch.backward_start)
+            bookkeeping = sum(
+                self.clock.elapsed_ms(start, end)
+                for name in ("log", "metrics")
+                for start, end in batch.sections.get(name, [])
+                if self.clock.elapsed_ms(forward_end, start) >= 0
+                and self.clock.elapsed_ms(end, batch.backward_start) >= 0
+            )
+            loss = max(tail - bookkeeping, 0.0)
         else:
             loss = math.nan  # no forward was seen: the split is not measured, so it is not claimed
         return {

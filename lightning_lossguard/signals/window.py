@@ -29,6 +29,7 @@ class Window:
     phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # aligned with timing_steps
     section_ms: dict[str, np.ndarray] = field(default_factory=dict)
     dead_unit_share: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
+    dead_unit_first: np.ndarray | None = None  # [params], the window's first sample (the run's start, first time)
     update_ratio: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
     sample_step: int | None = None
     scaler_scale: float | None = None
