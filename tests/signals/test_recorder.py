@@ -36,21 +36,23 @@ class Rank:
         self.losses = losses
         self.sent: torch.Tensor | None = None
 
-    def train(self, dead_rows: int = 0) -> None:
+    def train(self, dead_rows: int = 0, first_dead: int | None = None) -> None:
         for step, (grad, bias) in enumerate(zip(GRADS, BIAS_GRADS)):
             self.recorder.begin_batch()
             self.recorder.timer.batch_start(step)
             self.recorder.timer.backward_start()
             self.recorder.timer.backward_end()
             self.weight.grad = grad[self.rows].clone()
-            self.weight.grad[:dead_rows] = 0.0
+            self.weight.grad[: first_dead if step == 0 and first_dead is not None else dead_rows] = 0.0
             self.bias.grad = bias.clone()
             self.recorder.record_gradients(step, self.optimizer)
-            if step == len(GRADS) - 1:  # the batch before a report is sampled
+            # The batch before a report is sampled (and, with first_dead, the run's first batch).
+            sampled = step == len(GRADS) - 1 or (step == 0 and first_dead is not None)
+            if sampled:
                 self.recorder.sample_before_step(step, self.optimizer, [0], max_update_elements=1000)
             self.recorder.timer.optimizer_start()
             self.optimizer.step()
-            if step == len(GRADS) - 1:
+            if sampled:
                 self.recorder.sample_after_step()
             self.recorder.timer.batch_end()
             self.recorder.record_loss(step, torch.tensor(self.losses[step]), None)
@@ -118,6 +120,18 @@ def test_dead_units_and_update_ratios_add_up_over_the_shards() -> None:
         assert window.dead_unit_share is not None and window.update_ratio is not None and window.sample_step == 2
         assert window.dead_unit_share[0] == 0.75 and window.dead_unit_share[1] == NO_GRADIENT  # the bias has no rows
         np.testing.assert_allclose(window.update_ratio[0], expected, rtol=1e-5)
+
+
+def test_the_first_dead_unit_sample_of_a_window_is_combined_too() -> None:
+    def sampled_twice() -> list[Rank]:
+        ranks = [Rank(slice(0, 4), 2, [0.5] * 3), Rank(slice(4, 8), 2, [0.5] * 3)]
+        for rank in ranks:
+            rank.train(dead_rows=3, first_dead=1)  # 2 of 8 rows dead at the start, 6 of 8 at the end
+        return ranks
+
+    for window in drain_all(sampled_twice):
+        assert window.dead_unit_first is not None and window.dead_unit_share is not None
+        assert window.dead_unit_first[0] == 0.25 and window.dead_unit_share[0] == 0.75
 
 
 def test_a_single_process_drain_is_unchanged() -> None:
