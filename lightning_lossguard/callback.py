@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning_lossguard import options
 from lightning_lossguard.alarm import LossGuardAlarm
 from lightning_lossguard.coverage import Coverage
+from lightning_lossguard.detectors.stalled_training import StalledTraining, last_report
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout, RunSettings
 from lightning_lossguard.monitor import Monitor
@@ -30,10 +32,12 @@ from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
 from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks
-from lightning_lossguard.signals.parameters import WatchedSet, build_layout, is_sharded, watched_parameters
+from lightning_lossguard.signals.parameters import WatchedSet, build_layout, watched_parameters
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
+from lightning_lossguard.signals.watchdog import Stall, Watchdog
 from lightning_lossguard.signals.window import Window
+from lightning_lossguard.strategies import gather_for, parameter_sharding, sharding_note
 
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
@@ -62,6 +66,8 @@ class LossGuard(Callback):
         max_update_elements: weights copied on report steps to measure update/weight ratios (0: off).
         name: distinguishes several LossGuard instances (checkpoint state key and report file name).
         monitors: opt-in :class:`~lightning_lossguard.monitor.Monitor` extensions (e.g. output checks).
+        stall_timeout: seconds without a completed training step after which ``stalled_training`` is reported,
+            with every thread's stack, from a watchdog thread (it never stops the process). ``None`` (default): off.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class LossGuard(Callback):
         max_update_elements: int = 50_000_000,
         name: str = "lossguard",
         monitors: list[Monitor] | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         fail_on = options.choice("fail_on", fail_on, [None, "warning", "error"])
         self.fail_on = Severity(fail_on) if fail_on else None
@@ -90,6 +97,7 @@ class LossGuard(Callback):
         self.time_forward = options.flag("time_forward", time_forward)
         self.max_update_elements = int(options.whole("max_update_elements", max_update_elements, 0, 2**62) or 0)
         self.name = options.report_name(name)
+        self.stall_timeout = options.seconds("stall_timeout", stall_timeout)
         if monitors is not None and not isinstance(monitors, (list, tuple)):
             raise TypeError(f"monitors must be a list of lightning_lossguard.Monitor instances; got {monitors!r}.")
         self.monitors = list(monitors or [])
@@ -148,6 +156,8 @@ class LossGuard(Callback):
         self._loggers: LoggerReporter | None = None
         self._scaler: Any = None
         self._device = torch.device("cpu")
+        self._watchdog: Watchdog | None = None
+        self._stalls: list[Diagnosis] = []  # stalls that ended since the last report: fail_on decides on them there
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -208,6 +218,10 @@ class LossGuard(Callback):
             self._loggers = LoggerReporter(trainer.loggers)
             self._loggers.start()
         self._start_notes(trainer, pl_module)
+        if self.stall_timeout is not None and "stalled_training" not in self.suppress:
+            timer = self._recorder.timer
+            self._watchdog = Watchdog(self.stall_timeout, timer.where, lambda stall: self._on_stall(trainer, stall))
+            self._watchdog.start()
 
     def _watch(self, trainer: pl.Trainer, module: pl.LightningModule, order: list[str] | None = None) -> None:
         """(Re)read the watched parameters and the layout; the recorder's rows must have been drained."""
@@ -219,7 +233,10 @@ class LossGuard(Callback):
         changed = watched.signature != self._watched.signature
         self._watched = watched
         if changed:
-            self._recorder.watch(watched.params, [is_sharded(p) for p in watched.params])
+            sharding = parameter_sharding(trainer.strategy, watched.params)
+            self._recorder.watch(watched.params, sharding)
+            if note := sharding_note(trainer.strategy, watched.names, sharding):
+                self._note(note)
         if changed or order is not None:
             layout = build_layout(module, watched, order if order is not None else ())
             self._layout = RunLayout.build(
@@ -331,6 +348,8 @@ class LossGuard(Callback):
             for monitor in self.monitors:
                 monitor.on_train_batch_end(outputs, batch, self._batch_step)
             self._batches += 1
+            if self._watchdog is not None:
+                self._beat(trainer)
             if self._batches == 1:
                 self._finish_first_batch(trainer, pl_module)
         except Exception as error:
@@ -373,9 +392,13 @@ class LossGuard(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._broken or not self.monitors or not self._judging_fit(trainer):
+        if self._broken:
             return
         try:
+            if self._watchdog is not None:
+                self._beat(trainer)  # validation makes progress too
+            if not self.monitors or not self._judging_fit(trainer):
+                return
             for monitor in self.monitors:
                 monitor.on_validation_batch_end(outputs, batch, dataloader_idx)
         except Exception as error:
@@ -411,9 +434,7 @@ class LossGuard(Callback):
         assert self._recorder is not None
         new: list[Diagnosis] = []
         try:
-            world = trainer.world_size
-            reduce_sum = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
-            window = self._recorder.drain(reduce_sum, world)
+            window = self._recorder.drain(gather_for(trainer.strategy, trainer.world_size))
             self._gradient_rows += len(window.optimizer_steps)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
             window.host_rss_mb = host_rss_mb()
@@ -430,7 +451,8 @@ class LossGuard(Callback):
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("report", error)
-        self._decide(trainer, new)
+        stalls, self._stalls = self._stalls, []
+        self._decide(trainer, new + stalls)
         return new
 
     def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -509,6 +531,7 @@ class LossGuard(Callback):
         self._fitting = False
         if self.fits:
             self.fits[-1] = {"status": status, "global_step": trainer.global_step}
+        self._stop_watchdog(trainer)
         self._remove_hooks()
         if not self._broken:
             self.notes += [n for n in self._unjudged_notes() if n not in self.notes]
@@ -547,10 +570,16 @@ class LossGuard(Callback):
             self._order = None
         if self._recorder is not None:
             deactivate(self._recorder.timer)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         for monitor in self.monitors:
             monitor.teardown()
 
-    def _write_json(self, trainer: pl.Trainer, status: str) -> None:
+    def _write_json(
+        self, trainer: pl.Trainer, status: str, extra: list[Diagnosis] | None = None, notes: list[str] | None = None
+    ) -> None:
+        """Rank 0 only; ``extra`` diagnoses and ``notes`` are written without being kept (a stall in progress)."""
         if not trainer.is_global_zero or not self.report_path or getattr(trainer, "fast_dev_run", False):
             return
         # The report keeps the worst outcome of its fits: a clean later fit never hides one that blew up.
@@ -559,15 +588,68 @@ class LossGuard(Callback):
         try:
             write_report(
                 self.report_path,
-                self._diagnostician.diagnoses,
+                self._diagnostician.diagnoses + (extra or []),
                 shown,
                 trainer.global_step,
-                self.notes,
+                self.notes + (notes or []),
                 self.fail_on.value if self.fail_on else None,
                 self.coverage.gaps,
             )
         except OSError as error:
             self._internal_error("writing the report", error)
+
+    # -- stalls (stall_timeout) --------------------------------------------------------------------------------
+    def _on_stall(self, trainer: pl.Trainer, stall: Stall) -> None:
+        """Watchdog thread: no collective, no tensor. Every rank prints its stacks; rank 0 reports the stall."""
+        if self.verbose:
+            sys.stderr.write(
+                f"LossGuard rank {trainer.global_rank}: no training step completed for {stall.stalled_s:.1f} s "
+                f"({stall.phase}); the Python stacks of this process:\n{stall.stacks_text()}\n"
+            )
+            sys.stderr.flush()
+        shown = self._diagnostician.shown(self._stall_diagnosis(trainer, stall))
+        if shown is not None and trainer.is_global_zero:
+            self._console.new_diagnoses([shown])
+            self._write_json(trainer, "running", [shown], [_stacks_note(trainer, stall)])
+
+    def _beat(self, trainer: pl.Trainer) -> None:
+        """A training batch completed: the watchdog's heartbeat; a stall it ends is reported with its duration."""
+        assert self._watchdog is not None
+        ended = self._watchdog.beat()
+        if ended is not None:
+            self._stall_ended(trainer, *ended)
+
+    def _stall_ended(self, trainer: pl.Trainer, stall: Stall, total_s: float | None) -> None:
+        note = _stacks_note(trainer, stall)
+        if note not in self.notes:
+            self.notes.append(note)
+        new = self._diagnostician.accept([self._stall_diagnosis(trainer, stall, total_s)])
+        self._stalls += new
+        self._tell(trainer, new)
+
+    def _stall_diagnosis(self, trainer: pl.Trainer, stall: Stall, total_s: float | None = None) -> Diagnosis:
+        tail = self._recorder.last_ranks if self._recorder is not None else None
+        main = stall.main
+        return StalledTraining().stalled(
+            self.stall_timeout or math.nan,
+            stall.stalled_s if total_s is None else total_s,
+            stall.step,
+            stall.phase,
+            main.innermost if main is not None else "(unknown)",
+            len(stall.stacks),
+            rank=trainer.global_rank,
+            last=last_report(tail.step, tail.loss, tail.phase_ms) if tail is not None else None,
+            resumed=total_s is not None,
+            detected_s=stall.stalled_s,
+        )
+
+    def _stop_watchdog(self, trainer: pl.Trainer) -> None:
+        """End of fit: stop the thread; a stall that never ended goes into the final report as it was seen."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            stall = watchdog.stop()
+            if stall is not None:
+                self._stall_ended(trainer, stall, None)
 
     # -- robustness -------------------------------------------------------------------------------------------
     def _note(self, text: str) -> None:
@@ -608,6 +690,13 @@ class LossGuard(Callback):
         self.coverage.load_state_dict(state_dict.get("coverage", []))
         for monitor, state in zip(self.monitors, state_dict.get("monitors", [])):
             monitor.load_state_dict(state)
+
+
+def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
+    where = f"step {stall.step}" if stall.step is not None else "the start"
+    stacks = " | ".join(s.short() for s in stall.stacks)
+    rank = trainer.global_rank
+    return f"stalled_training at {where}: the Python stacks of rank {rank}, innermost frame first: {stacks}"
 
 
 def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | None]:

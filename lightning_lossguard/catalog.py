@@ -230,6 +230,37 @@ _CODES = (
         "Caches that fill up to a fixed size and then stop growing.",
     ),
     CodeInfo(
+        "rank_straggler",
+        Severity.WARNING,
+        "One rank is slower than the others",
+        "Under DDP or FSDP one rank's steps are persistently slower than the other ranks' in one phase (data "
+        "loading, forward/loss, backward or the optimizer step), so every rank waits for it at each synchronisation.",
+        (
+            "Check that rank's data pipeline and host first: slow or remote storage, decoding, too few DataLoader "
+            "workers, another process on the host.",
+            "Balance the shards: the same amount of work per rank (bucket variable-length samples by length).",
+            "Pin DataLoader workers and threads per rank (num_workers, torch.set_num_threads) so ranks do not share "
+            "cores.",
+        ),
+        "Heterogeneous hardware on purpose (one rank on a slower device) whose cost you accept.",
+    ),
+    CodeInfo(
+        "stalled_training",
+        Severity.ERROR,
+        "Training stalled",
+        "No training step completed for stall_timeout seconds: the loop is stuck (or was, for that long) in a "
+        "phase the report names, with every thread's Python stack.",
+        (
+            "Read the stacks in the notes: the main thread's innermost frame is where the loop waits.",
+            "A rank waiting in a collective (backward, an all-gather) waits for another rank: look at the rank that "
+            "is elsewhere (it crashed, diverged in control flow, or is stuck in its data loader).",
+            "A data-loader worker that died or hangs: run with num_workers=0 to see its error, check shared memory.",
+            "A deadlock in user code (locks, queues, a subprocess): the stacks of the other threads show it.",
+        ),
+        "Never for a real hang; raise stall_timeout above the longest legitimate pause (a first step that "
+        "compiles, a long validation batch, a large checkpoint).",
+    ),
+    CodeInfo(
         "output_range_mismatch",
         Severity.WARNING,
         "Predictions cannot reach the targets",
@@ -305,6 +336,8 @@ CAUSE_ORDER = (
     "loss_oscillation",
     "val_loss_rising",
     "memory_growth",
+    "stalled_training",
+    "rank_straggler",
     "slowing_loss_step",
     "expensive_loss",
     "output_range_mismatch",

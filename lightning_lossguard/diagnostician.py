@@ -28,11 +28,13 @@ from lightning_lossguard.detectors import (
     MemoryGrowth,
     NonfiniteGradients,
     NonfiniteLoss,
+    RankStraggler,
     SlowingLossStep,
     TinyUpdates,
     VanishingGradients,
 )
 from lightning_lossguard.detectors.base import Detector, apply_overrides
+from lightning_lossguard.detectors.rank_attribution import RankAttribution
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -62,7 +64,7 @@ CONSEQUENCES = frozenset(
 )
 """Symptoms a broken run produces (saturated or NaN weights): reported only before it broke."""
 
-_PER_SUBJECT = {"val_loss_rising", "memory_growth", "loss_divergence", "loss_scale_shift"}
+_PER_SUBJECT = {"val_loss_rising", "memory_growth", "loss_divergence", "loss_scale_shift", "stalled_training"}
 """Codes reported once per subject (metric, memory kind, direction) instead of once per run."""
 
 
@@ -91,6 +93,8 @@ class Diagnostician:
         thresholds = dict(thresholds or {})
         for code in thresholds:
             code_info(code)
+            if code == "stalled_training":
+                raise ValueError("stalled_training has no thresholds: its timeout is LossGuard(stall_timeout=...).")
             if code not in DETECTORS:
                 raise ValueError(
                     f"{code!r} has no LossGuard thresholds: a monitor's codes take them in the monitor, "
@@ -115,6 +119,8 @@ class Diagnostician:
         self._update_ratio = math.nan  # the latest median update/weight ratio sampled
         self.settings = RunSettings()
         self.steps_judged = 0
+        divergence = self._thresholds["loss_divergence"]
+        self.rank_attribution = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
 
     # -- judging ------------------------------------------------------------------------------------
     def _on(self, cls: type[D]) -> D | None:
@@ -133,10 +139,12 @@ class Diagnostician:
         if window.update_ratio is not None:
             measured = window.update_ratio[window.update_ratio >= 0]
             self._update_ratio = median(measured) if measured.size else self._update_ratio
+        if window.rank_loss is not None:
+            self.rank_attribution.update(window.batch_steps, window.rank_loss)
         found += self._judge_gradients(window, layout)
         found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
-        return self.accept(found)
+        return self.accept(self.rank_attribution.attribute(found))
 
     def _judge_gradients(self, window: Window, layout: RunLayout) -> list[Diagnosis]:
         opt = window.optimizer_steps
@@ -236,6 +244,8 @@ class Diagnostician:
                     exact="loss" in window.section_ms,
                     forward_ms=window.phase_ms.get("forward"),
                 )
+        if (straggler := self._on(RankStraggler)) and window.rank_phase_ms:
+            found += straggler.update(window.timing_steps, window.rank_phase_ms)
         memory = {"host RSS": window.host_rss_mb, "CUDA allocated": window.device_allocated_mb}
         if (growth := self._on(MemoryGrowth)) and any(v is not None for v in memory.values()):
             found += growth.update(window.last_step, memory)
@@ -358,6 +368,15 @@ class Diagnostician:
         return window.phase_ms["training_step"], "training_step (forward + loss)"
 
     # -- reporting policy -----------------------------------------------------------------------------
+    def shown(self, diagnosis: Diagnosis) -> Diagnosis | None:
+        """``diagnosis`` as it would be reported (severity override applied), None when its code is suppressed;
+        not kept (a preview for a report written before the diagnosis is final)."""
+        if diagnosis.code in self.suppress:
+            return None
+        if diagnosis.code in self.severity:
+            diagnosis = dataclasses.replace(diagnosis, severity=self.severity[diagnosis.code])
+        return diagnosis
+
     def accept(self, found: list[Diagnosis]) -> list[Diagnosis]:
         """Apply suppression, severity overrides, report-once and cause-first order; keep and return the news."""
         new: list[Diagnosis] = []
@@ -390,6 +409,7 @@ class Diagnostician:
             "train_losses": list(self._train_losses),
             "early_losses": list(self._early_losses),
             "steps_judged": self.steps_judged,
+            "rank_attribution": self.rank_attribution.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -406,6 +426,7 @@ class Diagnostician:
         self._train_losses = deque(state.get("train_losses", []), maxlen=50)
         self._early_losses = list(state.get("early_losses", []))
         self.steps_judged = int(state.get("steps_judged", 0))
+        self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
 
 
 def _without_zero_loss_steps(window: Window) -> np.ndarray:

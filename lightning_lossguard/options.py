@@ -64,6 +64,16 @@ def number(
     return float(value)
 
 
+def seconds(name: str, value: Any) -> float | None:
+    """A duration in seconds, finite and above zero, or None (off)."""
+    if value is None:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{name} must be a number of seconds above 0, or None (off); got {value!r}.")
+    return float(value)
+
+
 def text(name: str, value: Any, pattern: re.Pattern[str] | None = None, hint: str = "") -> str:
     if not isinstance(value, str) or not value or (pattern is not None and not pattern.match(value)):
         raise ValueError(f"{name} must be {hint or 'a non-empty string'}; got {value!r}.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +328,76 @@ def test_each_validation_dataloader_is_watched_on_its_own(tmp_path: Path) -> Non
     assert set(guard._diagnostician.val_detectors) == {"val_loss/dataloader_idx_0", "val_loss/dataloader_idx_1"}
     scalars = events(t.logger.log_dir).Tags()["scalars"]  # type: ignore[union-attr]
     assert {"lossguard/val/val_loss/dataloader_idx_0", "lossguard/val/val_loss/dataloader_idx_1"} <= set(scalars)
+
+
+# -- stall_timeout: the watchdog thread --------------------------------------------------------------------------
+class Stalls(ZooModule):
+    """Blocks in one training_step (a hang that ends), reads the report while still blocked, then optionally fails."""
+
+    def __init__(self, stall_s: float, at: int = 15, then_raise: bool = False) -> None:
+        super().__init__(mlp([16, 8, 1]))
+        self.stall_s, self.at, self.then_raise = stall_s, at, then_raise
+        self.seen_while_stalled: dict[str, Any] | None = None
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        if batch_idx == self.at:
+            stuck_in_user_code(self.stall_s)
+            path = Path(self.trainer.log_dir or ".") / "lossguard.json"  # type: ignore[union-attr]
+            self.seen_while_stalled = json.loads(path.read_text()) if path.exists() else None
+            if self.then_raise:
+                raise RuntimeError("gave up")
+        return super().training_step(batch, batch_idx)
+
+
+def stuck_in_user_code(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_a_stalled_step_is_reported_while_stuck_and_again_with_its_duration_once_training_goes_on(
+    tmp_path: Path, capsys: Any
+) -> None:
+    module = Stalls(stall_s=2.0)
+    guard = LossGuard(report_every=10, stall_timeout=0.5)
+    t = trainer(tmp_path, [guard], max_steps=30)
+    t.fit(module, loader(regression_data()))
+    seen = module.seen_while_stalled  # the report while the step was still blocked
+    assert seen is not None and seen["status"] == "running"
+    [early] = [d for d in seen["diagnoses"] if d["code"] == "stalled_training"]
+    assert early["evidence"]["resumed"] == 0 and 0.5 <= early["evidence"]["stalled_s"] < 2.0
+    assert "still stalled" in early["message"] and "step 15 in" in early["message"]
+    assert any("stuck_in_user_code" in n for n in seen["notes"])
+
+    [final] = [d for d in guard.diagnoses if d.code == "stalled_training"]
+    assert final.evidence["resumed"] == 1 and final.evidence["stalled_s"] >= 2.0 and final.step == 15
+    assert "stalled for 2." in final.message and "went on" in final.message
+    report = report_of(t.logger.log_dir)  # type: ignore[union-attr]
+    assert report["status"] == "finished" and report["global_step"] == 30  # training went on to the end
+    assert [d["code"] for d in report["diagnoses"]] == ["stalled_training"]
+    assert any("stuck_in_user_code" in n for n in report["notes"])
+    err = capsys.readouterr().err
+    assert "LossGuard rank 0: no training step completed" in err and "in stuck_in_user_code" in err
+    assert not [th for th in threading.enumerate() if th.name == "lossguard-watchdog"]  # stopped at fit end
+
+
+def test_with_fail_on_a_stall_stops_every_rank_at_the_next_report(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=10, stall_timeout=0.3, fail_on="error", verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=50)
+    with pytest.raises(LossGuardAlarm):
+        t.fit(Stalls(stall_s=1.0, at=5), loader(regression_data()))
+    assert t.global_step == 10 and report_of(t.logger.log_dir)["status"] == "alarm"  # type: ignore[union-attr]
+
+
+def test_a_run_that_fails_while_stalled_keeps_the_stall_in_its_report(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=10, stall_timeout=0.3, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=30)
+    with pytest.raises(RuntimeError, match="gave up"):
+        t.fit(Stalls(stall_s=1.0, at=5, then_raise=True), loader(regression_data()))
+    report = report_of(t.logger.log_dir)  # type: ignore[union-attr]
+    [stall] = report["diagnoses"]
+    assert report["status"] == "failed" and stall["code"] == "stalled_training" and stall["evidence"]["resumed"] == 0
+
+
+def test_a_suppressed_stall_starts_no_thread(tmp_path: Path) -> None:
+    guard = LossGuard(stall_timeout=0.01, suppress=["stalled_training"], verbose=False)
+    trainer(tmp_path, [guard], max_steps=5).fit(Stalls(stall_s=0.1, at=2), loader(regression_data()))
+    assert guard.diagnoses == []

@@ -6,18 +6,23 @@ import tomllib
 
 from lightning_lossguard import CATALOG, OutputMonitor, __version__
 from lightning_lossguard.catalog import CAUSE_ORDER
-from lightning_lossguard.detectors import DETECTORS
+from lightning_lossguard.detectors import DETECTORS, EVENT_DETECTORS
 from lightning_lossguard.outputs import OUTPUT_DETECTORS
 
 ROOT = Path(__file__).parents[1]
 ALL_DETECTORS = {**DETECTORS, **OUTPUT_DETECTORS}
 """The core pipeline's detectors and those of the opt-in monitors."""
+EMITTERS = {**ALL_DETECTORS, **EVENT_DETECTORS}
+"""...and the codes decided outside report windows (the watchdog's stalls): every code comes from one of them."""
 
 
 def test_every_code_has_a_detector_remedies_and_a_place_in_the_cause_order() -> None:
     assert not set(DETECTORS) & set(OUTPUT_DETECTORS)  # monitor codes stay out of the core pipeline
+    assert not set(EVENT_DETECTORS) & set(ALL_DETECTORS)  # event codes have no window detector, and no thresholds
     assert set(OutputMonitor.codes) == set(OUTPUT_DETECTORS)
-    assert set(ALL_DETECTORS) == set(CATALOG) == set(CAUSE_ORDER)
+    assert set(EMITTERS) == set(CATALOG) == set(CAUSE_ORDER)
+    assert all(cls.code == code for code, cls in EMITTERS.items())
+    assert all(not cls.Thresholds().describe() for cls in EVENT_DETECTORS.values())
     for info in CATALOG.values():
         assert info.remedies and info.meaning.endswith(".") and info.silence_when
 

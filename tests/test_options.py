@@ -63,6 +63,13 @@ BAD = [
     ({"name": "../x"}, ValueError, "name must be 1-64 letters"),
     ({"monitors": "OutputMonitor"}, TypeError, "monitors must be a list"),
     ({"monitors": [object()]}, TypeError, "monitors must be lightning_lossguard.Monitor instances"),
+    ({"stall_timeout": 0}, ValueError, "stall_timeout must be a number of seconds above 0, or None (off); got 0"),
+    ({"stall_timeout": -5}, ValueError, "stall_timeout must be a number of seconds above 0"),
+    ({"stall_timeout": math.inf}, ValueError, "stall_timeout must be a number of seconds above 0"),
+    ({"stall_timeout": math.nan}, ValueError, "stall_timeout must be a number of seconds above 0"),
+    ({"stall_timeout": True}, ValueError, "stall_timeout must be a number of seconds above 0"),
+    ({"stall_timeout": "600"}, ValueError, "stall_timeout must be a number of seconds above 0"),
+    ({"thresholds": {"stalled_training": {"x": 1}}}, ValueError, "its timeout is LossGuard(stall_timeout=...)"),
 ]
 
 
@@ -85,7 +92,9 @@ def test_good_arguments_are_kept_as_given() -> None:
         val_metric="val/loss",
         verbose=False,
         name="second-guard",
+        stall_timeout=600,
     )
+    assert guard.stall_timeout == 600.0 and LossGuard().stall_timeout is None
     assert guard.report_every == 7 and guard.suppress == ["loss_plateau"] and guard.fail_on == "warning"
     exploding = guard._diagnostician.detectors["exploding_gradients"].thresholds
     assert exploding.spike_factor == 20.0 and exploding.baseline_window == 50 and type(exploding.baseline_window) is int

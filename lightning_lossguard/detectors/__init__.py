@@ -12,7 +12,9 @@ from lightning_lossguard.detectors.loss_term_imbalance import LossTermImbalance
 from lightning_lossguard.detectors.memory_growth import MemoryGrowth
 from lightning_lossguard.detectors.nonfinite_gradients import NonfiniteGradients
 from lightning_lossguard.detectors.nonfinite_loss import NonfiniteLoss
+from lightning_lossguard.detectors.rank_straggler import RankStraggler
 from lightning_lossguard.detectors.slowing_loss_step import SlowingLossStep
+from lightning_lossguard.detectors.stalled_training import StalledTraining
 from lightning_lossguard.detectors.tiny_updates import TinyUpdates
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.detectors.vanishing_gradients import VanishingGradients
@@ -35,12 +37,17 @@ DETECTORS: dict[str, type[Detector]] = {  # type: ignore[type-arg]
         SlowingLossStep,
         ExpensiveLoss,
         MemoryGrowth,
+        RankStraggler,
     )
 }
-"""Detector class per diagnosis code."""
+"""Detector class per diagnosis code judged on windows of signals."""
+
+EVENT_DETECTORS: dict[str, type[Detector]] = {StalledTraining.code: StalledTraining}  # type: ignore[type-arg]
+"""Codes decided outside the report windows, when something happens (the watchdog thread's stalls)."""
 
 __all__ = [
     "DETECTORS",
+    "EVENT_DETECTORS",
     "DeadGradients",
     "Detector",
     "ExpensiveLoss",
@@ -53,7 +60,9 @@ __all__ = [
     "MemoryGrowth",
     "NonfiniteGradients",
     "NonfiniteLoss",
+    "RankStraggler",
     "SlowingLossStep",
+    "StalledTraining",
     "Thresholds",
     "TinyUpdates",
     "ValLossRising",

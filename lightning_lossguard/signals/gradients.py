@@ -4,8 +4,10 @@ On a sampled optimizer step: one ``torch._foreach_norm`` over the gradients and 
 device row. Nothing is read back here. Gradients of every kind people train are read: float32/16/bf16
 (summed in float32: half-precision sums of squares overflow), float64 and complex (in their own precision),
 sparse gradients (the norm of their stored values) and DTensor shards (the local shard's norm; the
-recorder sums the squares across ranks once per report). On report steps only, two extra samples are taken:
-the share of "dead units" (output rows whose gradient is exactly zero) and the update-to-weight ratio.
+recorder combines the ranks' norms once per report). On report steps only, two extra samples are taken:
+the share of "dead units" (output rows whose gradient is exactly zero) and the update-to-weight ratio. Both are
+stored as the parts that add up across the shards of a parameter (dead rows and rows; the update's norm and the
+weight's norm) and divided at report time, when the recorder has every rank's parts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from lightning_lossguard.signals.buffer import DeviceRows
+from lightning_lossguard.signals.parameters import Sharding
 
 NO_GRADIENT = -1.0
 """Row value for a parameter that had no gradient (``p.grad is None``) at that step."""
@@ -28,17 +31,23 @@ class GradientProbe:
 
     Args:
         parameters: the watched parameters, in layout order.
-        sharded: per parameter, whether its gradient is a shard of a DTensor (the row then holds the local
-            shard's norm, to be combined across ranks by the recorder).
+        sharding: per parameter, how its gradient is split across ranks (None: each rank holds all of it). A
+            sharded parameter's row entry is the local shard's norm, combined across ranks by the recorder.
+
+    Attributes:
+        rows: per optimizer step, each parameter's gradient norm (``NO_GRADIENT`` when it had none).
+        dead_units: per sample, ``[dead rows of each parameter..., rows of each parameter...]`` (``NO_GRADIENT``
+            where not sampled): the dead-unit share is their ratio.
+        update_ratio: per sample, ``[norm of each update..., norm of each weight before it...]``.
     """
 
-    def __init__(self, parameters: Sequence[nn.Parameter], sharded: Sequence[bool] = ()) -> None:
+    def __init__(self, parameters: Sequence[nn.Parameter], sharding: Sequence[Sharding | None] = ()) -> None:
         self.parameters = list(parameters)
-        self.sharded = list(sharded) or [False] * len(self.parameters)
+        self.sharding: list[Sharding | None] = list(sharding) or [None] * len(self.parameters)
         width = max(1, len(self.parameters))
         self.rows = DeviceRows(width)
-        self.dead_units = DeviceRows(width)
-        self.update_ratio = DeviceRows(width)
+        self.dead_units = DeviceRows(2 * width)
+        self.update_ratio = DeviceRows(2 * width)
         self.leftover = DeviceRows(1)  # gradient norm found before a backward that should start from zero
         self._index = {id(p): i for i, p in enumerate(self.parameters)}
         self._groups: dict[int, tuple[list[nn.Parameter], list[int], bool]] = {}
@@ -98,6 +107,11 @@ class GradientProbe:
         local = getattr(params[0], "to_local", None)
         return local().device if callable(local) else params[0].device
 
+    @property
+    def sharded(self) -> list[bool]:
+        """Per parameter, whether its gradient is split across ranks."""
+        return [s is not None for s in self.sharding]
+
     def sample_leftover(self) -> None:
         """Report steps only, right before the backward of the first micro-batch of an accumulation window (Lightning
         has just called zero_grad): the norm of whatever gradient is still there, which should be 0."""
@@ -110,22 +124,25 @@ class GradientProbe:
         torch.linalg.vector_norm(norms, out=row[0])
 
     def sample_dead_units(self, unit_params: Iterable[int]) -> None:
-        """Report steps only: per parameter with output units, the share of units with an all-zero gradient."""
-        shares: list[torch.Tensor] = []
+        """Report steps only: per parameter with output units, its rows (units) with an all-zero gradient and its
+        rows. A shard cut along another dimension than the rows holds no whole unit: not sampled."""
+        parts: list[torch.Tensor] = []
         positions: list[int] = []
+        width = len(self.parameters)
         for i in unit_params:
+            sharding = self.sharding[i]
             grad = _local(self.parameters[i].grad)
-            if grad is None or grad.layout != torch.strided or grad.dim() < 2:
+            if grad is None or grad.layout != torch.strided or grad.dim() < 2 or (sharding and not sharding.by_rows):
                 continue
             # One reading pass and no copy of the gradient (abs() would allocate one).
             dead = torch.count_nonzero(grad.detach().flatten(1), dim=1) == 0
-            shares.append(dead.float().mean())
-            positions.append(i)
-        if not shares:
+            parts += [dead.sum(dtype=torch.float32), torch.full((), float(grad.shape[0]), device=grad.device)]
+            positions += [i, width + i]
+        if not parts:
             return
-        row = self.dead_units.next_row(shares[0].device)
+        row = self.dead_units.next_row(parts[0].device)
         row.fill_(NO_GRADIENT)
-        _scatter(row, positions, shares)
+        _scatter(row, positions, parts)
 
     def snapshot_weights(self, optimizer: torch.optim.Optimizer, max_elements: int) -> None:
         """Report steps only: copy the weights before the optimizer step (bounded by ``max_elements``)."""
@@ -133,25 +150,29 @@ class GradientProbe:
         budget = max_elements
         for p, i in zip(params, positions):
             weight = _local(p.detach())
-            if p.grad is None or weight is None or weight.numel() > budget or weight.is_complex():
+            if weight is None or weight.numel() > budget or weight.is_complex():
                 continue
+            if p.grad is None and (self.sharding[i] is None or weight.numel()):
+                continue  # not stepped; but an empty shard (FSDP1: none of it on this rank) counts as zero
             budget -= weight.numel()
             self._before_step.append((i, weight.clone()))
 
     def sample_update_ratio(self) -> None:
-        """Report steps only, after the optimizer step: ||w_after - w_before|| / ||w_before|| per parameter."""
+        """Report steps only, after the optimizer step: ||w_after - w_before|| and ||w_before|| per parameter (the
+        ratio is taken at report time, over every shard)."""
         if not self._before_step:
             return
         positions = [i for i, _ in self._before_step]
         before = [w for _, w in self._before_step]
         after = [_local(self.parameters[i].detach()) for i in positions]
-        sizes = torch.stack([_norm32(w) for w in before]).clamp_min(1e-12)
+        sizes = [_norm32(w) for w in before]
         # The snapshots are ours: turn them into the updates in place instead of allocating the differences.
         torch._foreach_sub_(before, after)  # type: ignore[arg-type]
-        ratios = torch.stack([_norm32(w) for w in before]) / sizes
-        row = self.update_ratio.next_row(ratios.device)
+        updates = [_norm32(w) for w in before]
+        width = len(self.parameters)
+        row = self.update_ratio.next_row(updates[0].device)
         row.fill_(NO_GRADIENT)
-        _scatter(row, positions, list(ratios.unbind()))
+        _scatter(row, positions + [width + i for i in positions], updates + sizes)
         self._before_step.clear()
 
 

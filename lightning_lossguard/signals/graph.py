@@ -50,7 +50,8 @@ def upstream_parameters(losses: Iterable[Any], index: Mapping[int, int]) -> list
 
     Returns:
         ``upstream[i]`` with bit ``j`` set when parameter ``j`` is upstream of parameter ``i``; None when no
-        graph was found or it was too large to walk.
+        graph was found, it was too large to walk, or no watched parameter is in it (FSDP2 runs its graph on
+        unsharded copies of the parameters it shards, not on the parameters the optimizer steps).
     """
     roots = [getattr(loss, "grad_fn", loss) for loss in losses]
     roots = [r for r in roots if r is not None and hasattr(r, "next_functions")]
@@ -60,6 +61,7 @@ def upstream_parameters(losses: Iterable[Any], index: Mapping[int, int]) -> list
     upstream = [0] * (max(index.values(), default=-1) + 1)
     stack: list[tuple[Any, bool]] = [(r, False) for r in roots]
     opened: set[Any] = set()
+    found = 0  # every watched parameter met in the graph
     while stack:
         node, expanded = stack.pop()
         if node in below or (not expanded and node in opened):
@@ -73,19 +75,21 @@ def upstream_parameters(losses: Iterable[Any], index: Mapping[int, int]) -> list
             stack.extend((c, False) for c in children if c not in opened)
             continue
         below[node] = _own_bit(node, index)
+        found |= below[node]
         local = 0
         data = 0
         for child in children:
             param = _parameter_behind(child, index)
             if param is not None:
                 local |= 1 << param
+                found |= 1 << param
             else:
                 data |= below.get(child, 0)
             below[node] |= below.get(child, 0)
         if local and data:
             for param in _bits(local):
                 upstream[param] |= data & ~(1 << param)
-    return upstream if below else None
+    return upstream if below and found else None
 
 
 def _own_bit(node: Any, index: Mapping[int, int]) -> int:

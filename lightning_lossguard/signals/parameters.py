@@ -20,6 +20,18 @@ READABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, 
 """Parameter dtypes whose gradient norm LossGuard measures (others get no gradient, or cannot be read)."""
 
 
+_WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+"""Name segments that wrapper modules (FSDP1, activation checkpointing) insert: not part of the user's names."""
+
+
+def clean_name(name: str) -> str:
+    """A module or parameter name as the user wrote the model: ``net._fsdp_wrapped_module.0.weight`` ->
+    ``net.0.weight``."""
+    for wrapper in _WRAPPERS:
+        name = name.replace(wrapper, "")
+    return name
+
+
 @dataclass(frozen=True)
 class WatchedSet:
     """The parameters LossGuard watches in this interval.
@@ -52,7 +64,7 @@ class WatchedSet:
 def watched_parameters(module: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> WatchedSet:
     """The parameters the ``optimizers`` step that LossGuard can watch now (a Python pass over the parameters:
     report steps only)."""
-    owned = {id(p): n for n, p in module.named_parameters(remove_duplicate=True)}
+    owned = {id(p): clean_name(n) for n, p in module.named_parameters(remove_duplicate=True)}
     names: list[str] = []
     params: list[nn.Parameter] = []
     groups: list[int] = []
@@ -115,8 +127,8 @@ _NOT_COMPARABLE = (nn.Embedding, nn.EmbeddingBag)
 def build_layout(module: nn.Module, watched: WatchedSet, execution_order: Sequence[str] = ()) -> ParameterLayout:
     """Group the watched parameters into layers, sorted by ``execution_order`` (module names in the order their
     forward ran) when known, so "first" and "last" layer mean input side and output side."""
-    modules = dict(module.named_modules())
-    rank = {name: i for i, name in enumerate(execution_order)}
+    modules = {clean_name(n): m for n, m in module.named_modules()}
+    rank = {clean_name(name): i for i, name in enumerate(execution_order)}
     registration: dict[str, int] = {}
     for name in watched.names:
         registration.setdefault(layer_name(name), len(registration))
@@ -147,7 +159,40 @@ def build_layout(module: nn.Module, watched: WatchedSet, execution_order: Sequen
     )
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """How a parameter's gradient is split across the ranks, for combining the ranks' local norms.
+
+    Attributes:
+        ways: how many distinct pieces the parameter is cut into: the product of the sizes of the device-mesh
+            dimensions it is sharded on (FSDP2: the data-parallel size). Among ``world`` ranks, each piece is
+            held by ``world / ways`` of them (replicated mesh dimensions, and the other slices of a sub-mesh),
+            so the global sum of squares is the sum over every rank of its local sum of squares divided by that.
+        by_rows: cut along dimension 0 only, so each rank holds whole output units (rows): dead-unit counts
+            add up across ranks. False for a cut along another dimension (tensor-parallel row-wise layers) or a
+            flat shard (FSDP1).
+    """
+
+    ways: int
+    by_rows: bool = True
+
+
+def sharding_of(p: torch.Tensor) -> Sharding | None:
+    """The sharding of a DTensor parameter (FSDP2, tensor parallelism), or None when its local tensor is the whole
+    parameter (a plain tensor, or a DTensor replicated on every mesh dimension). Host metadata only."""
+    placements = getattr(p, "placements", None)
+    mesh = getattr(p, "device_mesh", None)
+    if placements is None or mesh is None:
+        return None
+    ways = 1
+    by_rows = True
+    for dim, placement in enumerate(placements):
+        if getattr(placement, "is_shard", lambda: False)():
+            ways *= int(mesh.size(dim))
+            by_rows = by_rows and getattr(placement, "dim", None) == 0
+    return Sharding(ways, by_rows) if ways > 1 else None
+
+
 def is_sharded(p: torch.Tensor) -> bool:
     """A DTensor parameter split across ranks (FSDP2): its gradient norm needs a cross-rank sum of squares."""
-    placements = getattr(p, "placements", None)
-    return placements is not None and any(getattr(pl, "is_shard", lambda: False)() for pl in placements)
+    return sharding_of(p) is not None

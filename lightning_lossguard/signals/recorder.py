@@ -12,10 +12,17 @@ from torch import nn
 from lightning_lossguard.signals.clock import Clock
 from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe
 from lightning_lossguard.signals.losses import LossProbe
+from lightning_lossguard.signals.parameters import Sharding
 from lightning_lossguard.signals.step_timer import PHASES, StepTimer
-from lightning_lossguard.signals.window import Window
+from lightning_lossguard.signals.window import RankTail, Window
 
-ReduceSum = Callable[[torch.Tensor], torch.Tensor]
+SAMPLE_ROWS = {"dead": 2, "updates": 1}
+"""Sample rows each rank sends for its sharded parameters: the first and the latest dead-unit sample of the window,
+the latest update sample."""
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
+"""Distributed runs: this rank's ``[n]`` tensor in, every rank's ``[ranks, n]`` out, in rank order, alike on every
+rank (an all-gather: the one collective per report)."""
 
 
 class SignalRecorder:
@@ -32,9 +39,9 @@ class SignalRecorder:
         parameters: Sequence[nn.Parameter],
         clock: Clock,
         loss_scale: float = 1.0,
-        sharded: Sequence[bool] = (),
+        sharding: Sequence[Sharding | None] = (),
     ) -> None:
-        self.gradients = GradientProbe(parameters, sharded)
+        self.gradients = GradientProbe(parameters, sharding)
         self.losses = LossProbe()
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
@@ -43,11 +50,12 @@ class SignalRecorder:
         self._batch_steps: list[int] = []
         self._learning_rates: list[float] = []
         self._sample_step: int | None = None
+        self.last_ranks: RankTail | None = None  # what each rank reported last (distributed runs)
 
-    def watch(self, parameters: Sequence[nn.Parameter], sharded: Sequence[bool] = ()) -> None:
+    def watch(self, parameters: Sequence[nn.Parameter], sharding: Sequence[Sharding | None] = ()) -> None:
         """Watch another set of parameters from now on. Rows of the old set not yet drained are dropped (rows of
         two sets never share a window): call it right after :meth:`drain`, or before the first report."""
-        self.gradients = GradientProbe(parameters, sharded)
+        self.gradients = GradientProbe(parameters, sharding)
         self._batch_row = None
         self._optimizer_steps = []
         self._sample_step = None
@@ -91,30 +99,29 @@ class SignalRecorder:
     def sample_after_step(self) -> None:
         self.gradients.sample_update_ratio()
 
-    def drain(self, reduce_sum: ReduceSum | None = None, world_size: int = 1) -> Window:
+    def drain(self, gather: Gather | None = None) -> Window:
         """Copy everything recorded since the last call to the host: the one device read per interval.
 
-        ``reduce_sum`` (distributed runs) all-reduces one packed tensor of losses and timings, averaged over
-        ranks so a NaN on any rank shows, and the squares of sharded parameters' local gradient norms (a
-        DTensor shard per rank), summed into the global norm. Other gradient norms need no reduction: DDP
-        all-reduced the gradients.
+        ``gather`` (distributed runs) is called once, on one packed tensor of this rank's losses, phase timings
+        and the parts of its sharded parameters' samples (local gradient norms, dead rows, update and weight
+        norms), so every rank gets every rank's rows: the losses and timings per rank (a NaN or a slow phase
+        keeps the rank it came from) and the shards of each sharded gradient, combined here into the norm of
+        the whole parameter. Other gradient norms need no collective: DDP already all-reduced the gradients.
         """
         grads = self.gradients.rows.take()
         dead = self.gradients.dead_units.take()
-        updates = self.gradients.update_ratio.take()
-        leftover = self.gradients.leftover.take()
+        dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged
+        updates = self.gradients.update_ratio.take()[-1:]
+        leftover = self.gradients.leftover.take()  # this rank's own: a gradient not cleared shows on any rank
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)
         timing_host = np.array([phases[p] for p in PHASES] + [sections[n] for n in section_names], dtype=np.float64)
-        device = next((t.device for t in (grads, losses, dead, updates, leftover) if t.numel()), torch.device("cpu"))
+        timing_host = timing_host.reshape(len(PHASES) + len(section_names), len(timing_steps))
+        device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
         parts = [grads, dead, updates, losses, leftover]
-        if reduce_sum is not None:
-            timing = torch.as_tensor(timing_host, dtype=torch.float32, device=device)
-            shared = reduce_sum(torch.cat([losses.reshape(-1).to(device), timing.reshape(-1)])) / world_size
-            parts[3] = shared[: losses.numel()].reshape(losses.shape)
-            parts.append(shared[losses.numel() :].reshape(timing.shape))  # parts[5]
-            parts[0] = self._global_norms(grads.to(device), reduce_sum)
+        if gather is not None:
+            parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
         host = flat.cpu().double().numpy()  # the single device-to-host copy of the interval
         pieces: list[np.ndarray] = []
@@ -122,15 +129,23 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows = pieces[:5]
-        timing_rows = pieces[5] if reduce_sum is not None else timing_host  # ranks averaged under DDP
-
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows = pieces
+        timing_rows = timing_host
+        width = len(self.gradients.parameters)
+        ranks: _Ranks | None = None
+        if gather is not None:
+            ranks = _Ranks(pieces[3], tuple(losses.shape), timing_host.shape, self._shard_columns(), len(grads))
+            loss_rows = ranks.losses.mean(axis=0)  # the mean over ranks: a NaN on any rank shows
+            timing_rows = ranks.timings.mean(axis=0)
+            grad_rows = ranks.combine_norms(grad_rows, self.gradients.sharding)
+            dead_rows = ranks.combine_sample(dead_rows, ranks.dead, width, squares=False)
+            update_rows = ranks.combine_sample(update_rows, ranks.updates, width, squares=True)
         names = self.losses.term_names or ()
         window = Window(
             optimizer_steps=self._optimizer_steps,
             param_norms=grad_rows.reshape(len(self._optimizer_steps), -1)
             if self._optimizer_steps
-            else np.zeros((0, len(self.gradients.parameters))),
+            else np.zeros((0, width)),
             batch_steps=self._batch_steps,
             learning_rate=np.asarray(self._learning_rates, dtype=np.float64),
             loss=loss_rows[:, 0] * self.loss_scale if loss_rows.size else np.zeros(0),
@@ -138,27 +153,114 @@ class SignalRecorder:
             timing_steps=timing_steps,
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
             section_ms={n: timing_rows[len(PHASES) + i] for i, n in enumerate(section_names)},
-            dead_unit_share=dead_rows[-1] if dead_rows.size else None,
-            dead_unit_first=dead_rows[0] if dead_rows.size else None,
-            update_ratio=update_rows[-1] if update_rows.size else None,
+            dead_unit_share=_ratio(dead_rows[-1], width, counts=True) if dead_rows.size else None,
+            dead_unit_first=_ratio(dead_rows[0], width, counts=True) if dead_rows.size else None,
+            update_ratio=_ratio(update_rows[-1], width, counts=False) if update_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
             leftover_grad_norm=float(leftover_rows.max()) if leftover_rows.size else None,
         )
+        if ranks is not None:
+            window.ranks = ranks.count
+            window.rank_loss = ranks.losses[:, :, 0] * self.loss_scale if loss_rows.size else None
+            window.rank_phase_ms = {p: ranks.timings[:, i] for i, p in enumerate(PHASES)}
+            if window.batch_steps or window.timing_steps:
+                self.last_ranks = window.rank_tail()
         self._optimizer_steps = []
         self._batch_steps = []
         self._learning_rates = []
         self._sample_step = None
         return window
 
-    def _global_norms(self, rows: torch.Tensor, reduce_sum: ReduceSum) -> torch.Tensor:
-        """Sharded columns: the local norms of every rank combined into the global norm (sum of squares)."""
-        sharded = [i for i, s in enumerate(self.gradients.sharded) if s]
-        if not sharded or rows.numel() == 0:
+    def _shard_columns(self) -> list[int]:
+        return [i for i, s in enumerate(self.gradients.sharding) if s is not None]
+
+    def _packet(
+        self,
+        grads: torch.Tensor,
+        dead: torch.Tensor,
+        updates: torch.Tensor,
+        losses: torch.Tensor,
+        timing: np.ndarray,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """This rank's part of the gather: its losses and timings, and the sharded columns of its gradient rows and
+        of its samples: the first and the latest dead-unit samples, the latest update sample (``NO_GRADIENT`` where
+        it took none, so that every rank sends the same size)."""
+        columns = self._shard_columns()
+        width = len(self.gradients.parameters)
+        pieces = [losses.reshape(-1), torch.as_tensor(timing, dtype=torch.float32).reshape(-1)]
+        if columns:
+            both = columns + [width + i for i in columns]
+            pieces.append(grads[:, columns].reshape(-1) if grads.numel() else grads.reshape(-1))
+            for sample, rows in ((dead, SAMPLE_ROWS["dead"]), (updates, SAMPLE_ROWS["updates"])):
+                if not sample.numel():
+                    pieces.append(torch.full((rows * len(both),), NO_GRADIENT))
+                    continue
+                picked = sample[[0, -1]] if rows == 2 else sample[-1:]
+                pieces.append(picked[:, both].reshape(-1))
+        return torch.cat([p.to(device=device, dtype=torch.float32) for p in pieces])
+
+
+class _Ranks:
+    """Every rank's part of the gather, on the host, cut back into its pieces (see ``SignalRecorder._packet``)."""
+
+    def __init__(
+        self,
+        gathered: np.ndarray,
+        loss_shape: tuple[int, ...],
+        timing_shape: tuple[int, ...],
+        columns: list[int],
+        grad_rows: int,
+    ) -> None:
+        self.count = gathered.shape[0]
+        self.columns = columns
+        sizes = [int(np.prod(loss_shape)), int(np.prod(timing_shape))]
+        if columns:
+            sizes += [grad_rows * len(columns), SAMPLE_ROWS["dead"] * 2 * len(columns)]
+            sizes += [SAMPLE_ROWS["updates"] * 2 * len(columns)]
+        pieces = np.split(gathered, np.cumsum(sizes)[:-1], axis=1)
+        self.losses = pieces[0].reshape(self.count, *loss_shape)  # [ranks, batches, 1 + terms]
+        self.timings = pieces[1].reshape(self.count, *timing_shape)  # [ranks, phases + sections, batches]
+        empty = np.zeros((self.count, 0))
+        self.grads = pieces[2].reshape(self.count, grad_rows, len(columns)) if columns else empty[:, None]
+        self.dead = pieces[3] if columns else empty
+        self.updates = pieces[4] if columns else empty
+
+    def combine_norms(self, rows: np.ndarray, sharding: Sequence[Sharding | None]) -> np.ndarray:
+        """Each sharded column: the norm of the whole gradient from every rank's local norm. Every rank holds
+        ``ranks / ways`` copies of each piece, which count once."""
+        if not self.columns or not rows.size:
             return rows
-        columns = torch.tensor(sharded, device=rows.device)
-        local = rows[:, columns]
-        present = local != NO_GRADIENT  # alike on every rank; a NaN shard makes the global norm NaN everywhere
-        total = reduce_sum(torch.where(present, local.double() ** 2, torch.zeros_like(local, dtype=torch.float64)))
-        rows = rows.clone()
-        rows[:, columns] = torch.where(present, total.sqrt().float(), local)
+        ways = np.array([s.ways if s is not None else 1 for s in (sharding[i] for i in self.columns)], dtype=float)
+        local = self.grads
+        present = (local != NO_GRADIENT).any(axis=0)  # a rank whose shard is empty may have no gradient
+        squares = np.where(local == NO_GRADIENT, 0.0, local) ** 2  # a NaN shard makes the whole norm NaN
+        rows = rows.copy()
+        rows[:, self.columns] = np.where(present, np.sqrt(squares.sum(axis=0) * ways / self.count), NO_GRADIENT)
         return rows
+
+    def combine_sample(self, local: np.ndarray, gathered: np.ndarray, width: int, squares: bool) -> np.ndarray:
+        """The sharded columns of ``[parts..., wholes...]`` sample rows: summed over the ranks (counts), or their
+        squares summed (norms). A column any rank did not sample stays unsampled; copies cancel in the ratio."""
+        if not self.columns or not (gathered != NO_GRADIENT).any():
+            return local
+        sent = gathered.reshape(self.count, -1, 2 * len(self.columns))  # [ranks, rows, sharded parts and wholes]
+        out = []
+        for j in range(sent.shape[1]):
+            row = local[min(j, len(local) - 1), : 2 * width].copy() if local.size else np.full(2 * width, NO_GRADIENT)
+            parts = sent[:, j]
+            sampled = (parts != NO_GRADIENT).all(axis=0)
+            combined = np.sqrt((parts**2).sum(axis=0)) if squares else parts.sum(axis=0)
+            row[self.columns + [width + i for i in self.columns]] = np.where(sampled, combined, NO_GRADIENT)
+            out.append(row)
+        return np.stack(out)
+
+
+def _ratio(row: np.ndarray, width: int, counts: bool) -> np.ndarray:
+    """Per parameter, part / whole from a ``[parts..., wholes...]`` sample row (``NO_GRADIENT`` where unsampled):
+    dead rows / rows (``counts``) or update norm / weight norm."""
+    part, whole = row[:width], row[width : 2 * width]
+    sampled = (part != NO_GRADIENT) & (whole != NO_GRADIENT) & (whole > 0 if counts else True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # non-finite weights give a NaN ratio, as they should
+        ratio = part / (np.where(whole > 0, whole, 1.0) if counts else np.maximum(whole, 1e-12))
+    return np.where(sampled, ratio, NO_GRADIENT)

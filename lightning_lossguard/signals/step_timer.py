@@ -51,6 +51,7 @@ class StepTimer:
         self._last_end_host: float | None = None
         self._forward_depth = 0
         self._forward_start: object | None = None
+        self._last_step: int | None = None
 
     # -- per-step path: marks only -------------------------------------------------------------
     def batch_start(self, step: int) -> None:
@@ -96,6 +97,7 @@ class StepTimer:
             return
         self._current.end = self.clock.mark()
         self._batches.append(self._current)
+        self._last_step = self._current.step
         self._current = None
         self._last_end_host = time.perf_counter()
 
@@ -106,6 +108,27 @@ class StepTimer:
     @property
     def in_batch(self) -> bool:
         return self._current is not None
+
+    def where(self) -> tuple[int | None, str]:
+        """The step the training loop is at and the phase it is in, in words. Safe to call from another thread (a
+        watchdog): it reads plain attributes the loop replaces, never the marks' values."""
+        current = self._current
+        if current is None:
+            after = f" after step {self._last_step}" if self._last_step is not None else ""
+            if self._last_end_host is not None:
+                return self._last_step, f"between batches{after}: data loading"
+            return self._last_step, f"outside training batches{after} (validation, checkpointing, epoch start)"
+        if current.optimizer_start is not None:
+            phase = "the optimizer step"
+        elif current.backward_end is not None:
+            phase = "after backward, before the optimizer step"
+        elif current.backward_start is not None:
+            phase = "backward"
+        elif self._forward_depth > 0:
+            phase = "forward"
+        else:
+            phase = "training_step (forward/loss)"
+        return current.step, phase
 
     # -- report time ----------------------------------------------------------------------------
     def drain(self) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:

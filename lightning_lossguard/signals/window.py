@@ -36,6 +36,9 @@ class Window:
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
     device_allocated_mb: float | None = None
+    ranks: int = 1
+    rank_loss: np.ndarray | None = None  # [ranks, batches] aligned with batch_steps (distributed runs)
+    rank_phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # [ranks, batches] per phase, timing_steps
     _layer_cache: np.ndarray | None = field(default=None, repr=False)
 
     @cached_property
@@ -49,6 +52,14 @@ class Window:
             self._layer_cache = layer_norms(self.param_norms, layer_of, layers)
         return self._layer_cache
 
+    def rank_tail(self) -> RankTail:
+        """What each rank reported in this window: its last loss and its median phase times."""
+        loss = self.rank_loss[:, -1] if self.rank_loss is not None and self.rank_loss.shape[1] else None
+        phases = {
+            p: _nanmedian_rows(values) for p, values in self.rank_phase_ms.items() if values.size and values.ndim == 2
+        }
+        return RankTail(self.last_step, self.ranks, loss, phases)
+
     @property
     def empty(self) -> bool:
         return not self.optimizer_steps and not self.batch_steps
@@ -57,6 +68,32 @@ class Window:
     def last_step(self) -> int:
         steps = self.optimizer_steps[-1:] + self.batch_steps[-1:]
         return max(steps) if steps else 0
+
+
+@dataclass(frozen=True)
+class RankTail:
+    """What every rank sent at the last report of a distributed run (kept for a stall report).
+
+    Attributes:
+        step: the last step of that report.
+        ranks: how many ranks there are.
+        loss: per rank, the loss of its last batch (None when no loss was returned).
+        phase_ms: per phase, per rank, the median time of that report's batches (NaN where unmeasured).
+    """
+
+    step: int
+    ranks: int
+    loss: np.ndarray | None
+    phase_ms: dict[str, np.ndarray]
+
+
+def _nanmedian_rows(values: np.ndarray) -> np.ndarray:
+    out = np.full(values.shape[0], np.nan)
+    for rank, row in enumerate(values):
+        finite = row[np.isfinite(row)]
+        if finite.size:
+            out[rank] = float(np.median(finite))
+    return out
 
 
 def global_norms(param_norms: np.ndarray) -> np.ndarray:
