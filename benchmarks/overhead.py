@@ -1,63 +1,213 @@
-"""Per-step overhead of LossGuard against no monitoring and against the do-it-yourself Lightning answer.
+"""What LossGuard costs per training step, on realistic workloads, against no monitoring and the DIY recipe.
 
-    python -m benchmarks.overhead                 # table on stdout
+    python -m benchmarks.overhead                 # tables on stdout
     python -m benchmarks.overhead --write-docs    # also update docs/performance.md
     python -m benchmarks.overhead --quick         # a smoke run (CI): few steps, one repetition
 
-Configurations, each timed over the same steady-state steps of a real ``Trainer.fit``:
-- ``baseline``: no monitoring callback;
-- ``lossguard``: ``LossGuard()`` with its defaults (a report every ``log_every_n_steps`` = 50 steps);
-- ``diy``: Lightning's ``grad_norm`` logged every step (the documented workaround since
-  ``track_grad_norm`` was removed) plus ``EarlyStopping(check_finite=True)``.
-Runs are paired and interleaved (every repetition runs each configuration once, in a shuffled order) and
-the reported number is the median over repetitions of ``time(config) / time(baseline)``. Both the process
-CPU time and the wall time of the steady-state steps are measured; CPU time is the headline because a
-shared host's noise (other tenants, frequency changes) moves wall time by ±10% between runs, while CPU
-time of a single-process CPU training run is what the monitoring itself adds.
+Configurations, each a real ``Trainer.fit`` timed over the same steady-state steps:
+- ``baseline``: no monitoring callback (every configuration logs the loss with ``self.log``, as real code does);
+- ``lossguard``: ``LossGuard()`` with its defaults (a 1% cost budget, reports every ``log_every_n_steps``);
+- ``diy``: Lightning's ``grad_norm`` logged every step (the documented replacement for ``track_grad_norm``)
+  plus ``EarlyStopping(check_finite=True)``: what a user would otherwise write.
+
+Two measures of LossGuard's cost:
+- **attributed**: time spent inside LossGuard (its callback hooks, reports included, and its module hooks:
+  the hook functions plus PyTorch's dispatch of a hooked call), divided by the baseline step time. It does
+  not depend on the host's drift, so it resolves 0.1%. Time in Python's garbage collector is left out (a
+  collection lands in whatever code allocates; the baseline pays it too).
+- **end to end**: runs are paired and interleaved (each repetition runs every configuration once, in a
+  shuffled order); the ratio is the median over repetitions of ``time(config) / time(baseline)``, in
+  process CPU time (one thread: a shared host moves wall time by several percent between runs).
+
+Two more tables: the whole of a 400-step run (start-up and every report included, what a CI smoke run
+pays), and the time and memory of one report as a run gets long (the detectors alone, up to 100k steps).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import itertools
 import logging
+import math
 import platform
 import random
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.utilities import grad_norm
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmarks.docs import replace_section
 from lightning_lossguard import LossGuard
+from lightning_lossguard.diagnostician import Diagnostician, RunLayout
+from lightning_lossguard.signals import step_timer
+from lightning_lossguard.signals.budget import gc_seconds
+from lightning_lossguard.signals.window import Window
+
+# -- workloads: the patterns of the healthy corpus, sized from ~1 ms to ~20 ms per step on one CPU thread ---------
 
 
-class Model(L.LightningModule):
-    def __init__(self, widths: list[int]) -> None:
+class Classifier(L.LightningModule):
+    """A network ``net`` trained with cross-entropy (or MSE for a regression head)."""
+
+    def __init__(self, net: nn.Module, regression: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for a, b in itertools.pairwise(widths):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        self.net = nn.Sequential(*layers[:-1])
+        self.net = net
+        self.regression = regression
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(self.net(x), y)
+        out = self.net(x)
+        loss = F.mse_loss(out, y) if self.regression else F.cross_entropy(out.flatten(0, -2), y.reshape(-1))
+        self.log("train_loss", loss)
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class AutoEncoder(L.LightningModule):
+    """A convolutional autoencoder: encoder and decoder called in turn (two outermost forwards per step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        loss = F.mse_loss(self.decoder(self.encoder(x)), x)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, vocab: int, width: int, kind: str) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.body: nn.Module
+        if kind == "lstm":
+            self.body = nn.LSTM(width, width, num_layers=2, batch_first=True)
+        else:
+            layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, batch_first=True)
+            self.body = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(width, vocab)
+        self.kind = kind
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed(tokens)
+        h = self.body(h)[0] if self.kind == "lstm" else self.body(h, is_causal=False)
+        return self.head(h)  # type: ignore[no-any-return]
+
+
+def mlp(widths: list[int]) -> nn.Module:
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def deep_narrow(depth: int, width: int) -> nn.Module:
+    """``depth`` small linear layers: 2 x ``depth`` parameter tensors, so a per-tensor cost would show."""
+    return nn.Sequential(
+        nn.Linear(16, width), *(nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(depth))
+    )
+
+
+def classification(n: int, dim: int, classes: int) -> Dataset[Any]:
+    x = torch.randn(n, dim)
+    return TensorDataset(x, torch.randint(0, classes, (n,)))
+
+
+def tokens(n: int, length: int, vocab: int) -> Dataset[Any]:
+    x = torch.randint(0, vocab, (n, length + 1))
+    return TensorDataset(x[:, :-1], x[:, 1:])
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    build: Callable[[], L.LightningModule]
+    data: Callable[[], Dataset[Any]]
+    batch: int
+    steps: int
+
+
+WORKLOADS = [
+    Workload(
+        "BoringModel-sized (Linear 32-2, batch 2)",
+        lambda: Classifier(nn.Linear(32, 2)),
+        lambda: classification(256, 32, 2),
+        2,
+        1500,
+    ),
+    Workload(
+        "MLP 32-64-64-10, batch 32",
+        lambda: Classifier(mlp([32, 64, 64, 10])),
+        lambda: classification(1600, 32, 10),
+        32,
+        1000,
+    ),
+    Workload(
+        "conv autoencoder 1x32x32, batch 32", AutoEncoder, lambda: TensorDataset(torch.randn(1600, 1, 32, 32)), 32, 300
+    ),
+    Workload(
+        "LSTM LM (vocab 200, 2x128, seq 32, batch 16)",
+        lambda: Classifier(LanguageModel(200, 128, "lstm")),
+        lambda: tokens(800, 32, 200),
+        16,
+        300,
+    ),
+    Workload(
+        "Transformer LM (2 layers, d 64, seq 32, batch 16)",
+        lambda: Classifier(LanguageModel(200, 64, "transformer")),
+        lambda: tokens(800, 32, 200),
+        16,
+        300,
+    ),
+    Workload(
+        "MLP 256-1024-1024-10, batch 128",
+        lambda: Classifier(mlp([256, 1024, 1024, 10])),
+        lambda: classification(6400, 256, 10),
+        128,
+        300,
+    ),
+    Workload(
+        "deep narrow (1,000 Linear 16-16: 2,002 tensors), batch 32",
+        lambda: Classifier(deep_narrow(1000, 16)),
+        lambda: classification(1600, 16, 10),
+        32,
+        150,
+    ),
+]
+SKIP = 20  # steps left out of every timing: start-up, the first report's one-time work (layout, graph)
+
+
+# -- measuring ----------------------------------------------------------------------------------------------------
 
 
 class DoItYourself(Callback):
@@ -85,21 +235,6 @@ class StepClock(Callback):
         self.seconds = (time.process_time() - self.start[0], time.perf_counter() - self.start[1])
 
 
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    widths: list[int]
-    batch: int
-    steps: int
-
-
-WORKLOADS = [
-    Workload("small (MLP 32-64-64-10, batch 32)", [32, 64, 64, 10], 32, 1000),
-    Workload("medium (MLP 256-1024-1024-10, batch 128)", [256, 1024, 1024, 10], 128, 300),
-]
-SKIP = 20
-
-
 HOOKS = (
     "on_train_batch_start",
     "on_before_backward",
@@ -112,11 +247,13 @@ HOOKS = (
 
 
 class Attributed:
-    """Time spent inside LossGuard itself during a real fit: its hooks (reports included) and its forward
-    marks. Unlike a difference of two noisy end-to-end timings, this does not depend on the host's drift."""
+    """Time inside LossGuard during a real fit: its callback hooks and its forward hooks (the hook functions;
+    PyTorch's dispatch of a hooked call is added from :func:`hooked_call_us`). Garbage collection excluded."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.forward_calls = 0
+        self.counting = False
 
     def wrap(self, guard: LossGuard) -> LossGuard:
         for name in HOOKS:
@@ -125,73 +262,238 @@ class Attributed:
 
     def _timed(self, hook: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, collected = time.perf_counter(), gc_seconds()
             try:
                 return hook(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                if self.counting:
+                    self.seconds += time.perf_counter() - start - (gc_seconds() - collected)
 
         return timed
+
+    @contextlib.contextmanager
+    def forward_marks_counted(self) -> Iterator[None]:
+        """Count the time of LossGuard's forward-hook functions (StepTimer.forward_enter / forward_exit)."""
+        originals = {name: getattr(step_timer.StepTimer, name) for name in ("forward_enter", "forward_exit")}
+        clock = time.perf_counter
+
+        def counted(name: str) -> Callable[..., Any]:
+            original, enter = originals[name], name == "forward_enter"
+
+            def timed(timer: Any) -> Any:
+                start = clock()
+                try:
+                    return original(timer)
+                finally:
+                    if self.counting:
+                        self.seconds += clock() - start
+                        self.forward_calls += enter
+
+            return timed
+
+        try:
+            for name in originals:
+                setattr(step_timer.StepTimer, name, counted(name))
+            yield
+        finally:
+            for name, original in originals.items():
+                setattr(step_timer.StepTimer, name, original)
 
 
 ATTRIBUTED = Attributed()
 
 
-def make_callbacks(config: str) -> list[Callback]:
+class StartCounting(Callback):
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        ATTRIBUTED.counting = trainer.global_step >= self.skip
+
+
+def hooked_call_us(repeats: int = 20000) -> float:
+    """PyTorch's extra cost for calling a module that has one forward pre-hook and one forward hook (no-ops),
+    in microseconds: the dispatch LossGuard's outermost-forward hooks add on top of their own functions."""
+    module = nn.Identity()
+    x = torch.zeros(1)
+
+    def per_call() -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            module(x)
+        return (time.perf_counter() - start) / repeats
+
+    bare = min(per_call() for _ in range(5))
+    module.register_forward_pre_hook(lambda *_: None)
+    module.register_forward_hook(lambda *_: None)
+    hooked = min(per_call() for _ in range(5))
+    return max(0.0, hooked - bare) * 1e6
+
+
+@dataclass
+class Timing:
+    cpu: float  # seconds per steady-state step
+    wall: float
+    inside: float = 0.0  # seconds per step inside LossGuard's hooks (lossguard only)
+    forward_calls: float = 0.0  # hooked outermost forward calls per step
+    budget: dict[str, float] | None = None
+
+
+def make_callbacks(config: str) -> tuple[list[Callback], LossGuard | None]:
     if config == "lossguard":
-        return [ATTRIBUTED.wrap(LossGuard(verbose=False))]
+        guard = LossGuard(verbose=False)
+        return [ATTRIBUTED.wrap(guard), StartCounting(SKIP)], guard
     if config == "diy":
-        return [DoItYourself(), EarlyStopping(monitor="train_loss", check_finite=True, patience=10**9)]
-    return []
+        return [DoItYourself(), EarlyStopping(monitor="train_loss", check_finite=True, patience=10**9)], None
+    return [], None
 
 
-class LoggedModel(Model):
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
-        self.log("train_loss", loss)  # every configuration logs the loss, as real training does
-        return loss
-
-
-def timed_fit(workload: Workload, config: str, steps: int, root: str) -> tuple[float, float, float]:
-    """(CPU, wall, inside-LossGuard) seconds per step of one fit (the last is 0 without LossGuard)."""
-    ATTRIBUTED.seconds = 0.0
+def fit(workload: Workload, config: str, steps: int, root: str) -> tuple[Timing, float]:
+    """One fit; its steady-state timing and the wall time of the whole ``trainer.fit`` call."""
+    ATTRIBUTED.seconds, ATTRIBUTED.forward_calls, ATTRIBUTED.counting = 0.0, 0, False
     torch.manual_seed(0)
-    x = torch.randn(workload.batch * 50, workload.widths[0])
-    y = torch.randint(0, workload.widths[-1], (len(x),))
-    loader = DataLoader(TensorDataset(x, y), batch_size=workload.batch, shuffle=True)
+    callbacks, guard = make_callbacks(config)
     clock = StepClock(SKIP)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=steps,
         logger=L.pytorch.loggers.TensorBoardLogger(root, name=config),
-        callbacks=[*make_callbacks(config), clock],
+        callbacks=[*callbacks, clock],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    trainer.fit(LoggedModel(workload.widths), loader)
-    return clock.seconds[0] / (steps - SKIP), clock.seconds[1] / (steps - SKIP), ATTRIBUTED.seconds / steps
-
-
-Timing = tuple[float, float, float]  # (CPU, wall, inside LossGuard) seconds per step
+    loader = DataLoader(workload.data(), batch_size=workload.batch, shuffle=True, drop_last=True)
+    start = time.perf_counter()
+    trainer.fit(workload.build(), loader)
+    whole = time.perf_counter() - start
+    n = steps - SKIP
+    budget = guard._budget.state() if guard is not None and guard._budget is not None else None
+    timing = Timing(
+        clock.seconds[0] / n, clock.seconds[1] / n, ATTRIBUTED.seconds / n, ATTRIBUTED.forward_calls / n, budget
+    )
+    return timing, whole
 
 
 def measure(workload: Workload, repeats: int, steps: int, configs: list[str]) -> dict[str, list[Timing]]:
-    """Per configuration, per repetition, timings from :func:`timed_fit`; repetitions interleave configs."""
+    """Per configuration, per repetition, the timing of one fit; repetitions interleave the configurations."""
     times: dict[str, list[Timing]] = {c: [] for c in configs}
     order = list(configs)
     with tempfile.TemporaryDirectory() as root:
         for _ in range(repeats):
             random.shuffle(order)
             for config in order:
-                times[config].append(timed_fit(workload, config, steps, root))
+                times[config].append(fit(workload, config, steps, root)[0])
     return times
 
 
-def median_ratio(times: dict[str, list[Timing]], config: str, kind: int) -> float:
-    """Median over repetitions of config / baseline; ``kind`` 0 = CPU time, 1 = wall time."""
-    return statistics.median(a[kind] / b[kind] for a, b in zip(times[config], times["baseline"]))
+def median_ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def per_step_table(repeats: int, quick: bool, log: Callable[[str], None], workloads: list[Workload]) -> str:
+    dispatch_us = hooked_call_us(2000 if quick else 20000)
+    rows = [
+        "| workload | baseline ms/step | inside LossGuard µs/step | LossGuard attributed | LossGuard end to end "
+        "(CPU) | budget: self-measured share, gradient stride | grad_norm every step + EarlyStopping (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workload in workloads:
+        steps = SKIP + 40 if quick else workload.steps
+        times = measure(workload, repeats, steps, ["baseline", "lossguard", "diy"])
+        base = statistics.median(t.cpu for t in times["baseline"]) * 1e3
+        guard = times["lossguard"]
+        inside = statistics.median(t.inside * 1e6 + t.forward_calls * dispatch_us for t in guard)
+        attributed = 1 + inside / 1e3 / base
+        end_to_end = median_ratio([t.cpu for t in guard], [t.cpu for t in times["baseline"]])
+        diy = median_ratio([t.cpu for t in times["diy"]], [t.cpu for t in times["baseline"]])
+        state = guard[-1].budget or {}
+        share, stride = state.get("share", math.nan), state.get("gradient_stride", math.nan)
+        rows.append(
+            f"| {workload.name} | {base:.2f} | {inside:.1f} | {attributed:.3f}x | {end_to_end:.3f}x "
+            f"| {share:.2%}, {stride:.0f} | {diy:.2f}x |"
+        )
+        log(rows[-1])
+    return "\n".join(rows)
+
+
+def short_run_table(repeats: int, quick: bool, log: Callable[[str], None]) -> str:
+    """The whole ``trainer.fit`` of a 400-step smoke run, start-up and reports included, paired and interleaved."""
+    workload = WORKLOADS[0]
+    steps = 60 if quick else 400
+    whole: dict[str, list[float]] = {"baseline": [], "lossguard": []}
+    order = list(whole)
+    with tempfile.TemporaryDirectory() as root:
+        for _ in range(repeats):
+            random.shuffle(order)
+            for config in order:
+                whole[config].append(fit(workload, config, steps, root)[1])
+    base = statistics.median(whole["baseline"])
+    ratio = median_ratio(whole["lossguard"], whole["baseline"])
+    row = f"| {workload.name}, {steps} steps, whole fit | {base:.2f} s | {ratio:.3f}x |"
+    log(row)
+    return "| run | baseline wall time | LossGuard(), paired ratio |\n|---|---:|---:|\n" + row
+
+
+def judging_profile(
+    steps: int = 100_000, every: int = 50, checkpoints: tuple[int, ...] = (1_000, 10_000, 100_000)
+) -> list[tuple[int, float, float]]:
+    """``(run length, ms per report, MiB held)`` at each checkpoint: the detectors fed a noisy, falling loss and
+    six parameters' gradient norms every ``every`` steps, as the callback does. The time is the median of the
+    last 20 reports; the memory is what the detectors hold after a collection (tracemalloc)."""
+    rng = np.random.default_rng(0)
+    layout = RunLayout(
+        param_names=tuple(f"net.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}" for i in range(6)),
+        param_sizes=(4096, 64) * 3,
+        param_units=(64, 0) * 3,
+        layer_of=(0, 0, 1, 1, 2, 2),
+        layers=("net.0", "net.1", "net.2"),
+        comparable=(True, True, True),
+        layer_group=(0, 0, 0),
+        total_steps=steps,
+        model_elements=3 * (4096 + 64),
+    )
+    judge = Diagnostician()
+    profile = []
+    recent: list[float] = []
+    tracemalloc.start()
+    try:
+        for first in range(0, steps, every):
+            s = np.arange(first, first + every)
+            loss = 2.0 * np.exp(-s / 20_000) + 0.3 + 0.1 * rng.standard_normal(every)
+            norms = np.abs(1.0 + 0.2 * rng.standard_normal((every, 6))) * np.exp(-s / 50_000)[:, None]
+            step_ms = 2.0 + 0.1 * rng.standard_normal(every)
+            window = Window(
+                optimizer_steps=s.tolist(),
+                param_norms=norms,
+                batch_steps=s.tolist(),
+                loss=loss,
+                learning_rate=np.full(every, 1e-3),
+                timing_steps=s.tolist(),
+                phase_ms={"step": step_ms, "forward": step_ms * 0.3, "loss": step_ms * 0.05, "backward": step_ms / 2},
+            )
+            start = time.perf_counter()
+            judge.judge(window, layout, 1e-3)
+            recent = [*recent[-19:], (time.perf_counter() - start) * 1e3]
+            if first + every in checkpoints:
+                gc.collect()
+                profile.append((first + every, statistics.median(recent), tracemalloc.get_traced_memory()[0] / 2**20))
+    finally:
+        tracemalloc.stop()
+    return profile
+
+
+def long_run_table(log: Callable[[str], None], steps: int = 100_000) -> str:
+    """One report's judging time and the detectors' memory as a run gets long."""
+    checkpoints = tuple(c for c in (1_000, 10_000, 100_000) if c <= steps)
+    rows = ["| run length | judging, ms per report (median of the last 20) | detectors' memory |", "|---:|---:|---:|"]
+    for length, ms, mib in judging_profile(steps, checkpoints=checkpoints):
+        rows.append(f"| {length:,} steps | {ms:.2f} | {mib:.2f} MiB |")
+        log(rows[-1])
+    return "\n".join(rows)
 
 
 def machine() -> str:
@@ -202,36 +504,21 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     threads = torch.get_num_threads()
-    return f"{cpu}, {threads} torch threads, torch {torch.__version__}, Lightning {L.__version__}, CPU only"
+    return f"{cpu}, {threads} torch thread(s), torch {torch.__version__}, Lightning {L.__version__}, CPU only"
 
 
 def run(repeats: int, quick: bool, log: Callable[[str], None] = print, workloads: list[Workload] | None = None) -> str:
-    """Run the workloads (default: all); return the markdown table."""
-    configs = ["baseline", "lossguard", "diy"]
-    rows = [
-        "| workload | baseline ms/step | inside LossGuard, µs/step | LossGuard(), attributed "
-        "| LossGuard(), CPU-time ratio | LossGuard(), wall-time ratio | grad_norm every step + EarlyStopping |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for workload in workloads or WORKLOADS:
-        steps = SKIP + 30 if quick else workload.steps
-        times = measure(workload, repeats, steps, configs)
-        base = statistics.median(t[1] for t in times["baseline"]) * 1e3
-        inside = statistics.median(t[2] for t in times["lossguard"]) * 1e6
-        attributed = 1 + inside / 1e3 / base
-        cpu, wall = median_ratio(times, "lossguard", 0), median_ratio(times, "lossguard", 1)
-        diy = median_ratio(times, "diy", 1)
-        rows.append(
-            f"| {workload.name} | {base:.2f} | {inside:.0f} | {attributed:.3f}x | {cpu:.3f}x | {wall:.3f}x "
-            f"| {diy:.2f}x |"
-        )
-        log(rows[-1])
-    return "\n".join(rows)
+    """Run the benchmark; return the markdown tables."""
+    with ATTRIBUTED.forward_marks_counted():
+        parts = [per_step_table(repeats, quick, log, workloads or WORKLOADS)]
+        if workloads is None:
+            parts += [short_run_table(repeats, quick, log), long_run_table(log, 2_000 if quick else 100_000)]
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one repetition")
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
@@ -239,13 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)  # fixed, so runs are comparable across machines and repetitions
-    table = run(1 if args.quick else args.repeats, args.quick)
-    print(table)
+    tables = run(1 if args.quick else args.repeats, args.quick)
+    print(tables)
     if args.write_docs and not args.quick:
         stamp = time.strftime("%Y-%m-%d")
         body = (
             f"Measured {stamp} on {machine()} (`python -m benchmarks.overhead --write-docs`, "
-            f"{args.repeats} paired, interleaved repetitions).\n\n{table}"
+            f"{args.repeats} paired, interleaved repetitions).\n\n{tables}"
         )
         replace_section("overhead", body)
     return 0

@@ -6,7 +6,7 @@ LossGuard names the problem, the layer, the numbers and the fix on the console, 
 ``lossguard.json`` and puts everything in TensorBoard:
 
     python examples/quickstart.py            # ~10 s on a laptop CPU
-    tensorboard --logdir lightning_logs      # Text tab: lossguard/diagnoses; Custom Scalars: LossGuard
+    tensorboard --logdir lightning_logs      # the LossGuard tab: verdict, curves, diagnoses
 
 Pass ``--no-jump`` for the same run without the bug: LossGuard then stays quiet.
 """

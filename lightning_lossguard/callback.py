@@ -6,10 +6,12 @@ Per training batch it only takes marks and launches device copies (no host read)
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -22,12 +24,14 @@ from lightning_lossguard import options
 from lightning_lossguard.alarm import LossGuardAlarm
 from lightning_lossguard.coverage import Coverage
 from lightning_lossguard.detectors.stalled_training import StalledTraining, last_report
+from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout, RunSettings
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter
+from lightning_lossguard.signals.budget import CostBudget, gc_seconds
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
@@ -46,6 +50,20 @@ _UNSUPPORTED_SHARDING = ("DeepSpeedStrategy",)
 """Strategies whose gradients LossGuard cannot read as whole tensors or DTensor shards."""
 
 _PROGRESS = {"finished": 0, "running": 1, "failed": 2, "alarm": 3}
+
+
+def _own_time(hook: Callable[..., None]) -> Callable[..., None]:
+    """Count the time spent inside ``hook`` as LossGuard's own (the budget's measure): two clock reads."""
+
+    @functools.wraps(hook)
+    def timed(self: Any, *args: Any, **kwargs: Any) -> None:
+        start, collected = time.perf_counter(), gc_seconds()
+        try:
+            hook(self, *args, **kwargs)
+        finally:
+            self._own_seconds += time.perf_counter() - start - (gc_seconds() - collected)
+
+    return timed
 
 
 class LossGuard(Callback):
@@ -68,6 +86,9 @@ class LossGuard(Callback):
         monitors: opt-in :class:`~lightning_lossguard.monitor.Monitor` extensions (e.g. output checks).
         stall_timeout: seconds without a completed training step after which ``stalled_training`` is reported,
             with every thread's stack, from a watchdog thread (it never stops the process). ``None`` (default): off.
+        budget: the share of the training step's time LossGuard may take (default 0.01: 1%). Over it, gradient
+            norms are measured on a stride of steps and, unless ``report_every`` is set, reports come less often
+            (see :mod:`lightning_lossguard.signals.budget`); the report says what was adapted.
     """
 
     def __init__(
@@ -85,6 +106,7 @@ class LossGuard(Callback):
         name: str = "lossguard",
         monitors: list[Monitor] | None = None,
         stall_timeout: float | None = None,
+        budget: float = 0.01,
     ) -> None:
         fail_on = options.choice("fail_on", fail_on, [None, "warning", "error"])
         self.fail_on = Severity(fail_on) if fail_on else None
@@ -98,6 +120,7 @@ class LossGuard(Callback):
         self.max_update_elements = int(options.whole("max_update_elements", max_update_elements, 0, 2**62) or 0)
         self.name = options.report_name(name)
         self.stall_timeout = options.seconds("stall_timeout", stall_timeout)
+        self.budget = float(options.number("budget", budget, 0.0, 1.0, open_low=True) or 0.01)
         if monitors is not None and not isinstance(monitors, (list, tuple)):
             raise TypeError(f"monitors must be a list of lightning_lossguard.Monitor instances; got {monitors!r}.")
         self.monitors = list(monitors or [])
@@ -158,6 +181,10 @@ class LossGuard(Callback):
         self._device = torch.device("cpu")
         self._watchdog: Watchdog | None = None
         self._stalls: list[Diagnosis] = []  # stalls that ended since the last report: fail_on decides on them there
+        self._budget: CostBudget | None = None
+        self._lr_group: dict[str, Any] | None = None  # re-read at each report (schedulers swap nothing, but be safe)
+        self._own_seconds = 0.0  # LossGuard's own time since the last report (its hooks, reports included)
+        self._since_report = 0  # the batch count at the last report
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -198,6 +225,18 @@ class LossGuard(Callback):
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
         self._report_batches = (self.report_every or _default_report_every(trainer)) * accumulate
+        planned = _planned_steps(trainer)
+        self._budget = CostBudget(
+            self.budget,
+            self._report_batches,
+            adaptive_reports=self.report_every is None,
+            accumulate=accumulate,
+            # A run of known length keeps its MIN_REPORTS reports however much the budget stretches them.
+            max_report_batches=planned * accumulate // MIN_REPORTS if planned else 0,
+        )
+        self._lr_group = _first_group(trainer)
+        # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
+        self._budget.adapt = trainer.world_size == 1
         plugin = trainer.precision_plugin
         self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
         strategy = type(trainer.strategy).__name__
@@ -281,6 +320,7 @@ class LossGuard(Callback):
             self._note(note)
 
     # -- per-step path: marks and device copies only ----------------------------------------------------
+    @_own_time
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -293,10 +333,15 @@ class LossGuard(Callback):
                 pl_module.automatic_optimization and self._batches > 0 and self._batches % self._report_batches == 0
             )
             self._recorder.begin_batch()
-            self._recorder.timer.batch_start(self._batch_step)
+            before_report = (self._batches + 1) % self._report_batches == 0
+            if self._budget is None or self._budget.samples(self._batches, before_report):
+                self._recorder.timer.batch_start(self._batch_step)
+            else:
+                self._recorder.timer.batch_untimed(self._batch_step)
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
 
+    @_own_time
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         if self._recorder is None or self._broken:
             return
@@ -310,19 +355,25 @@ class LossGuard(Callback):
         except Exception as error:
             self._internal_error("on_before_backward", error)
 
+    @_own_time
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._recorder is not None and not self._broken:
             self._recorder.timer.backward_end()
 
+    @_own_time
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self._recorder is None or self._broken:
             return
         try:
-            # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm.
-            self._recorder.record_gradients(self._batch_step, optimizer)
-            if self._batches == 0 or (self._batches + 1) % self._report_batches == 0:
+            # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm (on the budget's stride).
+            # The stride counts optimizer steps (the step the batch started at), not micro-batches: under
+            # gradient accumulation only every k-th batch steps.
+            before_report = (self._batches + 1) % self._report_batches == 0
+            if self._budget is None or self._budget.samples(self._batch_step, before_report):
+                self._recorder.record_gradients(self._batch_step, optimizer)
+            if self._batches == 0 or before_report:
                 # The first batch (how the run starts) and the batch before each report are sampled.
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
@@ -331,6 +382,7 @@ class LossGuard(Callback):
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
 
+    @_own_time
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -340,7 +392,8 @@ class LossGuard(Callback):
             self._recorder.timer.batch_end()
             loss, terms = _loss_of(outputs)
             if loss is not None:
-                self._recorder.record_loss(self._batch_step, loss, terms, _learning_rate(trainer))
+                lr = self._lr_group.get("lr") if self._lr_group is not None else None
+                self._recorder.record_loss(self._batch_step, loss, terms, lr if type(lr) is float else math.nan)
                 self._losses_seen += 1
             if self._sampling:
                 self._recorder.sample_after_step()
@@ -357,6 +410,8 @@ class LossGuard(Callback):
             return
         if self._batches % self._report_batches == 0:
             self._report(trainer, pl_module)
+        elif self._tripwire_due():
+            self._tripwire(trainer, pl_module)
 
     # -- pauses that are not data loading ---------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -434,6 +489,8 @@ class LossGuard(Callback):
         assert self._recorder is not None
         new: list[Diagnosis] = []
         try:
+            batches, self._since_report = self._batches - self._since_report, self._batches
+            self._lr_group = _first_group(trainer)
             window = self._recorder.drain(gather_for(trainer.strategy, trainer.world_size))
             self._gradient_rows += len(window.optimizer_steps)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
@@ -449,11 +506,45 @@ class LossGuard(Callback):
                 self._watch(trainer, module)  # parameters added, unfrozen or frozen since the last report
             self._check_gradients_seen(trainer, module)
             self._tell(trainer, new)
+            self._review_cost(batches, window)
         except Exception as error:
             self._internal_error("report", error)
         stalls, self._stalls = self._stalls, []
         self._decide(trainer, new + stalls)
         return new
+
+    def _tripwire_due(self) -> bool:
+        budget = self._budget
+        return budget is not None and budget.stretched and self._batches % budget.base_report_batches == 0
+
+    def _tripwire(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The budget stretched the interval between reports: at each default interval, one host read says
+        whether a loss went non-finite since the last report, and if so the report comes now (a NaN's latency
+        stays one default interval; judging, the expensive part, still waits otherwise)."""
+        try:
+            due = self._recorder is not None and self._recorder.losses.any_nonfinite()
+        except Exception as error:
+            self._internal_error("tripwire", error)
+            return
+        if due:
+            self._report(trainer, pl_module)
+
+    def _review_cost(self, batches: int, window: Window) -> None:
+        """Keep LossGuard's own time under its budget: adapt the gradient stride and the report interval."""
+        if self._budget is None:
+            return
+        own, self._own_seconds = self._own_seconds, 0.0
+        step = window.phase_ms.get("step")
+        step_ms = median(step) if step is not None else math.nan
+        self._budget.review(batches, own, step_ms)
+        self._report_batches = self._budget.report_batches
+        if self._loggers is not None and math.isfinite(self._budget.share):
+            self._loggers.scalars(
+                {
+                    "lossguard/cost/share": ([window.last_step], [self._budget.share]),
+                    "lossguard/cost/gradient_stride": ([window.last_step], [float(self._budget.stride)]),
+                }
+            )
 
     def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Optimizer steps that never pass through Lightning's hook leave the gradients unmeasured: a gap."""
@@ -594,6 +685,7 @@ class LossGuard(Callback):
                 self.notes + (notes or []),
                 self.fail_on.value if self.fail_on else None,
                 self.coverage.gaps,
+                self._budget.state() if self._budget is not None else None,
             )
         except OSError as error:
             self._internal_error("writing the report", error)
@@ -701,6 +793,11 @@ def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
 
 def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | None]:
     """The loss tensor and the optional ``loss_terms`` dict from what training_step returned."""
+    if type(outputs) is dict:  # what Lightning hands over in automatic optimization: the fast path
+        loss = outputs.get("loss")
+        terms = outputs.get("loss_terms")
+        if type(loss) is torch.Tensor and terms is None and loss.numel() == 1:
+            return loss, None
     if isinstance(outputs, torch.Tensor):
         return (outputs if outputs.numel() == 1 else None), None
     if isinstance(outputs, Mapping):
@@ -753,6 +850,14 @@ def _settings(trainer: pl.Trainer) -> RunSettings:
         clip_val=float(clip) if clip and norm_clipping else None,
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
     )
+
+
+def _first_group(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """The first optimizer's first parameter group (its ``lr`` is read each batch, a dict lookup)."""
+    try:
+        return trainer.optimizers[0].param_groups[0]  # type: ignore[no-any-return]
+    except (IndexError, AttributeError):
+        return None
 
 
 def _learning_rate(trainer: pl.Trainer) -> float:

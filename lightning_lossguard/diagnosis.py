@@ -65,7 +65,7 @@ class Diagnosis:
             "step": self.step,
             "subject": self.subject,
             "message": self.message,
-            "evidence": {k: _json_number(v) for k, v in self.evidence.items()},
+            "evidence": {k: json_number(v) for k, v in self.evidence.items()},
             "remedies": list(self.remedies),
         }
 
@@ -108,8 +108,8 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _json_number(value: float) -> float | str:
-    # JSON has no NaN/Inf: store them as strings so strict parsers accept the report.
+def json_number(value: float) -> float | str:
+    """A number for JSON: NaN and infinities become the strings "nan", "inf", "-inf" (strict parsers reject them)."""
     value = float(value)
     if math.isfinite(value):
         return value

@@ -174,6 +174,7 @@ class Diagnostician:
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
         if dead := self._on(DeadGradients):
+            output_layers = set(layout.output_layers())
             found += dead.update(
                 opt,
                 # Steps whose loss is exactly 0 after it was positive: every margin met, nothing to learn (a loss
@@ -185,7 +186,7 @@ class Diagnostician:
                 depth,
                 None if self._zero_loss_at(window, window.sample_step) else window.dead_unit_share,
                 layout.param_units,
-                outputs=[i for i, layer in enumerate(layout.layer_of) if layer in set(layout.output_layers())],
+                outputs=[i for i, layer in enumerate(layout.layer_of) if layer in output_layers],
                 loss_jump=self.early_jump,
                 first_share=window.dead_unit_first,
             )

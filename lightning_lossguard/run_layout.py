@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from lightning_lossguard.signals.parameters import ParameterLayout, WatchedSet
@@ -110,59 +113,86 @@ class RunLayout:
 
     def with_paths(self, param_upstream: Sequence[int] | None) -> RunLayout:
         """This layout with the layer-level gradient paths from per-parameter upstream bitmasks."""
-        if param_upstream is None or len(param_upstream) != len(self.layer_of):
+        if param_upstream is None or len(param_upstream) != len(self.layer_of) or not self.layers:
             return dataclasses.replace(self, upstream=None)
-        layers = [0] * len(self.layers)
-        for param, mask in enumerate(param_upstream):
-            bits = 0
-            for other in _bits(mask):
-                bits |= 1 << self.layer_of[other]
-            layers[self.layer_of[param]] |= bits & ~(1 << self.layer_of[param])
-        return dataclasses.replace(self, upstream=tuple(layers))
+        params = _bit_matrix(param_upstream, len(self.layer_of))  # [p, q]: parameter q is upstream of p
+        # Fold parameters into layers: OR over the columns, then over the rows, of each layer's parameters.
+        order = np.argsort(np.asarray(self.layer_of), kind="stable")
+        sorted_layers = np.asarray(self.layer_of)[order]
+        starts = np.flatnonzero(np.r_[True, sorted_layers[1:] != sorted_layers[:-1]])
+        folded = np.logical_or.reduceat(np.logical_or.reduceat(params[order][:, order], starts, axis=1), starts, axis=0)
+        above = np.zeros((len(self.layers), len(self.layers)), dtype=bool)  # [a, b]: layer b is upstream of a
+        present = sorted_layers[starts]
+        above[np.ix_(present, present)] = folded
+        np.fill_diagonal(above, False)
+        return dataclasses.replace(self, upstream=tuple(_mask_of(row) for row in above))
 
-    def _above(self, a: int, b: int) -> bool:
-        """Layer ``a`` lies upstream of layer ``b`` (by the graph, or by order within one optimizer)."""
-        if self.upstream is not None:
-            return bool(self.upstream[b] >> a & 1)
-        return a < b
+    @functools.cached_property
+    def _above_matrix(self) -> np.ndarray | None:
+        """``[b, a]``: layer ``a`` lies upstream of layer ``b`` (None: no graph, layers in order)."""
+        if self.upstream is None:
+            return None
+        return _bit_matrix(self.upstream, len(self.layers))
+
+    def _groups(self, layers: Sequence[int]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for layer in layers:
+            groups.setdefault(self.layer_group[layer] if self.layer_group else 0, []).append(layer)
+        return groups
 
     def depth_paths(self) -> list[tuple[int, int, int]]:
         """``(first, last, layers)``: comparable layers at the two ends of one gradient path, and how many
         comparable layers the path has. Paths never cross optimizers or join layers that only meet in a sum."""
-        groups: dict[int, list[int]] = {}
-        for layer, ok in enumerate(self.comparable):
-            if ok:
-                group = self.layer_group[layer] if self.layer_group else 0
-                groups.setdefault(group, []).append(layer)
+        return list(self._depth_paths)
+
+    @functools.cached_property
+    def _depth_paths(self) -> tuple[tuple[int, int, int], ...]:
+        comparable = [layer for layer, ok in enumerate(self.comparable) if ok]
         paths: list[tuple[int, int, int]] = []
-        for members in groups.values():
-            sources = [s for s in members if not any(self._above(o, s) for o in members if o != s)]
-            sinks = [t for t in members if not any(self._above(t, o) for o in members if o != t)]
-            for s in sources:
-                for t in sinks:
-                    if s != t and self._above(s, t):
-                        between = sum(1 for c in members if c not in (s, t) and self._above(s, c) and self._above(c, t))
-                        paths.append((s, t, between + 2))
+        for members in self._groups(comparable).values():
+            if self._above_matrix is None:  # no graph: the layers' order is the path
+                if len(members) > 1:
+                    paths.append((members[0], members[-1], len(members)))
+                continue
+            index = np.asarray(members)
+            sub = self._above_matrix[np.ix_(index, index)]  # [b, a]: member a is upstream of member b
+            sources = np.flatnonzero(~sub.any(axis=1))  # nothing upstream of them
+            sinks = np.flatnonzero(~sub.any(axis=0))  # upstream of nothing
+            if not len(sources) or not len(sinks):
+                continue
+            between = sub[sinks].astype(np.float32) @ sub[:, sources].astype(np.float32)  # [sink, source]
+            for i, t in enumerate(sinks):
+                for j, s in enumerate(sources):
+                    if s != t and sub[t, s]:
+                        paths.append((members[s], members[t], int(between[i, j]) + 2))
         paths.sort(key=lambda p: -p[2])
-        return paths[:MAX_PATHS]
+        return tuple(paths[:MAX_PATHS])
 
     def output_layers(self) -> list[int]:
         """Layers nothing else is downstream of within their optimizer: where the loss's gradient arrives first."""
-        out = []
-        groups = list(self.layer_group) or [0] * len(self.layers)
-        for layer in range(len(self.layers)):
-            mine = [o for o in range(len(self.layers)) if o != layer and groups[o] == groups[layer]]
-            if not any(self._above(layer, o) for o in mine):
-                out.append(layer)
-        return out
+        return list(self._output_layers)
+
+    @functools.cached_property
+    def _output_layers(self) -> tuple[int, ...]:
+        out: list[int] = []
+        for members in self._groups(range(len(self.layers))).values():
+            if self._above_matrix is None:
+                out.append(members[-1])
+                continue
+            index = np.asarray(members)
+            upstream_of_another = self._above_matrix[np.ix_(index, index)].any(axis=0)
+            out += [m for m, upstream in zip(members, upstream_of_another) if not upstream]
+        return tuple(sorted(out))
 
 
-def _bits(mask: int) -> Sequence[int]:
-    out = []
-    position = 0
-    while mask:
-        if mask & 1:
-            out.append(position)
-        mask >>= 1
-        position += 1
-    return out
+def _bit_matrix(masks: Sequence[int], width: int) -> np.ndarray:
+    """Rows of Python-int bitmasks as a boolean matrix ``[row, bit]`` (bit 0 first)."""
+    size = (width + 7) // 8
+    raw = b"".join(int(mask).to_bytes(size, "little") for mask in masks)
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8).reshape(len(masks), size), axis=1, bitorder="little")
+    return bits[:, :width].astype(bool)
+
+
+def _mask_of(row: np.ndarray) -> int:
+    """A boolean row as a Python-int bitmask (bit 0 first)."""
+    return int.from_bytes(np.packbits(row, bitorder="little").tobytes(), "little")

@@ -72,6 +72,7 @@ HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool_
 PACKAGE = str(Path(lightning_lossguard.__file__).parent)
 REPORT_PATHS = {
     LossGuard._report.__code__,
+    LossGuard._tripwire.__code__,  # one read per default report interval, when the budget stretched reports
     LossGuard.on_validation_end.__code__,
     LossGuard._finish.__code__,
     LossGuard.on_exception.__code__,

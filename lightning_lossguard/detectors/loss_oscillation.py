@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import theil_sen_slope
+from lightning_lossguard.detectors.stats import fast_median, median, theil_sen_slope
 from lightning_lossguard.diagnosis import Diagnosis
 
 
@@ -87,17 +87,17 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         x = np.array([s for s, _ in self.recent])
         raw = np.array([v for _, v in self.recent])
         # Signed losses are normalised by their typical magnitude, in "decades-like" units.
-        y = np.log10(raw) if (raw > 0).all() else raw / max(float(np.median(np.abs(raw))), 1e-12)
+        y = np.log10(raw) if (raw > 0).all() else raw / max(fast_median(np.abs(raw)), 1e-12)
         # Period-2 flip-flops vanish under smoothing: count them on the raw series.
         swings = max(_zigzag(np.convolve(y, np.ones(3) / 3, mode="valid"), t.swing), _zigzag(y, t.swing), key=len)
         if len(swings) < t.min_swings:
             return []
         slope = theil_sen_slope(x, y)
         trend = abs(slope * (x[-1] - x[0]))
-        amplitude = float(np.median(swings))
+        amplitude = median(swings)
         if trend > t.max_trend * amplitude:
             return []
-        residual = y - (slope * (x - x[0]) + np.median(y - slope * (x - x[0])))
+        residual = y - (slope * (x - x[0]) + fast_median(y - slope * (x - x[0])))
         r1 = _lag1(residual)
         if abs(r1) < t.min_autocorrelation:
             return []

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import BlockMedians, mann_kendall, median, rank_sum_z
+from lightning_lossguard.detectors.stats import BlockMedians, fast_median, mann_kendall, median, rank_sum_z
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
@@ -126,7 +126,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             self.first.extend(finite[:missing].tolist())
         self.recent = (self.recent + finite.tolist())[-int(t.recent_batches) :]
         if finite.size >= 3 and (finite > 0).all():
-            self.noise.append(float(np.median(np.abs(np.diff(np.log10(finite))))))
+            self.noise.append(fast_median(np.abs(np.diff(np.log10(finite)))))
             del self.noise[:-20]
         self.blocks.extend(steps, values)
         blocks = self.blocks.values

@@ -28,12 +28,12 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, json_number
 from lightning_lossguard.version import __version__
 
 SCHEMA_VERSION = 2
@@ -87,8 +87,10 @@ def write_report(
     notes: Sequence[str] = (),
     fail_on: str | None = None,
     gaps: Sequence[Gap] = (),
+    cost: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write the report atomically (a crash mid-write never leaves a truncated file)."""
+    """Write the report atomically (a crash mid-write never leaves a truncated file). ``cost``: what LossGuard's
+    own time came to and what its budget adapted (``budget``, ``share``, ``gradient_stride``, ...)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     target = Path(path)
@@ -105,6 +107,7 @@ def write_report(
         "diagnoses": [d.to_dict() for d in diagnoses],
         "notes": list(notes),
         "coverage": {"complete": not gaps, "gaps": [g.to_dict() for g in gaps]},
+        **({"cost": {k: json_number(v) for k, v in cost.items()}} if cost else {}),
     }
     fd, tmp = tempfile.mkstemp(prefix=".lossguard-", suffix=".json", dir=target.parent)
     try:

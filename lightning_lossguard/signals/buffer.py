@@ -42,6 +42,11 @@ class DeviceRows:
         self._data = data
         self._rows = list(data.unbind(0))
 
+    def peek(self) -> torch.Tensor:
+        """The rows written since the last :meth:`take`, left in place (a view on the device)."""
+        assert self._data is not None
+        return self._data[: self.count]
+
     def take(self) -> torch.Tensor:
         """The rows written since the last call (a device view, valid until the next write), and start over."""
         if self._data is None or self.count == 0:

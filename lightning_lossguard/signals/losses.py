@@ -21,17 +21,19 @@ class LossProbe:
         self.term_names: tuple[str, ...] | None = None
         self.rows: DeviceRows | None = None
         self.unknown_terms: set[str] = set()
+        self._plain: list[torch.Tensor] = []  # losses without terms: detached, stacked once at the report
 
     def record(self, loss: torch.Tensor, terms: Mapping[str, object] | None) -> None:
-        """Store the loss of one batch. Device copies only."""
+        """Store the loss of one batch. Device work only (none at all for a plain loss: a reference is kept)."""
         if self.term_names is None:
             self.term_names = tuple(sorted(terms)) if terms else ()
             self.rows = DeviceRows(1 + len(self.term_names))
+        if not self.term_names:
+            # Keeping the detached scalar costs less than any copy; its graph is already freed.
+            self._plain.append(loss.detach())
+            return
         assert self.rows is not None
         row = self.rows.next_row(loss.device)
-        if not self.term_names:
-            row.copy_(loss.detach())  # one broadcasting copy: the common case costs a single device op
-            return
         views = row.unbind()
         targets = [views[0]]
         sources = [loss.detach().reshape(())]
@@ -48,8 +50,20 @@ class LossProbe:
         if terms:
             self.unknown_terms.update(set(terms) - set(self.term_names))
 
+    def any_nonfinite(self) -> bool:
+        """Whether a loss recorded since the last :meth:`take` is NaN or infinite: one host read (a report-interval
+        check, for when the cost budget has stretched the interval between reports)."""
+        if self._plain:
+            return not bool(torch.stack([loss.reshape(()) for loss in self._plain]).isfinite().all())
+        if self.rows is not None and self.rows.count:
+            return not bool(self.rows.peek()[:, 0].isfinite().all())
+        return False
+
     def take(self) -> torch.Tensor:
         """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
+        if self._plain:
+            plain, self._plain = self._plain, []
+            return torch.stack([loss.reshape(()) for loss in plain]).float().reshape(-1, 1)
         if self.rows is None:
             return torch.empty(0, 1)
         return self.rows.take()

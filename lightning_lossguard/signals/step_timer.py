@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from lightning_lossguard.signals.clock import Clock
+from lightning_lossguard.signals.clock import Clock, HostClock
 
 PHASES = ("data", "training_step", "forward", "loss", "backward", "optimizer", "step")
 """Phases reported per batch, in milliseconds (NaN where a phase did not happen or was not measured).
@@ -52,6 +52,7 @@ class StepTimer:
         self._forward_depth = 0
         self._forward_start: object | None = None
         self._last_step: int | None = None
+        self._untimed: int | None = None  # the step of a batch under way whose phases are not timed
 
     # -- per-step path: marks only -------------------------------------------------------------
     def batch_start(self, step: int) -> None:
@@ -59,6 +60,7 @@ class StepTimer:
         wait = (now - self._last_end_host) * 1e3 if self._last_end_host is not None else math.nan
         self._current = _BatchMarks(step=step, start=self.clock.mark(), data_ms=wait)
         self._forward_depth = 0
+        self._untimed = None
 
     def forward_enter(self) -> bool:
         """A watched module's forward starts; True when it is the outermost call of a training batch."""
@@ -92,8 +94,17 @@ class StepTimer:
         if self._current is not None:
             self._current.sections.setdefault(name, []).append((start, end))
 
+    def batch_untimed(self, step: int) -> None:
+        """A batch whose phases are not timed (the cost budget times every k-th batch): the end of the last
+        batch, the step and "in a batch" are still known, for the data wait and the stall watchdog."""
+        self._current = None
+        self._untimed = step
+
     def batch_end(self) -> None:
         if self._current is None:
+            if self._untimed is not None:
+                self._last_step, self._untimed = self._untimed, None
+                self._last_end_host = time.perf_counter()
             return
         self._current.end = self.clock.mark()
         self._batches.append(self._current)
@@ -113,6 +124,9 @@ class StepTimer:
         """The step the training loop is at and the phase it is in, in words. Safe to call from another thread (a
         watchdog): it reads plain attributes the loop replaces, never the marks' values."""
         current = self._current
+        untimed = self._untimed
+        if current is None and untimed is not None:
+            return untimed, "a training batch (its phases are timed on every few batches only, not this one)"
         if current is None:
             after = f" after step {self._last_step}" if self._last_step is not None else ""
             if self._last_end_host is not None:
@@ -137,12 +151,16 @@ class StepTimer:
         phases: dict[str, list[float]] = {p: [] for p in PHASES}
         names = sorted({name for b in self._batches for name in b.sections})
         sections: dict[str, list[float]] = {n: [] for n in names}
+        durations = self._host_durations if isinstance(self.clock, HostClock) else self._durations
         for batch in self._batches:
-            values = self._durations(batch)
+            values = durations(batch)
             for phase in PHASES:
                 phases[phase].append(values[phase])
             for name in names:
                 sections[name].append(self._sum(batch.sections.get(name, [])))
+        if isinstance(self.clock, HostClock):  # host marks are plain floats: nothing to give back
+            self._batches = []
+            return steps, phases, sections
         for batch in self._batches:
             marks: list[object] = [batch.start, batch.backward_start, batch.backward_end]
             marks += [batch.optimizer_start, batch.end]
@@ -161,6 +179,43 @@ class StepTimer:
         if start is None or end is None:
             return math.nan
         return self.clock.elapsed_ms(start, end)
+
+    @staticmethod
+    def _host_durations(batch: _BatchMarks) -> dict[str, float]:
+        """:meth:`_durations` for host marks (``perf_counter`` floats): plain arithmetic, about a microsecond a
+        batch (reports judge hundreds of batches)."""
+        start, back, back_end, opt, end = (
+            batch.start,
+            batch.backward_start,
+            batch.backward_end,
+            batch.optimizer_start,
+            batch.end,
+        )
+        assert isinstance(start, float)
+        nan = math.nan
+        forward = sum(b - a for a, b in batch.forward) * 1e3 if batch.forward else nan  # type: ignore[operator]
+        if "loss" in batch.sections:
+            loss = sum(b - a for a, b in batch.sections["loss"]) * 1e3  # type: ignore[operator]
+        elif batch.forward and back is not None:
+            forward_end: float = batch.forward[-1][1]  # type: ignore[assignment]
+            bookkeeping = sum(
+                b - a  # type: ignore[operator]
+                for name in ("log", "metrics")
+                for a, b in batch.sections.get(name, [])
+                if a >= forward_end and b <= back  # type: ignore[operator]
+            )
+            loss = max((back - forward_end - bookkeeping) * 1e3, 0.0)  # type: ignore[operator]
+        else:
+            loss = nan
+        return {
+            "data": batch.data_ms,
+            "training_step": (back - start) * 1e3 if back is not None else nan,  # type: ignore[operator]
+            "forward": forward,
+            "loss": loss,
+            "backward": (back_end - back) * 1e3 if back is not None and back_end is not None else nan,  # type: ignore[operator]
+            "optimizer": (end - opt) * 1e3 if opt is not None and end is not None else nan,  # type: ignore[operator]
+            "step": (end - start) * 1e3 if end is not None else nan,  # type: ignore[operator]
+        }
 
     def _durations(self, batch: _BatchMarks) -> dict[str, float]:
         training_step = self._span(batch.start, batch.backward_start)
@@ -200,7 +255,7 @@ class timed(contextlib.ContextDecorator):
     """Time a named section of your training step, e.g. a custom loss.
 
     ``with lossguard.timed("loss"): loss = my_loss(pred, y)`` makes the ``loss`` phase exact (instead of
-    ``training_step - forward``); any other name is reported as its own ``lossguard/time/<name>_ms``.
+    the time after the last forward call); any other name is reported as its own ``lossguard/time/<name>_ms``.
     Outside a LossGuard-watched training batch it does nothing. Also usable as a decorator.
     """
 

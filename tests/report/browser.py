@@ -113,7 +113,8 @@ def chromium(executable: str, size: tuple[int, int] = (1400, 1000), timeout: flo
     """A fresh headless Chromium (its own profile), stopped on exit."""
     to_read, to_write = _high_pipe()
     from_read, from_write = _high_pipe()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still write to the profile for a moment after the browser exits.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         command = [executable, *FLAGS, f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}"]
         # A small Python hands the browser its protocol pipes as descriptors 3 and 4, then becomes the browser.
         process = subprocess.Popen(

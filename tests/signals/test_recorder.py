@@ -13,6 +13,7 @@ from torch import nn
 
 from lightning_lossguard.signals.clock import HostClock
 from lightning_lossguard.signals.gradients import NO_GRADIENT
+from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.parameters import Sharding, sharding_of
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import PHASES
@@ -172,3 +173,14 @@ def test_sharding_of_reads_the_placements() -> None:
     assert sharding_of(FakeDTensor(FakeMesh(2, 4), None, 0)) == Sharding(4, True)  # type: ignore[arg-type]
     assert sharding_of(FakeDTensor(FakeMesh(2, 4), 0, 1)) == Sharding(8, by_rows=False)  # type: ignore[arg-type]
     assert sharding_of(FakeDTensor(FakeMesh(2), None)) is None  # type: ignore[arg-type]
+
+
+def test_any_nonfinite_peeks_at_the_losses_without_taking_them() -> None:
+    for terms in (None, {"a": torch.tensor(1.0)}):
+        probe = LossProbe()
+        probe.record(torch.tensor(1.0), terms)
+        assert not probe.any_nonfinite()
+        probe.record(torch.tensor(float("nan")), terms)
+        assert probe.any_nonfinite()
+        assert probe.take().shape[0] == 2  # nothing was consumed by the check
+        assert not probe.any_nonfinite()
