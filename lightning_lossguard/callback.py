@@ -231,8 +231,7 @@ class LossGuard(Callback):
             self._report_batches,
             adaptive_reports=self.report_every is None,
             accumulate=accumulate,
-            # A run of known length keeps its MIN_REPORTS reports however much the budget stretches them.
-            max_report_batches=planned * accumulate // MIN_REPORTS if planned else 0,
+            max_report_batches=planned * accumulate // MIN_REPORTS_UNDER_BUDGET if planned else 0,
         )
         self._lr_group = _first_group(trainer)
         # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
@@ -810,6 +809,10 @@ def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | Non
 
 MIN_REPORTS = 20
 """A short run (a CI smoke run) still gets about this many reports by default, every 10 steps at the most."""
+
+MIN_REPORTS_UNDER_BUDGET = 10
+"""However far over its cost budget, a run of known length still gets this many reports: a short run judged too
+rarely sees a fault that grows within it (gradient growth, divergence) too late or not at all."""
 
 
 def _default_report_every(trainer: pl.Trainer) -> int:

@@ -218,7 +218,7 @@ def test_the_counter_catches_a_per_step_read_in_the_monitor(
     original = RangeProbe.add
 
     def syncing(self: RangeProbe, layout: Any, preds: torch.Tensor, target: torch.Tensor) -> None:
-        float(preds.max())  # the kind of bug the test above exists for
+        float(preds.max().detach())  # the kind of bug the test above exists for
         original(self, layout, preds, target)
 
     monkeypatch.setattr(RangeProbe, "add", syncing)

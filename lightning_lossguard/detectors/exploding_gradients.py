@@ -220,8 +220,10 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         if clip_val:
             self.clip_checked += n
             self.clipped += int((values > clip_val).sum())
-        excess = logs - baseline[0]
-        self.recent.extend([int(s), float(x), float(e), 0.0] for s, x, e in zip(steps, logs, excess))
+        k = self.recent.maxlen or n  # only the last persist_window rows are kept
+        excess = (logs - baseline[0])[-k:]
+        tail = zip(np.asarray(steps)[-k:].tolist(), logs[-k:].tolist(), excess.tolist())
+        self.recent.extend([int(s), x, e, 0.0] for s, x, e in tail)
         self.history.extend(logs.tolist())
         if layer_logs is not None:
             self.layer_history.extend(layer_logs.tolist())

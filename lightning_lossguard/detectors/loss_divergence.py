@@ -27,7 +27,7 @@ from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import (
     BlockMedians,
     curvature_noise,
-    log10,
+    log10_array,
     mann_kendall,
     median,
     theil_sen_slope,
@@ -108,7 +108,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             if not self.peak or value > self.peak[0]:
                 self.peak = [value, float(step)]
         if len(grad_steps):
-            self.grads.extend(grad_steps, [log10(float(v)) for v in grad_norms])
+            self.grads.extend(grad_steps, log10_array(grad_norms))
         values = self.blocks.values
         if len(values) < 2 or not steps:
             return []

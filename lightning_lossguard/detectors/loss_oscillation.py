@@ -71,14 +71,16 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         learning_rates: Sequence[float] | np.ndarray = (),
     ) -> list[Diagnosis]:
         t = self.thresholds
-        rates = list(learning_rates) if len(learning_rates) == len(steps) else [math.nan] * len(steps)
-        for step, loss, rate in zip(steps, losses, rates):
-            if self.skipped < t.warmup_steps:
-                self.skipped += 1
-                continue
-            if math.isfinite(float(loss)):
-                self.recent.append([float(step), float(loss)])
-                self.rates.append(float(rate))
+        n = len(steps)
+        values = np.asarray(losses, dtype=np.float64).reshape(-1)
+        rates = np.asarray(learning_rates, dtype=np.float64) if len(learning_rates) == n else np.full(n, math.nan)
+        skip = min(n, max(0, int(t.warmup_steps) - self.skipped))
+        self.skipped += skip
+        keep = np.flatnonzero(np.isfinite(values[skip:])) + skip
+        keep = keep[-int(t.window) :]  # only the last window's batches are judged
+        x = np.asarray(steps, dtype=np.float64)[keep].tolist()
+        self.recent.extend([s, v] for s, v in zip(x, values[keep].tolist()))
+        self.rates.extend(rates[keep].tolist())
         if len(self.recent) < t.window or not steps:
             return []
         lr = np.array([r for r in self.rates if r > 0 and math.isfinite(r)])

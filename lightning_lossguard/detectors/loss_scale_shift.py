@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import BlockMedians, log10, median
+from lightning_lossguard.detectors.stats import BlockMedians, log10_array, median
 from lightning_lossguard.diagnosis import Diagnosis
 
 
@@ -54,8 +54,8 @@ class LossScaleShift(Detector[LossScaleShiftThresholds]):
         optimizer_steps: Sequence[int] = (),
         grad_norms: Sequence[float] | np.ndarray = (),
     ) -> list[Diagnosis]:
-        self.loss.extend(steps, [log10(abs(float(v))) for v in losses])
-        self.grad.extend(optimizer_steps, [log10(float(v)) for v in grad_norms])
+        self.loss.extend(steps, log10_array(np.abs(np.asarray(losses, dtype=np.float64))))
+        self.grad.extend(optimizer_steps, log10_array(grad_norms))
         found: list[Diagnosis] = []
         for what, series in (("loss", self.loss), ("gradient norm", self.grad)):
             shift = self._shift(what, series)

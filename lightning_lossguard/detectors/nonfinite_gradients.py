@@ -66,6 +66,10 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         t = self.thresholds
         found: tuple[int, np.ndarray] | None = None
         rows_bad = (~np.isfinite(param_norms)).any(axis=1) if len(param_norms) else np.zeros(0, bool)
+        if not rows_bad.any():  # the usual window: every gradient finite, no row to look at one by one
+            self.recent.extend([False] * len(rows_bad))
+            self.streak = 0 if len(rows_bad) else self.streak
+            rows_bad = rows_bad[:0]
         for step, row, row_bad in zip(steps, param_norms, rows_bad):
             is_bad = bool(row_bad) and int(step) not in nonfinite_loss_steps
             self.recent.append(is_bad)

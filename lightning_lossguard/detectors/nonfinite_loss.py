@@ -32,18 +32,20 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         self.last_finite_step: int = -1
 
     def update(self, steps: Sequence[int], losses: Sequence[float] | np.ndarray) -> list[Diagnosis]:
-        for step, loss in zip(steps, losses):
-            loss = float(loss)
-            if math.isfinite(loss):
-                if self.first_step is None:
-                    self.last_finite, self.last_finite_step = loss, int(step)
-                continue
-            if self.first_step is None:
-                self.first_step = int(step)
-            if math.isnan(loss):
-                self.nan_batches += 1
-            else:
-                self.inf_batches += 1
+        values = np.asarray(losses, dtype=np.float64)
+        nonfinite = ~np.isfinite(values)
+        nan = np.isnan(values)
+        self.nan_batches += int(nan.sum())
+        self.inf_batches += int((nonfinite & ~nan).sum())
+        if self.first_step is None and values.size:
+            # The last finite loss before the first non-finite one (or the latest, while all are finite).
+            first_bad = int(np.argmax(nonfinite)) if nonfinite.any() else values.size
+            finite_before = np.flatnonzero(~nonfinite[:first_bad])
+            if finite_before.size:
+                i = int(finite_before[-1])
+                self.last_finite, self.last_finite_step = float(values[i]), int(steps[i])
+            if first_bad < values.size:
+                self.first_step = int(steps[first_bad])
         bad = self.nan_batches + self.inf_batches
         if self.first_step is None or bad < self.thresholds.min_batches or not steps:
             return []

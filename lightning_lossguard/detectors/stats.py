@@ -24,7 +24,8 @@ def median(values: Iterable[float] | np.ndarray) -> float:
     times faster than ``np.median``'s per-call overhead.
     """
     if isinstance(values, np.ndarray):
-        values = values.ravel().tolist()
+        values = values.ravel()
+        return fast_median(values[np.isfinite(values)])
     ordered = sorted(v for v in values if math.isfinite(v))
     n = len(ordered)
     if not n:
@@ -186,6 +187,15 @@ def log10(value: float) -> float:
     return math.log10(value) if value > 0 and math.isfinite(value) else math.nan
 
 
+def log10_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """:func:`log10` of every value at once (a report's rows are judged in bulk, not value by value)."""
+    array = np.asarray(values, dtype=np.float64)
+    positive = np.isfinite(array) & (array > 0)
+    out = np.full(array.shape, math.nan)
+    np.log10(array, out=out, where=positive)
+    return out
+
+
 class BlockMedians:
     """Compresses a long noisy series into medians of consecutive blocks of ``size`` values.
 
@@ -220,7 +230,7 @@ class BlockMedians:
             self.values.extend(row_medians(blocks).tolist())
             # Step of each block's last value: its position among the new values.
             ends = (np.arange(1, done + 1) * self.size - 1) - start
-            self.steps.extend(int(new_steps[e]) for e in ends)
+            self.steps.extend(new_steps[ends].astype(np.int64).tolist())
         self._pending = pending[done * self.size :].tolist()
         self._pending_step = int(new_steps[-1])
         while len(self.values) > self.max_blocks:

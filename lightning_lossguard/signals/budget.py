@@ -8,7 +8,8 @@ Well under budget, it goes back. The loss is recorded on every step whatever the
 the step it happens.
 
 Limits keep detection timely: at least ``min_samples`` gradient rows per report interval, and a report
-interval at most ``max_report_factor`` times the default. Time in Python's garbage collector during
+interval at most ``max_report_factor`` times the default and at most ``max_report_batches`` (the callback keeps
+10 reports in a run of known length). Time in Python's garbage collector during
 LossGuard's hooks is not counted (a full collection lands wherever allocation happens to trigger it).
 Decisions use only this process's clock: under several ranks the budget does not adapt (every rank must
 sample and report at the same steps).
@@ -68,6 +69,8 @@ class CostBudget:
         max_report_batches: the report interval never grows past this many batches (0: no cap beyond
             ``max_report_factor``). A run of known length passes its length over the reports it must keep: a short
             run judged too rarely sees a fast-growing fault too late.
+        warmup_reviews: the first reviews measure but do not adapt: the first interval holds the run's one-time
+            set-up (hooks, the graph walk) and the second the first report's (the layout), not the steady state.
     """
 
     budget: float
@@ -77,12 +80,14 @@ class CostBudget:
     max_report_factor: int = 8
     accumulate: int = 1
     max_report_batches: int = 0
+    warmup_reviews: int = 2
     adapt: bool = True
     stride: int = 1
     base_report_batches: int = 0
     share: float = math.nan
     own_us: float = math.nan
     step_ms: float = math.nan
+    reviews: int = 0
 
     def __post_init__(self) -> None:
         self.base_report_batches = self.report_batches
@@ -105,17 +110,18 @@ class CostBudget:
         self.own_us = own_seconds / batches * 1e6
         self.step_ms = step_ms
         self.share = self.own_us / 1e3 / step_ms
-        if not self.adapt:
+        self.reviews += 1
+        if not self.adapt or self.reviews <= self.warmup_reviews:
             return
         max_stride = max(1, self.report_batches // self.accumulate // self.min_samples)
         if self.share > self.budget:
             if self.stride < max_stride:
                 self.stride = min(max_stride, self.stride * 2)
-            elif self.adaptive_reports and self.report_batches * 2 <= self._report_cap():
-                self.report_batches *= 2
+            elif self.adaptive_reports and self.report_batches < self._report_cap():
+                self.report_batches = min(self.report_batches * 2, self._report_cap())
         elif self.share < self.budget / 4:
             if self.report_batches > self.base_report_batches:
-                self.report_batches //= 2
+                self.report_batches = max(self.report_batches // 2, self.base_report_batches)
             elif self.stride > 1:
                 self.stride //= 2
 

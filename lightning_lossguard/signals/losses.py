@@ -54,7 +54,7 @@ class LossProbe:
         """Whether a loss recorded since the last :meth:`take` is NaN or infinite: one host read (a report-interval
         check, for when the cost budget has stretched the interval between reports)."""
         if self._plain:
-            return not bool(torch.stack([loss.reshape(()) for loss in self._plain]).isfinite().all())
+            return not bool(_stacked(self._plain).isfinite().all())
         if self.rows is not None and self.rows.count:
             return not bool(self.rows.peek()[:, 0].isfinite().all())
         return False
@@ -63,7 +63,15 @@ class LossProbe:
         """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
         if self._plain:
             plain, self._plain = self._plain, []
-            return torch.stack([loss.reshape(()) for loss in plain]).float().reshape(-1, 1)
+            return _stacked(plain).float().reshape(-1, 1)
         if self.rows is None:
             return torch.empty(0, 1)
         return self.rows.take()
+
+
+def _stacked(losses: list[torch.Tensor]) -> torch.Tensor:
+    """The losses as one 1-D tensor: stacked as they are (0-d, or all of one shape such as ``[1]``), else one by one."""
+    try:
+        return torch.stack(losses).reshape(-1)
+    except RuntimeError:  # mixed shapes: a loss of shape [1] among scalars
+        return torch.stack([loss.reshape(()) for loss in losses])

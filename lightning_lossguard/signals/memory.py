@@ -6,12 +6,15 @@ import os
 
 import torch
 
+_STATM: list[int] = []  # [descriptor, pid]: opened once per process (an open() per report costs ~0.3 ms)
+
 
 def host_rss_mb() -> float | None:
     """Resident set size of this process in MiB (Linux ``/proc``; None elsewhere)."""
     try:
-        with open("/proc/self/statm") as f:
-            resident_pages = int(f.read().split()[1])
+        if not _STATM or _STATM[1] != os.getpid():  # a forked worker has its own /proc/self
+            _STATM[:] = [os.open("/proc/self/statm", os.O_RDONLY), os.getpid()]
+        resident_pages = int(os.pread(_STATM[0], 128, 0).split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20

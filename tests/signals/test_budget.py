@@ -19,7 +19,9 @@ OVER, UNDER = 1.0, 0.0  # seconds of LossGuard's own time over 100 batches of 10
 
 
 def test_over_budget_first_strides_the_gradients_then_reports_less_often() -> None:
-    budget = CostBudget(0.01, report_batches=80)  # at least 10 gradient rows per report: stride up to 8
+    budget = CostBudget(
+        0.01, report_batches=80, warmup_reviews=0
+    )  # at least 10 gradient rows per report: stride up to 8
     strides, intervals = [], []
     for _ in range(8):
         budget.review(100, OVER, 10.0)
@@ -35,7 +37,7 @@ def test_over_budget_first_strides_the_gradients_then_reports_less_often() -> No
 
 
 def test_well_under_budget_goes_back_in_reverse_order() -> None:
-    budget = CostBudget(0.01, report_batches=80)
+    budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
     for _ in range(6):
         budget.review(100, OVER, 10.0)
     assert (budget.stride, budget.report_batches) == (16, 320)
@@ -47,15 +49,32 @@ def test_well_under_budget_goes_back_in_reverse_order() -> None:
 
 
 def test_a_short_run_keeps_its_reports_however_far_over_budget() -> None:
-    # 400 planned batches, 20 reports at least: the interval stays at 20 batches (and the stride at 2).
-    budget = CostBudget(0.01, report_batches=20, max_report_batches=400 // 20)
+    # 400 planned batches, 10 reports at least: the interval grows from 20 to 40 batches at most.
+    budget = CostBudget(0.01, report_batches=20, max_report_batches=400 // 10, warmup_reviews=0)
     for _ in range(6):
         budget.review(100, OVER, 10.0)
-    assert (budget.stride, budget.report_batches) == (2, 20)
-    longer = CostBudget(0.01, report_batches=20, max_report_batches=2000 // 20)  # 2,000 batches: up to 4x
+    assert (budget.stride, budget.report_batches) == (4, 40)
+    longer = CostBudget(
+        0.01, report_batches=50, max_report_batches=1500 // 10, warmup_reviews=0
+    )  # 1,500 batches: up to 150
+    intervals = []
     for _ in range(12):
         longer.review(100, OVER, 10.0)
-    assert longer.report_batches == 80
+        intervals.append(longer.report_batches)
+    assert intervals[-1] == 150 and sorted(set(intervals)) == [50, 100, 150]
+    for _ in range(2):
+        longer.review(100, UNDER, 10.0)
+    assert longer.report_batches == 50  # back down, never below the configured interval
+
+
+def test_the_first_reviews_measure_but_do_not_adapt() -> None:
+    # The first interval pays the run's set-up and the second the first report's layout: not the steady state.
+    budget = CostBudget(0.01, report_batches=80)
+    budget.review(100, OVER, 10.0)
+    budget.review(100, OVER, 10.0)
+    assert budget.stride == 1 and budget.share == pytest.approx(1.0)
+    budget.review(100, OVER, 10.0)
+    assert budget.stride == 2
 
 
 def test_between_a_quarter_of_the_budget_and_the_budget_nothing_moves() -> None:
@@ -65,27 +84,29 @@ def test_between_a_quarter_of_the_budget_and_the_budget_nothing_moves() -> None:
 
 
 def test_a_user_set_report_interval_is_never_changed() -> None:
-    budget = CostBudget(0.01, report_batches=40, adaptive_reports=False)
+    budget = CostBudget(0.01, report_batches=40, adaptive_reports=False, warmup_reviews=0)
     for _ in range(6):
         budget.review(100, OVER, 10.0)
     assert (budget.stride, budget.report_batches) == (4, 40)
 
 
 def test_under_accumulation_the_stride_limit_counts_optimizer_steps() -> None:
-    budget = CostBudget(0.01, report_batches=160, accumulate=4, adaptive_reports=False)  # 40 optimizer steps
+    budget = CostBudget(
+        0.01, report_batches=160, accumulate=4, adaptive_reports=False, warmup_reviews=0
+    )  # 40 optimizer steps
     for _ in range(4):
         budget.review(100, OVER, 10.0)
     assert budget.stride == 4  # 40 steps / 10 rows at least
 
 
 def test_without_adaptation_the_share_is_still_measured() -> None:
-    budget = CostBudget(0.01, report_batches=80, adapt=False)
+    budget = CostBudget(0.01, report_batches=80, adapt=False, warmup_reviews=0)
     budget.review(100, OVER, 10.0)
     assert budget.stride == 1 and budget.report_batches == 80 and budget.state()["share"] == pytest.approx(1.0)
 
 
 def test_no_step_time_no_decision() -> None:
-    budget = CostBudget(0.01, report_batches=80)
+    budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
     budget.review(100, OVER, float("nan"))
     budget.review(0, OVER, 10.0)
     assert budget.stride == 1 and budget.state()["share"] != budget.state()["share"]  # NaN: never measured
@@ -104,18 +125,18 @@ def test_a_strided_run_sees_the_nan_on_its_step_and_reports_its_cost(tmp_path: P
     run = build("nan_in_batch")
     # A budget no run can meet: the stride and the report interval go to their limits.
     guard = LossGuard(budget=1e-6, verbose=False)
-    # 800 steps: reports may stretch to 800 / MIN_REPORTS = 40 batches (4x the default 10).
+    # 800 steps: reports may stretch to 800 / MIN_REPORTS_UNDER_BUDGET = 80 batches (8x the default 10).
     t = trainer(tmp_path, [guard], **{**run.trainer, "max_steps": 800})
     t.fit(run.module, run.train)
     report = json.loads((Path(t.log_dir) / "lossguard.json").read_text())  # type: ignore[arg-type]
     [nan] = [d for d in report["diagnoses"] if d["code"] == "nonfinite_loss"]
     assert "became NaN at step 60" in nan["message"]  # the loss is recorded on every step whatever the stride
-    # and reported within one default interval (10 batches here), though reports came every 40 by then.
+    # and reported within one default interval (10 batches here), though reports came every 80 by then.
     assert nan["step"] == 69
     cost = report["cost"]
     assert cost["budget"] == 1e-6 and cost["share"] > 1e-6 and cost["gradient_stride"] > 1
     assert cost["report_every_batches"] > guard._budget.base_report_batches  # type: ignore[union-attr]
-    assert cost["report_every_batches"] == 40  # but never so rarely that the run gets fewer than 20 reports
+    assert cost["report_every_batches"] == 80  # but never so rarely that the run gets fewer than 10 reports
     assert guard._diagnostician.steps_judged < 400  # gradient rows on the stride only
     acc = events(t.logger.log_dir)  # type: ignore[union-attr]
     strides = [e.value for e in acc.Scalars("lossguard/cost/gradient_stride")]
@@ -137,11 +158,11 @@ def test_under_accumulation_gradients_are_measured_on_strided_optimizer_steps(
     monkeypatch.setattr(SignalRecorder, "record_gradients", spy)
     guard = LossGuard(budget=1e-6, report_every=20, verbose=False)  # 20 optimizer steps = 60 batches per report
     trainer(tmp_path, [guard], max_steps=80, accumulate_grad_batches=3).fit(run.module, run.train)
-    # Every step until the first report; then every 2nd (20 steps / 10 rows at least) -- optimizer steps, one row
-    # each, never micro-batches -- plus the step of a batch that comes last before a report.
+    # Every step until the third report (the first two reviews are warm-up); then every 2nd (20 steps / 10 rows at
+    # least) -- optimizer steps, one row each, never micro-batches -- plus the step that comes last before a report.
     assert len(measured) == len(set(measured)) and measured == sorted(measured)
-    assert set(range(20)) | set(range(20, 80, 2)) <= set(measured)
-    assert len(measured) < 20 + 30 + 4
+    assert set(range(60)) | set(range(60, 80, 2)) <= set(measured)
+    assert len(measured) < 60 + 10 + 2
 
 
 def test_a_full_budget_measures_every_step(tmp_path: Path) -> None:
