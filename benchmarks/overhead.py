@@ -170,31 +170,31 @@ WORKLOADS = [
         lambda: Classifier(mlp([32, 64, 64, 10])),
         lambda: classification(1600, 32, 10),
         32,
-        1000,
+        2000,
     ),
     Workload(
-        "conv autoencoder 1x32x32, batch 32", AutoEncoder, lambda: TensorDataset(torch.randn(1600, 1, 32, 32)), 32, 300
+        "conv autoencoder 1x32x32, batch 32", AutoEncoder, lambda: TensorDataset(torch.randn(1600, 1, 32, 32)), 32, 600
     ),
     Workload(
         "LSTM LM (vocab 200, 2x128, seq 32, batch 16)",
         lambda: Classifier(LanguageModel(200, 128, "lstm")),
         lambda: tokens(800, 32, 200),
         16,
-        300,
+        500,
     ),
     Workload(
         "Transformer LM (2 layers, d 64, seq 32, batch 16)",
         lambda: Classifier(LanguageModel(200, 64, "transformer")),
         lambda: tokens(800, 32, 200),
         16,
-        300,
+        500,
     ),
     Workload(
         "MLP 256-1024-1024-10, batch 128",
         lambda: Classifier(mlp([256, 1024, 1024, 10])),
         lambda: classification(6400, 256, 10),
         128,
-        300,
+        400,
     ),
     Workload(
         "deep narrow (1,000 Linear 16-16: 2,002 tensors), batch 32",

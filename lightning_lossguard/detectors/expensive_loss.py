@@ -84,7 +84,7 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         if len(self.loss_ms) < t.min_steps or not steps:
             return []
         loss, step = median(self.loss_ms), median(self.step_ms)
-        share = median(a / b for a, b in zip(self.loss_ms, self.step_ms))
+        share = median(np.fromiter(self.loss_ms, np.float64) / np.fromiter(self.step_ms, np.float64))
         if loss < t.min_loss_ms or share < t.info_share:
             return []
         what = (

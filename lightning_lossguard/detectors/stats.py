@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,17 @@ def finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
+_SORT_LIMIT = 100  # values: above this many, the median is taken in numpy
+
+
 def median(values: Iterable[float] | np.ndarray) -> float:
     """Median of the finite values (NaN when there are none).
 
-    Detectors call this on windows of tens to hundreds of values, where sorting a Python list is several
-    times faster than ``np.median``'s per-call overhead.
+    Detectors call this on windows of tens to hundreds of values: up to ~100, sorting a Python list is faster
+    than any numpy call's overhead; above, a partition of an array is (a report computes dozens of these).
     """
+    if isinstance(values, Sized) and not isinstance(values, np.ndarray) and len(values) > _SORT_LIMIT:
+        values = np.fromiter(values, dtype=np.float64, count=len(values))
     if isinstance(values, np.ndarray):
         values = values.ravel()
         return fast_median(values[np.isfinite(values)])
