@@ -51,7 +51,10 @@ class LossDivergenceThresholds(Thresholds):
     )
     trend_blocks: int = threshold(4, "Latest blocks whose trend must still point away from the start.", low=2)
     grad_rise: float = threshold(
-        10.0, "Growth of the gradient norm since the start that corroborates a rise (error).", low=1
+        10.0,
+        "Growth of the gradient norm that corroborates a rise (error): since the start, or from the loss's best to "
+        "the latest block.",
+        low=1,
     )
     warn_rise: float = threshold(100.0, "Uncorroborated rise (x the start) that is a warning; below it, info.", low=1)
     implausible_rise: float = threshold(
@@ -177,7 +180,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         level_z = math.log10(factor) / noise if noise > 0 else math.inf
         if z < t.z and level_z < t.level_z and factor < t.implausible_rise:
             return []  # not significant against the run's own noise
-        growth = self._grad_growth()
+        growth = self._grad_growth(at[best])
         corroborated = growth >= t.grad_rise
         if corroborated or factor >= t.implausible_rise:
             severity = Severity.ERROR
@@ -185,7 +188,8 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             severity = Severity.WARNING
         else:
             severity = Severity.INFO
-        first = next(s for s, v in zip(at, values) if v >= start + t.rise * abs(start))
+        # The crossing of the climb being reported: after the best level (an early fall starts above the line too).
+        first = next(s for s, v in zip(at[best:], values[best:]) if v >= start + t.rise * abs(start))
         if math.isnan(growth):
             grad_text = "the gradient norm was not measured"
         elif corroborated:
@@ -247,10 +251,15 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         found = self.diagnosis(decided, message, evidence, subject="falling", remedies=remedies)
         return [dataclasses.replace(found, severity=severity)]
 
-    def _grad_growth(self) -> float:
-        """How many times the gradient norm grew between the loss's start and now (NaN when unmeasured)."""
-        grads = self.grads.values
+    def _grad_growth(self, best_step: float) -> float:
+        """How many times the gradient norm grew with the loss (NaN when unmeasured): between the start and now
+        (k blocks each), or between the blocks up to the loss's best and the latest block, whichever is more. The
+        second sees a blow-up of the last few dozen steps after a long fall, which k-block medians smooth away."""
+        grads, at = self.grads.values, self.grads.steps
         k = int(self.thresholds.start_blocks)
         if len(grads) < 2:
             return math.nan
-        return float(10 ** (median(grads[-k:]) - median(grads[:k])))
+        since_start = median(grads[-k:]) - median(grads[:k])
+        upto = [v for s, v in zip(at, grads) if s <= best_step][-k:]
+        since_best = grads[-1] - median(upto) if upto and at[-1] > best_step else -math.inf
+        return float(10 ** max(since_start, since_best))

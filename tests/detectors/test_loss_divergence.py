@@ -16,6 +16,17 @@ def test_a_loss_that_climbs_with_its_gradients_is_an_error() -> None:
     assert found[0].remedies[0] == "Lower the learning rate."
 
 
+def test_a_blow_up_after_a_long_fall_is_corroborated_by_the_latest_gradients() -> None:
+    # The quickstart's pattern: loss and gradients fall for 150 steps (the gradients from a large start), then the
+    # learning rate jumps and both shoot up. Against the start the gradients only came back (0.7x); against their
+    # level at the loss's best they grew ~80x: that corroborates the rise.
+    losses = np.concatenate([np.geomspace(0.8, 0.05, 150), np.geomspace(0.05, 20, 50)])
+    grads = np.concatenate([np.geomspace(50, 0.5, 150), np.geomspace(0.5, 100, 50)])
+    found = feed(LossDivergence(), losses, grad_steps=np.arange(200), grad_norms=grads)
+    assert [d.severity for d in found] == ["error"]
+    assert found[0].evidence["grad_growth"] >= 10 and "gradient norm grew" in found[0].message
+
+
 def test_a_rising_loss_with_steady_gradients_is_not_an_error() -> None:
     # A DQN: the TD loss grows 0.145 -> 1.7 while the Q-values (and the return) grow; gradients stay put.
     losses = 0.145 * np.geomspace(1, 11.7, 300) * 10 ** (0.2 * np.random.default_rng(2).standard_normal(300))
