@@ -378,16 +378,20 @@ def fit(workload: Workload, config: str, steps: int, root: str) -> tuple[Timing,
     return timing, whole
 
 
-def measure(workload: Workload, repeats: int, steps: int, configs: list[str]) -> dict[str, list[Timing]]:
-    """Per configuration, per repetition, the timing of one fit; repetitions interleave the configurations."""
-    times: dict[str, list[Timing]] = {c: [] for c in configs}
+CONFIGS = ["baseline", "lossguard", "diy"]
+
+
+def measure(workload: Workload, repeats: int, steps: int, configs: list[str]) -> dict[str, list[tuple[Timing, float]]]:
+    """Per configuration, per repetition, one fit's (steady-state timing, whole-fit seconds); repetitions
+    interleave the configurations in a random order."""
+    fits: dict[str, list[tuple[Timing, float]]] = {c: [] for c in configs}
     order = list(configs)
     with tempfile.TemporaryDirectory() as root:
         for _ in range(repeats):
             random.shuffle(order)
             for config in order:
-                times[config].append(fit(workload, config, steps, root)[0])
-    return times
+                fits[config].append(fit(workload, config, steps, root))
+    return fits
 
 
 def median_ratio(a: list[float], b: list[float]) -> float:
@@ -403,7 +407,7 @@ def per_step_table(repeats: int, quick: bool, log: Callable[[str], None], worklo
     ]
     for workload in workloads:
         steps = SKIP + 40 if quick else workload.steps
-        times = measure(workload, repeats, steps, ["baseline", "lossguard", "diy"])
+        times = {c: [t for t, _ in runs] for c, runs in measure(workload, repeats, steps, CONFIGS).items()}
         base = statistics.median(t.cpu for t in times["baseline"]) * 1e3
         guard = times["lossguard"]
         inside = statistics.median(t.inside * 1e6 + t.forward_calls * dispatch_us for t in guard)
@@ -424,13 +428,9 @@ def short_run_table(repeats: int, quick: bool, log: Callable[[str], None]) -> st
     """The whole ``trainer.fit`` of a 400-step smoke run, start-up and reports included, paired and interleaved."""
     workload = WORKLOADS[0]
     steps = 60 if quick else 400
-    whole: dict[str, list[float]] = {"baseline": [], "lossguard": []}
-    order = list(whole)
-    with tempfile.TemporaryDirectory() as root:
-        for _ in range(repeats):
-            random.shuffle(order)
-            for config in order:
-                whole[config].append(fit(workload, config, steps, root)[1])
+    whole = {
+        c: [s for _, s in runs] for c, runs in measure(workload, repeats, steps, ["baseline", "lossguard"]).items()
+    }
     base = statistics.median(whole["baseline"])
     ratio = median_ratio(whole["lossguard"], whole["baseline"])
     row = f"| {workload.name}, {steps} steps, whole fit | {base:.2f} s | {ratio:.3f}x |"

@@ -332,7 +332,7 @@ class LossGuard(Callback):
                 pl_module.automatic_optimization and self._batches > 0 and self._batches % self._report_batches == 0
             )
             self._recorder.begin_batch()
-            before_report = (self._batches + 1) % self._report_batches == 0
+            before_report = self._last_before_report()
             if self._budget is None or self._budget.samples(self._batches, before_report):
                 self._recorder.timer.batch_start(self._batch_step)
             else:
@@ -369,7 +369,7 @@ class LossGuard(Callback):
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm (on the budget's stride).
             # The stride counts optimizer steps (the step the batch started at), not micro-batches: under
             # gradient accumulation only every k-th batch steps.
-            before_report = (self._batches + 1) % self._report_batches == 0
+            before_report = self._last_before_report()
             if self._budget is None or self._budget.samples(self._batch_step, before_report):
                 self._recorder.record_gradients(self._batch_step, optimizer)
             if self._batches == 0 or before_report:
@@ -511,6 +511,10 @@ class LossGuard(Callback):
         stalls, self._stalls = self._stalls, []
         self._decide(trainer, new + stalls)
         return new
+
+    def _last_before_report(self) -> bool:
+        """Whether the batch under way is the last one before a report (its samples are always taken)."""
+        return (self._batches + 1) % self._report_batches == 0
 
     def _tripwire_due(self) -> bool:
         budget = self._budget
