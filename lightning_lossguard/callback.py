@@ -31,7 +31,7 @@ from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter
-from lightning_lossguard.signals.budget import CostBudget, gc_seconds
+from lightning_lossguard.signals.budget import CostBudget, IntervalCost, gc_seconds
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
@@ -184,6 +184,8 @@ class LossGuard(Callback):
         self._budget: CostBudget | None = None
         self._lr_group: dict[str, Any] | None = None  # re-read at each report (schedulers swap nothing, but be safe)
         self._own_seconds = 0.0  # LossGuard's own time since the last report (its hooks, reports included)
+        self._gradient_seconds = 0.0  # of it: the gradient-norm passes (the budget plans the stride from it)
+        self._interval_seconds = 0.0  # of it: the once-per-interval work (the last report, the report-step samples)
         self._since_report = 0  # the batch count at the last report
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -357,7 +359,10 @@ class LossGuard(Callback):
     @_own_time
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._recorder is not None and not self._broken:
-            self._recorder.timer.backward_end()
+            try:
+                self._recorder.timer.backward_end()
+            except Exception as error:
+                self._internal_error("on_after_backward", error)
 
     @_own_time
     def on_before_optimizer_step(
@@ -371,12 +376,16 @@ class LossGuard(Callback):
             # gradient accumulation only every k-th batch steps.
             before_report = self._last_before_report()
             if self._budget is None or self._budget.samples(self._batch_step, before_report):
+                start = time.perf_counter()
                 self._recorder.record_gradients(self._batch_step, optimizer)
+                self._gradient_seconds += time.perf_counter() - start
             if self._batches == 0 or before_report:
                 # The first batch (how the run starts) and the batch before each report are sampled.
+                start = time.perf_counter()
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
+                self._interval_seconds += time.perf_counter() - start
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
@@ -395,8 +404,10 @@ class LossGuard(Callback):
                 self._recorder.record_loss(self._batch_step, loss, terms, lr if type(lr) is float else math.nan)
                 self._losses_seen += 1
             if self._sampling:
+                start = time.perf_counter()
                 self._recorder.sample_after_step()
                 self._sampling = False
+                self._interval_seconds += time.perf_counter() - start
             for monitor in self.monitors:
                 monitor.on_train_batch_end(outputs, batch, self._batch_step)
             self._batches += 1
@@ -408,24 +419,31 @@ class LossGuard(Callback):
             self._internal_error("on_train_batch_end", error)
             return
         if self._batches % self._report_batches == 0:
+            start, collected = time.perf_counter(), gc_seconds()
             self._report(trainer, pl_module)
+            self._interval_seconds += time.perf_counter() - start - (gc_seconds() - collected)
         elif self._tripwire_due():
             self._tripwire(trainer, pl_module)
 
     # -- pauses that are not data loading ---------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._recorder is not None:
-            self._recorder.timer.interrupt()
+        self._interrupt("on_train_epoch_start")
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._recorder is not None:
-            self._recorder.timer.interrupt()
+        self._interrupt("on_validation_start")
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if self._recorder is not None:
-            self._recorder.timer.interrupt()
+        self._interrupt("on_save_checkpoint")
+
+    def _interrupt(self, hook: str) -> None:
+        """The time until the next batch is not data loading."""
+        if self._recorder is not None and not self._broken:
+            try:
+                self._recorder.timer.interrupt()
+            except Exception as error:
+                self._internal_error(hook, error)
 
     # -- validation ---------------------------------------------------------------------------------------
     def _judging_fit(self, trainer: pl.Trainer) -> bool:
@@ -536,10 +554,17 @@ class LossGuard(Callback):
         """Keep LossGuard's own time under its budget: adapt the gradient stride and the report interval."""
         if self._budget is None:
             return
-        own, self._own_seconds = self._own_seconds, 0.0
         step = window.phase_ms.get("step")
-        step_ms = median(step) if step is not None else math.nan
-        self._budget.review(batches, own, step_ms)
+        cost = IntervalCost(
+            batches,
+            self._own_seconds,
+            median(step) if step is not None else math.nan,
+            self._gradient_seconds,
+            len(window.optimizer_steps),
+            self._interval_seconds,
+        )
+        self._own_seconds = self._gradient_seconds = self._interval_seconds = 0.0
+        self._budget.review(cost)
         self._report_batches = self._budget.report_batches
         if self._loggers is not None and math.isfinite(self._budget.share):
             self._loggers.scalars(
@@ -551,7 +576,8 @@ class LossGuard(Callback):
 
     def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Optimizer steps that never pass through Lightning's hook leave the gradients unmeasured: a gap."""
-        if self._gradient_rows == 0 and self._watched.params and self._batches >= 2 * self._report_batches:
+        said = any(gap.signal == "gradients" for gap in self.coverage.gaps)
+        if not said and self._gradient_rows == 0 and self._watched.params and self._batches >= 2 * self._report_batches:
             self._gap(
                 "gradients",
                 f"no optimizer step went through Lightning in {self._batches} batches (on_before_optimizer_step "
@@ -643,7 +669,9 @@ class LossGuard(Callback):
 
     def _unjudged_notes(self) -> list[str]:
         notes = self._diagnostician.unjudged(
-            self._layout, timed_forward=self._forward is not None and self._forward.seen
+            self._layout,
+            timed_forward=self._forward is not None and self._forward.seen,
+            gradients_watched=not any(gap.signal == "gradients" for gap in self.coverage.gaps),
         )
         if self._batches and not self._losses_seen:
             notes = [n for n in notes if not n.startswith("Run too short")]

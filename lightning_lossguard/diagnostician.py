@@ -35,7 +35,7 @@ from lightning_lossguard.detectors import (
 )
 from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
-from lightning_lossguard.detectors.stats import median
+from lightning_lossguard.detectors.stats import median, model_update_ratio
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.remedies import tailor
@@ -116,7 +116,7 @@ class Diagnostician:
         self.consequences: set[str] = set()
         self._train_losses: deque[float] = deque(maxlen=50)
         self._early_losses: list[float] = []
-        self._update_ratio = math.nan  # the latest median update/weight ratio sampled
+        self._update_ratio = math.nan  # the latest update/weight ratio sampled (median over the model's weights)
         self.settings = RunSettings()
         self.steps_judged = 0
         divergence = self._thresholds["loss_divergence"]
@@ -137,8 +137,9 @@ class Diagnostician:
         self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
         self.settings = layout.settings
         if window.update_ratio is not None:
-            measured = window.update_ratio[window.update_ratio >= 0]
-            self._update_ratio = median(measured) if measured.size else self._update_ratio
+            # Every weight counts once (tiny_updates' statistic): zero-initialised biases read near 1 at any rate.
+            ratio = model_update_ratio(window.update_ratio, np.asarray(layout.param_sizes, dtype=np.float64))
+            self._update_ratio = ratio if math.isfinite(ratio) else self._update_ratio
         if window.rank_loss is not None:
             self.rank_attribution.update(window.batch_steps, window.rank_loss)
         found += self._judge_gradients(window, layout)
@@ -202,7 +203,12 @@ class Diagnostician:
         starved = (explained | set(self._reported)) & {"dead_gradients", "vanishing_gradients"}
         if tiny and window.update_ratio is not None and window.sample_step is not None and not starved:
             found += tiny.update(
-                window.sample_step, window.update_ratio, self.train_level, learning_rate, self.initial_level
+                window.sample_step,
+                window.update_ratio,
+                self.train_level,
+                learning_rate,
+                self.initial_level,
+                sizes=np.asarray(layout.param_sizes, dtype=np.float64),
             )
         if not batches:
             return found
@@ -296,8 +302,9 @@ class Diagnostician:
             if cls.code in self.detectors:
                 self.detectors[cls.code] = cls(self._thresholds[cls.code])  # type: ignore[arg-type]
 
-    def unjudged(self, layout: RunLayout, timed_forward: bool = True) -> list[str]:
-        """Plain notes on what could not be judged: runs too short, signals that never arrived."""
+    def unjudged(self, layout: RunLayout, timed_forward: bool = True, gradients_watched: bool = True) -> list[str]:
+        """Plain notes on what could not be judged: runs too short, signals that never arrived. Without watched
+        gradients (``gradients_watched`` False: a coverage gap says why) the gradient codes are not "too short"."""
         notes: list[str] = []
         broken = self.broken_by
         if broken is not None:
@@ -308,9 +315,9 @@ class Diagnostician:
                 )
             return notes  # "too short to judge" means nothing for a broken run
         short = []
-        gradient_codes = {"exploding_gradients", "vanishing_gradients", "dead_gradients"}
+        gradient_codes = {"exploding_gradients", "vanishing_gradients", "dead_gradients", "tiny_updates"}
         for code, detector in self.detectors.items():
-            if code in gradient_codes and not layout.param_names:
+            if code in gradient_codes and (not layout.param_names or not gradients_watched):
                 continue
             reason = detector.unjudged()
             if reason:

@@ -327,3 +327,19 @@ def test_version_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> No
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2, argv
+
+
+def test_report_as_json_lists_the_cause_first_whatever_the_file_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nan = Diagnosis("nonfinite_loss", Severity.ERROR, 9, "The loss became NaN.", {"first_bad_step": 9.0}, ["Fix it."])
+    # Written newest first and the symptom before its cause at the same step, as an older writer could have.
+    write_report(tmp_path / "run" / "lossguard.json", [PLATEAU, nan, SHIFT, EXPLODING], "alarm", 120)
+    assert main(["report", str(tmp_path / "run"), "--format", "json"]) == 0
+    [data] = json.loads(capsys.readouterr().out)
+    assert [d["code"] for d in data["diagnoses"]] == [
+        "exploding_gradients",  # step 9: the explosion caused the NaN
+        "nonfinite_loss",
+        "loss_scale_shift",  # step 50
+        "loss_plateau",  # step 120
+    ]

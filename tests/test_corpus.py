@@ -38,7 +38,6 @@ KNOWN_MISSES = {
     ("a2c_cartpole_h", "flipped_sign"): "an RL loss that rises is only an info without a second signal",
     ("dcgan_manual", "lr_x1000"): "no loss returned (manual GAN) and the gradients shrink rather than explode",
     ("finetune_unfreeze_h", "lr_x1000"): "the blow-up happens on the first update, before a level to compare with",
-    ("mf_sparse_adam_h", "lr_div_1e6"): "the update/weight ratio of sparse embedding rows does not read as tiny",
 }
 
 

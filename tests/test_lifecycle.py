@@ -69,6 +69,8 @@ HOOKS = {
     "start": (SignalRecorder, "__init__"),
     "on_train_batch_start": (SignalRecorder, "begin_batch"),
     "on_before_backward": (StepTimer, "backward_start"),
+    "on_after_backward": (StepTimer, "backward_end"),
+    "on_train_epoch_start": (StepTimer, "interrupt"),  # the same guarded call as on_validation_start / checkpoints
     "on_before_optimizer_step": (SignalRecorder, "record_gradients"),
     "on_train_batch_end": (SignalRecorder, "record_loss"),
     "report": (Diagnostician, "judge"),

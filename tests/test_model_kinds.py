@@ -53,6 +53,32 @@ def test_float64_training_is_watched(tmp_path: Path) -> None:
     assert len(norms) == 6 and all(np.isfinite(norms)) and min(norms) > 0
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_half_precision_parameters_are_watched(tmp_path: Path, precision: str) -> None:
+    # Parameters and gradients in 16 bits (no master copy): the norms are taken in float32, so they neither
+    # overflow nor round to zero, and a healthy run stays quiet. (SGD: Adam's eps=1e-8 is 0 in float16, and its
+    # first step divides by zero -- a real NaN, which LossGuard reports.)
+    guard = LossGuard(report_every=10, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=60, precision=precision)
+    model = Regressor(nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1)), lr=0.05, optimizer=torch.optim.SGD)
+    t.fit(model, loader(regression_data()))
+    assert guard.gaps == [] and len(watched(guard)) == 4
+    norms = grad_norms(t.logger.log_dir)  # type: ignore[union-attr]
+    assert len(norms) == 6 and all(np.isfinite(norms)) and min(norms) > 0
+    assert [d.code for d in guard.diagnoses if d.severity.value != "info"] == []
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_a_half_precision_fault_is_diagnosed(tmp_path: Path, precision: str) -> None:
+    guard = LossGuard(report_every=10, verbose=False)
+    model = Regressor(nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 1)), lr=3.0, optimizer=torch.optim.SGD)
+    trainer(tmp_path, [guard], max_steps=100, precision=precision).fit(model, loader(regression_data()))
+    assert guard.gaps == []
+    assert {"exploding_gradients", "loss_divergence", "nonfinite_loss", "nonfinite_gradients"} & {
+        d.code for d in guard.diagnoses if d.severity.value == "error"
+    }
+
+
 def test_a_float64_fault_is_diagnosed(tmp_path: Path) -> None:
     guard = LossGuard(report_every=10, verbose=False)
     model = Regressor(nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 1)), lr=3.0, optimizer=torch.optim.SGD)
@@ -264,3 +290,36 @@ def test_a_gan_that_never_calls_zero_grad_is_caught(tmp_path: Path) -> None:
     trainer(tmp_path, [guard], max_steps=2 * 300).fit(GAN(zero_grad=False), gan_data())
     found = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
     assert found and "zero_grad" in found[0].remedies[0], [d.one_line() for d in guard.diagnoses]
+
+
+class RawOptimizer(Regressor):
+    """Manual optimization that steps the torch optimizer it kept, not the one ``self.optimizers()`` wraps:
+    Lightning's optimizer hooks never run, so no gradient can be measured there."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1)))
+        self.automatic_optimization = False
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        self.raw = torch.optim.Adam(self.parameters(), lr=self.lr)
+        return self.raw
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.raw.zero_grad()
+        self.manual_backward(loss)
+        self.raw.step()
+        return loss
+
+
+def test_optimizer_steps_outside_lightning_are_a_gradient_gap_not_silence(tmp_path: Path) -> None:
+    guard = LossGuard(report_every=10, verbose=False)
+    # Epochs, not max_steps: the trainer's step counter only moves through Lightning's optimizer wrapper either.
+    run = trainer(tmp_path, [guard], max_epochs=2, limit_train_batches=30)
+    run.fit(RawOptimizer(), loader(regression_data()))
+    [gap] = guard.gaps
+    assert gap.signal == "gradients" and "on_before_optimizer_step never ran" in gap.reason
+    assert "self.optimizers()" in gap.reason  # what to change
+    assert guard._diagnostician.steps_judged > 0  # the loss is still watched
+    # The gap says why the gradient codes were not judged: no note claims the run was too short for them.
+    assert not any("exploding_gradients" in note or "tiny_updates" in note for note in guard.notes)

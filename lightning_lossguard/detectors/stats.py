@@ -52,6 +52,30 @@ def fast_median(array: np.ndarray) -> float:
     return float((part[mid - 1] + part[mid]) / 2)
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of ``values`` where each counts ``weights`` times (the lower weighted median; NaN when empty or
+    weightless): e.g. per-parameter ratios with each parameter's element count, so every weight counts once."""
+    keep = np.isfinite(values) & (weights > 0)
+    values, weights = values[keep], weights[keep]
+    if not values.size:
+        return math.nan
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order], dtype=np.float64)
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def model_update_ratio(ratios: np.ndarray, sizes: np.ndarray | None = None) -> float:
+    """The run's update/weight ratio from per-parameter ratios (negative: not measured): the median over the
+    model's weights, each element counting once (``sizes``: elements per parameter); without sizes, the median
+    over parameters. NaN when nothing was measured."""
+    seen = ratios >= 0
+    if not seen.any():
+        return math.nan
+    if sizes is not None and len(sizes) == len(ratios):
+        return weighted_median(ratios[seen], np.asarray(sizes, dtype=np.float64)[seen])
+    return median(ratios[seen])
+
+
 def row_medians(rows: np.ndarray) -> np.ndarray:
     """Median of each row of a 2-D array of finite numbers (a sort along the rows)."""
     ordered = np.sort(rows, axis=1)

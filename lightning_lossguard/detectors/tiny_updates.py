@@ -2,8 +2,12 @@
 too low to learn.
 
 Measured, not estimated: on report steps the weights are compared before and after the optimizer step
-(``||w_after - w_before|| / ||w_before||`` per parameter), so it is right for any optimizer. Reported only
-while the loss is not improving either: slow but productive fine-tuning stays quiet.
+(``||w_after - w_before|| / ||w_before||`` per parameter), so it is right for any optimizer. The run's ratio
+is the median over the model's weights, each element counting once (the per-parameter ratios weighted by
+their sizes): a zero-initialised bias or embedding-bias table is still the size of its own first updates, so
+its ratio reads near 1 whatever the learning rate, and a plain median over parameter tensors, half of them
+such biases, would hide a learning rate of 1e-8 on the weight matrices. Reported only while the loss is not
+improving either: slow but productive fine-tuning stays quiet.
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from collections import deque
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import median
+from lightning_lossguard.detectors.stats import model_update_ratio
 from lightning_lossguard.diagnosis import Diagnosis
-from lightning_lossguard.signals.gradients import NO_GRADIENT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +63,14 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         loss_level: float,
         learning_rate: float = math.nan,
         early_loss: float = math.nan,
+        sizes: np.ndarray | None = None,
     ) -> list[Diagnosis]:
         """Add one sample. ``update_ratio``: per parameter (-1 where not measured); ``loss_level``: a robust
-        recent training-loss level; ``early_loss``: the loss level at the start of the run."""
-        measured = update_ratio[update_ratio != NO_GRADIENT]
-        if not measured.size:
+        recent training-loss level; ``early_loss``: the loss level at the start of the run; ``sizes``: elements
+        per parameter (the median then counts every weight once; without them every parameter counts once)."""
+        ratio = model_update_ratio(update_ratio, sizes)
+        if not math.isfinite(ratio):
             return []
-        ratio = median(measured)
         self.samples.append([float(step), ratio, float(loss_level)])
         t = self.thresholds
         if len(self.samples) < t.min_samples or not all(s[1] < t.max_ratio for s in self.samples):
@@ -89,7 +93,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         )
         evidence = {
             "update_ratio": ratio,
-            "max_layer_ratio": float(np.max(measured)),
+            "max_layer_ratio": float(np.max(update_ratio[update_ratio >= 0])),
             "learning_rate": learning_rate,
             "loss_improvement": improvement,
             "since_step": self.samples[0][0],

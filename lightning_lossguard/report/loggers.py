@@ -22,6 +22,7 @@ in one picture. Rank 0 only.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
+from lightning_lossguard.detectors.stats import model_update_ratio
 from lightning_lossguard.diagnosis import Diagnosis
 from lightning_lossguard.diagnostician import RunLayout
 from lightning_lossguard.report.json_report import Gap
@@ -130,9 +132,9 @@ class LoggerReporter:
             self._write_layout(with_terms)
         step = window.last_step
         if window.update_ratio is not None and window.sample_step is not None:
-            measured = window.update_ratio[window.update_ratio >= 0]
-            if measured.size:
-                series["lossguard/update_ratio"] = ([window.sample_step], [float(np.median(measured))])
+            ratio = model_update_ratio(window.update_ratio, np.asarray(layout.param_sizes, dtype=np.float64))
+            if math.isfinite(ratio):  # the statistic tiny_updates judges: every weight counts once
+                series["lossguard/update_ratio"] = ([window.sample_step], [ratio])
         if window.host_rss_mb is not None:
             series["lossguard/memory/host_rss_mb"] = ([step], [window.host_rss_mb])
         if window.device_allocated_mb is not None:

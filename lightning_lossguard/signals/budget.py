@@ -1,11 +1,13 @@
 """The cost budget LossGuard keeps itself: its own time per step stays under a share of the step's time.
 
-LossGuard times itself (two ``perf_counter`` reads per hook) and, at each report, compares its time per
-training batch with the batch's own time. Over budget, it measures per-layer gradient norms on a stride of
-optimizer steps instead of every one (the one per-step cost that grows with the model), and, when that is not
-enough and the user did not set ``report_every``, reports less often (judging costs milliseconds per report).
-Well under budget, it goes back. The loss is recorded on every step whatever the budget: a NaN is seen on
-the step it happens.
+LossGuard times itself (two ``perf_counter`` reads per hook, and per gradient pass and report) and, at each
+report, compares its time per training batch with the batch's own time. Over budget, it measures per-layer
+gradient norms on a stride of optimizer steps instead of every one (the one per-step cost that grows with the
+model), and, when that is not enough and the user did not set ``report_every``, reports less often (judging
+costs milliseconds per report). It plans both from what each part cost (:class:`CostBudget`), so it reaches the
+right stride and interval at the first review after the warm-up instead of feeling its way there. Well under
+budget, it goes back. The loss is recorded on every step whatever the budget: a NaN is seen on the step it
+happens.
 
 Limits keep detection timely: at least ``min_samples`` gradient rows per report interval, and a report
 interval at most ``max_report_factor`` times the default and at most ``max_report_batches`` (the callback keeps
@@ -55,9 +57,36 @@ def _watch_gc() -> None:
     _WATCHING = True
 
 
+@dataclass(frozen=True)
+class IntervalCost:
+    """What LossGuard spent between two reports, and on what: the budget's measurement.
+
+    Attributes:
+        batches: training batches in the interval.
+        own_seconds: all of LossGuard's time in its hooks over them (reports included).
+        step_ms: the median training batch's time.
+        gradient_seconds: of ``own_seconds``, the per-layer gradient-norm passes.
+        gradient_rows: how many of those passes there were.
+        report_seconds: of ``own_seconds``, the once-per-interval work: the report and the report-step samples.
+    """
+
+    batches: int
+    own_seconds: float
+    step_ms: float
+    gradient_seconds: float = 0.0
+    gradient_rows: int = 0
+    report_seconds: float = 0.0
+
+
 @dataclass
 class CostBudget:
-    """Adapts the gradient stride and the report interval to keep LossGuard's share of the step under budget.
+    """Chooses the gradient stride and the report interval that keep LossGuard's share of the step under budget.
+
+    LossGuard's time per batch is ``fixed + sample / (stride * accumulate) + report / interval``: the hooks'
+    fixed cost, one gradient-norm pass per sampled optimizer step, and the report's cost spread over its interval.
+    Each review measures the three from the interval that just ended and plans for ``planning_margin`` of the
+    budget: the shortest report interval, and in it the smallest stride, whose predicted cost fits. Over budget it
+    takes that plan; well under (below ``relax_below`` of the budget) it takes a plan only if it measures more.
 
     Args:
         budget: the share of the step's time LossGuard may take (0.01: 1%).
@@ -71,6 +100,8 @@ class CostBudget:
             run judged too rarely sees a fast-growing fault too late.
         warmup_reviews: the first reviews measure but do not adapt: the first interval holds the run's one-time
             set-up (hooks, the graph walk) and the second the first report's (the layout), not the steady state.
+        planning_margin: the share of the budget a plan aims at (measured costs vary from interval to interval).
+        relax_below: under this share of the budget, a plan that measures more often is taken.
     """
 
     budget: float
@@ -81,6 +112,8 @@ class CostBudget:
     accumulate: int = 1
     max_report_batches: int = 0
     warmup_reviews: int = 2
+    planning_margin: float = 0.8
+    relax_below: float = 0.5
     adapt: bool = True
     stride: int = 1
     base_report_batches: int = 0
@@ -102,32 +135,44 @@ class CostBudget:
         batch before a report (the report-step samples are taken there)."""
         return self.stride == 1 or before_report or index % self.stride == 0
 
-    def review(self, batches: int, own_seconds: float, step_ms: float) -> None:
-        """At a report: LossGuard took ``own_seconds`` over ``batches`` training batches whose median time was
-        ``step_ms``; adjust the stride and the report interval for the next interval."""
-        if batches <= 0 or not math.isfinite(step_ms) or step_ms <= 0:
+    def review(self, cost: IntervalCost) -> None:
+        """At a report: measure what the interval that just ended cost, and plan the next one."""
+        if cost.batches <= 0 or not math.isfinite(cost.step_ms) or cost.step_ms <= 0:
             return
-        self.own_us = own_seconds / batches * 1e6
-        self.step_ms = step_ms
-        self.share = self.own_us / 1e3 / step_ms
+        self.own_us = cost.own_seconds / cost.batches * 1e6
+        self.step_ms = cost.step_ms
+        self.share = self.own_us / 1e3 / cost.step_ms
         self.reviews += 1
         if not self.adapt or self.reviews <= self.warmup_reviews:
             return
-        max_stride = max(1, self.report_batches // self.accumulate // self.min_samples)
-        if self.share > self.budget:
-            if self.stride < max_stride:
-                self.stride = min(max_stride, self.stride * 2)
-            elif self.adaptive_reports and self.report_batches < self._report_cap():
-                self.report_batches = min(self.report_batches * 2, self._report_cap())
-        elif self.share < self.budget / 4:
-            if self.report_batches > self.base_report_batches:
-                self.report_batches = max(self.report_batches // 2, self.base_report_batches)
-            elif self.stride > 1:
-                self.stride //= 2
+        report_us = cost.report_seconds * 1e6
+        sample_us = cost.gradient_seconds * 1e6 / cost.gradient_rows if cost.gradient_rows else 0.0
+        fixed_us = max(0.0, self.own_us - (cost.gradient_seconds * 1e6 + report_us) / cost.batches)
+        allowed_us = self.budget * self.planning_margin * cost.step_ms * 1e3
+        interval, stride = self._plan(fixed_us, sample_us, report_us, allowed_us)
+        stretches = (interval, stride) > (self.report_batches, self.stride)
+        if (self.share > self.budget and stretches) or (self.share < self.budget * self.relax_below and not stretches):
+            self.report_batches, self.stride = interval, stride
+
+    def _plan(self, fixed_us: float, sample_us: float, report_us: float, allowed_us: float) -> tuple[int, int]:
+        """The shortest report interval, then the smallest stride, whose predicted cost per batch fits."""
+        cap = self._report_cap() if self.adaptive_reports else self.base_report_batches
+        intervals = sorted({min(self.base_report_batches * k, cap) for k in range(1, self.max_report_factor + 1)})
+        for interval in intervals:
+            room = allowed_us - fixed_us - report_us / interval
+            if room <= 0:
+                continue
+            stride = max(1, math.ceil(sample_us / self.accumulate / room))
+            if stride <= self._max_stride(interval):
+                return interval, stride
+        return intervals[-1], self._max_stride(intervals[-1])
+
+    def _max_stride(self, interval: int) -> int:
+        return max(1, interval // self.accumulate // self.min_samples)
 
     def _report_cap(self) -> int:
         cap = self.base_report_batches * self.max_report_factor
-        return min(cap, self.max_report_batches) if self.max_report_batches > 0 else cap
+        return max(self.base_report_batches, min(cap, self.max_report_batches) if self.max_report_batches > 0 else cap)
 
     def state(self) -> dict[str, float]:
         """What the report says about the cost: the budget, the measured share, and what was adapted."""

@@ -22,6 +22,8 @@ class LossProbe:
         self.rows: DeviceRows | None = None
         self.unknown_terms: set[str] = set()
         self._plain: list[torch.Tensor] = []  # losses without terms: detached, stacked once at the report
+        self._checked: list[torch.Tensor] = []  # plain losses the tripwire already stacked and read (1-D chunks)
+        self._checked_rows = 0  # rows of a terms buffer the tripwire already read
 
     def record(self, loss: torch.Tensor, terms: Mapping[str, object] | None) -> None:
         """Store the loss of one batch. Device work only (none at all for a plain loss: a reference is kept)."""
@@ -51,19 +53,31 @@ class LossProbe:
             self.unknown_terms.update(set(terms) - set(self.term_names))
 
     def any_nonfinite(self) -> bool:
-        """Whether a loss recorded since the last :meth:`take` is NaN or infinite: one host read (a report-interval
-        check, for when the cost budget has stretched the interval between reports)."""
+        """Whether a loss recorded since the previous check (or :meth:`take`) is NaN or infinite: one host read (a
+        report-interval check, for when the cost budget has stretched the interval between reports).
+
+        Only the losses recorded since the previous check are read (the earlier ones were finite, or the report
+        that followed took them), so a check costs the same whatever the interval has grown to."""
         if self._plain:
-            return not bool(_stacked(self._plain).isfinite().all())
-        if self.rows is not None and self.rows.count:
-            return not bool(self.rows.peek()[:, 0].isfinite().all())
+            chunk = _stacked(self._plain)
+            self._plain = []
+            self._checked.append(chunk)
+            return not bool(chunk.isfinite().all())
+        if self.rows is not None and self.rows.count > self._checked_rows:
+            fresh = self.rows.peek()[self._checked_rows :, 0]
+            self._checked_rows = self.rows.count
+            return not bool(fresh.isfinite().all())
         return False
 
     def take(self) -> torch.Tensor:
         """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
-        if self._plain:
-            plain, self._plain = self._plain, []
-            return _stacked(plain).float().reshape(-1, 1)
+        self._checked_rows = 0
+        if self._plain or self._checked:
+            chunks, self._checked = self._checked, []
+            if self._plain:
+                chunks.append(_stacked(self._plain))
+                self._plain = []
+            return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).float().reshape(-1, 1)
         if self.rows is None:
             return torch.empty(0, 1)
         return self.rows.take()

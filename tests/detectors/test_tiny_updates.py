@@ -1,6 +1,7 @@
 import numpy as np
 
 from lightning_lossguard.detectors import TinyUpdates
+from lightning_lossguard.detectors.stats import weighted_median
 
 
 def test_tiny_updates_with_a_flat_loss() -> None:
@@ -27,3 +28,38 @@ def test_small_updates_of_a_converged_or_improving_run_stay_quiet() -> None:
         assert converged.update(step, np.array([1e-7]), loss_level=loss, early_loss=2.0) == []
     for step, loss in zip((10, 20, 30), (2.0, 1.8, 1.6)):
         assert improving.update(step, np.array([1e-7]), loss_level=loss, early_loss=2.0) == []
+
+
+def test_a_tiny_rate_is_seen_past_zero_initialised_biases() -> None:
+    # Matrix factorisation at lr 1e-8: the two embedding tables move by ~1e-8 of their size, the two bias tables,
+    # initialised to zero, are still the size of their own first updates (ratio ~1). A plain median over the four
+    # tensors reads a healthy ~0.5; counting every weight once, the 8,000 table weights say "tiny".
+    ratios = np.array([1e-8, 2e-8, 0.9, 1.1])
+    sizes = np.array([3200, 4800, 200, 300])
+    detector, unweighted = TinyUpdates(), TinyUpdates()
+    found = []
+    for step, loss in zip((9, 19, 29), (1.49, 1.56, 1.60)):
+        found += detector.update(step, ratios, loss_level=loss, learning_rate=1e-8, early_loss=1.5, sizes=sizes)
+        assert unweighted.update(step, ratios, loss_level=loss, learning_rate=1e-8, early_loss=1.5) == []
+    assert found and found[0].evidence["update_ratio"] < 1e-5
+    assert found[0].remedies[0].startswith("Raise the learning rate")
+
+
+def test_healthy_updates_with_zero_initialised_biases_stay_quiet() -> None:
+    # The same model at a healthy rate: tables ~1e-3, biases ~1 (still near zero), the loss flat or not.
+    detector = TinyUpdates()
+    ratios = np.array([1e-3, 2e-3, 0.9, 1.1])
+    sizes = np.array([3200, 4800, 200, 300])
+    for step in range(9, 200, 10):
+        assert detector.update(step, ratios, loss_level=1.5, early_loss=1.5, sizes=sizes) == []
+    # Small biases dominating the tensor count but not the weights: a tiny bias update does not decide either.
+    detector, ratios, sizes = TinyUpdates(), np.array([1e-9, 1e-9, 1e-9, 3e-3]), np.array([8, 8, 8, 4096])
+    for step in range(9, 200, 10):
+        assert detector.update(step, ratios, loss_level=1.5, early_loss=1.5, sizes=sizes) == []
+
+
+def test_weighted_median_counts_each_value_its_weight() -> None:
+    assert weighted_median(np.array([5.0, 1.0, 3.0]), np.array([1.0, 1.0, 1.0])) == 3.0
+    assert weighted_median(np.array([1e-8, 1.0]), np.array([100.0, 1.0])) == 1e-8
+    assert weighted_median(np.array([np.nan, 2.0]), np.array([100.0, 1.0])) == 2.0
+    assert np.isnan(weighted_median(np.array([1.0]), np.array([0.0])))

@@ -11,104 +11,105 @@ import torch
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
-from lightning_lossguard.signals.budget import CostBudget
+from lightning_lossguard.signals.budget import CostBudget, IntervalCost
 from lightning_lossguard.signals.recorder import SignalRecorder
 from tests.conftest import events, trainer
 
-OVER, UNDER = 1.0, 0.0  # seconds of LossGuard's own time over 100 batches of 10 ms: 100% and 0%
+STEP_MS = 10.0  # every interval below: 100 batches of 10 ms; a 1% budget is 100 µs per batch
 
 
-def test_over_budget_first_strides_the_gradients_then_reports_less_often() -> None:
-    budget = CostBudget(
-        0.01, report_batches=80, warmup_reviews=0
-    )  # at least 10 gradient rows per report: stride up to 8
-    strides, intervals = [], []
-    for _ in range(8):
-        budget.review(100, OVER, 10.0)
-        strides.append(budget.stride)
-        intervals.append(budget.report_batches)
-    # A longer interval holds more steps: the stride follows it, keeping 10 gradient rows per report.
-    assert strides == [2, 4, 8, 8, 16, 16, 32, 32]
-    assert intervals == [80, 80, 80, 160, 160, 320, 320, 640]
-    for _ in range(4):
-        budget.review(100, OVER, 10.0)
-    assert (budget.stride, budget.report_batches) == (64, 640)  # at most max_report_factor (8) x the default
-    assert budget.share == pytest.approx(1.0) and budget.own_us == pytest.approx(10_000)
+def spent(fixed_us: float = 20.0, sample_us: float = 0.0, rows: int = 100, report_ms: float = 0.0) -> IntervalCost:
+    """An interval of 100 batches: ``fixed_us`` per batch, ``rows`` gradient passes of ``sample_us``, one report."""
+    gradient_s = sample_us * rows / 1e6
+    own = fixed_us * 100 / 1e6 + gradient_s + report_ms / 1e3
+    return IntervalCost(100, own, STEP_MS, gradient_s, rows, report_ms / 1e3)
 
 
-def test_well_under_budget_goes_back_in_reverse_order() -> None:
+def test_over_budget_it_plans_the_shortest_interval_then_the_smallest_stride_that_fit() -> None:
     budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
-    for _ in range(6):
-        budget.review(100, OVER, 10.0)
-    assert (budget.stride, budget.report_batches) == (16, 320)
-    steps = []
-    for _ in range(6):
-        budget.review(100, UNDER, 10.0)
-        steps.append((budget.stride, budget.report_batches))
-    assert steps == [(16, 160), (16, 80), (8, 80), (4, 80), (2, 80), (1, 80)]
+    # Aiming at 80% of 100 µs: 20 fixed + 500 / stride + 5,000 / interval. At 80 batches the report alone is
+    # 62.5 µs (no stride fits); at 160 a stride of 18 would, but 160 batches hold 16 rows at most; 240 with 13 fits.
+    budget.review(spent(sample_us=500, report_ms=5))
+    assert (budget.report_batches, budget.stride) == (240, 13)
+    assert budget.share == pytest.approx((20 + 500 + 50) / 1e4)
+    assert budget.own_us == pytest.approx(570)
+
+
+def test_the_gradient_stride_comes_before_the_report_interval() -> None:
+    budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
+    budget.review(spent(sample_us=300, report_ms=1))  # 20 + 300 / s + 12.5 <= 80: a stride of 7 is enough
+    assert (budget.report_batches, budget.stride) == (80, 7)
+
+
+def test_when_nothing_fits_everything_goes_to_its_limit() -> None:
+    budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
+    budget.review(spent(fixed_us=150, sample_us=500, report_ms=5))  # the hooks alone are over budget
+    assert (budget.report_batches, budget.stride) == (640, 64)  # 8x the default; 10 rows per report
+
+
+def test_well_under_budget_it_goes_back() -> None:
+    budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
+    budget.review(spent(sample_us=500, report_ms=5))
+    assert (budget.report_batches, budget.stride) == (240, 13)
+    budget.review(spent(fixed_us=5, sample_us=20, rows=8, report_ms=1))  # the model got slower per step, say
+    assert (budget.report_batches, budget.stride) == (80, 1)
+
+
+def test_between_half_the_budget_and_the_budget_nothing_moves() -> None:
+    budget = CostBudget(0.01, report_batches=80, stride=4, warmup_reviews=0)
+    budget.review(spent(fixed_us=30, sample_us=100, rows=25, report_ms=1))  # 0.65%: a stride of 2 would fit too
+    assert (budget.report_batches, budget.stride) == (80, 4)
+    budget.review(spent(fixed_us=20, sample_us=100, rows=25, report_ms=1))  # 0.55%: still above half
+    assert (budget.report_batches, budget.stride) == (80, 4)
 
 
 def test_a_short_run_keeps_its_reports_however_far_over_budget() -> None:
     # 400 planned batches, 10 reports at least: the interval grows from 20 to 40 batches at most.
     budget = CostBudget(0.01, report_batches=20, max_report_batches=400 // 10, warmup_reviews=0)
-    for _ in range(6):
-        budget.review(100, OVER, 10.0)
+    budget.review(spent(fixed_us=150, sample_us=500, report_ms=5))
     assert (budget.stride, budget.report_batches) == (4, 40)
-    longer = CostBudget(
-        0.01, report_batches=50, max_report_batches=1500 // 10, warmup_reviews=0
-    )  # 1,500 batches: up to 150
-    intervals = []
-    for _ in range(12):
-        longer.review(100, OVER, 10.0)
-        intervals.append(longer.report_batches)
-    assert intervals[-1] == 150 and sorted(set(intervals)) == [50, 100, 150]
-    for _ in range(2):
-        longer.review(100, UNDER, 10.0)
-    assert longer.report_batches == 50  # back down, never below the configured interval
+    # A configured interval longer than a tenth of the run is kept, not shortened.
+    assert CostBudget(0.01, report_batches=50, max_report_batches=30)._report_cap() == 50
 
 
 def test_the_first_reviews_measure_but_do_not_adapt() -> None:
     # The first interval pays the run's set-up and the second the first report's layout: not the steady state.
     budget = CostBudget(0.01, report_batches=80)
-    budget.review(100, OVER, 10.0)
-    budget.review(100, OVER, 10.0)
-    assert budget.stride == 1 and budget.share == pytest.approx(1.0)
-    budget.review(100, OVER, 10.0)
-    assert budget.stride == 2
-
-
-def test_between_a_quarter_of_the_budget_and_the_budget_nothing_moves() -> None:
-    budget = CostBudget(0.01, report_batches=80, stride=4)
-    budget.review(100, 0.005, 10.0)  # 0.5%
-    assert (budget.stride, budget.report_batches) == (4, 80)
+    budget.review(spent(sample_us=500, report_ms=5))
+    budget.review(spent(sample_us=500, report_ms=5))
+    assert budget.stride == 1 and budget.share == pytest.approx(0.057)
+    budget.review(spent(sample_us=500, report_ms=5))
+    assert (budget.report_batches, budget.stride) == (240, 13)
 
 
 def test_a_user_set_report_interval_is_never_changed() -> None:
     budget = CostBudget(0.01, report_batches=40, adaptive_reports=False, warmup_reviews=0)
-    for _ in range(6):
-        budget.review(100, OVER, 10.0)
+    budget.review(spent(fixed_us=150, sample_us=500, report_ms=5))
     assert (budget.stride, budget.report_batches) == (4, 40)
 
 
-def test_under_accumulation_the_stride_limit_counts_optimizer_steps() -> None:
+def test_under_accumulation_the_stride_counts_optimizer_steps() -> None:
     budget = CostBudget(
         0.01, report_batches=160, accumulate=4, adaptive_reports=False, warmup_reviews=0
     )  # 40 optimizer steps
-    for _ in range(4):
-        budget.review(100, OVER, 10.0)
+    budget.review(spent(fixed_us=150, sample_us=500, rows=25, report_ms=5))
     assert budget.stride == 4  # 40 steps / 10 rows at least
+    relaxed = CostBudget(0.01, report_batches=160, accumulate=4, warmup_reviews=0)
+    relaxed.review(spent(fixed_us=20, sample_us=800, rows=25, report_ms=1))
+    # one pass per 4 batches: 800 / (4 s) <= 80 - 20 - 6.25 gives s = 4, the most 40 optimizer steps allow
+    assert (relaxed.report_batches, relaxed.stride) == (160, 4)
 
 
 def test_without_adaptation_the_share_is_still_measured() -> None:
     budget = CostBudget(0.01, report_batches=80, adapt=False, warmup_reviews=0)
-    budget.review(100, OVER, 10.0)
-    assert budget.stride == 1 and budget.report_batches == 80 and budget.state()["share"] == pytest.approx(1.0)
+    budget.review(spent(sample_us=500, report_ms=5))
+    assert budget.stride == 1 and budget.report_batches == 80 and budget.state()["share"] == pytest.approx(0.057)
 
 
 def test_no_step_time_no_decision() -> None:
     budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
-    budget.review(100, OVER, float("nan"))
-    budget.review(0, OVER, 10.0)
+    budget.review(IntervalCost(100, 1.0, float("nan")))
+    budget.review(IntervalCost(0, 1.0, 10.0))
     assert budget.stride == 1 and budget.state()["share"] != budget.state()["share"]  # NaN: never measured
 
 

@@ -71,9 +71,18 @@ def drain_all(make: Callable[[], list[Rank]]) -> list[Window]:
             return torch.stack([t] * len(first))
 
         rank.recorder.drain(capture)
+        assert len(captured) == 1  # one collective per report, whatever was recorded
         packets.append(captured[0])
     second = make()
-    return [rank.recorder.drain(lambda t: torch.stack(packets)) for rank in second]
+    calls: list[int] = []
+
+    def gathered(t: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return torch.stack(packets)
+
+    windows = [rank.recorder.drain(gathered) for rank in second]
+    assert len(calls) == len(second)
+    return windows
 
 
 def two_ranks(dead: int = 0) -> list[Rank]:
@@ -184,3 +193,18 @@ def test_any_nonfinite_peeks_at_the_losses_without_taking_them() -> None:
         assert probe.any_nonfinite()
         assert probe.take().shape[0] == 2  # nothing was consumed by the check
         assert not probe.any_nonfinite()
+
+
+def test_any_nonfinite_reads_only_the_losses_since_the_previous_check() -> None:
+    for terms in (None, {"a": torch.tensor(1.0)}):
+        probe = LossProbe()
+        probe.record(torch.tensor(float("inf")), terms)
+        assert probe.any_nonfinite()
+        probe.record(torch.tensor(2.0), terms)
+        assert not probe.any_nonfinite()  # the inf was read by the first check (its report comes right away)
+        probe.record(torch.tensor(3.0), terms)
+        taken = probe.take()
+        assert taken[:, 0].tolist() == [float("inf"), 2.0, 3.0]  # checked chunks and fresh losses, in order
+        probe.record(torch.tensor(float("nan")), terms)
+        assert probe.any_nonfinite()
+        assert probe.take().shape[0] == 1
