@@ -45,6 +45,7 @@ from lightning_lossguard.signals.window import Window
 
 __all__ = ["BROKEN", "CONSEQUENCES", "Diagnostician", "RunLayout", "RunSettings"]
 
+
 D = TypeVar("D", bound=Detector[Any])
 
 BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
@@ -63,6 +64,13 @@ CONSEQUENCES = frozenset(
     }
 )
 """Symptoms a broken run produces (saturated or NaN weights): reported only before it broke."""
+
+
+def _doubt_after_the_break(diagnosis: Diagnosis) -> bool:
+    """An info-level finding of a breaking code after the run broke: the detector's "maybe legitimate" reading of a
+    blow-up already diagnosed (its block medians lag the blow-up), a consequence, not news."""
+    return diagnosis.code in BROKEN and diagnosis.severity is Severity.INFO
+
 
 _PER_SUBJECT = {"val_loss_rising", "memory_growth", "loss_divergence", "loss_scale_shift", "stalled_training"}
 """Codes reported once per subject (metric, memory kind, direction) instead of once per run."""
@@ -308,10 +316,12 @@ class Diagnostician:
         notes: list[str] = []
         broken = self.broken_by
         if broken is not None:
-            if self.consequences:
+            # A code held back once and then reported (escalated to an error) is not "not reported".
+            unreported = self.consequences - {d.code for d in self.diagnoses}
+            if unreported:
                 notes.append(
                     f"The run broke at step {broken.step} ({broken.code}); its later symptoms are not reported "
-                    f"separately: {', '.join(sorted(self.consequences))}."
+                    f"separately: {', '.join(sorted(unreported))}."
                 )
             return notes  # "too short to judge" means nothing for a broken run
         short = []
@@ -392,7 +402,8 @@ class Diagnostician:
         for diagnosis in sorted(found, key=lambda x: order.get(x.code, len(order))):
             if diagnosis.code in self.suppress:
                 continue
-            if diagnosis.code in CONSEQUENCES and self.broken_by is not None:
+            broken = self.broken_by is not None
+            if broken and (diagnosis.code in CONSEQUENCES or _doubt_after_the_break(diagnosis)):
                 self.consequences.add(diagnosis.code)
                 continue
             if diagnosis.code in self.severity:
