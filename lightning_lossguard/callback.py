@@ -576,8 +576,12 @@ class LossGuard(Callback):
 
     def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Optimizer steps that never pass through Lightning's hook leave the gradients unmeasured: a gap."""
-        said = any(gap.signal == "gradients" for gap in self.coverage.gaps)
-        if not said and self._gradient_rows == 0 and self._watched.params and self._batches >= 2 * self._report_batches:
+        if (
+            not self.coverage.missing("gradients")
+            and self._gradient_rows == 0
+            and self._watched.params
+            and self._batches >= 2 * self._report_batches
+        ):
             self._gap(
                 "gradients",
                 f"no optimizer step went through Lightning in {self._batches} batches (on_before_optimizer_step "
@@ -671,7 +675,7 @@ class LossGuard(Callback):
         notes = self._diagnostician.unjudged(
             self._layout,
             timed_forward=self._forward is not None and self._forward.seen,
-            gradients_watched=not any(gap.signal == "gradients" for gap in self.coverage.gaps),
+            gradients_watched=not self.coverage.missing("gradients"),
         )
         if self._batches and not self._losses_seen:
             notes = [n for n in notes if not n.startswith("Run too short")]

@@ -26,6 +26,10 @@ class Coverage:
         self.gaps.append(gap)
         return gap
 
+    def missing(self, signal: str) -> bool:
+        """Whether a gap already says ``signal`` is not watched."""
+        return any(gap.signal == signal for gap in self.gaps)
+
     @property
     def complete(self) -> bool:
         return not self.gaps
