@@ -6,6 +6,7 @@ Per training batch it only takes marks and launches device copies (no host read)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -285,8 +286,9 @@ class LossGuard(Callback):
             if changed and not first:  # not at the start of a fit: a resumed state belongs to the same model
                 self._diagnostician.new_layout()
 
-    def _finish_first_batch(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        """After the first batch: the execution order, the gradient paths and lazily built parameters are known."""
+    def _finish_first_batch(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any) -> None:
+        """After the first batch: the execution order, the gradient paths and lazily built parameters are known,
+        and how many samples the first loss, the one before any update, averaged over."""
         order = self._order.stop() if self._order is not None else []
         self._order = None
         if self._forward is not None:
@@ -297,7 +299,7 @@ class LossGuard(Callback):
         index = {id(p): i for i, p in enumerate(self._watched.params)}
         upstream = upstream_parameters(self._graph_roots, index) if index else None
         self._graph_roots = []
-        self._layout = self._layout.with_paths(upstream)
+        self._layout = dataclasses.replace(self._layout.with_paths(upstream), first_batch_rows=_leading_rows(batch))
 
     def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         notes = []
@@ -414,7 +416,7 @@ class LossGuard(Callback):
             if self._watchdog is not None:
                 self._beat(trainer)
             if self._batches == 1:
-                self._finish_first_batch(trainer, pl_module)
+                self._finish_first_batch(trainer, pl_module, batch)
         except Exception as error:
             self._internal_error("on_train_batch_end", error)
             return
@@ -889,6 +891,17 @@ def _settings(trainer: pl.Trainer) -> RunSettings:
         clip_val=float(clip) if clip and norm_clipping else None,
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
     )
+
+
+def _leading_rows(batch: Any) -> int:
+    """Rows of the first tensor found in a batch (a tensor, or a tuple, list or dict of them); 0 when none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 0
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
+    for item in items:
+        if isinstance(item, (torch.Tensor, tuple, list, Mapping)):
+            return _leading_rows(item)
+    return 0
 
 
 def _first_group(trainer: pl.Trainer) -> dict[str, Any] | None:

@@ -265,8 +265,9 @@ _CODES = (
         Severity.WARNING,
         "Predictions cannot reach the targets",
         "The model's outputs cannot reach the targets the loss compares them with: outputs clamped at a bound "
-        "(a final ReLU) while many targets lie beyond it, outputs outside [0, 1] fed to a probability loss, or "
-        "probabilities (a softmax or sigmoid) fed to a loss that expects logits. Checked by OutputMonitor.",
+        "(a final ReLU) or kept on one side of zero (an exp or softplus) while many targets lie beyond it, "
+        "outputs outside [0, 1] fed to a probability loss, or probabilities (a softmax or sigmoid) fed to a loss "
+        "that expects logits. Checked by OutputMonitor.",
         (
             "Match the output activation to the targets: no final ReLU/sigmoid for targets outside its range "
             "(or rescale the targets into it).",

@@ -221,7 +221,9 @@ class Diagnostician:
         if not batches:
             return found
         if divergence := self._on(LossDivergence):
-            found += divergence.update(batches, window.loss, window.optimizer_steps, window.grad_norms)
+            found += divergence.update(
+                batches, window.loss, window.optimizer_steps, window.grad_norms, layout.first_batch_rows
+            )
         if oscillation := self._on(LossOscillation):
             found += oscillation.update(batches, window.loss, window.learning_rate)
         if plateau := self._on(LossPlateau):

@@ -57,6 +57,7 @@ class RunLayout:
         upstream: per layer, a bitmask of the layers upstream of it on a gradient path (None: unknown).
         total_steps: planned optimizer steps (None when unknown).
         model_elements: elements in all of the model's parameters, trained or frozen.
+        first_batch_rows: rows (samples) of the first training batch's first tensor; 0 when unknown.
     """
 
     param_names: tuple[str, ...] = ()
@@ -70,6 +71,7 @@ class RunLayout:
     scaler_active: bool = False
     total_steps: int | None = None
     model_elements: int = 0
+    first_batch_rows: int = 0
     settings: RunSettings = RunSettings()
 
     @property

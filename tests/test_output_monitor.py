@@ -112,6 +112,21 @@ def test_a_final_relu_with_negative_targets_is_an_output_range_mismatch(tmp_path
     assert "output_range_mismatch" in [d["code"] for d in report["diagnoses"]]
 
 
+class Exp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+
+def test_an_exp_on_a_regression_head_with_negative_targets_is_a_bound(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1), Exp())
+    guard = fit(
+        tmp_path, Steps(net), regression(1024, 0, offset=-0.5), regression(256, 1, offset=-0.5), OutputMonitor()
+    )
+    [found] = [d for d in guard.diagnoses if d.code == "output_range_mismatch"]
+    assert found.subject == "bounded output" and found.step <= 30  # within three report windows
+    assert found.evidence["pred_min"] > 0 and found.evidence["unreachable_share"] > 0.3
+
+
 def test_a_softmax_before_cross_entropy_is_an_output_range_mismatch(tmp_path: Path) -> None:
     net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.Softmax(dim=1))
     guard = fit(tmp_path, Steps(net, F.cross_entropy), classes(512, 0, 4), None, OutputMonitor(), max_epochs=1)

@@ -266,8 +266,18 @@ FAULTS: dict[str, Fault] = {
         Fault(
             "exp_output",
             "exp() applied to the model's output",
-            # It blows up, or, where the targets are negative, the loss gets stuck far above where it should be.
-            ("exploding_gradients", "nonfinite_loss", "nonfinite_gradients", "loss_divergence", "loss_plateau"),
+            # It blows up; or, where the targets are negative, the loss gets stuck far above where it should be,
+            # which only the predictions compared with the targets show (OutputMonitor's output_range_mismatch);
+            # or the output saturates at zero and passes (almost) no gradient back.
+            (
+                "exploding_gradients",
+                "nonfinite_loss",
+                "nonfinite_gradients",
+                "loss_divergence",
+                "loss_plateau",
+                "output_range_mismatch:bounded",
+                "vanishing_gradients",
+            ),
             _exp_output,
         ),
         Fault("frozen", "every parameter but one is frozen", ("loss_plateau", "tiny_updates"), _frozen),

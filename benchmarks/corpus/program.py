@@ -40,6 +40,9 @@ class Program:
         faults: names from :data:`benchmarks.corpus.faults.FAULTS` that make sense for this program (2-3).
         output_module: dotted name of the submodule whose output is the model's prediction (for the
             ``exp_output`` fault); "" when the program does not offer that fault.
+        output_monitor: its ``training_step`` hands over ``{"loss", "preds", "target"}`` (a regression or
+            reconstruction head), so the runner adds ``OutputMonitor()``, the opt-in check of predictions against
+            targets, to LossGuard.
         split: "tuning" or "held_out", set from the package the program lives in.
     """
 
@@ -49,4 +52,5 @@ class Program:
     build: Callable[[int], Run]
     faults: tuple[str, ...] = ()
     output_module: str = ""
+    output_monitor: bool = False
     split: str = ""

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from benchmarks.corpus import FAULTS, PROGRAMS, SPLITS, Program, Run
 from benchmarks.corpus.faults import names_it
-from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm, Severity
+from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm, OutputMonitor, Severity
 
 SEEDS = (0, 1, 2)
 """Seeds every healthy program runs with."""
@@ -60,6 +60,11 @@ class Result:
     @property
     def correct(self) -> Diagnosis | None:
         return next((d for d in self.alarms if names_it(d, self.expect)), None)
+
+    @property
+    def correct_without_outputs(self) -> Diagnosis | None:
+        """The diagnosis that names the fault among those of LossGuard's core (OutputMonitor's codes left out)."""
+        return next((d for d in self.alarms if d.code not in OutputMonitor.codes and names_it(d, self.expect)), None)
 
     @property
     def passed(self) -> bool:
@@ -119,7 +124,8 @@ def run_program(name: str, root: str, seed: int = 0, fault: str = "", guard: dic
         onset = FAULTS[fault].inject(run, program)
         expect = FAULTS[fault].expect
     accumulate = int(run.trainer.get("accumulate_grad_batches", 1))
-    lossguard = LossGuard(verbose=False, **(guard or {}))
+    monitors = [OutputMonitor()] if program.output_monitor else []
+    lossguard = LossGuard(verbose=False, monitors=monitors, **(guard or {}))
     label = f"{name}-{seed}" + (f"-{fault}" if fault else "")
     fit = L.Trainer(**trainer_args(run, root, label, [lossguard]))
     result = Result(name, program.split, seed, fault, expect, onset // accumulate)
@@ -193,8 +199,8 @@ def score(results: list[Result]) -> str:
     """Markdown: per split, false alarms on healthy runs and recall on faults, then per detector and fault."""
     rows = [
         "| split | healthy runs (programs x seeds) | with a warning/error | with a coverage gap | "
-        "faults injected | correctly diagnosed | median latency (steps) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "faults injected | correctly diagnosed | without OutputMonitor | median latency (steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for split in SPLITS:
         mine = [r for r in results if r.split == split]
@@ -203,12 +209,14 @@ def score(results: list[Result]) -> str:
         healthy = [r for r in mine if r.healthy]
         faulty = [r for r in mine if not r.healthy]
         caught = [r for r in faulty if r.correct is not None]
+        core = [r for r in faulty if r.correct_without_outputs is not None]
         latencies = [r.latency for r in caught if r.latency is not None]
         median = f"{statistics.median(latencies):.0f}" if latencies else "–"
         rows.append(
             f"| {split} | {len(healthy)} ({len({r.program for r in healthy})} programs) | "
             f"{sum(bool(r.alarms) or bool(r.error) for r in healthy)} | {sum(bool(r.gaps) for r in healthy)} | "
-            f"{len(faulty)} | {len(caught)} ({_percent(len(caught), len(faulty))}) | {median} |"
+            f"{len(faulty)} | {len(caught)} ({_percent(len(caught), len(faulty))}) | "
+            f"{len(core)} ({_percent(len(core), len(faulty))}) | {median} |"
         )
     false_by_code = Counter(d.code for r in results if r.healthy for d in {d.code: d for d in r.alarms}.values())
     rows += [

@@ -12,6 +12,12 @@ norm grew ``grad_rise``-fold with the loss — or the loss leaves every plausibl
 an **info** that says what else was checked. False-alarm bound: under exchangeable noise (no trend) the
 Mann-Kendall test exceeds ``z`` = 3 with probability about 0.0013 per report, and the level shift exceeds
 ``level_z`` = 5 robust standard errors with probability below 1e-6 for Gaussian noise of the log loss.
+
+A blow-up that came back down is judged apart: a block median ``warn_rise`` times the loss before any update,
+peaking within ``blow_up_within`` steps and since fallen ``recovered``-fold (a learning rate too high for the
+start). The loss before any update is the first batch's when it averaged ``first_rows`` samples or more; a
+single sample's loss can be near 0 by chance (on the healthy corpus one batch-size-1 run's first loss was 40x
+below its later peak), so smaller batches use the median of the first batches that hold that many.
 """
 
 from __future__ import annotations
@@ -66,6 +72,21 @@ class LossDivergenceThresholds(Thresholds):
     recovered: float = threshold(
         3.0, "A blow-up counts once the loss has come back this many times below its peak.", low=1
     )
+    blow_up_within: int = threshold(
+        100,
+        "Steps from the start within which a blow-up peaks: a learning rate too high for the start blows the loss "
+        "up in the first updates; a loss that grows for hundreds of steps (rewards propagating through a value "
+        "function) and falls back is not that.",
+        low=1,
+    )
+    first_rows: int = threshold(
+        8,
+        "Samples the reference level of a blow-up averages over: the median loss of the first batches that hold "
+        "this many (the first batch alone, whose loss is the one before any update, when it is that large; a "
+        "single sample's loss can be near 0 by chance). Three batches when the batch size is unknown.",
+        low=1,
+        high=10_000,
+    )
     plunge: float = threshold(
         100.0,
         "A loss this many times farther below zero than its start's magnitude (at least 1) falls without bound.",
@@ -89,6 +110,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         self.latest: deque[float] = deque(maxlen=int(self.thresholds.block))  # the last finite batch losses
         self.first: list[float] = []  # the very first finite batch losses: the level before anything happened
         self.peak: list[float] = []  # [highest block median, its step]
+        self.first_batch_rows = 0  # samples in the first batch, as the callback saw them (0: unknown)
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_blocks * self.thresholds.block)
@@ -100,13 +122,16 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         losses: Sequence[float] | np.ndarray,
         grad_steps: Sequence[int] = (),
         grad_norms: Sequence[float] | np.ndarray = (),
+        first_batch_rows: int = 0,
     ) -> list[Diagnosis]:
         t = self.thresholds
+        if not self.first_batch_rows:
+            self.first_batch_rows = int(first_batch_rows)
         known = len(self.blocks.values)
         self.blocks.extend(steps, losses)
         finite = [v for v in np.asarray(losses, dtype=np.float64).tolist() if math.isfinite(v)]
         self.latest.extend(finite)
-        self.first.extend(finite[: max(0, 3 - len(self.first))])
+        self.first.extend(finite[: max(0, max(3, int(t.first_rows)) - len(self.first))])
         for value, step in zip(self.blocks.values[known:], self.blocks.steps[known:]):
             if not self.peak or value > self.peak[0]:
                 self.peak = [value, float(step)]
@@ -134,18 +159,22 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         return self._blew_up(decided, current)
 
     def _blew_up(self, decided: int, current: float) -> list[Diagnosis]:
-        """The loss shot up ``warn_rise``-fold above its very first batches and came back down: a blow-up in the
-        first steps (a learning rate far too high for the start) that left the model damaged."""
+        """The loss shot up ``warn_rise``-fold above its very first batch (or batches) and came back down: a
+        blow-up in the first steps (a learning rate far too high for the start) that left the model damaged."""
         t = self.thresholds
-        first = median(self.first)
+        rows = self.first_batch_rows
+        batches = 3 if rows <= 0 else math.ceil(t.first_rows / rows)  # the first batches that hold first_rows
+        single = batches == 1
+        first = median(self.first[:batches]) if self.first else math.nan
         if not (first > 0 and self.peak and current > 0):
             return []
         peak, at = self.peak
         factor = peak / first
-        if factor < t.warn_rise or peak < t.recovered * current:
-            return []  # no blow-up, or it is still up there (the rising rule's concern)
+        if factor < t.warn_rise or peak < t.recovered * current or at - self.blocks.steps[0] > t.blow_up_within:
+            return []  # no blow-up, still up there (the rising rule's concern), or a slow climb and fall
         message = (
-            f"The training loss blew up from {first:.4g} in its first batches to {peak:.4g} ({factor:.3g}x) around "
+            f"The training loss blew up from {first:.4g} in its first {'batch' if single else 'batches'} to "
+            f"{peak:.4g} ({factor:.3g}x) around "
             f"step {at:.0f}, then came back down to {current:.4g}: the learning rate is far too high for the start "
             "of training, and the blow-up may have damaged the model."
         )

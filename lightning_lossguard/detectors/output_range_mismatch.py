@@ -5,10 +5,19 @@ sums them up on the device; a window of them arrives here as plain counts (:clas
 patterns, one per output kind:
 
 - ``regression``: many predictions sit exactly at their batch minimum (or maximum), a clamp such as a final
-  ReLU, while many targets lie beyond it;
+  ReLU, while many targets lie beyond it; or, window after window, no prediction crosses zero while many
+  targets lie on the other side (an ``exp``, softplus or sigmoid on an unbounded head: a soft bound with no
+  ties);
 - ``probabilities``: predictions outside [0, 1] fed to a loss that expects probabilities;
 - ``logits``: predictions that already are probabilities (rows in [0, 1] summing to 1 after a softmax, or
   values in [0, 1] after a sigmoid) fed to a loss that expects logits.
+
+False alarms: these are counts of what the predictions can and cannot do, not noise statistics. A healthy
+unbounded head with a fifth of its targets below zero puts predictions below zero too; the soft bound must
+hold ``sign_windows`` windows in a row, with the predictions reaching zero (``sign_gap``) and the targets
+beyond it outnumbering those beyond the other end (``side_ratio``): a young, constant or run-away output fails
+one of these. On the healthy corpus (9 regression and reconstruction programs x 3 seeds run with
+``OutputMonitor``) it never fired.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ class RangeCounts:
         at_ceiling: predictions tied with their batch maximum, likewise.
         below_floor: targets below their batch's smallest prediction by more than the margin.
         above_ceiling: targets above their batch's largest prediction by more than the margin.
+        negative_targets: targets below zero by more than the margin (regression).
+        positive_targets: targets above zero by more than the margin (regression).
         outside_unit: predictions outside [0, 1] (probabilities).
         squashed: rows (multi-class) or values (binary) that already look like probabilities (logits).
         rows: rows (or values) checked for ``squashed``.
@@ -49,6 +60,8 @@ class RangeCounts:
     at_ceiling: int = 0
     below_floor: int = 0
     above_ceiling: int = 0
+    negative_targets: int = 0
+    positive_targets: int = 0
     outside_unit: int = 0
     squashed: int = 0
     rows: int = 0
@@ -72,6 +85,18 @@ class OutputRangeMismatchThresholds(Thresholds):
     margin: float = threshold(
         0.05, "A target is beyond the clamp only past it by this fraction of its batch's standard deviation."
     )
+    sign_share: float = threshold(
+        0.2, "Regression, soft bound: share of the targets beyond zero while no prediction crosses it ...", high=1
+    )
+    sign_gap: float = threshold(
+        0.1,
+        "... with at most this share of the targets between zero and the nearest prediction (the predictions reach "
+        "the bound: a run-away output is not one) ...",
+        high=1,
+    )
+    sign_windows: int = threshold(
+        2, "... and side_ratio times the share beyond the other end, in this many windows in a row.", low=1
+    )
     outside_share: float = threshold(0.01, "Probabilities: share of predictions outside [0, 1] that is a mismatch.")
     squashed_share: float = threshold(
         0.99, "Logits: share of rows (or values) that already are probabilities (a softmax/sigmoid before the loss)."
@@ -87,6 +112,7 @@ class OutputRangeMismatch(Detector[OutputRangeMismatchThresholds]):
     def __init__(self, thresholds: OutputRangeMismatchThresholds | None = None) -> None:
         super().__init__(thresholds)
         self.windows = 0
+        self.sign_streak = 0  # windows in a row with every prediction on one side of zero, the targets beyond
 
     def update(self, step: int, counts: RangeCounts) -> list[Diagnosis]:
         if counts.kind not in KINDS:
@@ -104,6 +130,7 @@ class OutputRangeMismatch(Detector[OutputRangeMismatchThresholds]):
         t = self.thresholds
         if c.targets == 0:
             return []
+        bounded = self._sign_bound(step, c)
         below, above = c.below_floor / c.targets, c.above_ceiling / c.targets
         if below >= above:  # judge the side with more unreachable targets
             side, clamped, beyond, other, bound = "lower", c.at_floor / c.predictions, below, above, c.pred_min
@@ -112,7 +139,7 @@ class OutputRangeMismatch(Detector[OutputRangeMismatchThresholds]):
             side, clamped, beyond, other, bound = "upper", c.at_ceiling / c.predictions, above, below, c.pred_max
             where, extreme = "above", f"up to {c.target_max:.3g}"
         if clamped < t.clamped_share or beyond < t.unreachable_share or beyond < t.side_ratio * other:
-            return []
+            return bounded
         message = (
             f"{clamped:.0%} of the predictions sit exactly at their {side} bound ({bound:.3g}), a clamp such "
             f"as a final ReLU, while {beyond:.0%} of the targets lie {where} it ({extreme}): the model cannot reach "
@@ -130,6 +157,49 @@ class OutputRangeMismatch(Detector[OutputRangeMismatchThresholds]):
             "samples": c.predictions,
         }
         return [self.diagnosis(step, message, evidence, subject="clamped output", remedies=_remedies(0))]
+
+    def _sign_bound(self, step: int, c: RangeCounts) -> list[Diagnosis]:
+        """No prediction of the window crossed zero while many targets lie beyond it, ``sign_windows`` windows in
+        a row. The side test (beyond >= side_ratio x the targets above the largest prediction, or below the
+        smallest) keeps a constant or shrunken output, which misses targets on both sides, from counting; the gap
+        test keeps a run-away output (all predictions far from zero) from counting."""
+        t = self.thresholds
+        n = c.targets
+        if c.pred_min >= 0:
+            beyond, past_extreme, other = c.negative_targets / n, c.below_floor / n, c.above_ceiling / n
+            side, bound, where, extreme = "negative", c.pred_min, "below", c.target_min
+        elif c.pred_max <= 0:
+            beyond, past_extreme, other = c.positive_targets / n, c.above_ceiling / n, c.below_floor / n
+            side, bound, where, extreme = "positive", c.pred_max, "above", c.target_max
+        else:
+            self.sign_streak = 0
+            return []
+        between = max(0.0, past_extreme - beyond)  # targets between the nearest prediction and zero
+        if beyond < t.sign_share or between > t.sign_gap or beyond < t.side_ratio * other:
+            self.sign_streak = 0
+            return []
+        self.sign_streak += 1
+        if self.sign_streak != int(t.sign_windows):
+            return []  # said once, when the streak reaches its length
+        nearest = "smallest" if side == "negative" else "largest"
+        message = (
+            f"In {self.sign_streak} windows in a row no prediction was {side} (the {nearest} was {bound:.3g}) while "
+            f"{beyond:.0%} of the targets lie {where} zero ({extreme:.3g} at the extreme): the output is bounded at "
+            "zero (an exp, softplus, ReLU or sigmoid on a regression head) and cannot reach them; near the bound "
+            "such an output passes almost no gradient back."
+        )
+        evidence = {
+            "unreachable_share": beyond,
+            "between_share": between,
+            "other_side_share": other,
+            "windows": float(self.sign_streak),
+            "pred_min": c.pred_min,
+            "pred_max": c.pred_max,
+            "target_min": c.target_min,
+            "target_max": c.target_max,
+            "samples": c.predictions,
+        }
+        return [self.diagnosis(step, message, evidence, subject="bounded output", remedies=_remedies(0))]
 
     def _outside(self, step: int, c: RangeCounts) -> list[Diagnosis]:
         share = c.outside_unit / c.predictions

@@ -15,7 +15,8 @@ _SUM_TOL = 1e-3  # a probability row sums to 1 within this
 class RangeProbe:
     """Per-batch device work only: a few reductions added into two small device tensors.
 
-    Slots: ``[at_floor, at_ceiling, below_floor, above_ceiling, outside_unit, squashed]`` (int64) and
+    Slots: ``[at_floor, at_ceiling, below_floor, above_ceiling, negative_targets, positive_targets, outside_unit,
+    squashed]`` (int64) and
     ``[-pred_min, pred_max, -target_min, target_max]`` (float32, so one ``fmax`` keeps all four extremes).
     Sample counts come from shapes, on the host. A window holds one kind; batches of another are skipped.
     """
@@ -39,7 +40,7 @@ class RangeProbe:
         flat = p.reshape(-1)
         lo, hi = torch.aminmax(flat)
         zero = torch.zeros((), dtype=torch.long, device=flat.device)
-        at_floor = at_ceiling = below = above = outside = squashed = zero
+        at_floor = at_ceiling = below = above = negative = positive = outside = squashed = zero
         if layout.kind == "regression":
             # The extreme itself is always attained once: only further ties mean a clamp.
             at_floor = ((flat <= lo + (_ATOL + _RTOL * lo.abs())).sum() - 1).clamp_min(0)
@@ -47,6 +48,8 @@ class RangeProbe:
             gap = self.margin * t.std(correction=0)
             below = (t < lo - gap).sum()
             above = (t > hi + gap).sum()
+            negative = (t < -gap).sum()
+            positive = (t > gap).sum()
         elif layout.kind == "probabilities":
             outside = ((flat < -_ATOL) | (flat > 1 + _ATOL)).sum()
         else:
@@ -58,7 +61,7 @@ class RangeProbe:
             else:
                 squashed = in_unit.sum()
                 self.rows += in_unit.numel()
-        counts = torch.stack([at_floor, at_ceiling, below, above, outside, squashed])
+        counts = torch.stack([at_floor, at_ceiling, below, above, negative, positive, outside, squashed])
         extremes = torch.stack([-lo, hi, -t.min(), t.max()])
         if self._counts is None or self._extremes is None or self._counts.device != counts.device:
             self._counts, self._extremes = counts, extremes
@@ -82,14 +85,16 @@ class RangeProbe:
             at_ceiling=int(values[1]),
             below_floor=int(values[2]),
             above_ceiling=int(values[3]),
-            outside_unit=int(values[4]),
-            squashed=int(values[5]),
+            negative_targets=int(values[4]),
+            positive_targets=int(values[5]),
+            outside_unit=int(values[6]),
+            squashed=int(values[7]),
             rows=self.rows,
             classes=layout.classes if layout.class_dim else 0,
-            pred_min=-values[6],
-            pred_max=values[7],
-            target_min=-values[8],
-            target_max=values[9],
+            pred_min=-values[8],
+            pred_max=values[9],
+            target_min=-values[10],
+            target_max=values[11],
         )
         self.reset()
         return result

@@ -62,3 +62,34 @@ def test_a_spike_that_recovers_is_not_divergence() -> None:
     losses = decaying(200)
     losses[100:103] = 50.0
     assert feed(LossDivergence(), losses) == []
+
+
+def _blow_up_on_the_first_updates() -> np.ndarray:
+    # A fine-tune with a learning rate far too high: 9.6 before any update, ~1,500 after two, then it comes back.
+    jump = np.array([9.6, 230, 1600, 2000, 1500, 2000, 1000, 1400, 1100, 900])
+    return np.concatenate([jump, np.geomspace(600, 10, 150)])
+
+
+def test_a_blow_up_on_the_first_updates_is_measured_from_the_first_batch() -> None:
+    found = feed(LossDivergence(), _blow_up_on_the_first_updates(), first_batch_rows=32)[0]
+    assert found.severity == "warning" and found.subject == "blow-up"
+    assert found.evidence["first_loss"] == 9.6 and found.evidence["factor"] >= 100
+    assert "in its first batch to" in found.message
+
+
+def test_a_single_sample_first_batch_is_no_reference_for_a_blow_up() -> None:
+    # With batch size 1 the first loss is one sample's: the reference is the median of the first 8 batches, and
+    # against it the same curve rose only ~1.3x; unknown batch size: the median of three, ~7x.
+    assert feed(LossDivergence(), _blow_up_on_the_first_updates(), first_batch_rows=1) == []
+    assert feed(LossDivergence(), _blow_up_on_the_first_updates()) == []
+    # Heavy-tailed single-sample losses whose first two are near 0 by chance (squared Gaussian residuals).
+    rng = np.random.default_rng(7)
+    healthy = np.concatenate([[0.005], 2 * rng.standard_normal(300) ** 2 * np.geomspace(1, 0.1, 300)])
+    assert feed(LossDivergence(), healthy, first_batch_rows=1) == []
+
+
+def test_a_slow_climb_and_fall_is_no_blow_up() -> None:
+    # A sparse-reward TD loss: near 0 while the values are, then 1000x higher as rewards propagate over hundreds of
+    # steps, then down again as the values settle. Not a learning rate too high for the start.
+    losses = np.concatenate([np.geomspace(1e-4, 1e-1, 400), np.geomspace(1e-1, 1e-2, 200)])
+    assert [d for d in feed(LossDivergence(), losses, first_batch_rows=64) if d.subject == "blow-up"] == []

@@ -35,6 +35,51 @@ def test_no_clamp_or_reachable_targets_stay_quiet(counts: RangeCounts) -> None:
     assert OutputRangeMismatch().update(1, counts) == []
 
 
+def test_an_exp_head_with_negative_targets_is_a_bound_after_two_windows() -> None:
+    detector = OutputRangeMismatch()
+    exp_head = regression(pred_min=1e-4, pred_max=4.0, negative_targets=200, above_ceiling=10, below_floor=200)
+    assert detector.update(10, exp_head) == []  # one window could be a young model
+    [found] = detector.update(20, exp_head)
+    assert found.subject == "bounded output" and found.step == 20
+    assert "no prediction was negative" in found.message and "39% of the targets lie below zero" in found.message
+    assert found.evidence["windows"] == 2 and found.evidence["unreachable_share"] == 200 / 512
+    assert detector.update(30, exp_head) == []  # said once per streak
+
+
+def test_a_negated_exp_head_with_positive_targets_is_a_bound_too() -> None:
+    detector = OutputRangeMismatch()
+    counts = regression(
+        pred_min=-3.0, pred_max=-1e-3, positive_targets=300, above_ceiling=310, below_floor=5, target_max=4.0
+    )
+    detector.update(1, counts)
+    [found] = detector.update(2, counts)
+    assert "no prediction was positive" in found.message and "above zero" in found.message
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        regression(pred_min=-1.8, negative_targets=200),  # predictions cross zero: an unbounded head
+        regression(pred_min=0.4, negative_targets=250, above_ceiling=240),  # a constant output misses both sides
+        regression(pred_min=1e-3, negative_targets=60),  # few targets below zero: a positive-valued target
+        # a run-away output (a flipped sign): every target is past its largest prediction, 40% before zero
+        regression(pred_min=-900.0, pred_max=-25.0, positive_targets=300, above_ceiling=512),
+    ],
+)
+def test_a_head_that_crosses_zero_or_misses_both_sides_is_no_bound(counts: RangeCounts) -> None:
+    detector = OutputRangeMismatch()
+    assert detector.update(1, counts) == [] and detector.update(2, counts) == []
+
+
+def test_a_window_that_crosses_zero_restarts_the_streak() -> None:
+    detector = OutputRangeMismatch()
+    exp_head = regression(pred_min=1e-4, negative_targets=200)
+    detector.update(1, exp_head)
+    detector.update(2, regression(pred_min=-0.5, negative_targets=200))
+    assert detector.update(3, exp_head) == []
+    assert len(detector.update(4, exp_head)) == 1
+
+
 def test_probabilities_outside_the_unit_interval() -> None:
     counts = RangeCounts("probabilities", 1000, 1000, outside_unit=300, pred_min=-2.0, pred_max=3.5)
     [found] = OutputRangeMismatch().update(5, counts)

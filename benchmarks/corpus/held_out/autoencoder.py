@@ -35,11 +35,12 @@ class DenoisingAE(L.LightningModule):
         keep = (torch.rand(x.shape, generator=g) > 0.2).float()
         return x * keep + self.hparams.noise * torch.randn(x.shape, generator=g)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = batch[0].flatten(1)
-        loss = F.mse_loss(self(self.corrupt(x)), x)
+        reconstruction = self(self.corrupt(x))
+        loss = F.mse_loss(reconstruction, x)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": reconstruction, "target": x}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x = batch[0].flatten(1)
@@ -70,5 +71,6 @@ PROGRAMS = [
         _build,
         faults=("nan_batch", "flipped_sign", "exp_output"),
         output_module="decoder",
+        output_monitor=True,
     )
 ]

@@ -29,11 +29,12 @@ class LSTMForecaster(L.LightningModule):
         out, _ = self.lstm(past)
         return self.head(out[:, -1])
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         past, future = batch
-        loss = F.mse_loss(self(past), future)
+        forecast = self(past)
+        loss = F.mse_loss(forecast, future)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": forecast, "target": future}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         past, future = batch
@@ -66,5 +67,6 @@ PROGRAMS = [
         _build,
         faults=("nan_batch", "no_zero_grad", "exp_output"),
         output_module="head",
+        output_monitor=True,
     )
 ]

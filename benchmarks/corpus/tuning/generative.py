@@ -47,11 +47,12 @@ class ConvAutoencoder(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, _ = batch
-        loss = F.mse_loss(self(x), x)
+        reconstruction = self(x)
+        loss = F.mse_loss(reconstruction, x)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": reconstruction, "target": x}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, _ = batch
@@ -91,23 +92,24 @@ class VAE(L.LightningModule):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return self.decoder(z), mu, logvar
 
-    def _terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         recon, mu, logvar = self(x)
         reconstruction = F.mse_loss(recon, x.flatten(1), reduction="sum") / len(x)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
-        return reconstruction, kl
+        return reconstruction, kl, recon
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         x, _ = batch
-        reconstruction, kl = self._terms(x)
+        reconstruction, kl, recon = self._terms(x)
         beta = min(1.0, self.global_step / self.hparams.warmup)
         loss = reconstruction + beta * kl
         self.log_dict({"train_loss": loss, "train_recon": reconstruction, "train_kl": kl, "beta": beta})
-        return {"loss": loss, "loss_terms": {"reconstruction": reconstruction, "kl": beta * kl}}
+        terms = {"reconstruction": reconstruction, "kl": beta * kl}
+        return {"loss": loss, "loss_terms": terms, "preds": recon, "target": x.flatten(1)}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, _ = batch
-        reconstruction, kl = self._terms(x)
+        reconstruction, kl, _ = self._terms(x)
         self.log_dict({"val_loss": reconstruction + kl, "val_recon": reconstruction, "val_kl": kl})
 
     def configure_optimizers(self) -> Any:
@@ -245,6 +247,7 @@ PROGRAMS = [
         _autoencoder,
         faults=("lr_div_1e6", "exp_output", "nan_batch"),
         output_module="decoder",
+        output_monitor=True,
     ),
     Program(
         "vae_kl_warmup",
@@ -253,6 +256,7 @@ PROGRAMS = [
         _vae,
         faults=("nan_batch", "flipped_sign", "exp_output"),
         output_module="decoder",
+        output_monitor=True,
     ),
     Program(
         "dcgan_manual",

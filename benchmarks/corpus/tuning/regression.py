@@ -27,11 +27,12 @@ class OnlineRegressor(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        loss = F.mse_loss(self(x), y)
+        pred = self(x)
+        loss = F.mse_loss(pred, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True)
-        return loss
+        return {"loss": loss, "preds": pred, "target": y}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -70,11 +71,12 @@ class LinearRegression(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        loss = F.mse_loss(self(x), y)
+        pred = self(x)
+        loss = F.mse_loss(pred, y)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": pred, "target": y}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -101,6 +103,7 @@ PROGRAMS = [
         _online,
         faults=("lr_x1000", "no_zero_grad", "exp_output"),
         output_module="net",
+        output_monitor=True,
     ),
     Program(
         "linear_converged_early",
@@ -110,5 +113,6 @@ PROGRAMS = [
         _linear,
         faults=("lr_div_1e6", "frozen", "exp_output"),
         output_module="linear",
+        output_monitor=True,
     ),
 ]

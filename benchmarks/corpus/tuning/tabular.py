@@ -31,11 +31,12 @@ class TabularRegressor(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        loss = F.mse_loss(self(x), y)
+        pred = self(x)
+        loss = F.mse_loss(pred, y)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": pred, "target": y}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -62,5 +63,6 @@ PROGRAMS = [
         _build,
         faults=("lr_x1000", "flipped_sign", "exp_output"),
         output_module="net",
+        output_monitor=True,
     )
 ]

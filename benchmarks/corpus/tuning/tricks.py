@@ -89,11 +89,12 @@ class BF16Regressor(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        loss = F.mse_loss(self(x).float(), y)
+        pred = self(x).float()
+        loss = F.mse_loss(pred, y)
         self.log("train_loss", loss, on_step=True, on_epoch=True)
-        return loss
+        return {"loss": loss, "preds": pred, "target": y}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -138,11 +139,12 @@ class FreezingTanhNet(L.LightningModule):
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=False)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        loss = F.mse_loss(self(x), y)
+        pred = self(x)
+        loss = F.mse_loss(pred, y)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": pred, "target": y}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
@@ -176,6 +178,7 @@ PROGRAMS = [
         _bf16,
         faults=("exp_output", "nan_batch", "flipped_sign"),
         output_module="model",
+        output_monitor=True,
     ),
     Program(
         "freeze_block_mid_run",
@@ -184,5 +187,6 @@ PROGRAMS = [
         _freezing,
         faults=("no_zero_grad", "exp_output", "lr_x1000"),
         output_module="head",
+        output_monitor=True,
     ),
 ]

@@ -1,0 +1,29 @@
+"""The corpus score: recall with OutputMonitor and by LossGuard's own signals are counted apart."""
+
+from __future__ import annotations
+
+from benchmarks.corpus.faults import FAULTS
+from benchmarks.corpus.run import Result, score
+from lightning_lossguard import Diagnosis, Severity
+
+
+def found(code: str, message: str = "") -> Diagnosis:
+    return Diagnosis(code, Severity.WARNING, 40, message, {}, [], "")
+
+
+def faulty(diagnoses: list[Diagnosis]) -> Result:
+    return Result("p", "tuning", 0, "exp_output", FAULTS["exp_output"].expect, 0, diagnoses)
+
+
+def test_a_fault_named_only_by_output_monitor_counts_apart() -> None:
+    by_monitor = faulty([found("output_range_mismatch", "the output is bounded at zero")])
+    by_core = faulty([found("loss_divergence")])
+    assert by_monitor.correct is not None and by_monitor.correct_without_outputs is None
+    assert by_core.correct is not None and by_core.correct_without_outputs is not None
+    [row] = [line for line in score([by_monitor, by_core]).splitlines() if line.startswith("| tuning")]
+    assert "| 2 | 2 (100.0%) | 1 (50.0%) |" in row
+
+
+def test_a_clamp_message_does_not_name_an_exp_output() -> None:
+    clamp = faulty([found("output_range_mismatch", "40% of the predictions sit exactly at their lower bound")])
+    assert clamp.correct is None
