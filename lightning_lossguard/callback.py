@@ -32,6 +32,7 @@ from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter
+from lightning_lossguard.signals.batch import leading_rows
 from lightning_lossguard.signals.budget import CostBudget, IntervalCost, gc_seconds
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
@@ -299,7 +300,7 @@ class LossGuard(Callback):
         index = {id(p): i for i, p in enumerate(self._watched.params)}
         upstream = upstream_parameters(self._graph_roots, index) if index else None
         self._graph_roots = []
-        self._layout = dataclasses.replace(self._layout.with_paths(upstream), first_batch_rows=_leading_rows(batch))
+        self._layout = dataclasses.replace(self._layout.with_paths(upstream), first_batch_rows=leading_rows(batch))
 
     def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         notes = []
@@ -891,17 +892,6 @@ def _settings(trainer: pl.Trainer) -> RunSettings:
         clip_val=float(clip) if clip and norm_clipping else None,
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
     )
-
-
-def _leading_rows(batch: Any) -> int:
-    """Rows of the first tensor found in a batch (a tensor, or a tuple, list or dict of them); 0 when none."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 0
-    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
-    for item in items:
-        if isinstance(item, (torch.Tensor, tuple, list, Mapping)):
-            return _leading_rows(item)
-    return 0
 
 
 def _first_group(trainer: pl.Trainer) -> dict[str, Any] | None:

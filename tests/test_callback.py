@@ -18,7 +18,6 @@ from torch.nn import functional as F
 from benchmarks.fault_zoo.run import run_scenario
 from benchmarks.fault_zoo.scenarios import ZooModule, build, loader, mlp, regression_data
 from lightning_lossguard import LossGuard, LossGuardAlarm
-from lightning_lossguard.callback import _leading_rows
 from lightning_lossguard.diagnostician import Diagnostician
 from tests.conftest import events, text_of, trainer
 
@@ -402,18 +401,3 @@ def test_a_suppressed_stall_starts_no_thread(tmp_path: Path) -> None:
     guard = LossGuard(stall_timeout=0.01, suppress=["stalled_training"], verbose=False)
     trainer(tmp_path, [guard], max_steps=5).fit(Stalls(stall_s=0.1, at=2), loader(regression_data()))
     assert guard.diagnoses == []
-
-
-@pytest.mark.parametrize(
-    ("batch", "rows"),
-    [
-        (torch.zeros(32, 3), 32),
-        ((torch.zeros(16, 3), torch.zeros(16)), 16),
-        ({"image": torch.zeros(8, 1, 4, 4), "label": torch.zeros(8)}, 8),
-        ([[torch.zeros(4, 2)], torch.zeros(4)], 4),
-        (("text", 3), 0),
-        (torch.tensor(1.0), 0),
-    ],
-)
-def test_the_first_batch_size_is_read_from_its_first_tensor(batch: object, rows: int) -> None:
-    assert _leading_rows(batch) == rows

@@ -165,7 +165,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         rows = self.first_batch_rows
         batches = 3 if rows <= 0 else math.ceil(t.first_rows / rows)  # the first batches that hold first_rows
         single = batches == 1
-        first = median(self.first[:batches]) if self.first else math.nan
+        first = median(self.first[:batches])  # NaN before any finite loss
         if not (first > 0 and self.peak and current > 0):
             return []
         peak, at = self.peak

@@ -16,8 +16,8 @@ class RangeProbe:
     """Per-batch device work only: a few reductions added into two small device tensors.
 
     Slots: ``[at_floor, at_ceiling, below_floor, above_ceiling, negative_targets, positive_targets, outside_unit,
-    squashed]`` (int64) and
-    ``[-pred_min, pred_max, -target_min, target_max]`` (float32, so one ``fmax`` keeps all four extremes).
+    squashed]`` (int64) and ``[-pred_min, pred_max, -target_min, target_max]`` (float32, so one ``fmax`` keeps
+    all four extremes).
     Sample counts come from shapes, on the host. A window holds one kind; batches of another are skipped.
     """
 
