@@ -31,14 +31,19 @@ from lightning_lossguard.diagnostician import Diagnostician, RunLayout, RunSetti
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
-from lightning_lossguard.report.loggers import LoggerReporter
+from lightning_lossguard.report.loggers import LoggerReporter, Series
 from lightning_lossguard.signals.batch import leading_rows
-from lightning_lossguard.signals.budget import CostBudget, IntervalCost, gc_seconds
+from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalCost, gc_seconds, watch_gc
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
 from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks
-from lightning_lossguard.signals.parameters import WatchedSet, build_layout, watched_parameters
+from lightning_lossguard.signals.parameters import (
+    WatchedSet,
+    build_layout,
+    optimizer_parameters_key,
+    watched_parameters,
+)
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
 from lightning_lossguard.signals.watchdog import Stall, Watchdog
@@ -59,11 +64,11 @@ def _own_time(hook: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(hook)
     def timed(self: Any, *args: Any, **kwargs: Any) -> None:
-        start, collected = time.perf_counter(), gc_seconds()
+        start, collected = time.perf_counter(), GC_SECONDS[0]  # watch_gc() ran at construction
         try:
             hook(self, *args, **kwargs)
         finally:
-            self._own_seconds += time.perf_counter() - start - (gc_seconds() - collected)
+            self._own_seconds += time.perf_counter() - start - (GC_SECONDS[0] - collected)
 
     return timed
 
@@ -170,6 +175,12 @@ class LossGuard(Callback):
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
         self._batch_step = 0
         self._report_batches = 1
+        self._watched_key: tuple[object, ...] | None = None  # the optimizers' parameters when last watched
+        self._before_report = False  # the batch under way is the last before a report
+        self._backward_work = False  # the backward hooks have something to do in the batch under way
+        self._step_work = False  # and so has the optimizer-step hook
+        self._sample_gradients = False  # its gradients are measured (the budget's stride)
+        self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
         self._check_leftover = False
         self._fitting = False
@@ -186,6 +197,7 @@ class LossGuard(Callback):
         self._budget: CostBudget | None = None
         self._lr_group: dict[str, Any] | None = None  # re-read at each report (schedulers swap nothing, but be safe)
         self._own_seconds = 0.0  # LossGuard's own time since the last report (its hooks, reports included)
+        watch_gc()  # the hooks read the collector's clock without a call
         self._gradient_seconds = 0.0  # of it: the gradient-norm passes (the budget plans the stride from it)
         self._interval_seconds = 0.0  # of it: the once-per-interval work (the last report, the report-step samples)
         self._since_report = 0  # the batch count at the last report
@@ -235,7 +247,8 @@ class LossGuard(Callback):
             self._report_batches,
             adaptive_reports=self.report_every is None,
             accumulate=accumulate,
-            max_report_batches=planned * accumulate // MIN_REPORTS_UNDER_BUDGET if planned else 0,
+            min_reports=MIN_REPORTS_UNDER_BUDGET,
+            planned_batches=planned * accumulate if planned else 0,
         )
         self._lr_group = _first_group(trainer)
         # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
@@ -268,6 +281,10 @@ class LossGuard(Callback):
     def _watch(self, trainer: pl.Trainer, module: pl.LightningModule, order: list[str] | None = None) -> None:
         """(Re)read the watched parameters and the layout; the recorder's rows must have been drained."""
         assert self._recorder is not None
+        key = optimizer_parameters_key(trainer.optimizers)
+        if order is None and key == self._watched_key:
+            return  # the report-time re-check: nothing was added, frozen, unfrozen or cast since the last one
+        self._watched_key = key
         watched = watched_parameters(module, trainer.optimizers)
         for name, reason in watched.unreadable:
             self._gap("gradients", f"{name}: {reason}")
@@ -328,25 +345,44 @@ class LossGuard(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._backward_work = self._step_work = False
         if self._recorder is None or self._broken:
             return
         try:
             self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
             # The first batch after a report, in automatic optimization, starts from zeroed gradients: check it.
             self._check_leftover = (
-                pl_module.automatic_optimization and self._batches > 0 and self._batches % self._report_batches == 0
+                self._batches % self._report_batches == 0 and self._batches > 0 and pl_module.automatic_optimization
             )
             self._recorder.begin_batch()
-            before_report = self._last_before_report()
-            if self._budget is None or self._budget.samples(self._batches, before_report):
+            self._before_report = before_report = (self._batches + 1) % self._report_batches == 0
+            if self._budget is None:
+                timed = self._sample_gradients = True
+            else:
+                timed, self._sample_gradients = self._budget.samples(self._batches, self._batch_step, before_report)
+            if timed:
                 self._recorder.timer.batch_start(self._batch_step)
             else:
                 self._recorder.timer.batch_untimed(self._batch_step)
+            if self._forward is not None and self._batches > 0:
+                self._forward.timing(timed)
+            self._backward_work = timed or self._check_leftover or self._order is not None
+            self._step_work = timed or self._sample_gradients or self._batches == 0
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
 
-    @_own_time
+    # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
+    # they return at once, unwrapped (the clock reads of the own-time wrapper would cost more than they do).
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if self._backward_work:
+            self._before_backward(loss)
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._backward_work:
+            self._after_backward()
+
+    @_own_time
+    def _before_backward(self, loss: torch.Tensor) -> None:
         if self._recorder is None or self._broken:
             return
         try:
@@ -360,25 +396,29 @@ class LossGuard(Callback):
             self._internal_error("on_before_backward", error)
 
     @_own_time
-    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _after_backward(self) -> None:
         if self._recorder is not None and not self._broken:
             try:
                 self._recorder.timer.backward_end()
             except Exception as error:
                 self._internal_error("on_after_backward", error)
 
-    @_own_time
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        if self._step_work:  # as the backward hooks: nothing to do on an untimed, unsampled batch
+            self._before_optimizer_step(optimizer)
+
+    @_own_time
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._recorder is None or self._broken:
             return
         try:
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm (on the budget's stride).
             # The stride counts optimizer steps (the step the batch started at), not micro-batches: under
             # gradient accumulation only every k-th batch steps.
-            before_report = self._last_before_report()
-            if self._budget is None or self._budget.samples(self._batch_step, before_report):
+            before_report = self._before_report  # the last batch before a report: its samples are always taken
+            if self._sample_gradients:
                 start = time.perf_counter()
                 self._recorder.record_gradients(self._batch_step, optimizer)
                 self._gradient_seconds += time.perf_counter() - start
@@ -425,7 +465,7 @@ class LossGuard(Callback):
             start, collected = time.perf_counter(), gc_seconds()
             self._report(trainer, pl_module)
             self._interval_seconds += time.perf_counter() - start - (gc_seconds() - collected)
-        elif self._tripwire_due():
+        elif self._tripwire_every and self._batches % self._tripwire_every == 0:
             self._tripwire(trainer, pl_module)
 
     # -- pauses that are not data loading ---------------------------------------------------------------
@@ -516,9 +556,12 @@ class LossGuard(Callback):
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
             window.host_rss_mb = host_rss_mb()
             window.device_allocated_mb = device_allocated_mb(self._device)
+            cost = self._review_cost(batches, window)
             if not window.empty:
                 new = self._diagnostician.judge(window, self._layout, _learning_rate(trainer))
-                self._log_signals(window)
+                self._log_signals(window, cost)
+            elif cost and self._loggers is not None:
+                self._loggers.scalars(cost)
             for monitor in self.monitors:
                 new += self._diagnostician.accept(monitor.judge_training(trainer.global_step))
                 self._monitor_log(trainer, monitor)
@@ -526,20 +569,11 @@ class LossGuard(Callback):
                 self._watch(trainer, module)  # parameters added, unfrozen or frozen since the last report
             self._check_gradients_seen(trainer, module)
             self._tell(trainer, new)
-            self._review_cost(batches, window)
         except Exception as error:
             self._internal_error("report", error)
         stalls, self._stalls = self._stalls, []
         self._decide(trainer, new + stalls)
         return new
-
-    def _last_before_report(self) -> bool:
-        """Whether the batch under way is the last one before a report (its samples are always taken)."""
-        return (self._batches + 1) % self._report_batches == 0
-
-    def _tripwire_due(self) -> bool:
-        budget = self._budget
-        return budget is not None and budget.stretched and self._batches % budget.base_report_batches == 0
 
     def _tripwire(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The budget stretched the interval between reports: at each default interval, one host read says
@@ -553,10 +587,12 @@ class LossGuard(Callback):
         if due:
             self._report(trainer, pl_module)
 
-    def _review_cost(self, batches: int, window: Window) -> None:
-        """Keep LossGuard's own time under its budget: adapt the gradient stride and the report interval."""
+    def _review_cost(self, batches: int, window: Window) -> Series:
+        """Keep LossGuard's own time under its budget: adapt the gradient stride and the report interval. Returns
+        the cost's scalars, logged with the interval's signals (one TensorBoard event per report). The report
+        under way counts in the next interval, as every report did in this one."""
         if self._budget is None:
-            return
+            return {}
         step = window.phase_ms.get("step")
         cost = IntervalCost(
             batches,
@@ -569,13 +605,13 @@ class LossGuard(Callback):
         self._own_seconds = self._gradient_seconds = self._interval_seconds = 0.0
         self._budget.review(cost)
         self._report_batches = self._budget.report_batches
-        if self._loggers is not None and math.isfinite(self._budget.share):
-            self._loggers.scalars(
-                {
-                    "lossguard/cost/share": ([window.last_step], [self._budget.share]),
-                    "lossguard/cost/gradient_stride": ([window.last_step], [float(self._budget.stride)]),
-                }
-            )
+        self._tripwire_every = self._budget.base_report_batches if self._budget.stretched else 0
+        if not math.isfinite(self._budget.share):
+            return {}
+        return {
+            "lossguard/cost/share": ([window.last_step], [self._budget.share]),
+            "lossguard/cost/gradient_stride": ([window.last_step], [float(self._budget.stride)]),
+        }
 
     def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Optimizer steps that never pass through Lightning's hook leave the gradients unmeasured: a gap."""
@@ -592,9 +628,10 @@ class LossGuard(Callback):
                 "optimization.",
             )
 
-    def _log_signals(self, window: Window) -> None:
+    def _log_signals(self, window: Window, extra: Series) -> None:
         if self._loggers is not None:
-            self._loggers.signals(window, self._layout, self._diagnostician.band(), final=self._finished)
+            band = self._diagnostician.band()
+            self._loggers.signals(window, self._layout, band, final=self._finished, extra=extra)
 
     def _monitor_log(self, trainer: pl.Trainer, monitor: Monitor) -> None:
         if trainer.is_global_zero and self._loggers is not None and self._loggers.tensorboards:

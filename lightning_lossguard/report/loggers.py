@@ -91,10 +91,18 @@ class LoggerReporter:
             writer.add_custom_scalars(layout)
         self._layout = layout
 
-    def signals(self, window: Window, layout: RunLayout, band: tuple[float, float] | None, final: bool = False) -> None:
-        """Log one report interval's signals (``band``: the gradient norm's normal band, when known)."""
+    def signals(
+        self,
+        window: Window,
+        layout: RunLayout,
+        band: tuple[float, float] | None,
+        final: bool = False,
+        extra: Series | None = None,
+    ) -> None:
+        """Log one report interval's signals (``band``: the gradient norm's normal band, when known) and ``extra``
+        series of the same report, in one write."""
         opt = window.optimizer_steps
-        series: Series = {"lossguard/train_loss": (window.batch_steps, window.loss)}
+        series: Series = {"lossguard/train_loss": (window.batch_steps, window.loss), **(extra or {})}
         if opt:
             norms = window.grad_norms
             series[NORM] = (opt, norms)

@@ -1,17 +1,18 @@
 """The cost budget LossGuard keeps itself: its own time per step stays under a share of the step's time.
 
-LossGuard times itself (two ``perf_counter`` reads per hook, and per gradient pass and report) and, at each
-report, compares its time per training batch with the batch's own time. Over budget, it measures per-layer
+LossGuard times itself (two ``perf_counter`` reads per hook that does work, and per gradient pass and report)
+and, at each report, compares its time per training batch with the batch's own time. Over budget, it measures per-layer
 gradient norms on a stride of optimizer steps instead of every one (the one per-step cost that grows with the
 model), and, when that is not enough and the user did not set ``report_every``, reports less often (judging
 costs milliseconds per report). It plans both from what each part cost (:class:`CostBudget`), so it reaches the
 right stride and interval at the first review after the warm-up instead of feeling its way there. Well under
-budget, it goes back. The loss is recorded on every step whatever the budget: a NaN is seen on the step it
-happens.
+budget, it goes back. In a run of known length the budget holds for the whole run: what the set-up and the
+warm-up spent above it is paid back over the batches left. The loss is recorded on every step whatever the
+budget: a NaN is seen on the step it happens.
 
 Limits keep detection timely: at least ``min_samples`` gradient rows per report interval, and a report
-interval at most ``max_report_factor`` times the default and at most ``max_report_batches`` (the callback keeps
-10 reports in a run of known length). Time in Python's garbage collector during
+interval at most ``max_report_factor`` times the default and, in a run of known length, short enough for
+``min_reports`` reports in all (the callback keeps 10). Time in Python's garbage collector during
 LossGuard's hooks is not counted (a full collection lands wherever allocation happens to trigger it).
 Decisions use only this process's clock: under several ranks the budget does not adapt (every rank must
 sample and report at the same steps).
@@ -25,7 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-_GC = [0.0, 0.0]  # [seconds spent in garbage collection so far, start of the collection under way]
+GC_SECONDS = [0.0, 0.0]
+"""[seconds spent in Python's garbage collector so far, start of the collection under way]: read ``[0]``
+directly on the per-step path (no call), once :func:`watch_gc` has run."""
 
 
 _clock = time.perf_counter  # bound once: a collection can start anywhere, even while a test patches ``time``
@@ -33,25 +36,27 @@ _clock = time.perf_counter  # bound once: a collection can start anywhere, even 
 
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
-        _GC[1] = _clock()
+        GC_SECONDS[1] = _clock()
     else:
-        _GC[0] += _clock() - _GC[1]
+        GC_SECONDS[0] += _clock() - GC_SECONDS[1]
 
 
 def gc_seconds() -> float:
     """Seconds spent in Python's garbage collector since LossGuard was first used. A full collection of a
     Lightning process takes ~0.1 s and lands in whatever code allocates at that moment: the budget does not
     count it as LossGuard's own time (the run pays it with or without LossGuard)."""
-    if not _WATCHING:
-        _watch_gc()
-    return _GC[0]
+    watch_gc()
+    return GC_SECONDS[0]
 
 
 _WATCHING = False
 
 
-def _watch_gc() -> None:
+def watch_gc() -> None:
+    """Start counting the collector's time (idempotent)."""
     global _WATCHING
+    if _WATCHING:
+        return
     if _on_gc not in gc.callbacks:
         gc.callbacks.append(_on_gc)
     _WATCHING = True
@@ -95,13 +100,18 @@ class CostBudget:
         min_samples: gradient rows per report interval, at least (exploding-gradient detection needs a few).
         max_report_factor: the report interval grows to at most this many times the configured one.
         accumulate: training batches per optimizer step (gradient accumulation); the stride counts optimizer steps.
-        max_report_batches: the report interval never grows past this many batches (0: no cap beyond
-            ``max_report_factor``). A run of known length passes its length over the reports it must keep: a short
-            run judged too rarely sees a fast-growing fault too late.
-        warmup_reviews: the first reviews measure but do not adapt: the first interval holds the run's one-time
-            set-up (hooks, the graph walk) and the second the first report's (the layout), not the steady state.
+        min_reports: a run of known length (``planned_batches``) keeps at least this many reports in all (0: no
+            such floor): the interval never grows past the batches left at the first plan over the reports still
+            owed then (the warm-up's reports count; reports added later, at a validation end say, do not lengthen
+            it). A short run judged too rarely sees a fast-growing fault too late.
+        warmup_reviews: the first reviews do not plan: the first interval holds the run's one-time set-up (hooks,
+            the graph walk) and the second the first report's (the layout), not the steady state. They only take the
+            stride every plan would reach anyway: one gradient pass per step over the whole budget cannot fit.
         planning_margin: the share of the budget a plan aims at (measured costs vary from interval to interval).
         relax_below: under this share of the budget, a plan that measures more often is taken.
+        planned_batches: the run's length in training batches, when known (0: unknown). The budget is then kept
+            over the whole run: what the set-up and the warm-up spent above it is paid back over the batches left
+            (each later interval is allowed that much less per batch).
     """
 
     budget: float
@@ -110,17 +120,23 @@ class CostBudget:
     min_samples: int = 10
     max_report_factor: int = 8
     accumulate: int = 1
-    max_report_batches: int = 0
+    min_reports: int = 0
     warmup_reviews: int = 2
     planning_margin: float = 0.8
     relax_below: float = 0.5
     adapt: bool = True
+    planned_batches: int = 0
     stride: int = 1
     base_report_batches: int = 0
     share: float = math.nan
     own_us: float = math.nan
     step_ms: float = math.nan
     reviews: int = 0
+    reports: int = 0
+    floor_batches: int = 0  # the longest interval that keeps min_reports in the run (set at the first plan)
+    spent_own_us: float = 0.0  # LossGuard's time so far, over the reviewed intervals
+    spent_step_us: float = 0.0  # the training batches' time so far (median batch times the batches)
+    seen_batches: int = 0
 
     def __post_init__(self) -> None:
         self.base_report_batches = self.report_batches
@@ -130,29 +146,48 @@ class CostBudget:
         """Whether reports come less often than configured (a cheaper check keeps a NaN's latency short)."""
         return self.report_batches > self.base_report_batches
 
-    def samples(self, index: int, before_report: bool) -> bool:
-        """Whether the batch or optimizer step ``index`` is measured: every ``stride``-th, and always the last
-        batch before a report (the report-step samples are taken there)."""
-        return self.stride == 1 or before_report or index % self.stride == 0
+    def samples(self, batch: int, step: int, before_report: bool) -> tuple[bool, bool]:
+        """Whether the batch is timed and whether its optimizer step's gradients are measured: every ``stride``-th
+        batch and every ``stride``-th optimizer step, and always the last batch before a report (the report-step
+        samples are taken there). One call for both: it runs first in every batch, on a cold cache."""
+        stride = self.stride
+        if stride == 1 or before_report:
+            return True, True
+        return batch % stride == 0, step % stride == 0
 
     def review(self, cost: IntervalCost) -> None:
         """At a report: measure what the interval that just ended cost, and plan the next one."""
+        self.reports += 1
         if cost.batches <= 0 or not math.isfinite(cost.step_ms) or cost.step_ms <= 0:
             return
         self.own_us = cost.own_seconds / cost.batches * 1e6
         self.step_ms = cost.step_ms
         self.share = self.own_us / 1e3 / cost.step_ms
         self.reviews += 1
-        if not self.adapt or self.reviews <= self.warmup_reviews:
+        self.spent_own_us += cost.own_seconds * 1e6
+        self.spent_step_us += cost.batches * cost.step_ms * 1e3
+        self.seen_batches += cost.batches
+        if not self.adapt:
+            return
+        sample_us = cost.gradient_seconds * 1e6 / cost.gradient_rows if cost.gradient_rows else 0.0
+        limit_us = max(0.0, self.budget * cost.step_ms * 1e3 - self._repayment_us())
+        allowed_us = self.planning_margin * limit_us
+        if self.reviews <= self.warmup_reviews:
+            self.stride = max(self.stride, self._stride_floor(sample_us, allowed_us))
             return
         report_us = cost.report_seconds * 1e6
-        sample_us = cost.gradient_seconds * 1e6 / cost.gradient_rows if cost.gradient_rows else 0.0
         fixed_us = max(0.0, self.own_us - (cost.gradient_seconds * 1e6 + report_us) / cost.batches)
-        allowed_us = self.budget * self.planning_margin * cost.step_ms * 1e3
         interval, stride = self._plan(fixed_us, sample_us, report_us, allowed_us)
         stretches = (interval, stride) > (self.report_batches, self.stride)
-        if (self.share > self.budget and stretches) or (self.share < self.budget * self.relax_below and not stretches):
+        if (self.own_us > limit_us and stretches) or (self.own_us < limit_us * self.relax_below and not stretches):
             self.report_batches, self.stride = interval, stride
+
+    def _repayment_us(self) -> float:
+        """Per batch left in a run of known length, what was spent so far above the budget (0 when under it)."""
+        left = self.planned_batches - self.seen_batches
+        if self.planned_batches <= 0 or left <= 0:
+            return 0.0
+        return max(0.0, self.spent_own_us - self.budget * self.spent_step_us) / left
 
     def _plan(self, fixed_us: float, sample_us: float, report_us: float, allowed_us: float) -> tuple[int, int]:
         """The shortest report interval, then the smallest stride, whose predicted cost per batch fits."""
@@ -167,12 +202,27 @@ class CostBudget:
                 return interval, stride
         return intervals[-1], self._max_stride(intervals[-1])
 
+    def _stride_floor(self, sample_us: float, allowed_us: float) -> int:
+        """The stride below which no plan can go, whatever the fixed and report costs turn out to be (both only add
+        to the gradient passes' cost): measured from the gradient passes alone, so the set-up does not bias it."""
+        most = self._max_stride(self.base_report_batches)
+        if sample_us <= 0:
+            return 1
+        if allowed_us <= 0:
+            return most
+        return min(most, max(1, math.ceil(sample_us / self.accumulate / allowed_us)))
+
     def _max_stride(self, interval: int) -> int:
         return max(1, interval // self.accumulate // self.min_samples)
 
     def _report_cap(self) -> int:
         cap = self.base_report_batches * self.max_report_factor
-        return max(self.base_report_batches, min(cap, self.max_report_batches) if self.max_report_batches > 0 else cap)
+        if self.min_reports > 0 and self.planned_batches > 0:
+            if not self.floor_batches:  # fixed at the first plan: the warm-up's reports count, later ones do not
+                owed = max(1, self.min_reports - self.reports)
+                self.floor_batches = max(1, (self.planned_batches - self.seen_batches) // owed)
+            cap = min(cap, self.floor_batches)
+        return max(self.base_report_batches, cap)
 
     def state(self) -> dict[str, float]:
         """What the report says about the cost: the budget, the measured share, and what was adapted."""

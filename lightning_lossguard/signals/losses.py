@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from numbers import Real
 
@@ -31,8 +32,9 @@ class LossProbe:
             self.term_names = tuple(sorted(terms)) if terms else ()
             self.rows = DeviceRows(1 + len(self.term_names))
         if not self.term_names:
-            # Keeping the detached scalar costs less than any copy; its graph is already freed.
-            self._plain.append(loss.detach())
+            # Keeping the detached scalar costs less than any copy; its graph is already freed. Lightning hands over a
+            # detached copy in automatic optimization: kept as it is (an op per step less).
+            self._plain.append(loss.detach() if loss.requires_grad else loss)
             return
         assert self.rows is not None
         row = self.rows.next_row(loss.device)
@@ -62,7 +64,9 @@ class LossProbe:
             chunk = _stacked(self._plain)
             self._plain = []
             self._checked.append(chunk)
-            return not bool(chunk.isfinite().all())
+            # The sum is non-finite when a loss is (or when finite losses overflow float32 together: a report is
+            # due then too). One op fewer than isfinite().all().
+            return not math.isfinite(float(chunk.sum()))
         if self.rows is not None and self.rows.count > self._checked_rows:
             fresh = self.rows.peek()[self._checked_rows :, 0]
             self._checked_rows = self.rows.count
@@ -86,6 +90,7 @@ class LossProbe:
 def _stacked(losses: list[torch.Tensor]) -> torch.Tensor:
     """The losses as one 1-D tensor: stacked as they are (0-d, or all of one shape such as ``[1]``), else one by one."""
     try:
-        return torch.stack(losses).reshape(-1)
+        stacked = torch.stack(losses)
+        return stacked if stacked.dim() == 1 else stacked.reshape(-1)  # 0-d losses: no second op
     except RuntimeError:  # mixed shapes: a loss of shape [1] among scalars
         return torch.stack([loss.reshape(()) for loss in losses])

@@ -2,7 +2,10 @@
 
 Forward timing hooks the LightningModule and each of its top-level children that owns parameters, trainable
 or frozen (a frozen backbone's forward is still forward time, not loss time), except loss modules. After the
-first batch only the hooks whose calls were outermost stay: the rest would cost time and add nothing.
+first batch only the hooks whose calls were outermost stay: the rest would cost time and add nothing. The
+cost budget times every few batches only; between timed batches the hooks are taken off, so the modules run
+PyTorch's hook-free call path (unless a hook ever ran under ``torch.compile``: there, adding or removing a hook
+would make the compiled code recompile, so they stay).
 
 Bookkeeping inside ``training_step`` -- ``self.log``/``self.log_dict`` calls and torchmetrics updates -- is
 timed too (sections ``log`` and ``metrics``), so it is not counted as loss time.
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 from torch.utils.hooks import RemovableHandle
 
 from lightning_lossguard.signals.step_timer import StepTimer
+
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or (lambda: False)  # torch < 2.3 has none
 
 BOOKKEEPING = ("log", "metrics")
 """Timed sections that are neither forward nor loss: logging calls and metric updates."""
@@ -45,26 +51,54 @@ class ForwardHooks:
             for handle in _section_hooks(child, timer, "metrics")
         ]
         outermost = self._outermost
+        self._targets = {id(target): target for target in targets}
+        self._installed = True
+        self._compiled = False
 
         def enter(target: nn.Module) -> Any:
             def hook(*_: Any) -> None:
+                if _is_compiling():
+                    self._compiled = True
                 if timer.forward_enter():
                     outermost.add(id(target))
 
             return hook
 
-        for target in targets:
-            pre = target.register_forward_pre_hook(enter(target))
-            post = target.register_forward_hook(lambda *_: timer.forward_exit())
-            self._handles[id(target)] = (pre, post)
+        def exit_(*_: Any) -> None:
+            timer.forward_exit()
+
+        self._hook_functions = {key: (enter(target), exit_) for key, target in self._targets.items()}
+        self._install()
+
+    def _install(self) -> None:
+        for key, target in self._targets.items():
+            pre, post = self._hook_functions[key]
+            self._handles[key] = (target.register_forward_pre_hook(pre), target.register_forward_hook(post))
+        self._installed = True
 
     def prune(self) -> None:
         """After the first batch: a hooked call that is never outermost only costs time (about 8 us a call)."""
-        for key, handles in list(self._handles.items()):
+        for key in list(self._targets):
             if key not in self._outermost:
-                for handle in handles:
+                for handle in self._handles.pop(key, ()):
                     handle.remove()
-                del self._handles[key]
+                del self._targets[key]
+
+    def timing(self, on: bool) -> None:
+        """Whether the batch about to start is timed: the hooks are put on for it, or taken off."""
+        if on == self._installed or self._compiled:
+            return
+        if on:
+            self._install()
+        else:
+            self._take_off()
+
+    def _take_off(self) -> None:
+        for pre, post in self._handles.values():
+            pre.remove()
+            post.remove()
+        self._handles = {}
+        self._installed = False
 
     @property
     def seen(self) -> bool:
@@ -72,10 +106,8 @@ class ForwardHooks:
         return bool(self._outermost)
 
     def remove(self) -> None:
-        for pre, post in self._handles.values():
-            pre.remove()
-            post.remove()
-        self._handles = {}
+        self._take_off()
+        self._targets = {}
         for handle in self._metric_hooks:
             handle.remove()
         self._metric_hooks = []

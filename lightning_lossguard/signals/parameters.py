@@ -61,6 +61,15 @@ class WatchedSet:
         return (tuple(id(p) for p in self.params), self.groups, self.pending)
 
 
+def optimizer_parameters_key(optimizers: Sequence[torch.optim.Optimizer]) -> tuple[object, ...]:
+    """What the watched set depends on, read from the optimizers alone (no walk over the module): each stepped
+    parameter's identity, whether it trains, its kind and dtype. Equal keys: :func:`watched_parameters` need
+    not run again."""
+    return tuple(
+        (id(p), p.requires_grad, type(p), p.dtype) for o in optimizers for g in o.param_groups for p in g["params"]
+    )
+
+
 def watched_parameters(module: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> WatchedSet:
     """The parameters the ``optimizers`` step that LossGuard can watch now (a Python pass over the parameters:
     report steps only)."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lightning_lossguard.signals.clock import Clock
-from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe
+from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, Row
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.parameters import Sharding
 from lightning_lossguard.signals.step_timer import PHASES, StepTimer
@@ -46,7 +46,7 @@ class SignalRecorder:
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
-        self._batch_row: torch.Tensor | None = None
+        self._batch_row: Row | None = None
         self._batch_steps: list[int] = []
         self._learning_rates: list[float] = []
         self._sample_step: int | None = None

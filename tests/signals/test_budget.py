@@ -64,22 +64,69 @@ def test_between_half_the_budget_and_the_budget_nothing_moves() -> None:
 
 
 def test_a_short_run_keeps_its_reports_however_far_over_budget() -> None:
-    # 400 planned batches, 10 reports at least: the interval grows from 20 to 40 batches at most.
-    budget = CostBudget(0.01, report_batches=20, max_report_batches=400 // 10, warmup_reviews=0)
-    budget.review(spent(fixed_us=150, sample_us=500, report_ms=5))
-    assert (budget.stride, budget.report_batches) == (4, 40)
-    # A configured interval longer than a tenth of the run is kept, not shortened.
-    assert CostBudget(0.01, report_batches=50, max_report_batches=30)._report_cap() == 50
+    # 400 planned batches, 10 reports at least. After the first 20 batches (one report), 9 are owed over the 380
+    # batches left: the interval grows from 20 to 42 batches at most.
+    budget = CostBudget(0.01, report_batches=20, min_reports=10, planned_batches=400, warmup_reviews=0)
+    budget.review(IntervalCost(20, 20 * 150e-6 + 20 * 500e-6 + 5e-3, STEP_MS, 20 * 500e-6, 20, 5e-3))
+    assert (budget.stride, budget.report_batches) == (4, 42)
+    # The warm-up's reports count: after 3 reports at 50 batches, 7 are owed over the 1,350 left (192 batches each).
+    warmed = CostBudget(0.01, report_batches=50, min_reports=10, planned_batches=1500)
+    for _ in range(3):
+        warmed.review(IntervalCost(50, 50 * 2000e-6, STEP_MS))
+    assert warmed.report_batches == 192
+    # Fixed from then on: extra reports (at each validation end, say) do not use up what is owed.
+    for _ in range(12):
+        warmed.review(IntervalCost(20, 20 * 2000e-6, STEP_MS))
+    assert warmed.report_batches == 192
+    # A configured interval longer than the run allows is kept, not shortened.
+    assert CostBudget(0.01, report_batches=50, min_reports=10, planned_batches=300)._report_cap() == 50
 
 
-def test_the_first_reviews_measure_but_do_not_adapt() -> None:
-    # The first interval pays the run's set-up and the second the first report's layout: not the steady state.
+def test_the_first_reviews_only_take_the_stride_every_plan_would_reach() -> None:
+    # The first interval pays the run's set-up and the second the first report's layout: not the steady state, so
+    # no plan yet. But a 500 µs gradient pass per step cannot fit an 80 µs aim whatever else costs: stride 7 now.
     budget = CostBudget(0.01, report_batches=80)
+    budget.review(spent(fixed_us=900, sample_us=500, report_ms=5))
+    assert (budget.report_batches, budget.stride) == (80, 7)
     budget.review(spent(sample_us=500, report_ms=5))
-    budget.review(spent(sample_us=500, report_ms=5))
-    assert budget.stride == 1 and budget.share == pytest.approx(0.057)
+    assert (budget.report_batches, budget.stride) == (80, 7) and budget.share == pytest.approx(0.057)
     budget.review(spent(sample_us=500, report_ms=5))
     assert (budget.report_batches, budget.stride) == (240, 13)
+
+
+def test_during_the_first_reviews_a_cheap_gradient_pass_keeps_every_step_however_costly_the_set_up() -> None:
+    budget = CostBudget(0.01, report_batches=80)
+    budget.review(spent(fixed_us=5000, sample_us=60, report_ms=50))
+    assert (budget.report_batches, budget.stride) == (80, 1)
+
+
+def test_the_first_reviews_stride_keeps_the_rows_a_report_needs() -> None:
+    budget = CostBudget(0.01, report_batches=50)
+    budget.review(spent(sample_us=100_000))
+    assert budget.stride == 5  # 50 batches / 10 rows
+
+
+def test_a_run_of_known_length_pays_back_what_its_start_spent_over_budget() -> None:
+    # Both runs measure a costly start (300 µs per batch: set-up) and then twice the same interval: 40 µs fixed per
+    # batch, a 200 µs gradient pass on every step, a 1 ms report. Unknown length: the third review plans for 80%
+    # of the 100 µs budget: 40 + 10 + 200 / 7 <= 80. 2,000 planned batches: the 50 ms spent over budget so far are
+    # spread over the 1,700 batches left (29.4 µs each), so the plan aims at 80% of 70.6 µs: at 100 batches a
+    # stride of 31 would be needed (10 rows at most), at 200 batches 40 + 5 + 200 / 18 fits.
+    plans = []
+    for planned in (0, 2000):
+        budget = CostBudget(0.01, report_batches=100, planned_batches=planned)
+        budget.review(spent(fixed_us=300))
+        budget.review(spent(fixed_us=40, sample_us=200, report_ms=1))
+        budget.review(spent(fixed_us=40, sample_us=200, report_ms=1))
+        plans.append((budget.report_batches, budget.stride))
+    assert plans == [(100, 7), (200, 18)]
+    assert budget.spent_own_us == pytest.approx(300 * 100 + 2 * (40 * 100 + 200 * 100 + 1000))
+
+
+def test_over_budget_with_nothing_left_to_pay_with_the_warm_up_takes_the_most_stride() -> None:
+    budget = CostBudget(0.01, report_batches=50, planned_batches=150)
+    budget.review(spent(fixed_us=5000, sample_us=30))
+    assert budget.stride == 5
 
 
 def test_a_user_set_report_interval_is_never_changed() -> None:
@@ -115,8 +162,10 @@ def test_no_step_time_no_decision() -> None:
 
 def test_samples_every_strideth_and_always_the_batch_before_a_report() -> None:
     budget = CostBudget(0.01, report_batches=20, stride=4)
-    assert [i for i in range(20) if budget.samples(i, before_report=(i + 1) % 20 == 0)] == [0, 4, 8, 12, 16, 19]
-    assert all(CostBudget(0.01, report_batches=20).samples(i, False) for i in range(20))
+    marks = [budget.samples(i, i // 3, before_report=(i + 1) % 20 == 0) for i in range(20)]
+    assert [i for i, (timed, _) in enumerate(marks) if timed] == [0, 4, 8, 12, 16, 19]
+    assert [i for i, (_, measured) in enumerate(marks) if measured] == [0, 1, 2, 12, 13, 14, 19]  # steps 0, 4, 6
+    assert all(CostBudget(0.01, report_batches=20).samples(i, i, False) == (True, True) for i in range(20))
 
 
 # -- in real fits ----------------------------------------------------------------------------------------------
@@ -159,11 +208,12 @@ def test_under_accumulation_gradients_are_measured_on_strided_optimizer_steps(
     monkeypatch.setattr(SignalRecorder, "record_gradients", spy)
     guard = LossGuard(budget=1e-6, report_every=20, verbose=False)  # 20 optimizer steps = 60 batches per report
     trainer(tmp_path, [guard], max_steps=80, accumulate_grad_batches=3).fit(run.module, run.train)
-    # Every step until the third report (the first two reviews are warm-up); then every 2nd (20 steps / 10 rows at
-    # least) -- optimizer steps, one row each, never micro-batches -- plus the step that comes last before a report.
+    # Every step until the first report; then every 2nd (20 steps / 10 rows at least: a gradient pass alone is over
+    # this budget, so the warm-up reviews take that stride too) -- optimizer steps, one row each, never
+    # micro-batches -- plus the step that comes last before a report.
     assert len(measured) == len(set(measured)) and measured == sorted(measured)
-    assert set(range(60)) | set(range(60, 80, 2)) <= set(measured)
-    assert len(measured) < 60 + 10 + 2
+    assert set(range(20)) | set(range(20, 80, 2)) <= set(measured)
+    assert len(measured) < 20 + 30 + 4
 
 
 def test_a_full_budget_measures_every_step(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe
+from lightning_lossguard.signals.gradients import NO_GRADIENT, SAMPLE_ELEMENTS, GradientProbe
 from lightning_lossguard.signals.parameters import build_layout, layer_name, watched_parameters
 from lightning_lossguard.signals.window import global_norms, layer_norms
 
@@ -88,3 +88,24 @@ def test_dead_unit_share_and_update_ratio_samples() -> None:
     update, weight = probe.update_ratio.take()[0, [0, 2]].tolist()
     assert abs(update - (layer.weight.detach() - before).norm().item()) < 1e-6
     assert abs(weight - before.norm().item()) < 1e-6
+
+
+def test_a_large_parameter_is_sampled_on_evenly_spaced_units() -> None:
+    layer = nn.Linear(256, 1024)  # 262,144 weights: 4x the sample size
+    params = list(layer.parameters())
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=0.5)
+    layer.weight.grad = torch.ones(1024, 256)
+    layer.weight.grad[:768] = 0.0  # the first three quarters of the units get nothing
+    layer.bias.grad = torch.ones(1024)
+    probe.sample_dead_units([0])
+    before = layer.weight.detach().clone()
+    probe.snapshot_weights(opt, max_elements=10**9)
+    assert sum(w.numel() for _, w in probe._before_step) <= SAMPLE_ELEMENTS + 1024
+    opt.step()
+    probe.sample_update_ratio()
+    dead = probe.dead_units.take()[0]
+    assert dead[2].item() == 256 and dead[0].item() == 192  # every 4th unit: the same share, 0.75
+    update, weight = probe.update_ratio.take()[0, [0, 2]].tolist()
+    full = (layer.weight.detach() - before).norm().item() / before.norm().item()
+    assert abs(update / weight - full) < 0.1 * full  # the sampled units' ratio estimates the layer's

@@ -1,0 +1,94 @@
+"""Forward timing hooks: on for timed batches only, except where a hook ran under torch.compile; and in a real
+strided fit, untimed batches run with no hook while timed ones still measure their forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from benchmarks.fault_zoo.scenarios import build
+from lightning_lossguard import LossGuard
+from lightning_lossguard.signals.clock import HostClock
+from lightning_lossguard.signals.module_hooks import ForwardHooks
+from lightning_lossguard.signals.step_timer import StepTimer
+from tests.conftest import trainer
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def hooked(module: nn.Module) -> int:
+    return len(module._forward_hooks) + len(module._forward_pre_hooks)
+
+
+def one_batch(net: nn.Module, timer: StepTimer, step: int) -> list[float]:
+    timer.batch_start(step)
+    net(torch.zeros(1, 4))
+    timer.batch_end()
+    return timer.drain()[1]["forward"]
+
+
+def test_hooks_come_off_between_timed_batches_and_back_on_for_them() -> None:
+    net, timer = Net(), StepTimer(HostClock())
+    hooks = ForwardHooks(net, timer)
+    assert len(one_batch(net, timer, 0)) == 1
+    hooks.prune()  # the Linear child is never outermost: only the module's own hooks stay
+    assert hooked(net) == 2 and hooked(net.body) == 0
+    hooks.timing(False)
+    assert hooked(net) == 0
+    hooks.timing(True)
+    assert hooked(net) == 2 and one_batch(net, timer, 1)[0] > 0
+    hooks.remove()
+    assert hooked(net) == 0
+
+
+def test_a_hook_that_ran_under_torch_compile_stays_on() -> None:
+    # Adding or removing a hook would invalidate the compiled code's guards and recompile it every few batches.
+    net, timer = Net(), StepTimer(HostClock())
+    hooks = ForwardHooks(net, timer)
+    compiled = torch.compile(net, backend="eager")
+    timer.batch_start(0)
+    compiled(torch.zeros(1, 4))
+    timer.batch_end()
+    hooks.timing(False)
+    assert hooked(net) == 2
+
+
+class HookCount(L.Callback):
+    """Runs after LossGuard's batch start: how many forward hooks the module has for each batch."""
+
+    def __init__(self, guard: LossGuard) -> None:
+        self.guard = guard
+        self.per_batch: list[int] = []
+        self.forward_marks: list[int] = []  # per timed batch, its forward spans (taken before its backward)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int) -> None:
+        self.per_batch.append(hooked(pl_module))
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        assert self.guard._recorder is not None
+        current = self.guard._recorder.timer._current
+        if current is not None:
+            self.forward_marks.append(len(current.forward))
+
+
+def test_a_strided_run_times_forward_on_timed_batches_only(tmp_path: Path) -> None:
+    run = build("adam_regression")
+    guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
+    count = HookCount(guard)
+    trainer(tmp_path, [guard, count], max_steps=200).fit(run.module, run.train)
+    assert guard._budget is not None and guard._budget.stride > 1
+    assert count.per_batch[:40] == [2] * 40  # the first interval times every batch
+    assert count.per_batch.count(0) > 100  # most batches after it run PyTorch's hook-free call
+    timed = count.per_batch.count(2)
+    assert len(count.forward_marks) == timed and set(count.forward_marks) == {1}  # each timed batch: one forward
