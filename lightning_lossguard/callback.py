@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -32,7 +32,7 @@ from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
-from lightning_lossguard.signals.batch import leading_rows
+from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalCost, gc_seconds, watch_gc
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
@@ -441,7 +441,7 @@ class LossGuard(Callback):
             return
         try:
             self._recorder.timer.batch_end()
-            loss, terms = _loss_of(outputs)
+            loss, terms = loss_of(outputs)
             if loss is not None:
                 lr = self._lr_group.get("lr") if self._lr_group is not None else None
                 self._recorder.record_loss(self._batch_step, loss, terms, lr if type(lr) is float else math.nan)
@@ -864,23 +864,6 @@ def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
     stacks = " | ".join(s.short() for s in stall.stacks)
     rank = trainer.global_rank
     return f"stalled_training at {where}: the Python stacks of rank {rank}, innermost frame first: {stacks}"
-
-
-def _loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | None]:
-    """The loss tensor and the optional ``loss_terms`` dict from what training_step returned."""
-    if type(outputs) is dict:  # what Lightning hands over in automatic optimization: the fast path
-        loss = outputs.get("loss")
-        terms = outputs.get("loss_terms")
-        if type(loss) is torch.Tensor and terms is None and loss.numel() == 1:
-            return loss, None
-    if isinstance(outputs, torch.Tensor):
-        return (outputs if outputs.numel() == 1 else None), None
-    if isinstance(outputs, Mapping):
-        loss = outputs.get("loss")
-        terms = outputs.get("loss_terms")
-        loss = loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
-        return loss, (terms if isinstance(terms, Mapping) else None)
-    return None, None
 
 
 MIN_REPORTS = 20

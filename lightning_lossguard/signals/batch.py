@@ -1,4 +1,4 @@
-"""What a training batch holds, read from its tensors' shapes on the host (no device read)."""
+"""What a training batch holds and what its step returned, read on the host (no device read)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,20 @@ def leading_rows(batch: Any) -> int:
         if isinstance(item, (torch.Tensor, tuple, list, Mapping)):
             return leading_rows(item)
     return 0
+
+
+def loss_of(outputs: Any) -> tuple[torch.Tensor | None, Mapping[str, Any] | None]:
+    """The loss tensor and the optional ``loss_terms`` dict from what training_step returned."""
+    if type(outputs) is dict:  # what Lightning hands over in automatic optimization: the fast path
+        loss = outputs.get("loss")
+        terms = outputs.get("loss_terms")
+        if type(loss) is torch.Tensor and terms is None and loss.numel() == 1:
+            return loss, None
+    if isinstance(outputs, torch.Tensor):
+        return (outputs if outputs.numel() == 1 else None), None
+    if isinstance(outputs, Mapping):
+        loss = outputs.get("loss")
+        terms = outputs.get("loss_terms")
+        loss = loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+        return loss, (terms if isinstance(terms, Mapping) else None)
+    return None, None

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lightning_lossguard.signals.batch import leading_rows
+from lightning_lossguard.signals.batch import leading_rows, loss_of
 
 
 @pytest.mark.parametrize(
@@ -17,3 +17,13 @@ from lightning_lossguard.signals.batch import leading_rows
 )
 def test_the_first_batch_size_is_read_from_its_first_tensor(batch: object, rows: int) -> None:
     assert leading_rows(batch) == rows
+
+
+def test_the_loss_and_its_terms_are_read_from_what_the_step_returned() -> None:
+    loss = torch.tensor(1.5)
+    assert loss_of({"loss": loss})[0] is loss
+    assert loss_of(loss) == (loss, None)
+    terms = {"mse": torch.tensor(1.0)}
+    assert loss_of({"loss": loss, "loss_terms": terms}) == (loss, terms)
+    assert loss_of({"loss": torch.ones(3)}) == (None, None)  # not a scalar: no loss to watch
+    assert loss_of(None) == (None, None)
