@@ -83,17 +83,18 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         self.rates.extend(rates[keep].tolist())
         if len(self.recent) < t.window or not steps:
             return []
-        lr = np.array([r for r in self.rates if r > 0 and math.isfinite(r)])
-        if lr.size > 2 and len(_zigzag(np.log10(lr), t.lr_swing)) >= 2:
-            return []  # the schedule cycles the learning rate: cycles of the loss are intended
-        x = np.array([s for s, _ in self.recent])
-        raw = np.array([v for _, v in self.recent])
+        x, raw = np.array(self.recent).T
         # Signed losses are normalised by their typical magnitude, in "decades-like" units.
         y = np.log10(raw) if (raw > 0).all() else raw / max(fast_median(np.abs(raw)), 1e-12)
+        if np.ptp(y) < t.swing:
+            return []  # no move of a swing fits in the window's range (the common case, and the cheap test)
         # Period-2 flip-flops vanish under smoothing: count them on the raw series.
         swings = max(_zigzag(np.convolve(y, np.ones(3) / 3, mode="valid"), t.swing), _zigzag(y, t.swing), key=len)
         if len(swings) < t.min_swings:
             return []
+        lr = np.log10([r for r in self.rates if r > 0 and math.isfinite(r)])
+        if lr.size > 2 and np.ptp(lr) >= t.lr_swing and len(_zigzag(lr, t.lr_swing)) >= 2:
+            return []  # the schedule cycles the learning rate: cycles of the loss are intended
         slope = theil_sen_slope(x, y)
         trend = abs(slope * (x[-1] - x[0]))
         amplitude = median(swings)
