@@ -86,8 +86,8 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         x, raw = np.array(self.recent).T
         # Signed losses are normalised by their typical magnitude, in "decades-like" units.
         y = np.log10(raw) if (raw > 0).all() else raw / max(fast_median(np.abs(raw)), 1e-12)
-        if np.ptp(y) < t.swing:
-            return []  # no move of a swing fits in the window's range (the common case, and the cheap test)
+        if np.ptp(y) < t.swing and t.min_swings > 0:
+            return []  # no move of a swing fits in the window's range: the common case, and the cheap test
         # Period-2 flip-flops vanish under smoothing: count them on the raw series.
         swings = max(_zigzag(np.convolve(y, np.ones(3) / 3, mode="valid"), t.swing), _zigzag(y, t.swing), key=len)
         if len(swings) < t.min_swings:

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from lightning_lossguard.detectors import LossOscillation
+from lightning_lossguard.detectors import LossOscillation, loss_oscillation
 from tests.detectors.curves import RNG, decaying, feed, flat
 
 
@@ -30,3 +31,19 @@ def test_a_curve_that_falls_while_it_wobbles_is_a_trend() -> None:
     t = np.arange(300)
     losses = 100 * 10 ** (-t / 40) * 10 ** (0.35 * np.sin(2 * np.pi * t / 14))
     assert feed(LossOscillation(), losses) == []
+
+
+def test_loss_cycles_that_follow_a_cyclic_learning_rate_are_intended() -> None:
+    t = np.arange(300)
+    losses = 3.0 * 10 ** (0.5 * np.sin(2 * np.pi * t / 14)) * 10 ** (0.05 * RNG.standard_normal(300))
+    cyclic = 1e-3 * 10 ** (0.5 * np.sin(2 * np.pi * t / 14))
+    assert feed(LossOscillation(), losses, learning_rates=cyclic) == []
+    assert feed(LossOscillation(), losses, learning_rates=np.full(300, 1e-3))  # the same loss, a constant rate
+
+
+def test_a_window_narrower_than_a_swing_is_settled_without_counting_swings(monkeypatch: pytest.MonkeyPatch) -> None:
+    def counted(*args: object) -> list[float]:
+        raise AssertionError("swings counted on a window whose range is below one swing")
+
+    monkeypatch.setattr(loss_oscillation, "_zigzag", counted)
+    assert feed(LossOscillation(), flat(400, noise=0.03)) == []  # ~0.1 decades of noise, swings need 0.3
