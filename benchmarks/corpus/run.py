@@ -67,8 +67,13 @@ class Result:
         return next((d for d in self.alarms if d.code not in OutputMonitor.codes and names_it(d, self.expect)), None)
 
     @property
+    def broken(self) -> bool:
+        """LossGuard hit an internal error and stopped watching (a bug, in a healthy or a faulty run alike)."""
+        return any(g.startswith("monitoring: internal error") for g in self.gaps)
+
+    @property
     def passed(self) -> bool:
-        if self.error:
+        if self.error or self.broken:
             return False
         if self.healthy:
             return not self.alarms and not self.gaps
@@ -223,6 +228,13 @@ def score(results: list[Result]) -> str:
         "",
         "False alarms per code (healthy runs with a warning or error of that code): "
         + (", ".join(f"`{c}` {n}" for c, n in false_by_code.most_common()) or "none")
+        + ".",
+        "",
+        "Runs where LossGuard hit an internal error and stopped watching (healthy or faulty): "
+        + (
+            ", ".join(f"{r.program}[{r.seed}]" + (f" +{r.fault}" if r.fault else "") for r in results if r.broken)
+            or "none"
+        )
         + ".",
     ]
     rows += [

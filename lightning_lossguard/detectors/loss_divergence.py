@@ -201,6 +201,11 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         t = self.thresholds
         values, at = self.blocks.values, self.blocks.steps
         best = int(np.argmin(values))
+        # The crossing of the climb being reported: after the best level (an early fall starts above the line too).
+        line = start + t.rise * abs(start)
+        first = next((s for s, v in zip(at[best:], values[best:]) if v >= line), None)
+        if first is None:
+            return []  # the latest block is a new best: the recent median is high, but nothing climbs from there
         z = mann_kendall(values[best:])
         factor = current / start
         k = int(t.start_blocks)
@@ -217,8 +222,6 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             severity = Severity.WARNING
         else:
             severity = Severity.INFO
-        # The crossing of the climb being reported: after the best level (an early fall starts above the line too).
-        first = next(s for s, v in zip(at[best:], values[best:]) if v >= start + t.rise * abs(start))
         if math.isnan(growth):
             grad_text = "the gradient norm was not measured"
         elif corroborated:

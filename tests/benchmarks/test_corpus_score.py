@@ -27,3 +27,11 @@ def test_a_fault_named_only_by_output_monitor_counts_apart() -> None:
 def test_a_clamp_message_does_not_name_an_exp_output() -> None:
     clamp = faulty([found("output_range_mismatch", "40% of the predictions sit exactly at their lower bound")])
     assert clamp.correct is None
+
+
+def test_an_internal_error_fails_a_faulty_run_that_was_named_before_it() -> None:
+    broken = faulty([found("loss_divergence")])
+    broken.gaps = ["monitoring: internal error in report at batch 85 (StopIteration: ); LossGuard stopped watching"]
+    assert broken.correct is not None and broken.broken and not broken.passed
+    assert "stopped watching (healthy or faulty): p[0] +exp_output." in score([broken])
+    assert "stopped watching (healthy or faulty): none." in score([faulty([found("loss_divergence")])])

@@ -93,3 +93,14 @@ def test_a_slow_climb_and_fall_is_no_blow_up() -> None:
     # steps, then down again as the values settle. Not a learning rate too high for the start.
     losses = np.concatenate([np.geomspace(1e-4, 1e-1, 400), np.geomspace(1e-1, 1e-2, 200)])
     assert [d for d in feed(LossDivergence(), losses, first_batch_rows=64) if d.subject == "blow-up"] == []
+
+
+def test_a_climb_whose_latest_block_is_a_new_best_is_judged_without_error() -> None:
+    # The corpus' resnet_multistep with lr x1000: the loss climbed 100-fold, then one block fell below everything
+    # before it. The latest blocks' median is still far above the start, but nothing after the best level climbs:
+    # no rise to report from there (this used to raise StopIteration inside the report).
+    losses = np.concatenate([np.ones(50), np.repeat([25.0, 50.0, 100.0], 10), np.full(10, 1e-3)])
+    grads = np.ones(losses.size)
+    found = feed(LossDivergence(), losses, grad_steps=np.arange(losses.size), grad_norms=grads)
+    assert all(d.evidence.get("current_loss", 0) < 1e3 for d in found)
+    assert not [d for d in found if d.step >= 89], "the block that is a new best starts no climb"
