@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
+from lightning_lossguard.signals.gradients import NO_GRADIENT
+from lightning_lossguard.signals.step_timer import PHASES
+from lightning_lossguard.signals.window import Window
 
 
 def found(code: str, severity: Severity, step: int) -> Diagnosis:
@@ -31,3 +41,93 @@ def test_before_any_break_the_same_info_is_reported() -> None:
     judge = Diagnostician()
     assert [d.code for d in judge.accept([found("loss_divergence", Severity.INFO, 119)])] == ["loss_divergence"]
     assert judge.consequences == set()
+
+
+# -- any curve, cut at any report boundary: judging never raises ------------------------------------------------
+# Where a report falls depends on the cost budget, so on the host's speed: a detector must be correct for every
+# cut of the same run. These curves hold the shapes real runs have (and one that once raised StopIteration: a
+# climb whose latest block is a new best), with non-finite values, zeros and extreme magnitudes mixed in.
+
+STEPS = 300
+
+
+def _curves(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    t = np.arange(STEPS, dtype=np.float64)
+    noise = 10 ** (0.3 * rng.standard_normal(STEPS))
+    # Doubling every 10-step block, then one block below everything: the run's last report sees a new best.
+    climb_then_best = np.concatenate([np.ones(190), np.repeat(2.0 ** np.arange(1, 11), 10), np.full(10, 1e-4)])
+    spiky = np.where(rng.random(STEPS) < 0.03, 1e4, 1.0) * noise
+    with_nan = 2.0 * np.exp(-t / 80) * noise
+    with_nan[rng.integers(0, STEPS, 5)] = np.nan
+    with_nan[rng.integers(0, STEPS, 2)] = np.inf
+    return {
+        "decaying": 2.0 * np.exp(-t / 80) * noise + 0.1,
+        "rising": np.geomspace(0.5, 5e3, STEPS) * noise,
+        "climb_then_best": climb_then_best,
+        "spiky": spiky,
+        "flat": np.full(STEPS, 0.7),
+        "zeros": np.zeros(STEPS),
+        "negative_falling": -np.geomspace(1, 1e6, STEPS),
+        "signed_noise": rng.standard_normal(STEPS),
+        "oscillating": 3.0 * 10 ** (0.5 * np.sin(2 * np.pi * t / 14)),
+        "step_change": np.where(t < 150, 0.01, 100.0) * noise,
+        "tiny": 1e-30 * noise,
+        "huge": 1e30 * noise,
+        "non_finite": with_nan,
+    }
+
+
+def _windows(rng: np.random.Generator, loss: np.ndarray, params: int) -> list[Window]:
+    cuts = [0]
+    while cuts[-1] < STEPS:
+        cuts.append(min(STEPS, cuts[-1] + int(rng.integers(1, 61))))
+    grads = np.abs(loss[:, None]) * 10 ** (0.2 * rng.standard_normal((STEPS, params)))
+    grads[:, -1] = NO_GRADIENT  # a parameter that never gets a gradient
+    grads[rng.random(grads.shape) < 0.01] = 0.0
+    windows = []
+    for a, b in itertools.pairwise(cuts):
+        steps = list(range(a, b))
+        sampled = rng.random() < 0.5
+        windows.append(
+            Window(
+                optimizer_steps=steps,
+                param_norms=grads[a:b],
+                batch_steps=steps,
+                loss=loss[a:b],
+                learning_rate=np.full(b - a, 1e-3) * (1 + (np.arange(a, b) % 50 == 0)),
+                timing_steps=steps,
+                phase_ms={p: np.abs(rng.normal(1.0 + a / 100, 0.2, b - a)) for p in PHASES},
+                dead_unit_share=rng.choice([0.0, 0.5, 1.0, NO_GRADIENT], params) if sampled else None,
+                update_ratio=np.abs(rng.normal(1e-3, 1e-3, params)) if sampled else None,
+                sample_step=b - 1 if sampled else None,
+                host_rss_mb=500.0 + b,
+            )
+        )
+    return windows
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_curve_at_every_cut_is_judged_without_error(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    layout = RunLayout(
+        param_names=("a.weight", "a.bias", "b.weight", "b.bias", "c.weight", "c.bias"),
+        param_sizes=(4096, 64, 4096, 64, 640, 10),
+        param_units=(64, 0, 64, 0, 10, 0),
+        layer_of=(0, 0, 1, 1, 2, 2),
+        layers=("a", "b", "c"),
+        comparable=(True, True, True),
+        layer_group=(0, 0, 0),
+        total_steps=STEPS,
+        model_elements=8970,
+    )
+    for name, loss in _curves(rng).items():
+        judge = Diagnostician()
+        found: list[Diagnosis] = []
+        for window in _windows(rng, loss, len(layout.param_names)):
+            found += judge.judge(window, layout, 1e-3)
+            if window.batch_steps[-1] % 50 < len(window.batch_steps):
+                val = float(np.nanmedian(np.abs(window.loss))) if np.isfinite(window.loss).any() else math.nan
+                found += judge.judge_validation(window.batch_steps[-1], 0, {"val_loss": val})
+        for d in found:
+            assert isinstance(d.step, int) and 0 <= d.step < STEPS, (name, d)
+            json.dumps(d.evidence, default=float)  # evidence stays plain numbers
