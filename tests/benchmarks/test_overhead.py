@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.docs import replace_section
-from benchmarks.overhead import WORKLOADS, judging_profile, run
+from benchmarks.overhead import WORKLOADS, judging_profile, ratio_spread, run
 
 
 def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
@@ -34,3 +34,9 @@ def test_replace_section_rewrites_only_its_own_section(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="no <!-- c:start -->"):
         replace_section("c", "x", doc)
+
+
+def test_the_end_to_end_ratio_comes_with_the_quartiles_of_its_pairs() -> None:
+    guard, base = [1.10, 0.98, 1.02, 1.04, 1.00, 1.06, 1.01], [1.0] * 7
+    assert ratio_spread(guard, base) == "1.020x (1.00–1.06)"
+    assert ratio_spread([1.5], [1.0]) == "1.500x"  # too few pairs for quartiles
