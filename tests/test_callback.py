@@ -401,3 +401,49 @@ def test_a_suppressed_stall_starts_no_thread(tmp_path: Path) -> None:
     guard = LossGuard(stall_timeout=0.01, suppress=["stalled_training"], verbose=False)
     trainer(tmp_path, [guard], max_steps=5).fit(Stalls(stall_s=0.1, at=2), loader(regression_data()))
     assert guard.diagnoses == []
+
+
+def test_hooks_with_nothing_to_do_are_hidden_from_lightning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning's dispatch costs ~2 us per hook and callback: on an untimed, unsampled batch the backward and
+    # optimizer-step hooks are not even called, and hooks LossGuard never uses are hidden for good.
+    calls: dict[str, list[bool]] = {"backward": [], "step": []}
+    backward, step = LossGuard.on_before_backward, LossGuard.on_before_optimizer_step
+
+    def counted_backward(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, loss: torch.Tensor) -> None:
+        calls["backward"].append(self._backward_work)
+        backward(self, trainer, module, loss)
+
+    def counted_step(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
+        calls["step"].append(self._step_work)
+        step(self, trainer, module, optimizer)
+
+    monkeypatch.setattr(LossGuard, "on_before_backward", counted_backward)
+    monkeypatch.setattr(LossGuard, "on_before_optimizer_step", counted_step)
+    run = build("adam_regression")
+    guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
+    assert guard.on_before_zero_grad is None
+    trainer(tmp_path, [guard], max_steps=200).fit(run.module, run.train)
+    assert guard._budget is not None and guard._budget.stride > 1
+    for hook in ("backward", "step"):
+        assert all(calls[hook]), f"Lightning called on_{hook} hooks on a batch without work"
+        assert 40 <= len(calls[hook]) < 150  # every batch of the first interval, then the timed and sampled ones
+    assert guard._gradient_rows > 0
+    assert "on_before_backward" not in vars(guard) and "on_before_optimizer_step" not in vars(guard)  # restored
+
+
+def test_a_subclass_that_overrides_a_hook_keeps_it_called(tmp_path: Path) -> None:
+    class Counting(LossGuard):
+        seen = 0
+
+        def on_before_backward(self, trainer: L.Trainer, module: L.LightningModule, loss: torch.Tensor) -> None:
+            Counting.seen += 1
+            super().on_before_backward(trainer, module, loss)
+
+        def on_before_zero_grad(self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
+            Counting.seen += 1000
+
+    run = build("adam_regression")
+    guard = Counting(budget=1e-6, report_every=40, verbose=False)
+    trainer(tmp_path, [guard], max_steps=200).fit(run.module, run.train)
+    assert guard._budget is not None and guard._budget.stride > 1
+    assert Counting.seen == 200 * 1001
