@@ -434,11 +434,7 @@ DIY_REPEATS = 3
 
 
 def measure(
-    workload: Workload,
-    repeats: int,
-    steps: int,
-    configs: list[str],
-    diy_repeats: int = DIY_REPEATS,
+    workload: Workload, repeats: int, steps: int, configs: list[str], diy_repeats: int = DIY_REPEATS
 ) -> dict[str, list[tuple[Timing, float]]]:
     """Per configuration, per repetition, one fit's (steady-state timing, whole-fit seconds); repetitions
     interleave the configurations in a random order. ``diy`` runs in the first ``diy_repeats`` repetitions, so its

@@ -28,6 +28,7 @@ from lightning_lossguard.detectors.stalled_training import StalledTraining, last
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout, RunSettings
+from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, STEP_HOOKS, offer, own_hooks
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
@@ -142,9 +143,9 @@ class LossGuard(Callback):
         self.fits: list[dict[str, Any]] = []  # one entry per fit of this record: {"status", "global_step"}
         self.report_path: str | None = None
         self._reset_run()
-        _offer(self, _own_hooks(self, _NO_OP_HOOKS, Callback), False)
-        self._backward_hooks = _own_hooks(self, _BACKWARD_HOOKS, LossGuard)
-        self._step_hooks = _own_hooks(self, _STEP_HOOKS, LossGuard)
+        offer(self, own_hooks(self, NO_OP_HOOKS, Callback), False)
+        self._backward_hooks = own_hooks(self, BACKWARD_HOOKS, LossGuard)
+        self._step_hooks = own_hooks(self, STEP_HOOKS, LossGuard)
 
     # -- public ---------------------------------------------------------------------------------------
     @property
@@ -371,13 +372,13 @@ class LossGuard(Callback):
                 self._forward.timing(timed)
             self._backward_work = timed or self._check_leftover or self._order is not None
             self._step_work = timed or self._sample_gradients or self._batches == 0
-            _offer(self, self._backward_hooks, self._backward_work)
-            _offer(self, self._step_hooks, self._step_work)
+            offer(self, self._backward_hooks, self._backward_work)
+            offer(self, self._step_hooks, self._step_work)
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
 
     # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
-    # they are hidden from Lightning (``_offer``), and return at once, unwrapped, if called all the same.
+    # they are hidden from Lightning (``hook_dispatch``), and return at once, unwrapped, if called all the same.
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         if self._backward_work:
             self._before_backward(loss)
@@ -733,7 +734,7 @@ class LossGuard(Callback):
         return notes
 
     def _remove_hooks(self) -> None:
-        _offer(self, self._backward_hooks + self._step_hooks, True)
+        offer(self, self._backward_hooks + self._step_hooks, True)
         if self._forward is not None:
             self._forward.remove()
             self._forward = None
@@ -870,38 +871,6 @@ def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
     stacks = " | ".join(s.short() for s in stall.stacks)
     rank = trainer.global_rank
     return f"stalled_training at {where}: the Python stacks of rank {rank}, innermost frame first: {stacks}"
-
-
-_NO_OP_HOOKS = (
-    "on_before_zero_grad",
-    "on_validation_batch_start",
-    "on_test_batch_start",
-    "on_test_batch_end",
-    "on_predict_batch_start",
-    "on_predict_batch_end",
-)
-"""Per-batch hooks LossGuard has no use for: hidden from Lightning for good."""
-
-_BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
-_STEP_HOOKS = ("on_before_optimizer_step",)
-"""Per-batch hooks with work on some batches only (timed, sampled, the first, the one after a report)."""
-
-
-def _own_hooks(callback: Callback, hooks: tuple[str, ...], owner: type) -> tuple[str, ...]:
-    """The ``hooks`` that ``callback``'s class takes from ``owner``: a subclass that overrides one keeps it called."""
-    return tuple(hook for hook in hooks if getattr(type(callback), hook) is getattr(owner, hook))
-
-
-def _offer(callback: Callback, hooks: tuple[str, ...], offered: bool) -> None:
-    """Lightning calls a callback's hook only if the attribute is callable, and its dispatch (a profiler context, a
-    formatted name) costs ~2 µs per hook and callback: more than a hook with nothing to do. An instance attribute
-    set to None hides such a hook from Lightning; removing it brings the method back."""
-    own = vars(callback)
-    for hook in hooks:
-        if offered:
-            own.pop(hook, None)
-        else:
-            own[hook] = None
 
 
 MIN_REPORTS = 20
