@@ -187,6 +187,8 @@ class LossGuard(Callback):
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
         self._check_leftover = False
+        self._leftover_due = False  # a report happened: check the gradients at the next accumulation window's start
+        self._accumulate = 1
         self._fitting = False
         self._finished = False
         self._broken = False
@@ -242,6 +244,7 @@ class LossGuard(Callback):
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
         accumulate = max(1, int(trainer.accumulate_grad_batches)) if pl_module.automatic_optimization else 1
+        self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
         self._report_batches = (self.report_every or _default_report_every(trainer)) * accumulate
@@ -354,10 +357,11 @@ class LossGuard(Callback):
             return
         try:
             self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
-            # The first batch after a report, in automatic optimization, starts from zeroed gradients: check it.
-            self._check_leftover = (
-                self._batches % self._report_batches == 0 and self._batches > 0 and pl_module.automatic_optimization
-            )
+            # After a report, the first batch of an accumulation window starts from zeroed gradients: check it.
+            # Lightning zeroes them where the batch index within the epoch is a multiple of the accumulation (an
+            # epoch's last, partial window steps too): a count of batches across epochs can fall mid-window.
+            self._check_leftover = self._leftover_due and batch_idx % self._accumulate == 0
+            self._leftover_due = self._leftover_due and not self._check_leftover
             self._recorder.begin_batch()
             self._before_report = before_report = (self._batches + 1) % self._report_batches == 0
             if self._budget is None:
@@ -556,6 +560,7 @@ class LossGuard(Callback):
         new: list[Diagnosis] = []
         try:
             batches, self._since_report = self._batches - self._since_report, self._batches
+            self._leftover_due = module.automatic_optimization  # manual optimization zeroes gradients when it likes
             self._lr_group = _first_group(trainer)
             window = self._recorder.drain(gather_for(trainer.strategy, trainer.world_size))
             self._gradient_rows += len(window.optimizer_steps)

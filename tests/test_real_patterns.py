@@ -473,3 +473,15 @@ def test_gradients_that_are_never_cleared_are_caught_in_two_reports(tmp_path: Pa
     guard = fit(tmp_path, NoZeroGrad(), loader(x, y), max_steps=60, report_every=10)
     [found, *_] = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
     assert "not cleared" in found.message and found.step <= 30  # the checks at batches 10 and 20
+
+
+def test_accumulation_over_epochs_that_do_not_divide_is_not_called_uncleared_gradients(tmp_path: Path) -> None:
+    # 2,048 samples in batches of 32: 64 batches an epoch, 3 per optimizer step. Lightning zeroes the gradients at
+    # each epoch's batch indices 0, 3, 6... and steps on the epoch's last, partial window: from the second epoch on,
+    # a report every 30 batches falls mid-window, where accumulated gradients are expected, not left over.
+    x, y = linear_data(2048)
+    guard = fit(tmp_path, Regressor(), loader(x, y), max_epochs=4, accumulate_grad_batches=3, report_every=10)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    # The same run with gradients never cleared is still caught, at the first window start after a report.
+    guard = fit(tmp_path, NoZeroGrad(), loader(x, y), max_epochs=1, accumulate_grad_batches=3, report_every=5)
+    assert any("not cleared" in d.message for d in guard.diagnoses), [d.one_line() for d in guard.diagnoses]
