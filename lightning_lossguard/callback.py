@@ -179,6 +179,7 @@ class LossGuard(Callback):
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
         self._batch_step = 0
         self._report_batches = 1
+        self._report_anchor = 0  # reports come every _report_batches batches from here (where it last changed)
         self._watched_key: tuple[object, ...] | None = None  # the optimizers' parameters when last watched
         self._before_report = False  # the batch under way is the last before a report
         self._backward_work = False  # the backward hooks have something to do in the batch under way
@@ -187,7 +188,7 @@ class LossGuard(Callback):
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
         self._check_leftover = False
-        self._leftover_due = False  # a report happened: check the gradients at the next accumulation window's start
+        self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
         self._accumulate = 1
         self._fitting = False
         self._finished = False
@@ -363,7 +364,7 @@ class LossGuard(Callback):
             self._check_leftover = self._leftover_due and batch_idx % self._accumulate == 0
             self._leftover_due = self._leftover_due and not self._check_leftover
             self._recorder.begin_batch()
-            self._before_report = before_report = (self._batches + 1) % self._report_batches == 0
+            self._before_report = before_report = self._report_due(self._batches + 1)
             if self._budget is None:
                 timed = self._sample_gradients = True
             else:
@@ -471,7 +472,7 @@ class LossGuard(Callback):
         except Exception as error:
             self._internal_error("on_train_batch_end", error)
             return
-        if self._batches % self._report_batches == 0:
+        if self._report_due(self._batches):
             start, collected = time.perf_counter(), gc_seconds()
             self._report(trainer, pl_module)
             self._interval_seconds += time.perf_counter() - start - (gc_seconds() - collected)
@@ -586,6 +587,10 @@ class LossGuard(Callback):
         self._decide(trainer, new + stalls)
         return new
 
+    def _report_due(self, batches: int) -> bool:
+        """Whether a report comes after ``batches`` training batches (the same batches on every rank)."""
+        return (batches - self._report_anchor) % self._report_batches == 0
+
     def _tripwire(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The budget stretched the interval between reports: at each default interval, one host read says
         whether a loss went non-finite since the last report, and if so the report comes now (a NaN's latency
@@ -615,7 +620,9 @@ class LossGuard(Callback):
         )
         self._own_seconds = self._gradient_seconds = self._interval_seconds = 0.0
         self._budget.review(cost)
-        self._report_batches = self._budget.report_batches
+        if self._budget.report_batches != self._report_batches:
+            # Counted from here: on the old grid the next report could come a few batches from now.
+            self._report_batches, self._report_anchor = self._budget.report_batches, self._batches
         self._tripwire_every = self._budget.base_report_batches if self._budget.stretched else 0
         if not math.isfinite(self._budget.share):
             return {}

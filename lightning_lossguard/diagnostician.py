@@ -140,7 +140,7 @@ class Diagnostician:
         """Run every enabled detector over one window; return the new diagnoses."""
         found: list[Diagnosis] = []
         self.steps_judged += len(window.optimizer_steps) or len(window.batch_steps)
-        finite_losses = [float(v) for v in window.loss if math.isfinite(v)]
+        finite_losses = window.loss[np.isfinite(window.loss)].tolist()
         self._train_losses.extend(finite_losses)
         self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
         self.settings = layout.settings

@@ -83,7 +83,9 @@ class LossOscillation(Detector[LossOscillationThresholds]):
         self.rates.extend(rates[keep].tolist())
         if len(self.recent) < t.window or not steps:
             return []
-        x, raw = np.array(self.recent).T
+        x, raw = (
+            np.fromiter(itertools.chain.from_iterable(self.recent), np.float64, 2 * len(self.recent)).reshape(-1, 2).T
+        )
         # Signed losses are normalised by their typical magnitude, in "decades-like" units.
         y = np.log10(raw) if (raw > 0).all() else raw / max(fast_median(np.abs(raw)), 1e-12)
         if np.ptp(y) < t.swing and t.min_swings > 0:
@@ -132,9 +134,10 @@ def _zigzag(y: np.ndarray, swing: float) -> list[float]:
     pivots: list[float] = []
     if y.size < 2:
         return []
-    direction, high, low = 0, float(y[0]), float(y[0])
-    extreme = float(y[0])
-    for v in map(float, y[1:]):
+    values = y.tolist()  # a loop over Python floats: several times faster than over numpy scalars
+    direction, high, low = 0, values[0], values[0]
+    extreme = values[0]
+    for v in values[1:]:
         if direction == 0:
             high, low = max(high, v), min(low, v)
             if high - v >= swing:

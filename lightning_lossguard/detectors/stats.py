@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence, Sized
 from typing import Any
@@ -116,12 +117,20 @@ def theil_sen_slope(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nda
     if xs.size > max_points:  # evenly thin long series: O(n^2) pairs
         pick = np.linspace(0, xs.size - 1, max_points).round().astype(int)
         xs, ys = xs[pick], ys[pick]
-    i, j = np.triu_indices(xs.size, k=1)
+    i, j = _pairs(xs.size)
     dx = xs[j] - xs[i]
     ok = dx != 0
     if not ok.any():
         return math.nan
     return fast_median((ys[j] - ys[i])[ok] / dx[ok])
+
+
+@functools.lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``i < j`` of ``n`` points (built once per size: a report fits the same sizes again and again)."""
+    i, j = np.triu_indices(n, k=1)
+    i.flags.writeable = j.flags.writeable = False
+    return i, j
 
 
 def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:

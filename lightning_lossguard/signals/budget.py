@@ -102,8 +102,9 @@ class CostBudget:
         accumulate: training batches per optimizer step (gradient accumulation); the stride counts optimizer steps.
         min_reports: a run of known length (``planned_batches``) keeps at least this many reports in all (0: no
             such floor): the interval never grows past the batches left at the first plan over the reports still
-            owed then (the warm-up's reports count; reports added later, at a validation end say, do not lengthen
-            it). A short run judged too rarely sees a fast-growing fault too late.
+            owed then, the report at the run's end included (the warm-up's reports count; reports added later, at a
+            validation end say, do not lengthen it). A short run judged too rarely sees a fast-growing fault too
+            late.
         warmup_reviews: the first reviews do not plan: the first interval holds the run's one-time set-up (hooks,
             the graph walk) and the second the first report's (the layout), not the steady state. They only take the
             stride every plan would reach anyway: one gradient pass per step over the whole budget cannot fit.
@@ -220,7 +221,11 @@ class CostBudget:
         if self.min_reports > 0 and self.planned_batches > 0:
             if not self.floor_batches:  # fixed at the first plan: the warm-up's reports count, later ones do not
                 owed = max(1, self.min_reports - self.reports)
-                self.floor_batches = max(1, (self.planned_batches - self.seen_batches) // owed)
+                # Rounded up: the last report owed is the one the run's end writes anyway (the callback counts
+                # intervals from the report that changed it), not an in-loop one a few batches before it. A whole
+                # number of optimizer steps, so that reports fall where an accumulation window ends.
+                floor = math.ceil((self.planned_batches - self.seen_batches) / owed)
+                self.floor_batches = max(self.accumulate, floor // self.accumulate * self.accumulate)
             cap = min(cap, self.floor_batches)
         return max(self.base_report_batches, cap)
 

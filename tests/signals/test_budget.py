@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MethodType
+from typing import Any
 
 import pytest
 import torch
@@ -65,19 +67,25 @@ def test_between_half_the_budget_and_the_budget_nothing_moves() -> None:
 
 def test_a_short_run_keeps_its_reports_however_far_over_budget() -> None:
     # 400 planned batches, 10 reports at least. After the first 20 batches (one report), 9 are owed over the 380
-    # batches left: the interval grows from 20 to 42 batches at most.
+    # batches left, the one at the run's end included: the interval grows from 20 to 43 batches at most (8 more in
+    # the loop, at 63 ... 364, and the end 36 batches later; 42 would add one 16 batches before the end).
     budget = CostBudget(0.01, report_batches=20, min_reports=10, planned_batches=400, warmup_reviews=0)
     budget.review(IntervalCost(20, 20 * 150e-6 + 20 * 500e-6 + 5e-3, STEP_MS, 20 * 500e-6, 20, 5e-3))
-    assert (budget.stride, budget.report_batches) == (4, 42)
-    # The warm-up's reports count: after 3 reports at 50 batches, 7 are owed over the 1,350 left (192 batches each).
+    assert (budget.stride, budget.report_batches) == (4, 43)
+    # The warm-up's reports count: after 3 reports at 50 batches, 7 are owed over the 1,350 left (193 batches each).
     warmed = CostBudget(0.01, report_batches=50, min_reports=10, planned_batches=1500)
     for _ in range(3):
         warmed.review(IntervalCost(50, 50 * 2000e-6, STEP_MS))
-    assert warmed.report_batches == 192
+    assert warmed.report_batches == 193
+    # Under gradient accumulation the interval is a whole number of optimizer steps (reports end a window).
+    accumulating = CostBudget(0.01, report_batches=60, min_reports=10, planned_batches=1500, accumulate=3)
+    for _ in range(3):
+        accumulating.review(IntervalCost(60, 60 * 2000e-6, STEP_MS))
+    assert accumulating.report_batches == 189  # 1,320 / 7 = 188.6, up to 189 = 63 steps
     # Fixed from then on: extra reports (at each validation end, say) do not use up what is owed.
     for _ in range(12):
         warmed.review(IntervalCost(20, 20 * 2000e-6, STEP_MS))
-    assert warmed.report_batches == 192
+    assert warmed.report_batches == 193
     # A configured interval longer than the run allows is kept, not shortened.
     assert CostBudget(0.01, report_batches=50, min_reports=10, planned_batches=300)._report_cap() == 50
 
@@ -222,3 +230,21 @@ def test_a_full_budget_measures_every_step(tmp_path: Path) -> None:
     trainer(tmp_path, [guard], max_steps=120).fit(run.module, run.train)
     assert guard._diagnostician.steps_judged == 120
     assert guard._budget is not None and guard._budget.stride == 1
+
+
+def test_a_stretched_interval_counts_from_the_report_that_stretched_it(tmp_path: Path) -> None:
+    run = build("adam_regression")
+    reported: list[int] = []
+    original = LossGuard._report
+
+    def spy(self: LossGuard, trainer: Any, module: Any) -> Any:
+        reported.append(self._batches)
+        return original(self, trainer, module)
+
+    guard = LossGuard(budget=1e-6, verbose=False)  # over budget from the start: the interval goes to its limit
+    guard._report = MethodType(spy, guard)  # type: ignore[method-assign]
+    trainer(tmp_path, [guard], max_steps=400, log_every_n_steps=50).fit(run.module, run.train)
+    # 20 batches a report by default (400 / 20), stretched after the warm-up (reports at 20, 40, 60) so that the 10
+    # reports the run keeps include the one at its end: 340 batches / 7 = 49 each, counted from batch 60 (on the old
+    # grid of multiples the first would have come at 98, and the last 8 batches before the end).
+    assert reported == [20, 40, 60, 109, 158, 207, 256, 305, 354, 400]
