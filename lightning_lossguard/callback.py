@@ -184,6 +184,7 @@ class LossGuard(Callback):
         self._before_report = False  # the batch under way is the last before a report
         self._backward_work = False  # the backward hooks have something to do in the batch under way
         self._step_work = False  # and so has the optimizer-step hook
+        self._offered: tuple[bool, bool] | None = None  # (backward, step) hooks as last offered to Lightning
         self._sample_gradients = False  # its gradients are measured (the budget's stride)
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
@@ -377,8 +378,11 @@ class LossGuard(Callback):
                 self._forward.timing(timed)
             self._backward_work = timed or self._check_leftover or self._order is not None
             self._step_work = timed or self._sample_gradients or self._batches == 0
-            offer(self, self._backward_hooks, self._backward_work)
-            offer(self, self._step_hooks, self._step_work)
+            offered = (self._backward_work, self._step_work)
+            if offered != self._offered:  # most batches in a row hide the same hooks: nothing to change then
+                offer(self, self._backward_hooks, offered[0])
+                offer(self, self._step_hooks, offered[1])
+                self._offered = offered
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
 
@@ -747,6 +751,7 @@ class LossGuard(Callback):
 
     def _remove_hooks(self) -> None:
         offer(self, self._backward_hooks + self._step_hooks, True)
+        self._offered = None
         if self._forward is not None:
             self._forward.remove()
             self._forward = None
