@@ -198,6 +198,7 @@ class Diagnostician:
                 outputs=[i for i, layer in enumerate(layout.layer_of) if layer in output_layers],
                 loss_jump=self.early_jump,
                 first_share=window.dead_unit_first,
+                upstream=layout.upstream,
             )
         return found
 

@@ -187,6 +187,20 @@ def test_an_actor_and_a_critic_are_never_compared_as_one_network(tmp_path: Path)
     assert "vanishing_gradients" not in [d.code for d in alarms(guard)]
 
 
+def test_the_first_dead_unit_sample_of_an_actor_and_a_critic_covers_both(tmp_path: Path) -> None:
+    # The actor steps first: the critic's gradient is not there yet. Units dead "from the start" are told from units
+    # a learning rate knocked out in training by this first sample, so it must hold every network's units.
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(1024, 8, generator=g)
+    returns = 100 + 20 * obs[:, 0]
+    actions = torch.randint(0, 4, (1024,), generator=g)
+    guard = fit(tmp_path, ActorCritic(), loader(obs, actions, returns, batch_size=64), max_steps=40, report_every=10)
+    first = guard._diagnostician.detectors["dead_gradients"].first_share  # type: ignore[attr-defined]
+    units = [name for name, n in zip(guard._layout.param_names, guard._layout.param_units) if n]
+    sampled = [name for name, share in zip(guard._layout.param_names, first) if share >= 0]
+    assert sampled == units  # actor.0/2/4 and critic.0/2/4 weights
+
+
 # -- 3. slow, steady learning ----------------------------------------------------------------------------
 class SlowClassifier(L.LightningModule):
     """A small CNN classifier with plain SGD at a modest learning rate: the loss falls slowly but steadily."""

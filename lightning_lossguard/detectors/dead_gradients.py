@@ -7,7 +7,10 @@ a parameter had no gradient at all (``grad is None``) neither extends nor breaks
 Where the gradient stops tells the cause: when even the output layer gets none, nothing reaches the
 model from the loss (a flat region of the loss, an output activation that cannot reach the targets, a
 detached graph); when only hidden layers are dead, their units never activate (initialisation, biases,
-a learning rate that knocked them out).
+a learning rate that knocked them out). Units that were alive in the run's first sample (each optimizer's
+parameters are sampled at its own step), or a loss that jumped well above its first batches, blame a learning
+rate far too high. Only layers upstream of the dead one on the autograd graph starve because of it; dead layers
+on another path (another head, another optimizer's network) are named apart.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         outputs: Sequence[int] | None = None,
         loss_jump: float = math.nan,
         first_share: np.ndarray | None = None,
+        upstream: Sequence[int] | None = None,
     ) -> list[Diagnosis]:
         """Judge one window.
 
@@ -95,6 +99,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 (>= ``jump``) says a learning rate far too high knocked the units out.
             first_share: the first dead-unit sample of this window; the run's very first one is kept, to tell
                 units that were alive at the start (and died in training) from units dead from the start.
+            upstream: per layer (the values of ``depth``), a bitmask of the layers upstream of it on a gradient path
+                (None: unknown, a lower depth counts as upstream). Only those starve because of a dead layer.
 
             unit_share: latest report-step sample, per parameter, of the share of dead output units
                 (-1 where not sampled); units: output units per parameter.
@@ -182,8 +188,18 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             remedies = [*_FLAT_LOSS_REMEDIES, remedies[0]]
             subject = layer_names[output[0]]
         else:
-            starved = sorted({layer_names[i] for i in dead + unit_dead if depth[i] < depth[stop]})
+            silent = {i for i in dead + unit_dead if depth[i] != depth[stop]}
+            if upstream is not None and max(depth) < len(upstream):
+                before = {i for i in silent if upstream[depth[stop]] >> depth[i] & 1}
+                after = {i for i in silent if upstream[depth[i]] >> depth[stop] & 1}
+                unrelated = silent - before - after
+            else:
+                before, unrelated = {i for i in silent if depth[i] < depth[stop]}, set()
+            starved = sorted({layer_names[i] for i in before})
+            elsewhere = sorted({layer_names[i] for i in unrelated})
             below = f"; the layers before it ({', '.join(starved)}) get nothing either" if starved else ""
+            if elsewhere:  # on another gradient path (another head, another optimizer's model): a cause of its own
+                below += f"; off its gradient path, {', '.join(elsewhere)} get none either"
             started_alive = (
                 stop < len(self.first_share) and 0 <= self.first_share[stop] < t.unit_share / 2 and stop in unit_dead
             ) or (stop in dead and self.streak_start[stop] > self.first_step >= 0)

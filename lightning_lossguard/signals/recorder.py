@@ -64,6 +64,7 @@ class SignalRecorder:
     def begin_batch(self) -> None:
         """A new training batch: the next optimizer step opens a new gradient row."""
         self._batch_row = None
+        self.gradients.begin_batch()
 
     def record_gradients(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         """One row per batch: every optimizer that steps in it (GANs, manual optimization) fills its part."""
@@ -88,7 +89,7 @@ class SignalRecorder:
         unit_params: Sequence[int],
         max_update_elements: int,
     ) -> None:
-        self.gradients.sample_dead_units(unit_params)
+        self.gradients.sample_dead_units(unit_params, optimizer)
         if max_update_elements > 0:
             self.gradients.snapshot_weights(optimizer, max_update_elements)
         self._sample_step = step

@@ -71,6 +71,19 @@ def test_the_gradient_stops_at_the_deepest_dead_layer() -> None:
     assert "stops at b" in found.message and "(a) get nothing either" in found.message
 
 
+def test_a_dead_layer_on_another_gradient_path_is_not_said_to_starve_behind_it() -> None:
+    # Actor and critic heads: the critic's hidden layer dies, the actor (run first, another path) gets nothing of its
+    # own accord. Only the critic's first layer is upstream of the dead one.
+    names = ["actor.0.weight", "critic.0.weight", "critic.2.weight", "critic.4.weight"]
+    layers, depth = ["actor.0", "critic.0", "critic.2", "critic.4"], [0, 1, 2, 3]
+    upstream = [0b0000, 0b0000, 0b0010, 0b0110]  # critic.0 -> critic.2 -> critic.4; actor.0 alone
+    rows = np.tile([0.0, 0.0, 0.0, 0.5], (30, 1))
+    [found] = DeadGradients().update(list(range(30)), rows, names, [64] * 4, layers, depth, upstream=upstream)
+    assert "stops at critic.2" in found.message
+    assert "(critic.0) get nothing either" in found.message
+    assert "off its gradient path, actor.0 get none either" in found.message
+
+
 def test_vectorized_streaks_match_a_row_by_row_reference() -> None:
     rng = np.random.default_rng(1)
     for _ in range(200):

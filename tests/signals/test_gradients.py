@@ -109,3 +109,25 @@ def test_a_large_parameter_is_sampled_on_evenly_spaced_units() -> None:
     update, weight = probe.update_ratio.take()[0, [0, 2]].tolist()
     full = (layer.weight.detach() - before).norm().item() / before.norm().item()
     assert abs(update / weight - full) < 0.1 * full  # the sampled units' ratio estimates the layer's
+
+
+def test_two_optimizers_in_one_batch_fill_one_dead_unit_sample_with_their_own_gradients() -> None:
+    # Actor-critic in manual optimization: at the actor's step the critic's gradient is missing (first batch) or left
+    # over from the last batch. Each optimizer's step samples its own parameters, into the batch's one row.
+    actor, critic = nn.Linear(4, 6), nn.Linear(4, 8)
+    params = [actor.weight, critic.weight]
+    probe = GradientProbe(params)
+    actor_opt, critic_opt = torch.optim.SGD([actor.weight], lr=0.1), torch.optim.SGD([critic.weight], lr=0.1)
+    critic.weight.grad = torch.zeros(8, 4)  # stale: every unit would read dead
+    actor.weight.grad = torch.ones(6, 4)
+    actor.weight.grad[:3] = 0.0
+    probe.begin_batch()
+    probe.sample_dead_units([0, 1], actor_opt)
+    critic.weight.grad = torch.ones(8, 4)  # the critic's own backward
+    critic.weight.grad[:2] = 0.0
+    probe.sample_dead_units([0, 1], critic_opt)
+    rows = probe.dead_units.take()
+    assert rows.tolist() == [[3.0, 2.0, 6.0, 8.0]]  # one row: 3 of 6 actor units, 2 of 8 critic units
+    probe.begin_batch()
+    probe.sample_dead_units([0, 1], actor_opt)  # the next batch opens a row of its own
+    assert probe.dead_units.take().tolist() == [[3.0, NO_GRADIENT, 6.0, NO_GRADIENT]]
