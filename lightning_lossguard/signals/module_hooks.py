@@ -147,26 +147,41 @@ def _section_hooks(module: nn.Module, timer: StepTimer, section: str) -> list[Re
 
 
 class ExecutionOrder:
-    """Records, during one batch, the order in which modules that own parameters run their forward."""
+    """Records, during one batch, the order in which modules that own parameters run their forward.
+
+    Inside a ``torch.compile``d module no hook is put: the compiled code checks its modules' hooks, and taking them
+    off after the first batch would make it compile again (a minute on a large model). The compiled module's own
+    call stands for its layers, in their registration order."""
 
     def __init__(self, module: nn.Module) -> None:
         self.order: list[str] = []
         self._handles: list[RemovableHandle] = []
         order = self.order
 
-        def record(name: str) -> Any:
+        def record(names: list[str]) -> Any:
             def hook(*_: Any) -> None:
-                if name not in order:
-                    order.append(name)
+                order.extend(name for name in names if name not in order)
 
             return hook
 
+        compiled: list[str] = []  # prefixes of compiled modules' names
         for name, sub in module.named_modules():
-            if any(True for _ in sub.parameters(recurse=False)):
-                self._handles.append(sub.register_forward_pre_hook(record(name)))
+            if any(name.startswith(prefix) for prefix in compiled):
+                continue
+            if isinstance(getattr(sub, "_orig_mod", None), nn.Module):  # torch.compile's wrapper
+                inner = [f"{name}.{n}" if name else n for n, m in sub.named_modules() if _owns_parameters(m)]
+                compiled.append(f"{name}." if name else "")
+                if inner:
+                    self._handles.append(sub.register_forward_pre_hook(record(inner)))
+            elif _owns_parameters(sub):
+                self._handles.append(sub.register_forward_pre_hook(record([name])))
 
     def stop(self) -> list[str]:
         for handle in self._handles:
             handle.remove()
         self._handles = []
         return self.order
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))

@@ -20,8 +20,9 @@ READABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, 
 """Parameter dtypes whose gradient norm LossGuard measures (others get no gradient, or cannot be read)."""
 
 
-_WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
-"""Name segments that wrapper modules (FSDP1, activation checkpointing) insert: not part of the user's names."""
+_WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+"""Name segments that wrapper modules (FSDP1, activation checkpointing, ``torch.compile``) insert: not part of the
+user's names."""
 
 
 def clean_name(name: str) -> str:

@@ -92,3 +92,42 @@ def test_a_strided_run_times_forward_on_timed_batches_only(tmp_path: Path) -> No
     assert count.per_batch.count(0) > 100  # most batches after it run PyTorch's hook-free call
     timed = count.per_batch.count(2)
     assert len(count.forward_marks) == timed and set(count.forward_marks) == {1}  # each timed batch: one forward
+
+
+class CompiledBody(L.LightningModule):
+    """``self.net = torch.compile(net)``: the usual way to compile part of a LightningModule."""
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__()
+        self.net = torch.compile(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)), backend=backend)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.net(x).squeeze(1), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_a_compiled_module_is_not_compiled_again_because_of_lossguard(tmp_path: Path) -> None:
+    # The first batch's execution-order hooks inside the compiled module, taken off after it, made it compile a
+    # second time: on a large model, a minute more per run. The order is still known, under the user's names.
+    compilations: dict[str, int] = {}
+
+    def counting(name: str) -> Any:
+        def backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+            compilations[name] = compilations.get(name, 0) + 1
+            return graph.forward
+
+        return backend
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(256, 8, generator=g), torch.randn(256, generator=g))
+    for name in ("without", "with"):
+        torch._dynamo.reset()
+        guard = LossGuard(verbose=False, report_every=10)
+        callbacks = [guard] if name == "with" else []
+        loader = torch.utils.data.DataLoader(data, batch_size=16)
+        trainer(tmp_path / name, callbacks, max_steps=40).fit(CompiledBody(counting(name)), loader)
+    assert compilations["with"] == compilations["without"], compilations
+    assert guard._layout.layers == ("net.0", "net.2")
