@@ -27,7 +27,7 @@ from lightning_lossguard.coverage import Coverage
 from lightning_lossguard.detectors.stalled_training import StalledTraining, last_report
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
-from lightning_lossguard.diagnostician import Diagnostician, RunLayout, RunSettings
+from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, STEP_HOOKS, offer, own_hooks
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
@@ -50,6 +50,7 @@ from lightning_lossguard.signals.step_timer import activate, deactivate
 from lightning_lossguard.signals.watchdog import Stall, Watchdog
 from lightning_lossguard.signals.window import Window
 from lightning_lossguard.strategies import gather_for, parameter_sharding, sharding_note
+from lightning_lossguard.trainer_settings import accumulation, first_group, learning_rate, planned_steps, run_settings
 
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
@@ -245,12 +246,12 @@ class LossGuard(Callback):
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
-        accumulate = max(1, int(trainer.accumulate_grad_batches)) if pl_module.automatic_optimization else 1
+        accumulate = accumulation(trainer, pl_module)
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
         self._report_batches = (self.report_every or _default_report_every(trainer)) * accumulate
-        planned = _planned_steps(trainer)
+        planned = planned_steps(trainer)
         self._budget = CostBudget(
             self.budget,
             self._report_batches,
@@ -259,7 +260,7 @@ class LossGuard(Callback):
             min_reports=MIN_REPORTS_UNDER_BUDGET,
             planned_batches=planned * accumulate if planned else 0,
         )
-        self._lr_group = _first_group(trainer)
+        self._lr_group = first_group(trainer)
         # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
         self._budget.adapt = trainer.world_size == 1
         plugin = trainer.precision_plugin
@@ -308,7 +309,7 @@ class LossGuard(Callback):
         if changed or order is not None:
             layout = build_layout(module, watched, order if order is not None else ())
             self._layout = RunLayout.build(
-                watched, layout, None, _settings(trainer), _planned_steps(trainer), self._scaler is not None
+                watched, layout, None, run_settings(trainer), planned_steps(trainer), self._scaler is not None
             )
             if changed and not first:  # not at the start of a fit: a resumed state belongs to the same model
                 self._diagnostician.new_layout()
@@ -359,6 +360,8 @@ class LossGuard(Callback):
             return
         try:
             self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
+            if batch_idx == 0 and pl_module.automatic_optimization:
+                self._follow_accumulation(trainer)
             # After a report, the first batch of an accumulation window starts from zeroed gradients: check it.
             # Lightning zeroes them where the batch index within the epoch is a multiple of the accumulation (an
             # epoch's last, partial window steps too): a count of batches across epochs can fall mid-window.
@@ -385,6 +388,18 @@ class LossGuard(Callback):
                 self._offered = offered
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
+
+    def _follow_accumulation(self, trainer: pl.Trainer) -> None:
+        """A ``GradientAccumulationScheduler`` changes the accumulation at epoch starts: Lightning divides the losses
+        by the new factor and zeroes the gradients on the new windows. The report interval stays in batches."""
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
+        if accumulate == self._accumulate or self._recorder is None:
+            return
+        self._accumulate = accumulate
+        self._recorder.change_loss_scale(accumulate)
+        if self._budget is not None:
+            self._budget.accumulate = accumulate
+        self._layout = dataclasses.replace(self._layout, settings=run_settings(trainer))
 
     # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
     # they are hidden from Lightning (``hook_dispatch``), and return at once, unwrapped, if called all the same.
@@ -566,7 +581,7 @@ class LossGuard(Callback):
         try:
             batches, self._since_report = self._batches - self._since_report, self._batches
             self._leftover_due = module.automatic_optimization  # manual optimization zeroes gradients when it likes
-            self._lr_group = _first_group(trainer)
+            self._lr_group = first_group(trainer)
             window = self._recorder.drain(gather_for(trainer.strategy, trainer.world_size))
             self._gradient_rows += len(window.optimizer_steps)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
@@ -574,7 +589,7 @@ class LossGuard(Callback):
             window.device_allocated_mb = device_allocated_mb(self._device)
             cost = self._review_cost(batches, window)
             if not window.empty:
-                new = self._diagnostician.judge(window, self._layout, _learning_rate(trainer))
+                new = self._diagnostician.judge(window, self._layout, learning_rate(trainer))
                 self._log_signals(window, cost)
             elif cost and self._loggers is not None:
                 self._loggers.scalars(cost)
@@ -901,55 +916,7 @@ rarely sees a fault that grows within it (gradient growth, divergence) too late 
 def _default_report_every(trainer: pl.Trainer) -> int:
     """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough."""
     every = max(1, int(getattr(trainer, "log_every_n_steps", 50)))
-    planned = _planned_steps(trainer)
+    planned = planned_steps(trainer)
     if planned:
         every = min(every, max(10, planned // MIN_REPORTS))
     return every
-
-
-def _planned_steps(trainer: pl.Trainer) -> int | None:
-    total = trainer.estimated_stepping_batches
-    return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
-
-
-def _settings(trainer: pl.Trainer) -> RunSettings:
-    """What the run already does (optimizers, momentum, clipping, schedulers): remedies must not repeat it."""
-    momentum = 0.0
-    adaptive = False
-    for optimizer in trainer.optimizers:
-        for group in optimizer.param_groups:
-            momentum = max(momentum, float(group.get("momentum", 0.0) or 0.0))
-            betas = group.get("betas")
-            if isinstance(betas, (tuple, list)) and betas:
-                momentum = max(momentum, float(betas[0]))
-                adaptive = True
-            if "alpha" in group or "lr_decay" in group or "initial_accumulator_value" in group:
-                adaptive = True  # RMSprop, Adagrad
-    clip = trainer.gradient_clip_val
-    # None means Lightning's default, which is clipping by norm.
-    norm_clipping = str(trainer.gradient_clip_algorithm or "norm").lower().endswith("norm")
-    return RunSettings(
-        optimizers=tuple(type(o).__name__ for o in trainer.optimizers),
-        momentum=momentum,
-        adaptive=adaptive,
-        scheduler=bool(trainer.lr_scheduler_configs),
-        clip_val=float(clip) if clip and norm_clipping else None,
-        accumulate=max(1, int(trainer.accumulate_grad_batches)),
-    )
-
-
-def _first_group(trainer: pl.Trainer) -> dict[str, Any] | None:
-    """The first optimizer's first parameter group (its ``lr`` is read each batch, a dict lookup)."""
-    try:
-        return trainer.optimizers[0].param_groups[0]  # type: ignore[no-any-return]
-    except (IndexError, AttributeError):
-        return None
-
-
-def _learning_rate(trainer: pl.Trainer) -> float:
-    """The first parameter group's learning rate as a host float (a tensor LR would need a sync: NaN)."""
-    try:
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-    except (IndexError, KeyError, TypeError):
-        return math.nan
-    return float(lr) if isinstance(lr, (int, float)) else math.nan

@@ -499,3 +499,32 @@ def test_accumulation_over_epochs_that_do_not_divide_is_not_called_uncleared_gra
     # The same run with gradients never cleared is still caught, at the first window start after a report.
     guard = fit(tmp_path, NoZeroGrad(), loader(x, y), max_epochs=1, accumulate_grad_batches=3, report_every=5)
     assert any("not cleared" in d.message for d in guard.diagnoses), [d.one_line() for d in guard.diagnoses]
+
+
+class TrueLosses(Regressor):
+    """Keeps every batch's loss as training_step computed it (a host read per step: a test's own check)."""
+
+    def __init__(self) -> None:
+        super().__init__(lr=3e-3)
+        self.losses: list[float] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.losses.append(float(loss.detach()))
+        return loss
+
+
+def test_an_accumulation_scheduler_is_followed_epoch_by_epoch(tmp_path: Path) -> None:
+    # GradientAccumulationScheduler sets accumulate_grad_batches at each epoch start, after LossGuard started: read
+    # once, the batches of an 8-batch window were called uncleared gradients, and the losses (which Lightning
+    # divides by the factor of their batch) stepped up 8x over the run.
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    x, y = linear_data(2048)
+    module = TrueLosses()
+    schedule = GradientAccumulationScheduler(scheduling={0: 8, 2: 4, 4: 1})
+    guard = LossGuard(verbose=False, report_every=5)
+    trainer(tmp_path, [guard, schedule], max_epochs=6, log_every_n_steps=50).fit(module, loader(x, y))
+    assert guard.diagnoses == [], [d.one_line() for d in guard.diagnoses]
+    recorded = list(guard._diagnostician._train_losses)
+    np.testing.assert_allclose(recorded, module.losses[-len(recorded) :], rtol=1e-5)

@@ -50,6 +50,7 @@ class SignalRecorder:
         self._batch_steps: list[int] = []
         self._learning_rates: list[float] = []
         self._sample_step: int | None = None
+        self._scale_changes: list[tuple[int, float]] = []  # (first loss row, scale) within the window
         self.last_ranks: RankTail | None = None  # what each rank reported last (distributed runs)
 
     def watch(self, parameters: Sequence[nn.Parameter], sharding: Sequence[Sharding | None] = ()) -> None:
@@ -80,6 +81,20 @@ class SignalRecorder:
         self.losses.record(loss, terms)
         self._batch_steps.append(step)
         self._learning_rates.append(learning_rate)
+
+    def change_loss_scale(self, scale: float) -> None:
+        """Losses recorded from now on are multiplied by ``scale`` (the gradient accumulation changed)."""
+        self._scale_changes.append((len(self._batch_steps), scale))
+
+    def _loss_scales(self) -> float | np.ndarray:
+        """The scale of each loss row of the window (one number when it did not change), and start the next."""
+        if not self._scale_changes:
+            return self.loss_scale
+        scales = np.full(len(self._batch_steps), self.loss_scale, dtype=np.float64)
+        for first, scale in self._scale_changes:
+            scales[first:] = scale
+        self.loss_scale, self._scale_changes = self._scale_changes[-1][1], []
+        return scales
 
     # -- report steps only ------------------------------------------------------------------------
     def sample_before_step(
@@ -142,6 +157,7 @@ class SignalRecorder:
             dead_rows = ranks.combine_sample(dead_rows, ranks.dead, width, squares=False)
             update_rows = ranks.combine_sample(update_rows, ranks.updates, width, squares=True)
         names = self.losses.term_names or ()
+        scale = self._loss_scales()
         window = Window(
             optimizer_steps=self._optimizer_steps,
             param_norms=grad_rows.reshape(len(self._optimizer_steps), -1)
@@ -149,7 +165,7 @@ class SignalRecorder:
             else np.zeros((0, width)),
             batch_steps=self._batch_steps,
             learning_rate=np.asarray(self._learning_rates, dtype=np.float64),
-            loss=loss_rows[:, 0] * self.loss_scale if loss_rows.size else np.zeros(0),
+            loss=loss_rows[:, 0] * scale if loss_rows.size else np.zeros(0),
             loss_terms={n: loss_rows[:, 1 + i] for i, n in enumerate(names)} if loss_rows.size else {},
             timing_steps=timing_steps,
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
@@ -162,7 +178,7 @@ class SignalRecorder:
         )
         if ranks is not None:
             window.ranks = ranks.count
-            window.rank_loss = ranks.losses[:, :, 0] * self.loss_scale if loss_rows.size else None
+            window.rank_loss = ranks.losses[:, :, 0] * scale if loss_rows.size else None
             window.rank_phase_ms = {p: ranks.timings[:, i] for i, p in enumerate(PHASES)}
             if window.batch_steps or window.timing_steps:
                 self.last_ranks = window.rank_tail()

@@ -208,3 +208,15 @@ def test_any_nonfinite_reads_only_the_losses_since_the_previous_check() -> None:
         probe.record(torch.tensor(float("nan")), terms)
         assert probe.any_nonfinite()
         assert probe.take().shape[0] == 1
+
+
+def test_a_changed_loss_scale_applies_from_the_next_loss_on() -> None:
+    # Lightning divides each loss by the accumulation of its batch: a scheduler that changes it mid-window.
+    recorder = SignalRecorder([], HostClock(), loss_scale=8)
+    for step, loss in enumerate([0.1, 0.1, 0.25, 0.25]):
+        if step == 2:
+            recorder.change_loss_scale(4)
+        recorder.record_loss(step, torch.tensor(loss), None)
+    np.testing.assert_allclose(recorder.drain().loss, [0.8, 0.8, 1.0, 1.0])
+    recorder.record_loss(4, torch.tensor(0.25), None)
+    np.testing.assert_allclose(recorder.drain().loss, [1.0])  # the next window starts at the new scale

@@ -1,0 +1,71 @@
+"""What LossGuard reads off the Trainer: the run's settings, its length, its learning rate and its gradient
+accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+from lightning_lossguard.run_layout import RunSettings
+
+
+def accumulation(trainer: pl.Trainer, module: pl.LightningModule) -> int:
+    """Training batches per optimizer step in the current epoch (1 in manual optimization). At the start of a fit a
+    ``GradientAccumulationScheduler`` has not set this epoch's value yet: it is asked."""
+    if not module.automatic_optimization:
+        return 1
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, GradientAccumulationScheduler):
+            return max(1, int(callback.get_accumulate_grad_batches(trainer.current_epoch)))
+    return max(1, int(trainer.accumulate_grad_batches))
+
+
+def planned_steps(trainer: pl.Trainer) -> int | None:
+    total = trainer.estimated_stepping_batches
+    return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
+
+
+def run_settings(trainer: pl.Trainer) -> RunSettings:
+    """What the run already does (optimizers, momentum, clipping, schedulers): remedies must not repeat it."""
+    momentum = 0.0
+    adaptive = False
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            momentum = max(momentum, float(group.get("momentum", 0.0) or 0.0))
+            betas = group.get("betas")
+            if isinstance(betas, (tuple, list)) and betas:
+                momentum = max(momentum, float(betas[0]))
+                adaptive = True
+            if "alpha" in group or "lr_decay" in group or "initial_accumulator_value" in group:
+                adaptive = True  # RMSprop, Adagrad
+    clip = trainer.gradient_clip_val
+    # None means Lightning's default, which is clipping by norm.
+    norm_clipping = str(trainer.gradient_clip_algorithm or "norm").lower().endswith("norm")
+    return RunSettings(
+        optimizers=tuple(type(o).__name__ for o in trainer.optimizers),
+        momentum=momentum,
+        adaptive=adaptive,
+        scheduler=bool(trainer.lr_scheduler_configs),
+        clip_val=float(clip) if clip and norm_clipping else None,
+        accumulate=max(1, int(trainer.accumulate_grad_batches)),
+    )
+
+
+def first_group(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """The first optimizer's first parameter group (its ``lr`` is read each batch, a dict lookup)."""
+    try:
+        return trainer.optimizers[0].param_groups[0]  # type: ignore[no-any-return]
+    except (IndexError, AttributeError):
+        return None
+
+
+def learning_rate(trainer: pl.Trainer) -> float:
+    """The first parameter group's learning rate as a host float (a tensor LR would need a sync: NaN)."""
+    try:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+    except (IndexError, KeyError, TypeError):
+        return math.nan
+    return float(lr) if isinstance(lr, (int, float)) else math.nan
