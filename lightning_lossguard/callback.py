@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelPruning
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -43,6 +43,7 @@ from lightning_lossguard.signals.parameters import (
     WatchedSet,
     build_layout,
     optimizer_parameters_key,
+    pruned_parameters,
     watched_parameters,
 )
 from lightning_lossguard.signals.recorder import SignalRecorder
@@ -191,6 +192,7 @@ class LossGuard(Callback):
         self._sampling = False
         self._check_leftover = False
         self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
+        self._follow_pruning = False  # ModelPruning, or a model pruned before the fit: which weights are masked
         self._accumulate = 1
         self._fitting = False
         self._finished = False
@@ -261,6 +263,8 @@ class LossGuard(Callback):
             planned_batches=planned * accumulate if planned else 0,
         )
         self._lr_group = first_group(trainer)
+        pruning = any(isinstance(c, ModelPruning) for c in trainer.callbacks)  # type: ignore[attr-defined]
+        self._follow_pruning = pruning or bool(pruned_parameters(pl_module))
         # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
         self._budget.adapt = trainer.world_size == 1
         plugin = trainer.precision_plugin
@@ -588,6 +592,8 @@ class LossGuard(Callback):
             window.host_rss_mb = host_rss_mb()
             window.device_allocated_mb = device_allocated_mb(self._device)
             cost = self._review_cost(batches, window)
+            if self._follow_pruning:
+                self._mark_pruned(module)
             if not window.empty:
                 new = self._diagnostician.judge(window, self._layout, learning_rate(trainer))
                 self._log_signals(window, cost)
@@ -605,6 +611,21 @@ class LossGuard(Callback):
         stalls, self._stalls = self._stalls, []
         self._decide(trainer, new + stalls)
         return new
+
+    def _mark_pruned(self, module: pl.LightningModule) -> None:
+        """Pruned weights get no gradient by design: dead_gradients does not judge them, and the report says so."""
+        masked = pruned_parameters(module)
+        flags = tuple(id(p) in masked for p in self._watched.params)
+        if flags == self._layout.pruned:
+            return
+        self._layout = dataclasses.replace(self._layout, pruned=flags)
+        names = [n for n, pruned in zip(self._watched.names, flags) if pruned]
+        if names:
+            shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
+            self._note(
+                f"{len(names)} pruned parameters (torch.nn.utils.prune, ModelPruning) are left out of dead_gradients: "
+                f"their pruned weights get no gradient by design ({shown})."
+            )
 
     def _report_due(self, batches: int) -> bool:
         """Whether a report comes after ``batches`` training batches (the same batches on every rank)."""

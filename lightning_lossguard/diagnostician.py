@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -184,16 +184,20 @@ class Diagnostician:
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
         if dead := self._on(DeadGradients):
             output_layers = set(layout.output_layers())
+            # Steps whose loss is exactly 0 after it was positive: every margin met, nothing to learn (a loss that
+            # is 0 from the start is a flat region: those steps stay in).
+            rows = _without_zero_loss_steps(window) if self.first_level > 0 else window.param_norms
+            share = None if self._zero_loss_at(window, window.sample_step) else window.dead_unit_share
+            if any(layout.pruned):  # pruned weights get no gradient by design: not judged (the report notes it)
+                rows, share = _unjudged(rows, layout.pruned), _unjudged(share, layout.pruned)
             found += dead.update(
                 opt,
-                # Steps whose loss is exactly 0 after it was positive: every margin met, nothing to learn (a loss
-                # that is 0 from the start is a flat region: those steps stay in).
-                _without_zero_loss_steps(window) if self.first_level > 0 else window.param_norms,
+                rows,
                 layout.param_names,
                 layout.param_sizes,
                 layout.layer_names_per_param,
                 depth,
-                None if self._zero_loss_at(window, window.sample_step) else window.dead_unit_share,
+                share,
                 layout.param_units,
                 outputs=[i for i, layer in enumerate(layout.layer_of) if layer in output_layers],
                 loss_jump=self.early_jump,
@@ -474,3 +478,20 @@ def _severity(value: str, code: str) -> Severity:
 
 
 assert set(CAUSE_ORDER) == set(CATALOG), "every code needs a place in CAUSE_ORDER"
+
+
+@overload
+def _unjudged(values: np.ndarray, columns: Sequence[bool]) -> np.ndarray: ...
+
+
+@overload
+def _unjudged(values: None, columns: Sequence[bool]) -> None: ...
+
+
+def _unjudged(values: np.ndarray | None, columns: Sequence[bool]) -> np.ndarray | None:
+    """``values`` (per-parameter rows, or one row) with the ``columns`` set to "no gradient": not judged."""
+    if values is None or len(columns) != values.shape[-1]:
+        return values
+    values = np.array(values, dtype=np.float64)
+    values[..., np.asarray(columns, dtype=bool)] = NO_GRADIENT
+    return values

@@ -58,6 +58,7 @@ class RunLayout:
         total_steps: planned optimizer steps (None when unknown).
         model_elements: elements in all of the model's parameters, trained or frozen.
         first_batch_rows: rows (samples) of the first training batch's first tensor; 0 when unknown.
+        pruned: per parameter, masked by ``torch.nn.utils.prune`` (its pruned elements get no gradient by design).
     """
 
     param_names: tuple[str, ...] = ()
@@ -72,6 +73,7 @@ class RunLayout:
     total_steps: int | None = None
     model_elements: int = 0
     first_batch_rows: int = 0
+    pruned: tuple[bool, ...] = ()
     settings: RunSettings = RunSettings()
 
     @property

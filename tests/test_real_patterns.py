@@ -528,3 +528,16 @@ def test_an_accumulation_scheduler_is_followed_epoch_by_epoch(tmp_path: Path) ->
     assert guard.diagnoses == [], [d.one_line() for d in guard.diagnoses]
     recorded = list(guard._diagnostician._train_losses)
     np.testing.assert_allclose(recorded, module.losses[-len(recorded) :], rtol=1e-5)
+
+
+def test_weights_that_model_pruning_masks_are_not_dead_gradients(tmp_path: Path) -> None:
+    # ModelPruning masks half of the remaining weights and biases at every epoch's end: a 4-element output bias is
+    # all masked by the third epoch, and its exactly-zero gradient was called units a learning rate knocked out.
+    from lightning.pytorch.callbacks import ModelPruning
+
+    x, y = linear_data(2048)
+    guard = LossGuard(verbose=False, fail_on="warning")
+    pruning = ModelPruning("l1_unstructured", amount=0.5, verbose=0)
+    trainer(tmp_path, [pruning, guard], max_epochs=6, log_every_n_steps=50).fit(Regressor(lr=3e-3), loader(x, y))
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    assert any("pruned parameters" in note and "dead_gradients" in note for note in guard.notes), guard.notes

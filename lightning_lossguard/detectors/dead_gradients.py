@@ -10,7 +10,9 @@ detached graph); when only hidden layers are dead, their units never activate (i
 a learning rate that knocked them out). Units that were alive in the run's first sample (each optimizer's
 parameters are sampled at its own step), or a loss that jumped well above its first batches, blame a learning
 rate far too high. Only layers upstream of the dead one on the autograd graph starve because of it; dead layers
-on another path (another head, another optimizer's network) are named apart.
+on another path (another head, another optimizer's network) are named apart. Weights that
+``torch.nn.utils.prune`` masks (Lightning's ``ModelPruning``) get no gradient by design: they are not judged, and
+the report notes it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
+from torch.nn.utils.prune import BasePruningMethod
 
 READABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.complex64, torch.complex128)
 """Parameter dtypes whose gradient norm LossGuard measures (others get no gradient, or cannot be read)."""
@@ -206,3 +207,16 @@ def sharding_of(p: torch.Tensor) -> Sharding | None:
 def is_sharded(p: torch.Tensor) -> bool:
     """A DTensor parameter split across ranks (FSDP2): its gradient norm needs a cross-rank sum of squares."""
     return sharding_of(p) is not None
+
+
+def pruned_parameters(module: nn.Module) -> set[int]:
+    """``id`` of each parameter ``torch.nn.utils.prune`` masks (Lightning's ``ModelPruning`` uses it): the
+    original weight, re-registered as ``<name>_orig``, whose pruned elements get no gradient by design."""
+    found: set[int] = set()
+    for sub in module.modules():
+        for hook in sub._forward_pre_hooks.values():
+            if isinstance(hook, BasePruningMethod):
+                original = getattr(sub, f"{hook._tensor_name}_orig", None)
+                if isinstance(original, nn.Parameter):
+                    found.add(id(original))
+    return found

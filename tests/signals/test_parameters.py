@@ -1,11 +1,13 @@
-"""The optimizers' key that spares the report-time re-read of the watched parameters when nothing changed."""
+"""The optimizers' key that spares the report-time re-read of the watched parameters when nothing changed; the
+parameters torch.nn.utils.prune masks."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
-from lightning_lossguard.signals.parameters import optimizer_parameters_key
+from lightning_lossguard.signals.parameters import optimizer_parameters_key, pruned_parameters
 
 
 def test_the_key_changes_when_a_parameter_is_frozen_cast_or_added_and_only_then() -> None:
@@ -22,3 +24,14 @@ def test_the_key_changes_when_a_parameter_is_frozen_cast_or_added_and_only_then(
     assert optimizer_parameters_key([optimizer]) != key
     optimizer.add_param_group({"params": net[1].parameters()})
     assert len(optimizer_parameters_key([optimizer])) == 4
+
+
+def test_pruned_parameters_are_the_originals_that_prune_masks() -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    assert pruned_parameters(net) == set()
+    weight = net[0].weight
+    prune.l1_unstructured(net[0], "weight", amount=0.5)
+    prune.l1_unstructured(net[0], "weight", amount=0.5)  # pruned twice: a PruningContainer holds both
+    assert net[0].weight_orig is weight and pruned_parameters(net) == {id(weight)}
+    prune.remove(net[0], "weight")  # made permanent: a plain parameter again
+    assert pruned_parameters(net) == set()
