@@ -38,7 +38,7 @@ from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalC
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import upstream_parameters
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
-from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks
+from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, compiled_modules
 from lightning_lossguard.signals.parameters import (
     WatchedSet,
     build_layout,
@@ -332,6 +332,27 @@ class LossGuard(Callback):
         upstream = upstream_parameters(self._graph_roots, index) if index else None
         self._graph_roots = []
         self._layout = dataclasses.replace(self._layout.with_paths(upstream), first_batch_rows=leading_rows(batch))
+        self._fused_paths_note(module)
+
+    def _fused_paths_note(self, module: pl.LightningModule) -> None:
+        """Inductor fuses a compiled module's backward into one autograd node: the gradient path between its layers
+        is unknown, and vanishing_gradients' depth rule cannot compare them. Said, not left silent."""
+        vanishing = self._diagnostician.detectors.get("vanishing_gradients")
+        least = getattr(getattr(vanishing, "thresholds", None), "min_layers", None)
+        if least is None:
+            return
+        layout = self._layout
+        on_paths = {layer for first, last, _ in layout.depth_paths() for layer in (first, last)}
+        for name in compiled_modules(module):
+            inside = {
+                i for i, layer in enumerate(layout.layers) if layout.comparable[i] and layer.startswith(f"{name}.")
+            }
+            if len(inside) >= least and not inside & on_paths:
+                self._note(
+                    f"vanishing_gradients cannot compare the depth of {name}'s {len(inside)} layers: torch.compile "
+                    "fuses their backward into one node, so the gradient path between them is unknown (the rule on "
+                    "a collapsing gradient norm still judges the whole model)."
+                )
 
     def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         notes = []

@@ -168,7 +168,7 @@ class ExecutionOrder:
         for name, sub in module.named_modules():
             if any(name.startswith(prefix) for prefix in compiled):
                 continue
-            if isinstance(getattr(sub, "_orig_mod", None), nn.Module):  # torch.compile's wrapper
+            if _is_compiled(sub):
                 inner = [f"{name}.{n}" if name else n for n, m in sub.named_modules() if _owns_parameters(m)]
                 compiled.append(f"{name}." if name else "")
                 if inner:
@@ -185,3 +185,17 @@ class ExecutionOrder:
 
 def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
+
+
+def compiled_modules(module: nn.Module) -> list[str]:
+    """Names of the ``torch.compile``d submodules (outermost ones), as the user wrote them."""
+    names: list[str] = []
+    for name, sub in module.named_modules():
+        if name and _is_compiled(sub) and not any(name.startswith(f"{outer}.") for outer in names):
+            names.append(name)
+    return [name.replace("_orig_mod.", "") for name in names]
+
+
+def _is_compiled(module: nn.Module) -> bool:
+    """``torch.compile``'s wrapper (an ``OptimizedModule``) around the module it compiled."""
+    return isinstance(getattr(module, "_orig_mod", None), nn.Module)
