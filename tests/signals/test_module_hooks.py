@@ -95,11 +95,15 @@ def test_a_strided_run_times_forward_on_timed_batches_only(tmp_path: Path) -> No
 
 
 class CompiledBody(L.LightningModule):
-    """``self.net = torch.compile(net)``: the usual way to compile part of a LightningModule."""
+    """``self.net = torch.compile(net)``: the usual way to compile part of a LightningModule (``hidden`` layers of
+    16 tanh units between the input and the output layer)."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, hidden: int = 1) -> None:
         super().__init__()
-        self.net = torch.compile(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)), backend=backend)
+        layers: list[nn.Module] = [nn.Linear(8, 16), nn.Tanh()]
+        for _ in range(hidden - 1):
+            layers += [nn.Linear(16, 16), nn.Tanh()]
+        self.net = torch.compile(nn.Sequential(*layers, nn.Linear(16, 1)), backend=backend)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -133,20 +137,6 @@ def test_a_compiled_module_is_not_compiled_again_because_of_lossguard(tmp_path: 
     assert guard._layout.layers == ("net.0", "net.2")
 
 
-class CompiledDeep(L.LightningModule):
-    def __init__(self, backend: str) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)]
-        self.net = torch.compile(nn.Sequential(*layers), backend=backend)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x).squeeze(1), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-
 def test_a_fused_compiled_backward_is_said_to_hide_the_depth_of_its_layers(tmp_path: Path) -> None:
     # AOTAutograd (inductor's front end; aot_eager without the C++ compile) turns the compiled module's backward into
     # one autograd node: no gradient path between its layers, so the depth rule is silent. The report says so; where
@@ -158,7 +148,7 @@ def test_a_fused_compiled_backward_is_said_to_hide_the_depth_of_its_layers(tmp_p
         torch._dynamo.reset()
         guard = LossGuard(verbose=False, report_every=10)
         loader = torch.utils.data.DataLoader(data, batch_size=16)
-        trainer(tmp_path / backend, [guard], max_steps=20).fit(CompiledDeep(backend), loader)
+        trainer(tmp_path / backend, [guard], max_steps=20).fit(CompiledBody(backend, hidden=2), loader)
         notes[backend] = [n for n in guard.notes if "cannot compare the depth of net's 3 layers" in n]
         assert guard.diagnoses == []
     assert len(notes["aot_eager"]) == 1 and notes["eager"] == [], notes
