@@ -33,6 +33,7 @@ from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
+from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalCost, gc_seconds, watch_gc
 from lightning_lossguard.signals.clock import clock_for
@@ -42,7 +43,9 @@ from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHook
 from lightning_lossguard.signals.parameters import (
     WatchedSet,
     build_layout,
+    clean_name,
     optimizer_parameters_key,
+    pruned_note,
     pruned_parameters,
     watched_parameters,
 )
@@ -332,27 +335,11 @@ class LossGuard(Callback):
         upstream = upstream_parameters(self._graph_roots, index) if index else None
         self._graph_roots = []
         self._layout = dataclasses.replace(self._layout.with_paths(upstream), first_batch_rows=leading_rows(batch))
-        self._fused_paths_note(module)
-
-    def _fused_paths_note(self, module: pl.LightningModule) -> None:
-        """Inductor fuses a compiled module's backward into one autograd node: the gradient path between its layers
-        is unknown, and vanishing_gradients' depth rule cannot compare them. Said, not left silent."""
         vanishing = self._diagnostician.detectors.get("vanishing_gradients")
-        least = getattr(getattr(vanishing, "thresholds", None), "min_layers", None)
-        if least is None:
-            return
-        layout = self._layout
-        on_paths = {layer for first, last, _ in layout.depth_paths() for layer in (first, last)}
-        for name in compiled_modules(module):
-            inside = {
-                i for i, layer in enumerate(layout.layers) if layout.comparable[i] and layer.startswith(f"{name}.")
-            }
-            if len(inside) >= least and not inside & on_paths:
-                self._note(
-                    f"vanishing_gradients cannot compare the depth of {name}'s {len(inside)} layers: torch.compile "
-                    "fuses their backward into one node, so the gradient path between them is unknown (the rule on "
-                    "a collapsing gradient norm still judges the whole model)."
-                )
+        if vanishing is not None:
+            compiled = [clean_name(name) for name in compiled_modules(module)]
+            for note in fused_backward_notes(self._layout, compiled, vanishing.thresholds.min_layers):  # type: ignore[attr-defined]
+                self._note(note)
 
     def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         notes = []
@@ -637,16 +624,10 @@ class LossGuard(Callback):
         """Pruned weights get no gradient by design: dead_gradients does not judge them, and the report says so."""
         masked = pruned_parameters(module)
         flags = tuple(id(p) in masked for p in self._watched.params)
-        if flags == self._layout.pruned:
-            return
-        self._layout = dataclasses.replace(self._layout, pruned=flags)
-        names = [n for n, pruned in zip(self._watched.names, flags) if pruned]
-        if names:
-            shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
-            self._note(
-                f"{len(names)} pruned parameters (torch.nn.utils.prune, ModelPruning) are left out of dead_gradients: "
-                f"their pruned weights get no gradient by design ({shown})."
-            )
+        if flags != self._layout.pruned:
+            self._layout = dataclasses.replace(self._layout, pruned=flags)
+            if note := pruned_note([n for n, pruned in zip(self._watched.names, flags) if pruned]):
+                self._note(note)
 
     def _report_due(self, batches: int) -> bool:
         """Whether a report comes after ``batches`` training batches (the same batches on every rank)."""

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -189,7 +189,8 @@ class Diagnostician:
             rows = _without_zero_loss_steps(window) if self.first_level > 0 else window.param_norms
             share = None if self._zero_loss_at(window, window.sample_step) else window.dead_unit_share
             if any(layout.pruned):  # pruned weights get no gradient by design: not judged (the report notes it)
-                rows, share = _unjudged(rows, layout.pruned), _unjudged(share, layout.pruned)
+                rows = _unjudged(rows, layout.pruned)
+                share = _unjudged(share, layout.pruned) if share is not None else None
             found += dead.update(
                 opt,
                 rows,
@@ -480,17 +481,9 @@ def _severity(value: str, code: str) -> Severity:
 assert set(CAUSE_ORDER) == set(CATALOG), "every code needs a place in CAUSE_ORDER"
 
 
-@overload
-def _unjudged(values: np.ndarray, columns: Sequence[bool]) -> np.ndarray: ...
-
-
-@overload
-def _unjudged(values: None, columns: Sequence[bool]) -> None: ...
-
-
-def _unjudged(values: np.ndarray | None, columns: Sequence[bool]) -> np.ndarray | None:
+def _unjudged(values: np.ndarray, columns: Sequence[bool]) -> np.ndarray:
     """``values`` (per-parameter rows, or one row) with the ``columns`` set to "no gradient": not judged."""
-    if values is None or len(columns) != values.shape[-1]:
+    if len(columns) != values.shape[-1]:
         return values
     values = np.array(values, dtype=np.float64)
     values[..., np.asarray(columns, dtype=bool)] = NO_GRADIENT

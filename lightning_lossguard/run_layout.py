@@ -189,6 +189,23 @@ class RunLayout:
         return tuple(sorted(out))
 
 
+def fused_backward_notes(layout: RunLayout, compiled: Sequence[str], least: int) -> list[str]:
+    """Inductor fuses a compiled module's backward into one autograd node: no gradient path links its layers, and
+    the depth rule of vanishing_gradients (``least`` dense layers on a path) cannot compare them. One note per
+    compiled module (``compiled``: their names) where that hides at least ``least`` layers."""
+    on_paths = {layer for first, last, _ in layout.depth_paths() for layer in (first, last)}
+    notes = []
+    for name in compiled:
+        inside = {i for i, layer in enumerate(layout.layers) if layout.comparable[i] and layer.startswith(f"{name}.")}
+        if len(inside) >= least and not inside & on_paths:
+            notes.append(
+                f"vanishing_gradients cannot compare the depth of {name}'s {len(inside)} layers: torch.compile fuses "
+                "their backward into one node, so the gradient path between them is unknown (the rule on a "
+                "collapsing gradient norm still judges the whole model)."
+            )
+    return notes
+
+
 def _bit_matrix(masks: Sequence[int], width: int) -> np.ndarray:
     """Rows of Python-int bitmasks as a boolean matrix ``[row, bit]`` (bit 0 first)."""
     size = (width + 7) // 8

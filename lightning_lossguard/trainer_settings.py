@@ -64,8 +64,6 @@ def first_group(trainer: pl.Trainer) -> dict[str, Any] | None:
 
 def learning_rate(trainer: pl.Trainer) -> float:
     """The first parameter group's learning rate as a host float (a tensor LR would need a sync: NaN)."""
-    try:
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-    except (IndexError, KeyError, TypeError):
-        return math.nan
+    group = first_group(trainer)
+    lr = group.get("lr") if group is not None else None
     return float(lr) if isinstance(lr, (int, float)) else math.nan

@@ -62,7 +62,6 @@ class GradientProbe:
         self._groups: dict[int, tuple[list[nn.Parameter], list[int], bool]] = {}
         self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
         self._before_step: list[tuple[int, torch.Tensor]] = []
-        self._dead_row: torch.Tensor | None = None  # this batch's dead-unit sample: every optimizer fills its part
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
         # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
@@ -132,17 +131,19 @@ class GradientProbe:
         row = self.leftover.next_row(norms.device)
         torch.linalg.vector_norm(norms, out=row[0])
 
-    def begin_batch(self) -> None:
-        """A new training batch: its first sample opens a new sample row."""
-        self._dead_row = None
-
-    def sample_dead_units(self, unit_params: Iterable[int], optimizer: torch.optim.Optimizer | None = None) -> None:
+    def sample_dead_units(
+        self,
+        unit_params: Iterable[int],
+        optimizer: torch.optim.Optimizer | None = None,
+        row: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
         """Report steps only: per parameter with output units, its rows (units) with an all-zero gradient and its
         rows. A shard cut along another dimension than the rows holds no whole unit: not sampled.
 
         With ``optimizer``, only the parameters it steps are read: another optimizer's gradients may not be there
-        yet, or be left over from the last batch (actor-critic and GAN steps in manual optimization). Each
-        optimizer that steps in the batch fills its part of the batch's one sample row."""
+        yet, or be left over from the last batch (actor-critic and GAN steps in manual optimization). As with
+        :meth:`record`, every optimizer that steps in one batch fills its part of one ``row``; returns the row
+        written (None when nothing was sampled and no row was given)."""
         stepped = set(self._group(optimizer)[1]) if optimizer is not None else None
         parts: list[torch.Tensor] = []
         positions: list[int] = []
@@ -160,11 +161,12 @@ class GradientProbe:
             parts += [dead.sum(dtype=torch.float32), torch.full((), float(rows.shape[0]), device=grad.device)]
             positions += [i, width + i]
         if not parts:
-            return
-        if self._dead_row is None:
-            self._dead_row = self.dead_units.next_row(parts[0].device)
-            self._dead_row.fill_(NO_GRADIENT)
-        _scatter(self._dead_row, positions, parts)
+            return row
+        if row is None:
+            row = self.dead_units.next_row(parts[0].device)
+            row.fill_(NO_GRADIENT)
+        _scatter(row, positions, parts)
+        return row
 
     def snapshot_weights(self, optimizer: torch.optim.Optimizer, max_elements: int) -> None:
         """Report steps only: copy the weights (their sampled rows) before the optimizer step, ``max_elements`` in

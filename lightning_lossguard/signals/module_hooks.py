@@ -164,16 +164,13 @@ class ExecutionOrder:
 
             return hook
 
-        compiled: list[str] = []  # prefixes of compiled modules' names
+        compiled = compiled_modules(module)
         for name, sub in module.named_modules():
-            if any(name.startswith(prefix) for prefix in compiled):
-                continue
-            if _is_compiled(sub):
-                inner = [f"{name}.{n}" if name else n for n, m in sub.named_modules() if _owns_parameters(m)]
-                compiled.append(f"{name}." if name else "")
+            if name in compiled:
+                inner = [f"{name}.{n}" for n, m in sub.named_modules() if _owns_parameters(m)]
                 if inner:
                     self._handles.append(sub.register_forward_pre_hook(record(inner)))
-            elif _owns_parameters(sub):
+            elif _owns_parameters(sub) and not any(name.startswith(f"{outer}.") for outer in compiled):
                 self._handles.append(sub.register_forward_pre_hook(record([name])))
 
     def stop(self) -> list[str]:
@@ -188,14 +185,10 @@ def _owns_parameters(module: nn.Module) -> bool:
 
 
 def compiled_modules(module: nn.Module) -> list[str]:
-    """Names of the ``torch.compile``d submodules (outermost ones), as the user wrote them."""
+    """Names of the outermost ``torch.compile`` wrappers (``OptimizedModule``) among the submodules."""
     names: list[str] = []
     for name, sub in module.named_modules():
-        if name and _is_compiled(sub) and not any(name.startswith(f"{outer}.") for outer in names):
+        compiled = isinstance(getattr(sub, "_orig_mod", None), nn.Module)
+        if name and compiled and not any(name.startswith(f"{outer}.") for outer in names):
             names.append(name)
-    return [name.replace("_orig_mod.", "") for name in names]
-
-
-def _is_compiled(module: nn.Module) -> bool:
-    """``torch.compile``'s wrapper (an ``OptimizedModule``) around the module it compiled."""
-    return isinstance(getattr(module, "_orig_mod", None), nn.Module)
+    return names

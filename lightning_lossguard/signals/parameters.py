@@ -220,3 +220,14 @@ def pruned_parameters(module: nn.Module) -> set[int]:
                 if isinstance(original, nn.Parameter):
                     found.add(id(original))
     return found
+
+
+def pruned_note(names: Sequence[str]) -> str | None:
+    """What ``dead_gradients`` leaves out under pruning (None: nothing is pruned): said once, as a note."""
+    if not names:
+        return None
+    shown = ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
+    return (
+        f"{len(names)} pruned parameters (torch.nn.utils.prune, ModelPruning) are left out of dead_gradients: their "
+        f"pruned weights get no gradient by design ({shown})."
+    )

@@ -47,6 +47,7 @@ class SignalRecorder:
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
         self._batch_row: Row | None = None
+        self._dead_row: torch.Tensor | None = None  # the batch's dead-unit sample, as _batch_row
         self._batch_steps: list[int] = []
         self._learning_rates: list[float] = []
         self._sample_step: int | None = None
@@ -57,15 +58,14 @@ class SignalRecorder:
         """Watch another set of parameters from now on. Rows of the old set not yet drained are dropped (rows of
         two sets never share a window): call it right after :meth:`drain`, or before the first report."""
         self.gradients = GradientProbe(parameters, sharding)
-        self._batch_row = None
+        self._batch_row = self._dead_row = None
         self._optimizer_steps = []
         self._sample_step = None
 
     # -- per-step path ----------------------------------------------------------------------------
     def begin_batch(self) -> None:
-        """A new training batch: the next optimizer step opens a new gradient row."""
-        self._batch_row = None
-        self.gradients.begin_batch()
+        """A new training batch: the next optimizer step opens a new gradient row (and sample row)."""
+        self._batch_row = self._dead_row = None
 
     def record_gradients(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         """One row per batch: every optimizer that steps in it (GANs, manual optimization) fills its part."""
@@ -104,7 +104,7 @@ class SignalRecorder:
         unit_params: Sequence[int],
         max_update_elements: int,
     ) -> None:
-        self.gradients.sample_dead_units(unit_params, optimizer)
+        self._dead_row = self.gradients.sample_dead_units(unit_params, optimizer, self._dead_row)
         if max_update_elements > 0:
             self.gradients.snapshot_weights(optimizer, max_update_elements)
         self._sample_step = step

@@ -121,13 +121,11 @@ def test_two_optimizers_in_one_batch_fill_one_dead_unit_sample_with_their_own_gr
     critic.weight.grad = torch.zeros(8, 4)  # stale: every unit would read dead
     actor.weight.grad = torch.ones(6, 4)
     actor.weight.grad[:3] = 0.0
-    probe.begin_batch()
-    probe.sample_dead_units([0, 1], actor_opt)
+    row = probe.sample_dead_units([0, 1], actor_opt)
     critic.weight.grad = torch.ones(8, 4)  # the critic's own backward
     critic.weight.grad[:2] = 0.0
-    probe.sample_dead_units([0, 1], critic_opt)
+    probe.sample_dead_units([0, 1], critic_opt, row)
     rows = probe.dead_units.take()
     assert rows.tolist() == [[3.0, 2.0, 6.0, 8.0]]  # one row: 3 of 6 actor units, 2 of 8 critic units
-    probe.begin_batch()
     probe.sample_dead_units([0, 1], actor_opt)  # the next batch opens a row of its own
     assert probe.dead_units.take().tolist() == [[3.0, NO_GRADIENT, 6.0, NO_GRADIENT]]
