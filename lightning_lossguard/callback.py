@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -359,6 +359,14 @@ class LossGuard(Callback):
                 "Manual optimization: gradients are measured at each optimizer.step(); loss diagnoses need "
                 "training_step to return the loss."
             )
+        overfit = getattr(trainer, "overfit_batches", 0)
+        self._diagnostician.validation_off = None
+        if overfit and "val_loss_rising" not in self.suppress:
+            self._diagnostician.validation_off = (
+                f"Trainer(overfit_batches={overfit}) overfits a few batches on purpose: val_loss_rising (overfitting) "
+                "is not judged in this fit."
+            )
+            notes.append(self._diagnostician.validation_off)
         for note in notes:
             self._note(note)
 
@@ -564,7 +572,28 @@ class LossGuard(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._recorder is None or self._broken or not self._judging_fit(trainer):
             return
-        self._report(trainer, pl_module)  # judge pending training batches first: the val diagnosis compares with them
+        start, collected = time.perf_counter(), gc_seconds()
+        try:
+            self._judge_validation(trainer, pl_module)
+        finally:
+            # The budget counts it, as a cost per batch (a longer report interval holds more validations, so it is
+            # not report work a longer interval would spread): in short epochs, validations outnumber reports.
+            self._own_seconds += time.perf_counter() - start - (gc_seconds() - collected)
+
+    def _judge_validation(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The validation metric is compared with the training loss up to now. Within one process the pending
+        training batches are read for it (one device read) and judged at the next report, as the budget planned;
+        under several ranks a report comes first (its collective keeps every rank's losses, and ranks alike)."""
+        assert self._recorder is not None
+        recent: Sequence[float] = ()
+        if self._budget is not None and self._budget.adapt:
+            try:
+                recent = self._recorder.pending_losses().tolist()
+            except Exception as error:
+                self._internal_error("on_validation_end", error)
+                return
+        else:
+            self._report(trainer, pl_module)
         new: list[Diagnosis] = []
         try:
             metrics = {
@@ -573,7 +602,7 @@ class LossGuard(Callback):
                 if k == self.val_metric or k.startswith(f"{self.val_metric}/dataloader_idx_")
             }
             if metrics:
-                new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics)
+                new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics, recent)
             for monitor in self.monitors:
                 found = monitor.judge_validation(trainer.global_step, trainer.current_epoch)
                 new += self._diagnostician.accept(found)
@@ -785,6 +814,16 @@ class LossGuard(Callback):
                 "(divergence, plateau, oscillation, non-finite loss) were not judged: return the loss, or "
                 '{"loss": loss}, from training_step.',
             )
+        stride = self._budget.stride if self._budget is not None else 1
+        if stride > 1:  # not only the run's length: the budget measured a share of its batches
+            notes = [
+                f"{n} The cost budget timed one batch in {stride} and measured gradients on one optimizer step in "
+                f"{stride}, to stay within {self.budget:.0%} of the step time: a larger LossGuard(budget=...) "
+                "measures more."
+                if n.startswith("Run too short")
+                else n
+                for n in notes
+            ]
         return notes
 
     def _remove_hooks(self) -> None:

@@ -119,6 +119,7 @@ class Diagnostician:
         }
         self.val_metric = val_metric
         self.val_detectors: dict[str, ValLossRising] = {}
+        self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
         self._reported: dict[str, int] = {}
         self.consequences: set[str] = set()
@@ -274,11 +275,18 @@ class Diagnostician:
             found += growth.update(window.last_step, memory)
         return found
 
-    def judge_validation(self, step: int, epoch: int, metrics: Mapping[str, float]) -> list[Diagnosis]:
-        """Add one validation run's metrics (only the watched metric and its per-dataloader variants)."""
-        if "val_loss_rising" in self.suppress:
+    def judge_validation(
+        self, step: int, epoch: int, metrics: Mapping[str, float], recent_losses: Sequence[float] = ()
+    ) -> list[Diagnosis]:
+        """Add one validation run's metrics (only the watched metric and its per-dataloader variants), compared with
+        the training loss's level: the losses judged so far and ``recent_losses``, those recorded since."""
+        if "val_loss_rising" in self.suppress or self.validation_off:
             return []
         found: list[Diagnosis] = []
+        level = self.train_level
+        recent = [v for v in recent_losses if math.isfinite(v)]
+        if recent:
+            level = median([*self._train_losses, *recent][-(self._train_losses.maxlen or 50) :])
         for name, value in metrics.items():
             if name != self.val_metric and not name.startswith(f"{self.val_metric}/dataloader_idx_"):
                 continue
@@ -286,7 +294,7 @@ class Diagnostician:
             if detector is None:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
                 self.val_detectors[name] = detector
-            found += detector.update(step, epoch, float(value), self.train_level)
+            found += detector.update(step, epoch, float(value), level)
         return self.accept(found)
 
     @property
@@ -342,7 +350,7 @@ class Diagnostician:
                 short.append(f"{code} ({reason})")
         if short:
             notes.append("Run too short to judge: " + "; ".join(short) + ".")
-        if "val_loss_rising" not in self.suppress:
+        if "val_loss_rising" not in self.suppress and not self.validation_off:
             if not self.val_detectors:
                 notes.append(
                     f"No '{self.val_metric}' was logged in validation (or there was no validation): val_loss_rising "

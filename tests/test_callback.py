@@ -388,11 +388,14 @@ def test_with_fail_on_a_stall_stops_every_rank_at_the_next_report(tmp_path: Path
 
 
 def test_a_run_that_fails_while_stalled_keeps_the_stall_in_its_report(tmp_path: Path) -> None:
-    guard = LossGuard(report_every=10, stall_timeout=0.3, verbose=False)
+    # A timeout well above the first step's set-up: late in a long test session a 0.3 s one also caught the
+    # start (a real stall there, but not the one this test is about).
+    guard = LossGuard(report_every=10, stall_timeout=1.0, verbose=False)
     t = trainer(tmp_path, [guard], max_steps=30)
     with pytest.raises(RuntimeError, match="gave up"):
-        t.fit(Stalls(stall_s=1.0, at=5, then_raise=True), loader(regression_data()))
+        t.fit(Stalls(stall_s=2.5, at=5, then_raise=True), loader(regression_data()))
     report = report_of(t.logger.log_dir)  # type: ignore[union-attr]
+    assert len(report["diagnoses"]) == 1, report["diagnoses"]
     [stall] = report["diagnoses"]
     assert report["status"] == "failed" and stall["code"] == "stalled_training" and stall["evidence"]["resumed"] == 0
 
@@ -447,3 +450,14 @@ def test_a_subclass_that_overrides_a_hook_keeps_it_called(tmp_path: Path) -> Non
     trainer(tmp_path, [guard], max_steps=200).fit(run.module, run.train)
     assert guard._budget is not None and guard._budget.stride > 1
     assert Counting.seen == 200 * 1001
+
+
+def test_a_signal_the_budget_sampled_too_sparsely_is_not_blamed_on_the_runs_length(tmp_path: Path) -> None:
+    run = build("adam_regression")
+    guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
+    trainer(tmp_path, [guard], max_steps=120).fit(run.module, run.train)  # every step timed would judge them all
+    assert guard._budget is not None
+    stride = guard._budget.stride
+    short = [n for n in guard.notes if n.startswith("Run too short")]
+    assert stride > 1 and len(short) == 1, guard.notes
+    assert f"timed one batch in {stride}" in short[0] and "LossGuard(budget=...)" in short[0]

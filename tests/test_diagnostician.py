@@ -131,3 +131,29 @@ def test_every_curve_at_every_cut_is_judged_without_error(seed: int) -> None:
         for d in found:
             assert isinstance(d.step, int) and 0 <= d.step < STEPS, (name, d)
             json.dumps(d.evidence, default=float)  # evidence stays plain numbers
+
+
+def test_a_validation_judged_with_the_pending_losses_reads_as_one_judged_after_a_report() -> None:
+    """Between reports a validation is compared with the losses recorded since the last one: the verdicts are
+    those of a report made just before it."""
+    rng = np.random.default_rng(0)
+    layout = RunLayout(total_steps=400)
+    train = np.exp(-np.arange(400) / 100) + 0.05 * rng.standard_normal(400)  # falls all run long
+    val = [1.0, 0.8, 0.7, 0.65, 0.7, 0.8, 0.95, 1.1]  # a low start, then a rise: overfitting
+    reported, pending = Diagnostician(), Diagnostician()
+    for epoch, (start, end) in enumerate(itertools.pairwise(range(0, 450, 50))):
+        steps = list(range(start, end))
+        window = Window(optimizer_steps=[], batch_steps=steps, loss=train[start:end])
+        found = reported.judge(window, layout) + reported.judge_validation(end, epoch, {"val_loss": val[epoch]})
+        half = (start + end) // 2  # the pending judge's report came halfway through the epoch
+        first = Window(optimizer_steps=[], batch_steps=steps[: half - start], loss=train[start:half])
+        second = train[half:end].tolist()
+        late = pending.judge(first, layout) + pending.judge_validation(end, epoch, {"val_loss": val[epoch]}, second)
+        assert [d.code for d in found if d.code == "val_loss_rising"] == [
+            d.code for d in late if d.code == "val_loss_rising"
+        ]
+        pending.judge(Window(optimizer_steps=[], batch_steps=steps[half - start :], loss=train[half:end]), layout)
+    assert any(d.code == "val_loss_rising" for d in reported.diagnoses)
+    ours = [d for d in pending.diagnoses if d.code == "val_loss_rising"]
+    theirs = [d for d in reported.diagnoses if d.code == "val_loss_rising"]
+    assert [(d.step, d.evidence) for d in ours] == [(d.step, d.evidence) for d in theirs]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard, LossGuardAlarm, Severity
 from lightning_lossguard.cli import main
 from lightning_lossguard.diagnostician import Diagnostician
+from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import StepTimer
 from tests.conftest import events, trainer
@@ -60,8 +63,45 @@ def test_epochs_shorter_than_the_report_interval_still_take_the_samples(tmp_path
     t = trainer(tmp_path, [guard], max_epochs=10)
     t.fit(run.module, run.train, run.val)
     samples = events(t.logger.log_dir).Scalars("lossguard/update_ratio")  # type: ignore[union-attr]
-    # The first batch, then the batch before each of the 4 reports: validation reports did not reset the clock.
-    assert len(samples) == 1 + 80 // 20
+    # The batch before each of the 4 reports (a report logs its window's latest sample): validation, every 8
+    # batches, neither reports nor moves the samples.
+    assert [s.step for s in samples] == [19, 39, 59, 79]
+
+
+def test_a_validation_between_reports_neither_reports_nor_hides_its_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epochs of 8 batches, validated after each: validation used to force a report (judging, a device read,
+    TensorBoard) every 8 batches, outside the cost budget. Now it reads the pending losses only, and the budget
+    counts that time."""
+    run = build("adam_regression")
+    run.train = type(run.train)(run.train.dataset, batch_size=256)
+    guard = LossGuard(report_every=20, verbose=False)
+    reviews: list[int] = []
+    review = guard._review_cost
+    monkeypatch.setattr(
+        guard, "_review_cost", lambda batches, window: reviews.append(guard._batches) or review(batches, window)
+    )
+    judge = Diagnostician.judge_validation
+
+    def slow_judge(self: Diagnostician, *args: Any) -> Any:
+        time.sleep(0.02)
+        return judge(self, *args)
+
+    monkeypatch.setattr(Diagnostician, "judge_validation", slow_judge)
+    t = trainer(tmp_path, [guard], max_epochs=10)
+    t.fit(run.module, run.train, run.val)
+    assert reviews == [20, 40, 60, 80, 80]  # the scheduled reports, and the run's end
+    assert guard._budget is not None and guard._budget.spent_own_us >= 10 * 0.02e6
+
+
+def test_a_validation_between_reports_is_compared_with_the_losses_since_the_last_one() -> None:
+    recorder = SignalRecorder([], clock_for(torch.device("cpu")), loss_scale=2.0)
+    for step, loss in enumerate([4.0, 3.0, 2.0, 1.0]):
+        recorder.record_loss(step, torch.tensor(loss), None)
+    assert recorder.pending_losses().tolist() == [8.0, 6.0, 4.0, 2.0]  # scaled as a report scales them
+    assert recorder.drain().loss.tolist() == [8.0, 6.0, 4.0, 2.0]  # and still there for the report
+    assert recorder.pending_losses().tolist() == []
 
 
 HOOKS = {

@@ -1,7 +1,7 @@
 """Regression tests for false alarms and wrong remedies seen on real Lightning programs, each modelled on the
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
-a learning rate far too high, a momentum that oscillates."""
+a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check."""
 
 from __future__ import annotations
 
@@ -541,3 +541,40 @@ def test_weights_that_model_pruning_masks_are_not_dead_gradients(tmp_path: Path)
     trainer(tmp_path, [pruning, guard], max_epochs=6, log_every_n_steps=50).fit(Regressor(lr=3e-3), loader(x, y))
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
     assert any("pruned parameters" in note and "dead_gradients" in note for note in guard.notes), guard.notes
+
+
+# -- overfit_batches: overfitting on purpose -----------------------------------------------------------------
+class NoisyLabels(L.LightningModule):
+    """An MLP classifier of labels with noise in them, validated on other samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def noisy_labels(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    w = torch.randn(16, 4, generator=torch.Generator().manual_seed(123))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 16, generator=g)
+    return x, (x @ w + 0.5 * torch.randn(n, 4, generator=g)).argmax(1)
+
+
+def test_a_validated_overfit_batches_run_is_not_called_overfitting(tmp_path: Path) -> None:
+    """``overfit_batches`` memorises a few batches on purpose (the sanity check Lightning's docs recommend): the
+    validation loss rises by design. With ``fail_on="warning"`` the run was stopped as overfitting."""
+    guard = LossGuard(verbose=False, fail_on="warning")
+    t = trainer(tmp_path, [guard], max_steps=300, overfit_batches=1)
+    t.fit(NoisyLabels(), loader(*noisy_labels(512, 0)), DataLoader(TensorDataset(*noisy_labels(256, 1)), batch_size=64))
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    assert any("overfit_batches=1" in note and "val_loss_rising" in note for note in guard.notes)

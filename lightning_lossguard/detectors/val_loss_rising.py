@@ -10,6 +10,10 @@ The evidence decides which cause to name first (seed 001):
 
 The rise must be large (``min_rise``) and beyond the validation loss's own evaluation-to-evaluation noise
 (``z`` robust standard deviations of its successive differences), on ``persist`` evaluations in a row.
+The training loss it is compared with is the level of the last 50 batches before the evaluation.
+
+Not judged under ``Trainer(overfit_batches=...)``: that sanity check memorises a few batches on purpose, so its
+validation loss rises by design (the report notes it).
 """
 
 from __future__ import annotations

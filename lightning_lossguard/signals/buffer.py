@@ -77,8 +77,7 @@ class DeviceRows:
     def peek(self) -> torch.Tensor:
         """The rows written since the last :meth:`take`, left in place (a view on the device)."""
         self._settle()
-        assert self._data is not None
-        return self._data[: self.count]
+        return self._data[: self.count] if self._data is not None else torch.empty(0, self.width)
 
     def take(self) -> torch.Tensor:
         """The rows written since the last call (a device view, valid until the next write), and start over."""

@@ -73,6 +73,16 @@ class LossProbe:
             return not bool(fresh.isfinite().all())
         return False
 
+    def pending(self) -> torch.Tensor:
+        """The losses recorded since the last :meth:`take`, on the device (``[batches]``), left in place: a
+        validation run compares its metric with them without a report."""
+        chunks = list(self._checked)
+        if self._plain:
+            chunks.append(_stacked(self._plain))
+        if chunks:
+            return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).float()
+        return self.rows.peek()[:, 0] if self.rows is not None else torch.empty(0)
+
     def take(self) -> torch.Tensor:
         """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
         self._checked_rows = 0

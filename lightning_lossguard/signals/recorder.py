@@ -87,14 +87,20 @@ class SignalRecorder:
         self._scale_changes.append((len(self._batch_steps), scale))
 
     def _loss_scales(self) -> float | np.ndarray:
-        """The scale of each loss row of the window (one number when it did not change), and start the next."""
+        """The scale of each loss row of the window (one number when it did not change)."""
         if not self._scale_changes:
             return self.loss_scale
         scales = np.full(len(self._batch_steps), self.loss_scale, dtype=np.float64)
         for first, scale in self._scale_changes:
             scales[first:] = scale
-        self.loss_scale, self._scale_changes = self._scale_changes[-1][1], []
         return scales
+
+    def pending_losses(self) -> np.ndarray:
+        """The training losses recorded since the last report, on the host and scaled as a report scales them,
+        left for the report: one device read, for a validation run judged between reports."""
+        losses = self.losses.pending().cpu().double().numpy()
+        scale = self._loss_scales()
+        return losses * (scale[: len(losses)] if isinstance(scale, np.ndarray) else scale)
 
     # -- report steps only ------------------------------------------------------------------------
     def sample_before_step(
@@ -158,6 +164,8 @@ class SignalRecorder:
             update_rows = ranks.combine_sample(update_rows, ranks.updates, width, squares=True)
         names = self.losses.term_names or ()
         scale = self._loss_scales()
+        if self._scale_changes:  # the next window starts at the latest scale
+            self.loss_scale, self._scale_changes = self._scale_changes[-1][1], []
         window = Window(
             optimizer_steps=self._optimizer_steps,
             param_norms=grad_rows.reshape(len(self._optimizer_steps), -1)
