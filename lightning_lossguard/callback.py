@@ -87,7 +87,7 @@ class LossGuard(Callback):
             raises :class:`LossGuardAlarm` after the reports are written. ``None`` (default): report only.
         report_every: optimizer steps between reports (the one host read of the buffered signals).
             Default: the trainer's ``log_every_n_steps``, shortened for short runs to about 20 reports per
-            run (but not more often than every 10 steps).
+            run, and never more often than every 10 steps (a ``log_every_n_steps`` of 1 included).
         suppress: diagnosis codes never to report.
         severity: per-code severity overrides, e.g. ``{"loss_plateau": "error"}``.
         thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
@@ -970,15 +970,21 @@ def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
 MIN_REPORTS = 20
 """A short run (a CI smoke run) still gets about this many reports by default, every 10 steps at the most."""
 
+MIN_REPORT_EVERY = 10
+"""By default reports come every 10 optimizer steps at the most, whatever ``log_every_n_steps`` says: Lightning
+asks runs of short epochs to lower it (often to 1), and a report per step costs more than the step. LossGuard's
+scalars are per step whatever the interval; ``report_every`` sets a shorter one explicitly."""
+
 MIN_REPORTS_UNDER_BUDGET = 10
 """However far over its cost budget, a run of known length still gets this many reports: a short run judged too
 rarely sees a fault that grows within it (gradient growth, divergence) too late or not at all."""
 
 
 def _default_report_every(trainer: pl.Trainer) -> int:
-    """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough."""
-    every = max(1, int(getattr(trainer, "log_every_n_steps", 50)))
+    """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough, and never
+    below :data:`MIN_REPORT_EVERY`."""
+    every = max(MIN_REPORT_EVERY, int(getattr(trainer, "log_every_n_steps", 50)))
     planned = planned_steps(trainer)
     if planned:
-        every = min(every, max(10, planned // MIN_REPORTS))
+        every = min(every, max(MIN_REPORT_EVERY, planned // MIN_REPORTS))
     return every

@@ -461,3 +461,13 @@ def test_a_signal_the_budget_sampled_too_sparsely_is_not_blamed_on_the_runs_leng
     short = [n for n in guard.notes if n.startswith("Run too short")]
     assert stride > 1 and len(short) == 1, guard.notes
     assert f"timed one batch in {stride}" in short[0] and "LossGuard(budget=...)" in short[0]
+
+
+def test_log_every_n_steps_of_one_does_not_make_a_report_per_step(tmp_path: Path) -> None:
+    """Lightning asks runs of short epochs to lower ``log_every_n_steps``; at 1 LossGuard reported every 1 to 8
+    steps (a 2,000-step run: 253 reports, 20% of its time)."""
+    run = build("adam_regression")
+    guard = LossGuard(verbose=False)
+    trainer(tmp_path, [guard], max_steps=200, log_every_n_steps=1).fit(run.module, run.train)
+    assert guard._budget is not None and guard._budget.base_report_batches == 10
+    assert guard._budget.reports <= 200 // 10 + 1
