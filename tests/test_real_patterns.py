@@ -1,7 +1,7 @@
 """Regression tests for false alarms and wrong remedies seen on real Lightning programs, each modelled on the
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
-a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check."""
+a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import BackboneFinetuning
+from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
@@ -578,3 +579,48 @@ def test_a_validated_overfit_batches_run_is_not_called_overfitting(tmp_path: Pat
     t.fit(NoisyLabels(), loader(*noisy_labels(512, 0)), DataLoader(TensorDataset(*noisy_labels(256, 1)), batch_size=64))
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
     assert any("overfit_batches=1" in note and "val_loss_rising" in note for note in guard.notes)
+
+
+# -- tasks that take turns, batch by batch ------------------------------------------------------------------
+class RoundRobinTasks(L.LightningModule):
+    """A shared trunk and a head per task (classification, regression, a second classification); each step
+    trains one task, in turn (the round-robin multi-task loop): the loss alternates between the tasks' levels,
+    and the regression's gradients are ~70x the others' and grow as it learns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(16, 64), nn.ReLU())
+        self.heads = nn.ModuleDict({"a": nn.Linear(64, 4), "b": nn.Linear(64, 1), "c": nn.Linear(64, 10)})
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        names = sorted(batch)
+        name = names[batch_idx % len(names)]
+        x, y = batch[name]
+        out = self.heads[name](self.trunk(x))
+        return F.mse_loss(out, y) if name == "b" else F.cross_entropy(out, y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def round_robin_tasks(count: int) -> CombinedLoader:
+    g = torch.Generator().manual_seed(0)
+    xa, xb, xc = (torch.randn(1024, 16, generator=g) for _ in range(3))
+    tasks = {
+        "a": loader(xa, (xa[:, :4] * 2).argmax(1)),
+        "b": loader(xb, 3.0 * xb.sum(1, keepdim=True) + 0.3 * torch.randn(1024, 1, generator=g)),
+        "c": loader(xc, torch.randint(0, 10, (1024,), generator=g)),
+    }
+    return CombinedLoader(dict(list(tasks.items())[:count]))
+
+
+@pytest.mark.parametrize("tasks", [2, 3])
+def test_tasks_taking_turns_are_not_a_warning(tmp_path: Path, tasks: int) -> None:
+    """Two tasks: the loss flips every step (loss_oscillation said a warning); three: the regression's gradient
+    norm is the upper of two usual levels (exploding_gradients said a warning, "still growing")."""
+    guard = LossGuard(verbose=False, fail_on="warning")
+    trainer(tmp_path, [guard], max_epochs=12, limit_val_batches=0).fit(RoundRobinTasks(), round_robin_tasks(tasks))
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    if tasks == 2:
+        [oscillation] = [d for d in guard.diagnoses if d.code == "loss_oscillation"]  # said, as an info
+        assert "take turns between tasks" in oscillation.remedies[0]

@@ -4,7 +4,9 @@ The baseline is the median and MAD of log10(norm) over the last ``baseline_windo
 run is compared with its own recent past, never with the whole run (early training is legitimately
 wild). A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must
 keep growing; a norm that jumps once and then holds steady at a new level is a scale shift, not an
-explosion, and becomes the new baseline. Before ``min_history`` steps exist, a provisional baseline of
+explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached on ``usual_share``
+of their steps are one of the run's usual levels (tasks of different gradient scales taking turns), not an
+explosion. Before ``min_history`` steps exist, a provisional baseline of
 the first steps only counts spikes of ``severe_factor`` (runs that blow up in their first steps). One
 step ``catastrophe_factor`` above the baseline is reported on its own.
 
@@ -74,6 +76,12 @@ class ExplodingGradientsThresholds(Thresholds):
     loss_rise: float = threshold(
         2.0, "The loss rising this many times its pre-spike level corroborates (error).", low=1
     )
+    usual_share: float = threshold(
+        0.1,
+        "A level within growth_factor of the spikes that the earlier norms already reached this often is one of "
+        "the run's usual levels (tasks taking turns), not an explosion.",
+        high=1,
+    )
 
 
 class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
@@ -88,6 +96,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.history: deque[float] = deque(maxlen=int(t.baseline_window))
         self.layer_history: deque[list[float]] = deque(maxlen=int(t.baseline_window))
         self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))  # [step, log10 norm, excess, spike]
+        self.levels: deque[float] = deque(maxlen=int(t.baseline_window))  # every log10 norm, spikes included
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
         self.steps_seen = 0
         self.cached: list[float] = []  # [median, spike threshold, steps_seen when computed]
@@ -173,6 +182,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 excess = x - baseline[0]
                 spike = excess >= baseline[1]
             self.recent.append([int(step), x, excess, float(spike)])
+            self.levels.append(x)
             if norm >= t.ceiling:
                 self.ceiling_hits.append(int(step))
             if not spike:
@@ -225,6 +235,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         tail = zip(np.asarray(steps)[-k:].tolist(), logs[-k:].tolist(), excess.tolist())
         self.recent.extend([int(s), x, e, 0.0] for s, x, e in tail)
         self.history.extend(logs.tolist())
+        self.levels.extend(logs.tolist())
         if layer_logs is not None:
             self.layer_history.extend(layer_logs.tolist())
         missing = int(t.early_steps) - len(self.early)
@@ -351,7 +362,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         )
         over_ceiling = [s for s in self.ceiling_hits if s > latest[0] - t.persist_window]
         catastrophe = latest[3] and latest[2] >= math.log10(t.catastrophe_factor)
-        persistent = len(spikes) >= t.spike_persist and growing and latest[3]
+        persistent = len(spikes) >= t.spike_persist and growing and latest[3] and not self._usual(spikes)
         if not (catastrophe or persistent or len(over_ceiling) >= t.spike_persist):
             return None
         norm = 10 ** latest[1]
@@ -388,6 +399,18 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         grew = subject and layer_ratio >= self.thresholds.spike_factor
         where = f"; layer {subject} grew most ({layer_ratio:.3g}x its own baseline)." if grew else "."
         return self.diagnosis(decided, what + where, evidence, subject=subject, remedies=remedies)
+
+    def _usual(self, spikes: list[list[float]]) -> bool:
+        """Whether the norms before the recent spikes already came near their level (the spikes' median, within
+        ``growth_factor``) often: a norm with two usual levels, as when tasks of different gradient scales take
+        turns, whose upper level a median baseline calls a spike every time it comes round. An explosion climbs
+        past every earlier level."""
+        t = self.thresholds
+        earlier = list(self.levels)[: -len(self.recent)]
+        if len(earlier) < t.min_history:
+            return False
+        near = median([r[1] for r in spikes]) - math.log10(t.growth_factor)
+        return sum(x >= near for x in earlier) >= t.usual_share * len(earlier)
 
     def _grown_layer(self, layer_row: list[float], layers: Sequence[str]) -> tuple[str, float]:
         if not layer_row or not self.layer_history or len(layers) != len(layer_row):

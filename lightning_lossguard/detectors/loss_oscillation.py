@@ -9,6 +9,11 @@ oscillation is structured. On the last ``window`` losses (log10 scale) the detec
 - no trend that is large compared with the swings,
 - a learning rate that does not cycle itself: loss cycles that follow a cyclic or warm-restart schedule are
   intended.
+
+Cycles of a few steps (``short_cycle`` or less: the loss alternates batch by batch) are an **info**, with the
+order of the batches named first: batches that take turns between tasks or data sources of different loss
+levels (a round-robin multi-task loop) make exactly this curve, and the loss alone cannot tell it from a
+learning rate that makes the weights bounce (the remedies still say that).
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import fast_median, median, theil_sen_slope
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,9 @@ class LossOscillationThresholds(Thresholds):
     )
     lr_swing: float = threshold(
         0.15, "A learning rate that swings this many decades twice in the window is a cyclic schedule.", open_low=True
+    )
+    short_cycle: int = threshold(
+        4, "Cycles of this many steps or fewer follow the batch order as often as the optimizer: info.", low=2
     )
 
 
@@ -126,7 +135,24 @@ class LossOscillation(Detector[LossOscillationThresholds]):
             "low": float(raw.min()),
             "high": float(raw.max()),
         }
-        return [self.diagnosis(int(steps[-1]), message, evidence)]
+        if cycle > t.short_cycle:
+            return [self.diagnosis(int(steps[-1]), message, evidence)]
+        message += (
+            " Batches that take turns between tasks or data sources with different loss levels do exactly this; "
+            "if yours do not, the weights bounce: the learning rate is too high."
+        )
+        remedies = (BATCH_ORDER, *code_info(self.code).remedies)
+        return [
+            dataclasses.replace(
+                self.diagnosis(int(steps[-1]), message, evidence, remedies=remedies), severity=Severity.INFO
+            )
+        ]
+
+
+BATCH_ORDER = (
+    "If batches take turns between tasks or datasets, this curve is expected: draw each batch's task at random "
+    "or mix the tasks within a batch, or set LossGuard(suppress=['loss_oscillation'])."
+)
 
 
 def _zigzag(y: np.ndarray, swing: float) -> list[float]:

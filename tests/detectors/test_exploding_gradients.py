@@ -123,3 +123,20 @@ def test_gradients_left_over_before_a_backward_are_never_cleared() -> None:
     [found] = detector.update(steps, noisy(10), leftover=3.1)
     assert "not cleared" in found.message and found.evidence["leftover_norm"] == 3.1
     assert "zero_grad" in found.remedies[0] and found.severity == "warning"
+
+
+def test_a_norm_with_two_usual_levels_is_not_an_explosion() -> None:
+    # Three tasks take turns; one (a regression) has gradients ~70x the others': a median baseline sits on the
+    # lower level and calls the upper one a spike every time it comes round, growing or not between turns.
+    # The upper level drifts up 3x as the regression learns (its features grow), spreading 2x around its trend.
+    k = np.arange(400)
+    norms = np.where(k % 3 == 1, 20.0 * 3 ** (k / 400), 0.7) * 10 ** (0.15 * RNG.standard_normal(400))
+    assert feed(ExplodingGradients(), list(norms)) == []
+
+
+def test_an_explosion_in_a_run_with_two_usual_levels_is_still_seen() -> None:
+    k = np.arange(300)
+    usual = np.where(k % 3 == 1, 50.0, 0.7) * 10 ** (0.05 * RNG.standard_normal(300))
+    norms = list(usual) + [50.0 * 10 ** (0.3 * j) for j in range(1, 16)]  # climbs past both levels
+    found = feed(ExplodingGradients(), norms)
+    assert found and found[0].code == "exploding_gradients" and 300 <= found[0].step < 320

@@ -10,7 +10,7 @@ def test_slow_momentum_cycles() -> None:
     losses = 3.0 * 10 ** (0.5 * np.sin(2 * np.pi * t / 14)) * 10 ** (0.05 * RNG.standard_normal(300))
     found = feed(LossOscillation(), losses)
     assert found and found[0].evidence["autocorrelation"] > 0.5
-    assert "cycles" in found[0].message
+    assert "cycles" in found[0].message and found[0].severity == "warning"
     assert "momentum" in found[0].remedies[0]
 
 
@@ -19,6 +19,18 @@ def test_period_two_flip_flop() -> None:
     found = feed(LossOscillation(), losses)
     assert found and found[0].evidence["autocorrelation"] < -0.5
     assert "period 2" in found[0].message
+    # Batch by batch: tasks taking turns make this curve as well as weights that bounce, so an info that says both.
+    assert found[0].severity == "info" and "take turns between tasks" in found[0].remedies[0]
+    assert "learning rate is too high" in found[0].message
+
+
+@pytest.mark.parametrize("ratio", [3.0, 100.0])
+def test_tasks_taking_turns_are_an_info_whose_first_remedy_is_the_batch_order(ratio: float) -> None:
+    t = np.arange(400)
+    levels = np.array([1.0, ratio])[t % 2] * 10 ** (-t / 2000)  # two tasks in turn, each learning slowly
+    found = feed(LossOscillation(), levels * 10 ** (0.05 * RNG.standard_normal(400)))
+    assert found and all(d.severity == "info" for d in found)
+    assert found[0].evidence["period"] <= LossOscillation.Thresholds().short_cycle
 
 
 def test_noisy_minibatch_losses_stay_quiet() -> None:
