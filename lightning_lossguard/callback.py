@@ -182,6 +182,7 @@ class LossGuard(Callback):
         self._order: ExecutionOrder | None = None
         self._graph_roots: list[Any] = []
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
+        self._first_sample = 0  # the batch whose units are the run's first sample (1 when lazy modules build late)
         self._batch_step = 0
         self._report_batches = 1
         self._report_anchor = 0  # reports come every _report_batches batches from here (where it last changed)
@@ -308,6 +309,9 @@ class LossGuard(Callback):
         first = not self._watched.params and not self._watched.pending
         changed = watched.signature != self._watched.signature
         self._watched = watched
+        if first and watched.pending and not self._batches:
+            # Lazy modules get their weights in the first forward: the run's first sample of units waits for them.
+            self._first_sample = 1
         if changed:
             sharding = parameter_sharding(trainer.strategy, watched.params)
             self._recorder.watch(watched.params, sharding)
@@ -400,7 +404,7 @@ class LossGuard(Callback):
             if self._forward is not None and self._batches > 0:
                 self._forward.timing(timed)
             self._backward_work = timed or self._check_leftover or self._order is not None
-            self._step_work = timed or self._sample_gradients or self._batches == 0
+            self._step_work = timed or self._sample_gradients or self._batches <= self._first_sample
             offered = (self._backward_work, self._step_work)
             if offered != self._offered:  # most batches in a row hide the same hooks: nothing to change then
                 offer(self, self._backward_hooks, offered[0])
@@ -472,7 +476,7 @@ class LossGuard(Callback):
                 start = time.perf_counter()
                 self._recorder.record_gradients(self._batch_step, optimizer)
                 self._gradient_seconds += time.perf_counter() - start
-            if self._batches == 0 or before_report:
+            if self._batches == self._first_sample or before_report:
                 # The first batch (how the run starts) and the batch before each report are sampled.
                 start = time.perf_counter()
                 self._sampling = True

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.fault_zoo.scenarios import loader, regression_data
 from lightning_lossguard import LossGuard
+from lightning_lossguard.signals.recorder import SignalRecorder
 from tests.conftest import events, trainer
 
 
@@ -155,6 +156,27 @@ def test_lazy_modules_are_watched_once_materialized(tmp_path: Path) -> None:
     t.fit(Regressor(lazy), loader(regression_data()))
     assert guard.gaps == [] and set(watched(guard)) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
     assert len(grad_norms(t.logger.log_dir)) == 3  # type: ignore[union-attr]
+
+
+def test_the_first_unit_sample_of_lazy_modules_is_taken_once_they_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's first dead-unit sample says whether units were alive at the start ("a learning rate that
+    knocked them out" needs it). Lazy weights do not exist at the first batch's step: it was empty, and the
+    first real sample came at the batch before the first report."""
+    sampled: list[tuple[int, int]] = []
+    before_step = SignalRecorder.sample_before_step
+
+    def counted(self: SignalRecorder, step: int, optimizer: Any, units: Any, max_elements: int) -> None:
+        sampled.append((step, len(units)))
+        before_step(self, step, optimizer, units, max_elements)
+
+    monkeypatch.setattr(SignalRecorder, "sample_before_step", counted)
+    guard = LossGuard(report_every=10, verbose=False)
+    lazy = nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(1))
+    trainer(tmp_path, [guard], max_steps=30).fit(Regressor(lazy), loader(regression_data()))
+    first = next(step for step, units in sampled if units)
+    assert first == 1, sampled
 
 
 class Finetune(Regressor):
