@@ -54,7 +54,14 @@ from lightning_lossguard.signals.step_timer import activate, deactivate
 from lightning_lossguard.signals.watchdog import Stall, Watchdog
 from lightning_lossguard.signals.window import Window
 from lightning_lossguard.strategies import gather_for, parameter_sharding, sharding_note
-from lightning_lossguard.trainer_settings import accumulation, first_group, learning_rate, planned_steps, run_settings
+from lightning_lossguard.trainer_settings import (
+    accumulation,
+    default_report_every,
+    first_group,
+    learning_rate,
+    planned_steps,
+    run_settings,
+)
 
 FailOn = Literal["warning", "error"]
 SeverityName = Literal["info", "warning", "error"]
@@ -256,7 +263,7 @@ class LossGuard(Callback):
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
-        self._report_batches = (self.report_every or _default_report_every(trainer)) * accumulate
+        self._report_batches = (self.report_every or default_report_every(trainer)) * accumulate
         planned = planned_steps(trainer)
         self._budget = CostBudget(
             self.budget,
@@ -573,22 +580,15 @@ class LossGuard(Callback):
         except Exception as error:
             self._internal_error("on_validation_batch_end", error)
 
+    # The budget counts a validation as a cost per batch (a longer report interval holds more validations, so it is
+    # not report work a longer interval would spread): in short epochs, validations outnumber reports.
+    @_own_time
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._recorder is None or self._broken or not self._judging_fit(trainer):
-            return
-        start, collected = time.perf_counter(), gc_seconds()
-        try:
-            self._judge_validation(trainer, pl_module)
-        finally:
-            # The budget counts it, as a cost per batch (a longer report interval holds more validations, so it is
-            # not report work a longer interval would spread): in short epochs, validations outnumber reports.
-            self._own_seconds += time.perf_counter() - start - (gc_seconds() - collected)
-
-    def _judge_validation(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The validation metric is compared with the training loss up to now. Within one process the pending
         training batches are read for it (one device read) and judged at the next report, as the budget planned;
         under several ranks a report comes first (its collective keeps every rank's losses, and ranks alike)."""
-        assert self._recorder is not None
+        if self._recorder is None or self._broken or not self._judging_fit(trainer):
+            return
         recent: Sequence[float] = ()
         if self._budget is not None and self._budget.adapt:
             try:
@@ -809,6 +809,7 @@ class LossGuard(Callback):
             self._layout,
             timed_forward=self._forward is not None and self._forward.seen,
             gradients_watched=not self.coverage.missing("gradients"),
+            budget=(self.budget, self._budget.stride) if self._budget is not None else None,
         )
         if self._batches and not self._losses_seen:
             notes = [n for n in notes if not n.startswith("Run too short")]
@@ -818,16 +819,6 @@ class LossGuard(Callback):
                 "(divergence, plateau, oscillation, non-finite loss) were not judged: return the loss, or "
                 '{"loss": loss}, from training_step.',
             )
-        stride = self._budget.stride if self._budget is not None else 1
-        if stride > 1:  # not only the run's length: the budget measured a share of its batches
-            notes = [
-                f"{n} The cost budget timed one batch in {stride} and measured gradients on one optimizer step in "
-                f"{stride}, to stay within {self.budget:.0%} of the step time: a larger LossGuard(budget=...) "
-                "measures more."
-                if n.startswith("Run too short")
-                else n
-                for n in notes
-            ]
         return notes
 
     def _remove_hooks(self) -> None:
@@ -971,24 +962,6 @@ def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
     return f"stalled_training at {where}: the Python stacks of rank {rank}, innermost frame first: {stacks}"
 
 
-MIN_REPORTS = 20
-"""A short run (a CI smoke run) still gets about this many reports by default, every 10 steps at the most."""
-
-MIN_REPORT_EVERY = 10
-"""By default reports come every 10 optimizer steps at the most, whatever ``log_every_n_steps`` says: Lightning
-asks runs of short epochs to lower it (often to 1), and a report per step costs more than the step. LossGuard's
-scalars are per step whatever the interval; ``report_every`` sets a shorter one explicitly."""
-
 MIN_REPORTS_UNDER_BUDGET = 10
 """However far over its cost budget, a run of known length still gets this many reports: a short run judged too
 rarely sees a fault that grows within it (gradient growth, divergence) too late or not at all."""
-
-
-def _default_report_every(trainer: pl.Trainer) -> int:
-    """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough, and never
-    below :data:`MIN_REPORT_EVERY`."""
-    every = max(MIN_REPORT_EVERY, int(getattr(trainer, "log_every_n_steps", 50)))
-    planned = planned_steps(trainer)
-    if planned:
-        every = min(every, max(MIN_REPORT_EVERY, planned // MIN_REPORTS))
-    return every

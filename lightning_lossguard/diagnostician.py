@@ -326,9 +326,16 @@ class Diagnostician:
             if cls.code in self.detectors:
                 self.detectors[cls.code] = cls(self._thresholds[cls.code])  # type: ignore[arg-type]
 
-    def unjudged(self, layout: RunLayout, timed_forward: bool = True, gradients_watched: bool = True) -> list[str]:
+    def unjudged(
+        self,
+        layout: RunLayout,
+        timed_forward: bool = True,
+        gradients_watched: bool = True,
+        budget: tuple[float, int] | None = None,
+    ) -> list[str]:
         """Plain notes on what could not be judged: runs too short, signals that never arrived. Without watched
-        gradients (``gradients_watched`` False: a coverage gap says why) the gradient codes are not "too short"."""
+        gradients (``gradients_watched`` False: a coverage gap says why) the gradient codes are not "too short".
+        ``budget`` (its share, the stride it chose): past a stride of 1, the run's length is not the only reason."""
         notes: list[str] = []
         broken = self.broken_by
         if broken is not None:
@@ -349,7 +356,15 @@ class Diagnostician:
             if reason:
                 short.append(f"{code} ({reason})")
         if short:
-            notes.append("Run too short to judge: " + "; ".join(short) + ".")
+            note = "Run too short to judge: " + "; ".join(short) + "."
+            if budget is not None and budget[1] > 1:
+                share, stride = budget
+                note += (
+                    f" The cost budget timed one batch in {stride} and measured gradients on one optimizer step in "
+                    f"{stride}, to stay within {share:.0%} of the step time: a larger LossGuard(budget=...) "
+                    "measures more."
+                )
+            notes.append(note)
         if "val_loss_rising" not in self.suppress and not self.validation_off:
             if not self.val_detectors:
                 notes.append(

@@ -1,5 +1,5 @@
-"""What LossGuard reads off the Trainer: the run's settings, its length, its learning rate and its gradient
-accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts)."""
+"""What LossGuard reads off the Trainer: the run's settings, its length, the default report interval, its learning
+rate and its gradient accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,22 @@ def learning_rate(trainer: pl.Trainer) -> float:
     group = first_group(trainer)
     lr = group.get("lr") if group is not None else None
     return float(lr) if isinstance(lr, (int, float)) else math.nan
+
+
+MIN_REPORTS = 20
+"""A short run (a CI smoke run) still gets about this many reports by default, every 10 steps at the most."""
+
+MIN_REPORT_EVERY = 10
+"""By default reports come every 10 optimizer steps at the most, whatever ``log_every_n_steps`` says: Lightning
+asks runs of short epochs to lower it (often to 1), and a report per step costs more than the step. LossGuard's
+scalars are per step whatever the interval; ``report_every`` sets a shorter one explicitly."""
+
+
+def default_report_every(trainer: pl.Trainer) -> int:
+    """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough, and never
+    below :data:`MIN_REPORT_EVERY`."""
+    every = max(MIN_REPORT_EVERY, int(getattr(trainer, "log_every_n_steps", 50)))
+    planned = planned_steps(trainer)
+    if planned:
+        every = min(every, max(MIN_REPORT_EVERY, planned // MIN_REPORTS))
+    return every

@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from lightning_lossguard.trainer_settings import accumulation, run_settings
+from lightning_lossguard.trainer_settings import accumulation, default_report_every, run_settings
 
 
 def test_the_accumulation_of_the_first_epoch_comes_from_a_scheduler_before_it_sets_the_trainers(
@@ -24,3 +24,12 @@ def test_the_accumulation_of_the_first_epoch_comes_from_a_scheduler_before_it_se
     model.automatic_optimization = False
     assert accumulation(plain, model) == 1  # manual optimization steps when it likes
     assert run_settings(plain).accumulate == 3
+
+
+def test_the_default_report_interval_follows_log_every_n_steps_but_never_below_10(tmp_path: Path) -> None:
+    def every(**kwargs: object) -> int:
+        trainer = L.Trainer(default_root_dir=tmp_path, logger=False, max_steps=5000, **kwargs)  # type: ignore[arg-type]
+        return default_report_every(trainer)
+
+    assert every(log_every_n_steps=50) == 50
+    assert every(log_every_n_steps=1) == every(log_every_n_steps=5) == 10  # Lightning asks short epochs to lower it

@@ -96,14 +96,14 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.history: deque[float] = deque(maxlen=int(t.baseline_window))
         self.layer_history: deque[list[float]] = deque(maxlen=int(t.baseline_window))
         self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))  # [step, log10 norm, excess, spike]
-        self.levels: deque[float] = deque(maxlen=int(t.baseline_window))  # every log10 norm, spikes included
+        # Every log10 norm, spikes included: the steady-growth trend and the levels the norm usually visits.
+        self.levels: deque[float] = deque(maxlen=int(max(t.baseline_window, t.trend_window)))
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
         self.steps_seen = 0
         self.cached: list[float] = []  # [median, spike threshold, steps_seen when computed]
         self.clipped = 0
         self.clip_checked = 0
         self.early: list[float] = []  # log10 norms of the early steps (after min_history)
-        self.trend: deque[float] = deque(maxlen=int(t.trend_window))
         self.losses: deque[float] = deque(maxlen=50)  # recent losses while the norm was ordinary
         self.early_losses: list[float] = []  # the first such losses
         self.loss_bad = False  # a non-finite loss was seen
@@ -182,7 +182,6 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 excess = x - baseline[0]
                 spike = excess >= baseline[1]
             self.recent.append([int(step), x, excess, float(spike)])
-            self.levels.append(x)
             if norm >= t.ceiling:
                 self.ceiling_hits.append(int(step))
             if not spike:
@@ -191,7 +190,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                     self.layer_history.append(layer_row)
             if len(self.history) >= t.min_history and len(self.early) < t.early_steps:
                 self.early.append(x)
-            self.trend.append(x)
+            self.levels.append(x)
             if found is None and (spike or norm >= t.ceiling):  # nothing else can complete a finding
                 found = self._judge(int(steps[-1]), layer_row, layers, clip_val)
             if spike and found is None and len(self.recent) == self.recent.maxlen and all(r[3] for r in self.recent):
@@ -235,21 +234,20 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         tail = zip(np.asarray(steps)[-k:].tolist(), logs[-k:].tolist(), excess.tolist())
         self.recent.extend([int(s), x, e, 0.0] for s, x, e in tail)
         self.history.extend(logs.tolist())
-        self.levels.extend(logs.tolist())
         if layer_logs is not None:
             self.layer_history.extend(layer_logs.tolist())
         missing = int(t.early_steps) - len(self.early)
         if missing > 0:
             self.early.extend(logs[:missing].tolist())
-        self.trend.extend(logs.tolist())
+        self.levels.extend(logs.tolist())
 
     def _growth(self, decided: int, layers: Sequence[str], clip_val: float | None) -> Diagnosis | None:
         """The norm climbed steadily far above its early level, without ever spiking."""
         t = self.thresholds
-        if len(self.early) < t.early_steps or len(self.trend) < self.trend.maxlen:  # type: ignore[operator]
+        recent = list(self.levels)[-int(t.trend_window) :]
+        if len(self.early) < t.early_steps or len(recent) < t.trend_window:
             return None
         early = median(self.early)
-        recent = list(self.trend)
         now = median(recent[-10:])
         # Minibatch gradients jump from step to step; a sum that piles up moves smoothly.
         smooth = median(np.abs(np.diff(recent)).tolist()) <= t.smooth_step
@@ -406,7 +404,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         turns, whose upper level a median baseline calls a spike every time it comes round. An explosion climbs
         past every earlier level."""
         t = self.thresholds
-        earlier = list(self.levels)[: -len(self.recent)]
+        earlier = list(self.levels)[-int(t.baseline_window) : -len(self.recent)]
         if len(earlier) < t.min_history:
             return False
         near = median([r[1] for r in spikes]) - math.log10(t.growth_factor)

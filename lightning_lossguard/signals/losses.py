@@ -76,25 +76,28 @@ class LossProbe:
     def pending(self) -> torch.Tensor:
         """The losses recorded since the last :meth:`take`, on the device (``[batches]``), left in place: a
         validation run compares its metric with them without a report."""
-        chunks = list(self._checked)
-        if self._plain:
-            chunks.append(_stacked(self._plain))
-        if chunks:
-            return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).float()
+        plain = self._plain_losses()
+        if plain is not None:
+            return plain
         return self.rows.peek()[:, 0] if self.rows is not None else torch.empty(0)
 
     def take(self) -> torch.Tensor:
         """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
         self._checked_rows = 0
-        if self._plain or self._checked:
-            chunks, self._checked = self._checked, []
-            if self._plain:
-                chunks.append(_stacked(self._plain))
-                self._plain = []
-            return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).float().reshape(-1, 1)
+        plain = self._plain_losses()
+        if plain is not None:
+            self._checked, self._plain = [], []
+            return plain.reshape(-1, 1)
         if self.rows is None:
             return torch.empty(0, 1)
         return self.rows.take()
+
+    def _plain_losses(self) -> torch.Tensor | None:
+        """The plain losses since the last :meth:`take` as one float 1-D tensor (None: none, or a terms buffer)."""
+        chunks = [*self._checked, _stacked(self._plain)] if self._plain else self._checked
+        if not chunks:
+            return None
+        return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).float()
 
 
 def _stacked(losses: list[torch.Tensor]) -> torch.Tensor:
