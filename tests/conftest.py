@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -73,7 +74,7 @@ PACKAGE = str(Path(lightning_lossguard.__file__).parent)
 REPORT_PATHS = {
     LossGuard._report.__code__,
     LossGuard._tripwire.__code__,  # one read per default report interval, when the budget stretched reports
-    LossGuard.on_validation_end.__code__,
+    inspect.unwrap(LossGuard.on_validation_end).__code__,  # not its _own_time wrapper: every timed hook shares that
     LossGuard._finish.__code__,
     LossGuard.on_exception.__code__,
 }
