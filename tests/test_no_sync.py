@@ -11,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
@@ -57,3 +60,26 @@ def test_the_counter_catches_a_per_step_read(
     run = build("adam_regression")
     trainer(tmp_path, [LossGuard(report_every=25, verbose=False)], max_steps=30).fit(run.module, run.train)
     assert reads.per_step and reads.per_step[0].startswith("item in record_loss")  # attributed to its caller
+
+
+class DeepNarrow(L.LightningModule):
+    """Many small parameters of one shape: on a CPU their gradient norms are taken by stacks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.Tanh()) for _ in range(12)])
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.net(batch[0]).square().mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_no_host_read_outside_report_steps_when_norms_are_stacked(tmp_path: Path, reads: ReadCounter) -> None:
+    guard = LossGuard(report_every=25, verbose=False)
+    loader = DataLoader(TensorDataset(torch.randn(256, 8)), batch_size=16)
+    trainer(tmp_path, [guard], max_steps=100).fit(DeepNarrow(), loader)
+    assert guard._recorder is not None and any(guard._recorder.gradients._stacked.values())
+    assert reads.per_step == []
+    assert reads.on_report > 0

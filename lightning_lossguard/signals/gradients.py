@@ -19,6 +19,7 @@ from torch import nn
 
 from lightning_lossguard.signals.buffer import DeviceRows
 from lightning_lossguard.signals.parameters import Sharding
+from lightning_lossguard.signals.stacking import StackedNorms, stack_groups, stacked
 
 Row = torch.Tensor | list[torch.Tensor]
 """A gradient row: a view of the buffer, or a deferred row's 0-d values (see :meth:`DeviceRows.defer`)."""
@@ -61,7 +62,8 @@ class GradientProbe:
         self._index = {id(p): i for i, p in enumerate(self.parameters)}
         self._groups: dict[int, tuple[list[nn.Parameter], list[int], bool]] = {}
         self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
-        self._before_step: list[tuple[int, torch.Tensor]] = []
+        self._stacked: dict[int, StackedNorms | None] = {}  # per fused optimizer: its norms by stacks (CPU)
+        self._before_step: list[tuple[list[int], torch.Tensor]] = []  # row positions, [len(positions), elements]
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
         # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
@@ -82,6 +84,15 @@ class GradientProbe:
         grads = [p.grad for p in params]
         key = id(optimizer)
         if self._fused.get(key) and not any(g is None for g in grads):
+            by_stacks = self._stacked.get(key)
+            if by_stacks is not None and not isinstance(row, list):
+                device = self._device(params)
+                row = self.rows.next_row(device) if row is None and whole else self._open(row, device)
+                try:
+                    by_stacks.write(grads, row)  # type: ignore[arg-type]
+                    return row
+                except RuntimeError:  # a gradient changed shape, dtype or device: the fused norms below
+                    self._stacked[key] = None
             try:
                 fused = torch._foreach_norm(grads, 2, dtype=torch.float32)  # type: ignore[arg-type]
             except (RuntimeError, TypeError, NotImplementedError):
@@ -95,6 +106,9 @@ class GradientProbe:
         present = [(i, g) for i, g in zip(positions, grads) if g is not None]
         if key not in self._fused and len(present) == len(grads):
             self._fused[key] = all(_plain(g) for g in grads)
+            if self._fused[key]:
+                by_stacks = StackedNorms(grads, positions)  # type: ignore[arg-type]
+                self._stacked[key] = by_stacks if by_stacks.worthwhile else None
         if not present:
             row = self._open(row, self._device(params))
             return row  # every parameter of this optimizer had no gradient: a detached graph shows as -1s
@@ -131,6 +145,7 @@ class GradientProbe:
         row = self.leftover.next_row(norms.device)
         torch.linalg.vector_norm(norms, out=row[0])
 
+    @torch.no_grad()
     def sample_dead_units(
         self,
         unit_params: Iterable[int],
@@ -145,9 +160,8 @@ class GradientProbe:
         :meth:`record`, every optimizer that steps in one batch fills its part of one ``row``; returns the row
         written (None when nothing was sampled and no row was given)."""
         stepped = set(self._group(optimizer)[1]) if optimizer is not None else None
-        parts: list[torch.Tensor] = []
-        positions: list[int] = []
-        width = len(self.parameters)
+        at: list[int] = []
+        sampled: list[torch.Tensor] = []
         for i in unit_params:
             if stepped is not None and i not in stepped:
                 continue
@@ -155,52 +169,76 @@ class GradientProbe:
             grad = _local(self.parameters[i].grad)
             if grad is None or grad.layout != torch.strided or grad.dim() < 2 or (sharding and not sharding.by_rows):
                 continue
-            # One reading pass over the sampled rows and no copy of the gradient (abs() would allocate one).
-            rows = _sampled_rows(grad.detach())
-            dead = torch.count_nonzero(rows.flatten(1), dim=1) == 0
-            parts += [dead.sum(dtype=torch.float32), torch.full((), float(rows.shape[0]), device=grad.device)]
-            positions += [i, width + i]
-        if not parts:
+            at.append(i)
+            sampled.append(_sampled_rows(grad))
+        if not sampled:
             return row
+        groups, rest = stack_groups(sampled)
+        width = len(self.parameters)
+        positions: list[int] = []
+        parts: list[torch.Tensor] = []  # per group or tensor: [dead rows..., rows...] of its parameters
+        for group in [*groups, *([i] for i in rest)]:
+            shape = sampled[group[0]].shape
+            rows = shape[0]
+            units = (stacked(sampled, group) if len(group) > 1 else sampled[group[0]]).reshape(
+                len(group), rows, shape[1:].numel()
+            )
+            # One reading pass over the sampled rows and no copy of the gradient (abs() would allocate one).
+            dead = (torch.count_nonzero(units, dim=2) == 0).sum(dim=1, dtype=torch.float32)
+            parts += [dead, torch.full((len(group),), float(rows), device=dead.device)]
+            positions += [at[j] for j in group] + [width + at[j] for j in group]
         if row is None:
             row = self.dead_units.next_row(parts[0].device)
             row.fill_(NO_GRADIENT)
-        _scatter(row, positions, parts)
+        _write(row, positions, parts)
         return row
 
+    @torch.no_grad()  # the weights are read and copied, not differentiated (no detach() per tensor)
     def snapshot_weights(self, optimizer: torch.optim.Optimizer, max_elements: int) -> None:
         """Report steps only: copy the weights (their sampled rows) before the optimizer step, ``max_elements`` in
         all at most."""
         params, positions, _ = self._group(optimizer)
         budget = max_elements
+        at: list[int] = []
+        sampled: list[torch.Tensor] = []
         for p, i in zip(params, positions):
-            weight = _local(p.detach())
+            weight = _local(p)
             if weight is None or weight.is_complex():
                 continue
-            sampled = _sampled_rows(weight)
-            if sampled.numel() > budget:
+            rows = _sampled_rows(weight)
+            if rows.numel() > budget:
                 continue
             if p.grad is None and (self.sharding[i] is None or weight.numel()):
                 continue  # not stepped; but an empty shard (FSDP1: none of it on this rank) counts as zero
-            budget -= sampled.numel()
-            self._before_step.append((i, sampled.clone()))
+            budget -= rows.numel()
+            at.append(i)
+            sampled.append(rows)
+        groups, rest = stack_groups(sampled)
+        for group in groups:  # the stack is a copy already
+            self._before_step.append(([at[j] for j in group], stacked(sampled, group)))
+        for j in rest:
+            self._before_step.append(([at[j]], sampled[j].clone().reshape(1, -1)))
 
+    @torch.no_grad()
     def sample_update_ratio(self) -> None:
         """Report steps only, after the optimizer step: ||w_after - w_before|| and ||w_before|| per parameter (the
         ratio is taken at report time, over every shard)."""
         if not self._before_step:
             return
-        positions = [i for i, _ in self._before_step]
         before = [w for _, w in self._before_step]
-        after = [_sampled_rows(_local(self.parameters[i].detach())) for i in positions]
+        after = []
+        for where, _ in self._before_step:
+            now = [_sampled_rows(_local(self.parameters[i])) for i in where]
+            after.append(stacked(now, range(len(now))) if len(now) > 1 else now[0].reshape(1, -1))
         sizes = [_norm32(w) for w in before]
         # The snapshots are ours: turn them into the updates in place instead of allocating the differences.
         torch._foreach_sub_(before, after)  # type: ignore[arg-type]
         updates = [_norm32(w) for w in before]
         width = len(self.parameters)
+        positions = [i for where, _ in self._before_step for i in where]
         row = self.update_ratio.next_row(updates[0].device)
         row.fill_(NO_GRADIENT)
-        _scatter(row, positions + [width + i for i in positions], updates + sizes)
+        _write(row, positions + [width + i for i in positions], updates + sizes)
         self._before_step.clear()
 
 
@@ -215,10 +253,11 @@ def _sampled_rows(tensor: torch.Tensor | None) -> torch.Tensor:
     return tensor[::step]
 
 
-def _norm32(tensor: torch.Tensor) -> torch.Tensor:
-    """The L2 norm as a float32 scalar: half precision summed in float32, float64 in its own precision."""
-    dtype = torch.float32 if tensor.dtype in _FUSED_DTYPES else None
-    norm: torch.Tensor = torch.linalg.vector_norm(tensor, dtype=dtype)
+def _norm32(rows: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each row of ``[tensors, elements]`` as float32: half precision summed in float32, float64 in
+    its own precision."""
+    dtype = torch.float32 if rows.dtype in _FUSED_DTYPES else None
+    norm: torch.Tensor = torch.linalg.vector_norm(rows, dim=1, dtype=dtype)
     return norm.float()
 
 
@@ -258,6 +297,16 @@ def _norms(present: Sequence[tuple[int, torch.Tensor]]) -> tuple[list[torch.Tens
         norms = [*torch._foreach_norm(fused, 2, dtype=torch.float32), *norms]
         where = fused_at + where
     return norms, where
+
+
+def _write(row: torch.Tensor, positions: list[int], values: Sequence[torch.Tensor]) -> None:
+    """Store 1-D values, concatenated, at ``positions`` of the row. On a CPU in one op (a per-element copy is a
+    loop there); on a GPU they come one value per parameter (nothing is stacked there) and go through
+    :func:`_scatter`, which needs no index tensor (no host-to-device transfer)."""
+    if row.device.type == "cpu":
+        row.index_copy_(0, torch.tensor(positions), torch.cat(list(values)))
+    else:
+        _scatter(row, positions, [value.reshape(()) for value in values])
 
 
 def _scatter(row: Row, positions: list[int], values: Sequence[torch.Tensor]) -> None:

@@ -107,14 +107,16 @@ def global_norms(param_norms: np.ndarray) -> np.ndarray:
 
 def layer_norms(param_norms: np.ndarray, layer_of: tuple[int, ...], layers: int) -> np.ndarray:
     """Per-layer L2 norm per row; NaN where no parameter of the layer had a gradient, or one was non-finite."""
-    rows = param_norms.shape[0]
-    out = np.zeros((rows, layers))
-    seen = np.zeros((rows, layers), dtype=bool)
-    for param, layer in enumerate(layer_of):
-        column = param_norms[:, param]
-        present = column != NO_GRADIENT
-        out[:, layer] += np.where(present, column, 0.0) ** 2
-        seen[:, layer] |= present
-    out = np.sqrt(out)
-    out[~seen] = np.nan
+    out = np.full((param_norms.shape[0], layers), np.nan)
+    if not layer_of or not len(param_norms):
+        return out
+    # The columns sorted by layer, then summed layer by layer: a few array ops, not one per parameter.
+    layer = np.asarray(layer_of)
+    order = np.argsort(layer, kind="stable")
+    owners, starts = np.unique(layer[order], return_index=True)
+    columns = param_norms[:, order]
+    present = columns != NO_GRADIENT
+    squares = np.add.reduceat(np.where(present, columns, 0.0) ** 2, starts, axis=1)
+    seen = np.logical_or.reduceat(present, starts, axis=1)
+    out[:, owners] = np.where(seen, np.sqrt(squares), np.nan)
     return out

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -129,3 +130,71 @@ def test_two_optimizers_in_one_batch_fill_one_dead_unit_sample_with_their_own_gr
     assert rows.tolist() == [[3.0, 2.0, 6.0, 8.0]]  # one row: 3 of 6 actor units, 2 of 8 critic units
     probe.sample_dead_units([0, 1], actor_opt)  # the next batch opens a row of its own
     assert probe.dead_units.take().tolist() == [[3.0, NO_GRADIENT, 6.0, NO_GRADIENT]]
+
+
+def test_many_small_parameters_of_one_shape_give_the_per_parameter_samples() -> None:
+    # Stacked by shape on a CPU (a few ops instead of one per tensor): every number is the per-parameter one.
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Linear(6, 6) for _ in range(8)], nn.Linear(6, 3000))
+    params = list(net.parameters())
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=0.5)
+    for step in range(3):
+        opt.zero_grad()
+        net(torch.randn(4, 6)).relu().sum().backward()
+        for layer in net[:4]:
+            layer.weight.grad[: step + 1] = 0.0  # dead units, more each step
+        probe.record(opt)
+    assert probe._stacked[id(opt)] is not None  # the stacked path was taken
+    reference = [p.grad.norm().item() for p in params]
+    np.testing.assert_allclose(probe.rows.take().numpy()[-1], reference, rtol=1e-5)
+    units = [i for i, p in enumerate(params) if p.dim() == 2]
+    probe.sample_dead_units(units, opt)
+    before = [p.detach().clone() for p in params]
+    probe.snapshot_weights(opt, max_elements=10**9)
+    opt.step()
+    probe.sample_update_ratio()
+    dead = probe.dead_units.take()[0].numpy()
+    width = len(params)
+    for i, p in enumerate(params):
+        if i in units:
+            assert dead[i] == (p.grad.flatten(1).abs().sum(dim=1) == 0).sum().item()
+            assert dead[width + i] == p.shape[0]
+        else:
+            assert dead[i] == NO_GRADIENT
+    update = probe.update_ratio.take()[0].numpy()
+    np.testing.assert_allclose(
+        update[:width], [(p.detach() - b).norm().item() for p, b in zip(params, before)], rtol=1e-4
+    )
+    np.testing.assert_allclose(update[width:], [b.norm().item() for b in before], rtol=1e-5)
+
+
+def test_a_gradient_that_no_longer_fits_its_stack_is_still_measured() -> None:
+    net = nn.Sequential(*[nn.Linear(4, 4, bias=False) for _ in range(16)])  # stacked
+    params = list(net.parameters())
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones(4, 4)
+    probe.record(opt)
+    probe.record(opt)
+    assert probe._stacked[id(opt)] is not None
+    params[2].data = torch.zeros(5, 4)  # resized in place of the old weight (pruning, a grown vocabulary)
+    params[2].grad = torch.ones(5, 4)
+    probe.record(opt)
+    assert probe._stacked[id(opt)] is None  # given up for the fused norms
+    assert probe.rows.take().numpy()[-1].tolist() == pytest.approx([4.0, 4.0, 20**0.5] + [4.0] * 13)
+
+
+def test_layer_norms_combine_each_layers_parameters_whatever_their_order() -> None:
+    rng = np.random.default_rng(0)
+    layer_of = tuple(int(v) for v in rng.integers(0, 6, size=40))  # layers 0-6, some with no parameter
+    rows = rng.random((5, 40))
+    rows[rng.random((5, 40)) < 0.3] = NO_GRADIENT
+    rows[0, 3], rows[1, 7] = np.inf, np.nan
+    got = layer_norms(rows, layer_of, 7)
+    for r in range(5):
+        for layer in range(7):
+            mine = [rows[r, p] for p in range(40) if layer_of[p] == layer and rows[r, p] != NO_GRADIENT]
+            expected = np.sqrt(sum(v * v for v in mine)) if mine else np.nan
+            np.testing.assert_allclose(got[r, layer], expected, equal_nan=True)
