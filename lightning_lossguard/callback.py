@@ -37,7 +37,7 @@ from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalCost, gc_seconds, watch_gc
 from lightning_lossguard.signals.clock import clock_for
-from lightning_lossguard.signals.graph import upstream_parameters
+from lightning_lossguard.signals.graph import GraphFacts, read_graph
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
 from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, compiled_modules
 from lightning_lossguard.signals.parameters import (
@@ -98,7 +98,7 @@ class LossGuard(Callback):
         suppress: diagnosis codes never to report.
         severity: per-code severity overrides, e.g. ``{"loss_plateau": "error"}``.
         thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
-        val_metric: the validation metric watched by ``val_loss_rising``.
+        val_metric: the validation metric watched by ``val_loss_rising`` (the default also watches ``val/loss``).
         verbose: print diagnoses on the console as they happen and a summary at the end.
         time_forward: hook the model's forward to separate the loss time from the forward time.
         max_update_elements: weights copied on report steps to measure update/weight ratios (0: off).
@@ -188,6 +188,7 @@ class LossGuard(Callback):
         self._forward: ForwardHooks | None = None
         self._order: ExecutionOrder | None = None
         self._graph_roots: list[Any] = []
+        self._tables: set[int] = set()  # ids of the parameters the first batch read row by row (lookup tables)
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
         self._first_sample = 0  # the batch whose units are the run's first sample (1 when lazy modules build late)
         self._batch_step = 0
@@ -328,9 +329,13 @@ class LossGuard(Callback):
             layout = build_layout(module, watched, order if order is not None else ())
             self._layout = RunLayout.build(
                 watched, layout, None, run_settings(trainer), planned_steps(trainer), self._scaler is not None
-            )
+            ).with_tables(self._tables_in(watched))
             if changed and not first:  # not at the start of a fit: a resumed state belongs to the same model
                 self._diagnostician.new_layout()
+
+    def _tables_in(self, watched: WatchedSet) -> set[int]:
+        """Positions of the watched parameters the first batch's graph read row by row."""
+        return {i for i, p in enumerate(watched.params) if id(p) in self._tables}
 
     def _finish_first_batch(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any) -> None:
         """After the first batch: the execution order, the gradient paths and lazily built parameters are known,
@@ -343,9 +348,11 @@ class LossGuard(Callback):
             return
         self._watch(trainer, module, order)
         index = {id(p): i for i, p in enumerate(self._watched.params)}
-        upstream = upstream_parameters(self._graph_roots, index) if index else None
+        graph = read_graph(self._graph_roots, index) if index else GraphFacts(None)
         self._graph_roots = []
-        self._layout = dataclasses.replace(self._layout.with_paths(upstream), first_batch_rows=leading_rows(batch))
+        self._tables = {id(self._watched.params[i]) for i in graph.tables}
+        layout = self._layout.with_paths(graph.upstream).with_tables(self._tables_in(self._watched))
+        self._layout = dataclasses.replace(layout, first_batch_rows=leading_rows(batch))
         vanishing = self._diagnostician.detectors.get("vanishing_gradients")
         if vanishing is not None:
             compiled = [clean_name(name) for name in compiled_modules(module)]
@@ -600,11 +607,7 @@ class LossGuard(Callback):
             self._report(trainer, pl_module)
         new: list[Diagnosis] = []
         try:
-            metrics = {
-                k: float(v)
-                for k, v in trainer.callback_metrics.items()
-                if k == self.val_metric or k.startswith(f"{self.val_metric}/dataloader_idx_")
-            }
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if self._diagnostician.watches(k)}
             if metrics:
                 new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics, recent)
             for monitor in self.monitors:

@@ -49,6 +49,11 @@ __all__ = ["BROKEN", "CONSEQUENCES", "Diagnostician", "RunLayout", "RunSettings"
 D = TypeVar("D", bound=Detector[Any])
 
 BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
+
+DEFAULT_VAL_METRIC = "val_loss"
+VAL_LOSS_SPELLINGS = ("val_loss", "val/loss")
+"""The default ``val_metric`` also watches ``val/loss``, the spelling of lightning-hydra-template and many
+projects built on it; a ``val_metric`` given by name watches that name only."""
 """Codes after which the run is broken: later gradient and loss-shape findings are its consequences."""
 
 CONSEQUENCES = frozenset(
@@ -84,7 +89,7 @@ class Diagnostician:
         severity: per-code severity overrides.
         thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
         val_metric: the validation metric watched by ``val_loss_rising`` (also matched per dataloader as
-            ``<val_metric>/dataloader_idx_N``).
+            ``<val_metric>/dataloader_idx_N``; the default also as ``val/loss``).
     """
 
     def __init__(
@@ -92,7 +97,7 @@ class Diagnostician:
         suppress: Iterable[str] = (),
         severity: Mapping[str, str] | None = None,
         thresholds: Mapping[str, Mapping[str, float]] | None = None,
-        val_metric: str = "val_loss",
+        val_metric: str = DEFAULT_VAL_METRIC,
     ) -> None:
         self.suppress = frozenset(suppress)
         for code in self.suppress:
@@ -118,6 +123,7 @@ class Diagnostician:
             if code not in self.suppress and code != "val_loss_rising"
         }
         self.val_metric = val_metric
+        self._val_names = VAL_LOSS_SPELLINGS if val_metric == DEFAULT_VAL_METRIC else (val_metric,)
         self.val_detectors: dict[str, ValLossRising] = {}
         self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
@@ -288,7 +294,7 @@ class Diagnostician:
         if recent:
             level = median([*self._train_losses, *recent][-(self._train_losses.maxlen or 50) :])
         for name, value in metrics.items():
-            if name != self.val_metric and not name.startswith(f"{self.val_metric}/dataloader_idx_"):
+            if not self.watches(name):
                 continue
             detector = self.val_detectors.get(name)
             if detector is None:
@@ -296,6 +302,10 @@ class Diagnostician:
                 self.val_detectors[name] = detector
             found += detector.update(step, epoch, float(value), level)
         return self.accept(found)
+
+    def watches(self, metric: str) -> bool:
+        """Whether ``val_loss_rising`` watches this logged metric (per dataloader too)."""
+        return metric.split("/dataloader_idx_")[0] in self._val_names
 
     @property
     def scale_shift(self) -> LossScaleShift | None:
@@ -368,7 +378,8 @@ class Diagnostician:
         if "val_loss_rising" not in self.suppress and not self.validation_off:
             if not self.val_detectors:
                 notes.append(
-                    f"No '{self.val_metric}' was logged in validation (or there was no validation): val_loss_rising "
+                    f"No {' or '.join(repr(n) for n in self._val_names)} was logged in validation (or there was no "
+                    "validation): val_loss_rising "
                     f"was not judged. Log it with self.log('{self.val_metric}', loss) in validation_step, or set "
                     "LossGuard(val_metric=...)."
                 )

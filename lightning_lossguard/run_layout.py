@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,6 +114,22 @@ class RunLayout:
             settings=settings,
         )
         return built.with_paths(upstream)
+
+    def with_tables(self, tables: Collection[int]) -> RunLayout:
+        """This layout with the parameters at ``tables`` read as lookup tables: their rows are entries, not output
+        units (a row no batch reads gets no gradient by design), and a layer whose weights are all tables gets
+        sparse gradients, like an embedding: not compared for vanishing gradients."""
+        if not tables:
+            return self
+        units = tuple(0 if i in tables else u for i, u in enumerate(self.param_units))
+        dense: dict[int, bool] = {}  # per layer: a units-bearing weight that is not a table
+        for i, layer in enumerate(self.layer_of):
+            dense[layer] = dense.get(layer, False) or (self.param_units[i] > 0 and i not in tables)
+        had_units = {layer for i, layer in enumerate(self.layer_of) if self.param_units[i] > 0}
+        comparable = tuple(
+            ok and (dense.get(layer, False) or layer not in had_units) for layer, ok in enumerate(self.comparable)
+        )
+        return dataclasses.replace(self, param_units=units, comparable=comparable)
 
     def with_paths(self, param_upstream: Sequence[int] | None) -> RunLayout:
         """This layout with the layer-level gradient paths from per-parameter upstream bitmasks."""

@@ -330,6 +330,29 @@ def test_each_validation_dataloader_is_watched_on_its_own(tmp_path: Path) -> Non
     assert {"lossguard/val/val_loss/dataloader_idx_0", "lossguard/val/val_loss/dataloader_idx_1"} <= set(scalars)
 
 
+class SlashSpelling(ZooModule):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val/loss", F.mse_loss(self(x), y))  # lightning-hydra-template's spelling
+
+
+@pytest.mark.parametrize(
+    ("val_metric", "watched"), [(None, {"val/loss"}), ("val_loss", {"val/loss"}), ("val/acc", set())]
+)
+def test_the_default_validation_metric_also_takes_the_slash_spelling(
+    tmp_path: Path, val_metric: str | None, watched: set[str]
+) -> None:
+    from benchmarks.fault_zoo.scenarios import regression_data as data
+
+    guard = LossGuard(report_every=10, verbose=False, **({"val_metric": val_metric} if val_metric else {}))
+    trainer(tmp_path, [guard], max_epochs=3).fit(
+        SlashSpelling(mlp([16, 32, 1])), loader(data(n=320)), loader(data(n=64, seed=5), 64, False)
+    )
+    assert set(guard._diagnostician.val_detectors) == watched
+    blind = [n for n in guard.notes if "was logged in validation" in n]
+    assert bool(blind) == (not watched), guard.notes
+
+
 # -- stall_timeout: the watchdog thread --------------------------------------------------------------------------
 class Stalls(ZooModule):
     """Blocks in one training_step (a hang that ends), reads the report while still blocked, then optionally fails."""

@@ -1,7 +1,8 @@
 """Regression tests for false alarms and wrong remedies seen on real Lightning programs, each modelled on the
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
-a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns."""
+a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns,
+a learned position table sliced to the sequence."""
 
 from __future__ import annotations
 
@@ -624,3 +625,36 @@ def test_tasks_taking_turns_are_not_a_warning(tmp_path: Path, tasks: int) -> Non
     if tasks == 2:
         [oscillation] = [d for d in guard.diagnoses if d.code == "loss_oscillation"]  # said, as an info
         assert "take turns between tasks" in oscillation.remedies[0]
+
+
+# -- a learned position table sliced to the sequence --------------------------------------------------------
+class PositionTableLM(L.LightningModule):
+    """A language model whose learned positions are a ``[max_len, d]`` parameter sliced to the batch's length, as
+    many hand-written Transformers do: the rows past the length never get a gradient."""
+
+    def __init__(self, vocab: int = 32, max_len: int = 64, width: int = 32) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Parameter(0.02 * torch.randn(max_len, width))
+        self.mix = nn.Sequential(nn.Linear(width, 64), nn.GELU(), nn.Linear(64, width))
+        self.head = nn.Linear(width, vocab)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (sequence,) = batch
+        x, y = sequence[:, :-1], sequence[:, 1:]
+        hidden = self.tokens(x) + self.positions[: x.shape[1]]
+        hidden = hidden + self.mix(hidden.cumsum(1) / torch.arange(1, x.shape[1] + 1)[:, None])
+        return F.cross_entropy(self.head(hidden).flatten(0, 1), y.flatten())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=3e-3)
+
+
+def test_a_position_table_sliced_to_the_sequence_is_not_dead_units(tmp_path: Path) -> None:
+    """48 of its 64 rows never get a gradient: dead_gradients said "81% of the output units ... dead ReLUs"."""
+    g = torch.Generator().manual_seed(0)
+    sequence = torch.randint(0, 32, (1024, 17), generator=g)
+    sequence[:, 1:] = (sequence[:, :-1] * 3 + 1) % 32  # a next-token rule to learn
+    guard = fit(tmp_path, PositionTableLM(), loader(sequence), report_every=10, max_epochs=4)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    assert guard._layout.param_units[guard._layout.param_names.index("positions")] == 0  # a table, not units

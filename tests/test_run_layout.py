@@ -88,3 +88,17 @@ def test_without_a_graph_the_layer_order_is_the_path() -> None:
     ).with_paths(None)
     assert layout.depth_paths() == [(0, 2, 2)]
     assert layout.output_layers() == [2, 3]
+
+
+def test_lookup_tables_have_no_units_and_a_layer_of_tables_is_not_compared() -> None:
+    layout = RunLayout(
+        param_names=("pos", "mix.weight", "mix.bias", "head.weight", "head.codes"),
+        param_units=(64, 16, 0, 10, 8),
+        layer_of=(0, 1, 1, 2, 2),
+        layers=("pos", "mix", "head"),
+        comparable=(True, True, True),
+    )
+    tabled = layout.with_tables({0, 4})  # the root-level position table; a codebook beside the head's weight
+    assert tabled.param_units == (0, 16, 0, 10, 0)
+    assert tabled.comparable == (False, True, True)  # the head still has a weight of units
+    assert layout.with_tables(set()) is layout

@@ -12,7 +12,7 @@ training batch only.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 _PASS_THROUGH = (
     "TBackward",
@@ -37,37 +37,58 @@ _PASS_THROUGH = (
 )
 """Nodes that only reshape or cast a parameter on its way into an op (``weight.t()``, an AMP cast)."""
 
+_CASTS = ("ToCopyBackward", "AliasBackward", "CloneBackward")
+"""Pass-through nodes that keep a parameter's dimensions as they are (an AMP cast, an alias)."""
+
+_ROW_READS = ("SliceBackward", "SelectBackward", "IndexSelectBackward", "NarrowBackward")
+"""Nodes that read some rows of a tensor when their saved dimension is 0 (``table[:n]``, ``table[i]``)."""
+
+_TABLE_READS = ("IndexBackward", "EmbeddingBackward", "EmbeddingBagBackward", "EmbeddingDenseBackward")
+"""Nodes that look rows up by index (``table[ids]``, ``F.embedding(ids, table)``) when the parameter is the table."""
+
 MAX_NODES = 200_000
 """Graphs larger than this are not walked (the paths then fall back to one path per optimizer)."""
 
 
-def upstream_parameters(losses: Iterable[Any], index: Mapping[int, int]) -> list[int] | None:
-    """Per watched parameter, a bitmask (Python int) of the watched parameters upstream of it.
+class GraphFacts(NamedTuple):
+    """What the autograd graph of a loss says about the watched parameters.
+
+    Attributes:
+        upstream: ``upstream[i]`` with bit ``j`` set when parameter ``j`` is upstream of parameter ``i``; None when
+            no graph was found, it was too large to walk, or no watched parameter is in it (FSDP2 runs its graph on
+            unsharded copies of the parameters it shards, not on the parameters the optimizer steps).
+        tables: parameters read row by row somewhere (a learned position table sliced to the sequence length, a
+            codebook indexed by codes): their rows are entries, not output units, and a row no batch reads gets no
+            gradient by design.
+    """
+
+    upstream: list[int] | None
+    tables: frozenset[int] = frozenset()
+
+
+def read_graph(losses: Iterable[Any], index: Mapping[int, int]) -> GraphFacts:
+    """Walk the graph of one training batch's losses (or their ``grad_fn``) once.
 
     Args:
         losses: loss tensors (or their ``grad_fn``) of one training batch.
         index: ``id(parameter) -> position`` of the watched parameters.
-
-    Returns:
-        ``upstream[i]`` with bit ``j`` set when parameter ``j`` is upstream of parameter ``i``; None when no
-        graph was found, it was too large to walk, or no watched parameter is in it (FSDP2 runs its graph on
-        unsharded copies of the parameters it shards, not on the parameters the optimizer steps).
     """
     roots = [getattr(loss, "grad_fn", loss) for loss in losses]
     roots = [r for r in roots if r is not None and hasattr(r, "next_functions")]
     if not roots:
-        return None
+        return GraphFacts(None)
     below: dict[Any, int] = {}  # node -> bitmask of the watched parameters reachable from it
     upstream = [0] * (max(index.values(), default=-1) + 1)
     stack: list[tuple[Any, bool]] = [(r, False) for r in roots]
     opened: set[Any] = set()
     found = 0  # every watched parameter met in the graph
+    tables: set[int] = set()
     while stack:
         node, expanded = stack.pop()
         if node in below or (not expanded and node in opened):
             continue
         if len(opened) > MAX_NODES:
-            return None
+            return GraphFacts(None)
         children = [c for c, _ in node.next_functions if c is not None]
         if not expanded:
             opened.add(node)
@@ -79,17 +100,19 @@ def upstream_parameters(losses: Iterable[Any], index: Mapping[int, int]) -> list
         local = 0
         data = 0
         for child in children:
-            param = _parameter_behind(child, index)
+            param, reader = _parameter_behind(node, child, index)
             if param is not None:
                 local |= 1 << param
                 found |= 1 << param
+                if _reads_rows(reader):
+                    tables.add(param)
             else:
                 data |= below.get(child, 0)
             below[node] |= below.get(child, 0)
         if local and data:
             for param in _bits(local):
                 upstream[param] |= data & ~(1 << param)
-    return upstream if below and found else None
+    return GraphFacts(upstream if below and found else None, frozenset(tables))
 
 
 def _own_bit(node: Any, index: Mapping[int, int]) -> int:
@@ -98,23 +121,40 @@ def _own_bit(node: Any, index: Mapping[int, int]) -> int:
     return 1 << position if position is not None else 0
 
 
-def _parameter_behind(node: Any, index: Mapping[int, int]) -> int | None:
-    """The watched parameter an input node is, through pass-through nodes only; None for data inputs."""
+def _parameter_behind(consumer: Any, node: Any, index: Mapping[int, int]) -> tuple[int | None, Any]:
+    """The watched parameter an input node of ``consumer`` is, through pass-through nodes only (None for data
+    inputs), and the node that reads the parameter itself (casts aside)."""
+    reader = consumer
     for _ in range(16):
         variable = getattr(node, "variable", None)
         if variable is not None:
-            return index.get(id(variable))
+            return index.get(id(variable)), reader
         children = [c for c, _ in node.next_functions if c is not None]
         if len(children) != 1 or not node.name().startswith(_PASS_THROUGH):
-            return None
+            return None, reader
+        if not node.name().startswith(_CASTS):
+            reader = node
         node = children[0]
-    return None
+    return None, reader
+
+
+def _reads_rows(reader: Any) -> bool:
+    """Whether the node reads some rows of the parameter it takes rather than all of it."""
+    name: str = reader.name()
+    if name.startswith(_ROW_READS):
+        return bool(getattr(reader, "_saved_dim", None) == 0)
+    if name.startswith("IndexBackward"):
+        try:
+            indices = reader._saved_indices
+        except RuntimeError:  # freed by the backward: indexing a parameter is nearly always by its rows
+            return True
+        return bool(indices and indices[0] is not None)
+    return name.startswith(_TABLE_READS)
 
 
 def _bits(mask: int) -> Iterable[int]:
-    position = 0
+    # Set bits only, lowest first: a layer deep in a 1,000-layer model is bit ~2,000 of a mask with two bits set.
     while mask:
-        if mask & 1:
-            yield position
-        mask >>= 1
-        position += 1
+        lowest = mask & -mask
+        yield lowest.bit_length() - 1
+        mask ^= lowest

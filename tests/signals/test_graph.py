@@ -3,14 +3,14 @@
 import torch
 from torch import nn
 
-from lightning_lossguard.signals.graph import upstream_parameters
+from lightning_lossguard.signals.graph import read_graph
 
 
 def test_a_chain_of_layers_has_each_layer_upstream_of_the_next() -> None:
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
     params = list(net.parameters())
     index = {id(p): i for i, p in enumerate(params)}
-    upstream = upstream_parameters([net(torch.randn(2, 3)).sum()], index)
+    upstream = read_graph([net(torch.randn(2, 3)).sum()], index).upstream
     assert upstream is not None
     assert upstream[2] & 0b11 == 0b11 and upstream[0] == 0  # the last layer's weight sees the first layer
 
@@ -20,4 +20,19 @@ def test_a_graph_that_holds_none_of_the_watched_parameters_gives_unknown_paths()
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
     copies = [nn.Parameter(p.detach().clone()) for p in net.parameters()]
     index = {id(p): i for i, p in enumerate(copies)}
-    assert upstream_parameters([net(torch.randn(2, 3)).sum()], index) is None
+    assert read_graph([net(torch.randn(2, 3)).sum()], index).upstream is None
+
+
+def test_parameters_read_row_by_row_are_tables_and_weights_are_not() -> None:
+    # A learned position table sliced to the sequence, a codebook indexed by codes, an embedding called
+    # functionally: rows no batch reads get no gradient by design. A weight's columns sliced, or the weight cast
+    # and transposed into a matmul, are not row reads.
+    positions, codebook, functional, weight, columns = (nn.Parameter(torch.randn(16, 4)) for _ in range(5))
+    params = [positions, codebook, functional, weight, columns]
+    index = {id(p): i for i, p in enumerate(params)}
+    x = torch.randn(3, 4)
+    hidden = x + positions[:3] + codebook[torch.tensor([1, 5, 7])]
+    hidden = hidden + torch.nn.functional.embedding(torch.tensor([0, 2, 9]), functional)
+    loss = (hidden @ weight.double().float().t()).sum() + (hidden @ columns[:, :4].t()).sum()
+    loss.backward()  # the walk runs after the first batch's backward: saved index tensors are freed by then
+    assert read_graph([loss], index).tables == frozenset({0, 1, 2})
