@@ -12,7 +12,9 @@ parameters are sampled at its own step), or a loss that jumped well above its fi
 rate far too high. Only layers upstream of the dead one on the autograd graph starve because of it; dead layers
 on another path (another head, another optimizer's network) are named apart. Weights that
 ``torch.nn.utils.prune`` masks (Lightning's ``ModelPruning``) get no gradient by design: they are not judged, and
-the report notes it.
+the report notes it. Nor are the rows of lookup tables (embeddings, and any parameter the autograd graph reads row
+by row: a learned position table sliced to the sequence, a codebook indexed by codes): a row no batch reads gets no
+gradient, and it is an entry, not a unit.
 """
 
 from __future__ import annotations
