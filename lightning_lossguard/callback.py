@@ -98,7 +98,8 @@ class LossGuard(Callback):
         suppress: diagnosis codes never to report.
         severity: per-code severity overrides, e.g. ``{"loss_plateau": "error"}``.
         thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
-        val_metric: the validation metric watched by ``val_loss_rising`` (the default also watches ``val/loss``).
+        val_metric: the validation metric watched by ``val_loss_rising`` (the default also takes ``val/loss``,
+            ``valid_loss``, ``validation_loss`` and their slash forms: the first one logged).
         verbose: print diagnoses on the console as they happen and a summary at the end.
         time_forward: hook the model's forward to separate the loss time from the forward time.
         max_update_elements: weights copied on report steps to measure update/weight ratios (0: off).
@@ -615,7 +616,8 @@ class LossGuard(Callback):
                 new += self._diagnostician.accept(found)
                 self._monitor_log(trainer, monitor)
             if self._loggers is not None and metrics:
-                self._loggers.scalars({f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in metrics.items()})
+                watched = {k: v for k, v in metrics.items() if self._diagnostician.watches(k)}  # the spelling judged
+                self._loggers.scalars({f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in watched.items()})
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("on_validation_end", error)

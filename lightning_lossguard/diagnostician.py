@@ -51,9 +51,9 @@ D = TypeVar("D", bound=Detector[Any])
 BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
 
 DEFAULT_VAL_METRIC = "val_loss"
-VAL_LOSS_SPELLINGS = ("val_loss", "val/loss")
-"""The default ``val_metric`` also watches ``val/loss``, the spelling of lightning-hydra-template and many
-projects built on it; a ``val_metric`` given by name watches that name only."""
+VAL_LOSS_SPELLINGS = ("val_loss", "val/loss", "valid_loss", "valid/loss", "validation_loss", "validation/loss")
+"""The default ``val_metric`` watches the first of these a run logs (``val/loss`` is lightning-hydra-template's
+spelling, and that of many projects built on it); a ``val_metric`` given by name watches that name only."""
 """Codes after which the run is broken: later gradient and loss-shape findings are its consequences."""
 
 CONSEQUENCES = frozenset(
@@ -89,7 +89,8 @@ class Diagnostician:
         severity: per-code severity overrides.
         thresholds: per-code threshold overrides, e.g. ``{"exploding_gradients": {"spike_factor": 20}}``.
         val_metric: the validation metric watched by ``val_loss_rising`` (also matched per dataloader as
-            ``<val_metric>/dataloader_idx_N``; the default also as ``val/loss``).
+            ``<val_metric>/dataloader_idx_N``; the default also as ``val/loss`` and the other
+            :data:`VAL_LOSS_SPELLINGS`).
     """
 
     def __init__(
@@ -304,8 +305,11 @@ class Diagnostician:
         return self.accept(found)
 
     def watches(self, metric: str) -> bool:
-        """Whether ``val_loss_rising`` watches this logged metric (per dataloader too)."""
-        return metric.split("/dataloader_idx_")[0] in self._val_names
+        """Whether ``val_loss_rising`` watches this logged metric (per dataloader too): one spelling per run, the
+        first one judged."""
+        spelling = _without_dataloader(metric)
+        judged = {_without_dataloader(name) for name in self.val_detectors}
+        return spelling in self._val_names and (not judged or spelling in judged)
 
     @property
     def scale_shift(self) -> LossScaleShift | None:
@@ -377,11 +381,11 @@ class Diagnostician:
             notes.append(note)
         if "val_loss_rising" not in self.suppress and not self.validation_off:
             if not self.val_detectors:
+                others = f" (nor {', '.join(self._val_names[1:])})" if len(self._val_names) > 1 else ""
                 notes.append(
-                    f"No {' or '.join(repr(n) for n in self._val_names)} was logged in validation (or there was no "
-                    "validation): val_loss_rising "
-                    f"was not judged. Log it with self.log('{self.val_metric}', loss) in validation_step, or set "
-                    "LossGuard(val_metric=...)."
+                    f"No '{self.val_metric}'{others} was logged in validation (or there was no validation): "
+                    f"val_loss_rising was not judged. Log it with self.log('{self.val_metric}', loss) in "
+                    "validation_step, or set LossGuard(val_metric=...)."
                 )
             else:
                 for name, detector in self.val_detectors.items():
@@ -502,6 +506,11 @@ def _without_zero_loss_steps(window: Window) -> np.ndarray:
         if step in zero:
             rows[i] = NO_GRADIENT
     return rows
+
+
+def _without_dataloader(metric: str) -> str:
+    """``val_loss/dataloader_idx_1`` -> ``val_loss``."""
+    return metric.split("/dataloader_idx_")[0]
 
 
 def _severity(value: str, code: str) -> Severity:

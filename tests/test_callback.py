@@ -330,25 +330,38 @@ def test_each_validation_dataloader_is_watched_on_its_own(tmp_path: Path) -> Non
     assert {"lossguard/val/val_loss/dataloader_idx_0", "lossguard/val/val_loss/dataloader_idx_1"} <= set(scalars)
 
 
-class SlashSpelling(ZooModule):
+class Spelled(ZooModule):
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__(mlp([16, 32, 1]))
+        self.names = names
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        self.log("val/loss", F.mse_loss(self(x), y))  # lightning-hydra-template's spelling
+        for name in self.names:
+            self.log(name, F.mse_loss(self(x), y))
 
 
 @pytest.mark.parametrize(
-    ("val_metric", "watched"), [(None, {"val/loss"}), ("val_loss", {"val/loss"}), ("val/acc", set())]
+    ("logged", "val_metric", "watched"),
+    [
+        (("val/loss",), None, {"val/loss"}),  # lightning-hydra-template's spelling
+        (("val/loss",), "val_loss", {"val/loss"}),
+        (("validation_loss",), None, {"validation_loss"}),
+        (("val/loss", "val_loss"), None, {"val/loss"}),  # one spelling per run: the first one judged
+        (("val/loss",), "val/acc", set()),  # a name given is watched alone
+    ],
 )
-def test_the_default_validation_metric_also_takes_the_slash_spelling(
-    tmp_path: Path, val_metric: str | None, watched: set[str]
+def test_the_default_validation_metric_takes_the_usual_spellings(
+    tmp_path: Path, logged: tuple[str, ...], val_metric: str | None, watched: set[str]
 ) -> None:
     from benchmarks.fault_zoo.scenarios import regression_data as data
 
     guard = LossGuard(report_every=10, verbose=False, **({"val_metric": val_metric} if val_metric else {}))
-    trainer(tmp_path, [guard], max_epochs=3).fit(
-        SlashSpelling(mlp([16, 32, 1])), loader(data(n=320)), loader(data(n=64, seed=5), 64, False)
-    )
+    t = trainer(tmp_path, [guard], max_epochs=3)
+    t.fit(Spelled(logged), loader(data(n=320)), loader(data(n=64, seed=5), 64, False))
     assert set(guard._diagnostician.val_detectors) == watched
+    scalars = events(t.logger.log_dir).Tags()["scalars"]  # type: ignore[union-attr]
+    assert {t for t in scalars if t.startswith("lossguard/val/")} == {f"lossguard/val/{n}" for n in watched}
     blind = [n for n in guard.notes if "was logged in validation" in n]
     assert bool(blind) == (not watched), guard.notes
 
