@@ -190,6 +190,7 @@ class LossGuard(Callback):
         self._order: ExecutionOrder | None = None
         self._graph_roots: list[Any] = []
         self._tables: set[int] = set()  # ids of the parameters the first batch read row by row (lookup tables)
+        self._unused_units: set[int] = set()  # ids of the linear weights whose output the first batch sliced
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
         self._first_sample = 0  # the batch whose units are the run's first sample (1 when lazy modules build late)
         self._batch_step = 0
@@ -330,13 +331,18 @@ class LossGuard(Callback):
             layout = build_layout(module, watched, order if order is not None else ())
             self._layout = RunLayout.build(
                 watched, layout, None, run_settings(trainer), planned_steps(trainer), self._scaler is not None
-            ).with_tables(self._tables_in(watched))
+            ).with_tables(*self._tables_in(watched))
             if changed and not first:  # not at the start of a fit: a resumed state belongs to the same model
                 self._diagnostician.new_layout()
 
-    def _tables_in(self, watched: WatchedSet) -> set[int]:
-        """Positions of the watched parameters the first batch's graph read row by row."""
-        return {i for i, p in enumerate(watched.params) if id(p) in self._tables}
+    def _tables_in(self, watched: WatchedSet) -> tuple[set[int], set[int]]:
+        """Positions of the watched parameters the first batch's graph read row by row, and of the linear weights
+        whose output it read only in part."""
+        positions = {id(p): i for i, p in enumerate(watched.params)}
+        return (
+            {positions[k] for k in self._tables if k in positions},
+            {positions[k] for k in self._unused_units if k in positions},
+        )
 
     def _finish_first_batch(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any) -> None:
         """After the first batch: the execution order, the gradient paths and lazily built parameters are known,
@@ -352,7 +358,8 @@ class LossGuard(Callback):
         graph = read_graph(self._graph_roots, index) if index else GraphFacts(None)
         self._graph_roots = []
         self._tables = {id(self._watched.params[i]) for i in graph.tables}
-        layout = self._layout.with_paths(graph.upstream).with_tables(self._tables_in(self._watched))
+        self._unused_units = {id(self._watched.params[i]) for i in graph.unused_units}
+        layout = self._layout.with_paths(graph.upstream).with_tables(*self._tables_in(self._watched))
         self._layout = dataclasses.replace(layout, first_batch_rows=leading_rows(batch))
         vanishing = self._diagnostician.detectors.get("vanishing_gradients")
         if vanishing is not None:

@@ -115,13 +115,15 @@ class RunLayout:
         )
         return built.with_paths(upstream)
 
-    def with_tables(self, tables: Collection[int]) -> RunLayout:
+    def with_tables(self, tables: Collection[int], unused_units: Collection[int] = ()) -> RunLayout:
         """This layout with the parameters at ``tables`` read as lookup tables: their rows are entries, not output
         units (a row no batch reads gets no gradient by design), and a layer whose weights are all tables gets
-        sparse gradients, like an embedding: not compared for vanishing gradients."""
-        if not tables:
+        sparse gradients, like an embedding: not compared for vanishing gradients. The weights at ``unused_units``
+        (a linear layer whose output is read only in part) keep their layer's comparison but are not sampled for
+        dead units: the units left out get no gradient by design."""
+        if not tables and not unused_units:
             return self
-        units = tuple(0 if i in tables else u for i, u in enumerate(self.param_units))
+        units = tuple(0 if i in tables or i in unused_units else u for i, u in enumerate(self.param_units))
         dense: dict[int, bool] = {}  # per layer: a units-bearing weight that is not a table
         for i, layer in enumerate(self.layer_of):
             dense[layer] = dense.get(layer, False) or (self.param_units[i] > 0 and i not in tables)

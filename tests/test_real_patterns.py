@@ -2,7 +2,7 @@
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
 a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns,
-a learned position table sliced to the sequence."""
+a learned position table sliced to the sequence, a wider head sliced to the classes in use."""
 
 from __future__ import annotations
 
@@ -658,3 +658,30 @@ def test_a_position_table_sliced_to_the_sequence_is_not_dead_units(tmp_path: Pat
     guard = fit(tmp_path, PositionTableLM(), loader(sequence), report_every=10, max_epochs=4)
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
     assert guard._layout.param_units[guard._layout.param_names.index("positions")] == 0  # a table, not units
+
+
+# -- a wider head whose logits are sliced to the classes in use ----------------------------------------------------
+class SlicedHead(L.LightningModule):
+    """A 100-way head (a classifier reused from a wider task) whose logits are cut to the 10 classes in use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(32, 64), nn.ReLU())
+        self.head = nn.Linear(64, 100)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.head(self.body(x))[:, :10], y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_a_head_sliced_to_the_classes_in_use_is_not_dead_units(tmp_path: Path) -> None:
+    """The 90 unused logits get no gradient: dead_gradients said "90% of the 100 output units ... dead ReLUs"."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 32, generator=g)
+    y = (x @ torch.randn(32, 10, generator=g) + 0.5 * torch.randn(3000, 10, generator=g)).argmax(1)
+    guard = fit(tmp_path, SlicedHead(), loader(x, y), max_epochs=3)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    assert guard._layout.param_units[guard._layout.param_names.index("head.weight")] == 0

@@ -102,3 +102,10 @@ def test_lookup_tables_have_no_units_and_a_layer_of_tables_is_not_compared() -> 
     assert tabled.param_units == (0, 16, 0, 10, 0)
     assert tabled.comparable == (False, True, True)  # the head still has a weight of units
     assert layout.with_tables(set()) is layout
+
+
+def test_a_linear_layer_read_only_in_part_keeps_its_comparison_but_has_no_units() -> None:
+    layout = RunLayout(param_units=(64, 0, 100), layer_of=(0, 0, 1), layers=("body", "head"), comparable=(True, True))
+    narrowed = layout.with_tables(set(), unused_units={2})
+    assert narrowed.param_units == (64, 0, 0)
+    assert narrowed.comparable == (True, True)

@@ -14,7 +14,8 @@ on another path (another head, another optimizer's network) are named apart. Wei
 ``torch.nn.utils.prune`` masks (Lightning's ``ModelPruning``) get no gradient by design: they are not judged, and
 the report notes it. Nor are the rows of lookup tables (embeddings, and any parameter the autograd graph reads row
 by row: a learned position table sliced to the sequence, a codebook indexed by codes): a row no batch reads gets no
-gradient, and it is an entry, not a unit.
+gradient, and it is an entry, not a unit. Nor are the units of a linear layer whose output is read only in part (a
+wider head sliced to the classes in use): the units left out get no gradient by design.
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ _ROW_READS = ("SliceBackward", "SelectBackward", "IndexSelectBackward", "NarrowB
 _TABLE_READS = ("IndexBackward", "EmbeddingBackward", "EmbeddingBagBackward", "EmbeddingDenseBackward")
 """Nodes that look rows up by index (``table[ids]``, ``F.embedding(ids, table)``) when the parameter is the table."""
 
+_UNIT_OPS = ("AddmmBackward", "MmBackward")
+"""Ops that read a weight's rows as output units: a linear layer's matmul (its output's last dimension)."""
+
+_OUTPUT_VIEWS = ("ViewBackward", "UnsafeViewBackward", "ReshapeAliasBackward")
+"""Reshapes of a linear layer's output that keep its last dimension (a 3-D input is flattened and viewed back)."""
+
 MAX_NODES = 200_000
 """Graphs larger than this are not walked (the paths then fall back to one path per optimizer)."""
 
@@ -60,10 +66,13 @@ class GraphFacts(NamedTuple):
         tables: parameters read row by row somewhere (a learned position table sliced to the sequence length, a
             codebook indexed by codes): their rows are entries, not output units, and a row no batch reads gets no
             gradient by design.
+        unused_units: weights of linear layers whose output is only read through a slice of its units (a wider
+            head sliced to the classes in use): the units left out get no gradient by design, they are not dead.
     """
 
     upstream: list[int] | None
     tables: frozenset[int] = frozenset()
+    unused_units: frozenset[int] = frozenset()
 
 
 def read_graph(losses: Iterable[Any], index: Mapping[int, int]) -> GraphFacts:
@@ -83,6 +92,8 @@ def read_graph(losses: Iterable[Any], index: Mapping[int, int]) -> GraphFacts:
     opened: set[Any] = set()
     found = 0  # every watched parameter met in the graph
     tables: set[int] = set()
+    parents: dict[Any, list[Any]] = {}  # node -> the nodes that take its output
+    unit_reads: dict[int, list[Any]] = {}  # parameter -> the linear ops that take it
     while stack:
         node, expanded = stack.pop()
         if node in below or (not expanded and node in opened):
@@ -100,19 +111,23 @@ def read_graph(losses: Iterable[Any], index: Mapping[int, int]) -> GraphFacts:
         local = 0
         data = 0
         for child in children:
+            parents.setdefault(child, []).append(node)
             param, reader = _parameter_behind(node, child, index)
             if param is not None:
                 local |= 1 << param
                 found |= 1 << param
                 if _reads_rows(reader):
                     tables.add(param)
+                if node.name().startswith(_UNIT_OPS):
+                    unit_reads.setdefault(param, []).append(node)
             else:
                 data |= below.get(child, 0)
             below[node] |= below.get(child, 0)
         if local and data:
             for param in _bits(local):
                 upstream[param] |= data & ~(1 << param)
-    return GraphFacts(upstream if below and found else None, frozenset(tables))
+    unused = {p for p, ops in unit_reads.items() if all(_units_read_in_part(op, parents) for op in ops)}
+    return GraphFacts(upstream if below and found else None, frozenset(tables), frozenset(unused))
 
 
 def _own_bit(node: Any, index: Mapping[int, int]) -> int:
@@ -150,6 +165,39 @@ def _reads_rows(reader: Any) -> bool:
             return True
         return bool(indices and indices[0] is not None)
     return name.startswith(_TABLE_READS)
+
+
+def _units_read_in_part(op: Any, parents: Mapping[Any, list[Any]]) -> bool:
+    """Whether the uses of a linear op's output (through reshapes) are all slices of its last dimension that leave
+    some of it out together (``out[:, :10]``; not ``out[:, :z]`` and ``out[:, z:]``, a mean and a variance)."""
+    uses: list[Any] = []
+    frontier = list(parents.get(op, []))
+    while frontier:
+        node = frontier.pop()
+        if node.name().startswith(_OUTPUT_VIEWS):
+            frontier += parents.get(node, [])
+        else:
+            uses.append(node)
+    kept: set[int] = set()
+    units = 0
+    for node in uses:
+        sliced = _kept_units(node)
+        if sliced is None:
+            return False
+        rows, units = sliced
+        kept.update(rows)
+    return bool(uses) and len(kept) < units
+
+
+def _kept_units(node: Any) -> tuple[range, int] | None:
+    """The units a slice of its input's last dimension keeps, and how many there are; None for anything else."""
+    if not node.name().startswith("SliceBackward"):
+        return None
+    sizes = getattr(node, "_saved_self_sym_sizes", ())
+    if not sizes or node._saved_dim != len(sizes) - 1:
+        return None
+    units = int(sizes[-1])
+    return range(*slice(node._saved_start, node._saved_end, node._saved_step).indices(units)), units
 
 
 def _bits(mask: int) -> Iterable[int]:

@@ -36,3 +36,19 @@ def test_parameters_read_row_by_row_are_tables_and_weights_are_not() -> None:
     loss = (hidden @ weight.double().float().t()).sum() + (hidden @ columns[:, :4].t()).sum()
     loss.backward()  # the walk runs after the first batch's backward: saved index tensors are freed by then
     assert read_graph([loss], index).tables == frozenset({0, 1, 2})
+
+
+def test_a_linear_output_read_only_in_part_leaves_its_other_units_unused() -> None:
+    # A 100-way head sliced to the 10 classes in use (2-D and, viewed back, 3-D); a head also read whole; a slice
+    # that keeps every unit; a slice of the batch, not the units; two slices that read every unit between them.
+    sliced, sliced_3d, also_whole, kept_all, batch_slice, halves = (nn.Linear(8, 100) for _ in range(6))
+    params = [m.weight for m in (sliced, sliced_3d, also_whole, kept_all, batch_slice, halves)]
+    index = {id(p): i for i, p in enumerate(params)}
+    h = torch.randn(4, 8)
+    loss = sliced(h)[:, :10].sum() + sliced_3d(torch.randn(2, 3, 8))[..., 5:20].sum()
+    whole = also_whole(h)
+    loss = loss + whole[:, :10].sum() + whole.mean() + kept_all(h)[:, 0:].sum() + batch_slice(h)[:2].sum()
+    both = halves(h)  # a mean and a log-variance from one layer: every unit is read
+    loss = loss + both[:, :50].sum() + both[:, 50:].exp().sum()
+    loss.backward()
+    assert read_graph([loss], index).unused_units == frozenset({0, 1})
