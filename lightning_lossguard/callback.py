@@ -37,7 +37,7 @@ from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalCost, gc_seconds, watch_gc
 from lightning_lossguard.signals.clock import clock_for
-from lightning_lossguard.signals.graph import GraphFacts, read_graph
+from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
 from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, compiled_modules
 from lightning_lossguard.signals.parameters import (
@@ -189,8 +189,7 @@ class LossGuard(Callback):
         self._forward: ForwardHooks | None = None
         self._order: ExecutionOrder | None = None
         self._graph_roots: list[Any] = []
-        self._tables: set[int] = set()  # ids of the parameters the first batch read row by row (lookup tables)
-        self._unused_units: set[int] = set()  # ids of the linear weights whose output the first batch sliced
+        self._reads = ParameterReads()  # lookup tables and sliced linear outputs the first batch's graph showed
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
         self._first_sample = 0  # the batch whose units are the run's first sample (1 when lazy modules build late)
         self._batch_step = 0
@@ -204,6 +203,7 @@ class LossGuard(Callback):
         self._sample_gradients = False  # its gradients are measured (the budget's stride)
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
+        self._stepped: tuple[int, set[int]] = (-1, set())  # (batch, the optimizers whose step was measured in it)
         self._check_leftover = False
         self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
         self._follow_pruning = False  # ModelPruning, or a model pruned before the fit: which weights are masked
@@ -331,18 +331,9 @@ class LossGuard(Callback):
             layout = build_layout(module, watched, order if order is not None else ())
             self._layout = RunLayout.build(
                 watched, layout, None, run_settings(trainer), planned_steps(trainer), self._scaler is not None
-            ).with_tables(*self._tables_in(watched))
+            ).with_tables(*self._reads.positions(watched.params))
             if changed and not first:  # not at the start of a fit: a resumed state belongs to the same model
                 self._diagnostician.new_layout()
-
-    def _tables_in(self, watched: WatchedSet) -> tuple[set[int], set[int]]:
-        """Positions of the watched parameters the first batch's graph read row by row, and of the linear weights
-        whose output it read only in part."""
-        positions = {id(p): i for i, p in enumerate(watched.params)}
-        return (
-            {positions[k] for k in self._tables if k in positions},
-            {positions[k] for k in self._unused_units if k in positions},
-        )
 
     def _finish_first_batch(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any) -> None:
         """After the first batch: the execution order, the gradient paths and lazily built parameters are known,
@@ -357,9 +348,8 @@ class LossGuard(Callback):
         index = {id(p): i for i, p in enumerate(self._watched.params)}
         graph = read_graph(self._graph_roots, index) if index else GraphFacts(None)
         self._graph_roots = []
-        self._tables = {id(self._watched.params[i]) for i in graph.tables}
-        self._unused_units = {id(self._watched.params[i]) for i in graph.unused_units}
-        layout = self._layout.with_paths(graph.upstream).with_tables(*self._tables_in(self._watched))
+        self._reads = ParameterReads.of(graph, self._watched.params)
+        layout = self._layout.with_paths(graph.upstream).with_tables(*self._reads.positions(self._watched.params))
         self._layout = dataclasses.replace(layout, first_batch_rows=leading_rows(batch))
         vanishing = self._diagnostician.detectors.get("vanishing_gradients")
         if vanishing is not None:
@@ -483,13 +473,15 @@ class LossGuard(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self._step_work:  # as the backward hooks: nothing to do on an untimed, unsampled batch
-            self._before_optimizer_step(optimizer)
+            self._before_optimizer_step(optimizer, pl_module.automatic_optimization)
 
     @_own_time
-    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, automatic: bool) -> None:
         if self._recorder is None or self._broken:
             return
         try:
+            if automatic and self._evaluated_again(optimizer):
+                return
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm (on the budget's stride).
             # The stride counts optimizer steps (the step the batch started at), not micro-batches: under
             # gradient accumulation only every k-th batch steps.
@@ -508,6 +500,21 @@ class LossGuard(Callback):
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
+
+    def _evaluated_again(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the optimizer's step was already measured in this batch. In automatic optimization an optimizer
+        steps once per batch, and Lightning calls this hook after every evaluation of the step's closure: LBFGS
+        evaluates it several times in one step (its line search), sharpness-aware minimisation twice. The first
+        evaluation holds the step's gradients and the weights before it; a later one's weights can be the step's
+        result already (the update ratio read 0 under LBFGS)."""
+        batch, stepped = self._stepped
+        if batch != self._batches:
+            self._stepped = (self._batches, {id(optimizer)})
+            return False
+        if id(optimizer) in stepped:
+            return True
+        stepped.add(id(optimizer))
+        return False
 
     @_own_time
     def on_train_batch_end(
@@ -615,7 +622,7 @@ class LossGuard(Callback):
             self._report(trainer, pl_module)
         new: list[Diagnosis] = []
         try:
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if self._diagnostician.watches(k)}
+            metrics = {k: float(v) for k, v in self._diagnostician.watched_metrics(trainer.callback_metrics).items()}
             if metrics:
                 new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics, recent)
             for monitor in self.monitors:
@@ -623,8 +630,7 @@ class LossGuard(Callback):
                 new += self._diagnostician.accept(found)
                 self._monitor_log(trainer, monitor)
             if self._loggers is not None and metrics:
-                watched = {k: v for k, v in metrics.items() if self._diagnostician.watches(k)}  # the spelling judged
-                self._loggers.scalars({f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in watched.items()})
+                self._loggers.scalars({f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in metrics.items()})
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("on_validation_end", error)

@@ -47,6 +47,7 @@ __all__ = ["BROKEN", "CONSEQUENCES", "Diagnostician", "RunLayout", "RunSettings"
 
 
 D = TypeVar("D", bound=Detector[Any])
+V = TypeVar("V")
 
 BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
 
@@ -183,6 +184,7 @@ class Diagnostician:
                 scaler_active=layout.scaler_active,
                 scale=window.scaler_scale,
                 nonfinite_loss_steps=bad_loss_steps,
+                loss_steps=window.batch_steps,
             )
         if exploding := self._on(ExplodingGradients):
             found += exploding.update(
@@ -294,15 +296,20 @@ class Diagnostician:
         recent = [v for v in recent_losses if math.isfinite(v)]
         if recent:
             level = median([*self._train_losses, *recent][-(self._train_losses.maxlen or 50) :])
-        for name, value in metrics.items():
-            if not self.watches(name):
-                continue
+        for name, value in self.watched_metrics(metrics).items():
             detector = self.val_detectors.get(name)
             if detector is None:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
                 self.val_detectors[name] = detector
             found += detector.update(step, epoch, float(value), level)
         return self.accept(found)
+
+    def watched_metrics(self, metrics: Mapping[str, V]) -> dict[str, V]:
+        """The logged metrics ``val_loss_rising`` judges (per dataloader too): one spelling per run, the one judged
+        so far or else the first logged."""
+        watched = {name: value for name, value in metrics.items() if self.watches(name)}
+        first = _without_dataloader(next(iter(watched))) if watched else ""
+        return {name: value for name, value in watched.items() if _without_dataloader(name) == first}
 
     def watches(self, metric: str) -> bool:
         """Whether ``val_loss_rising`` watches this logged metric (per dataloader too): one spelling per run, the

@@ -157,3 +157,13 @@ def test_a_validation_judged_with_the_pending_losses_reads_as_one_judged_after_a
     ours = [d for d in pending.diagnoses if d.code == "val_loss_rising"]
     theirs = [d for d in reported.diagnoses if d.code == "val_loss_rising"]
     assert [(d.step, d.evidence) for d in ours] == [(d.step, d.evidence) for d in theirs]
+
+
+def test_one_spelling_of_the_validation_loss_is_watched_per_run() -> None:
+    judge = Diagnostician()
+    logged = {"train_loss": 1.0, "val/loss": 2.0, "val_loss/dataloader_idx_1": 3.0, "val_loss": 4.0, "val_acc": 0.5}
+    assert judge.watched_metrics(logged) == {"val/loss": 2.0}  # the first spelling logged
+    judge.judge_validation(10, 0, {"val_loss": 4.0, "val_loss/dataloader_idx_1": 3.0})
+    assert judge.watched_metrics(logged) == {"val_loss/dataloader_idx_1": 3.0, "val_loss": 4.0}  # the one judged
+    assert judge.watched_metrics({"val_acc": 0.5}) == {}
+    assert Diagnostician(val_metric="val_acc").watched_metrics(logged) == {"val_acc": 0.5}

@@ -2,7 +2,7 @@
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
 a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns,
-a learned position table sliced to the sequence, a wider head sliced to the classes in use."""
+a learned position table sliced to the sequence, a wider head sliced to the classes in use, LBFGS's line search."""
 
 from __future__ import annotations
 
@@ -685,3 +685,32 @@ def test_a_head_sliced_to_the_classes_in_use_is_not_dead_units(tmp_path: Path) -
     guard = fit(tmp_path, SlicedHead(), loader(x, y), max_epochs=3)
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
     assert guard._layout.param_units[guard._layout.param_names.index("head.weight")] == 0
+
+
+# -- LBFGS: the closure is evaluated several times in one optimizer step --------------------------------------------
+class CurveFit(L.LightningModule):
+    """A small curve fit with LBFGS and a line search, as scientific fits (PINNs) do: Lightning calls
+    on_before_optimizer_step after every evaluation of the closure, the last one at the step's result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.LBFGS(self.parameters(), lr=0.5, max_iter=5, line_search_fn="strong_wolfe")
+
+
+def test_lbfgs_steps_are_measured_from_the_weights_before_them(tmp_path: Path) -> None:
+    """The update ratio was read against the weights of the last evaluation, the step's own result: 0, and
+    tiny_updates warned "changes the weights by a median 0 of their size at learning rate 0.5"."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1536, 1, generator=g) * 2 * math.pi
+    y = torch.sin(x) + 0.3 * torch.sin(3 * x)
+    guard = fit(tmp_path, CurveFit(), loader(x, y, batch_size=256), report_every=10, max_epochs=8)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    samples = guard._diagnostician.detectors["tiny_updates"].samples  # type: ignore[attr-defined]
+    assert len(samples) >= 3 and all(ratio > 1e-5 for _, ratio, _ in samples), list(samples)

@@ -54,6 +54,7 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         scaler_active: bool = False,
         scale: float | None = None,
         nonfinite_loss_steps: Collection[int] = (),
+        loss_steps: Collection[int] | None = None,
     ) -> list[Diagnosis]:
         """Judge one window of per-parameter norms (rows: optimizer steps; -1: no gradient).
 
@@ -62,6 +63,9 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             scaler_active: a 16-bit GradScaler skips non-finite steps.
             scale: the scaler's loss scale at the end of the window, when known.
             nonfinite_loss_steps: steps whose loss was non-finite (reported as ``nonfinite_loss`` instead).
+            loss_steps: the steps whose loss was recorded (None: all of them). Of another step the message does
+                not say the loss was finite: it was not seen (manual optimization whose training_step returns
+                nothing).
         """
         t = self.thresholds
         found: tuple[int, np.ndarray] | None = None
@@ -98,8 +102,10 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         subject = names[culprits[0]] if culprits else ""
         decided = int(steps[-1]) if steps else step_bad
         if not scaler_active:
+            seen = loss_steps is None or step_bad in loss_steps
+            loss = "while the loss was finite" if seen else "(its loss was not recorded: finite or not is unknown)"
             message = (
-                f"Gradients became NaN/Inf at step {step_bad} while the loss was finite, in {len(culprits)} of "
+                f"Gradients became NaN/Inf at step {step_bad} {loss}, in {len(culprits)} of "
                 f"{len(names)} parameters, starting at {named or 'an unnamed parameter'} (nearest the loss)."
             )
             return [self.diagnosis(decided, message, evidence, subject=subject)]

@@ -39,6 +39,14 @@ class TinyUpdatesThresholds(Thresholds):
     min_loss_fraction: float = threshold(
         0.5, "... and is still above this fraction of its early level (a converged run is not starved)."
     )
+    decayed_lr: float = threshold(
+        1e-3,
+        "A learning rate below this fraction of the run's largest is decayed away (a schedule stepped too often): "
+        "steps below max_ratio x hopeless are then reported even after the loss fell; at a learning rate the run "
+        "still has, they are a converged optimizer's own choice (LBFGS stops at its tolerances).",
+        open_low=True,
+        high=1,
+    )
 
 
 class TinyUpdates(Detector[TinyUpdatesThresholds]):
@@ -50,6 +58,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
     def __init__(self, thresholds: TinyUpdatesThresholds | None = None) -> None:
         super().__init__(thresholds)
         self.samples: deque[list[float]] = deque(maxlen=int(self.thresholds.min_samples))  # [step, ratio, loss]
+        self.peak_lr = 0.0  # the largest learning rate seen at a sample
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_samples)
@@ -69,6 +78,8 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         recent training-loss level; ``early_loss``: the loss level at the start of the run; ``sizes``: elements
         per parameter (the median then counts every weight once; without them every parameter counts once)."""
         ratio = model_update_ratio(update_ratio, sizes)
+        if math.isfinite(learning_rate):
+            self.peak_lr = max(self.peak_lr, learning_rate)
         if not math.isfinite(ratio):
             return []
         self.samples.append([float(step), ratio, float(loss_level)])
@@ -82,8 +93,13 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         improvement = (first_loss - last_loss) / magnitude if known else 0.0
         if improvement >= t.max_improvement and ratio >= t.max_ratio * t.hopeless:
             return []  # it still learns; only steps far below any learning rate are reported anyway
-        if early_loss > 0 and last_loss < t.min_loss_fraction * early_loss and ratio >= t.max_ratio * t.hopeless:
+        converged = early_loss > 0 and last_loss < t.min_loss_fraction * early_loss
+        if converged and ratio >= t.max_ratio * t.hopeless:
             return []  # the loss already fell a lot: small steps of a converged run
+        # No step at a rate the run still has, after a positive loss fell to a fraction of itself (a loss near 0
+        # that changes sign, a negative cosine, has not "fallen"): the optimizer stopped on its own (LBFGS tolerances).
+        if converged and last_loss >= 0 and learning_rate > 0 and learning_rate >= t.decayed_lr * self.peak_lr:
+            return []
         lr_text = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
         message = (
             f"Each optimizer step changes the weights by a median {ratio:.2g} of their size{lr_text} "

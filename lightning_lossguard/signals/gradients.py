@@ -180,6 +180,7 @@ class GradientProbe:
         for group in [*groups, *([i] for i in rest)]:
             shape = sampled[group[0]].shape
             rows = shape[0]
+            # A single tensor keeps its rows apart as a view (flattening a strided sample of rows would copy it).
             units = (stacked(sampled, group) if len(group) > 1 else sampled[group[0]]).reshape(
                 len(group), rows, shape[1:].numel()
             )
@@ -229,7 +230,7 @@ class GradientProbe:
         after = []
         for where, _ in self._before_step:
             now = [_sampled_rows(_local(self.parameters[i])) for i in where]
-            after.append(stacked(now, range(len(now))) if len(now) > 1 else now[0].reshape(1, -1))
+            after.append(stacked(now, range(len(now))))
         sizes = [_norm32(w) for w in before]
         # The snapshots are ours: turn them into the updates in place instead of allocating the differences.
         torch._foreach_sub_(before, after)  # type: ignore[arg-type]

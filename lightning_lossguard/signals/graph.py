@@ -11,7 +11,7 @@ training batch only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 _PASS_THROUGH = (
@@ -73,6 +73,27 @@ class GraphFacts(NamedTuple):
     upstream: list[int] | None
     tables: frozenset[int] = frozenset()
     unused_units: frozenset[int] = frozenset()
+
+
+class ParameterReads(NamedTuple):
+    """The graph's lookup tables and partly read linear weights, kept by parameter identity: the watched set is
+    read again when parameters are added, unfrozen or frozen, and their positions move."""
+
+    tables: frozenset[int] = frozenset()
+    unused_units: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, facts: GraphFacts, params: Sequence[object]) -> ParameterReads:
+        """The parameters behind ``facts``' positions in ``params``."""
+        return cls(frozenset(id(params[i]) for i in facts.tables), frozenset(id(params[i]) for i in facts.unused_units))
+
+    def positions(self, params: Sequence[object]) -> tuple[set[int], set[int]]:
+        """Positions in ``params`` of the tables, and of the partly read weights."""
+        ids = [id(p) for p in params]
+        return (
+            {i for i, key in enumerate(ids) if key in self.tables},
+            {i for i, key in enumerate(ids) if key in self.unused_units},
+        )
 
 
 def read_graph(losses: Iterable[Any], index: Mapping[int, int]) -> GraphFacts:

@@ -39,7 +39,10 @@ def stack_groups(tensors: Sequence[torch.Tensor]) -> tuple[list[list[int]], list
 
 
 def stacked(tensors: Sequence[torch.Tensor], group: Sequence[int]) -> torch.Tensor:
-    """``[len(group), elements]``: the group's tensors stacked (a copy) and flattened."""
+    """``[len(group), elements]``: the group's tensors stacked (a copy) and flattened; a group of one is its
+    tensor reshaped (a view where its layout allows, no copy)."""
+    if len(group) == 1:
+        return tensors[group[0]].reshape(1, -1)
     return torch.stack([tensors[i] for i in group]).reshape(len(group), -1)
 
 

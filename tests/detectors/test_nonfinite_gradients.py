@@ -26,6 +26,16 @@ def test_a_nonfinite_loss_step_is_left_to_nonfinite_loss() -> None:
     assert NonfiniteGradients().update([7], norms, NAMES, DEPTH, nonfinite_loss_steps={7}) == []
 
 
+def test_a_step_whose_loss_was_not_recorded_is_not_said_to_have_a_finite_loss() -> None:
+    # Manual optimization whose training_step returns nothing: the gradients are seen, the loss is not.
+    norms = rows([1.0, 0.5, 2.0], [math.nan, 0.4, math.inf])
+    [unseen] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[])
+    assert "finite" in unseen.message and "while the loss was finite" not in unseen.message
+    assert "not recorded" in unseen.message
+    [seen] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1])
+    assert "while the loss was finite" in seen.message
+
+
 def test_isolated_gradscaler_skips_are_normal() -> None:
     detector = NonfiniteGradients()
     norms = np.ones((400, 3))

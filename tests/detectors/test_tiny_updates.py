@@ -63,3 +63,32 @@ def test_weighted_median_counts_each_value_its_weight() -> None:
     assert weighted_median(np.array([1e-8, 1.0]), np.array([100.0, 1.0])) == 1e-8
     assert weighted_median(np.array([np.nan, 2.0]), np.array([100.0, 1.0])) == 2.0
     assert np.isnan(weighted_median(np.array([1.0]), np.array([0.0])))
+
+
+def test_an_optimizer_that_stops_stepping_at_convergence_stays_quiet() -> None:
+    # Full-batch LBFGS fitting a curve: the loss fell from 0.5 to 2e-5, the learning rate is still 0.5, and the
+    # optimizer returns without a step once its gradient or change tolerance is met: update ratio exactly 0.
+    detector = TinyUpdates()
+    for step, loss in zip((150, 190, 230, 270), (2.1e-5, 2.0e-5, 2.0e-5, 2.0e-5)):
+        assert detector.update(step, np.array([0.0, 0.0]), loss_level=loss, learning_rate=0.5, early_loss=0.5) == []
+
+
+def test_a_learning_rate_decayed_away_is_reported_even_after_the_loss_fell() -> None:
+    # A StepLR meant per epoch, stepped per batch: 1e-3 at the first sample, 1e-13 later; the weights stop moving
+    # (float32 rounds the steps away) after the loss had fallen early on.
+    decayed, unknown = TinyUpdates(), TinyUpdates()
+    found = []
+    for step, lr, ratio in zip((10, 100, 200, 300), (1e-3, 1e-13, 1e-13, 1e-13), (1e-3, 0.0, 0.0, 0.0)):
+        found += decayed.update(step, np.array([ratio]), loss_level=0.4, learning_rate=lr, early_loss=2.3)
+        unknown.update(step, np.array([ratio]), loss_level=0.4, early_loss=2.3)  # no learning rate known
+    assert [d.step for d in found] == [300] and "learning rate 1e-13" in found[0].message
+    assert unknown.update(400, np.array([0.0]), loss_level=0.4, early_loss=2.3)
+
+
+def test_steps_far_too_small_under_a_loss_near_zero_that_changes_sign_are_still_reported() -> None:
+    # SimSiam at lr 5e-8: a negative-cosine loss wanders from +0.003 to -0.008; it did not converge.
+    detector = TinyUpdates()
+    found = []
+    for step, loss in zip((9, 19, 29), (0.0007, -0.0075, -0.0075)):
+        found += detector.update(step, np.array([5e-9]), loss_level=loss, learning_rate=5e-8, early_loss=0.003)
+    assert [d.step for d in found] == [29]

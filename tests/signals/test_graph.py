@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from lightning_lossguard.signals.graph import read_graph
+from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 
 
 def test_a_chain_of_layers_has_each_layer_upstream_of_the_next() -> None:
@@ -52,3 +52,14 @@ def test_a_linear_output_read_only_in_part_leaves_its_other_units_unused() -> No
     loss = loss + both[:, :50].sum() + both[:, 50:].exp().sum()
     loss.backward()
     assert read_graph([loss], index).unused_units == frozenset({0, 1})
+
+
+def test_the_reads_follow_their_parameters_when_the_watched_set_moves() -> None:
+    # A parameter unfrozen later is watched in front of the others: the table and the sliced weight keep
+    # their meaning, not their old positions.
+    table, head, other, unfrozen = (nn.Parameter(torch.zeros(2)) for _ in range(4))
+    reads = ParameterReads.of(GraphFacts(None, frozenset({0}), frozenset({1})), [table, head, other])
+    assert reads.positions([table, head, other]) == ({0}, {1})
+    assert reads.positions([unfrozen, other, head, table]) == ({3}, {2})
+    assert reads.positions([unfrozen, other]) == (set(), set())
+    assert ParameterReads().positions([table, head]) == (set(), set())

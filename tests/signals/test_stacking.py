@@ -7,6 +7,7 @@ from lightning_lossguard.signals.stacking import (
     STACK_MIN_TENSORS,
     StackedNorms,
     stack_groups,
+    stacked,
 )
 
 
@@ -49,3 +50,12 @@ def test_a_half_precision_stack_is_summed_in_float32() -> None:
 def test_too_few_tensors_to_stack_are_not_worth_a_plan() -> None:
     tensors = [torch.randn(4) for _ in range(STACK_MIN_IN_ALL - 1)]  # one group, too small in all
     assert not StackedNorms(tensors, range(len(tensors))).worthwhile
+
+
+def test_a_group_of_one_is_its_tensor_flattened_without_a_copy() -> None:
+    tensors = [torch.arange(6.0).reshape(2, 3), torch.ones(2, 3)]
+    alone = stacked(tensors, [0])
+    assert alone.shape == (1, 6) and alone.data_ptr() == tensors[0].data_ptr()
+    both = stacked(tensors, [0, 1])
+    assert both.shape == (2, 6) and both.data_ptr() != tensors[0].data_ptr()
+    assert torch.equal(both[1], torch.ones(6))
