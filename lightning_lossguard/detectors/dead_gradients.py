@@ -6,11 +6,13 @@ a parameter had no gradient at all (``grad is None``) neither extends nor breaks
 
 Where the gradient stops tells the cause: when even the output layer gets none, nothing reaches the
 model from the loss (a flat region of the loss, an output activation that cannot reach the targets, a
-detached graph); when only hidden layers are dead, their units never activate (initialisation, biases,
-a learning rate that knocked them out). Units that were alive in the run's first sample (each optimizer's
-parameters are sampled at its own step), or a loss that jumped well above its first batches, blame a learning
-rate far too high. Only layers upstream of the dead one on the autograd graph starve because of it; dead layers
-on another path (another head, another optimizer's network) are named apart. Weights that
+detached graph) — unless layers before it still get theirs: then its gradient is cleared after backward
+(code that freezes it for a while, a hook) or its input is zero; when only hidden layers are dead, their
+units never activate (initialisation, biases, a learning rate that knocked them out). Units that were
+alive in the run's first sample (each optimizer's parameters are sampled at its own step), or a loss that
+jumped well above its first batches, blame a learning rate far too high. Only layers upstream of the dead
+one on the autograd graph starve because of it; dead layers on another path (another head, another
+optimizer's network) are named apart. Weights that
 ``torch.nn.utils.prune`` masks (Lightning's ``ModelPruning``) get no gradient by design: they are not judged, and
 the report notes it. Nor are the rows of lookup tables (embeddings, and any parameter the autograd graph reads row
 by row: a learned position table sliced to the sequence, a codebook indexed by codes): a row no batch reads gets no
@@ -56,6 +58,13 @@ _FLAT_LOSS_REMEDIES = (
     "Look for .detach(), torch.no_grad() or integer casts between the model and the loss.",
 )
 
+_CLEARED_REMEDIES = (
+    "If code clears this layer's gradient on purpose for a while (DINO and SwAV freeze their last layer in the first "
+    "epoch), set p.grad = None instead of zeroing it: LossGuard does not judge a step without a gradient.",
+    "Look for hooks or code after backward that zero or overwrite the gradient, and for an input to the layer that is "
+    "all zeros.",
+)
+
 
 class DeadGradients(Detector[DeadGradientsThresholds]):
     """Zero-gradient streaks per parameter, and dead-unit shares sampled on report steps."""
@@ -72,6 +81,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         self.first_share: list[float] = []  # the run's first sample: were the units alive at the start?
         self.first_step = -1  # the first optimizer step seen: did a dead parameter have a gradient before?
         self.rows_seen = 0
+        self.had_gradient: list[bool] = []  # per parameter: a non-zero gradient seen at some step
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_steps)
@@ -114,6 +124,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         p = len(names)
         if len(self.streak) != p:
             self.streak, self.streak_start, self.unit_streak = [0] * p, [0] * p, [0] * p
+        if len(self.had_gradient) != p:
+            self.had_gradient = [False] * p
         streak = np.asarray(self.streak, dtype=np.int64)
         start = np.asarray(self.streak_start, dtype=np.int64)
         rows = np.asarray(param_norms)
@@ -133,6 +145,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             step_of = np.asarray(steps, dtype=np.int64)[np.minimum(first_zero, len(rows) - 1)]
             start = np.where(restarted & (zeros_after > 0), step_of, start)
             streak = np.where(last_reset >= 0, zeros_after, streak + zeros_after)
+            self.had_gradient = (np.asarray(self.had_gradient, dtype=bool) | (last_reset >= 0)).tolist()
         self.streak, self.streak_start = streak.tolist(), start.tolist()
         if first_share is not None and not self.first_share:
             self.first_share = [float(v) for v in first_share]
@@ -184,7 +197,19 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         found = "; ".join(parts)
         found = found[0].upper() + found[1:]
         remedies = list(code_info(self.code).remedies)
-        if output_dead:
+        # Parameters off the output layer whose latest gradient was non-zero: the loss's gradient does reach the model.
+        flowing = [i for i in range(p) if i not in output and self.streak[i] == 0 and self.had_gradient[i]]
+        if output_dead and flowing:
+            message = (
+                f"The output layer {layer_names[output[0]]} gets no gradient while {len(flowing)} other parameters "
+                f"do. {found}. Its gradient is cleared after backward (code that freezes the layer for a while, or a "
+                "hook), or its input is all zeros; what the layers before it get comes another way (an auxiliary "
+                "loss, a skip connection)."
+            )
+            evidence["flowing_params"] = len(flowing)
+            remedies = [*_CLEARED_REMEDIES, remedies[0]]
+            subject = layer_names[output[0]]
+        elif output_dead:
             message = (
                 f"No gradient reaches the model: even the output layer {layer_names[output[0]]} gets none. {found}. "
                 "The loss is flat where the model is (a clamp/hinge region, an output activation that cannot reach "

@@ -28,6 +28,20 @@ def test_no_gradient_reaching_the_output_points_at_the_loss() -> None:
     assert found.remedies[0].startswith("Smooth the loss")
 
 
+def test_an_output_layer_cleared_while_the_layers_before_it_learn_is_not_called_a_flat_loss() -> None:
+    # DINO-style code that zeroes the last layer's gradient for a while: the hidden layer still gets its own.
+    rows = np.tile([0.4, 0.1, 0.0, 0.0], (30, 1))
+    [found] = run(rows)
+    assert found.subject == "net.2" and found.evidence["flowing_params"] == 2
+    assert "No gradient reaches the model" not in found.message
+    assert "while 2 other parameters do" in found.message
+    assert "p.grad = None" in found.remedies[0]
+    # The hidden layer's gradients stop too: nothing reaches the model after all.
+    rows[15:, :2] = 0.0
+    [flat] = DeadGradients().update(list(range(45)), np.vstack([rows, np.zeros((15, 4))]), NAMES, SIZES, LAYERS, DEPTH)
+    assert "No gradient reaches the model" in flat.message
+
+
 def test_short_zero_streaks_and_parameters_without_gradient_are_not_dead() -> None:
     rows = np.tile([0.3, 0.1, 0.5, 0.1], (60, 1))
     rows[::20, 0] = 0.0  # an occasional exact zero
