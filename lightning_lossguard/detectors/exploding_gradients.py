@@ -52,6 +52,12 @@ class ExplodingGradientsThresholds(Thresholds):
     refresh_every: int = threshold(25, "Steps between recomputations of the baseline (it moves slowly).")
     catastrophe_factor: float = threshold(1e4, "A single step this many times the baseline is reported at once.")
     ceiling: float = threshold(1e5, "Absolute norm ceiling: spike_persist steps above it are reported.")
+    large_loss: float = threshold(
+        1e4,
+        "A norm above the ceiling from the first early_history steps, under a loss at least this large at the start, "
+        "is the loss's scale (regression targets in raw units), and the report says so.",
+        open_low=True,
+    )
     growth_decades: float = threshold(
         2.0, "Steady growth: decades above the early level (2.0: 100x) ...", open_low=True
     )
@@ -84,6 +90,12 @@ class ExplodingGradientsThresholds(Thresholds):
     )
 
 
+SCALE_REMEDY = (
+    "Standardise the regression targets (subtract their mean, divide by their standard deviation, and undo it on the "
+    "predictions), or divide the loss by a constant: gradients then start near 1."
+)
+
+
 class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
     """Compares each step's global gradient norm with a rolling robust baseline of the run's own norms."""
 
@@ -109,6 +121,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.loss_bad = False  # a non-finite loss was seen
         self.uncleared = 0  # consecutive checks that found gradients left over before a backward
         self.warned: dict[str, Any] | None = None  # the last warning, escalated to an error if the run then blows up
+        self.start_loss = math.nan  # the median loss of the run's first batches
+        self.first_ceiling_row = 0  # the finite row (1-based) where the norm first reached the ceiling (0: never)
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_history) + int(self.thresholds.spike_persist)
@@ -152,6 +166,9 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             evidence = {**warned.evidence, "nonfinite_after": 1.0}
             step = int(steps[-1]) if len(steps) else warned.step
             return [dataclasses.replace(warned, severity=Severity.ERROR, step=step, message=message, evidence=evidence)]
+        if math.isnan(self.start_loss):
+            first = window_losses[np.isfinite(window_losses)][: int(t.early_history)]
+            self.start_loss = float(np.median(first)) if first.size else math.nan
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.where((values > 0) & np.isfinite(values), np.log10(values), np.nan)
             layer_logs = np.log10(np.maximum(layer_norms, 1e-30)) if layer_norms is not None else None
@@ -184,6 +201,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             self.recent.append([int(step), x, excess, float(spike)])
             if norm >= t.ceiling:
                 self.ceiling_hits.append(int(step))
+                self.first_ceiling_row = self.first_ceiling_row or self.steps_seen
             if not spike:
                 self.history.append(x)
                 if layer_row:
@@ -389,6 +407,15 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 f"The gradient norm (pre-clip) reached {norm:.3g}, {norm / baseline:.0f}x its recent baseline of "
                 f"{baseline:.3g}, and is still growing ({len(spikes)} spikes since step {spikes[0][0]:.0f})"
             )
+        elif 0 < self.first_ceiling_row <= t.early_history and self.start_loss >= t.large_loss:
+            what = (
+                f"The gradient norm (pre-clip) has been above the ceiling {t.ceiling:.3g} since the first steps "
+                f"({norm:.3g} at step {latest[0]:.0f}) under a loss of {self.start_loss:.3g} at the start: the "
+                "loss's scale makes the gradients this large (regression targets in raw units, such as prices or "
+                "counts, or a loss summed over many elements), not an instability"
+            )
+            evidence["loss_at_start"] = self.start_loss
+            remedies = [SCALE_REMEDY, *remedies]
         else:
             what = (
                 f"The gradient norm (pre-clip) stayed above the ceiling {t.ceiling:.3g} "

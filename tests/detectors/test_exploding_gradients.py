@@ -99,6 +99,21 @@ def test_ceiling() -> None:
     assert "ceiling" in found.message
 
 
+def test_a_norm_above_the_ceiling_from_the_start_under_a_huge_loss_is_called_a_scale() -> None:
+    # MSE on house prices in dollars: a loss of ~5e10 at the start and gradient norms of ~1e6 from step 0.
+    norms, losses = noisy(30, level=1e6, spread=0.1), [5e10] * 30
+    found = feed(ExplodingGradients(), norms, losses=losses)[0]
+    assert "the loss's scale" in found.message and found.evidence["loss_at_start"] == 5e10
+    assert found.remedies[0].startswith("Standardise the regression targets")
+    # The same norms under an ordinary loss (a huge initialisation), or reached only later: not a scale.
+    for detector, norms, losses in (
+        (ExplodingGradients(), noisy(30, level=1e6, spread=0.1), [2.3] * 30),
+        (ExplodingGradients(), noisy(40) + noisy(30, level=1e6, spread=0.1), [5e10] * 70),
+    ):
+        found = feed(detector, norms, losses=losses)[0]
+        assert "the loss's scale" not in found.message and "Standardise" not in found.remedies[0]
+
+
 def test_nonfinite_and_zero_norms_are_skipped() -> None:
     assert feed(ExplodingGradients(), [math.nan, 0.0, math.inf] * 10) == []
 
