@@ -203,7 +203,7 @@ class LossGuard(Callback):
         self._sample_gradients = False  # its gradients are measured (the budget's stride)
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
-        self._stepped: tuple[int, set[int]] = (-1, set())  # (batch, the optimizers whose step was measured in it)
+        self._stepped_batch = -1  # the batch whose optimizer step was measured (automatic optimization)
         self._check_leftover = False
         self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
         self._follow_pruning = False  # ModelPruning, or a model pruned before the fit: which weights are masked
@@ -480,7 +480,7 @@ class LossGuard(Callback):
         if self._recorder is None or self._broken:
             return
         try:
-            if automatic and self._evaluated_again(optimizer):
+            if automatic and self._evaluated_again():
                 return
             # Gradients here are unscaled (AMP) and not yet clipped: the pre-clip norm (on the budget's stride).
             # The stride counts optimizer steps (the step the batch started at), not micro-batches: under
@@ -501,20 +501,15 @@ class LossGuard(Callback):
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
 
-    def _evaluated_again(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Whether the optimizer's step was already measured in this batch. In automatic optimization an optimizer
-        steps once per batch, and Lightning calls this hook after every evaluation of the step's closure: LBFGS
+    def _evaluated_again(self) -> bool:
+        """Whether this batch's optimizer step was already measured. Automatic optimization has one optimizer,
+        stepping once per batch, and Lightning calls this hook after every evaluation of the step's closure: LBFGS
         evaluates it several times in one step (its line search), sharpness-aware minimisation twice. The first
         evaluation holds the step's gradients and the weights before it; a later one's weights can be the step's
         result already (the update ratio read 0 under LBFGS)."""
-        batch, stepped = self._stepped
-        if batch != self._batches:
-            self._stepped = (self._batches, {id(optimizer)})
-            return False
-        if id(optimizer) in stepped:
-            return True
-        stepped.add(id(optimizer))
-        return False
+        again = self._stepped_batch == self._batches
+        self._stepped_batch = self._batches
+        return again
 
     @_own_time
     def on_train_batch_end(
