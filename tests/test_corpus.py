@@ -1,16 +1,19 @@
 """The healthy corpus in real fits: every program and seed without a warning, an error or a coverage gap, and
 every injected fault diagnosed with a code that names it. The faults LossGuard does not catch are listed in
 ``KNOWN_MISSES`` with the reason: a strict xfail, so a fix that starts catching one fails until it is removed.
+
+Every fit runs on one torch thread, so the selected fits run side by side, one worker process per core, when the
+first of them is reached; nothing else in the suite runs meanwhile. Each test then judges its own fit's result.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 
 import pytest
 
 from benchmarks.corpus import PROGRAMS
-from benchmarks.corpus.run import SEEDS, plan, run_program
+from benchmarks.corpus.run import SEEDS, Result, available_cores, plan, run_all
 
 HEALTHY = plan(sorted(PROGRAMS), SEEDS, faults=False)
 FAULTS = [job for job in plan(sorted(PROGRAMS), (), faults=True)]
@@ -24,11 +27,27 @@ KNOWN_MISSES = {
     ("dcgan_manual", "lr_x1000"): "no loss returned (manual GAN) and the gradients shrink rather than explode",
 }
 
+Job = tuple[str, int, str]
+
+
+@pytest.fixture(scope="module")
+def results(request: pytest.FixtureRequest) -> dict[Job, Result]:
+    """The result of every corpus fit this session selected (``-k`` included), run once, side by side."""
+    module = sys.modules[__name__]
+    jobs: list[Job] = []
+    for item in request.session.items:
+        params = getattr(item, "callspec", None)
+        if getattr(item, "module", None) is module and params is not None:
+            jobs.append((params.params["name"], params.params["seed"], params.params["fault"]))
+    return dict(zip(jobs, run_all(jobs, processes=available_cores()), strict=True))
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "seed", "fault"), HEALTHY, ids=lambda v: str(v))
-def test_a_healthy_program_gets_no_warning_error_or_gap(tmp_path: Path, name: str, seed: int, fault: str) -> None:
-    result = run_program(name, str(tmp_path), seed)
+def test_a_healthy_program_gets_no_warning_error_or_gap(
+    results: dict[Job, Result], name: str, seed: int, fault: str
+) -> None:
+    result = results[(name, seed, fault)]
     assert result.error == "", result.error
     assert result.alarms == [] and result.gaps == [], result.summary()
 
@@ -41,8 +60,8 @@ def _fault_case(name: str, seed: int, fault: str) -> object:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "seed", "fault"), [_fault_case(*job) for job in FAULTS])
-def test_an_injected_fault_is_named(tmp_path: Path, name: str, seed: int, fault: str) -> None:
-    result = run_program(name, str(tmp_path), seed, fault)
+def test_an_injected_fault_is_named(results: dict[Job, Result], name: str, seed: int, fault: str) -> None:
+    result = results[(name, seed, fault)]
     assert result.error == "", result.error
     assert result.correct is not None, result.summary()
     assert result.correct.remedies and result.correct.evidence

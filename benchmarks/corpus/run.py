@@ -6,18 +6,23 @@ seed), recall on their injected faults, per detector and per split.
     python -m benchmarks.corpus --split held_out       # one half
     python -m benchmarks.corpus --no-guard NAME        # the program alone, each seed: healthy by its own numbers?
     python -m benchmarks.corpus --write-docs           # also update docs/performance.md
+    python -m benchmarks.corpus --processes 1          # one fit at a time (default: one per core)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import random
 import statistics
 import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +268,39 @@ def _percent(a: int, b: int) -> str:
     return f"{100 * a / b:.1f}%" if b else "–"
 
 
+def run_all(jobs: list[tuple[str, int, str]], processes: int = 1) -> Iterator[Result]:
+    """Each ``(program, seed, fault)`` job in a real fit, results in job order. Every fit runs on one torch thread,
+    so ``processes`` > 1 spreads the jobs over that many worker processes (each :func:`quiet`), one per core at
+    most; with 1 they run here, as this process is set up."""
+    if processes <= 1:
+        for job in jobs:
+            yield _run_job(job)
+        return
+    # spawn, not fork: forking a process whose torch thread pools have started can hang the child
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=quiet) as pool:
+        yield from pool.map(_run_job, jobs)
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def quiet() -> None:
+    """One torch thread, no warnings or Lightning info lines: what every corpus fit runs with."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+
+
+def _run_job(job: tuple[str, int, str]) -> Result:
+    name, seed, fault = job
+    with tempfile.TemporaryDirectory() as root:
+        return run_program(name, root, seed, fault)
+
+
 def plan(names: list[str], seeds: tuple[int, ...], faults: bool) -> list[tuple[str, int, str]]:
     """(program, seed, fault) triples: each program healthy with every seed, then each fault with seed 0."""
     jobs = [(n, s, "") for n in names for s in seeds]
@@ -281,24 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-guard", action="store_true", help="run without LossGuard and print the loss curve")
     parser.add_argument("--fault", default="", help="with --no-guard: inject this fault")
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
+    parser.add_argument(
+        "--processes", type=int, default=available_cores(), help="fits run side by side (default: one per core)"
+    )
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
+    quiet()
     names = args.names or [n for n, p in PROGRAMS.items() if args.split in (None, p.split)]
-    with tempfile.TemporaryDirectory() as root:
-        if args.no_guard:
+    if args.no_guard:
+        with tempfile.TemporaryDirectory() as root:
             for name in names:
                 for seed in range(args.seeds):
                     print(trace_program(name, root, seed, args.fault), flush=True)
-            return 0
-        seeds = () if args.faults_only else tuple(range(args.seeds))
-        results = []
-        for name, seed, fault in plan(names, seeds, not args.no_faults):
-            result = run_program(name, root, seed, fault)
-            results.append(result)
-            print(result.summary(), flush=True)
+        return 0
+    seeds = () if args.faults_only else tuple(range(args.seeds))
+    results = []
+    for result in run_all(plan(names, seeds, not args.no_faults), args.processes):
+        results.append(result)
+        print(result.summary(), flush=True)
     text = score(results)
     print(text)
     if args.write_docs:
