@@ -17,7 +17,10 @@ optimizer's network) are named apart. Weights that
 the report notes it. Nor are the rows of lookup tables (embeddings, and any parameter the autograd graph reads row
 by row: a learned position table sliced to the sequence, a codebook indexed by codes): a row no batch reads gets no
 gradient, and it is an entry, not a unit. Nor are the units of a linear layer whose output is read only in part (a
-wider head sliced to the classes in use): the units left out get no gradient by design.
+wider head sliced to the classes in use): the units left out get no gradient by design. Nor is a parameter whose
+layer still gets a gradient through another of its parameters: a dead unit zeroes both its weights' and its bias's
+gradients, so a bias at exactly zero beside a weight that is not has per-sample gradients that cancel over the batch
+(a hinge loss with every sample inside the margin on both sides gives its output bias -1 + 1 = 0).
 """
 
 from __future__ import annotations
@@ -156,7 +159,11 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                     continue
                 judged = i < len(units) and units[i] >= t.min_units and share >= t.unit_share
                 self.unit_streak[i] = self.unit_streak[i] + 1 if judged else 0
-        dead = [i for i in range(p) if self.streak[i] >= t.min_steps]
+        # A dead unit zeroes its weights' gradient along with its bias's: a parameter at zero while another of its
+        # layer still gets a gradient has per-sample gradients that cancel (a bias under a hinge loss with every
+        # sample inside the margin on both sides), not dead units.
+        flowing_layers = {layer_names[i] for i in range(p) if self.streak[i] == 0 and self.had_gradient[i]}
+        dead = [i for i in range(p) if self.streak[i] >= t.min_steps and layer_names[i] not in flowing_layers]
         unit_dead = [i for i in range(p) if self.unit_streak[i] >= t.unit_samples]
         total = max(sum(sizes), 1)
         died = [i for i in dead if self.streak_start[i] > self.first_step >= 0]  # had a gradient, then lost it

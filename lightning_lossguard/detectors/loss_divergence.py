@@ -138,15 +138,17 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         if len(grad_steps):
             self.grads.extend(grad_steps, log10_array(grad_norms))
         values = self.blocks.values
-        if len(values) < 2 or not steps:
+        if not steps or not self.latest:
             return []
         k = int(t.start_blocks)
-        start = median(values[: min(k, len(values) - 1)])
         decided = int(steps[-1])
         if len(values) < t.min_blocks:
             # Too early for trend statistics; only a fall far beyond any bounded objective counts (a flipped sign
-            # that reaches NaN within a few dozen steps).
+            # that reaches NaN within a few dozen steps; under a line search, within a few steps: before a single
+            # block of finite losses, so the start is then the loss before any update).
+            start = median(values[: min(k, len(values) - 1)]) if len(values) >= 2 else self.first[0]
             return self._plunging(decided, start, median(self.latest))
+        start = median(values[: min(k, len(values) - 1)])
         current = median(values[-k:])
         scale = abs(start) if start != 0 else max(abs(current), 1e-12)
         recent = max(2, int(t.trend_blocks))

@@ -127,8 +127,13 @@ class ParameterLayout:
 
 
 def layer_name(parameter_name: str) -> str:
-    """``encoder.3.weight`` -> ``encoder.3``; a parameter owned by the root module is its own layer."""
+    """``encoder.3.weight`` -> ``encoder.3``; a parameter owned by the root module is its own layer. A tensor that
+    ``torch.nn.utils.parametrize`` rewrites (spectral and weight norm, orthogonal) lives at
+    ``<layer>.parametrizations.<tensor>.original[N]``: it belongs to ``<layer>``, with the layer's other parameters."""
     owner, _, _ = parameter_name.rpartition(".")
+    layer, found, _ = owner.rpartition(".parametrizations.")
+    if found and layer:
+        return layer
     return owner or parameter_name
 
 

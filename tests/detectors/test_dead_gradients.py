@@ -49,6 +49,18 @@ def test_short_zero_streaks_and_parameters_without_gradient_are_not_dead() -> No
     assert run(rows) == []
 
 
+def test_a_bias_whose_gradient_cancels_beside_a_live_weight_is_not_dead() -> None:
+    # SN-GAN's hinge loss at equilibrium: every sample inside the margin on both sides gives the discriminator's output
+    # bias -1 + 1 = 0 exactly, step after step, while its weight keeps a gradient. It had one before (step 0-9).
+    rows = np.tile([0.4, 0.1, 0.5, 0.2], (40, 1))
+    rows[10:, 3] = 0.0
+    assert run(rows) == []
+    # A dead unit zeroes the weight's gradient too: the layer is named.
+    rows[10:, 2] = 0.0
+    [found] = run(rows)
+    assert found.subject == "net.2" and found.evidence["dead_params"] == 2
+
+
 def test_dead_units_sampled_on_report_steps() -> None:
     detector = DeadGradients()
     rows = np.tile([0.3, 0.1, 0.5, 0.1], (10, 1))

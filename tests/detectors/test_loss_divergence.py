@@ -51,6 +51,17 @@ def test_a_loss_falling_without_bound_is_a_flipped_sign() -> None:
     assert "sign" in found[0].remedies[0]
 
 
+def test_a_flipped_sign_that_reaches_nan_within_its_first_batches_is_named() -> None:
+    # A negated MSE under L-BFGS's line search: -0.07 before any update, -1e30 three steps later, then NaN; not one
+    # block of ten finite losses exists when the first report judges it.
+    losses = np.array([-0.07, -131.0, -4.8e18, -1.0e30] + [np.nan] * 6)
+    found = feed(LossDivergence(), losses)
+    assert found and found[0].subject == "falling" and found[0].severity == "error"
+    assert found[0].evidence["start_loss"] == -0.07 and "sign" in found[0].remedies[0]
+    # The same first batches of a healthy negative log-likelihood stay quiet.
+    assert feed(LossDivergence(), np.array([0.9, 0.2, -0.8, -1.5, -2.2] + [np.nan] * 5)) == []
+
+
 def test_healthy_curves_stay_quiet() -> None:
     assert feed(LossDivergence(), decaying(500, noise=0.3)) == []
     assert feed(LossDivergence(), flat(500, noise=0.3)) == []
