@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         replace_section(
             "corpus",
             f"Measured {stamp} on {machine()} (`python -m benchmarks.corpus --write-docs`, "
-            f"{len(results)} fits, {total / 60:.0f} min).\n\n{text}",
+            f"{len(results)} fits, {total / 60:.0f} min of fitting).\n\n{text}",
         )
     return 0 if all(r.passed for r in results) else 1
 
