@@ -35,7 +35,7 @@ from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_repor
 from lightning_lossguard.report.loggers import LoggerReporter, Series
 from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
-from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, IntervalCost, gc_seconds, watch_gc
+from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, CostMeter, gc_seconds, watch_gc
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
@@ -81,7 +81,7 @@ def _own_time(hook: Callable[..., None]) -> Callable[..., None]:
         try:
             hook(self, *args, **kwargs)
         finally:
-            self._own_seconds += time.perf_counter() - start - (GC_SECONDS[0] - collected)
+            self._meter.own_seconds += time.perf_counter() - start - (GC_SECONDS[0] - collected)
 
     return timed
 
@@ -221,10 +221,8 @@ class LossGuard(Callback):
         self._stalls: list[Diagnosis] = []  # stalls that ended since the last report: fail_on decides on them there
         self._budget: CostBudget | None = None
         self._lr_group: dict[str, Any] | None = None  # re-read at each report (schedulers swap nothing, but be safe)
-        self._own_seconds = 0.0  # LossGuard's own time since the last report (its hooks, reports included)
+        self._meter = CostMeter()  # LossGuard's own time since the last report (its hooks, reports included)
         watch_gc()  # the hooks read the collector's clock without a call
-        self._gradient_seconds = 0.0  # of it: the gradient-norm passes (the budget plans the stride from it)
-        self._interval_seconds = 0.0  # of it: the once-per-interval work (the last report, the report-step samples)
         self._since_report = 0  # the batch count at the last report
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -489,14 +487,14 @@ class LossGuard(Callback):
             if self._sample_gradients:
                 start = time.perf_counter()
                 self._recorder.record_gradients(self._batch_step, optimizer)
-                self._gradient_seconds += time.perf_counter() - start
+                self._meter.gradient_seconds += time.perf_counter() - start
             if self._batches == self._first_sample or before_report:
                 # The first batch (how the run starts) and the batch before each report are sampled.
                 start = time.perf_counter()
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
-                self._interval_seconds += time.perf_counter() - start
+                self._meter.interval_seconds += time.perf_counter() - start
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
@@ -528,7 +526,7 @@ class LossGuard(Callback):
                 start = time.perf_counter()
                 self._recorder.sample_after_step()
                 self._sampling = False
-                self._interval_seconds += time.perf_counter() - start
+                self._meter.interval_seconds += time.perf_counter() - start
             for monitor in self.monitors:
                 monitor.on_train_batch_end(outputs, batch, self._batch_step)
             self._batches += 1
@@ -542,7 +540,7 @@ class LossGuard(Callback):
         if self._report_due(self._batches):
             start, collected = time.perf_counter(), gc_seconds()
             self._report(trainer, pl_module)
-            self._interval_seconds += time.perf_counter() - start - (gc_seconds() - collected)
+            self._meter.interval_seconds += time.perf_counter() - start - (gc_seconds() - collected)
         elif self._tripwire_every and self._batches % self._tripwire_every == 0:
             self._tripwire(trainer, pl_module)
 
@@ -658,7 +656,10 @@ class LossGuard(Callback):
                 self._monitor_log(trainer, monitor)
             if self._order is None:
                 self._watch(trainer, module)  # parameters added, unfrozen or frozen since the last report
-            self._check_gradients_seen(trainer, module)
+            if reason := self.coverage.unmeasured_gradients(
+                self._gradient_rows, len(self._watched.params), self._batches, self._report_batches
+            ):
+                self._gap("gradients", reason)
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("report", error)
@@ -698,15 +699,7 @@ class LossGuard(Callback):
         if self._budget is None:
             return {}
         step = window.phase_ms.get("step")
-        cost = IntervalCost(
-            batches,
-            self._own_seconds,
-            median(step) if step is not None else math.nan,
-            self._gradient_seconds,
-            len(window.optimizer_steps),
-            self._interval_seconds,
-        )
-        self._own_seconds = self._gradient_seconds = self._interval_seconds = 0.0
+        cost = self._meter.take(batches, median(step) if step is not None else math.nan, len(window.optimizer_steps))
         self._budget.review(cost)
         if self._budget.report_batches != self._report_batches:
             # Counted from here: on the old grid the next report could come a few batches from now.
@@ -718,21 +711,6 @@ class LossGuard(Callback):
             "lossguard/cost/share": ([window.last_step], [self._budget.share]),
             "lossguard/cost/gradient_stride": ([window.last_step], [float(self._budget.stride)]),
         }
-
-    def _check_gradients_seen(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        """Optimizer steps that never pass through Lightning's hook leave the gradients unmeasured: a gap."""
-        if (
-            not self.coverage.missing("gradients")
-            and self._gradient_rows == 0
-            and self._watched.params
-            and self._batches >= 2 * self._report_batches
-        ):
-            self._gap(
-                "gradients",
-                f"no optimizer step went through Lightning in {self._batches} batches (on_before_optimizer_step "
-                "never ran), so no gradient was measured: call the optimizers from self.optimizers() in manual "
-                "optimization.",
-            )
 
     def _log_signals(self, window: Window, extra: Series) -> None:
         if self._loggers is not None:

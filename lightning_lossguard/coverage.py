@@ -30,6 +30,17 @@ class Coverage:
         """Whether a gap already says ``signal`` is not watched."""
         return any(gap.signal == signal for gap in self.gaps)
 
+    def unmeasured_gradients(self, gradient_rows: int, watched: int, batches: int, report_batches: int) -> str | None:
+        """Why no gradient was measured, when optimizer steps never passed through Lightning's hook (manual
+        optimization that steps its optimizers directly) for two report intervals with parameters watched; None
+        otherwise, or when a gap already says gradients are not watched."""
+        if self.missing("gradients") or gradient_rows or not watched or batches < 2 * report_batches:
+            return None
+        return (
+            f"no optimizer step went through Lightning in {batches} batches (on_before_optimizer_step never ran), so "
+            "no gradient was measured: call the optimizers from self.optimizers() in manual optimization."
+        )
+
     @property
     def complete(self) -> bool:
         return not self.gaps

@@ -84,6 +84,24 @@ class IntervalCost:
 
 
 @dataclass
+class CostMeter:
+    """LossGuard's own time since the last report, as the budget plans it: all of it, and of it the gradient-norm
+    passes and the once-per-interval work (the report, the report-step samples)."""
+
+    own_seconds: float = 0.0
+    gradient_seconds: float = 0.0
+    interval_seconds: float = 0.0
+
+    def take(self, batches: int, step_ms: float, gradient_rows: int) -> IntervalCost:
+        """The interval's cost over its ``batches`` (``gradient_rows`` gradient-norm passes); the meter restarts."""
+        cost = IntervalCost(
+            batches, self.own_seconds, step_ms, self.gradient_seconds, gradient_rows, self.interval_seconds
+        )
+        self.own_seconds = self.gradient_seconds = self.interval_seconds = 0.0
+        return cost
+
+
+@dataclass
 class CostBudget:
     """Chooses the gradient stride and the report interval that keep LossGuard's share of the step under budget.
 

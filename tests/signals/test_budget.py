@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
-from lightning_lossguard.signals.budget import CostBudget, IntervalCost
+from lightning_lossguard.signals.budget import CostBudget, CostMeter, IntervalCost
 from lightning_lossguard.signals.recorder import SignalRecorder
 from tests.conftest import events, trainer
 
@@ -248,3 +248,13 @@ def test_a_stretched_interval_counts_from_the_report_that_stretched_it(tmp_path:
     # reports the run keeps include the one at its end: 340 batches / 7 = 49 each, counted from batch 60 (on the old
     # grid of multiples the first would have come at 98, and the last 8 batches before the end).
     assert reported == [20, 40, 60, 109, 158, 207, 256, 305, 354, 400]
+
+
+def test_the_meter_hands_over_an_interval_and_starts_again() -> None:
+    meter = CostMeter()
+    meter.own_seconds += 0.03
+    meter.gradient_seconds += 0.01
+    meter.interval_seconds += 0.005
+    cost = meter.take(batches=20, step_ms=2.0, gradient_rows=7)
+    assert cost == IntervalCost(20, 0.03, 2.0, 0.01, 7, 0.005)
+    assert meter.take(batches=20, step_ms=2.0, gradient_rows=0) == IntervalCost(20, 0.0, 2.0, 0.0, 0, 0.0)
