@@ -162,7 +162,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         # A dead unit zeroes its weights' gradient along with its bias's: a parameter at zero while another of its
         # layer still gets a gradient has per-sample gradients that cancel (a bias under a hinge loss with every
         # sample inside the margin on both sides), not dead units.
-        flowing_layers = {layer_names[i] for i in range(p) if self.streak[i] == 0 and self.had_gradient[i]}
+        live = [i for i in range(p) if self.streak[i] == 0 and self.had_gradient[i]]  # latest gradient non-zero
+        flowing_layers = {layer_names[i] for i in live}
         dead = [i for i in range(p) if self.streak[i] >= t.min_steps and layer_names[i] not in flowing_layers]
         unit_dead = [i for i in range(p) if self.unit_streak[i] >= t.unit_samples]
         total = max(sum(sizes), 1)
@@ -205,7 +206,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         found = found[0].upper() + found[1:]
         remedies = list(code_info(self.code).remedies)
         # Parameters off the output layer whose latest gradient was non-zero: the loss's gradient does reach the model.
-        flowing = [i for i in range(p) if i not in output and self.streak[i] == 0 and self.had_gradient[i]]
+        flowing = [i for i in live if i not in output]
         if output_dead and flowing:
             message = (
                 f"The output layer {layer_names[output[0]]} gets no gradient while {len(flowing)} other parameters "
