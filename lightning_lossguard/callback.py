@@ -413,8 +413,9 @@ class LossGuard(Callback):
                 self._recorder.timer.batch_untimed(self._batch_step)
             if self._forward is not None and self._batches > 0:
                 self._forward.timing(timed)
-            self._backward_work = timed or self._check_leftover or self._order is not None
-            self._step_work = timed or self._sample_gradients or self._batches <= self._first_sample
+            clearing = self._recorder.watching_clearing  # manual optimization, after a report
+            self._backward_work = timed or self._check_leftover or self._order is not None or clearing
+            self._step_work = timed or self._sample_gradients or self._batches <= self._first_sample or clearing
             offered = (self._backward_work, self._step_work)
             if offered != self._offered:  # most batches in a row hide the same hooks: nothing to change then
                 offer(self, self._backward_hooks, offered[0])
@@ -455,6 +456,8 @@ class LossGuard(Callback):
             if self._check_leftover:
                 self._check_leftover = False
                 self._recorder.sample_leftover()
+            if self._recorder.watching_clearing:
+                self._recorder.check_clearing()
             self._recorder.timer.backward_start()
         except Exception as error:
             self._internal_error("on_before_backward", error)
@@ -495,6 +498,10 @@ class LossGuard(Callback):
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
                 self._meter.interval_seconds += time.perf_counter() - start
+            if not automatic:  # the module zeroes gradients itself: checked from a report batch's step to the next
+                self._recorder.end_clearing(optimizer)
+                if before_report:  # a timed batch: the backwards after this step are seen too
+                    self._recorder.watch_clearing(optimizer)
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)

@@ -188,7 +188,14 @@ class Diagnostician:
             )
         if exploding := self._on(ExplodingGradients):
             found += exploding.update(
-                opt, norms, layers, layout.layers, layout.clip_val, window.loss, window.leftover_grad_norm
+                opt,
+                norms,
+                layers,
+                layout.layers,
+                layout.clip_val,
+                window.loss,
+                window.leftover_grad_norm,
+                layout.settings.manual,
             )
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)

@@ -34,6 +34,7 @@ class RunSettings:
         scheduler: a learning-rate scheduler is configured.
         clip_val: ``gradient_clip_val`` when clipping by norm is on.
         accumulate: ``accumulate_grad_batches``.
+        manual: manual optimization (the module calls zero_grad, backward and step itself).
     """
 
     optimizers: tuple[str, ...] = ()
@@ -42,6 +43,7 @@ class RunSettings:
     scheduler: bool = False
     clip_val: float | None = None
     accumulate: int = 1
+    manual: bool = False
 
 
 @dataclass(frozen=True)

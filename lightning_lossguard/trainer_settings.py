@@ -51,6 +51,7 @@ def run_settings(trainer: pl.Trainer) -> RunSettings:
         scheduler=bool(trainer.lr_scheduler_configs),
         clip_val=float(clip) if clip and norm_clipping else None,
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
+        manual=not getattr(trainer.lightning_module, "automatic_optimization", True),
     )
 
 

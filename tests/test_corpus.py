@@ -25,8 +25,6 @@ KNOWN_MISSES = {
     ("ppo_cartpole_h", "flipped_sign"): "an RL loss that rises is only an info without a second signal",
     ("a2c_cartpole_h", "flipped_sign"): "an RL loss that rises is only an info without a second signal",
     ("dcgan_manual", "lr_x1000"): "no loss returned (manual GAN) and the gradients shrink rather than explode",
-    ("sngan_hinge_h", "no_zero_grad"): "manual optimization is not checked for uncleared gradients, and the norm "
-    "grows linearly from the first step (0.6 to 78), leaving no baseline to call it exploding",
 }
 
 Job = tuple[str, int, str]

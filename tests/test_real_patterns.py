@@ -503,6 +503,86 @@ def test_accumulation_over_epochs_that_do_not_divide_is_not_called_uncleared_gra
     assert any("not cleared" in d.message for d in guard.diagnoses), [d.one_line() for d in guard.diagnoses]
 
 
+class TwoOptimizers(L.LightningModule):
+    """Manual optimization of two heads on one encoder, zeroing gradients the ways real code does (or not). Head
+    b's loss flows into the encoder too, so the encoder's gradients are not empty at every backward even when
+    cleared."""
+
+    def __init__(self, clearing: str) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.clearing = clearing
+        self.encoder = nn.Sequential(nn.Linear(8, 16), nn.Tanh())
+        self.head_a, self.head_b = nn.Linear(16, 1), nn.Linear(16, 1)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.mse_loss(self.head_a(self.encoder(x)), y), F.mse_loss(self.head_b(self.encoder(x)), -y)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        opt_a, opt_b = self.optimizers()  # type: ignore[misc]
+        loss_a, loss_b = self.losses(x, y)
+        if self.clearing == "before_backward":  # zero_grad, backward, step per optimizer
+            opt_a.zero_grad()
+            self.manual_backward(loss_a)
+            opt_a.step()
+            opt_b.zero_grad()
+            self.manual_backward(loss_b)
+            opt_b.step()
+        elif self.clearing == "after_step":  # backward, step, zero_grad (the DCGAN tutorial's order)
+            self.manual_backward(loss_a)
+            opt_a.step()
+            opt_a.zero_grad()
+            self.manual_backward(loss_b)
+            opt_b.step()
+            opt_b.zero_grad()
+        elif self.clearing == "at_top":  # both zeroed first; b's backward lands in the encoder before a's
+            opt_a.zero_grad()
+            opt_b.zero_grad()
+            self.manual_backward(loss_b)
+            opt_b.step()
+            self.manual_backward(loss_a)
+            opt_a.step()
+        elif self.clearing == "accumulate":  # a accumulates 4 batches, then steps and zeroes
+            self.manual_backward(loss_a / 4)
+            if batch_idx % 4 == 3:
+                opt_a.step()
+                opt_a.zero_grad()
+            opt_b.zero_grad()
+            self.manual_backward(loss_b)
+            opt_b.step()
+        else:  # "never" zeroes a's gradients ("b_only" still zeroes b's)
+            self.manual_backward(loss_a)
+            opt_a.step()
+            if self.clearing == "b_only":
+                opt_b.zero_grad()
+            self.manual_backward(loss_b)
+            opt_b.step()
+        return (loss_a + loss_b).detach()
+
+    def configure_optimizers(self) -> Any:
+        return [
+            torch.optim.SGD([*self.encoder.parameters(), *self.head_a.parameters()], lr=0.01),
+            torch.optim.SGD(self.head_b.parameters(), lr=0.01),
+        ]
+
+
+@pytest.mark.parametrize("clearing", ["before_backward", "after_step", "at_top", "accumulate"])
+def test_manual_optimization_that_zeroes_gradients_is_not_called_uncleared(tmp_path: Path, clearing: str) -> None:
+    guard = fit(tmp_path, TwoOptimizers(clearing), loader(*linear_data()), max_steps=120, report_every=8)
+    assert not [d for d in guard.diagnoses if "not cleared" in d.message], [d.one_line() for d in guard.diagnoses]
+
+
+@pytest.mark.parametrize("clearing", ["never", "b_only"])
+def test_manual_optimization_that_never_zeroes_an_optimizers_gradients_is_caught(tmp_path: Path, clearing: str) -> None:
+    guard = fit(tmp_path, TwoOptimizers(clearing), loader(*linear_data()), max_steps=120, report_every=10)
+    [found, *_] = [d for d in guard.diagnoses if "not cleared" in d.message]
+    # The checks from the steps of batches 10 and 20 to the next, read at the reports of batches 20 and 30 (two
+    # optimizers: the global step counts two steps a batch).
+    assert found.code == "exploding_gradients" and found.step <= 2 * 30, found.one_line()
+    assert "manual_backward" in found.remedies[0]
+
+
 class TrueLosses(Regressor):
     """Keeps every batch's loss as training_step computed it (a host read per step: a test's own check)."""
 

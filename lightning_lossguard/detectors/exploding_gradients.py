@@ -13,7 +13,11 @@ step ``catastrophe_factor`` above the baseline is reported on its own.
 A norm can also explode slowly, without a spike: gradients that pile up because ``zero_grad()`` is never
 called grow every step, and a rolling baseline follows them. So the norm is also compared with its own
 early level: ``growth_decades`` above it, with a monotone rise over the last ``trend_window`` steps
-(Mann-Kendall z >= ``trend_z``), is an explosion too.
+(Mann-Kendall z >= ``trend_z``), is an explosion too. Piled-up gradients are also seen directly, when they
+have no early level to leave (a norm that grows from the first step): after a report, gradients are measured
+where they should be empty — before the backward that starts an accumulation window, or, under manual
+optimization, before each backward between two steps of an optimizer (empty before at least one of them). Not
+empty in ``uncleared_checks`` reports in a row: gradients are not cleared.
 
 Severity follows corroboration: an **error** when the loss agrees (it rose ``loss_rise``-fold above its
 level before the first spike, or became non-finite); a **warning** while the loss is still fine (e.g. with
@@ -76,7 +80,7 @@ class ExplodingGradientsThresholds(Thresholds):
     early_steps: int = threshold(20, "Steps after the first min_history whose median is the early level.", low=1)
     uncleared_checks: int = threshold(
         2,
-        "Consecutive report-step checks finding gradients not cleared before a backward (automatic optimization).",
+        "Consecutive report-step checks finding gradients not cleared before a backward.",
         low=1,
     )
     loss_rise: float = threshold(
@@ -144,6 +148,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         clip_val: float | None = None,
         losses: Sequence[float] | np.ndarray = (),
         leftover: float | None = None,
+        manual: bool = False,
     ) -> list[Diagnosis]:
         """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
 
@@ -151,7 +156,10 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             layer_norms: ``[steps, layers]`` per-layer norms, to name the layer that grew most.
             clip_val: ``gradient_clip_val`` when norm clipping is on.
             losses: the window's batch losses, to corroborate (error) or not (warning).
-            leftover: the gradient norm found right after Lightning's zero_grad, before a backward (should be 0).
+            leftover: the gradient norm found right after Lightning's zero_grad, before a backward (should be 0);
+                with ``manual``, the smallest norm of one optimizer's gradients before any backward between two of
+                its steps (0 when its zero_grad ran in between).
+            manual: the module zeroes its gradients itself (manual optimization).
         """
         t = self.thresholds
         found: Diagnosis | None = None
@@ -222,7 +230,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         if found is None:
             found = self._growth(int(steps[-1]) if len(steps) else 0, layers, clip_val)
         if found is None and leftover is not None:
-            found = self._not_cleared(int(steps[-1]) if len(steps) else 0, leftover, clip_val)
+            found = self._not_cleared(int(steps[-1]) if len(steps) else 0, leftover, clip_val, manual)
         if found is None:
             calm = window_losses[np.isfinite(window_losses)]
             if not any(r[3] for r in self.recent):
@@ -293,24 +301,40 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         ]
         return self.diagnosis(decided, message, evidence, remedies=remedies)
 
-    def _not_cleared(self, decided: int, leftover: float, clip_val: float | None) -> Diagnosis | None:
+    def _not_cleared(
+        self, decided: int, leftover: float, clip_val: float | None, manual: bool = False
+    ) -> Diagnosis | None:
         """Gradients still there when a backward should start from zero: they pile up across optimizer steps."""
         t = self.thresholds
         self.uncleared = self.uncleared + 1 if leftover > 0 else 0
         if self.uncleared < t.uncleared_checks:
             return None
-        message = (
-            f"Gradients are not cleared between optimizer steps: right after Lightning's zero_grad, before the "
-            f"backward of step {decided}, they still had a norm of {leftover:.3g} (it should be 0), in "
-            f"{self.uncleared} checks in a row. Every step adds to all the previous ones, so the gradient keeps "
-            "growing and the optimizer steps with a stale sum."
+        where = (
+            f"from one step of an optimizer to its next (around step {decided}), its gradients were never empty "
+            f"before a backward: their norm was at least {leftover:.3g} before each (it should be 0 before one)"
+            if manual
+            else f"right after Lightning's zero_grad, before the backward of step {decided}, they still had a norm "
+            f"of {leftover:.3g} (it should be 0)"
         )
-        remedies = [
-            "Let the optimizer's zero_grad() run: check an overridden optimizer_zero_grad or a zero_grad that was "
-            "replaced or skipped.",
-            "To accumulate on purpose, use Trainer(accumulate_grad_batches=N) instead.",
-            *self._remedies(clip_val)[:1],
-        ]
+        message = (
+            f"Gradients are not cleared between optimizer steps: {where}, in {self.uncleared} checks in a row. "
+            "Every step adds to all the previous ones, so the gradient keeps growing and the optimizer steps with "
+            "a stale sum."
+        )
+        remedies = (
+            [
+                "Call opt.zero_grad() for each optimizer before its self.manual_backward(...) (or right after its "
+                "opt.step()).",
+                "To accumulate on purpose, step and zero the gradients together every N batches.",
+            ]
+            if manual
+            else [
+                "Let the optimizer's zero_grad() run: check an overridden optimizer_zero_grad or a zero_grad that was "
+                "replaced or skipped.",
+                "To accumulate on purpose, use Trainer(accumulate_grad_batches=N) instead.",
+            ]
+        )
+        remedies += self._remedies(clip_val)[:1]
         return self.diagnosis(
             decided, message, {"leftover_norm": leftover, "checks": self.uncleared}, remedies=remedies
         )

@@ -64,6 +64,7 @@ class GradientProbe:
         self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
         self._stacked: dict[int, StackedNorms | None] = {}  # per fused optimizer: its norms by stacks (CPU)
         self._before_step: list[tuple[list[int], torch.Tensor]] = []  # row positions, [len(positions), elements]
+        self._clearing: dict[int, tuple[list[nn.Parameter], torch.Tensor | None]] = {}  # per optimizer: params, least
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
         # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
@@ -137,13 +138,41 @@ class GradientProbe:
     def sample_leftover(self) -> None:
         """Report steps only, right before the backward of the first micro-batch of an accumulation window (Lightning
         has just called zero_grad): the norm of whatever gradient is still there, which should be 0."""
-        present = [_local(p.grad) for p in self.parameters if p.grad is not None]
-        dense = [(i, g) for i, g in enumerate(present) if g is not None and g.layout == torch.strided]
-        if not dense:
-            return
-        norms = torch.stack([n if n.dtype == torch.float32 else n.float() for n in _norms(dense)[0]])  # one fused pass
-        row = self.leftover.next_row(norms.device)
-        torch.linalg.vector_norm(norms, out=row[0])
+        norm = _present_norm(self.parameters)
+        if norm is not None:
+            self.leftover.next_row(norm.device)[0].copy_(norm)
+
+    # Manual optimization calls zero_grad itself, for each optimizer, wherever it likes (before its backward, after
+    # its step). What must hold: between two steps of one optimizer, its gradients were empty before some backward.
+    # From a report batch's step of an optimizer to its next step, the norm of its gradients is taken before every
+    # backward and the smallest is kept: above 0, the second step used gradients piled up across both.
+    @property
+    def watching_clearing(self) -> bool:
+        """Whether some optimizer's gradients are being checked before each backward."""
+        return bool(self._clearing)
+
+    def watch_clearing(self, optimizer: torch.optim.Optimizer) -> None:
+        """Manual optimization, report batches only, as ``optimizer`` steps: check its gradients before each
+        backward until it steps again."""
+        params = self._group(optimizer)[0]
+        if params:
+            self._clearing[id(optimizer)] = (params, None)
+
+    def check_clearing(self) -> None:
+        """Right before a backward: each watched optimizer's gradient norm now (0 when it has none), the smallest
+        since its step kept. Device work only."""
+        for key, (params, least) in self._clearing.items():
+            norm = _present_norm(params)
+            if norm is None:
+                norm = torch.zeros((), device=self._device(params))
+            self._clearing[key] = (params, norm if least is None else torch.minimum(least, norm))
+
+    def end_clearing(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer`` steps again: the smallest norm seen before a backward since its watched step becomes a
+        leftover row (none when no backward ran between the two steps)."""
+        _, least = self._clearing.pop(id(optimizer), ([], None))
+        if least is not None:
+            self.leftover.next_row(least.device)[0].copy_(least)
 
     @torch.no_grad()
     def sample_dead_units(
@@ -273,6 +302,17 @@ def _local(tensor: torch.Tensor | None) -> torch.Tensor | None:
         return None
     to_local = getattr(tensor, "to_local", None)
     return to_local() if callable(to_local) else tensor
+
+
+def _present_norm(params: Sequence[nn.Parameter]) -> torch.Tensor | None:
+    """The float32 L2 norm of the parameters' dense gradients together (None when none has one): one fused pass."""
+    present = [_local(p.grad) for p in params if p.grad is not None]
+    dense = [(i, g) for i, g in enumerate(present) if g is not None and g.layout == torch.strided]
+    if not dense:
+        return None
+    norms = torch.stack([n if n.dtype == torch.float32 else n.float() for n in _norms(dense)[0]])
+    total: torch.Tensor = torch.linalg.vector_norm(norms)
+    return total
 
 
 def _norms(present: Sequence[tuple[int, torch.Tensor]]) -> tuple[list[torch.Tensor], list[int]]:

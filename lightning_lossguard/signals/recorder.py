@@ -118,6 +118,19 @@ class SignalRecorder:
     def sample_leftover(self) -> None:
         self.gradients.sample_leftover()
 
+    @property
+    def watching_clearing(self) -> bool:
+        return self.gradients.watching_clearing
+
+    def watch_clearing(self, optimizer: torch.optim.Optimizer) -> None:
+        self.gradients.watch_clearing(optimizer)
+
+    def check_clearing(self) -> None:
+        self.gradients.check_clearing()
+
+    def end_clearing(self, optimizer: torch.optim.Optimizer) -> None:
+        self.gradients.end_clearing(optimizer)
+
     def sample_after_step(self) -> None:
         self.gradients.sample_update_ratio()
 

@@ -132,6 +132,31 @@ def test_two_optimizers_in_one_batch_fill_one_dead_unit_sample_with_their_own_gr
     assert probe.dead_units.take().tolist() == [[3.0, NO_GRADIENT, 6.0, NO_GRADIENT]]
 
 
+def test_manual_clearing_keeps_the_smallest_norm_before_a_backward_until_the_optimizer_steps_again() -> None:
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    probe = GradientProbe([*a.parameters(), *b.parameters()])
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1)
+    for p in [*a.parameters(), *b.parameters()]:
+        p.grad = torch.full_like(p, 2.0)
+    probe.watch_clearing(opt_a)
+    probe.watch_clearing(opt_b)
+    assert probe.watching_clearing
+    probe.check_clearing()  # both still hold the last step's gradients
+    opt_a.zero_grad()  # a's are set to None: a is cleared
+    probe.check_clearing()
+    for p in b.parameters():
+        p.grad = torch.full_like(p, 1.0)  # b's only shrink: never empty
+    probe.check_clearing()
+    probe.end_clearing(opt_a)
+    probe.end_clearing(opt_b)
+    assert not probe.watching_clearing
+    assert probe.leftover.take().flatten().tolist() == pytest.approx([0.0, 8**0.5])  # b: 8 elements of 1.0
+    probe.watch_clearing(opt_a)
+    probe.end_clearing(opt_a)  # stepped again with no backward in between: nothing to say
+    probe.end_clearing(opt_b)  # not watched
+    assert probe.leftover.take().numel() == 0
+
+
 def test_many_small_parameters_of_one_shape_give_the_per_parameter_samples() -> None:
     # Stacked by shape on a CPU (a few ops instead of one per tensor): every number is the per-parameter one.
     torch.manual_seed(0)
