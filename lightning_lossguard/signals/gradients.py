@@ -36,6 +36,12 @@ the cost of a report step then no longer grows with the model (a 1024x1024 layer
 sampled)."""
 
 
+CLEARING_REPORTS = 1
+"""Reports a manual-optimization watch (see :meth:`GradientProbe.watch_clearing`) may stay open across: it begins
+on the batch before a report, so one report always falls inside it; an optimizer that has not stepped again by the
+next report is no longer watched."""
+
+
 class GradientProbe:
     """Records per-parameter gradient norms into a device buffer, one row per sampled optimizer step.
 
@@ -65,6 +71,7 @@ class GradientProbe:
         self._stacked: dict[int, StackedNorms | None] = {}  # per fused optimizer: its norms by stacks (CPU)
         self._before_step: list[tuple[list[int], torch.Tensor]] = []  # row positions, [len(positions), elements]
         self._clearing: dict[int, tuple[list[nn.Parameter], torch.Tensor | None]] = {}  # per optimizer: params, least
+        self._clearing_reports: dict[int, int] = {}  # per watched optimizer: reports since its watch began
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
         # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
@@ -157,6 +164,7 @@ class GradientProbe:
         params = self._group(optimizer)[0]
         if params:
             self._clearing[id(optimizer)] = (params, None)
+            self._clearing_reports[id(optimizer)] = 0
 
     def check_clearing(self) -> None:
         """Right before a backward: each watched optimizer's gradient norm now (0 when it has none), the smallest
@@ -171,8 +179,18 @@ class GradientProbe:
         """``optimizer`` steps again: the smallest norm seen before a backward since its watched step becomes a
         leftover row (none when no backward ran between the two steps)."""
         _, least = self._clearing.pop(id(optimizer), ([], None))
+        self._clearing_reports.pop(id(optimizer), None)
         if least is not None:
             self.leftover.next_row(least.device)[0].copy_(least)
+
+    def expire_clearing(self) -> None:
+        """At each report: a watch still open after a whole interval is dropped unjudged (its optimizer stopped
+        stepping, e.g. a phase of training that is over), so its check does not run before every backward for the
+        rest of the run."""
+        for key in list(self._clearing_reports):
+            self._clearing_reports[key] += 1
+            if self._clearing_reports[key] > CLEARING_REPORTS:
+                del self._clearing[key], self._clearing_reports[key]
 
     @torch.no_grad()
     def sample_dead_units(

@@ -143,6 +143,7 @@ class SignalRecorder:
         keeps the rank it came from) and the shards of each sharded gradient, combined here into the norm of
         the whole parameter. Other gradient norms need no collective: DDP already all-reduced the gradients.
         """
+        self.gradients.expire_clearing()
         grads = self.gradients.rows.take()
         dead = self.gradients.dead_units.take()
         dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged

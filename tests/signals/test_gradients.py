@@ -157,6 +157,19 @@ def test_manual_clearing_keeps_the_smallest_norm_before_a_backward_until_the_opt
     assert probe.leftover.take().numel() == 0
 
 
+def test_a_manual_clearing_watch_whose_optimizer_stops_stepping_ends_after_the_next_report() -> None:
+    a = nn.Linear(3, 2)
+    probe = GradientProbe(list(a.parameters()))
+    opt = torch.optim.SGD(a.parameters(), lr=0.1)
+    probe.watch_clearing(opt)  # on the batch before a report
+    probe.expire_clearing()  # that report
+    assert probe.watching_clearing
+    probe.expire_clearing()  # the next one: the optimizer never stepped again (a phase of training ended)
+    assert not probe.watching_clearing
+    probe.end_clearing(opt)
+    assert probe.leftover.take().numel() == 0
+
+
 def test_many_small_parameters_of_one_shape_give_the_per_parameter_samples() -> None:
     # Stacked by shape on a CPU (a few ops instead of one per tensor): every number is the per-parameter one.
     torch.manual_seed(0)
