@@ -9,7 +9,10 @@ The evidence decides which cause to name first (seed 001):
 - a negative training loss that keeps falling while a positive validation loss rises: a negated loss.
 
 The rise must be large (``min_rise``) and beyond the validation loss's own evaluation-to-evaluation noise
-(``z`` robust standard deviations of its successive differences), on ``persist`` evaluations in a row.
+(``z`` robust standard deviations of its successive differences), on ``persist`` evaluations in a row, and must
+not be undoing itself: a latest evaluation that came back more than ``recovered_share`` of the way from the peak
+to the minimum is a transient (a validation loss near zero moves several-fold on a handful of samples), judged
+again at the next evaluation.
 The training loss it is compared with is the level of the last 50 batches before the evaluation.
 
 Not judged under ``Trainer(overfit_batches=...)``: that sanity check memorises a few batches on purpose, so its
@@ -32,6 +35,13 @@ class ValLossRisingThresholds(Thresholds):
     persist: int = threshold(2, "Consecutive latest evaluations that must all be min_rise above the best.", low=1)
     z: float = threshold(
         2.0, "... and this many robust standard deviations of the evaluation-to-evaluation noise above it.", low=0
+    )
+    recovered_share: float = threshold(
+        0.5,
+        "... and not recovering: the latest evaluation came back at most this share of the way from the peak "
+        "since the minimum to the minimum.",
+        low=0,
+        high=1,
     )
     min_evals: int = threshold(3, "Evaluations needed before judging.", low=2)
     noise_evals: int = threshold(6, "Evaluations needed before the noise is estimated (until then: min_rise).", low=3)
@@ -73,6 +83,9 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         latest = self.evals[-int(t.persist) :]
         if len(self.evals) - 1 - best_index < t.persist or not all(e[2] >= best + margin for e in latest):
             return []
+        peak = max(e[2] for e in self.evals[best_index:])
+        if peak - value > t.recovered_share * (peak - best):
+            return []  # coming back down: a transient so far
         current, train_now = value, float(train_loss)
         rise = (current - best) / scale
         train_delta = (
