@@ -474,10 +474,10 @@ class LossGuard(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self._step_work:  # as the backward hooks: nothing to do on an untimed, unsampled batch
-            self._before_optimizer_step(optimizer, pl_module.automatic_optimization)
+            self._before_optimizer_step(trainer, optimizer, pl_module.automatic_optimization)
 
     @_own_time
-    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, automatic: bool) -> None:
+    def _before_optimizer_step(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, automatic: bool) -> None:
         if self._recorder is None or self._broken:
             return
         try:
@@ -501,7 +501,8 @@ class LossGuard(Callback):
             if not automatic:  # the module zeroes gradients itself: checked from a report batch's step to the next
                 self._recorder.end_clearing(optimizer)
                 if before_report:  # a timed batch: the backwards after this step are seen too
-                    self._recorder.watch_clearing(optimizer)
+                    index = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), -1)
+                    self._recorder.watch_clearing(optimizer, index)
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)

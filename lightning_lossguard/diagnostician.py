@@ -196,6 +196,7 @@ class Diagnostician:
                 window.loss,
                 window.leftover_grad_norm,
                 layout.settings.manual,
+                _optimizer_name(layout.settings.optimizers, window.leftover_optimizer),
             )
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
@@ -545,3 +546,10 @@ def _unjudged(values: np.ndarray, columns: Sequence[bool]) -> np.ndarray:
     values = np.array(values, dtype=np.float64)
     values[..., np.asarray(columns, dtype=bool)] = NO_GRADIENT
     return values
+
+
+def _optimizer_name(optimizers: Sequence[str], index: int | None) -> str:
+    """``optimizer 1 (Adam)``: how a diagnosis names one of the run's optimizers ("" when unknown)."""
+    if index is None or not 0 <= index < len(optimizers):
+        return ""
+    return f"optimizer {index} ({optimizers[index]})"

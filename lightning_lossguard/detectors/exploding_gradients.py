@@ -149,6 +149,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         losses: Sequence[float] | np.ndarray = (),
         leftover: float | None = None,
         manual: bool = False,
+        leftover_source: str = "",
     ) -> list[Diagnosis]:
         """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
 
@@ -160,6 +161,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 with ``manual``, the smallest norm of one optimizer's gradients before any backward between two of
                 its steps (0 when its zero_grad ran in between).
             manual: the module zeroes its gradients itself (manual optimization).
+            leftover_source: which optimizer ``leftover`` was measured on ("optimizer 1 (Adam)"; "" unknown).
         """
         t = self.thresholds
         found: Diagnosis | None = None
@@ -230,7 +232,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         if found is None:
             found = self._growth(int(steps[-1]) if len(steps) else 0, layers, clip_val)
         if found is None and leftover is not None:
-            found = self._not_cleared(int(steps[-1]) if len(steps) else 0, leftover, clip_val, manual)
+            found = self._not_cleared(int(steps[-1]) if len(steps) else 0, leftover, clip_val, manual, leftover_source)
         if found is None:
             calm = window_losses[np.isfinite(window_losses)]
             if not any(r[3] for r in self.recent):
@@ -302,7 +304,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         return self.diagnosis(decided, message, evidence, remedies=remedies)
 
     def _not_cleared(
-        self, decided: int, leftover: float, clip_val: float | None, manual: bool = False
+        self, decided: int, leftover: float, clip_val: float | None, manual: bool = False, source: str = ""
     ) -> Diagnosis | None:
         """Gradients still there when a backward should start from zero: they pile up across optimizer steps."""
         t = self.thresholds
@@ -310,8 +312,9 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         if self.uncleared < t.uncleared_checks:
             return None
         where = (
-            f"from one step of an optimizer to its next (around step {decided}), its gradients were never empty "
-            f"before a backward: their norm was at least {leftover:.3g} before each (it should be 0 before one)"
+            f"from one step of {source or 'an optimizer'} to its next (around step {decided}), its gradients were "
+            f"never empty before a backward: their norm was at least {leftover:.3g} before each (it should be 0 "
+            "before one)"
             if manual
             else f"right after Lightning's zero_grad, before the backward of step {decided}, they still had a norm "
             f"of {leftover:.3g} (it should be 0)"

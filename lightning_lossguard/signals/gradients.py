@@ -72,6 +72,8 @@ class GradientProbe:
         self._before_step: list[tuple[list[int], torch.Tensor]] = []  # row positions, [len(positions), elements]
         self._clearing: dict[int, tuple[list[nn.Parameter], torch.Tensor | None]] = {}  # per optimizer: params, least
         self._clearing_reports: dict[int, int] = {}  # per watched optimizer: reports since its watch began
+        self._clearing_index: dict[int, int] = {}  # per watched optimizer: its index among the run's optimizers
+        self.leftover_sources: list[int] = []  # per leftover row: the optimizer index it checked (-1: every one)
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
         # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
@@ -148,6 +150,7 @@ class GradientProbe:
         norm = _present_norm(self.parameters)
         if norm is not None:
             self.leftover.next_row(norm.device)[0].copy_(norm)
+            self.leftover_sources.append(-1)
 
     # Manual optimization calls zero_grad itself, for each optimizer, wherever it likes (before its backward, after
     # its step). What must hold: between two steps of one optimizer, its gradients were empty before some backward.
@@ -158,13 +161,14 @@ class GradientProbe:
         """Whether some optimizer's gradients are being checked before each backward."""
         return bool(self._clearing)
 
-    def watch_clearing(self, optimizer: torch.optim.Optimizer) -> None:
-        """Manual optimization, report batches only, as ``optimizer`` steps: check its gradients before each
-        backward until it steps again."""
+    def watch_clearing(self, optimizer: torch.optim.Optimizer, index: int = -1) -> None:
+        """Manual optimization, report batches only, as ``optimizer`` (``index`` among the run's optimizers) steps:
+        check its gradients before each backward until it steps again."""
         params = self._group(optimizer)[0]
         if params:
             self._clearing[id(optimizer)] = (params, None)
             self._clearing_reports[id(optimizer)] = 0
+            self._clearing_index[id(optimizer)] = index
 
     def check_clearing(self) -> None:
         """Right before a backward: each watched optimizer's gradient norm now (0 when it has none), the smallest
@@ -180,8 +184,10 @@ class GradientProbe:
         leftover row (none when no backward ran between the two steps)."""
         _, least = self._clearing.pop(id(optimizer), ([], None))
         self._clearing_reports.pop(id(optimizer), None)
+        index = self._clearing_index.pop(id(optimizer), -1)
         if least is not None:
             self.leftover.next_row(least.device)[0].copy_(least)
+            self.leftover_sources.append(index)
 
     def expire_clearing(self) -> None:
         """At each report: a watch still open after a whole interval is dropped unjudged (its optimizer stopped
@@ -190,7 +196,7 @@ class GradientProbe:
         for key in list(self._clearing_reports):
             self._clearing_reports[key] += 1
             if self._clearing_reports[key] > CLEARING_REPORTS:
-                del self._clearing[key], self._clearing_reports[key]
+                del self._clearing[key], self._clearing_reports[key], self._clearing_index[key]
 
     @torch.no_grad()
     def sample_dead_units(

@@ -122,8 +122,8 @@ class SignalRecorder:
     def watching_clearing(self) -> bool:
         return self.gradients.watching_clearing
 
-    def watch_clearing(self, optimizer: torch.optim.Optimizer) -> None:
-        self.gradients.watch_clearing(optimizer)
+    def watch_clearing(self, optimizer: torch.optim.Optimizer, index: int = -1) -> None:
+        self.gradients.watch_clearing(optimizer, index)
 
     def check_clearing(self) -> None:
         self.gradients.check_clearing()
@@ -149,6 +149,7 @@ class SignalRecorder:
         dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged
         updates = self.gradients.update_ratio.take()[-1:]
         leftover = self.gradients.leftover.take()  # this rank's own: a gradient not cleared shows on any rank
+        sources, self.gradients.leftover_sources = self.gradients.leftover_sources, []
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)
@@ -197,6 +198,7 @@ class SignalRecorder:
             update_ratio=_ratio(update_rows[-1], width, counts=False) if update_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
             leftover_grad_norm=float(leftover_rows.max()) if leftover_rows.size else None,
+            leftover_optimizer=_leftover_source(leftover_rows, sources),
         )
         if ranks is not None:
             window.ranks = ranks.count
@@ -303,3 +305,11 @@ def _ratio(row: np.ndarray, width: int, counts: bool) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):  # non-finite weights give a NaN ratio, as they should
         ratio = part / (np.where(whole > 0, whole, 1.0) if counts else np.maximum(whole, 1e-12))
     return np.where(sampled, ratio, NO_GRADIENT)
+
+
+def _leftover_source(rows: np.ndarray, sources: list[int]) -> int | None:
+    """The optimizer index of the largest leftover row (None: unknown, or the check of every optimizer at once)."""
+    if not rows.size or len(sources) != len(rows):
+        return None
+    source = sources[int(np.argmax(rows.reshape(-1)))]
+    return source if source >= 0 else None

@@ -33,6 +33,7 @@ class Window:
     update_ratio: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
     sample_step: int | None = None
     leftover_grad_norm: float | None = None  # gradient found before a backward that should start from zero
+    leftover_optimizer: int | None = None  # manual optimization: the index of the optimizer that norm belongs to
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
     device_allocated_mb: float | None = None

@@ -138,8 +138,8 @@ def test_manual_clearing_keeps_the_smallest_norm_before_a_backward_until_the_opt
     opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1)
     for p in [*a.parameters(), *b.parameters()]:
         p.grad = torch.full_like(p, 2.0)
-    probe.watch_clearing(opt_a)
-    probe.watch_clearing(opt_b)
+    probe.watch_clearing(opt_a, 0)
+    probe.watch_clearing(opt_b, 1)
     assert probe.watching_clearing
     probe.check_clearing()  # both still hold the last step's gradients
     opt_a.zero_grad()  # a's are set to None: a is cleared
@@ -151,6 +151,8 @@ def test_manual_clearing_keeps_the_smallest_norm_before_a_backward_until_the_opt
     probe.end_clearing(opt_b)
     assert not probe.watching_clearing
     assert probe.leftover.take().flatten().tolist() == pytest.approx([0.0, 8**0.5])  # b: 8 elements of 1.0
+    assert probe.leftover_sources == [0, 1]  # which optimizer each row checked
+    probe.leftover_sources.clear()
     probe.watch_clearing(opt_a)
     probe.end_clearing(opt_a)  # stepped again with no backward in between: nothing to say
     probe.end_clearing(opt_b)  # not watched
