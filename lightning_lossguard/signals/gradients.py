@@ -12,6 +12,7 @@ weight's norm) and divided at report time, when the recorder has every rank's pa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -42,6 +43,17 @@ on the batch before a report, so one report always falls inside it; an optimizer
 next report is no longer watched."""
 
 
+@dataclasses.dataclass
+class _Watch:
+    """One optimizer's clearing check: its parameters, its index among the run's optimizers, the smallest gradient
+    norm seen before a backward so far (a device scalar), and the reports since the watch began."""
+
+    params: list[nn.Parameter]
+    index: int = -1
+    least: torch.Tensor | None = None
+    reports: int = 0
+
+
 class GradientProbe:
     """Records per-parameter gradient norms into a device buffer, one row per sampled optimizer step.
 
@@ -70,9 +82,7 @@ class GradientProbe:
         self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
         self._stacked: dict[int, StackedNorms | None] = {}  # per fused optimizer: its norms by stacks (CPU)
         self._before_step: list[tuple[list[int], torch.Tensor]] = []  # row positions, [len(positions), elements]
-        self._clearing: dict[int, tuple[list[nn.Parameter], torch.Tensor | None]] = {}  # per optimizer: params, least
-        self._clearing_reports: dict[int, int] = {}  # per watched optimizer: reports since its watch began
-        self._clearing_index: dict[int, int] = {}  # per watched optimizer: its index among the run's optimizers
+        self._clearing: dict[int, _Watch] = {}  # per watched optimizer (manual optimization)
         self.leftover_sources: list[int] = []  # per leftover row: the optimizer index it checked (-1: every one)
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
@@ -166,37 +176,33 @@ class GradientProbe:
         check its gradients before each backward until it steps again."""
         params = self._group(optimizer)[0]
         if params:
-            self._clearing[id(optimizer)] = (params, None)
-            self._clearing_reports[id(optimizer)] = 0
-            self._clearing_index[id(optimizer)] = index
+            self._clearing[id(optimizer)] = _Watch(params, index)
 
     def check_clearing(self) -> None:
         """Right before a backward: each watched optimizer's gradient norm now (0 when it has none), the smallest
         since its step kept. Device work only."""
-        for key, (params, least) in self._clearing.items():
-            norm = _present_norm(params)
+        for watch in self._clearing.values():
+            norm = _present_norm(watch.params)
             if norm is None:
-                norm = torch.zeros((), device=self._device(params))
-            self._clearing[key] = (params, norm if least is None else torch.minimum(least, norm))
+                norm = torch.zeros((), device=self._device(watch.params))
+            watch.least = norm if watch.least is None else torch.minimum(watch.least, norm)
 
     def end_clearing(self, optimizer: torch.optim.Optimizer) -> None:
         """``optimizer`` steps again: the smallest norm seen before a backward since its watched step becomes a
         leftover row (none when no backward ran between the two steps)."""
-        _, least = self._clearing.pop(id(optimizer), ([], None))
-        self._clearing_reports.pop(id(optimizer), None)
-        index = self._clearing_index.pop(id(optimizer), -1)
-        if least is not None:
-            self.leftover.next_row(least.device)[0].copy_(least)
-            self.leftover_sources.append(index)
+        watch = self._clearing.pop(id(optimizer), None)
+        if watch is not None and watch.least is not None:
+            self.leftover.next_row(watch.least.device)[0].copy_(watch.least)
+            self.leftover_sources.append(watch.index)
 
     def expire_clearing(self) -> None:
         """At each report: a watch still open after a whole interval is dropped unjudged (its optimizer stopped
         stepping, e.g. a phase of training that is over), so its check does not run before every backward for the
         rest of the run."""
-        for key in list(self._clearing_reports):
-            self._clearing_reports[key] += 1
-            if self._clearing_reports[key] > CLEARING_REPORTS:
-                del self._clearing[key], self._clearing_reports[key], self._clearing_index[key]
+        for key, watch in list(self._clearing.items()):
+            watch.reports += 1
+            if watch.reports > CLEARING_REPORTS:
+                del self._clearing[key]
 
     @torch.no_grad()
     def sample_dead_units(
