@@ -627,6 +627,33 @@ def test_weights_that_model_pruning_masks_are_not_dead_gradients(tmp_path: Path)
     assert any("pruned parameters" in note and "dead_gradients" in note for note in guard.notes), guard.notes
 
 
+@pytest.mark.parametrize("usage", ["tuner", "callback"])
+def test_a_learning_rate_range_test_that_blows_up_is_not_judged(tmp_path: Path, usage: str) -> None:
+    # Tuner.lr_find and the LearningRateFinder callback raise the learning rate until the loss diverges, on purpose
+    # (here to NaN: no early stop), then restore the weights and the callbacks' states and train. Lightning swaps
+    # the trainer's callbacks for its own during the range test; the restore then hands LossGuard its state from
+    # before it. Neither the blow-up nor a fail_on alarm may reach the real fit.
+    from lightning.pytorch.callbacks import LearningRateFinder
+    from lightning.pytorch.tuner import Tuner
+
+    x, y = linear_data(2048)
+    guard = LossGuard(verbose=False, fail_on="warning")
+    search = {"min_lr": 1e-5, "max_lr": 1e4, "early_stop_threshold": None}
+    finder_callback = LearningRateFinder(num_training_steps=60, **search)
+    callbacks: list[Any] = [guard] if usage == "tuner" else [finder_callback, guard]
+    run = trainer(tmp_path, callbacks, max_epochs=3, log_every_n_steps=50, default_root_dir=str(tmp_path))
+    module = Regressor(adam=False)
+    if usage == "tuner":
+        finder = Tuner(run).lr_find(module, loader(x, y), num_training=60, **search)
+    run.fit(module, loader(x, y))
+    if usage == "callback":
+        finder = finder_callback.optimal_lr
+    assert finder is not None and not all(map(math.isfinite, finder.results["loss"]))  # the range test blew up
+    assert run.global_step == 3 * 64
+    assert guard.diagnoses == [], [d.one_line() for d in guard.diagnoses]
+    assert [fit["global_step"] for fit in guard.fits] == [3 * 64]
+
+
 # -- overfit_batches: overfitting on purpose -----------------------------------------------------------------
 class NoisyLabels(L.LightningModule):
     """An MLP classifier of labels with noise in them, validated on other samples."""
