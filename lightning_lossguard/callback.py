@@ -872,7 +872,7 @@ class LossGuard(Callback):
         shown = self._diagnostician.shown(self._stall_diagnosis(trainer, stall))
         if shown is not None and trainer.is_global_zero:
             self._console.new_diagnoses([shown])
-            self._write_json(trainer, "running", [shown], [_stacks_note(trainer, stall)])
+            self._write_json(trainer, "running", [shown], [stall.note(trainer.global_rank)])
 
     def _beat(self, trainer: pl.Trainer) -> None:
         """A training batch completed: the watchdog's heartbeat; a stall it ends is reported with its duration."""
@@ -882,7 +882,7 @@ class LossGuard(Callback):
             self._stall_ended(trainer, *ended)
 
     def _stall_ended(self, trainer: pl.Trainer, stall: Stall, total_s: float | None) -> None:
-        note = _stacks_note(trainer, stall)
+        note = stall.note(trainer.global_rank)
         if note not in self.notes:
             self.notes.append(note)
         new = self._diagnostician.accept([self._stall_diagnosis(trainer, stall, total_s)])
@@ -952,13 +952,6 @@ class LossGuard(Callback):
         self.coverage.load_state_dict(state_dict.get("coverage", []))
         for monitor, state in zip(self.monitors, state_dict.get("monitors", [])):
             monitor.load_state_dict(state)
-
-
-def _stacks_note(trainer: pl.Trainer, stall: Stall) -> str:
-    where = f"step {stall.step}" if stall.step is not None else "the start"
-    stacks = " | ".join(s.short() for s in stall.stacks)
-    rank = trainer.global_rank
-    return f"stalled_training at {where}: the Python stacks of rank {rank}, innermost frame first: {stacks}"
 
 
 MIN_REPORTS_UNDER_BUDGET = 10

@@ -26,6 +26,7 @@ KNOWN_MISSES = {
     ("a2c_cartpole_h", "flipped_sign"): "an RL loss that rises is only an info without a second signal",
     ("dcgan_manual", "lr_x1000"): "no loss returned (manual GAN) and the gradients shrink rather than explode",
     ("mixup_cutmix_h", "exp_output"): "learns slower (val acc 0.61 vs 0.89): no stall, blow-up or gradient collapse",
+    ("residual_sr_h", "exp_output"): "the loss falls to the bicubic baseline and rests: by the loss, a converged run",
 }
 
 Job = tuple[str, int, str]

@@ -77,6 +77,12 @@ class Stall:
     def stacks_text(self) -> str:
         return "\n".join(s.text() for s in self.stacks)
 
+    def note(self, rank: int) -> str:
+        """The report's note on this stall: where it was, and the stacks in one line each, innermost frame first."""
+        where = f"step {self.step}" if self.step is not None else "the start"
+        stacks = " | ".join(s.short() for s in self.stacks)
+        return f"stalled_training at {where}: the Python stacks of rank {rank}, innermost frame first: {stacks}"
+
 
 class Watchdog:
     """Reports a training loop that stopped completing steps, from its own daemon thread.

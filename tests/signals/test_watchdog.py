@@ -2,12 +2,13 @@
 
 import threading
 import time
+import traceback
 
 import pytest
 
 from lightning_lossguard.signals.clock import HostClock
 from lightning_lossguard.signals.step_timer import StepTimer
-from lightning_lossguard.signals.watchdog import Stall, Watchdog
+from lightning_lossguard.signals.watchdog import Stall, ThreadStack, Watchdog
 
 
 def wait_for(condition, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
@@ -103,3 +104,13 @@ def test_the_step_timer_says_where_the_loop_is(marks: list[str], phase: str) -> 
     assert timer.where() == (4, "between batches after step 4: data loading")
     timer.interrupt()
     assert timer.where()[1].startswith("outside training batches after step 4")
+
+
+def test_a_stalls_note_names_where_it_was_the_rank_and_each_stack_innermost_frame_first() -> None:
+    frames = (traceback.FrameSummary("train.py", 10, "fit"), traceback.FrameSummary("loader.py", 42, "next_batch"))
+    stack = ThreadStack("MainThread", frames, main=True)
+    at_step = Stall(since=0.0, stalled_s=31.0, step=25, phase="backward", stacks=(stack,)).note(rank=1)
+    assert at_step.startswith("stalled_training at step 25: the Python stacks of rank 1, innermost frame first: ")
+    assert at_step.index("next_batch") < at_step.index("fit")
+    before_first = Stall(since=0.0, stalled_s=31.0, step=None, phase="data", stacks=(stack,)).note(rank=0)
+    assert before_first.startswith("stalled_training at the start: the Python stacks of rank 0")
