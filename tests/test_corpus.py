@@ -3,7 +3,9 @@ every injected fault diagnosed with a code that names it. The faults LossGuard d
 ``KNOWN_MISSES`` with the reason: a strict xfail, so a fix that starts catching one fails until it is removed.
 
 Every fit runs on one torch thread, so the selected fits run side by side, one worker process per core, when the
-first of them is reached; nothing else in the suite runs meanwhile. Each test then judges its own fit's result.
+first of them is reached; nothing else in the suite runs meanwhile. Each test then judges its own fit's result. A
+faulty fit stops once a diagnosis names its fault (its verdict cannot change after; ``python -m benchmarks.corpus``
+runs every fit to its end).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import pytest
 
 from benchmarks.corpus import PROGRAMS
-from benchmarks.corpus.run import SEEDS, Result, available_cores, plan, run_all
+from benchmarks.corpus.run import SEEDS, Result, available_cores, plan, run_all, run_until_named
 
 HEALTHY = plan(sorted(PROGRAMS), SEEDS, faults=False)
 FAULTS = [job for job in plan(sorted(PROGRAMS), (), faults=True)]
@@ -41,7 +43,7 @@ def results(request: pytest.FixtureRequest) -> dict[Job, Result]:
         params = getattr(item, "callspec", None)
         if getattr(item, "module", None) is module and params is not None:
             jobs.append((params.params["name"], params.params["seed"], params.params["fault"]))
-    return dict(zip(jobs, run_all(jobs, processes=available_cores()), strict=True))
+    return dict(zip(jobs, run_all(jobs, processes=available_cores(), work=run_until_named), strict=True))
 
 
 @pytest.mark.slow

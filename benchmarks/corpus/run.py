@@ -21,8 +21,9 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +123,19 @@ def trainer_args(run: Run, root: str, name: str, callbacks: list[Callback]) -> d
     }
 
 
-def run_program(name: str, root: str, seed: int = 0, fault: str = "", guard: dict[str, Any] | None = None) -> Result:
-    """One corpus program (optionally with one injected fault) in a real fit with ``LossGuard()``."""
+def run_program(
+    name: str,
+    root: str,
+    seed: int = 0,
+    fault: str = "",
+    guard: dict[str, Any] | None = None,
+    stop_when_named: bool = False,
+) -> Result:
+    """One corpus program (optionally with one injected fault) in a real fit with ``LossGuard()``.
+
+    ``stop_when_named``: a faulty fit stops at the end of the batch where a diagnosis first names its fault (its
+    verdict cannot change after that; the suite uses it, the benchmark runs every fit to its end for the table's
+    other codes)."""
     program = PROGRAMS[name]
     run = build(program, seed)
     onset = 0
@@ -137,7 +149,10 @@ def run_program(name: str, root: str, seed: int = 0, fault: str = "", guard: dic
     monitors = [OutputMonitor()] if program.output_monitor else []
     lossguard = LossGuard(verbose=False, monitors=monitors, **(guard or {}))
     label = f"{name}-{seed}" + (f"-{fault}" if fault else "")
-    fit = L.Trainer(**trainer_args(run, root, label, [lossguard]))
+    callbacks: list[Callback] = [lossguard]
+    if stop_when_named and expect:
+        callbacks.append(_StopWhenNamed(lossguard, expect))
+    fit = L.Trainer(**trainer_args(run, root, label, callbacks))
     result = Result(name, program.split, seed, fault, expect, onset // accumulate)
     start = time.perf_counter()
     try:
@@ -151,6 +166,17 @@ def run_program(name: str, root: str, seed: int = 0, fault: str = "", guard: dic
     result.diagnoses = lossguard.diagnoses
     result.gaps = [f"{g.signal}: {g.reason}" for g in getattr(lossguard, "gaps", [])]
     return result
+
+
+class _StopWhenNamed(Callback):
+    """Stops the fit once one of LossGuard's diagnoses names the injected fault (runs after LossGuard's hooks)."""
+
+    def __init__(self, lossguard: LossGuard, expect: tuple[str, ...]) -> None:
+        self.lossguard, self.expect = lossguard, expect
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if any(names_it(d, self.expect) for d in self.lossguard.diagnoses):
+            trainer.should_stop = True
 
 
 class _LossTrace(Callback):
@@ -268,18 +294,51 @@ def _percent(a: int, b: int) -> str:
     return f"{100 * a / b:.1f}%" if b else "–"
 
 
-def run_all(jobs: list[tuple[str, int, str]], processes: int = 1) -> Iterator[Result]:
+Job = tuple[str, int, str]
+
+
+def run_all(jobs: list[Job], processes: int = 1, work: Callable[[Job], Result] | None = None) -> Iterator[Result]:
     """Each ``(program, seed, fault)`` job in a real fit, results in job order. Every fit runs on one torch thread,
     so ``processes`` > 1 spreads the jobs over that many worker processes (each :func:`quiet`), one per core at
-    most; with 1 they run here, as this process is set up."""
+    most; with 1 they run here, as this process is set up. ``work`` runs one job (default: its real fit).
+
+    A worker process that dies (killed for memory, a crash in native code) breaks the pool and every fit under
+    way in it: the first unfinished job then runs alone in a pool of its own, which tells the job that kills its
+    worker (given up, with the reason in its ``error``) from the ones it took down with it (run again), and the
+    rest continue in a new pool. One bad fit fails its own test, not every test after it."""
+    work = work or _run_job
     if processes <= 1:
         for job in jobs:
-            yield _run_job(job)
+            yield work(job)
         return
     # spawn, not fork: forking a process whose torch thread pools have started can hang the child
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=quiet) as pool:
-        yield from pool.map(_run_job, jobs)
+    start = 0
+    while start < len(jobs):
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=quiet) as pool:
+            futures = [pool.submit(work, job) for job in jobs[start:]]
+            for future in futures:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    break
+                yield result
+                start += 1
+        if start < len(jobs):
+            with ProcessPoolExecutor(1, mp_context=context, initializer=quiet) as alone:
+                try:
+                    yield alone.submit(work, jobs[start]).result()
+                except BrokenProcessPool:
+                    yield _given_up(jobs[start])
+            start += 1
+
+
+def _given_up(job: Job) -> Result:
+    name, seed, fault = job
+    program = PROGRAMS.get(name)
+    result = Result(name, program.split if program else "", seed, fault)
+    result.error = "its worker process died (killed, or a crash in native code) while it ran alone"
+    return result
 
 
 def available_cores() -> int:
@@ -295,13 +354,20 @@ def quiet() -> None:
     torch.set_num_threads(1)
 
 
-def _run_job(job: tuple[str, int, str]) -> Result:
+def _run_job(job: Job) -> Result:
     name, seed, fault = job
     with tempfile.TemporaryDirectory() as root:
         return run_program(name, root, seed, fault)
 
 
-def plan(names: list[str], seeds: tuple[int, ...], faults: bool) -> list[tuple[str, int, str]]:
+def run_until_named(job: Job) -> Result:
+    """A job as the suite runs it: a faulty fit stops once its fault is named (see :func:`run_program`)."""
+    name, seed, fault = job
+    with tempfile.TemporaryDirectory() as root:
+        return run_program(name, root, seed, fault, stop_when_named=True)
+
+
+def plan(names: list[str], seeds: tuple[int, ...], faults: bool) -> list[Job]:
     """(program, seed, fault) triples: each program healthy with every seed, then each fault with seed 0."""
     jobs = [(n, s, "") for n in names for s in seeds]
     if faults:
