@@ -65,7 +65,7 @@ class Result:
 
     @property
     def correct(self) -> Diagnosis | None:
-        return next((d for d in self.alarms if names_it(d, self.expect)), None)
+        return first_naming(self.diagnoses, self.expect)
 
     @property
     def correct_without_outputs(self) -> Diagnosis | None:
@@ -151,7 +151,7 @@ def run_program(
     label = f"{name}-{seed}" + (f"-{fault}" if fault else "")
     callbacks: list[Callback] = [lossguard]
     if stop_when_named and expect:
-        callbacks.append(_StopWhenNamed(lossguard, expect))
+        callbacks.append(StopWhenNamed(lossguard, expect))
     fit = L.Trainer(**trainer_args(run, root, label, callbacks))
     result = Result(name, program.split, seed, fault, expect, onset // accumulate)
     start = time.perf_counter()
@@ -168,14 +168,20 @@ def run_program(
     return result
 
 
-class _StopWhenNamed(Callback):
-    """Stops the fit once one of LossGuard's diagnoses names the injected fault (runs after LossGuard's hooks)."""
+def first_naming(diagnoses: list[Diagnosis], expect: tuple[str, ...]) -> Diagnosis | None:
+    """The first alarm (a warning or an error; an info does not count) that names the fault: its diagnosis."""
+    return next((d for d in diagnoses if d.severity.at_least(Severity.WARNING) and names_it(d, expect)), None)
+
+
+class StopWhenNamed(Callback):
+    """Stops the fit once LossGuard's diagnoses name the injected fault as :attr:`Result.correct` counts it (after
+    LossGuard's hooks: it comes after it in the callbacks)."""
 
     def __init__(self, lossguard: LossGuard, expect: tuple[str, ...]) -> None:
         self.lossguard, self.expect = lossguard, expect
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        if any(names_it(d, self.expect) for d in self.lossguard.diagnoses):
+        if first_naming(self.lossguard.diagnoses, self.expect) is not None:
             trainer.should_stop = True
 
 

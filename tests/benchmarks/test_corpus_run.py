@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from benchmarks.corpus.run import Job, Result, run_all, run_program, run_until_named
+from benchmarks.corpus.faults import FAULTS
+from benchmarks.corpus.run import Job, Result, StopWhenNamed, run_all, run_program, run_until_named
+from lightning_lossguard import Diagnosis, Severity
 
 
 def _work(job: Job) -> Result:
@@ -32,3 +36,17 @@ def test_the_suite_stops_a_faulty_fit_once_its_fault_is_named_and_keeps_the_verd
     stopped = run_until_named(("cnn_classifier", 0, "nan_batch"))
     assert stopped.correct is not None and stopped.correct.code == "nonfinite_loss"
     assert stopped.correct.step <= stopped.steps < healthy_length
+
+
+def test_only_an_alarm_that_names_the_fault_stops_the_fit() -> None:
+    # An info that names the code (a rising loss said "for the record") is not a diagnosis the corpus counts: a first
+    # version stopped on it and a run whose warning would have come later failed.
+    said: list[Diagnosis] = []
+    stopper = StopWhenNamed(SimpleNamespace(diagnoses=said), FAULTS["lr_x1000"].expect)  # type: ignore[arg-type]
+    trainer: Any = SimpleNamespace(should_stop=False)
+    said.append(Diagnosis("loss_divergence", Severity.INFO, 54, "the loss rose", {}, [], ""))
+    stopper.on_train_batch_end(trainer, None)  # type: ignore[arg-type]
+    assert not trainer.should_stop
+    said.append(Diagnosis("loss_divergence", Severity.WARNING, 60, "the loss rose", {}, [], ""))
+    stopper.on_train_batch_end(trainer, None)  # type: ignore[arg-type]
+    assert trainer.should_stop
