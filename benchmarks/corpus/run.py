@@ -70,7 +70,7 @@ class Result:
     @property
     def correct_without_outputs(self) -> Diagnosis | None:
         """The diagnosis that names the fault among those of LossGuard's core (OutputMonitor's codes left out)."""
-        return next((d for d in self.alarms if d.code not in OutputMonitor.codes and names_it(d, self.expect)), None)
+        return first_naming([d for d in self.diagnoses if d.code not in OutputMonitor.codes], self.expect)
 
     @property
     def broken(self) -> bool:
@@ -360,17 +360,15 @@ def quiet() -> None:
     torch.set_num_threads(1)
 
 
-def _run_job(job: Job) -> Result:
+def _run_job(job: Job, stop_when_named: bool = False) -> Result:
     name, seed, fault = job
     with tempfile.TemporaryDirectory() as root:
-        return run_program(name, root, seed, fault)
+        return run_program(name, root, seed, fault, stop_when_named=stop_when_named)
 
 
 def run_until_named(job: Job) -> Result:
     """A job as the suite runs it: a faulty fit stops once its fault is named (see :func:`run_program`)."""
-    name, seed, fault = job
-    with tempfile.TemporaryDirectory() as root:
-        return run_program(name, root, seed, fault, stop_when_named=True)
+    return _run_job(job, stop_when_named=True)
 
 
 def plan(names: list[str], seeds: tuple[int, ...], faults: bool) -> list[Job]:

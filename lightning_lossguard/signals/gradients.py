@@ -83,7 +83,7 @@ class GradientProbe:
         self._stacked: dict[int, StackedNorms | None] = {}  # per fused optimizer: its norms by stacks (CPU)
         self._before_step: list[tuple[list[int], torch.Tensor]] = []  # row positions, [len(positions), elements]
         self._clearing: dict[int, _Watch] = {}  # per watched optimizer (manual optimization)
-        self.leftover_sources: list[int] = []  # per leftover row: the optimizer index it checked (-1: every one)
+        self._leftover_sources: list[int] = []  # per leftover row: the optimizer index it checked (-1: every one)
 
     def _group(self, optimizer: torch.optim.Optimizer) -> tuple[list[nn.Parameter], list[int], bool]:
         # This optimizer's watched parameters, their row positions, and whether they are the whole row in order.
@@ -160,7 +160,13 @@ class GradientProbe:
         norm = _present_norm(self.parameters)
         if norm is not None:
             self.leftover.next_row(norm.device)[0].copy_(norm)
-            self.leftover_sources.append(-1)
+            self._leftover_sources.append(-1)
+
+    def take_leftover(self) -> tuple[torch.Tensor, list[int]]:
+        """The leftover rows since the last take (on the device) and, per row, the index of the optimizer it checked
+        (-1: every optimizer at once, the automatic-optimization check)."""
+        sources, self._leftover_sources = self._leftover_sources, []
+        return self.leftover.take(), sources
 
     # Manual optimization calls zero_grad itself, for each optimizer, wherever it likes (before its backward, after
     # its step). What must hold: between two steps of one optimizer, its gradients were empty before some backward.
@@ -193,7 +199,7 @@ class GradientProbe:
         watch = self._clearing.pop(id(optimizer), None)
         if watch is not None and watch.least is not None:
             self.leftover.next_row(watch.least.device)[0].copy_(watch.least)
-            self.leftover_sources.append(watch.index)
+            self._leftover_sources.append(watch.index)
 
     def expire_clearing(self) -> None:
         """At each report: a watch still open after a whole interval is dropped unjudged (its optimizer stopped

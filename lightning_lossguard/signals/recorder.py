@@ -148,8 +148,7 @@ class SignalRecorder:
         dead = self.gradients.dead_units.take()
         dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged
         updates = self.gradients.update_ratio.take()[-1:]
-        leftover = self.gradients.leftover.take()  # this rank's own: a gradient not cleared shows on any rank
-        sources, self.gradients.leftover_sources = self.gradients.leftover_sources, []
+        leftover, sources = self.gradients.take_leftover()  # this rank's own: uncleared shows on any rank
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)

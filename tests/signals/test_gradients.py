@@ -150,13 +150,13 @@ def test_manual_clearing_keeps_the_smallest_norm_before_a_backward_until_the_opt
     probe.end_clearing(opt_a)
     probe.end_clearing(opt_b)
     assert not probe.watching_clearing
-    assert probe.leftover.take().flatten().tolist() == pytest.approx([0.0, 8**0.5])  # b: 8 elements of 1.0
-    assert probe.leftover_sources == [0, 1]  # which optimizer each row checked
-    probe.leftover_sources.clear()
+    rows, sources = probe.take_leftover()
+    assert rows.flatten().tolist() == pytest.approx([0.0, 8**0.5])  # b: 8 elements of 1.0
+    assert sources == [0, 1]  # which optimizer each row checked
     probe.watch_clearing(opt_a)
     probe.end_clearing(opt_a)  # stepped again with no backward in between: nothing to say
     probe.end_clearing(opt_b)  # not watched
-    assert probe.leftover.take().numel() == 0
+    assert probe.take_leftover()[0].numel() == 0
 
 
 def test_a_manual_clearing_watch_whose_optimizer_stops_stepping_ends_after_the_next_report() -> None:
@@ -169,7 +169,7 @@ def test_a_manual_clearing_watch_whose_optimizer_stops_stepping_ends_after_the_n
     probe.expire_clearing()  # the next one: the optimizer never stepped again (a phase of training ended)
     assert not probe.watching_clearing
     probe.end_clearing(opt)
-    assert probe.leftover.take().numel() == 0
+    assert probe.take_leftover()[0].numel() == 0
 
 
 def test_many_small_parameters_of_one_shape_give_the_per_parameter_samples() -> None:
