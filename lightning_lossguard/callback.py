@@ -31,6 +31,7 @@ from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, STEP_HOOKS, offer, own_hooks
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
+from lightning_lossguard.report.cost import cost_line, over_budget_note
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
 from lightning_lossguard.run_layout import fused_backward_notes
@@ -789,8 +790,14 @@ class LossGuard(Callback):
             self.fits[-1] = {"status": status, "global_step": trainer.global_step}
         self._stop_watchdog(trainer)
         self._remove_hooks()
+        cost = None
         if not self._broken:
             self.notes += [n for n in self._unjudged_notes() if n not in self.notes]
+            if self._budget is not None:
+                if over := over_budget_note(self._budget):
+                    self.notes.append(over)
+                else:
+                    cost = cost_line(self._budget)
         for monitor in self.monitors:
             self.notes += [n for n in monitor.notes() if n not in self.notes]
         self._write_json(trainer, status)
@@ -799,7 +806,7 @@ class LossGuard(Callback):
                 self._text(trainer, [])
                 if self._loggers is not None:
                     self._loggers.flush()
-                self._console.summary(self._diagnostician.diagnoses, self.notes, self.report_path, self.gaps)
+                self._console.summary(self._diagnostician.diagnoses, self.notes, self.report_path, self.gaps, cost)
             except Exception as error:
                 self._internal_error("summary", error)
 

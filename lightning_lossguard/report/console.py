@@ -149,9 +149,11 @@ class ConsoleReporter:
         notes: Sequence[str],
         report_path: str | None,
         gaps: Sequence[Gap] = (),
+        cost: str | None = None,
     ) -> None:
-        """The end-of-fit summary: the diagnoses as a table (cause first), what was not watched, the notes
-        and the report's path. Says "no problems found" only when there is no diagnosis and no gap."""
+        """The end-of-fit summary: the diagnoses as a table (cause first), what was not watched, the notes, what
+        LossGuard cost (``cost``: one line) and the report's path. Says "no problems found" only when there is no
+        diagnosis and no gap."""
         if not self.enabled:
             return
         parts: list[RenderableType] = []
@@ -171,6 +173,8 @@ class ConsoleReporter:
             parts.append(Text.assemble((f"{_PREFIX} ", "bold"), ("could not watch everything:", "yellow")))
         parts += [gap_line(g) for g in gaps]
         parts += [Text.assemble(("  note: ", "dim"), one_line(n)) for n in notes]
+        if cost:
+            parts.append(Text.assemble(("  cost: ", "dim"), (one_line(cost), "dim")))
         if report_path:
             parts.append(Text.assemble(("  report: ", "dim"), one_line(report_path)))
         self._print(*parts)

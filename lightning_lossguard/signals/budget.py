@@ -156,6 +156,11 @@ class CostBudget:
     spent_own_us: float = 0.0  # LossGuard's time so far, over the reviewed intervals
     spent_step_us: float = 0.0  # the training batches' time so far (median batch times the batches)
     seen_batches: int = 0
+    spent_report_us: float = 0.0  # of spent_own_us, the reports and their report-step samples
+    spent_gradient_us: float = 0.0  # of spent_own_us, the gradient-norm passes
+    gradient_rows: int = 0  # the gradient-norm passes so far
+    fixed_us: float = math.nan  # of own_us, the hooks' cost per batch (neither gradient passes nor reports)
+    limited_by: str = ""  # why the last review's plan could not fit the budget ("" when it fit): see _limit
 
     def __post_init__(self) -> None:
         self.base_report_batches = self.report_batches
@@ -185,18 +190,25 @@ class CostBudget:
         self.reviews += 1
         self.spent_own_us += cost.own_seconds * 1e6
         self.spent_step_us += cost.batches * cost.step_ms * 1e3
+        self.spent_report_us += cost.report_seconds * 1e6
+        self.spent_gradient_us += cost.gradient_seconds * 1e6
+        self.gradient_rows += cost.gradient_rows
         self.seen_batches += cost.batches
         if not self.adapt:
+            self.limited_by = "ranks"
             return
         sample_us = cost.gradient_seconds * 1e6 / cost.gradient_rows if cost.gradient_rows else 0.0
         limit_us = max(0.0, self.budget * cost.step_ms * 1e3 - self._repayment_us())
         allowed_us = self.planning_margin * limit_us
         if self.reviews <= self.warmup_reviews:
             self.stride = max(self.stride, self._stride_floor(sample_us, allowed_us))
+            self.limited_by = "warm_up"
             return
         report_us = cost.report_seconds * 1e6
         fixed_us = max(0.0, self.own_us - (cost.gradient_seconds * 1e6 + report_us) / cost.batches)
-        interval, stride = self._plan(fixed_us, sample_us, report_us, allowed_us)
+        self.fixed_us = fixed_us
+        interval, stride, fits = self._plan(fixed_us, sample_us, report_us, allowed_us)
+        self.limited_by = "" if fits else self._limit()
         stretches = (interval, stride) > (self.report_batches, self.stride)
         if (self.own_us > limit_us and stretches) or (self.own_us < limit_us * self.relax_below and not stretches):
             self.report_batches, self.stride = interval, stride
@@ -208,8 +220,9 @@ class CostBudget:
             return 0.0
         return max(0.0, self.spent_own_us - self.budget * self.spent_step_us) / left
 
-    def _plan(self, fixed_us: float, sample_us: float, report_us: float, allowed_us: float) -> tuple[int, int]:
-        """The shortest report interval, then the smallest stride, whose predicted cost per batch fits."""
+    def _plan(self, fixed_us: float, sample_us: float, report_us: float, allowed_us: float) -> tuple[int, int, bool]:
+        """The shortest report interval, then the smallest stride, whose predicted cost per batch fits; when none
+        fits, the cheapest plan the limits allow. The last item says whether it fits."""
         cap = self._report_cap() if self.adaptive_reports else self.base_report_batches
         intervals = sorted({min(self.base_report_batches * k, cap) for k in range(1, self.max_report_factor + 1)})
         for interval in intervals:
@@ -218,8 +231,27 @@ class CostBudget:
                 continue
             stride = max(1, math.ceil(sample_us / self.accumulate / room))
             if stride <= self._max_stride(interval):
-                return interval, stride
-        return intervals[-1], self._max_stride(intervals[-1])
+                return interval, stride, True
+        return intervals[-1], self._max_stride(intervals[-1]), False
+
+    def _limit(self) -> str:
+        """Which limit on the report interval kept the cheapest plan over budget: ``report_every`` (the user's
+        interval does not stretch), ``min_reports`` (the longest interval that keeps ``min_reports`` in the run),
+        ``max_report_factor``; each interval with at least ``min_samples`` gradient passes. (The hooks' cost per
+        batch, ``fixed_us``, may be over the budget on its own: no interval helps then.) A review also sets
+        ``warm_up`` (it only measured) or ``ranks`` (several ranks: no adapting)."""
+        if not self.adaptive_reports:
+            return "report_every"
+        if self.floor_batches and self.floor_batches < self.base_report_batches * self.max_report_factor:
+            return "min_reports"
+        return "max_report_factor"
+
+    @property
+    def run_share(self) -> float:
+        """LossGuard's time over the training batches' time, over every reviewed interval of the run (the set-up's
+        first batch and the warm-up included): what the run paid, where ``share`` is the last interval's. A report
+        counts in the interval after it, so the run's last report is not in it."""
+        return self.spent_own_us / self.spent_step_us if self.spent_step_us > 0 else math.nan
 
     def _stride_floor(self, sample_us: float, allowed_us: float) -> int:
         """The stride below which no plan can go, whatever the fixed and report costs turn out to be (both only add
@@ -256,4 +288,6 @@ class CostBudget:
             "step_ms": self.step_ms,
             "gradient_stride": float(self.stride),
             "report_every_batches": float(self.report_batches),
+            "run_share": self.run_share,
+            "own_seconds": self.spent_own_us / 1e6,
         }

@@ -4,6 +4,7 @@ still sees a NaN on its step, measures gradients on optimizer steps under accumu
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import MethodType
 from typing import Any
@@ -258,3 +259,33 @@ def test_the_meter_hands_over_an_interval_and_starts_again() -> None:
     cost = meter.take(batches=20, step_ms=2.0, gradient_rows=7)
     assert cost == IntervalCost(20, 0.03, 2.0, 0.01, 7, 0.005)
     assert meter.take(batches=20, step_ms=2.0, gradient_rows=0) == IntervalCost(20, 0.0, 2.0, 0.0, 0, 0.0)
+
+
+def test_it_says_which_limit_kept_a_plan_over_budget_and_keeps_the_run_s_totals() -> None:
+    fits = CostBudget(0.01, report_batches=80, warmup_reviews=0)
+    fits.review(spent(sample_us=300, report_ms=1))
+    assert fits.limited_by == ""
+    # 400 planned batches, 10 reports at least: the interval cannot grow past 43 batches, and no stride fits there.
+    short = CostBudget(0.01, report_batches=20, min_reports=10, planned_batches=400, warmup_reviews=0)
+    short.review(spent(sample_us=500, report_ms=5))
+    assert short.limited_by == "min_reports"
+    capped = CostBudget(0.01, report_batches=80, warmup_reviews=0)
+    capped.review(spent(sample_us=500, report_ms=50))
+    assert capped.limited_by == "max_report_factor" and capped.report_batches == 640
+    fixed = CostBudget(0.01, report_batches=80, adaptive_reports=False, warmup_reviews=0)
+    fixed.review(spent(sample_us=500, report_ms=50))
+    assert fixed.limited_by == "report_every" and fixed.report_batches == 80
+    warming = CostBudget(0.01, report_batches=80)
+    warming.review(spent(sample_us=500, report_ms=5))
+    assert warming.limited_by == "warm_up"
+    ranks = CostBudget(0.01, report_batches=80, adapt=False)
+    ranks.review(spent(sample_us=500, report_ms=5))
+    assert ranks.limited_by == "ranks"
+    # Totals over the run: 2 intervals of 100 batches of 10 ms, each 20 µs a batch, 100 passes of 500 µs, a 5 ms report.
+    ranks.review(spent(sample_us=500, report_ms=5))
+    assert ranks.spent_own_us == pytest.approx(2 * (2_000 + 50_000 + 5_000))
+    assert (ranks.spent_gradient_us, ranks.spent_report_us) == (pytest.approx(100_000), pytest.approx(10_000))
+    assert ranks.gradient_rows == 200 and ranks.seen_batches == 200
+    assert ranks.run_share == pytest.approx(114_000 / 2_000_000)
+    assert ranks.state()["run_share"] == ranks.run_share and ranks.state()["own_seconds"] == pytest.approx(0.114)
+    assert math.isnan(CostBudget(0.01, report_batches=80).run_share)

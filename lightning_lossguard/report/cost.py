@@ -1,0 +1,91 @@
+"""LossGuard's own cost, told to a person: one line for the end-of-fit summary, or, when the run paid more than its
+budget, a note that says how much, in all, and which of the floors that keep detection timely held it there (the
+budget decides; this module only words it)."""
+
+from __future__ import annotations
+
+import math
+
+from lightning_lossguard.signals.budget import CostBudget
+
+OVER_BUDGET_MARGIN = 1.25
+"""A run is called over budget when its share is above this many times the budget: one run's measured share moves
+by ~10% with the host's timing, and a note about noise would cry wolf."""
+
+
+def percent(share: float) -> str:
+    """``0.01`` -> ``1%``, ``0.0075`` -> ``0.75%``, ``0.081`` -> ``8.1%``."""
+    digits = 2 if share < 0.01 else 1
+    return f"{share * 100:.{digits}f}".rstrip("0").rstrip(".") + "%"
+
+
+def _spent(budget: CostBudget) -> str:
+    seconds = budget.spent_own_us / 1e6
+    amount = f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.0f} ms"
+    return f"{amount} in all over {budget.seen_batches:,} training batches of {budget.step_ms:.3g} ms"
+
+
+def cost_line(budget: CostBudget) -> str | None:
+    """``0.62% of the training step time (budget 1%; ...)``: LossGuard's own time, for the summary's ``cost:`` line;
+    None before any review."""
+    share = budget.run_share
+    if not math.isfinite(share):
+        return None
+    return (
+        f"{percent(share)} of the training step time (budget {percent(budget.budget)}; "
+        f"{_spent(budget)}); gradient norms on 1 optimizer step in {budget.stride}, a report every "
+        f"{budget.report_batches:,} batches."
+    )
+
+
+def over_budget_note(budget: CostBudget) -> str | None:
+    """For a run whose share ended above ``OVER_BUDGET_MARGIN`` times the budget: how much, on what, and which floor
+    held it there. None otherwise."""
+    share = budget.run_share
+    if not math.isfinite(share) or share <= OVER_BUDGET_MARGIN * budget.budget:
+        return None
+    rest_us = max(0.0, budget.spent_own_us - budget.spent_report_us - budget.spent_gradient_us)
+    parts = [
+        f"reports {_ms(budget.spent_report_us)}",
+        f"{budget.gradient_rows:,} gradient measurements {_ms(budget.spent_gradient_us)}",
+        f"the rest {_ms(rest_us)} (the first batch's set-up; then, per batch, time marks, the loss kept, "
+        "validation ends)",
+    ]
+    return (
+        f"LossGuard's own time came to {percent(share)} of the training step time, over its "
+        f"{percent(budget.budget)} budget: {_spent(budget)}, of which {', '.join(parts)}. {_why(budget)}"
+    )
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1e3:.0f} ms" if us >= 1e3 else f"{us / 1e3:.1f} ms"
+
+
+def _why(budget: CostBudget) -> str:
+    rows = f"at least {budget.min_samples} gradient measurements each"
+    why = {
+        "min_reports": (
+            f"A run of {budget.planned_batches:,} batches keeps at least {budget.min_reports} reports with {rows}, so "
+            "that a fault growing within it is judged in time: a run this short cannot spread them under the budget "
+            "at this step time (a longer one can)."
+        ),
+        "max_report_factor": (
+            f"Reports come at most {budget.max_report_factor} times less often than configured (now every "
+            f"{budget.report_batches:,} batches), with {rows}: a longer report_every costs less."
+        ),
+        "report_every": (
+            f"report_every fixes the report interval ({budget.report_batches:,} batches), with {rows}: a longer "
+            "one, or none (the budget then stretches it), costs less."
+        ),
+        "warm_up": "The run ended within the warm-up, whose first reports only measure, to plan the rest.",
+        "ranks": (
+            "Under several ranks every rank must measure and report at the same steps, so the budget does not "
+            "adapt: a longer report_every costs less."
+        ),
+    }.get(budget.limited_by, "")
+    if math.isfinite(budget.fixed_us) and budget.fixed_us / 1e3 > budget.budget * budget.step_ms:
+        why += (
+            f" The cost per batch alone, {budget.fixed_us:.0f} µs, is over the budget at {budget.step_ms:.3g} ms "
+            "per batch; it does not grow with the model."
+        )
+    return why.strip() or "What its start cost (the first batch's graph walk, the warm-up) was not paid back."
