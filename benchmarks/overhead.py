@@ -469,7 +469,7 @@ def per_step_table(repeats: int, quick: bool, log: Callable[[str], None], worklo
     callback_us = callback_hook_us(2000 if quick else 20000)
     rows = [
         "| workload | baseline ms/step | inside LossGuard µs/step | LossGuard attributed | LossGuard end to end "
-        "(CPU; quartiles of the pairs) | budget: self-measured share, gradient stride "
+        "(CPU; quartiles of the pairs) | budget: self-measured share of the run (of its last interval), gradient stride "
         "| grad_norm every step + EarlyStopping (CPU) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -486,9 +486,10 @@ def per_step_table(repeats: int, quick: bool, log: Callable[[str], None], worklo
         diy = median_ratio([t.cpu for t in times["diy"]], [t.cpu for t in times["baseline"]])
         state = guard[-1].budget or {}
         share, stride = state.get("share", math.nan), state.get("gradient_stride", math.nan)
+        run_share = state.get("run_share", math.nan)
         rows.append(
             f"| {workload.name} | {base:.2f} | {inside:.1f} | {attributed:.3f}x | {end_to_end} "
-            f"| {share:.2%}, {stride:.0f} | {diy:.2f}x |"
+            f"| {run_share:.2%} ({share:.2%}), {stride:.0f} | {diy:.2f}x |"
         )
         log(rows[-1])
     return "\n".join(rows)
