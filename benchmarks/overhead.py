@@ -469,8 +469,8 @@ def per_step_table(repeats: int, quick: bool, log: Callable[[str], None], worklo
     callback_us = callback_hook_us(2000 if quick else 20000)
     rows = [
         "| workload | baseline ms/step | inside LossGuard µs/step | LossGuard attributed | LossGuard end to end "
-        "(CPU; quartiles of the pairs) | budget: self-measured share of the run (of its last interval), gradient stride "
-        "| grad_norm every step + EarlyStopping (CPU) |",
+        "(CPU; quartiles of the pairs) | budget: self-measured share of the run (of its last interval), "
+        "gradient stride | grad_norm every step + EarlyStopping (CPU) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for workload in workloads:

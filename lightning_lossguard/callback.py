@@ -794,10 +794,8 @@ class LossGuard(Callback):
         if not self._broken:
             self.notes += [n for n in self._unjudged_notes() if n not in self.notes]
             if self._budget is not None:
-                if over := over_budget_note(self._budget):
-                    self.notes.append(over)
-                else:
-                    cost = cost_line(self._budget)
+                self.notes += [n for n in [over_budget_note(self._budget)] if n]
+                cost = cost_line(self._budget.state())
         for monitor in self.monitors:
             self.notes += [n for n in monitor.notes() if n not in self.notes]
         self._write_json(trainer, status)

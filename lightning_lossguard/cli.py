@@ -28,8 +28,9 @@ from rich.console import Console
 from rich.text import Text
 
 from lightning_lossguard.catalog import cause_first
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, json_number
 from lightning_lossguard.report.console import STYLE, gap_line, summary_table
+from lightning_lossguard.report.cost import cost_line
 from lightning_lossguard.report.json_report import (
     MAX_REPORT_BYTES,
     REPORT_NAME,
@@ -380,6 +381,7 @@ def _as_json(r: Report) -> dict[str, object]:
         "diagnoses": [d.to_dict() for d in cause_first(r.diagnoses)],
         "notes": list(r.notes),
         "coverage": {"complete": r.complete, "gaps": [g.to_dict() for g in r.gaps]},
+        **({"cost": {k: json_number(v) for k, v in r.cost.items()}} if r.cost else {}),
     }
 
 
@@ -387,6 +389,8 @@ def _as_markdown(r: Report) -> str:
     header = (
         f"# LossGuard: {markdown_code(str(r.path))}\n\nStatus **{markdown_text(r.status)}** at step {r.global_step}."
     )
+    cost = cost_line(r.cost)
+    header += f" LossGuard's own time: {markdown_text(cost)}" if cost else ""
     return f"{header}\n\n{full_report(r.diagnoses, r.notes, r.gaps)}"
 
 
@@ -414,6 +418,8 @@ def _print_table(r: Report, out: Console) -> None:
         out.print(Text("  no diagnoses: LossGuard found nothing wrong.", "green"))
     for note in r.notes:
         out.print(Text.assemble(("  note: ", "dim"), one_line(note)))
+    if cost := cost_line(r.cost):
+        out.print(Text.assemble(("  cost: ", "dim"), (one_line(cost), "dim")))
 
 
 # -- entry point ------------------------------------------------------------------------------------------

@@ -311,6 +311,38 @@ def test_report_as_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "| step | severity | code |" in out and "**What to do**" in out and "2. Lower the learning rate." in out
 
 
+COST = {
+    "budget": 0.01,
+    "share": 0.008,
+    "gradient_stride": 6.0,
+    "report_every_batches": 300.0,
+    "run_share": 0.0083,
+    "own_seconds": 0.215,
+    "batches": 1500.0,
+    "step_ms": 18.9,
+}
+
+
+def test_report_says_what_lossguard_cost_the_run_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    within = write_report(tmp_path / "within" / "lossguard.json", [], "finished", 1500, cost=COST)
+    over_cost = {**COST, "run_share": 0.05}
+    over = write_report(
+        tmp_path / "over" / "lossguard.json", [], "finished", 1500, ["Over its budget."], cost=over_cost
+    )
+    line = "0.83% of the training step time (budget 1%; 215 ms in all over 1,500 training batches of 18.9 ms)"
+    assert main(["report", str(within)]) == 0
+    assert line in " ".join(capsys.readouterr().out.split())
+    assert main(["report", str(over)]) == 0
+    out = capsys.readouterr().out
+    assert "note: Over its budget." in out and "cost:" not in out  # the note says it, with what bound it
+    assert main(["report", str(within), "--format", "markdown"]) == 0
+    assert "LossGuard's own time: 0\\.83% of the training step time (budget 1%;" in capsys.readouterr().out
+    assert main(["report", str(within), str(over), "--format", "json"]) == 0
+    assert [r["cost"] for r in json.loads(capsys.readouterr().out)] == [COST, over_cost]
+
+
 # -- usage --------------------------------------------------------------------------------------------------
 def test_version_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -5,12 +5,20 @@ budget decides; this module only words it)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from lightning_lossguard.signals.budget import CostBudget
+if TYPE_CHECKING:  # the lossguard command renders reports' cost lines without importing torch
+    from lightning_lossguard.signals.budget import CostBudget
 
 OVER_BUDGET_MARGIN = 1.25
 """A run is called over budget when its share is above this many times the budget: one run's measured share moves
 by ~10% with the host's timing, and a note about noise would cry wolf."""
+
+
+def over_budget(share: float, budget: float) -> bool:
+    """Whether a run's share ended above ``OVER_BUDGET_MARGIN`` times its budget."""
+    return share > OVER_BUDGET_MARGIN * budget
 
 
 def percent(share: float) -> str:
@@ -19,22 +27,23 @@ def percent(share: float) -> str:
     return f"{share * 100:.{digits}f}".rstrip("0").rstrip(".") + "%"
 
 
-def _spent(budget: CostBudget) -> str:
-    seconds = budget.spent_own_us / 1e6
+def _spent(seconds: float, batches: float, step_ms: float) -> str:
     amount = f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.0f} ms"
-    return f"{amount} in all over {budget.seen_batches:,} training batches of {budget.step_ms:.3g} ms"
+    return f"{amount} in all over {batches:,.0f} training batches of {step_ms:.3g} ms"
 
 
-def cost_line(budget: CostBudget) -> str | None:
-    """``0.62% of the training step time (budget 1%; ...)``: LossGuard's own time, for the summary's ``cost:`` line;
-    None before any review."""
-    share = budget.run_share
-    if not math.isfinite(share):
+def cost_line(cost: Mapping[str, float]) -> str | None:
+    """``0.62% of the training step time (budget 1%; ...)``: LossGuard's own time, for a summary's ``cost:`` line,
+    from the report's ``cost`` (:meth:`CostBudget.state`). None before any review, and for a run over budget (its
+    note says more)."""
+    share, budget = cost.get("run_share", math.nan), cost.get("budget", math.nan)
+    if not math.isfinite(share) or over_budget(share, budget):
         return None
+    spent = _spent(cost.get("own_seconds", math.nan), cost.get("batches", math.nan), cost.get("step_ms", math.nan))
     return (
-        f"{percent(share)} of the training step time (budget {percent(budget.budget)}; "
-        f"{_spent(budget)}); gradient norms on 1 optimizer step in {budget.stride}, a report every "
-        f"{budget.report_batches:,} batches."
+        f"{percent(share)} of the training step time (budget {percent(budget)}; {spent}); gradient norms on 1 "
+        f"optimizer step in {cost.get('gradient_stride', 1):.0f}, a report every "
+        f"{cost.get('report_every_batches', math.nan):,.0f} batches."
     )
 
 
@@ -42,7 +51,7 @@ def over_budget_note(budget: CostBudget) -> str | None:
     """For a run whose share ended above ``OVER_BUDGET_MARGIN`` times the budget: how much, on what, and which floor
     held it there. None otherwise."""
     share = budget.run_share
-    if not math.isfinite(share) or share <= OVER_BUDGET_MARGIN * budget.budget:
+    if not math.isfinite(share) or not over_budget(share, budget.budget):
         return None
     rest_us = max(0.0, budget.spent_own_us - budget.spent_report_us - budget.spent_gradient_us)
     parts = [
@@ -51,9 +60,10 @@ def over_budget_note(budget: CostBudget) -> str | None:
         f"the rest {_ms(rest_us)} (the first batch's set-up; then, per batch, time marks, the loss kept, "
         "validation ends)",
     ]
+    spent = _spent(budget.spent_own_us / 1e6, budget.seen_batches, budget.step_ms)
     return (
         f"LossGuard's own time came to {percent(share)} of the training step time, over its "
-        f"{percent(budget.budget)} budget: {_spent(budget)}, of which {', '.join(parts)}. {_why(budget)}"
+        f"{percent(budget.budget)} budget: {spent}, of which {', '.join(parts)}. {_why(budget)}"
     )
 
 

@@ -68,6 +68,7 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     fail_on: str | None = None
     gaps: list[Gap] = field(default_factory=list)
+    cost: dict[str, float] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -177,6 +178,7 @@ def read_report(path: str | os.PathLike[str]) -> Report:
             schema_version=version,
             fail_on=None if data.get("fail_on") is None else _text(data["fail_on"], "fail_on"),
             gaps=_gaps(data.get("coverage")),
+            cost=_cost(data.get("cost")),
         )
     except _Malformed as error:
         raise ReportError(f"{source}: malformed report ({error})") from None
@@ -334,6 +336,12 @@ def _diagnosis(entry: Any, where: str) -> Diagnosis:
         remedies=[_text(r, f"{where}.remedies[{i}]") for i, r in enumerate(remedies)],
         subject=_text(entry.get("subject", ""), f"{where}.subject"),
     )
+
+
+def _cost(cost: Any) -> dict[str, float]:
+    if cost is None:
+        return {}  # written before the budget existed, or by a fit that never started
+    return {_text(k, "cost key"): _number(v, f"cost.{k}") for k, v in _object(cost, "cost").items()}
 
 
 def _gaps(coverage: Any) -> list[Gap]:

@@ -290,4 +290,5 @@ class CostBudget:
             "report_every_batches": float(self.report_batches),
             "run_share": self.run_share,
             "own_seconds": self.spent_own_us / 1e6,
+            "batches": float(self.seen_batches),
         }

@@ -17,6 +17,7 @@ from tensorboard.plugins.scalar.metadata import PLUGIN_NAME
 
 from lightning_lossguard.catalog import CATALOG, cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.report.cost import cost_line
 from lightning_lossguard.report.json_report import REPORT_NAME, Report, ReportError, read_report
 
 PREFIX = "lossguard/"
@@ -88,6 +89,7 @@ def run_view(run: str, run_dir: Path | None, curves: dict[str, list[list[float]]
                 "status": _status(report),
                 "notes": report.notes,
                 "gaps": [gap.to_dict() for gap in report.gaps],
+                "cost": cost_line(report.cost),
             }
         )
     of_file = {id(d): name for report, name in found for d in report.diagnoses}

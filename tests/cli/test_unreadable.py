@@ -82,6 +82,8 @@ def exits_2_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], *
             "evidence must be a number",
         ),
         ('{"schema_version": 2, "coverage": []}', "coverage must be an object"),
+        ('{"schema_version": 2, "cost": [0.01]}', "cost must be an object"),
+        ('{"schema_version": 2, "cost": {"run_share": "low"}}', "cost.run_share must be a number"),
         ('{"schema_version": 2, "coverage": {"gaps": [{"signal": "grads"}]}}', "coverage.gaps[0] has no 'reason'"),
         ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
         ('{"schema_version": 2, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "JSON nested too deeply"),

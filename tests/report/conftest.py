@@ -107,6 +107,7 @@ def write_run(
     status: str = "finished",
     notes: Sequence[str] = (),
     gaps: Sequence[Gap] = (),
+    cost: dict[str, float] | None = None,
 ) -> None:
     """A small run written as LossGuard writes one: its scalars (one point per 10 steps) and its report."""
     logger = TensorBoardLogger(str(log_dir.parent), name="", version=log_dir.name)
@@ -125,7 +126,11 @@ def write_run(
         )
     reporter.flush()
     logger.experiment.close()
-    write_report(log_dir / "lossguard.json", report, status, steps[-1] + 1, notes=notes, gaps=gaps)
+    write_report(log_dir / "lossguard.json", report, status, steps[-1] + 1, notes=notes, gaps=gaps, cost=cost)
+
+
+COST = {"budget": 0.01, "run_share": 0.005, "own_seconds": 0.05, "batches": 1000.0, "step_ms": 10.0}
+"""A report's cost (the budget's state): the page shows it as one line."""
 
 
 def hostile_diagnoses() -> list[Diagnosis]:
@@ -160,7 +165,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     faulty, healthy = (run_scenario(name, str(root)) for name in (FAULTY, HEALTHY))
     assert faulty.error == "" and [d.code for d in faulty.alarms][:1] == ["exploding_gradients"], faulty.diagnoses
     assert healthy.error == "" and not healthy.alarms, healthy.diagnoses
-    write_run(root / HOSTILE, range(30), hostile_diagnoses(), notes=[ATTACK], gaps=[Gap("gradients", ATTACK)])
+    write_run(
+        root / HOSTILE, range(30), hostile_diagnoses(), notes=[ATTACK], gaps=[Gap("gradients", ATTACK)], cost=COST
+    )
     dirs = {str(Path(r.log_dir).relative_to(root)): Path(r.log_dir) for r in (faulty, healthy)}
     dirs[HOSTILE] = root / HOSTILE
     [faulty_run, healthy_run] = (str(Path(r.log_dir).relative_to(root)) for r in (faulty, healthy))

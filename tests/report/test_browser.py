@@ -111,6 +111,7 @@ def test_hostile_text_is_shown_as_text(server: Server, runs: Runs, browser_path:
           remedies: [...s.querySelectorAll('.card .remedies li')].map(li => li.textContent),
           gap: s.querySelector('.gaps li').textContent,
           note: s.querySelector('.notes li').textContent,
+          cost: s.querySelector('.report .cost').textContent,
           tip: s.querySelector('.marker title').textContent,
           docs: [...s.querySelectorAll('a.doc')].map(a => a.getAttribute('href')),
           injected: document.querySelectorAll('.lossguard img, .lossguard script, .lossguard i, .card b').length,
@@ -121,6 +122,7 @@ def test_hostile_text_is_shown_as_text(server: Server, runs: Runs, browser_path:
     assert found["subject"] == "layer`<b>bold</b>" and found["evidence"] == ["<i>key</i>", "ratio"]
     assert found["remedies"] == ["<a href='javascript:window.pwned=3'>click</a>", ATTACK]
     assert found["gap"] == f"gradients: {ATTACK}" and found["note"] == ATTACK
+    assert found["cost"].startswith("LossGuard's own time: 0.5% of the training step time (budget 1%; 50 ms in all")
     assert found["tip"].startswith("error exploding_gradients at step 15: <img")
     assert found["docs"] == ["catalog.html#exploding_gradients"]  # none for the unknown code
     assert found["injected"] == 0 and found["links"] == 0 and found["pwned"] is None

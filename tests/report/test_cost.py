@@ -35,12 +35,13 @@ def test_percentages_keep_two_significant_digits() -> None:
 def test_under_budget_a_cost_line_and_no_note() -> None:
     budget = reviewed(0.008)
     assert over_budget_note(budget) is None
-    assert cost_line(budget) == (
+    assert cost_line(budget.state()) == (
         "0.8% of the training step time (budget 1%; 8 ms in all over 100 training batches of 10 ms); gradient "
         "norms on 1 optimizer step in 1, a report every 100 batches."
     )
     assert over_budget_note(reviewed(0.01 * OVER_BUDGET_MARGIN)) is None  # noise-level excess is not a note
-    assert cost_line(CostBudget(0.01, report_batches=100)) is None  # nothing reviewed: nothing to say
+    assert cost_line(CostBudget(0.01, report_batches=100).state()) is None  # nothing reviewed: nothing to say
+    assert cost_line(reviewed(0.06).state()) is None  # over budget: the note says it, with what bound it
 
 
 @pytest.mark.parametrize(

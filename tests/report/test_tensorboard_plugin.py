@@ -41,7 +41,8 @@ def test_verdict_says_healthy_counts_alarms_and_names_gaps(tmp_path: Path) -> No
 
 def test_run_view_orders_diagnoses_cause_first_and_keeps_every_field(tmp_path: Path) -> None:
     write_report(tmp_path / "lossguard.json", [INFO, ERROR, CAUSE], "alarm", 30, notes=["a note"])
-    write_report(tmp_path / "lossguard-second.json", [], "running", 12, gaps=[Gap("timing", "no clock")])
+    cost = {"budget": 0.01, "run_share": 0.005, "own_seconds": 0.05, "batches": 1000.0, "step_ms": 10.0}
+    write_report(tmp_path / "lossguard-second.json", [], "running", 12, gaps=[Gap("timing", "no clock")], cost=cost)
     (tmp_path / ".lossguard-tmp123.json").write_text("{")  # a write in progress: never read
     (tmp_path / "lossguard-broken.json").write_text("{")
     (tmp_path / "sub").mkdir()
@@ -62,6 +63,8 @@ def test_run_view_orders_diagnoses_cause_first_and_keeps_every_field(tmp_path: P
     assert str(tmp_path) not in broken["error"]  # the file's name, not where it lives
     assert second["status"] == "running, step 12" and second["gaps"] == [{"signal": "timing", "reason": "no clock"}]
     assert main["status"] == "stopped by LossGuard at step 30" and main["notes"] == ["a note"]
+    assert second["cost"].startswith("0.5% of the training step time (budget 1%; 50 ms in all over 1,000 training")
+    assert main["cost"] is None  # the report holds no cost: nothing to say
     assert run_view("run", None, {})["verdict"]["level"] == "unknown"
 
 

@@ -142,6 +142,7 @@ function reportDetails(report) {
     );
   }
   if (report.notes.length) parts.push(h("ul", { class: "notes" }, ...report.notes.map((n) => h("li", {}, n))));
+  if (report.cost) parts.push(h("p", { class: "cost" }, "LossGuard's own time: ", report.cost));
   return parts.length ? h("div", { class: "report" }, ...parts) : "";
 }
 
