@@ -28,8 +28,8 @@ from rich.console import Console
 from rich.text import Text
 
 from lightning_lossguard.catalog import cause_first
-from lightning_lossguard.diagnosis import Diagnosis, Severity, json_number
-from lightning_lossguard.report.console import STYLE, gap_line, summary_table
+from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.report.console import STYLE, cost_text, gap_line, summary_table
 from lightning_lossguard.report.cost import cost_line
 from lightning_lossguard.report.json_report import (
     MAX_REPORT_BYTES,
@@ -37,6 +37,7 @@ from lightning_lossguard.report.json_report import (
     Gap,
     Report,
     ReportError,
+    cost_entry,
     find_reports,
     read_report,
 )
@@ -381,7 +382,7 @@ def _as_json(r: Report) -> dict[str, object]:
         "diagnoses": [d.to_dict() for d in cause_first(r.diagnoses)],
         "notes": list(r.notes),
         "coverage": {"complete": r.complete, "gaps": [g.to_dict() for g in r.gaps]},
-        **({"cost": {k: json_number(v) for k, v in r.cost.items()}} if r.cost else {}),
+        **cost_entry(r.cost),
     }
 
 
@@ -419,7 +420,7 @@ def _print_table(r: Report, out: Console) -> None:
     for note in r.notes:
         out.print(Text.assemble(("  note: ", "dim"), one_line(note)))
     if cost := cost_line(r.cost):
-        out.print(Text.assemble(("  cost: ", "dim"), (one_line(cost), "dim")))
+        out.print(cost_text(cost))
 
 
 # -- entry point ------------------------------------------------------------------------------------------

@@ -88,6 +88,11 @@ def gap_line(gap: Gap) -> Text:
     return Text.assemble(("  not watched: ", "yellow"), (one_line(gap.signal), "bold"), ": ", one_line(gap.reason))
 
 
+def cost_text(line: str) -> Text:
+    """``  cost: <what LossGuard cost the run>``."""
+    return Text.assemble(("  cost: ", "dim"), (one_line(line), "dim"))
+
+
 class ConsoleReporter:
     """Prints diagnoses as they happen and a summary at the end of fit; silent when ``enabled`` is False.
 
@@ -174,7 +179,7 @@ class ConsoleReporter:
         parts += [gap_line(g) for g in gaps]
         parts += [Text.assemble(("  note: ", "dim"), one_line(n)) for n in notes]
         if cost:
-            parts.append(Text.assemble(("  cost: ", "dim"), (one_line(cost), "dim")))
+            parts.append(cost_text(cost))
         if report_path:
             parts.append(Text.assemble(("  report: ", "dim"), one_line(report_path)))
         self._print(*parts)

@@ -108,7 +108,7 @@ def write_report(
         "diagnoses": [d.to_dict() for d in diagnoses],
         "notes": list(notes),
         "coverage": {"complete": not gaps, "gaps": [g.to_dict() for g in gaps]},
-        **({"cost": {k: json_number(v) for k, v in cost.items()}} if cost else {}),
+        **cost_entry(cost),
     }
     fd, tmp = tempfile.mkstemp(prefix=".lossguard-", suffix=".json", dir=target.parent)
     try:
@@ -121,6 +121,11 @@ def write_report(
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def cost_entry(cost: Mapping[str, float] | None) -> dict[str, dict[str, float | str]]:
+    """The report's ``cost`` entry (none when there is no cost): its numbers as JSON holds them."""
+    return {"cost": {k: json_number(v) for k, v in cost.items()}} if cost else {}
 
 
 def _umask() -> int:
