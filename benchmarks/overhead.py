@@ -20,8 +20,10 @@ Two measures of LossGuard's cost:
   shuffled order); the ratio is the median over repetitions of ``time(config) / time(baseline)``, in
   process CPU time (one thread: a shared host moves wall time by several percent between runs).
 
-Two more tables: the whole of a 400-step run (start-up and every report included, what a CI smoke run
-pays), and the time and memory of one report as a run gets long (the detectors alone, up to 100k steps).
+Three more tables: the whole of a 400-step run (start-up and every report included, what a CI smoke run
+pays); the time inside LossGuard per batch by what it did there (a plain batch, a gradient pass, a report) on models
+of 2 to 2,002 parameter tensors; and the time and memory of one report as a run gets long (the detectors alone, up
+to 100k steps).
 """
 
 from __future__ import annotations
@@ -514,6 +516,93 @@ def short_run_table(repeats: int, quick: bool, log: Callable[[str], None]) -> st
     return "| run | baseline wall time | LossGuard(), paired ratio (quartiles) |\n|---|---:|---:|\n" + row
 
 
+class BatchMarks(Callback):
+    """Placed before LossGuard: ``ATTRIBUTED.seconds`` as each batch starts and as training ends, so a batch's time
+    inside LossGuard is the difference of two marks (its hooks, its report, its forward marks; not the final
+    report, which comes after the last mark)."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        ATTRIBUTED.counting = True
+        self.marks.append(ATTRIBUTED.seconds)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks.append(ATTRIBUTED.seconds)
+
+
+class BatchKinds(Callback):
+    """Placed after LossGuard: what LossGuard decided to do in each batch (its own flags, set in its batch start)."""
+
+    def __init__(self, guard: LossGuard) -> None:
+        self.guard = guard
+        self.kinds: list[str] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        guard = self.guard
+        kind = "plain"
+        if guard._batches == 0:
+            kind = "first"
+        elif guard._before_report:
+            kind = "report"
+        elif guard._sample_gradients:
+            kind = "sampled"
+        self.kinds.append(kind)
+
+
+STEP_KIND_RUNS = ((WORKLOADS[0], 1000, "2"), (WORKLOADS[5], 300, "6"), (WORKLOADS[6], 300, "2,002"))
+"""(workload, steps, parameter tensors) of the per-kind table: runs long enough for a gradient stride above 1."""
+
+
+def step_kinds_table(log: Callable[[str], None], runs: tuple[tuple[Workload, int, str], ...] = STEP_KIND_RUNS) -> str:
+    """Time inside LossGuard per training batch, by what it did in the batch, on models of 2 to 2,002 parameter
+    tensors: a plain batch (no gradient pass, no report) must not grow with the number of tensors."""
+    rows = [
+        "| workload | parameter tensors | step ms (LossGuard's measure) | plain batch, µs (batches) "
+        "| gradient-sampled batch, µs (batches) | report batch, ms (batches) | first batch, ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    with ATTRIBUTED.counted(), tempfile.TemporaryDirectory() as root:
+        for workload, steps, tensors in runs:
+            ATTRIBUTED.seconds, ATTRIBUTED.counting = 0.0, False
+            torch.manual_seed(0)
+            guard = LossGuard(verbose=False)
+            marks, kinds = BatchMarks(), BatchKinds(guard)
+            trainer = L.Trainer(
+                accelerator="cpu",
+                devices=1,
+                max_steps=steps,
+                logger=L.pytorch.loggers.TensorBoardLogger(root, name="kinds"),
+                callbacks=[marks, guard, kinds],
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                enable_checkpointing=False,
+            )
+            loader = DataLoader(workload.data(), batch_size=workload.batch, shuffle=True, drop_last=True)
+            trainer.fit(workload.build(), loader)
+            inside = [b - a for a, b in zip(marks.marks, marks.marks[1:])]
+            by_kind = {k: [t for t, kind in zip(inside, kinds.kinds) if kind == k] for k in ("plain", "sampled")}
+            reports = [t for t, kind in zip(inside, kinds.kinds) if kind == "report"]
+            first = [t for t, kind in zip(inside, kinds.kinds) if kind == "first"]
+            step_ms = guard._budget.step_ms if guard._budget is not None else math.nan
+            cells = [f"{_median(by_kind[k]) * 1e6:.1f} ({len(by_kind[k])})" for k in ("plain", "sampled")]
+            rows.append(
+                f"| {workload.name} | {tensors} | {step_ms:.2f} | {' | '.join(cells)} "
+                f"| {_median(reports) * 1e3:.2f} ({len(reports)}) | {_median(first) * 1e3:.1f} |"
+            )
+            log(rows[-1])
+    return "\n".join(rows)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
 def judging_profile(
     steps: int = 100_000, every: int = 50, checkpoints: tuple[int, ...] = (1_000, 10_000, 100_000)
 ) -> list[tuple[int, float, float]]:
@@ -588,7 +677,12 @@ def run(repeats: int, quick: bool, log: Callable[[str], None] = print, workloads
     with ATTRIBUTED.counted():
         parts = [per_step_table(repeats, quick, log, workloads or WORKLOADS)]
     if workloads is None:
-        parts += [short_run_table(repeats, quick, log), long_run_table(log, 2_000 if quick else 100_000)]
+        kinds = tuple((w, 60, t) for w, _, t in STEP_KIND_RUNS[:2]) if quick else STEP_KIND_RUNS
+        parts += [
+            short_run_table(repeats, quick, log),
+            step_kinds_table(log, kinds),
+            long_run_table(log, 2_000 if quick else 100_000),
+        ]
     return "\n\n".join(parts)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.docs import replace_section
-from benchmarks.overhead import WORKLOADS, judging_profile, ratio_spread, run
+from benchmarks.overhead import WORKLOADS, judging_profile, ratio_spread, run, step_kinds_table
 
 
 def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
@@ -18,6 +18,16 @@ def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
     assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
     # The budget's own measure of the run's share (of the last interval's), and the stride.
     assert re.search(r"\| [0-9.]+% \([0-9.]+%\), [0-9]+ \|", row)
+
+
+def test_the_per_kind_table_times_plain_sampled_and_report_batches_apart() -> None:
+    """A 400-step run of the ~1 ms model has all three kinds (the budget's stride is above 1 after its warm-up)."""
+    table = step_kinds_table(lambda _: None, ((WORKLOADS[0], 400, "2"),))
+    [row] = [line for line in table.splitlines() if line.startswith("| BoringModel")]
+    plain, sampled, report = ((float(t), int(n)) for t, n in re.findall(r"\| ([0-9.]+) \(([0-9]+)\)", row))
+    assert plain[1] + sampled[1] + report[1] == 399  # every batch but the first, in exactly one kind
+    assert min(plain[1], sampled[1], report[1]) > 0 and report[1] >= 8
+    assert 0 < plain[0] < sampled[0] and report[0] > 0  # a gradient pass costs more than no work
 
 
 def test_what_the_detectors_hold_does_not_grow_with_the_run() -> None:

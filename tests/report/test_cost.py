@@ -48,6 +48,7 @@ def test_under_budget_a_cost_line_and_no_note() -> None:
     ("limited_by", "says"),
     [
         ("min_reports", "A run of 400 batches keeps at least 10 reports with at least 10 gradient measurements each"),
+        ("min_reports", "set the interval yourself, e.g. LossGuard(report_every=100) for 4 reports"),
         ("max_report_factor", "Reports come at most 8 times less often than configured (now every 100 batches)"),
         ("report_every", "report_every fixes the report interval (100 batches)"),
         ("warm_up", "The run ended within the warm-up"),
@@ -89,6 +90,12 @@ def test_a_short_fast_run_says_it_went_over_budget_and_why(tmp_path: Path, capsy
     assert report["cost"]["run_share"] > 1.25e-4 and report["cost"]["own_seconds"] > 0
     out = " ".join(capsys.readouterr().out.split())
     assert "over its 0.01% budget" in out and "cost: " not in out
+    # The note's knob does what it says: the user's own interval, which the floor does not bind.
+    assert "LossGuard(report_every=100) for 4 reports" in note and guard._budget is not None
+    fewer = LossGuard(budget=1e-4, report_every=100)
+    trainer(tmp_path / "fewer", [fewer], max_steps=400).fit(build("adam_regression").module, run.train)
+    # Reviews: the floor's 10 (the run's end included) against every 100 batches plus the run's end.
+    assert fewer._budget is not None and (guard._budget.reports, fewer._budget.reports) == (10, 5)
 
 
 def test_a_run_within_budget_prints_its_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
