@@ -92,7 +92,10 @@ def test_a_validation_between_reports_neither_reports_nor_hides_its_cost(
     t = trainer(tmp_path, [guard], max_epochs=10)
     t.fit(run.module, run.train, run.val)
     assert reviews == [20, 40, 60, 80, 80]  # the scheduled reports, and the run's end
-    assert guard._budget is not None and guard._budget.spent_own_us >= 10 * 0.02e6
+    # Nine of the ten validations fall in reviewed intervals: the tenth follows the report of the last batch (an
+    # interval of no batches, which the budget does not review). Ten used to pass only when LossGuard's other time
+    # made up the missing 20 ms, i.e. on a slow enough host.
+    assert guard._budget is not None and guard._budget.spent_own_us >= 9 * 0.02e6
 
 
 def test_a_validation_between_reports_is_compared_with_the_losses_since_the_last_one() -> None:
