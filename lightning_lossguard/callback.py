@@ -36,7 +36,7 @@ from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_repor
 from lightning_lossguard.report.loggers import LoggerReporter, Series
 from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
-from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, CostMeter, gc_seconds, watch_gc
+from lightning_lossguard.signals.budget import GC_SECONDS, CostBudget, CostMeter, own_mark, own_since, watch_gc
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
@@ -489,16 +489,16 @@ class LossGuard(Callback):
             # gradient accumulation only every k-th batch steps.
             before_report = self._before_report  # the last batch before a report: its samples are always taken
             if self._sample_gradients:
-                start = time.perf_counter()
+                mark = own_mark()
                 self._recorder.record_gradients(self._batch_step, optimizer)
-                self._meter.gradient_seconds += time.perf_counter() - start
+                self._meter.gradient_seconds += own_since(mark)
             if self._batches == self._first_sample or before_report:
                 # The first batch (how the run starts) and the batch before each report are sampled.
-                start = time.perf_counter()
+                mark = own_mark()
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements)
-                self._meter.interval_seconds += time.perf_counter() - start
+                self._meter.interval_seconds += own_since(mark)
             if not automatic:  # the module zeroes gradients itself: checked from a report batch's step to the next
                 self._recorder.end_clearing(optimizer)
                 if before_report:  # a timed batch: the backwards after this step are seen too
@@ -532,10 +532,10 @@ class LossGuard(Callback):
                 self._recorder.record_loss(self._batch_step, loss, terms, lr if type(lr) is float else math.nan)
                 self._losses_seen += 1
             if self._sampling:
-                start = time.perf_counter()
+                mark = own_mark()
                 self._recorder.sample_after_step()
                 self._sampling = False
-                self._meter.interval_seconds += time.perf_counter() - start
+                self._meter.interval_seconds += own_since(mark)
             for monitor in self.monitors:
                 monitor.on_train_batch_end(outputs, batch, self._batch_step)
             self._batches += 1
@@ -547,9 +547,9 @@ class LossGuard(Callback):
             self._internal_error("on_train_batch_end", error)
             return
         if self._report_due(self._batches):
-            start, collected = time.perf_counter(), gc_seconds()
+            mark = own_mark()
             self._report(trainer, pl_module)
-            self._meter.interval_seconds += time.perf_counter() - start - (gc_seconds() - collected)
+            self._meter.interval_seconds += own_since(mark)
         elif self._tripwire_every and self._batches % self._tripwire_every == 0:
             self._tripwire(trainer, pl_module)
 
