@@ -60,7 +60,7 @@ from benchmarks.docs import replace_section
 from lightning_lossguard import LossGuard
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.signals import step_timer
-from lightning_lossguard.signals.budget import gc_seconds
+from lightning_lossguard.signals.budget import own_mark, own_since, watch_gc
 from lightning_lossguard.signals.window import Window
 
 # -- workloads: the patterns of the healthy corpus, sized from ~1 ms to ~20 ms per step on one CPU thread ---------
@@ -282,15 +282,16 @@ class Attributed:
     @contextlib.contextmanager
     def _hooks_counted(self) -> Iterator[None]:
         originals = {name: vars(LossGuard)[name] for name in HOOKS}
+        watch_gc()
 
         def timed(hook: Callable[..., Any]) -> Callable[..., Any]:
             def call(*args: Any, **kwargs: Any) -> Any:
-                start, collected = time.perf_counter(), gc_seconds()
+                mark = own_mark()
                 try:
                     return hook(*args, **kwargs)
                 finally:
                     if self.counting:
-                        self.seconds += time.perf_counter() - start - (gc_seconds() - collected)
+                        self.seconds += own_since(mark)
                         self.hook_calls += 1
 
             return call
@@ -586,14 +587,15 @@ def step_kinds_table(log: Callable[[str], None], runs: tuple[tuple[Workload, int
             loader = DataLoader(workload.data(), batch_size=workload.batch, shuffle=True, drop_last=True)
             trainer.fit(workload.build(), loader)
             inside = [b - a for a, b in zip(marks.marks, marks.marks[1:])]
-            by_kind = {k: [t for t, kind in zip(inside, kinds.kinds) if kind == k] for k in ("plain", "sampled")}
-            reports = [t for t, kind in zip(inside, kinds.kinds) if kind == "report"]
-            first = [t for t, kind in zip(inside, kinds.kinds) if kind == "first"]
+            by_kind: dict[str, list[float]] = {k: [] for k in ("plain", "sampled", "report", "first")}
+            for seconds, kind in zip(inside, kinds.kinds):
+                by_kind[kind].append(seconds)
             step_ms = guard._budget.step_ms if guard._budget is not None else math.nan
             cells = [f"{_median(by_kind[k]) * 1e6:.1f} ({len(by_kind[k])})" for k in ("plain", "sampled")]
+            reports = by_kind["report"]
             rows.append(
                 f"| {workload.name} | {tensors} | {step_ms:.2f} | {' | '.join(cells)} "
-                f"| {_median(reports) * 1e3:.2f} ({len(reports)}) | {_median(first) * 1e3:.1f} |"
+                f"| {_median(reports) * 1e3:.2f} ({len(reports)}) | {_median(by_kind['first']) * 1e3:.1f} |"
             )
             log(rows[-1])
     return "\n".join(rows)
