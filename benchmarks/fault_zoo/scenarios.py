@@ -306,7 +306,7 @@ def _expensive_loop() -> Run:
             total = total + ((p_i - y_i).reshape(1, 1) @ proj[:1] @ proj).pow(2).mean()
         return total / len(pred)
 
-    return Run(ZooModule(mlp([16, 32, 1]), loss=loss), loader(regression_data(), 128), trainer={"max_steps": 120})
+    return Run(ZooModule(mlp([16, 32, 1]), loss=loss), loader(regression_data(), 512), trainer={"max_steps": 120})
 
 
 def _l2_weight_10() -> Run:
