@@ -28,7 +28,7 @@ from lightning_lossguard.detectors.stalled_training import StalledTraining, last
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
-from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, STEP_HOOKS, offer, own_hooks
+from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, START_HOOKS, STEP_HOOKS, offer, own_hooks
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import cost_line, over_budget_note
@@ -169,6 +169,7 @@ class LossGuard(Callback):
         offer(self, own_hooks(self, NO_OP_HOOKS, Callback), False)
         self._backward_hooks = own_hooks(self, BACKWARD_HOOKS, LossGuard)
         self._step_hooks = own_hooks(self, STEP_HOOKS, LossGuard)
+        self._start_hooks = own_hooks(self, START_HOOKS, LossGuard)
 
     # -- public ---------------------------------------------------------------------------------------
     @property
@@ -210,6 +211,7 @@ class LossGuard(Callback):
         self._backward_work = False  # the backward hooks have something to do in the batch under way
         self._step_work = False  # and so has the optimizer-step hook
         self._offered: tuple[bool, bool] | None = None  # (backward, step) hooks as last offered to Lightning
+        self._start_hidden = False  # the next batch is plain: its start was prepared at the last batch's end
         self._sample_gradients = False  # its gradients are measured (the budget's stride)
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
@@ -246,6 +248,7 @@ class LossGuard(Callback):
             self._new_record()  # a new log directory: a new record (a resume reloads its state right after this)
         self.report_path = path
         self._reset_run()
+        offer(self, self._start_hooks, True)
         # A tqdm bar draws with "\r" and no newline: the console clears it around each line it prints.
         self._console = ConsoleReporter(enabled=self.verbose, progress_bar=trainer.progress_bar_callback)
 
@@ -403,7 +406,7 @@ class LossGuard(Callback):
         if self._recorder is None or self._broken:
             return
         try:
-            self._batch_step = trainer.global_step  # after an optimizer step global_step moves on
+            step = trainer.global_step  # after an optimizer step global_step moves on
             if batch_idx == 0 and pl_module.automatic_optimization:
                 self._follow_accumulation(trainer)
             # After a report, the first batch of an accumulation window starts from zeroed gradients: check it.
@@ -411,28 +414,33 @@ class LossGuard(Callback):
             # epoch's last, partial window steps too): a count of batches across epochs can fall mid-window.
             self._check_leftover = self._leftover_due and batch_idx % self._accumulate == 0
             self._leftover_due = self._leftover_due and not self._check_leftover
-            self._recorder.begin_batch()
-            self._before_report = before_report = self._report_due(self._batches + 1)
-            if self._budget is None:
-                timed = self._sample_gradients = True
-            else:
-                timed, self._sample_gradients = self._budget.samples(self._batches, self._batch_step, before_report)
-            if timed:
-                self._recorder.timer.batch_start(self._batch_step)
-            else:
-                self._recorder.timer.batch_untimed(self._batch_step)
-            if self._forward is not None and self._batches > 0:
-                self._forward.timing(timed)
-            clearing = self._recorder.watching_clearing  # manual optimization, after a report
-            self._backward_work = timed or self._check_leftover or self._order is not None or clearing
-            self._step_work = timed or self._sample_gradients or self._batches <= self._first_sample or clearing
-            offered = (self._backward_work, self._step_work)
-            if offered != self._offered:  # most batches in a row hide the same hooks: nothing to change then
-                offer(self, self._backward_hooks, offered[0])
-                offer(self, self._step_hooks, offered[1])
-                self._offered = offered
+            before_report = self._report_due(self._batches + 1)
+            timed, sample = (
+                (True, True) if self._budget is None else self._budget.samples(self._batches, step, before_report)
+            )
+            self._set_up_batch(step, before_report, timed, sample)
         except Exception as error:
             self._internal_error("on_train_batch_start", error)
+
+    def _set_up_batch(self, step: int, before_report: bool, timed: bool, sample: bool) -> None:
+        """The batch about to start at ``step``: its marks, and which of the hooks Lightning calls in it."""
+        assert self._recorder is not None
+        self._batch_step, self._before_report, self._sample_gradients = step, before_report, sample
+        self._recorder.begin_batch()
+        if timed:
+            self._recorder.timer.batch_start(step)
+        else:
+            self._recorder.timer.batch_untimed(step)
+        if self._forward is not None and self._batches > 0:
+            self._forward.timing(timed)
+        clearing = self._recorder.watching_clearing  # manual optimization, after a report
+        self._backward_work = timed or self._check_leftover or self._order is not None or clearing
+        self._step_work = timed or sample or self._batches <= self._first_sample or clearing
+        offered = (self._backward_work, self._step_work)
+        if offered != self._offered:  # most batches in a row hide the same hooks: nothing to change then
+            offer(self, self._backward_hooks, offered[0])
+            offer(self, self._step_hooks, offered[1])
+            self._offered = offered
 
     def _follow_accumulation(self, trainer: pl.Trainer) -> None:
         """A ``GradientAccumulationScheduler`` changes the accumulation at epoch starts: Lightning divides the losses
@@ -554,6 +562,7 @@ class LossGuard(Callback):
                 self._finish_first_batch(trainer, pl_module, batch)
         except Exception as error:
             self._internal_error("on_train_batch_end", error)
+            self._hide_start(False)
             return
         if self._report_due(self._batches):
             mark = own_mark()
@@ -561,9 +570,45 @@ class LossGuard(Callback):
             self._meter.interval_seconds += own_since(mark)
         elif self._tripwire_every and self._batches % self._tripwire_every == 0:
             self._tripwire(trainer, pl_module)
+        self._hide_start(self._prepare_plain_batch(trainer))
+
+    def _prepare_plain_batch(self, trainer: pl.Trainer) -> bool:
+        """When the next batch is plain (not timed, not sampled, no check due), set it up now and return True: its
+        start hook would do only this, and Lightning's dispatch of the hook costs more (~2 us) than the work. The
+        stall watchdog keeps the hook: it tells a stall inside a batch from one loading data by the hook's mark.
+        Decided after the report, which can change the interval and the stride; the global step and the batch
+        count are the next batch's already."""
+        recorder, budget = self._recorder, self._budget
+        if (
+            recorder is None
+            or budget is None
+            or self._watchdog is not None
+            or self._order is not None
+            or self._leftover_due
+            or self._batches <= self._first_sample
+            or recorder.watching_clearing
+            or self._broken
+        ):
+            return False
+        try:
+            step = trainer.global_step
+            if any(budget.samples(self._batches, step, before_report := self._report_due(self._batches + 1))):
+                return False
+            self._check_leftover = False
+            self._set_up_batch(step, before_report, False, False)
+            return True
+        except Exception as error:
+            self._internal_error("on_train_batch_end", error)
+            return False
+
+    def _hide_start(self, hidden: bool) -> None:
+        if hidden != self._start_hidden:
+            offer(self, self._start_hooks, not hidden)
+            self._start_hidden = hidden
 
     # -- pauses that are not data loading ---------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._hide_start(False)  # an epoch's first batch follows a change of the gradient accumulation
         self._interrupt("on_train_epoch_start")
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -835,8 +880,9 @@ class LossGuard(Callback):
         return notes
 
     def _remove_hooks(self) -> None:
-        offer(self, self._backward_hooks + self._step_hooks, True)
+        offer(self, self._backward_hooks + self._step_hooks + self._start_hooks, True)
         self._offered = None
+        self._start_hidden = False
         if self._forward is not None:
             self._forward.remove()
             self._forward = None

@@ -22,6 +22,8 @@ NO_OP_HOOKS = (
 BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
 STEP_HOOKS = ("on_before_optimizer_step",)
 """Per-batch hooks with work on some batches only (timed, sampled, the first, the one after a report)."""
+START_HOOKS = ("on_train_batch_start",)
+"""Hidden when the batch is plain: the previous batch's end prepared it."""
 
 
 def own_hooks(callback: Callback, hooks: tuple[str, ...], owner: type) -> tuple[str, ...]:

@@ -472,6 +472,60 @@ def test_hooks_with_nothing_to_do_are_hidden_from_lightning(tmp_path: Path, monk
     assert "on_before_backward" not in vars(guard) and "on_before_optimizer_step" not in vars(guard)  # restored
 
 
+def test_a_plain_batch_is_prepared_at_the_last_batchs_end_and_its_start_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a batch neither timed nor sampled, on_train_batch_start would only set the batch up: the previous batch's
+    # end does that and Lightning does not dispatch the hook (~2 us). Every recorded row must still carry its step.
+    started: list[tuple[int, int]] = []  # (global step, batch index) of each start Lightning dispatched
+    windows: list[Any] = []
+    start, drain = LossGuard.on_train_batch_start, SignalRecorder.drain
+
+    def counted_start(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+        started.append((trainer.global_step, index))
+        start(self, trainer, module, batch, index)
+
+    def kept_drain(self: SignalRecorder, *args: Any, **kwargs: Any) -> Any:
+        windows.append(drain(self, *args, **kwargs))
+        return windows[-1]
+
+    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted_start)
+    monkeypatch.setattr(SignalRecorder, "drain", kept_drain)
+    run = build("adam_regression")
+    guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
+    fit = trainer(tmp_path, [guard], max_steps=150, accumulate_grad_batches=2, limit_train_batches=50)
+    fit.fit(run.module, run.train, run.val)
+    assert guard._budget is not None and guard._budget.stride > 1
+    batches = 300
+    later = [step for step, _ in started if step >= 40]  # the first interval (80 batches) times every batch
+    assert len(later) < (batches - 80) / 2, f"the start hook ran on {len(later)} of {batches - 80} later batches"
+    assert {(step, index) for step, index in started if index == 0} == {(25 * e, 0) for e in range(6)}  # epochs
+    assert [s for w in windows for s in w.batch_steps] == [i // 2 for i in range(batches)]  # each loss's step
+    steps_started = {step for step, _ in started}
+    measured = {s for w in windows for s in (*w.optimizer_steps, *w.timing_steps)}
+    assert measured and measured <= steps_started, sorted(measured - steps_started)
+    assert "on_train_batch_start" not in vars(guard)  # restored after the fit
+
+
+def test_with_the_stall_watchdog_every_batch_start_is_dispatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watchdog tells a stall inside a batch from one loading data by the start hook's mark.
+    started: list[int] = []
+    start = LossGuard.on_train_batch_start
+
+    def counted_start(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+        started.append(index)
+        start(self, trainer, module, batch, index)
+
+    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted_start)
+    run = build("adam_regression")
+    guard = LossGuard(budget=1e-6, report_every=40, stall_timeout=60, verbose=False)
+    trainer(tmp_path, [guard], max_steps=150).fit(run.module, run.train)
+    assert guard._budget is not None and guard._budget.stride > 1
+    assert len(started) == 150
+
+
 def test_a_subclass_that_overrides_a_hook_keeps_it_called(tmp_path: Path) -> None:
     class Counting(LossGuard):
         seen = 0
