@@ -266,6 +266,8 @@ class LossGuard(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fitting = True
         self.fits.append({"status": "running", "global_step": trainer.global_step})
+        if len(self.fits) > 1 and trainer.ckpt_path is None:  # no checkpoint: the optimizer starts over
+            self._diagnostician.fit_restarted(trainer.global_step)
         try:
             self._start(trainer, pl_module)
         except Exception as error:  # never break training because of monitoring

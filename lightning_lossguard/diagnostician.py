@@ -127,6 +127,7 @@ class Diagnostician:
         self.val_metric = val_metric
         self._val_names = VAL_LOSS_SPELLINGS if val_metric == DEFAULT_VAL_METRIC else (val_metric,)
         self.val_detectors: dict[str, ValLossRising] = {}
+        self.restart_step: int | None = None  # a later fit of this record started here with a new optimizer
         self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
         self._reported: dict[str, int] = {}
@@ -292,6 +293,12 @@ class Diagnostician:
             found += growth.update(window.last_step, memory)
         return found
 
+    def fit_restarted(self, step: int) -> None:
+        """A later ``trainer.fit`` of this record continues at ``step`` without a checkpoint: a new optimizer."""
+        self.restart_step = step
+        for detector in self.val_detectors.values():
+            detector.restart(step)
+
     def judge_validation(
         self, step: int, epoch: int, metrics: Mapping[str, float], recent_losses: Sequence[float] = ()
     ) -> list[Diagnosis]:
@@ -308,6 +315,8 @@ class Diagnostician:
             detector = self.val_detectors.get(name)
             if detector is None:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
+                if self.restart_step is not None:
+                    detector.restart(self.restart_step)
                 self.val_detectors[name] = detector
             found += detector.update(step, epoch, float(value), level)
         return self.accept(found)
@@ -490,6 +499,7 @@ class Diagnostician:
             "early_losses": list(self._early_losses),
             "steps_judged": self.steps_judged,
             "rank_attribution": self.rank_attribution.state_dict(),
+            "restart_step": self.restart_step,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -507,6 +517,8 @@ class Diagnostician:
         self._early_losses = list(state.get("early_losses", []))
         self.steps_judged = int(state.get("steps_judged", 0))
         self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
+        restart = state.get("restart_step")
+        self.restart_step = int(restart) if restart is not None else None
 
 
 def _without_zero_loss_steps(window: Window) -> np.ndarray:

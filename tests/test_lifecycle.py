@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.fault_zoo.scenarios import build
+from benchmarks.fault_zoo.scenarios import ZooModule, build, loader, mlp, regression_data
 from lightning_lossguard import LossGuard, LossGuardAlarm, Severity
 from lightning_lossguard.cli import main
 from lightning_lossguard.diagnostician import Diagnostician
@@ -147,3 +147,23 @@ def test_an_internal_error_in_any_hook_is_a_gap_and_never_breaks_training(
     assert main(["check", "--allow-gaps", str(Path(guard.report_path or "").parent)]) == 0
     assert "LossGuard LossGuard" not in out
     assert not any("forward was not called" in n or n.startswith("Run too short") for n in guard.notes)
+
+
+def data() -> tuple[Any, Any]:
+    return loader(regression_data(n=512)), loader(regression_data(n=256, seed=9), 256, False)
+
+
+def test_a_second_fit_without_a_checkpoint_is_a_restart_not_a_rising_validation_loss(tmp_path: Path) -> None:
+    # Training continued with a second trainer.fit: Lightning builds a new optimizer, and a fresh Adam's first
+    # steps bump the validation loss for an evaluation or two. That bump read as val_loss_rising (a warning).
+    torch.manual_seed(0)
+    module = ZooModule(mlp([16, 64, 64, 1]), optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    guard = LossGuard(verbose=False)
+    fit = trainer(tmp_path, [guard], max_epochs=8)
+    fit.fit(module, *data())
+    assert guard.diagnoses == [] and guard._diagnostician.restart_step is None
+    fit.fit_loop.max_epochs = 16
+    fit.fit(module, *data())  # the script run again: the same batch order as the first fit's
+    assert [f["global_step"] for f in guard.fits] == [128, 256]
+    assert guard._diagnostician.restart_step == 128
+    assert [d.one_line() for d in guard.diagnoses] == []

@@ -49,6 +49,7 @@ def test_resumed_run_gives_the_same_diagnoses_as_an_uninterrupted_one(tmp_path: 
     t = fit(tmp_path / "split", resumed, 120, ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=50.ckpt"))
 
     assert whole.diagnoses, "the fault must be found"
+    assert resumed._diagnostician.restart_step is None  # resumed from a checkpoint: the optimizer's state too
     assert [(d.code, d.step, d.subject) for d in resumed.diagnoses] == [
         (d.code, d.step, d.subject) for d in whole.diagnoses
     ]

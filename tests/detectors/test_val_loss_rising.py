@@ -44,3 +44,36 @@ def test_a_spike_that_is_coming_back_down_is_a_transient() -> None:
     # The same peak, not undone: judged at the third evaluation, as before.
     [found] = run([0.0168, 0.167, 0.150], [0.0011, 0.0009, 0.0008])
     assert found.evidence["evaluations"] == 3 and "overfitting" in found.message
+
+
+# A second trainer.fit without ckpt_path builds a new optimizer: validation bumps for an evaluation or two (Adam's
+# first steps are large), then comes back. Falling to 0.0266 over eight evaluations, then the second fit.
+FIRST_FIT = [0.28, 0.0784, 0.0465, 0.0326, 0.0307, 0.0283, 0.0274, 0.0266]
+TRANSIENT = [0.033, 0.0302, 0.0265, 0.0249, 0.0258, 0.0239]
+
+
+def continued(vals_after: list[float], restart: bool, train: float = 0.03) -> list:
+    detector = ValLossRising()
+    found = []
+    for epoch, v in enumerate(FIRST_FIT):
+        found += detector.update(step=16 * (epoch + 1), epoch=epoch, value=v, train_loss=train)
+    if restart:
+        detector.restart(16 * len(FIRST_FIT))
+    for i, v in enumerate(vals_after):
+        epoch = len(FIRST_FIT) + i
+        found += detector.update(step=16 * (epoch + 1), epoch=epoch, value=v, train_loss=train)
+    return found
+
+
+def test_the_warm_restart_of_a_new_fit_is_not_a_rise() -> None:
+    assert continued(TRANSIENT, restart=False), "without the restart known, the bump reads as a rise"
+    assert continued(TRANSIENT, restart=True) == []
+
+
+def test_a_rise_that_outlasts_the_restart_is_reported_and_names_it() -> None:
+    rising = [0.033, 0.036, 0.040, 0.045, 0.050]
+    found = continued(rising, restart=True)
+    assert found, "a second stage that keeps rising is still reported"
+    assert found[0].step == 16 * (len(FIRST_FIT) + 4)  # after restart_evals (2) + persist (2) evaluations
+    assert "new trainer.fit continued the run at step 128" in found[0].message
+    assert found[0].remedies[0].startswith("To continue a run in a new trainer.fit, pass ckpt_path=")
