@@ -815,7 +815,10 @@ class LossGuard(Callback):
     # -- end of fit -----------------------------------------------------------------------------------------
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._recorder is not None and not self._finished and not self._broken:
+            mark = own_mark()
             self._report(trainer, pl_module)
+            if self._budget is not None:
+                self._budget.last_report(own_since(mark))
         self._finish(trainer, "finished")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

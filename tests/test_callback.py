@@ -586,3 +586,31 @@ def test_collections_inside_a_gradient_pass_are_not_counted_as_its_cost(
     budget = guard._budget
     assert budget is not None and len(collections) == 3 and budget.gradient_rows > 0
     assert budget.spent_gradient_us + budget.spent_report_us <= budget.spent_own_us
+
+
+def test_the_report_at_the_end_of_the_fit_is_counted_in_what_the_run_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A report counts in the interval after it; the last one has none, and was left out of the run's share.
+    report, end = LossGuard._report, LossGuard.on_train_end
+    ending: list[bool] = []
+
+    def slow_last(self: LossGuard, trainer: L.Trainer, module: L.LightningModule) -> Any:
+        if ending:
+            time.sleep(0.2)  # the end-of-fit report, made slow enough to see
+        return report(self, trainer, module)
+
+    def on_end(self: LossGuard, trainer: L.Trainer, module: L.LightningModule) -> None:
+        ending.append(True)
+        end(self, trainer, module)
+
+    monkeypatch.setattr(LossGuard, "_report", slow_last)
+    monkeypatch.setattr(LossGuard, "on_train_end", on_end)
+    run = build("adam_regression")
+    guard = LossGuard(verbose=False)
+    trainer(tmp_path, [guard], max_steps=60).fit(run.module, run.train)
+    budget = guard._budget
+    assert budget is not None and budget.spent_own_us >= 0.2e6 and budget.spent_report_us >= 0.2e6
+    assert budget.run_share == budget.spent_own_us / budget.spent_step_us
+    assert guard.report_path is not None
+    assert report_of(Path(guard.report_path).parent)["cost"]["own_seconds"] >= 0.2  # the JSON says so too

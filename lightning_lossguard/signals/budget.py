@@ -265,8 +265,14 @@ class CostBudget:
     def run_share(self) -> float:
         """LossGuard's time over the training batches' time, over every reviewed interval of the run (the set-up's
         first batch and the warm-up included): what the run paid, where ``share`` is the last interval's. A report
-        counts in the interval after it, so the run's last report is not in it."""
+        counts in the interval after it; the one at the end of the fit in the totals alone (:meth:`last_report`)."""
         return self.spent_own_us / self.spent_step_us if self.spent_step_us > 0 else math.nan
+
+    def last_report(self, seconds: float) -> None:
+        """The report at the end of the fit has no interval after it to be counted in: it joins what the run paid
+        (``run_share``, the over-budget note's split), not an interval's share."""
+        self.spent_own_us += seconds * 1e6
+        self.spent_report_us += seconds * 1e6
 
     def _stride_floor(self, sample_us: float, allowed_us: float) -> int:
         """The stride below which no plan can go, whatever the fixed and report costs turn out to be (both only add
