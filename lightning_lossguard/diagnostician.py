@@ -127,7 +127,7 @@ class Diagnostician:
         self.val_metric = val_metric
         self._val_names = VAL_LOSS_SPELLINGS if val_metric == DEFAULT_VAL_METRIC else (val_metric,)
         self.val_detectors: dict[str, ValLossRising] = {}
-        self.restart_step: int | None = None  # a later fit of this record started here with a new optimizer
+        self.restart_step: int | None = None  # a later fit of this record started here without a checkpoint
         self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
         self._reported: dict[str, int] = {}
@@ -294,10 +294,11 @@ class Diagnostician:
         return found
 
     def fit_restarted(self, step: int) -> None:
-        """A later ``trainer.fit`` of this record continues at ``step`` without a checkpoint: a new optimizer."""
+        """A later ``trainer.fit`` of this record continues at ``step`` without a checkpoint: a new optimizer, maybe
+        new validation data. The validation curves start over."""
         self.restart_step = step
         for detector in self.val_detectors.values():
-            detector.restart(step)
+            detector.restart()
 
     def judge_validation(
         self, step: int, epoch: int, metrics: Mapping[str, float], recent_losses: Sequence[float] = ()
@@ -315,8 +316,6 @@ class Diagnostician:
             detector = self.val_detectors.get(name)
             if detector is None:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
-                if self.restart_step is not None:
-                    detector.restart(self.restart_step)
                 self.val_detectors[name] = detector
             found += detector.update(step, epoch, float(value), level)
         return self.accept(found)

@@ -149,13 +149,16 @@ def test_an_internal_error_in_any_hook_is_a_gap_and_never_breaks_training(
     assert not any("forward was not called" in n or n.startswith("Run too short") for n in guard.notes)
 
 
-def data() -> tuple[Any, Any]:
-    return loader(regression_data(n=512)), loader(regression_data(n=256, seed=9), 256, False)
+def data(noise: float = 0.1) -> tuple[Any, Any]:
+    train = loader(regression_data(n=512, noise=noise, seed=0 if noise == 0.1 else 3))
+    return train, loader(regression_data(n=256, noise=noise, seed=9 if noise == 0.1 else 10), 256, False)
 
 
-def test_a_second_fit_without_a_checkpoint_is_a_restart_not_a_rising_validation_loss(tmp_path: Path) -> None:
-    # Training continued with a second trainer.fit: Lightning builds a new optimizer, and a fresh Adam's first
-    # steps bump the validation loss for an evaluation or two. That bump read as val_loss_rising (a warning).
+@pytest.mark.parametrize("noise", [0.1, 0.5], ids=["same_data", "new_noisier_data"])
+def test_a_second_fit_without_a_checkpoint_starts_the_validation_curve_over(tmp_path: Path, noise: float) -> None:
+    # Training continued with a second trainer.fit: Lightning builds a new optimizer, whose first steps bump the
+    # validation loss for an evaluation or two (a warning at step 160 before), and a new stage may validate on new
+    # data whose level says nothing about the first fit's minimum (+1095%: a warning at step 192 before).
     torch.manual_seed(0)
     module = ZooModule(mlp([16, 64, 64, 1]), optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     guard = LossGuard(verbose=False)
@@ -163,7 +166,7 @@ def test_a_second_fit_without_a_checkpoint_is_a_restart_not_a_rising_validation_
     fit.fit(module, *data())
     assert guard.diagnoses == [] and guard._diagnostician.restart_step is None
     fit.fit_loop.max_epochs = 16
-    fit.fit(module, *data())  # the script run again: the same batch order as the first fit's
+    fit.fit(module, *data(noise))  # the script run again: the same batch order as the first fit's
     assert [f["global_step"] for f in guard.fits] == [128, 256]
     assert guard._diagnostician.restart_step == 128
     assert [d.one_line() for d in guard.diagnoses] == []

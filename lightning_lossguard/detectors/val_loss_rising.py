@@ -15,9 +15,10 @@ to the minimum is a transient (a validation loss near zero moves several-fold on
 again at the next evaluation.
 The training loss it is compared with is the level of the last 50 batches before the evaluation.
 
-A run continued by a second ``trainer.fit`` without ``ckpt_path`` starts over with a new optimizer (a fresh Adam's
-first steps are large): its first ``restart_evals`` evaluations are a warm restart, and a rise must persist past
-them. One that does, from a minimum before the restart, is reported with the restart named.
+A run continued by a second ``trainer.fit`` without ``ckpt_path`` starts over: each such fit's evaluations are
+compared among themselves. Its new optimizer bumps the loss for an evaluation or two (a fresh Adam's first steps
+are large), and a new stage often validates on new data, whose level says nothing about the old minimum (a
+resume from a checkpoint continues the curve).
 
 Not judged under ``Trainer(overfit_batches=...)``: that sanity check memorises a few batches on purpose, so its
 validation loss rises by design (the report notes it).
@@ -53,18 +54,6 @@ class ValLossRisingThresholds(Thresholds):
         0.05,
         "Relative change of the training loss that counts as falling or rising (differential diagnosis).",
     )
-    restart_evals: int = threshold(
-        2,
-        "After a new trainer.fit restarts the optimizer (no ckpt_path), this many evaluations are its warm restart: "
-        "a rise must persist past them.",
-        low=0,
-    )
-
-
-RESTART_REMEDY = (
-    "To continue a run in a new trainer.fit, pass ckpt_path= (the optimizer's state is restored with the weights), "
-    "or give the new stage a lower learning rate and a warm-up."
-)
 
 
 class ValLossRising(Detector[ValLossRisingThresholds]):
@@ -77,16 +66,14 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         super().__init__(thresholds)
         self.metric = metric
         self.evals: list[list[float]] = []  # [step, epoch, val, train (nan when unknown)]
-        self.restart_step = math.nan  # where the latest fit of this record started with a new optimizer
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_evals)
         return None if len(self.evals) >= need else f"needs {need} validation runs, saw {len(self.evals)}"
 
-    def restart(self, step: int) -> None:
-        """A new ``trainer.fit`` continued the run at ``step`` with a new optimizer (its state, e.g. Adam's moments,
-        and any warm-up start over): the evaluations right after it are a transient, not a trend."""
-        self.restart_step = float(step)
+    def restart(self) -> None:
+        """A new ``trainer.fit`` continued the run without a checkpoint: the curve starts over (see the module)."""
+        self.evals = []
 
     def update(self, step: int, epoch: int, value: float, train_loss: float = math.nan) -> list[Diagnosis]:
         """Add one evaluation. ``train_loss``: a robust recent training-loss level at that time."""
@@ -105,9 +92,6 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         latest = self.evals[-int(t.persist) :]
         if len(self.evals) - 1 - best_index < t.persist or not all(e[2] >= best + margin for e in latest):
             return []
-        restarted = math.isfinite(self.restart_step)
-        if restarted and sum(e[0] > self.restart_step for e in self.evals) < t.restart_evals + t.persist:
-            return []  # the latest evaluations include the restart's first ones
         peak = max(e[2] for e in self.evals[best_index:])
         if peak - value > t.recovered_share * (peak - best):
             return []  # coming back down: a transient so far
@@ -119,12 +103,6 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             else math.nan
         )
         cause, remedies = self._cause(best_index, train_delta)
-        if restarted and best_step <= self.restart_step:
-            cause += (
-                f"; it began after a new trainer.fit continued the run at step {self.restart_step:.0f} with a new "
-                "optimizer (its state and any warm-up start over)"
-            )
-            remedies = [RESTART_REMEDY, *remedies]
         if train_now < 0 < best and train_now < train_at_best:
             # The training loss is negative and falls while the (positive) validation loss rises: they measure
             # opposite things.
