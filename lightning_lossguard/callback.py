@@ -34,6 +34,7 @@ from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import cost_line, over_budget_note
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
+from lightning_lossguard.report.start_notes import overfit_batches_note, start_notes
 from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import (
@@ -371,30 +372,17 @@ class LossGuard(Callback):
                 self._note(note)
 
     def _start_notes(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        notes = []
-        if getattr(trainer, "fast_dev_run", False):
-            notes.append("fast_dev_run: Lightning disables logging, so diagnoses are printed but no report is written.")
-        elif not trainer.loggers:
-            notes.append(
-                "No logger (Trainer(logger=False)): no lossguard.json is written and nothing goes to TensorBoard; "
-                "diagnoses are printed and kept in guard.diagnoses."
-            )
-        elif not self.report_path:
-            notes.append("The logger has no log directory: the JSON report is not written.")
-        if not self._watched.params and not self._watched.pending and not self.gaps:
-            notes.append("The model has no trainable parameters in its optimizers: gradient diagnoses are unavailable.")
-        if not module.automatic_optimization:
-            notes.append(
-                "Manual optimization: gradients are measured at each optimizer.step(); loss diagnoses need "
-                "training_step to return the loss."
-            )
+        notes = start_notes(
+            fast_dev_run=bool(getattr(trainer, "fast_dev_run", False)),
+            has_logger=bool(trainer.loggers),
+            has_log_dir=bool(self.report_path),
+            no_parameters=not self._watched.params and not self._watched.pending and not self.gaps,
+            manual=not module.automatic_optimization,
+        )
         overfit = getattr(trainer, "overfit_batches", 0)
         self._diagnostician.validation_off = None
         if overfit and "val_loss_rising" not in self.suppress:
-            self._diagnostician.validation_off = (
-                f"Trainer(overfit_batches={overfit}) overfits a few batches on purpose: val_loss_rising (overfitting) "
-                "is not judged in this fit."
-            )
+            self._diagnostician.validation_off = overfit_batches_note(overfit)
             notes.append(self._diagnostician.validation_off)
         for note in notes:
             self._note(note)
@@ -580,25 +568,17 @@ class LossGuard(Callback):
         stall watchdog keeps the hook: it tells a stall inside a batch from one loading data by the hook's mark.
         Decided after the report, which can change the interval and the stride; the global step and the batch
         count are the next batch's already."""
-        recorder, budget = self._recorder, self._budget
-        if (
-            recorder is None
-            or budget is None
-            or self._watchdog is not None
-            or self._order is not None
-            or self._leftover_due
-            or self._batches <= self._first_sample
-            or recorder.watching_clearing
-            or self._broken
-        ):
-            return False
+        budget = self._budget
+        if self._recorder is None or budget is None or self._watchdog is not None or self._leftover_due or self._broken:
+            return False  # (a leftover check needs the batch's index within its epoch: the start hook has it)
         try:
             step = trainer.global_step
             if any(budget.samples(self._batches, step, before_report := self._report_due(self._batches + 1))):
                 return False
             self._check_leftover = False
             self._set_up_batch(step, before_report, False, False)
-            return True
+            # Work left (the first batches, a clearing check): the start hook runs and sets the batch up again.
+            return not (self._backward_work or self._step_work)
         except Exception as error:
             self._internal_error("on_train_batch_end", error)
             return False

@@ -1,0 +1,35 @@
+"""What the start of a fit tells the user about signals it will not have: texts decided from plain facts."""
+
+from __future__ import annotations
+
+
+def start_notes(
+    *, fast_dev_run: bool, has_logger: bool, has_log_dir: bool, no_parameters: bool, manual: bool
+) -> list[str]:
+    """The notes a fit starts with: where the report goes (or why it does not) and which signals are unavailable."""
+    notes = []
+    if fast_dev_run:
+        notes.append("fast_dev_run: Lightning disables logging, so diagnoses are printed but no report is written.")
+    elif not has_logger:
+        notes.append(
+            "No logger (Trainer(logger=False)): no lossguard.json is written and nothing goes to TensorBoard; "
+            "diagnoses are printed and kept in guard.diagnoses."
+        )
+    elif not has_log_dir:
+        notes.append("The logger has no log directory: the JSON report is not written.")
+    if no_parameters:
+        notes.append("The model has no trainable parameters in its optimizers: gradient diagnoses are unavailable.")
+    if manual:
+        notes.append(
+            "Manual optimization: gradients are measured at each optimizer.step(); loss diagnoses need "
+            "training_step to return the loss."
+        )
+    return notes
+
+
+def overfit_batches_note(overfit: float) -> str:
+    """Why ``val_loss_rising`` is off under ``Trainer(overfit_batches=...)``."""
+    return (
+        f"Trainer(overfit_batches={overfit}) overfits a few batches on purpose: val_loss_rising (overfitting) "
+        "is not judged in this fit."
+    )

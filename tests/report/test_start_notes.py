@@ -1,0 +1,25 @@
+from lightning_lossguard.report.start_notes import overfit_batches_note, start_notes
+
+QUIET = {"fast_dev_run": False, "has_logger": True, "has_log_dir": True, "no_parameters": False, "manual": False}
+
+
+def test_a_plain_fit_starts_without_notes() -> None:
+    assert start_notes(**QUIET) == []
+
+
+def test_the_report_destination_note_names_the_first_reason_only() -> None:
+    notes = start_notes(**{**QUIET, "fast_dev_run": True, "has_logger": False, "has_log_dir": False})
+    assert len(notes) == 1 and notes[0].startswith("fast_dev_run")
+    assert start_notes(**{**QUIET, "has_logger": False})[0].startswith("No logger")
+    assert start_notes(**{**QUIET, "has_log_dir": False}) == [
+        "The logger has no log directory: the JSON report is not written."
+    ]
+
+
+def test_unavailable_signals_are_each_named() -> None:
+    notes = start_notes(**{**QUIET, "no_parameters": True, "manual": True})
+    assert [n.split(":")[0] for n in notes] == [
+        "The model has no trainable parameters in its optimizers",
+        "Manual optimization",
+    ]
+    assert "overfit_batches=5" in overfit_batches_note(5) and "val_loss_rising" in overfit_batches_note(5)
