@@ -507,6 +507,50 @@ def test_a_plain_batch_is_prepared_at_the_last_batchs_end_and_its_start_hidden(
     assert "on_train_batch_start" not in vars(guard)  # restored after the fit
 
 
+def test_a_run_of_plain_batches_records_what_the_full_path_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between two plain batches the end of one sets the next up in a few calls (_plain_batch_end). Forced through
+    # the full path instead, the same run must record the same losses, steps, rates and samples: the plan is
+    # fixed (budget at its cheapest, report_every set), so only the timings' values may differ.
+    def recorded(fast: bool) -> tuple[list[tuple[Any, ...]], int]:
+        windows: list[tuple[Any, ...]] = []
+        drain, plain_end = SignalRecorder.drain, LossGuard._plain_batch_end
+        taken = [0]
+
+        def kept_drain(self: SignalRecorder, *args: Any, **kwargs: Any) -> Any:
+            w = drain(self, *args, **kwargs)
+            rates = np.asarray(w.learning_rate).tolist()
+            windows.append((w.batch_steps, w.loss.tolist(), rates, w.optimizer_steps, w.timing_steps))
+            return w
+
+        def counted(self: LossGuard, trainer: L.Trainer, outputs: Any) -> bool:
+            done = fast and plain_end(self, trainer, outputs)
+            taken[0] += done
+            return done
+
+        monkeypatch.setattr(SignalRecorder, "drain", kept_drain)
+        monkeypatch.setattr(LossGuard, "_plain_batch_end", counted)
+        torch.manual_seed(0)
+        module = ZooModule(mlp([16, 32, 1]), scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 30, 0.5))
+        guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
+        fit = trainer(tmp_path / str(fast), [guard], max_steps=150, accumulate_grad_batches=2, limit_train_batches=50)
+        fit.fit(module, loader(regression_data()), loader(regression_data(64, seed=1)))
+        monkeypatch.undo()
+        assert guard._budget is not None and guard._budget.stride > 1
+        return windows, taken[0]
+
+    fast, taken = recorded(True)
+    full, none = recorded(False)
+    # Stride 4 over batches and optimizer steps at 2 batches a step: 3 batches in 8 are plain and followed by a
+    # plain one, after the first interval's 80 (every batch timed there).
+    assert none == 0 and taken >= (300 - 80) * 3 // 8 - 10, f"{taken} of 300 batches ended on the short path"
+    assert len(fast) == len(full) >= 4
+    for a, b in zip(fast, full):
+        assert a == b
+    assert len({rate for w in fast for rate in w[2]}) >= 4  # the rate changed along the run
+
+
 def test_with_the_stall_watchdog_every_batch_start_is_dispatched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,10 +31,7 @@ class LossProbe:
         if self.term_names is None:
             self.term_names = tuple(sorted(terms)) if terms else ()
             self.rows = DeviceRows(1 + len(self.term_names))
-        if not self.term_names:
-            # Keeping the detached scalar costs less than any copy; its graph is already freed. Lightning hands over a
-            # detached copy in automatic optimization: kept as it is (an op per step less).
-            self._plain.append(loss.detach() if loss.requires_grad else loss)
+        if self.keep(loss):
             return
         assert self.rows is not None
         row = self.rows.next_row(loss.device)
@@ -53,6 +50,15 @@ class LossProbe:
         torch._foreach_copy_(targets, sources)
         if terms:
             self.unknown_terms.update(set(terms) - set(self.term_names))
+
+    def keep(self, loss: torch.Tensor) -> bool:
+        """Store a loss without terms when this run's losses have none (True); else store nothing (False)."""
+        if self.term_names != ():
+            return False
+        # Keeping the detached scalar costs less than any copy; its graph is already freed. Lightning hands over a
+        # detached copy in automatic optimization: kept as it is (an op per step less).
+        self._plain.append(loss.detach() if loss.requires_grad else loss)
+        return True
 
     def any_nonfinite(self) -> bool:
         """Whether a loss recorded since the previous check (or :meth:`take`) is NaN or infinite: one host read (a

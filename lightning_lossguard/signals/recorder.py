@@ -82,6 +82,15 @@ class SignalRecorder:
         self._batch_steps.append(step)
         self._learning_rates.append(learning_rate)
 
+    def record_plain_loss(self, step: int, loss: torch.Tensor, learning_rate: float) -> bool:
+        """:meth:`record_loss` for a loss without terms, when the run's losses have none (True); else nothing is
+        recorded (False)."""
+        if not self.losses.keep(loss):
+            return False
+        self._batch_steps.append(step)
+        self._learning_rates.append(learning_rate)
+        return True
+
     def change_loss_scale(self, scale: float) -> None:
         """Losses recorded from now on are multiplied by ``scale`` (the gradient accumulation changed)."""
         self._scale_changes.append((len(self._batch_steps), scale))

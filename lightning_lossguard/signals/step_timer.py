@@ -100,6 +100,12 @@ class StepTimer:
         self._current = None
         self._untimed = step
 
+    def untimed_batch_end(self, next_step: int) -> None:
+        """An untimed batch ended and the next one, at ``next_step``, is untimed too: :meth:`batch_end` and
+        :meth:`batch_untimed` in one call (most batches' only work here)."""
+        self._last_step, self._untimed = self._untimed, next_step
+        self._last_end_host = time.perf_counter()
+
     def batch_end(self) -> None:
         if self._current is None:
             if self._untimed is not None:

@@ -220,3 +220,20 @@ def test_a_changed_loss_scale_applies_from_the_next_loss_on() -> None:
     np.testing.assert_allclose(recorder.drain().loss, [0.8, 0.8, 1.0, 1.0])
     recorder.record_loss(4, torch.tensor(0.25), None)
     np.testing.assert_allclose(recorder.drain().loss, [1.0])  # the next window starts at the new scale
+
+
+def test_a_plain_loss_is_kept_only_when_the_run_has_no_loss_terms() -> None:
+    recorder = SignalRecorder([], HostClock())
+    recorder.record_loss(0, torch.tensor(1.0), None)  # the first loss fixes the run's terms: none
+    assert recorder.record_plain_loss(1, torch.tensor(2.0, requires_grad=True), 0.1)
+    window = recorder.drain()
+    assert window.batch_steps == [0, 1] and window.loss.tolist() == [1.0, 2.0]
+    assert np.isnan(window.learning_rate[0]) and window.learning_rate[1] == 0.1
+
+    with_terms = SignalRecorder([], HostClock())
+    with_terms.record_loss(0, torch.tensor(1.0), {"a": torch.tensor(0.5)})
+    assert not with_terms.record_plain_loss(1, torch.tensor(2.0), 0.1)  # its row needs the terms: not kept
+    assert with_terms.drain().batch_steps == [0]
+
+    fresh = SignalRecorder([], HostClock())
+    assert not fresh.record_plain_loss(0, torch.tensor(1.0), 0.1)  # no loss seen yet: the terms are unknown

@@ -91,3 +91,23 @@ def test_timed_sections_override_the_loss_phase_and_are_noops_outside_a_batch() 
     _, phases, sections = timer.drain()
     assert phases["loss"] == [pytest.approx(3.0)]
     assert sections["augment"] == [pytest.approx(1.0)]
+
+
+def test_an_untimed_batch_end_that_starts_the_next_untimed_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # untimed_batch_end(step) is batch_end() then batch_untimed(step): the data wait of the timed batch after a run
+    # of untimed ones counts from the last one's end, and the watchdog's "where" names the batch under way.
+    clock = FakeClock()
+    timer = StepTimer(clock)
+    host = iter([0.0, 1.0, 2.0, 2.25, 3.0, 3.5])
+    monkeypatch.setattr(step_timer.time, "perf_counter", lambda: next(host))
+    timer.batch_start(0)
+    timer.batch_end()  # 0.0, 1.0
+    timer.batch_untimed(1)
+    timer.untimed_batch_end(2)  # batch 1 ends at 2.0, batch 2 starts untimed
+    assert not timer.in_batch and timer.where()[0] == 2 and timer._last_step == 1
+    timer.batch_end()  # batch 2 ends at 2.25
+    timer.batch_start(3)  # 3.0
+    timer.batch_end()
+    steps, phases, _ = timer.drain()
+    assert steps == [0, 3]
+    assert phases["data"][1] == pytest.approx(750.0)
