@@ -551,6 +551,40 @@ def test_a_run_of_plain_batches_records_what_the_full_path_records(
     assert len({rate for w in fast for rate in w[2]}) >= 4  # the rate changed along the run
 
 
+def test_a_report_between_plain_batches_brings_the_leftover_check_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under several ranks a validation in mid-epoch reports between two batches; the batch after it was set up as
+    # plain already, and the first batch of the next accumulation window must check for leftover gradients. The
+    # short path hands that batch's end to the full one, which shows the start hook again.
+    checked: list[int] = []
+    start = LossGuard.on_train_batch_start
+
+    def counted_start(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+        start(self, trainer, module, batch, index)
+        if self._check_leftover:
+            checked.append(self._batches)
+
+    class ReportsBetweenBatches(L.Callback):
+        """After LossGuard's end hook: a report from outside the batch loop sets the leftover check due."""
+
+        def __init__(self, guard: LossGuard, at: int) -> None:
+            self.guard, self.at = guard, at
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            if self.guard._batches == self.at:
+                assert self.guard._start_hidden  # the next batch is plain: its start would not run
+                self.guard._leftover_due = True
+
+    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted_start)
+    run = build("adam_regression")
+    guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
+    at = 101  # after the first reports, between two plain batches (stride 4)
+    trainer(tmp_path, [guard, ReportsBetweenBatches(guard, at)], max_steps=150).fit(run.module, run.train)
+    assert guard._budget is not None and guard._budget.stride == 4
+    assert [b for b in checked if b > at][:1] == [at + 1], checked
+
+
 def test_with_the_stall_watchdog_every_batch_start_is_dispatched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
