@@ -53,6 +53,8 @@ class RunLayout:
     Attributes:
         param_names, param_sizes: per watched parameter.
         param_units: output units for dense weights, 0 otherwise.
+        param_unit_axes: per parameter, the dimension holding its output units (1 for a transposed convolution's
+            weight, else 0).
         layer_of: parameter index -> layer index; layers: layer names, input side first where known.
         comparable: per layer, a dense weight layer whose norm can be compared across depth.
         layer_group: per layer, the optimizer that steps it (-1 when mixed).
@@ -66,6 +68,7 @@ class RunLayout:
     param_names: tuple[str, ...] = ()
     param_sizes: tuple[int, ...] = ()
     param_units: tuple[int, ...] = ()
+    param_unit_axes: tuple[int, ...] = ()
     layer_of: tuple[int, ...] = ()
     layers: tuple[str, ...] = ()
     comparable: tuple[bool, ...] = ()
@@ -101,11 +104,12 @@ class RunLayout:
         total_steps: int | None,
         scaler_active: bool,
     ) -> RunLayout:
-        units = set(layout.unit_params)
+        axes = dict(zip(layout.unit_params, layout.unit_axes or [0] * len(layout.unit_params)))
         built = cls(
             param_names=watched.names,
             param_sizes=tuple(p.numel() for p in watched.params),
-            param_units=tuple(p.shape[0] if i in units else 0 for i, p in enumerate(watched.params)),
+            param_units=tuple(p.shape[axes[i]] if i in axes else 0 for i, p in enumerate(watched.params)),
+            param_unit_axes=tuple(axes.get(i, 0) for i in range(len(watched.params))),
             layer_of=layout.layer_of,
             layers=layout.layers,
             comparable=layout.comparable,

@@ -167,9 +167,9 @@ def test_the_first_unit_sample_of_lazy_modules_is_taken_once_they_exist(
     sampled: list[tuple[int, int]] = []
     before_step = SignalRecorder.sample_before_step
 
-    def counted(self: SignalRecorder, step: int, optimizer: Any, units: Any, max_elements: int) -> None:
+    def counted(self: SignalRecorder, step: int, optimizer: Any, units: Any, *rest: Any) -> None:
         sampled.append((step, len(units)))
-        before_step(self, step, optimizer, units, max_elements)
+        before_step(self, step, optimizer, units, *rest)
 
     monkeypatch.setattr(SignalRecorder, "sample_before_step", counted)
     guard = LossGuard(report_every=10, verbose=False)
@@ -345,3 +345,39 @@ def test_optimizer_steps_outside_lightning_are_a_gradient_gap_not_silence(tmp_pa
     assert guard._diagnostician.steps_judged > 0  # the loss is still watched
     # The gap says why the gradient codes were not judged: no note claims the run was too short for them.
     assert not any("exploding_gradients" in note or "tiny_updates" in note for note in guard.notes)
+
+
+class Decoder(L.LightningModule):
+    """A decoder's upsampling block: a transposed convolution and a ReLU, as in autoencoders and GAN generators."""
+
+    def __init__(self, dead_channels: int) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 16, 4, stride=2, padding=1)
+        self.out = nn.Conv2d(16, 1, 3, padding=1)
+        with torch.no_grad():
+            self.up.bias[:dead_channels] = -50.0  # these output channels never pass the ReLU
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        return F.mse_loss(self.out(F.relu(self.up(F.relu(self.enc(x))))), x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+@pytest.mark.parametrize("dead_channels", [0, 12])
+def test_dead_output_channels_of_a_transposed_convolution_are_seen(tmp_path: Path, dead_channels: int) -> None:
+    # Its weight is [in, out, kh, kw]: dead output channels are all-zero columns, which a count of rows missed
+    # (12 of 16 dead read as nothing at all; the same block with a Conv2d was diagnosed).
+    torch.manual_seed(0)
+    guard = LossGuard(verbose=False)
+    data = DataLoader(TensorDataset(torch.randn(640, 1, 16, 16)), batch_size=32)
+    trainer(tmp_path, [guard], max_steps=300).fit(Decoder(dead_channels), data)
+    found = [(d.code, d.subject) for d in guard.diagnoses]
+    if dead_channels:
+        assert ("dead_gradients", "up") in found, found
+        [dead] = [d for d in guard.diagnoses if d.code == "dead_gradients"]
+        assert dead.evidence["units"] == 16 and dead.evidence["dead_unit_share"] >= 0.7
+    else:
+        assert found == []

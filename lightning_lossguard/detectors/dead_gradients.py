@@ -1,5 +1,7 @@
 """``dead_gradients``: parameters whose gradient is exactly zero for many consecutive steps, or layers
-where most output units get no gradient (dead ReLUs).
+where most output units get no gradient (dead ReLUs). A unit is a row of a weight (a linear layer's output
+feature, a convolution's output channel), and a column of a transposed convolution's weight (``[in, out, ...]``;
+one with groups is not sampled for units: a column there mixes a channel of every group).
 
 Only watched parameters count: frozen ones (``requires_grad=False``) are never watched, and a step where
 a parameter had no gradient at all (``grad is None``) neither extends nor breaks its streak.

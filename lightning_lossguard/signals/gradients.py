@@ -13,7 +13,7 @@ weight's norm) and divided at report time, when the recorder has every rank's pa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -216,9 +216,12 @@ class GradientProbe:
         unit_params: Iterable[int],
         optimizer: torch.optim.Optimizer | None = None,
         row: torch.Tensor | None = None,
+        unit_axes: Mapping[int, int] | None = None,
     ) -> torch.Tensor | None:
         """Report steps only: per parameter with output units, its rows (units) with an all-zero gradient and its
-        rows. A shard cut along another dimension than the rows holds no whole unit: not sampled.
+        rows. A shard cut along another dimension than the rows holds no whole unit: not sampled. ``unit_axes``
+        names the parameters whose units lie along another dimension (a transposed convolution's weight: 1); those
+        are read along it, and not sampled when sharded.
 
         With ``optimizer``, only the parameters it steps are read: another optimizer's gradients may not be there
         yet, or be left over from the last batch (actor-critic and GAN steps in manual optimization). As with
@@ -234,6 +237,10 @@ class GradientProbe:
             grad = _local(self.parameters[i].grad)
             if grad is None or grad.layout != torch.strided or grad.dim() < 2 or (sharding and not sharding.by_rows):
                 continue
+            if axis := (unit_axes or {}).get(i, 0):
+                if sharding:
+                    continue  # rows split across ranks: each holds a part of every unit
+                grad = grad.transpose(0, axis)
             at.append(i)
             sampled.append(_sampled_rows(grad))
         if not sampled:

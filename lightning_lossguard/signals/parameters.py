@@ -117,6 +117,8 @@ class ParameterLayout:
             embedding, not biases or norms alone).
         unit_params: parameters with output units (dense >= 2-D weights): dead-unit sampling.
         layer_group: per layer, the optimizer that steps it (-1 when its parameters have several).
+        unit_axes: per entry of ``unit_params``, the dimension that holds its output units: 0, or 1 for a
+            transposed convolution's weight (``[in, out, *kernel]``). Empty: 0 for all.
     """
 
     layer_of: tuple[int, ...]
@@ -124,6 +126,7 @@ class ParameterLayout:
     comparable: tuple[bool, ...]
     unit_params: tuple[int, ...]
     layer_group: tuple[int, ...]
+    unit_axes: tuple[int, ...] = ()
 
 
 def layer_name(parameter_name: str) -> str:
@@ -161,18 +164,29 @@ def build_layout(module: nn.Module, watched: WatchedSet, execution_order: Sequen
         comparable.append(dense and not isinstance(modules.get(layer), _NOT_COMPARABLE))
         groups = {watched.groups[i] for i in mine}
         layer_group.append(groups.pop() if len(groups) == 1 else -1)
-    unit_params = tuple(
-        i
+    axes = {
+        i: _unit_axis(modules.get(layer_name(n)), p)
         for i, (n, p) in enumerate(zip(watched.names, watched.params))
         if p.dim() >= 2 and not p.is_complex() and not isinstance(modules.get(layer_name(n)), _NOT_COMPARABLE)
-    )
+    }
+    unit_params = tuple(i for i, axis in axes.items() if axis is not None)
     return ParameterLayout(
         layer_of=tuple(index[layer_name(n)] for n in watched.names),
         layers=tuple(layers),
         comparable=tuple(comparable),
         unit_params=unit_params,
         layer_group=tuple(layer_group),
+        unit_axes=tuple(axes[i] or 0 for i in unit_params),
     )
+
+
+def _unit_axis(owner: nn.Module | None, param: torch.Tensor) -> int | None:
+    """The dimension of a weight that holds its output units: 0, but 1 for a transposed convolution's weight
+    (``[in, out / groups, *kernel]``: a unit whose ReLU died is an all-zero column, not a row). None for a grouped
+    transposed convolution: a column there mixes the output units of every group."""
+    if not isinstance(owner, nn.modules.conv._ConvTransposeNd) or tuple(param.shape) != tuple(owner.weight.shape):
+        return 0
+    return 1 if owner.groups == 1 else None
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,9 @@ class SignalRecorder:
         optimizer: torch.optim.Optimizer,
         unit_params: Sequence[int],
         max_update_elements: int,
+        unit_axes: Mapping[int, int] | None = None,
     ) -> None:
-        self._dead_row = self.gradients.sample_dead_units(unit_params, optimizer, self._dead_row)
+        self._dead_row = self.gradients.sample_dead_units(unit_params, optimizer, self._dead_row, unit_axes)
         if max_update_elements > 0:
             self.gradients.snapshot_weights(optimizer, max_update_elements)
         self._sample_step = step

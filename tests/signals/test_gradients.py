@@ -238,3 +238,31 @@ def test_layer_norms_combine_each_layers_parameters_whatever_their_order() -> No
             mine = [rows[r, p] for p in range(40) if layer_of[p] == layer and rows[r, p] != NO_GRADIENT]
             expected = np.sqrt(sum(v * v for v in mine)) if mine else np.nan
             np.testing.assert_allclose(got[r, layer], expected, equal_nan=True)
+
+
+def test_a_transposed_convolutions_units_are_its_weights_columns() -> None:
+    # ConvTranspose2d keeps its weight as [in, out, kh, kw]: an output channel whose ReLU died is an all-zero
+    # column. An all-zero row is a dead input channel (the layer before's unit), not one of this layer's.
+    net = nn.Sequential(nn.ConvTranspose2d(3, 8, 2))
+    up = net[0]
+    params = list(up.parameters())
+    layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(params, lr=0.1)]))
+    assert layout.unit_params == (0,) and layout.unit_axes == (1,)
+    up.weight.grad = torch.ones(3, 8, 2, 2)
+    up.weight.grad[:, :5] = 0.0  # 5 of 8 output channels get nothing
+    up.weight.grad[0] = 0.0  # and input channel 0 carries nothing
+    up.bias.grad = torch.ones(8)
+    probe = GradientProbe(params)
+    probe.sample_dead_units([0], unit_axes={0: 1})
+    dead = probe.dead_units.take()[0]
+    assert dead[0].item() == 5 and dead[2].item() == 8
+    probe.sample_dead_units([0])  # read by rows, the input channel would count: 1 of 3
+    assert probe.dead_units.take()[0, [0, 2]].tolist() == [1.0, 3.0]
+
+
+def test_a_grouped_transposed_convolution_is_not_sampled_for_units() -> None:
+    # With groups, a column mixes one output channel of every group: no unit can be read off it.
+    net = nn.Sequential(nn.ConvTranspose2d(4, 8, 2, groups=2), nn.Conv2d(8, 4, 1))
+    layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)]))
+    names = [n for n, _ in net.named_parameters()]
+    assert [names[i] for i in layout.unit_params] == ["1.weight"] and layout.unit_axes == (0,)
