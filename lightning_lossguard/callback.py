@@ -579,7 +579,7 @@ class LossGuard(Callback):
             return False
         loss, terms = loss_of(outputs)
         step = trainer.global_step
-        if loss is None or terms is not None or any(self._budget.samples(batches, step, self._report_due(batches + 1))):
+        if loss is None or terms is not None or self._timed_or_sampled(batches, step):
             return False
         if not self._recorder.record_plain_loss(self._batch_step, loss, self._learning_rate()):
             return False
@@ -588,6 +588,12 @@ class LossGuard(Callback):
         self._batches = batches
         self._batch_step = step
         return True
+
+    def _timed_or_sampled(self, batches: int, step: int) -> bool:
+        """Whether the batch after ``batches`` training batches, at ``step``, is timed or has its gradients sampled:
+        the stride's, or the last one before a report (its report-step samples)."""
+        assert self._budget is not None
+        return any(self._budget.samples(batches, step, self._report_due(batches + 1)))
 
     def _learning_rate(self) -> float:
         """The first parameter group's learning rate now (NaN when it is not a plain float)."""
@@ -605,10 +611,10 @@ class LossGuard(Callback):
             return False  # (a leftover check needs the batch's index within its epoch: the start hook has it)
         try:
             step = trainer.global_step
-            if any(budget.samples(self._batches, step, before_report := self._report_due(self._batches + 1))):
+            if self._timed_or_sampled(self._batches, step):
                 return False
             self._check_leftover = False
-            self._set_up_batch(step, before_report, False, False)
+            self._set_up_batch(step, False, False, False)
             # Work left (the first batches, a clearing check): the start hook runs and sets the batch up again.
             return not (self._backward_work or self._step_work)
         except Exception as error:

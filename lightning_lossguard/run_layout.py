@@ -104,7 +104,7 @@ class RunLayout:
         total_steps: int | None,
         scaler_active: bool,
     ) -> RunLayout:
-        axes = dict(zip(layout.unit_params, layout.unit_axes or [0] * len(layout.unit_params)))
+        axes = dict(zip(layout.unit_params, layout.unit_axes))
         built = cls(
             param_names=watched.names,
             param_sizes=tuple(p.numel() for p in watched.params),

@@ -6,6 +6,7 @@ import gc
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -472,6 +473,19 @@ def test_hooks_with_nothing_to_do_are_hidden_from_lightning(tmp_path: Path, monk
     assert "on_before_backward" not in vars(guard) and "on_before_optimizer_step" not in vars(guard)  # restored
 
 
+def after_each_dispatched_start(
+    monkeypatch: pytest.MonkeyPatch, seen: Callable[[LossGuard, L.Trainer, int], None]
+) -> None:
+    """Call ``seen(guard, trainer, batch index)`` after each on_train_batch_start Lightning dispatches to LossGuard."""
+    start = LossGuard.on_train_batch_start
+
+    def counted(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+        start(self, trainer, module, batch, index)
+        seen(self, trainer, index)
+
+    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted)
+
+
 def test_a_plain_batch_is_prepared_at_the_last_batchs_end_and_its_start_hidden(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -479,17 +493,13 @@ def test_a_plain_batch_is_prepared_at_the_last_batchs_end_and_its_start_hidden(
     # end does that and Lightning does not dispatch the hook (~2 us). Every recorded row must still carry its step.
     started: list[tuple[int, int]] = []  # (global step, batch index) of each start Lightning dispatched
     windows: list[Any] = []
-    start, drain = LossGuard.on_train_batch_start, SignalRecorder.drain
-
-    def counted_start(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
-        started.append((trainer.global_step, index))
-        start(self, trainer, module, batch, index)
+    drain = SignalRecorder.drain
 
     def kept_drain(self: SignalRecorder, *args: Any, **kwargs: Any) -> Any:
         windows.append(drain(self, *args, **kwargs))
         return windows[-1]
 
-    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted_start)
+    after_each_dispatched_start(monkeypatch, lambda guard, trainer, index: started.append((trainer.global_step, index)))
     monkeypatch.setattr(SignalRecorder, "drain", kept_drain)
     run = build("adam_regression")
     guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
@@ -558,12 +568,10 @@ def test_a_report_between_plain_batches_brings_the_leftover_check_back(
     # plain already, and the first batch of the next accumulation window must check for leftover gradients. The
     # short path hands that batch's end to the full one, which shows the start hook again.
     checked: list[int] = []
-    start = LossGuard.on_train_batch_start
 
-    def counted_start(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
-        start(self, trainer, module, batch, index)
-        if self._check_leftover:
-            checked.append(self._batches)
+    def leftover_checked(guard: LossGuard, trainer: L.Trainer, index: int) -> None:
+        if guard._check_leftover:
+            checked.append(guard._batches)
 
     class ReportsBetweenBatches(L.Callback):
         """After LossGuard's end hook: a report from outside the batch loop sets the leftover check due."""
@@ -576,7 +584,7 @@ def test_a_report_between_plain_batches_brings_the_leftover_check_back(
                 assert self.guard._start_hidden  # the next batch is plain: its start would not run
                 self.guard._leftover_due = True
 
-    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted_start)
+    after_each_dispatched_start(monkeypatch, leftover_checked)
     run = build("adam_regression")
     guard = LossGuard(budget=1e-6, report_every=40, verbose=False)
     at = 101  # after the first reports, between two plain batches (stride 4)
@@ -590,13 +598,7 @@ def test_with_the_stall_watchdog_every_batch_start_is_dispatched(
 ) -> None:
     # The watchdog tells a stall inside a batch from one loading data by the start hook's mark.
     started: list[int] = []
-    start = LossGuard.on_train_batch_start
-
-    def counted_start(self: LossGuard, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
-        started.append(index)
-        start(self, trainer, module, batch, index)
-
-    monkeypatch.setattr(LossGuard, "on_train_batch_start", counted_start)
+    after_each_dispatched_start(monkeypatch, lambda guard, trainer, index: started.append(index))
     run = build("adam_regression")
     guard = LossGuard(budget=1e-6, report_every=40, stall_timeout=60, verbose=False)
     trainer(tmp_path, [guard], max_steps=150).fit(run.module, run.train)

@@ -118,7 +118,7 @@ class ParameterLayout:
         unit_params: parameters with output units (dense >= 2-D weights): dead-unit sampling.
         layer_group: per layer, the optimizer that steps it (-1 when its parameters have several).
         unit_axes: per entry of ``unit_params``, the dimension that holds its output units: 0, or 1 for a
-            transposed convolution's weight (``[in, out, *kernel]``). Empty: 0 for all.
+            transposed convolution's weight (``[in, out, *kernel]``).
     """
 
     layer_of: tuple[int, ...]
@@ -126,7 +126,7 @@ class ParameterLayout:
     comparable: tuple[bool, ...]
     unit_params: tuple[int, ...]
     layer_group: tuple[int, ...]
-    unit_axes: tuple[int, ...] = ()
+    unit_axes: tuple[int, ...]
 
 
 def layer_name(parameter_name: str) -> str:
