@@ -71,6 +71,7 @@ from lightning_lossguard.trainer_settings import (
     learning_rate,
     planned_steps,
     run_settings,
+    step_counter,
 )
 
 FailOn = Literal["warning", "error"]
@@ -234,6 +235,7 @@ class LossGuard(Callback):
         self._stalls: list[Diagnosis] = []  # stalls that ended since the last report: fail_on decides on them there
         self._budget: CostBudget | None = None
         self._lr_group: dict[str, Any] | None = None  # re-read at each report (schedulers swap nothing, but be safe)
+        self._step_counter: Any = None  # trainer.global_step in one attribute read (checked at each report)
         self._meter = CostMeter()  # LossGuard's own time since the last report (its hooks, reports included)
         watch_gc()  # the hooks read the collector's clock without a call
         self._since_report = 0  # the batch count at the last report
@@ -291,6 +293,7 @@ class LossGuard(Callback):
             planned_batches=planned * accumulate if planned else 0,
         )
         self._lr_group = first_group(trainer)
+        self._step_counter = step_counter(trainer)
         pruning = any(isinstance(c, ModelPruning) for c in trainer.callbacks)  # type: ignore[attr-defined]
         self._follow_pruning = pruning or bool(pruned_parameters(pl_module))
         # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
@@ -396,7 +399,7 @@ class LossGuard(Callback):
         if self._recorder is None or self._broken:
             return
         try:
-            step = trainer.global_step  # after an optimizer step global_step moves on
+            step = self._global_step(trainer)  # after an optimizer step global_step moves on
             if batch_idx == 0 and pl_module.automatic_optimization:
                 self._follow_accumulation(trainer)
             # After a report, the first batch of an accumulation window starts from zeroed gradients: check it.
@@ -578,7 +581,7 @@ class LossGuard(Callback):
         if self._tripwire_every and batches % self._tripwire_every == 0:
             return False
         loss, terms = loss_of(outputs)
-        step = trainer.global_step
+        step = self._global_step(trainer)
         if loss is None or terms is not None or self._timed_or_sampled(batches, step):
             return False
         if not self._recorder.record_plain_loss(self._batch_step, loss, self._learning_rate()):
@@ -595,6 +598,10 @@ class LossGuard(Callback):
         assert self._budget is not None
         return any(self._budget.samples(batches, step, self._report_due(batches + 1)))
 
+    def _global_step(self, trainer: pl.Trainer) -> int:
+        counter = self._step_counter
+        return counter.completed if counter is not None else trainer.global_step  # type: ignore[no-any-return]
+
     def _learning_rate(self) -> float:
         """The first parameter group's learning rate now (NaN when it is not a plain float)."""
         lr = self._lr_group.get("lr") if self._lr_group is not None else None
@@ -610,7 +617,7 @@ class LossGuard(Callback):
         if self._recorder is None or budget is None or self._watchdog is not None or self._leftover_due or self._broken:
             return False  # (a leftover check needs the batch's index within its epoch: the start hook has it)
         try:
-            step = trainer.global_step
+            step = self._global_step(trainer)
             if self._timed_or_sampled(self._batches, step):
                 return False
             self._check_leftover = False
@@ -721,6 +728,8 @@ class LossGuard(Callback):
             batches, self._since_report = self._batches - self._since_report, self._batches
             self._leftover_due = module.automatic_optimization  # manual optimization zeroes gradients when it likes
             self._lr_group = first_group(trainer)
+            if self._step_counter is not None and self._step_counter.completed != trainer.global_step:
+                self._step_counter = None  # the loops were replaced: the property from now on
             window = self._recorder.drain(gather_for(trainer.strategy, trainer.world_size))
             self._gradient_rows += len(window.optimizer_steps)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None

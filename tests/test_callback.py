@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -591,6 +592,27 @@ def test_a_report_between_plain_batches_brings_the_leftover_check_back(
     trainer(tmp_path, [guard, ReportsBetweenBatches(guard, at)], max_steps=150).fit(run.module, run.train)
     assert guard._budget is not None and guard._budget.stride == 4
     assert [b for b in checked if b > at][:1] == [at + 1], checked
+
+
+def test_a_step_counter_that_stops_agreeing_is_dropped_at_the_next_report(tmp_path: Path) -> None:
+    # The per-batch path reads the global step off Lightning's progress record (one attribute, not five
+    # properties). Loops replaced mid-fit would leave it stale: each report checks it against trainer.global_step.
+    class ReplacesTheLoops(L.Callback):
+        def __init__(self, guard: LossGuard) -> None:
+            self.guard = guard
+            self.counters: list[Any] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            self.counters.append(self.guard._step_counter)
+            if self.guard._batches == 45:
+                self.guard._step_counter = SimpleNamespace(completed=-7)
+
+    run = build("adam_regression")
+    guard = LossGuard(report_every=20, verbose=False)
+    watch = ReplacesTheLoops(guard)
+    trainer(tmp_path, [guard, watch], max_steps=80).fit(run.module, run.train)
+    assert watch.counters[0] is not None and watch.counters[0].completed == 80  # Lightning's record, read live
+    assert guard._step_counter is None  # the report at batch 60 found -7 against 60
 
 
 def test_with_the_stall_watchdog_every_batch_start_is_dispatched(

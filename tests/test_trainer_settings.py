@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from lightning_lossguard.trainer_settings import accumulation, default_report_every, run_settings
+from lightning_lossguard.trainer_settings import accumulation, default_report_every, run_settings, step_counter
 
 
 def test_the_accumulation_of_the_first_epoch_comes_from_a_scheduler_before_it_sets_the_trainers(
@@ -33,3 +36,57 @@ def test_the_default_report_interval_follows_log_every_n_steps_but_never_below_1
 
     assert every(log_every_n_steps=50) == 50
     assert every(log_every_n_steps=1) == every(log_every_n_steps=5) == 10  # Lightning asks short epochs to lower it
+
+
+class _StepsSeen(L.Callback):
+    """At every batch start and end: the counter's value and the trainer's global step."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        counter = step_counter(trainer)
+        self.seen.append((counter.completed if counter is not None else -1, trainer.global_step))
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.on_train_batch_start(trainer)
+
+
+class _TwoSteps(BoringModel):
+    """Manual optimization, two optimizer steps in every batch: the global step moves by 2 per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        first, second = self.optimizers()  # type: ignore[misc]
+        for optimizer in (first, second):
+            optimizer.zero_grad()
+            self.manual_backward(self.step(batch))
+            optimizer.step()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD(self.layer.parameters(), lr=0.1) for _ in range(2)]
+
+
+def test_the_step_counter_reads_the_global_step_in_automatic_and_manual_optimization(tmp_path: Path) -> None:
+    for model, accumulate in ((BoringModel(), 3), (_TwoSteps(), 1)):
+        seen = _StepsSeen()
+        trainer = L.Trainer(
+            default_root_dir=tmp_path,
+            max_steps=12,
+            accumulate_grad_batches=accumulate,
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[seen],
+        )
+        trainer.fit(model)
+        assert seen.seen and all(counter == step for counter, step in seen.seen)
+        assert len({step for _, step in seen.seen}) > 4  # it moved: accumulation's lag and two steps a batch
+
+
+def test_without_lightnings_loops_there_is_no_step_counter() -> None:
+    assert step_counter(SimpleNamespace(global_step=3)) is None  # type: ignore[arg-type]

@@ -292,11 +292,12 @@ class CostBudget:
         if self.min_reports > 0 and self.planned_batches > 0:
             if not self.floor_batches:  # fixed at the first plan: the warm-up's reports count, later ones do not
                 owed = max(1, self.min_reports - self.reports)
-                # Rounded up: the last report owed is the one the run's end writes anyway (the callback counts
-                # intervals from the report that changed it), not an in-loop one a few batches before it. A whole
-                # number of optimizer steps, so that reports fall where an accumulation window ends.
-                floor = math.ceil((self.planned_batches - self.seen_batches) / owed)
-                self.floor_batches = max(self.accumulate, floor // self.accumulate * self.accumulate)
+                # Over a share: the last report owed is the one the run's end writes anyway (the callback counts
+                # intervals from the report that changed it), not an in-loop one a few batches before it or on the
+                # last batch (where it would come twice). A whole number of optimizer steps, so that reports fall
+                # where an accumulation window ends.
+                steps_left = (self.planned_batches - self.seen_batches) // self.accumulate
+                self.floor_batches = (steps_left // owed + 1) * self.accumulate
             cap = min(cap, self.floor_batches)
         return max(self.base_report_batches, cap)
 

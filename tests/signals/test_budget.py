@@ -73,6 +73,11 @@ def test_a_short_run_keeps_its_reports_however_far_over_budget() -> None:
     budget = CostBudget(0.01, report_batches=20, min_reports=10, planned_batches=400, warmup_reviews=0)
     budget.review(IntervalCost(20, 20 * 150e-6 + 20 * 500e-6 + 5e-3, STEP_MS, 20 * 500e-6, 20, 5e-3))
     assert (budget.stride, budget.report_batches) == (4, 43)
+    # When the batches left divide evenly, the interval is one batch longer: 9 owed over 180 would put the ninth at
+    # 20 + 9 x 20 = 200, the last batch, where the run's end writes its own report (the same report twice).
+    even = CostBudget(0.01, report_batches=20, min_reports=10, planned_batches=200, warmup_reviews=0)
+    even.review(IntervalCost(20, 20 * 150e-6 + 20 * 500e-6 + 5e-3, STEP_MS, 20 * 500e-6, 20, 5e-3))
+    assert even.report_batches == 21  # in the loop at 41 ... 188, the end 12 batches later
     # The warm-up's reports count: after 3 reports at 50 batches, 7 are owed over the 1,350 left (193 batches each).
     warmed = CostBudget(0.01, report_batches=50, min_reports=10, planned_batches=1500)
     for _ in range(3):
