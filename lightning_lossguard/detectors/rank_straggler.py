@@ -25,6 +25,7 @@ import numpy as np
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.rank_attribution import ranks_text
+from lightning_lossguard.detectors.stats import fast_median
 from lightning_lossguard.diagnosis import Diagnosis
 
 PHASES = ("data", "training_step", "backward", "optimizer")
@@ -190,13 +191,13 @@ def _medians(values: np.ndarray | None, min_batches: int) -> np.ndarray | None:
         finite = row[np.isfinite(row)]
         if finite.size < min_batches:
             return None
-        out[rank] = float(np.median(finite))
+        out[rank] = fast_median(finite)
     return out
 
 
 def _others(values: np.ndarray, rank: int) -> float:
     rest = np.delete(values, rank)
-    return float(np.median(rest)) if rest.size else math.nan
+    return fast_median(rest)  # NaN when no other rank
 
 
 def _step_ms(medians: Mapping[str, np.ndarray | None]) -> float:
@@ -205,4 +206,4 @@ def _step_ms(medians: Mapping[str, np.ndarray | None]) -> float:
     for values in medians.values():
         if values is not None:
             total += values
-    return float(np.median(total))
+    return fast_median(total)

@@ -1,5 +1,8 @@
 """rank_straggler on scripted per-rank phase times."""
 
+import subprocess
+import sys
+
 import numpy as np
 
 from lightning_lossguard.detectors import RankStraggler
@@ -88,3 +91,16 @@ def test_thresholds() -> None:
     assert feed(strict, [phases(2, data=(1, 50.0))]) == []
     loose = RankStraggler(RankStraggler.Thresholds(persist=1))
     assert feed(loose, [phases(2, data=(1, 50.0))])
+
+
+def test_judging_ranks_does_not_import_numpy_masked_arrays() -> None:
+    # np.median's first call imports numpy.ma (~13 ms), paid at the first report of every rank. A fresh
+    # interpreter, since any earlier test may have imported it; a straggler is found, so every median ran.
+    script = (
+        "import sys\n"
+        "from tests.detectors.test_rank_straggler import feed, phases\n"
+        "from lightning_lossguard.detectors import RankStraggler\n"
+        "assert feed(RankStraggler(), [phases(4, data=(1, 50.0)) for _ in range(3)])\n"
+        "assert 'numpy.ma' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
