@@ -121,7 +121,9 @@ class LossGuard(Callback):
             with every thread's stack, from a watchdog thread (it never stops the process). ``None`` (default): off.
         budget: the share of the training step's time LossGuard may take (default 0.01: 1%). Over it, gradient
             norms are measured on a stride of steps and, unless ``report_every`` is set, reports come less often
-            (see :mod:`lightning_lossguard.signals.budget`); the report says what was adapted.
+            (see :mod:`lightning_lossguard.signals.budget`); the report says what was adapted. ``None``: no budget,
+            gradient norms on every optimizer step and reports at the configured interval, whatever they cost
+            (the report still says what that was): to compare two runs step for step, or to debug one.
     """
 
     def __init__(
@@ -139,7 +141,7 @@ class LossGuard(Callback):
         name: str = "lossguard",
         monitors: list[Monitor] | None = None,
         stall_timeout: float | None = None,
-        budget: float = 0.01,
+        budget: float | None = 0.01,
     ) -> None:
         fail_on = options.choice("fail_on", fail_on, [None, "warning", "error"])
         self.fail_on = Severity(fail_on) if fail_on else None
@@ -153,7 +155,7 @@ class LossGuard(Callback):
         self.max_update_elements = int(options.whole("max_update_elements", max_update_elements, 0, 2**62) or 0)
         self.name = options.report_name(name)
         self.stall_timeout = options.seconds("stall_timeout", stall_timeout)
-        self.budget = float(options.number("budget", budget, 0.0, 1.0, open_low=True) or 0.01)
+        self.budget = options.number("budget", budget, 0.0, 1.0, allow_none=True, open_low=True)
         if monitors is not None and not isinstance(monitors, (list, tuple)):
             raise TypeError(f"monitors must be a list of lightning_lossguard.Monitor instances; got {monitors!r}.")
         self.monitors = list(monitors or [])
@@ -285,7 +287,7 @@ class LossGuard(Callback):
         self._report_batches = (self.report_every or default_report_every(trainer)) * accumulate
         planned = planned_steps(trainer)
         self._budget = CostBudget(
-            self.budget,
+            math.inf if self.budget is None else self.budget,
             self._report_batches,
             adaptive_reports=self.report_every is None,
             accumulate=accumulate,
@@ -297,7 +299,7 @@ class LossGuard(Callback):
         pruning = any(isinstance(c, ModelPruning) for c in trainer.callbacks)  # type: ignore[attr-defined]
         self._follow_pruning = pruning or bool(pruned_parameters(pl_module))
         # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
-        self._budget.adapt = trainer.world_size == 1
+        self._budget.adapt = trainer.world_size == 1 and self.budget is not None
         plugin = trainer.precision_plugin
         self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
         strategy = type(trainer.strategy).__name__
@@ -899,7 +901,7 @@ class LossGuard(Callback):
             self._layout,
             timed_forward=self._forward is not None and self._forward.seen,
             gradients_watched=not self.coverage.missing("gradients"),
-            budget=(self.budget, self._budget.stride) if self._budget is not None else None,
+            budget=(self._budget.budget, self._budget.stride) if self._budget is not None else None,
         )
         if self._batches and not self._losses_seen:
             notes = [n for n in notes if not n.startswith("Run too short")]

@@ -70,12 +70,11 @@ BAD = [
     ({"stall_timeout": True}, ValueError, "stall_timeout must be a number of seconds above 0"),
     ({"stall_timeout": "600"}, ValueError, "stall_timeout must be a number of seconds above 0"),
     ({"thresholds": {"stalled_training": {"x": 1}}}, ValueError, "its timeout is LossGuard(stall_timeout=...)"),
-    ({"budget": 0}, ValueError, "budget must be a number in (0, 1]; got 0."),
+    ({"budget": 0}, ValueError, "budget must be a number in (0, 1] or None; got 0."),
     ({"budget": 2}, ValueError, "budget must be a number in (0, 1]"),
     ({"budget": math.nan}, ValueError, "budget must be a number in (0, 1]"),
     ({"budget": True}, ValueError, "budget must be a number in (0, 1]"),
     ({"budget": "1%"}, ValueError, "budget must be a number in (0, 1]"),
-    ({"budget": None}, ValueError, "budget must be a number in (0, 1]"),
 ]
 
 
@@ -101,7 +100,7 @@ def test_good_arguments_are_kept_as_given() -> None:
         stall_timeout=600,
         budget=0.05,
     )
-    assert guard.budget == 0.05 and LossGuard().budget == 0.01
+    assert guard.budget == 0.05 and LossGuard().budget == 0.01 and LossGuard(budget=None).budget is None
     assert guard.stall_timeout == 600.0 and LossGuard().stall_timeout is None
     assert guard.report_every == 7 and guard.suppress == ["loss_plateau"] and guard.fail_on == "warning"
     exploding = guard._diagnostician.detectors["exploding_gradients"].thresholds

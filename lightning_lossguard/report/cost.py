@@ -45,8 +45,9 @@ def cost_line(cost: Mapping[str, float]) -> str | None:
     if not math.isfinite(share) or over_budget(share, budget):
         return None
     spent = _spent(cost.get("own_seconds", math.nan), cost.get("batches", math.nan), cost.get("step_ms", math.nan))
+    limit = f"budget {percent(budget)}" if math.isfinite(budget) else "no budget"
     return (
-        f"{percent(share)} of the training step time (budget {percent(budget)}; {spent}); gradient norms on 1 "
+        f"{percent(share)} of the training step time ({limit}; {spent}); gradient norms on 1 "
         f"optimizer step in {cost.get('gradient_stride', 1):.0f}, a report every "
         f"{cost.get('report_every_batches', math.nan):,.0f} batches."
     )

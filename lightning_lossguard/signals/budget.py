@@ -127,7 +127,8 @@ class CostBudget:
     takes that plan; well under (below ``relax_below`` of the budget) it takes a plan only if it measures more.
 
     Args:
-        budget: the share of the step's time LossGuard may take (0.01: 1%).
+        budget: the share of the step's time LossGuard may take (0.01: 1%); ``math.inf``: no budget (the user's
+            ``budget=None``), whose run does not adapt.
         report_batches: training batches between reports, as configured.
         adaptive_reports: whether the report interval may grow (False when the user set ``report_every``).
         min_samples: gradient rows per report interval, at least (exploding-gradient detection needs a few).
@@ -210,7 +211,7 @@ class CostBudget:
         self.gradient_rows += cost.gradient_rows
         self.seen_batches += cost.batches
         if not self.adapt:
-            self.limited_by = "ranks"
+            self.limited_by = "ranks" if math.isfinite(self.budget) else "off"
             return
         sample_us = cost.gradient_seconds * 1e6 / cost.gradient_rows if cost.gradient_rows else 0.0
         limit_us = max(0.0, self.budget * cost.step_ms * 1e3 - self._repayment_us())
@@ -254,7 +255,7 @@ class CostBudget:
         interval does not stretch), ``min_reports`` (the longest interval that keeps ``min_reports`` in the run),
         ``max_report_factor``; each interval with at least ``min_samples`` gradient passes. (The hooks' cost per
         batch, ``fixed_us``, may be over the budget on its own: no interval helps then.) A review also sets
-        ``warm_up`` (it only measured) or ``ranks`` (several ranks: no adapting)."""
+        ``warm_up`` (it only measured), ``ranks`` (several ranks: no adapting) or ``off`` (no budget)."""
         if not self.adaptive_reports:
             return "report_every"
         if self.floor_batches and self.floor_batches < self.base_report_batches * self.max_report_factor:

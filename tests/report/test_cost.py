@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ def test_under_budget_a_cost_line_and_no_note() -> None:
     assert over_budget_note(reviewed(0.01 * OVER_BUDGET_MARGIN)) is None  # noise-level excess is not a note
     assert cost_line(CostBudget(0.01, report_batches=100).state()) is None  # nothing reviewed: nothing to say
     assert cost_line(reviewed(0.06).state()) is None  # over budget: the note says it, with what bound it
+
+
+def test_without_a_budget_the_cost_line_says_so_and_there_is_never_a_note() -> None:
+    off = CostBudget(math.inf, report_batches=100, adapt=False)
+    off.review(IntervalCost(100, 0.5, 10.0, 0.2, 100, 0.1))  # 50% of the step: no budget to be over
+    assert over_budget_note(off) is None
+    assert cost_line(off.state()) == (
+        "50% of the training step time (no budget; 500 ms in all over 100 training batches of 10 ms); gradient "
+        "norms on 1 optimizer step in 1, a report every 100 batches."
+    )
 
 
 @pytest.mark.parametrize(

@@ -230,12 +230,18 @@ def test_under_accumulation_gradients_are_measured_on_strided_optimizer_steps(
     assert len(measured) < 20 + 30 + 4
 
 
-def test_a_full_budget_measures_every_step(tmp_path: Path) -> None:
+def test_without_a_budget_every_step_is_measured_and_the_report_says_so(tmp_path: Path) -> None:
     run = build("adam_regression")
-    guard = LossGuard(budget=1.0, verbose=False)
-    trainer(tmp_path, [guard], max_steps=120).fit(run.module, run.train)
-    assert guard._diagnostician.steps_judged == 120
-    assert guard._budget is not None and guard._budget.stride == 1
+    # The same run under a tiny budget strides: what budget=None must not do.
+    strided = LossGuard(budget=1e-6, report_every=40, verbose=False)
+    trainer(tmp_path / "strided", [strided], max_steps=200).fit(run.module, run.train)
+    assert strided._budget is not None and strided._budget.stride > 1
+    guard = LossGuard(budget=None, report_every=40, verbose=False)
+    trainer(tmp_path / "off", [guard], max_steps=200).fit(build("adam_regression").module, run.train)
+    assert guard._diagnostician.steps_judged == 200
+    [path] = (tmp_path / "off").rglob("lossguard.json")
+    cost = json.loads(path.read_text())["cost"]
+    assert (cost["budget"], cost["gradient_stride"], cost["report_every_batches"]) == ("inf", 1, 40)
 
 
 def test_a_stretched_interval_counts_from_the_report_that_stretched_it(tmp_path: Path) -> None:
@@ -286,6 +292,9 @@ def test_it_says_which_limit_kept_a_plan_over_budget_and_keeps_the_run_s_totals(
     ranks = CostBudget(0.01, report_batches=80, adapt=False)
     ranks.review(spent(sample_us=500, report_ms=5))
     assert ranks.limited_by == "ranks"
+    off = CostBudget(math.inf, report_batches=80, adapt=False)  # LossGuard(budget=None)
+    off.review(spent(sample_us=500, report_ms=50))
+    assert off.limited_by == "off" and (off.stride, off.report_batches) == (1, 80)
     # Totals over the run: 2 intervals of 100 batches of 10 ms, each 20 µs a batch, 100 passes of 500 µs, a 5 ms report.
     ranks.review(spent(sample_us=500, report_ms=5))
     assert ranks.spent_own_us == pytest.approx(2 * (2_000 + 50_000 + 5_000))
