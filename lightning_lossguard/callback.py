@@ -994,7 +994,7 @@ class LossGuard(Callback):
             main.innermost if main is not None else "(unknown)",
             len(stall.stacks),
             rank=trainer.global_rank,
-            last=last_report(tail.step, tail.loss, tail.phase_ms) if tail is not None else None,
+            last=last_report(tail.step, tail.loss, tail.phase_rows) if tail is not None else None,
             resumed=total_s is not None,
             detected_s=stall.stalled_s,
         )

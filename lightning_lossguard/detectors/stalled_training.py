@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds
+from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, format_number
 
 MAX_RANKS_SHOWN = 8
@@ -112,10 +113,13 @@ def _last_report(last: LastReport | None) -> str:
     return f"; at the last report (step {last.step}) " + "; ".join(parts) + tail
 
 
-def last_report(step: int, loss: np.ndarray | None, phase_ms: Mapping[str, np.ndarray]) -> LastReport | None:
-    """A :class:`LastReport` from a distributed report's per-rank numbers (None without per-rank timings)."""
-    step_ms = phase_ms.get("step")
-    if step_ms is None or not len(step_ms):
+def last_report(step: int, loss: np.ndarray | None, phase_rows: Mapping[str, np.ndarray]) -> LastReport | None:
+    """A :class:`LastReport` from a distributed report's per-rank numbers: ``phase_rows[phase][rank]`` holds that
+    rank's times, of which each rank's median of the finite ones is told (None without per-rank step times)."""
+    step_rows = phase_rows.get("step")
+    if step_rows is None or not len(step_rows):
         return None
-    data = phase_ms.get("data", np.full(len(step_ms), np.nan))
-    return LastReport(step, loss.tolist() if loss is not None else None, step_ms.tolist(), data.tolist())
+    step_ms = [median(row) for row in step_rows]
+    data = phase_rows.get("data")
+    data_ms = [median(row) for row in data] if data is not None else [math.nan] * len(step_ms)
+    return LastReport(step, loss.tolist() if loss is not None else None, step_ms, data_ms)

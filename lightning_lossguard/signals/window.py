@@ -54,11 +54,10 @@ class Window:
         return self._layer_cache
 
     def rank_tail(self) -> RankTail:
-        """What each rank reported in this window: its last loss and its median phase times."""
+        """What each rank reported in this window: its last loss and its phase times (kept as they are: only a stall
+        report reads them, and takes their medians then)."""
         loss = self.rank_loss[:, -1] if self.rank_loss is not None and self.rank_loss.shape[1] else None
-        phases = {
-            p: _nanmedian_rows(values) for p, values in self.rank_phase_ms.items() if values.size and values.ndim == 2
-        }
+        phases = {p: values for p, values in self.rank_phase_ms.items() if values.size and values.ndim == 2}
         return RankTail(self.last_step, self.ranks, loss, phases)
 
     @property
@@ -79,25 +78,13 @@ class RankTail:
         step: the last step of that report.
         ranks: how many ranks there are.
         loss: per rank, the loss of its last batch (None when no loss was returned).
-        phase_ms: per phase, per rank, the median time of that report's batches (NaN where unmeasured).
+        phase_rows: per phase, ``[ranks, timed batches]``: each rank's times in that report (NaN where unmeasured).
     """
 
     step: int
     ranks: int
     loss: np.ndarray | None
-    phase_ms: dict[str, np.ndarray]
-
-
-def _nanmedian_rows(values: np.ndarray) -> np.ndarray:
-    """Per row, the median of its finite values (NaN where none). Sorted here: ``np.median``'s first call imports
-    ``numpy.ma`` (~13 ms), paid in the first report of every rank."""
-    out = np.full(values.shape[0], np.nan)
-    for rank, row in enumerate(values):
-        finite = np.sort(row[np.isfinite(row)])
-        mid = finite.size // 2
-        if finite.size:
-            out[rank] = finite[mid] if finite.size % 2 else (finite[mid - 1] + finite[mid]) / 2
-    return out
+    phase_rows: dict[str, np.ndarray]
 
 
 def global_norms(param_norms: np.ndarray) -> np.ndarray:

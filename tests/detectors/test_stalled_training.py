@@ -1,5 +1,8 @@
 """stalled_training: the diagnosis built from what the watchdog saw (plain numbers and words)."""
 
+import subprocess
+import sys
+
 import numpy as np
 
 from lightning_lossguard.detectors import EVENT_DETECTORS, StalledTraining
@@ -29,15 +32,35 @@ def test_under_ddp_it_tells_what_each_rank_sent_at_the_last_report() -> None:
     last = last_report(
         19,
         np.array([0.77, 1.2]),
-        {"step": np.array([3.0, 2.7]), "data": np.array([1.6, np.nan]), "backward": np.array([1.0, 1.0])},
+        {
+            "step": np.array([[3.0, np.nan, 2.0, 4.0], [2.7, 2.7, np.inf, 2.6]]),
+            "data": np.array([[1.6, 1.6, 1.0, 9.0], [np.nan] * 4]),
+            "backward": np.ones((2, 4)),
+        },
     )
     assert last is not None
+    # Each rank's median of its finite times (NaN where it has none).
+    assert last.step_ms == [3.0, 2.7] and last.data_ms[0] == 1.6 and np.isnan(last.data_ms[1])
     found = StalledTraining().stalled(3.0, 3.5, 25, "backward", "f.py:1 in g", 3, rank=0, last=last)
     expected = "at the last report (step 19) rank 0 loss 0.77, 3 ms per step + 1.6 ms data; rank 1 loss 1.2"
     assert expected in found.message
     assert "every rank prints its own" in found.message
     assert found.evidence["last_report_step"] == 19 and found.evidence["ranks"] == 2
     assert last_report(0, None, {}) is None
+    only_steps = last_report(3, None, {"step": np.array([[1.0, 3.0], [2.0, 2.0]])})
+    assert only_steps is not None and only_steps.step_ms == [2.0, 2.0] and np.isnan(only_steps.data_ms).all()
+
+
+def test_the_last_reports_medians_do_not_import_numpy_masked_arrays() -> None:
+    # np.median's first call imports numpy.ma (~13 ms). A fresh interpreter, since any earlier test may have.
+    script = (
+        "import sys, numpy as np\n"
+        "from lightning_lossguard.detectors.stalled_training import last_report\n"
+        "times = np.random.default_rng(0).random((2, 16)); times[0, 3] = np.nan\n"
+        "assert last_report(5, None, {'step': times, 'data': times}) is not None\n"
+        "assert 'numpy.ma' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 def test_it_is_an_event_code_without_thresholds() -> None:

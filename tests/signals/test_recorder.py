@@ -105,7 +105,7 @@ def test_sharded_norms_are_those_of_the_whole_parameter_and_losses_keep_their_ra
     tail = windows[0].rank_tail()
     assert tail.step == 2 and tail.ranks == 2 and tail.loss is not None
     np.testing.assert_allclose(tail.loss, [0.3, 0.2], rtol=1e-6)
-    assert set(tail.phase_ms) == set(PHASES) and tail.phase_ms["step"].shape == (2,)
+    assert set(tail.phase_rows) == set(PHASES) and tail.phase_rows["step"].shape == (2, 3)
 
 
 def test_a_piece_held_by_two_ranks_of_four_counts_once() -> None:
