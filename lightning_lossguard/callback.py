@@ -293,13 +293,13 @@ class LossGuard(Callback):
             accumulate=accumulate,
             min_reports=MIN_REPORTS_UNDER_BUDGET,
             planned_batches=planned * accumulate if planned else 0,
+            # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
+            adapt=trainer.world_size == 1,
         )
         self._lr_group = first_group(trainer)
         self._step_counter = step_counter(trainer)
         pruning = any(isinstance(c, ModelPruning) for c in trainer.callbacks)  # type: ignore[attr-defined]
         self._follow_pruning = pruning or bool(pruned_parameters(pl_module))
-        # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
-        self._budget.adapt = trainer.world_size == 1 and self.budget is not None
         plugin = trainer.precision_plugin
         self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
         strategy = type(trainer.strategy).__name__

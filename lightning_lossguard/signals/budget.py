@@ -144,6 +144,8 @@ class CostBudget:
             stride every plan would reach anyway: one gradient pass per step over the whole budget cannot fit.
         planning_margin: the share of the budget a plan aims at (measured costs vary from interval to interval).
         relax_below: under this share of the budget, a plan that measures more often is taken.
+        adapt: whether reviews change the stride and the interval (False under several ranks; always False without
+            a budget, ``math.inf``: there is nothing to keep under).
         planned_batches: the run's length in training batches, when known (0: unknown). The budget is then kept
             over the whole run: what the set-up and the warm-up spent above it is paid back over the batches left
             (each later interval is allowed that much less per batch).
@@ -180,6 +182,7 @@ class CostBudget:
 
     def __post_init__(self) -> None:
         self.base_report_batches = self.report_batches
+        self.adapt = self.adapt and math.isfinite(self.budget)
 
     @property
     def stretched(self) -> bool:

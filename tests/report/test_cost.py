@@ -46,7 +46,7 @@ def test_under_budget_a_cost_line_and_no_note() -> None:
 
 
 def test_without_a_budget_the_cost_line_says_so_and_there_is_never_a_note() -> None:
-    off = CostBudget(math.inf, report_batches=100, adapt=False)
+    off = CostBudget(math.inf, report_batches=100)
     off.review(IntervalCost(100, 0.5, 10.0, 0.2, 100, 0.1))  # 50% of the step: no budget to be over
     assert over_budget_note(off) is None
     assert cost_line(off.state()) == (

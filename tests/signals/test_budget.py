@@ -292,7 +292,7 @@ def test_it_says_which_limit_kept_a_plan_over_budget_and_keeps_the_run_s_totals(
     ranks = CostBudget(0.01, report_batches=80, adapt=False)
     ranks.review(spent(sample_us=500, report_ms=5))
     assert ranks.limited_by == "ranks"
-    off = CostBudget(math.inf, report_batches=80, adapt=False)  # LossGuard(budget=None)
+    off = CostBudget(math.inf, report_batches=80)  # LossGuard(budget=None): never adapts
     off.review(spent(sample_us=500, report_ms=50))
     assert off.limited_by == "off" and (off.stride, off.report_batches) == (1, 80)
     # Totals over the run: 2 intervals of 100 batches of 10 ms, each 20 µs a batch, 100 passes of 500 µs, a 5 ms report.
