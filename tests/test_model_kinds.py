@@ -381,3 +381,52 @@ def test_dead_output_channels_of_a_transposed_convolution_are_seen(tmp_path: Pat
         assert dead.evidence["units"] == 16 and dead.evidence["dead_unit_share"] >= 0.7
     else:
         assert found == []
+
+
+class Conv1D(nn.Module):
+    """The linear layer of Hugging Face's GPT-2 (``transformers.pytorch_utils.Conv1D``), written here as its docs
+    describe it: ``nf`` output features, a weight of ``[in, out]`` and ``x @ weight + bias``."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(*x.shape[:-1], self.nf)
+
+
+Conv1D.__module__ = "transformers.pytorch_utils"  # where LossGuard recognises it (transformers is not installed)
+
+
+class Conv1DBlock(nn.Module):
+    """GPT-2's MLP block with a ReLU: ``c_fc`` widens, ``c_proj`` narrows."""
+
+    def __init__(self, dead_units: int) -> None:
+        super().__init__()
+        self.c_fc = Conv1D(64, 16)
+        self.c_proj = Conv1D(1, 64)
+        with torch.no_grad():
+            self.c_fc.bias[:dead_units] = -50.0  # these units never pass the ReLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)))
+
+
+@pytest.mark.parametrize("dead_units", [0, 48])
+def test_dead_units_of_a_hugging_face_conv1d_are_its_output_features(tmp_path: Path, dead_units: int) -> None:
+    # Its weight is [in, out]: the units of c_fc that died are all-zero columns. Read by rows, c_fc showed no dead
+    # unit and c_proj's rows (c_fc's dead outputs) were blamed instead: the wrong layer, with 64 "units".
+    torch.manual_seed(0)
+    guard = LossGuard(verbose=False)
+    model = Regressor(Conv1DBlock(dead_units), lr=1e-3)
+    trainer(tmp_path, [guard], max_steps=300).fit(model, loader(regression_data()))
+    assert guard._layout.param_units[:4] == (64, 0, 1, 0)  # c_fc's and c_proj's output features
+    found = [(d.code, d.subject) for d in guard.diagnoses]
+    if dead_units:
+        assert found == [("dead_gradients", "net.c_fc")], found
+        [dead] = guard.diagnoses
+        assert dead.evidence["units"] == 64 and dead.evidence["dead_unit_share"] >= 0.7
+    else:
+        assert found == []

@@ -266,3 +266,19 @@ def test_a_grouped_transposed_convolution_is_not_sampled_for_units() -> None:
     layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)]))
     names = [n for n, _ in net.named_parameters()]
     assert [names[i] for i in layout.unit_params] == ["1.weight"] and layout.unit_axes == (0,)
+
+
+def test_a_hugging_face_conv1d_has_its_units_in_its_weights_columns() -> None:
+    # GPT-2's Conv1D keeps its weight as [in, out] (x @ weight): recognised by its class, package and ``nf``.
+    def conv1d(nf: int, nx: int, module: str) -> nn.Module:
+        kind = type("Conv1D", (nn.Module,), {"__module__": module})
+        layer = kind()
+        layer.nf, layer.weight, layer.bias = nf, nn.Parameter(torch.zeros(nx, nf)), nn.Parameter(torch.zeros(nf))
+        return layer
+
+    net = nn.Sequential(conv1d(8, 3, "transformers.pytorch_utils"), conv1d(8, 3, "my_project.layers"))
+    layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)]))
+    assert layout.unit_params == (0, 2) and layout.unit_axes == (1, 0)  # another project's Conv1D: rows
+    net[0].nf = 3  # not the weight's columns: not that layer
+    layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)]))
+    assert layout.unit_axes == (0, 0)
