@@ -3,7 +3,9 @@ without bound (a loss heading to -inf is almost always a flipped sign).
 
 Judged on block medians (minibatch noise and single bad batches do not count) with rank statistics, which
 hold for heavy-tailed per-sample losses (batch size 1). A rise must be large (``rise``), significant against
-the run's own noise (Mann-Kendall ``z`` over the blocks since the best level) and still going on.
+the run's own noise (Mann-Kendall ``z`` over the blocks since the best level, or the level's shift in robust
+standard errors, ``level_z``: a climb of a few blocks has no trend to test) and still going on. The message quotes
+the statistic that decided.
 
 Some losses rise legitimately (RL targets that move, GAN losses, curricula, a learned temperature), so the
 severity follows corroboration: an **error** only when a second, independent signal agrees — the gradient
@@ -232,8 +234,8 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             grad_text = f"the gradient norm changed only {growth:.3g}x and every value is finite"
         message = (
             f"The training loss rose from {start:.4g} to {current:.4g} ({factor:.3g}x its start; best "
-            f"{min(values):.4g}) and is still rising (trend z={z:.1f}); it crossed {1 + t.rise:g}x the start at "
-            f"step {first}; {grad_text}."
+            f"{min(values):.4g}) and is still rising ({self._significance(z, level_z, factor)}); it crossed "
+            f"{1 + t.rise:g}x the start at step {first}; {grad_text}."
         )
         if severity is Severity.INFO:
             message += (
@@ -252,6 +254,19 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         }
         found = self.diagnosis(decided, message, evidence)
         return [dataclasses.replace(found, severity=severity)]
+
+    def _significance(self, z: float, level_z: float, factor: float) -> str:
+        """The statistic that made the rise significant, as the message quotes it: the climb's trend, else the
+        level's shift against the run's own noise, else a rise no training loss makes (a climb of a few blocks has
+        no trend z to speak of: under four blocks it is 0)."""
+        t = self.thresholds
+        if z >= t.z:
+            return f"trend z={z:.1f} since its best"
+        if level_z >= t.level_z:
+            if not math.isfinite(level_z):
+                return "a level shift the run's block-to-block noise cannot explain"
+            return f"level z={level_z:.3g} against the run's block-to-block noise"
+        return f"beyond {t.implausible_rise:g}x its start, past any plausible training loss"
 
     def _falling(self, decided: int, start: float, current: float) -> list[Diagnosis]:
         t = self.thresholds

@@ -25,6 +25,21 @@ def test_a_blow_up_after_a_long_fall_is_corroborated_by_the_latest_gradients() -
     found = feed(LossDivergence(), losses, grad_steps=np.arange(200), grad_norms=grads)
     assert [d.severity for d in found] == ["error"]
     assert found[0].evidence["grad_growth"] >= 10 and "gradient norm grew" in found[0].message
+    # Five blocks of climb have no trend to speak of (Mann-Kendall z 2.6): the message quotes what decided it, the
+    # level's shift against the run's noise, not "still rising (trend z=0.0)" as the quickstart's output once read.
+    assert found[0].evidence["trend_z"] < 3 and "trend z" not in found[0].message
+    assert f"level z={found[0].evidence['level_z']:.3g} against" in found[0].message
+
+
+def test_a_long_climb_is_quoted_by_its_trend() -> None:
+    # A noisy loss that climbs 10x over 400 steps after its best: the trend decides, and the message says so.
+    rng = np.random.default_rng(0)
+    losses = np.concatenate([np.geomspace(1, 0.3, 100), np.geomspace(0.3, 3, 400)]) * 10 ** (
+        0.15 * rng.standard_normal(500)
+    )
+    found = feed(LossDivergence(), losses)
+    assert found and found[0].evidence["trend_z"] >= 3
+    assert f"(trend z={found[0].evidence['trend_z']:.1f} since its best)" in found[0].message
 
 
 def test_a_rising_loss_with_steady_gradients_is_not_an_error() -> None:
