@@ -54,7 +54,7 @@ class RunLayout:
         param_names, param_sizes: per watched parameter.
         param_units: output units for dense weights, 0 otherwise.
         param_unit_axes: per parameter, the dimension holding its output units (1 for a transposed convolution's
-            weight and Hugging Face's ``Conv1D``, else 0).
+            weight and a GPT-2-style ``Conv1D``, else 0).
         layer_of: parameter index -> layer index; layers: layer names, input side first where known.
         comparable: per layer, a dense weight layer whose norm can be compared across depth.
         layer_group: per layer, the optimizer that steps it (-1 when mixed).

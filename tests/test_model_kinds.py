@@ -384,8 +384,8 @@ def test_dead_output_channels_of_a_transposed_convolution_are_seen(tmp_path: Pat
 
 
 class Conv1D(nn.Module):
-    """The linear layer of Hugging Face's GPT-2 (``transformers.pytorch_utils.Conv1D``), written here as its docs
-    describe it: ``nf`` output features, a weight of ``[in, out]`` and ``x @ weight + bias``."""
+    """The linear layer of GPT-2 as Hugging Face defines it (``transformers.pytorch_utils.Conv1D``) and GPT-2 code
+    copies it: ``nf`` output features, a weight of ``[in, out]`` and ``x @ weight + bias``."""
 
     def __init__(self, nf: int, nx: int) -> None:
         super().__init__()
@@ -395,9 +395,6 @@ class Conv1D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(*x.shape[:-1], self.nf)
-
-
-Conv1D.__module__ = "transformers.pytorch_utils"  # where LossGuard recognises it (transformers is not installed)
 
 
 class Conv1DBlock(nn.Module):
@@ -415,7 +412,7 @@ class Conv1DBlock(nn.Module):
 
 
 @pytest.mark.parametrize("dead_units", [0, 48])
-def test_dead_units_of_a_hugging_face_conv1d_are_its_output_features(tmp_path: Path, dead_units: int) -> None:
+def test_dead_units_of_a_gpt2_conv1d_are_its_output_features(tmp_path: Path, dead_units: int) -> None:
     # Its weight is [in, out]: the units of c_fc that died are all-zero columns. Read by rows, c_fc showed no dead
     # unit and c_proj's rows (c_fc's dead outputs) were blamed instead: the wrong layer, with 64 "units".
     torch.manual_seed(0)

@@ -118,7 +118,7 @@ class ParameterLayout:
         unit_params: parameters with output units (dense >= 2-D weights): dead-unit sampling.
         layer_group: per layer, the optimizer that steps it (-1 when its parameters have several).
         unit_axes: per entry of ``unit_params``, the dimension that holds its output units: 0, or 1 for a
-            transposed convolution's weight (``[in, out, *kernel]``) and Hugging Face's ``Conv1D`` (``[in, out]``).
+            transposed convolution's weight (``[in, out, *kernel]``) and a GPT-2-style ``Conv1D`` (``[in, out]``).
     """
 
     layer_of: tuple[int, ...]
@@ -182,28 +182,29 @@ def build_layout(module: nn.Module, watched: WatchedSet, execution_order: Sequen
 
 def _unit_axis(owner: nn.Module | None, param: torch.Tensor) -> int | None:
     """The dimension of a weight that holds its output units: 0, but 1 for a transposed convolution's weight
-    (``[in, out / groups, *kernel]``: a unit whose ReLU died is an all-zero column, not a row) and for Hugging Face's
-    ``Conv1D`` (GPT-2's linear layers: ``[in, out]``). None for a grouped transposed convolution: a column there mixes
-    the output units of every group."""
-    if _is_hf_conv1d(owner, param):
+    (``[in, out / groups, *kernel]``: a unit whose ReLU died is an all-zero column, not a row) and for a GPT-2-style
+    ``Conv1D`` (``[in, out]``). None for a grouped transposed convolution: a column there mixes the output units of
+    every group."""
+    if _is_gpt2_conv1d(owner, param):
         return 1
     if not isinstance(owner, nn.modules.conv._ConvTransposeNd) or tuple(param.shape) != tuple(owner.weight.shape):
         return 0
     return 1 if owner.groups == 1 else None
 
 
-def _is_hf_conv1d(owner: nn.Module | None, param: torch.Tensor) -> bool:
-    """Whether ``param`` is the weight of a Hugging Face ``Conv1D`` (``transformers.pytorch_utils``; its weight is
-    ``[nx, nf]`` and its forward ``x @ weight + bias``). Recognised by name, since ``transformers`` is not a
-    dependency: the class, its package, and its ``nf`` output features matching the weight's columns."""
+def _is_gpt2_conv1d(owner: nn.Module | None, param: torch.Tensor) -> bool:
+    """Whether ``param`` is the weight of a GPT-2-style ``Conv1D``: Hugging Face's (``transformers.pytorch_utils``)
+    or one of the many copies of it in GPT-2 code, a weight of ``[nx, nf]`` used as ``x @ weight + bias``.
+    Recognised without ``transformers`` (not a dependency): a class named ``Conv1D`` whose ``nf``
+    output features are the weight's columns. A square weight fits either layout: there only Hugging Face's own
+    class is trusted."""
     kind = type(owner)
-    return (
-        kind.__name__ == "Conv1D"
-        and kind.__module__.startswith("transformers.")
-        and param.dim() == 2
-        and getattr(owner, "nf", None) == param.shape[1]
-        and tuple(param.shape) == tuple(getattr(getattr(owner, "weight", None), "shape", ()))
-    )
+    weight = getattr(owner, "weight", None)
+    if kind.__name__ != "Conv1D" or param.dim() != 2 or not isinstance(weight, torch.Tensor):
+        return False
+    if tuple(param.shape) != tuple(weight.shape) or getattr(owner, "nf", None) != param.shape[1]:
+        return False
+    return param.shape[0] != param.shape[1] or kind.__module__.startswith("transformers.")
 
 
 @dataclass(frozen=True)

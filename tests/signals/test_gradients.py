@@ -268,17 +268,22 @@ def test_a_grouped_transposed_convolution_is_not_sampled_for_units() -> None:
     assert [names[i] for i in layout.unit_params] == ["1.weight"] and layout.unit_axes == (0,)
 
 
-def test_a_hugging_face_conv1d_has_its_units_in_its_weights_columns() -> None:
-    # GPT-2's Conv1D keeps its weight as [in, out] (x @ weight): recognised by its class, package and ``nf``.
+def test_a_gpt2_style_conv1d_has_its_units_in_its_weights_columns() -> None:
+    # GPT-2's Conv1D keeps its weight as [in, out] (x @ weight): Hugging Face's class and the copies of it in GPT-2
+    # code, recognised by name and by ``nf`` being the weight's columns. A square weight fits either layout: only
+    # Hugging Face's own class is read by columns then.
     def conv1d(nf: int, nx: int, module: str) -> nn.Module:
         kind = type("Conv1D", (nn.Module,), {"__module__": module})
         layer = kind()
         layer.nf, layer.weight, layer.bias = nf, nn.Parameter(torch.zeros(nx, nf)), nn.Parameter(torch.zeros(nf))
         return layer
 
-    net = nn.Sequential(conv1d(8, 3, "transformers.pytorch_utils"), conv1d(8, 3, "my_project.layers"))
-    layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)]))
-    assert layout.unit_params == (0, 2) and layout.unit_axes == (1, 0)  # another project's Conv1D: rows
-    net[0].nf = 3  # not the weight's columns: not that layer
-    layout = build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)]))
-    assert layout.unit_axes == (0, 0)
+    def axes(net: nn.Module) -> tuple[int, ...]:
+        return build_layout(net, watched_parameters(net, [torch.optim.SGD(net.parameters(), lr=0.1)])).unit_axes
+
+    hf, copy = "transformers.pytorch_utils", "my_gpt2.layers"
+    assert axes(nn.Sequential(conv1d(8, 3, hf), conv1d(8, 3, copy))) == (1, 1)
+    assert axes(nn.Sequential(conv1d(8, 8, hf), conv1d(8, 8, copy))) == (1, 0)  # square: the copy's rows
+    wrong_nf = conv1d(8, 3, hf)
+    wrong_nf.nf = 3  # nf names the rows: not that layout
+    assert axes(nn.Sequential(wrong_nf, nn.Linear(3, 8))) == (0, 0)
