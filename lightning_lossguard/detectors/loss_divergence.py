@@ -234,7 +234,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             grad_text = f"the gradient norm changed only {growth:.3g}x and every value is finite"
         message = (
             f"The training loss rose from {start:.4g} to {current:.4g} ({factor:.3g}x its start; best "
-            f"{min(values):.4g}) and is still rising ({self._significance(z, level_z, factor)}); it crossed "
+            f"{min(values):.4g}) and is still rising ({self._significance(z, level_z)}); it crossed "
             f"{1 + t.rise:g}x the start at step {first}; {grad_text}."
         )
         if severity is Severity.INFO:
@@ -255,7 +255,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         found = self.diagnosis(decided, message, evidence)
         return [dataclasses.replace(found, severity=severity)]
 
-    def _significance(self, z: float, level_z: float, factor: float) -> str:
+    def _significance(self, z: float, level_z: float) -> str:
         """The statistic that made the rise significant, as the message quotes it: the climb's trend, else the
         level's shift against the run's own noise, else a rise no training loss makes (a climb of a few blocks has
         no trend z to speak of: under four blocks it is 0)."""

@@ -185,24 +185,22 @@ def _unit_axis(owner: nn.Module | None, param: torch.Tensor) -> int | None:
     (``[in, out / groups, *kernel]``: a unit whose ReLU died is an all-zero column, not a row) and for a GPT-2-style
     ``Conv1D`` (``[in, out]``). None for a grouped transposed convolution: a column there mixes the output units of
     every group."""
-    if _is_gpt2_conv1d(owner, param):
-        return 1
-    if not isinstance(owner, nn.modules.conv._ConvTransposeNd) or tuple(param.shape) != tuple(owner.weight.shape):
-        return 0
-    return 1 if owner.groups == 1 else None
+    weight = getattr(owner, "weight", None)
+    if not isinstance(weight, torch.Tensor) or tuple(param.shape) != tuple(weight.shape):
+        return 0  # not the owning layer's weight: its units, if any, are rows
+    if isinstance(owner, nn.modules.conv._ConvTransposeNd):
+        return 1 if owner.groups == 1 else None
+    return 1 if _is_gpt2_conv1d(owner, param) else 0
 
 
 def _is_gpt2_conv1d(owner: nn.Module | None, param: torch.Tensor) -> bool:
-    """Whether ``param`` is the weight of a GPT-2-style ``Conv1D``: Hugging Face's (``transformers.pytorch_utils``)
-    or one of the many copies of it in GPT-2 code, a weight of ``[nx, nf]`` used as ``x @ weight + bias``.
-    Recognised without ``transformers`` (not a dependency): a class named ``Conv1D`` whose ``nf``
-    output features are the weight's columns. A square weight fits either layout: there only Hugging Face's own
-    class is trusted."""
+    """Whether ``param``, its owner's weight, is that of a GPT-2-style ``Conv1D``: Hugging Face's
+    (``transformers.pytorch_utils``) or one of the many copies of it in GPT-2 code, a weight of ``[nx, nf]`` used as
+    ``x @ weight + bias``. Recognised without ``transformers`` (not a dependency): a class named ``Conv1D`` whose
+    ``nf`` output features are the weight's columns. A square weight fits either layout: there only Hugging Face's
+    own class is trusted."""
     kind = type(owner)
-    weight = getattr(owner, "weight", None)
-    if kind.__name__ != "Conv1D" or param.dim() != 2 or not isinstance(weight, torch.Tensor):
-        return False
-    if tuple(param.shape) != tuple(weight.shape) or getattr(owner, "nf", None) != param.shape[1]:
+    if kind.__name__ != "Conv1D" or param.dim() != 2 or getattr(owner, "nf", None) != param.shape[1]:
         return False
     return param.shape[0] != param.shape[1] or kind.__module__.startswith("transformers.")
 
