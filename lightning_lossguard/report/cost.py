@@ -37,6 +37,10 @@ def _spent(seconds: float, batches: float, step_ms: float) -> str:
     return f"{amount} in all over {batches:,.0f} training batches of {step_ms:.3g} ms"
 
 
+def _spent_in(cost: Mapping[str, float]) -> str:
+    return _spent(cost.get("own_seconds", math.nan), cost.get("batches", math.nan), cost.get("step_ms", math.nan))
+
+
 def cost_line(cost: Mapping[str, float]) -> str | None:
     """``0.62% of the training step time (budget 1%; ...)``: LossGuard's own time, for a summary's ``cost:`` line,
     from the report's ``cost`` (:meth:`CostBudget.state`). None before any review, and for a run over budget (its
@@ -44,13 +48,34 @@ def cost_line(cost: Mapping[str, float]) -> str | None:
     share, budget = cost.get("run_share", math.nan), cost.get("budget", math.nan)
     if not math.isfinite(share) or over_budget(share, budget):
         return None
-    spent = _spent(cost.get("own_seconds", math.nan), cost.get("batches", math.nan), cost.get("step_ms", math.nan))
+    spent = _spent_in(cost)
     limit = f"budget {percent(budget)}" if math.isfinite(budget) else "no budget"
     return (
         f"{percent(share)} of the training step time ({limit}; {spent}); gradient norms on 1 "
         f"optimizer step in {cost.get('gradient_stride', 1):.0f}, a report every "
         f"{cost.get('report_every_batches', math.nan):,.0f} batches."
     )
+
+
+def over_budget_line(cost: Mapping[str, float]) -> str | None:
+    """``26.2% of the training step time, over its 1% budget (89 ms in all over 200 training batches of 1.63 ms)``:
+    a run over budget in one line, from the report's ``cost``, for a place with room for one (the TensorBoard card,
+    which folds the note's why under it). None for a run within its budget and before any review."""
+    share, budget = cost.get("run_share", math.nan), cost.get("budget", math.nan)
+    if not math.isfinite(share) or not over_budget(share, budget):
+        return None
+    spent = _spent_in(cost)
+    return f"{percent(share)} of the training step time, over its {percent(budget)} budget ({spent})."
+
+
+OVER_BUDGET_OPENING = "LossGuard's own time came to "
+"""How the over-budget note begins: a report's notes are plain strings, and a reader that shows the cost apart
+(the TensorBoard card) finds the note by it."""
+
+
+def is_over_budget_note(note: str) -> bool:
+    """Whether a report's note is the one :func:`over_budget_note` wrote."""
+    return note.startswith(OVER_BUDGET_OPENING)
 
 
 def over_budget_note(budget: CostBudget) -> str | None:
@@ -68,7 +93,7 @@ def over_budget_note(budget: CostBudget) -> str | None:
     ]
     spent = _spent(budget.spent_own_us / 1e6, budget.seen_batches, budget.step_ms)
     return (
-        f"LossGuard's own time came to {percent(share)} of the training step time, over its "
+        f"{OVER_BUDGET_OPENING}{percent(share)} of the training step time, over its "
         f"{percent(budget.budget)} budget: {spent}, of which {', '.join(parts)}. {_why(budget)}"
     )
 

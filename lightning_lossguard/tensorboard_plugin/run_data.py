@@ -17,7 +17,7 @@ from tensorboard.plugins.scalar.metadata import PLUGIN_NAME
 
 from lightning_lossguard.catalog import CATALOG, cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
-from lightning_lossguard.report.cost import cost_line
+from lightning_lossguard.report.cost import cost_line, is_over_budget_note, over_budget_line
 from lightning_lossguard.report.json_report import REPORT_NAME, Report, ReportError, read_report
 
 PREFIX = "lossguard/"
@@ -83,15 +83,8 @@ def run_view(run: str, run_dir: Path | None, curves: dict[str, list[list[float]]
             reports.append({"file": path.name, "error": str(error).replace(str(path), path.name)})
             continue
         found.append((report, path.name))
-        reports.append(
-            {
-                "file": path.name,
-                "status": _status(report),
-                "notes": report.notes,
-                "gaps": [gap.to_dict() for gap in report.gaps],
-                "cost": cost_line(report.cost),
-            }
-        )
+        gaps = [gap.to_dict() for gap in report.gaps]
+        reports.append({"file": path.name, "status": _status(report), "gaps": gaps, **_notes_and_cost(report)})
     of_file = {id(d): name for report, name in found for d in report.diagnoses}
     diagnoses = cause_first(d for report, _ in found for d in report.diagnoses)
     return {
@@ -125,6 +118,19 @@ def verdict(reports: Sequence[Report], unreadable: int = 0) -> dict[str, str]:
     if infos:
         text += f" ({infos} info)"
     return {"level": level, "text": text}
+
+
+def _notes_and_cost(report: Report) -> dict[str, Any]:
+    """The report's notes, and its cost in one line: a run over budget has the line's why (its note) folded under
+    it (``cost_detail``) instead of among the notes, where on a healthy run it was the only text under "no problems
+    found" and read like one."""
+    over = over_budget_line(report.cost)
+    detail = next((n for n in report.notes if is_over_budget_note(n)), None) if over else None
+    return {
+        "notes": [n for n in report.notes if n != detail],
+        "cost": cost_line(report.cost) or over,
+        "cost_detail": detail,
+    }
 
 
 def _status(report: Report) -> str:

@@ -18,7 +18,9 @@ import pytest
 
 from lightning_lossguard.catalog import cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.report.cost import over_budget_note
 from lightning_lossguard.report.json_report import read_report
+from lightning_lossguard.signals.budget import CostBudget, IntervalCost
 from tests.report.browser import chromium
 from tests.report.conftest import ATTACK, Runs, Server, serve, write_run
 
@@ -170,6 +172,39 @@ def test_the_page_follows_a_live_run(tmp_path: Path, browser_path: str) -> None:
         page.wait_for("document.querySelector('article.card')?.dataset.code === 'nonfinite_loss'", timeout=30)
         assert page.evaluate("document.querySelector('.verdict .text').textContent") == "1 error, 0 warnings"
         assert page.evaluate("document.querySelectorAll('.marker').length") == 2
+
+
+def test_a_healthy_run_over_budget_shows_its_cost_in_one_line_and_the_why_on_a_click(
+    tmp_path: Path, browser_path: str
+) -> None:
+    budget = CostBudget(0.01, report_batches=10, warmup_reviews=0)
+    budget.review(IntervalCost(10, 0.026, 10.0, 0.01, 10, 0.01))  # 26% of 10 batches of 10 ms
+    note = over_budget_note(budget)
+    assert note is not None
+    write_run(tmp_path / "short", range(20), [], notes=[note], cost=budget.state())
+    with serve(tmp_path) as tb, chromium(browser_path) as page:
+        tb.wait("/data/plugin/lossguard/runs", lambda answer: answer["runs"] == ["short"])
+        page.open(tb.base + ENTRY)
+        page.wait_for("!!document.querySelector('details.cost')")
+        shown = page.evaluate("""(() => ({
+          verdict: document.querySelector('.verdict .text').textContent,
+          notes: document.querySelectorAll('.notes li').length,
+          summary: document.querySelector('details.cost summary').textContent,
+          open: document.querySelector('details.cost').open,
+          why: document.querySelector('details.cost p').checkVisibility(),
+        }))()""")
+        assert shown["verdict"] == "Healthy: no problems found" and shown["notes"] == 0
+        assert (
+            shown["summary"] == "LossGuard's own time: 26% of the training step time, over its 1% budget (26 ms "
+            "in all over 10 training batches of 10 ms)."
+        )
+        assert not shown["open"] and not shown["why"]  # folded
+        x, y = page.evaluate("""(box => [box.x + 40, box.y + box.height / 2])(
+          document.querySelector('details.cost summary').getBoundingClientRect())""")
+        page.click(x, y)
+        page.wait_for("document.querySelector('details.cost').open")
+        assert page.evaluate("document.querySelector('details.cost p').checkVisibility()")
+        assert page.evaluate("document.querySelector('details.cost p').textContent") == note
 
 
 def test_the_screenshot_script_captures_the_lossguard_tab(server: Server, browser_path: str, tmp_path: Path) -> None:

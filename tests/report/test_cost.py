@@ -14,7 +14,14 @@ from rich.console import Console
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
 from lightning_lossguard.report.console import ConsoleReporter
-from lightning_lossguard.report.cost import OVER_BUDGET_MARGIN, cost_line, over_budget_note, percent
+from lightning_lossguard.report.cost import (
+    OVER_BUDGET_MARGIN,
+    cost_line,
+    is_over_budget_note,
+    over_budget_line,
+    over_budget_note,
+    percent,
+)
 from lightning_lossguard.signals.budget import CostBudget, IntervalCost
 from tests.conftest import trainer
 
@@ -43,6 +50,19 @@ def test_under_budget_a_cost_line_and_no_note() -> None:
     assert over_budget_note(reviewed(0.01 * OVER_BUDGET_MARGIN)) is None  # noise-level excess is not a note
     assert cost_line(CostBudget(0.01, report_batches=100).state()) is None  # nothing reviewed: nothing to say
     assert cost_line(reviewed(0.06).state()) is None  # over budget: the note says it, with what bound it
+
+
+def test_over_budget_the_run_has_a_one_line_headline_and_its_note_is_recognised() -> None:
+    over = reviewed(0.06)
+    assert over_budget_line(over.state()) == (
+        "6% of the training step time, over its 1% budget (60 ms in all over 100 training batches of 10 ms)."
+    )
+    assert over_budget_line(reviewed(0.008).state()) is None  # within budget: the cost line says it
+    assert over_budget_line(reviewed(0.01 * OVER_BUDGET_MARGIN).state()) is None  # noise-level excess
+    assert over_budget_line(CostBudget(0.01, report_batches=100).state()) is None  # nothing reviewed
+    note = over_budget_note(over)
+    assert note is not None and is_over_budget_note(note)
+    assert not is_over_budget_note("Run too short to judge a plateau.")
 
 
 def test_without_a_budget_the_cost_line_says_so_and_there_is_never_a_note() -> None:

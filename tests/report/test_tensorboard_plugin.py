@@ -12,7 +12,9 @@ import pytest
 
 from lightning_lossguard import Diagnosis, Severity
 from lightning_lossguard.catalog import CATALOG, cause_first
+from lightning_lossguard.report.cost import over_budget_line, over_budget_note
 from lightning_lossguard.report.json_report import Gap, read_report, write_report
+from lightning_lossguard.signals.budget import CostBudget, IntervalCost
 from lightning_lossguard.tensorboard_plugin.catalog_page import catalog_page
 from lightning_lossguard.tensorboard_plugin.run_data import report_files, run_view, verdict
 from tests.report.conftest import ATTACK, Runs, Server, serve, write_run
@@ -66,6 +68,21 @@ def test_run_view_orders_diagnoses_cause_first_and_keeps_every_field(tmp_path: P
     assert second["cost"].startswith("0.5% of the training step time (budget 1%; 50 ms in all over 1,000 training")
     assert main["cost"] is None  # the report holds no cost: nothing to say
     assert run_view("run", None, {})["verdict"]["level"] == "unknown"
+
+
+def test_a_run_over_budget_shows_its_cost_in_one_line_with_the_note_folded_under_it(tmp_path: Path) -> None:
+    budget = CostBudget(0.01, report_batches=100, warmup_reviews=0)
+    budget.review(IntervalCost(100, 0.06, 10.0, 0.02, 10, 0.02))  # 6% of 100 batches of 10 ms
+    note = over_budget_note(budget)
+    assert note is not None
+    write_report(tmp_path / "lossguard.json", [], "finished", 100, notes=["a note", note], cost=budget.state())
+    [report] = run_view("run", tmp_path, {})["reports"]
+    assert report["notes"] == ["a note"]  # the cost is not a finding among the notes
+    assert report["cost"] == over_budget_line(budget.state()) and report["cost"].startswith("6% of the training")
+    assert report["cost_detail"] == note
+    write_report(tmp_path / "lossguard.json", [], "finished", 100, notes=["a note", note])  # no cost to hang it on
+    [report] = run_view("run", tmp_path, {})["reports"]
+    assert report["notes"] == ["a note", note] and report["cost"] is None and report["cost_detail"] is None
 
 
 def test_the_catalog_page_has_an_anchor_and_every_remedy_per_code() -> None:

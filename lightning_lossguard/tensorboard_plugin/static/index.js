@@ -142,7 +142,13 @@ function reportDetails(report) {
     );
   }
   if (report.notes.length) parts.push(h("ul", { class: "notes" }, ...report.notes.map((n) => h("li", {}, n))));
-  if (report.cost) parts.push(h("p", { class: "cost" }, "LossGuard's own time: ", report.cost));
+  const cost = ["LossGuard's own time: ", report.cost];
+  if (report.cost && report.cost_detail) {
+    // Over budget: one line, its why folded under it (on a healthy run it is no finding).
+    parts.push(h("details", { class: "cost" }, h("summary", {}, ...cost), h("p", {}, report.cost_detail)));
+  } else if (report.cost) {
+    parts.push(h("p", { class: "cost" }, ...cost));
+  }
   return parts.length ? h("div", { class: "report" }, ...parts) : "";
 }
 
