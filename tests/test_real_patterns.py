@@ -823,3 +823,29 @@ def test_lbfgs_steps_are_measured_from_the_weights_before_them(tmp_path: Path) -
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
     samples = guard._diagnostician.detectors["tiny_updates"].samples  # type: ignore[attr-defined]
     assert len(samples) >= 3 and all(ratio > 1e-5 for _, ratio, _ in samples), list(samples)
+
+
+# -- a few evaluations of a validation loss at its noise floor ---------------------------------------------
+class WideRegressor(Regressor):
+    def __init__(self) -> None:
+        super().__init__(lr=1e-2)
+        self.net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 1))
+
+
+@pytest.mark.parametrize(("seed", "held_out"), [(0, False), (5, True)], ids=["train_subset", "held_out"])
+def test_a_few_noisy_evaluations_of_a_converged_run_are_not_called_overfitting(
+    tmp_path: Path, seed: int, held_out: bool
+) -> None:
+    # Adam at 1e-2 on a noisy linear target: converged in its first epoch, then its validation loss wobbles
+    # 5-12% from epoch to epoch. Validated 4 times, its minimum is low by chance, and the two evaluations after
+    # it read +11% / +14% above it: "overfitting" (a warning) before the noise could be measured, even with
+    # validation data the model trains on.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4096 + 512, 16, generator=g)
+    y = x @ torch.randn(16, 1, generator=g) + 0.3 * torch.randn(4096 + 512, 1, generator=g)
+    val = slice(4096, None) if held_out else slice(0, 512)
+    L.seed_everything(seed, verbose=False)
+    guard = fit(tmp_path, WideRegressor(), loader(x[:4096], y[:4096], seed=seed), loader(x[val], y[val]), max_epochs=4)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    [told] = [d for d in guard.diagnoses if d.code == "val_loss_rising"]  # not silent: info, with its doubt
+    assert told.severity == "info" and "too few to tell it from their noise" in told.message

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from lightning_lossguard.detectors import ValLossRising
@@ -78,3 +80,22 @@ def test_a_rise_within_the_new_fit_is_still_reported() -> None:
     found = continued([0.033, 0.036, 0.040, 0.045, 0.050], restart=True)
     assert found and found[0].step == 16 * (len(FIRST_FIT) + 4)  # min_evals and persist within the new fit
     assert "epoch 8" in found[0].message  # its best: the new fit's first evaluation
+
+
+def test_a_small_rise_before_the_noise_is_measured_is_info_and_becomes_a_warning_once_beyond_it() -> None:
+    # A converged regression validated once an epoch: its minimum (0.1198) is low by chance, the next two +11%.
+    wobble, trains = [0.1280, 0.1198, 0.1331, 0.1328], [0.1319, 0.1285, 0.1158, 0.1165]
+    [told] = run(wobble, trains)
+    assert told.severity == "info" and told.evidence["evaluations"] == 4 and math.isnan(told.evidence["noise"])
+    assert "+11% from its minimum 0.1198 to 0.1328 (in 4 evaluations, too few to tell it from their noise)" in (
+        told.message
+    )
+    # It keeps climbing: at the sixth evaluation the noise is measured and the rise is beyond it.
+    found = run([*wobble, 0.1410, 0.1490], [*trains, 0.1150, 0.1140])
+    assert [d.severity for d in found] == ["info", "info", "warning"] and found[-1].evidence["evaluations"] == 6
+    assert "too few" not in found[-1].message
+
+
+def test_a_large_rise_is_a_warning_before_the_noise_is_measured() -> None:
+    [first, *_] = run([0.30, 0.36, 0.42, 0.50], [0.2, 0.2, 0.2, 0.2])  # +40% at the third evaluation
+    assert first.severity == "warning" and first.evidence["evaluations"] == 3 and "too few" not in first.message
