@@ -849,3 +849,15 @@ def test_a_few_noisy_evaluations_of_a_converged_run_are_not_called_overfitting(
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
     [told] = [d for d in guard.diagnoses if d.code == "val_loss_rising"]  # not silent: info, with its doubt
     assert told.severity == "info" and "too few to tell it from their noise" in told.message
+
+
+def test_a_converged_run_validated_ten_times_an_epoch_is_not_called_overfitting(tmp_path: Path) -> None:
+    # The same regression validated 40 times: on its plateau the validation loss wobbles ~6% around its level, and
+    # two evaluations in a row came 17% above the luckiest one (a warning, "overfitting", before 2026-12-03).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096 + 512, 16, generator=g)
+    y = x @ torch.randn(16, 1, generator=g) + 0.3 * torch.randn(4096 + 512, 1, generator=g)
+    L.seed_everything(0, verbose=False)
+    train, val = loader(x[:4096], y[:4096]), loader(x[4096:], y[4096:])
+    guard = fit(tmp_path, WideRegressor(), train, val, max_epochs=4, val_check_interval=0.1)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]

@@ -70,9 +70,15 @@ def continued(vals_after: list[float], restart: bool, train: float = 0.03) -> li
     return found
 
 
-@pytest.mark.parametrize("after", [TRANSIENT, NEW_DATA], ids=["warm_restart", "new_validation_data"])
-def test_a_new_fit_starts_the_validation_curve_over(after: list[float]) -> None:
-    assert continued(after, restart=False), "compared with the first fit's minimum, it reads as a rise"
+@pytest.mark.parametrize(
+    ("after", "rise_without_restart"),
+    [(TRANSIENT, False), (NEW_DATA, True)],
+    ids=["warm_restart", "new_validation_data"],
+)
+def test_a_new_fit_starts_the_validation_curve_over(after: list[float], rise_without_restart: bool) -> None:
+    # Compared with the first fit's minimum, the new data's level reads as a rise. The warm restart's bump (+24%,
+    # then +14%) is within 3.5 noise of a best that is one of three close evaluations: quiet either way.
+    assert bool(continued(after, restart=False)) == rise_without_restart
     assert continued(after, restart=True) == []
 
 
@@ -99,3 +105,23 @@ def test_a_small_rise_before_the_noise_is_measured_is_info_and_becomes_a_warning
 def test_a_large_rise_is_a_warning_before_the_noise_is_measured() -> None:
     [first, *_] = run([0.30, 0.36, 0.42, 0.50], [0.2, 0.2, 0.2, 0.2])  # +40% at the third evaluation
     assert first.severity == "warning" and first.evidence["evaluations"] == 3 and "too few" not in first.message
+
+
+# A converged regression (Adam 1e-2, MLP 16-64-1) validated ten times an epoch on held-out data: after the descent
+# its validation loss wobbles around ~0.127 (noise ~0.007), and its minimum, 0.1149 at the 11th evaluation, is the
+# luckiest of a dozen evaluations the noise cannot tell apart.
+PLATEAU = [3.5658, 0.6175, 0.2643, 0.2051, 0.1856, 0.1450, 0.1392, 0.1349, 0.1244, 0.1303, 0.1149, 0.1289, 0.1202]
+PLATEAU += [0.1348, 0.1213, 0.1378, 0.1325, 0.1243, 0.1191, 0.1210, 0.1262, 0.1222, 0.1210, 0.1411, 0.1265, 0.1255]
+PLATEAU += [0.1308, 0.1220, 0.1168, 0.1225, 0.1272, 0.1280, 0.1321, 0.1298, 0.1346, 0.1349, 0.1174, 0.1379, 0.1199]
+PLATEAU_TRAIN = [0.12] * len(PLATEAU)
+
+
+def test_the_luckiest_evaluation_of_a_noisy_plateau_is_not_a_minimum_to_rise_from() -> None:
+    assert run(PLATEAU, PLATEAU_TRAIN) == []  # it warned "overfitting" at 0.1346, 0.1349: +17% above 0.1149
+
+
+def test_a_rise_after_a_noisy_plateau_is_still_reported() -> None:
+    rise = [0.140, 0.150, 0.160, 0.170, 0.180]
+    found = run(PLATEAU + rise, PLATEAU_TRAIN + [0.12] * len(rise))
+    # Within four evaluations of the climb (+34% above the plateau's level), as a warning.
+    assert [d.severity for d in found][:1] == ["warning"] and found[0].evidence["current_val_loss"] <= 0.17
