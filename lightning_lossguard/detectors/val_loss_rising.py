@@ -8,14 +8,13 @@ The evidence decides which cause to name first (seed 001):
 - otherwise: a gap between the training and validation data;
 - a negative training loss that keeps falling while a positive validation loss rises: a negated loss.
 
-The rise must be large (``min_rise``) and beyond the validation loss's own evaluation-to-evaluation noise
-(``z`` robust standard deviations of its successive differences, plus sqrt(2 ln m) noise when the best is the
-lowest of m evaluations within ``z`` noise of it: the minimum of a noisy plateau is low by chance, and a run
-validated 40 times on its plateau warned "overfitting" from it in 4 of 4 seeds), on ``persist`` evaluations in a
-row, and must
-not be undoing itself: a latest evaluation that came back more than ``recovered_share`` of the way from the peak
-to the minimum is a transient (a validation loss near zero moves several-fold on a handful of samples), judged
-again at the next evaluation.
+The rise must be large (``min_rise``) and beyond the validation loss's own evaluation-to-evaluation noise (``z``
+robust standard deviations of its successive differences, plus sqrt(2 ln m) noise when the best is the lowest of m
+evaluations within ``z`` noise of it: the minimum of a noisy plateau is low by chance, and a run validated 40 times
+on its plateau warned "overfitting" from it in 4 of 4 seeds), on ``persist`` evaluations in a row, and must not be
+undoing itself: a latest evaluation that came back more than ``recovered_share`` of the way from the peak to the
+minimum is a transient (a validation loss near zero moves several-fold on a handful of samples), judged again at the
+next evaluation.
 Until the noise can be measured (``noise_evals`` evaluations), a rise under ``sure_rise`` is reported as info, not
 a warning: the minimum of a few noisy evaluations is low by chance. Measured: a converged regression validated once
 an epoch, whose validation loss wobbles 5-12% from epoch to epoch, read "overfitting" at its third or fourth
@@ -102,10 +101,11 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         best_step, best_epoch, best, train_at_best = self.evals[best_index]
         scale = abs(best) if best != 0 else 1.0
         # The evaluation-to-evaluation noise, once there are enough evaluations to tell it from the trend.
-        noise = step_noise([e[2] for e in self.evals]) if len(self.evals) >= t.noise_evals else math.nan
+        values = [e[2] for e in self.evals]
+        noise = step_noise(values) if len(values) >= t.noise_evals else math.nan
         margin = t.min_rise * scale
         if math.isfinite(noise):
-            margin = max(margin, t.z * noise + self._luck(best))
+            margin = max(margin, t.z * noise + self._luck(values, best))
         latest = self.evals[-int(t.persist) :]
         if len(self.evals) - 1 - best_index < t.persist or not all(e[2] >= best + margin for e in latest):
             return []
@@ -153,15 +153,15 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         found = self.diagnosis(step, message, evidence, subject=self.metric, remedies=remedies)
         return [found if sure else dataclasses.replace(found, severity=Severity.INFO)]
 
-    def _luck(self, best: float) -> float:
+    def _luck(self, values: list[float], best: float) -> float:
         """How far the best is below its level by chance: the lowest of m evaluations that the noise cannot tell
         apart sits about noise * sqrt(2 ln m) below them (the expected minimum of m normal draws). The noise here
         is measured around any steady slope (second differences), so the smooth bottom of a real rise's U is not
         taken for a noisy plateau."""
-        noise = curvature_noise([e[2] for e in self.evals])
+        noise = curvature_noise(values)
         if not math.isfinite(noise) or noise <= 0:
             return 0.0
-        peers = sum(e[2] <= best + self.thresholds.z * noise for e in self.evals)
+        peers = sum(v <= best + self.thresholds.z * noise for v in values)
         return math.sqrt(2 * math.log(peers)) * noise
 
     def _cause(self, best_index: int, train_delta: float) -> tuple[str, list[str]]:

@@ -66,3 +66,37 @@ def test_column_medians_match_numpy_nanmedian() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 np.testing.assert_allclose(column_medians(values), np.nanmedian(values, axis=0))
+
+
+def _encoder_that_settles(n: int = 300, early_ratio: float = 0.1, late_ratio: float = 1e-4) -> np.ndarray:
+    """Six layers whose first layer's share of the gradient falls from ``early_ratio`` to ``late_ratio`` of the last
+    layer's after the first 50 steps (a Gumbel-softmax encoder whose codes harden)."""
+    first = np.where(np.arange(n) < 50, early_ratio, late_ratio)
+    rows = np.tile([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], (n, 1))
+    rows[:, 0] = first
+    return rows
+
+
+def test_a_first_layer_that_learned_and_settled_is_info() -> None:
+    # The real series' shape: the encoder's ratio 0.08 over the first 50 steps, ~1e-4 later, the loss down 88%.
+    rows = _encoder_that_settles()
+    losses = np.concatenate([np.linspace(240, 30, 50), np.full(250, 25.5)])
+    [found] = VanishingGradients().update(list(range(300)), rows, LAYERS, CHAIN, rows.max(1), losses)
+    assert found.severity == "info" and found.evidence["early_ratio"] == 0.1
+    assert "learned, then settled" in found.message and found.evidence["loss_fall"] > 0.8
+
+
+def test_a_first_layer_without_gradient_from_the_start_warns_even_when_the_loss_falls() -> None:
+    # A deep sigmoid stack: the late layers fit what they can, the first never got a gradient.
+    rows = _encoder_that_settles(early_ratio=1e-5, late_ratio=1e-5)
+    losses = np.concatenate([np.linspace(240, 30, 50), np.full(250, 25.5)])
+    [found] = VanishingGradients().update(list(range(300)), rows, LAYERS, CHAIN, rows.max(1), losses)
+    assert found.severity == "warning" and "settled" not in found.message
+
+
+def test_saturation_that_stalls_the_loss_warns() -> None:
+    # The first layer had its share at the start, then saturated while the loss had fallen only 20%.
+    rows = _encoder_that_settles()
+    losses = np.concatenate([np.linspace(2.3, 1.84, 50), np.full(250, 1.84)])
+    [found] = VanishingGradients().update(list(range(300)), rows, LAYERS, CHAIN, rows.max(1), losses)
+    assert found.severity == "warning"
