@@ -2,7 +2,8 @@
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
 a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns,
-a learned position table sliced to the sequence, a wider head sliced to the classes in use, LBFGS's line search."""
+a learned position table sliced to the sequence, a wider head sliced to the classes in use, LBFGS's line search, and
+one true alarm kept so: an adversarial attack too strong for its signal."""
 
 from __future__ import annotations
 
@@ -861,3 +862,25 @@ def test_a_converged_run_validated_ten_times_an_epoch_is_not_called_overfitting(
     train, val = loader(x[:4096], y[:4096]), loader(x[4096:], y[4096:])
     guard = fit(tmp_path, WideRegressor(), train, val, max_epochs=4, val_check_interval=0.1)
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
+# -- An adversarial attack too strong for the signal: the hidden layer dies (a true alarm) ----------------------
+@pytest.mark.parametrize("epsilon", [0.8, 0.3])
+def test_an_attack_too_strong_for_the_signal_kills_the_hidden_layer(tmp_path: Path, epsilon: float) -> None:
+    # Found by the corpus' ninth held-out batch: FGSM training with an attack radius about as large as the class
+    # signal. 65-100% of the hidden linear layer's 64 units died within 30 steps and the loss sat at chance (2.30);
+    # LossGuard's dead_gradients warning was right. The recipe's radius (0.3) learns from the first epoch: quiet.
+    from benchmarks.corpus.data import images
+    from benchmarks.corpus.data import loader as seeded_loader
+    from benchmarks.corpus.held_out.adversarial import FastAdversarialCNN
+
+    L.seed_everything(2, verbose=False)
+    train = seeded_loader(images(1024, noise=2.0, seed=2), 64, seed=2)
+    module = FastAdversarialCNN(epsilon=epsilon, alpha=1.25 * epsilon, total_steps=96)
+    guard = fit(tmp_path, module, train, report_every=16, max_steps=96, inference_mode=False)
+    dead = [d for d in alarms(guard) if d.code == "dead_gradients"]
+    if epsilon > 0.5:
+        assert dead and dead[0].subject == "net.7", guard.diagnoses
+        assert dead[0].evidence["dead_unit_share"] >= 0.7
+    else:
+        assert alarms(guard) == [], alarms(guard)
