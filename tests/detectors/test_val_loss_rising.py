@@ -108,6 +108,18 @@ def test_a_large_rise_is_a_warning_before_the_noise_is_measured() -> None:
     assert first.severity == "warning" and first.evidence["evaluations"] == 3 and "too few" not in first.message
 
 
+def test_a_large_rise_that_falls_back_before_the_noise_is_measured_is_info() -> None:
+    # Scheduled sampling, validated on free-running forecasts (a held-out corpus program, seed 0): up 42%, then back
+    # down to +25% at the fourth evaluation; it went on to 0.22. Before the noise is measured, a latest evaluation
+    # below the one before it is what noise looks like.
+    bounce, trains = [0.3079, 0.2506, 0.3565, 0.3140], [0.10, 0.12, 0.09, 0.086]
+    [told] = run(bounce, trains)
+    assert told.severity == "info" and "too few to tell it from their noise" in told.message
+    # The same rise reached by climbing is a warning.
+    [found] = run([0.3079, 0.2506, 0.2900, 0.3140], trains)
+    assert found.severity == "warning" and found.evidence["evaluations"] == 4
+
+
 # A converged regression (Adam 1e-2, MLP 16-64-1) validated ten times an epoch on held-out data: after the descent
 # its validation loss wobbles around ~0.127 (noise ~0.007), and its minimum, 0.1149 at the 11th evaluation, is the
 # luckiest of a dozen evaluations the noise cannot tell apart.
