@@ -105,7 +105,7 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         rows = np.asarray(self.layer_rows)
         if rows.ndim != 2 or rows.shape[1] != len(layers):
             return []
-        level = column_medians(np.where(rows > 0, rows, np.nan))
+        level = _layer_levels(rows)
         worst: tuple[float, int, int, int] | None = None
         for first, last, count in long_paths:
             a, b = level[first], level[last]
@@ -146,9 +146,9 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         rows = np.asarray(self.early_rows)
         if rows.ndim != 2 or max(first, last) >= rows.shape[1]:
             return None
-        early = column_medians(np.where(rows > 0, rows, np.nan))
+        early = _layer_levels(rows)
         a, b = early[first], early[last]
-        loss_early, loss_now = median(self.early_losses), median(self.losses)
+        loss_early, loss_now = self._loss_levels()
         if not (np.isfinite(a) and np.isfinite(b) and b > 0 and loss_early > 0):
             return None
         fall = 1 - loss_now / loss_early
@@ -156,12 +156,16 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             return None
         return float(a / b), float(fall)
 
+    def _loss_levels(self) -> tuple[float, float]:
+        """The loss's level over the first window and over the latest one."""
+        return median(self.early_losses), median(self.losses)
+
     def _collapse(self, decided: int) -> list[Diagnosis]:
         t = self.thresholds
         if len(self.early_norms) < t.window or len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
             return []
         early, now = median(self.early_norms), median(self.norms)
-        loss_early, loss_now = median(self.early_losses), median(self.losses)
+        loss_early, loss_now = self._loss_levels()
         if not (early > 0 and now / early < t.collapse_ratio):
             return []
         if not (loss_early > 0 and loss_now >= t.loss_flat * loss_early):
@@ -172,3 +176,9 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         )
         evidence = {"early_grad_norm": early, "grad_norm": now, "early_loss": loss_early, "loss": loss_now}
         return [self.diagnosis(decided, message, evidence)]
+
+
+def _layer_levels(rows: np.ndarray) -> np.ndarray:
+    """Each layer's median gradient norm over ``rows``, counting only the steps where it had one (a zero or a missing
+    gradient says nothing about its level)."""
+    return column_medians(np.where(rows > 0, rows, np.nan))
