@@ -864,6 +864,23 @@ def test_a_converged_run_validated_ten_times_an_epoch_is_not_called_overfitting(
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
 
 
+# -- A converged regression validated every few steps: its validation loss drifts on the plateau ------------------
+def test_a_plateau_validated_75_times_that_drifts_is_not_overfitting(tmp_path: Path) -> None:
+    # Adam 3e-3, validated every 8 steps on 64 samples for 600 steps. After ~80 steps the validation loss rests on a
+    # plateau and drifts by a few percent over runs of evaluations. Judged on single evaluations, two of them above
+    # the luckiest read as "overfitting" on 5 of 6 seeds (this one at its 71st evaluation, +11%); the mean of the
+    # latest four does not leave the noise of such means. (Seed 4 still warns, +22% at its 33rd: its validation loss
+    # went 0.095 -> ~0.11 and stayed there, a real rise.)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4096 + 64, 8, generator=g)
+    y = 0.8 * x[:, :1] + torch.sin(x[:, 1:2]) + 0.3 * torch.randn(4096 + 64, 1, generator=g)
+    L.seed_everything(1, verbose=False)
+    train, val = loader(x[:4096], y[:4096], seed=1), loader(x[4096:], y[4096:], batch_size=64)
+    module = Regressor(lr=3e-3)
+    guard = fit(tmp_path, module, train, val, max_steps=600, val_check_interval=8, check_val_every_n_epoch=None)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
 # -- An adversarial attack too strong for the signal: the hidden layer dies (a true alarm) ----------------------
 @pytest.mark.parametrize("epsilon", [0.8, 0.3])
 def test_an_attack_too_strong_for_the_signal_kills_the_hidden_layer(tmp_path: Path, epsilon: float) -> None:

@@ -201,14 +201,15 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def curvature_noise(values: Sequence[float] | np.ndarray) -> float:
+def curvature_noise(values: Sequence[float] | np.ndarray, lag: int = 1) -> float:
     """Robust standard deviation of the noise around a trend of any steady slope: the MAD of second
-    differences divided by sqrt(6) (a constant rate of change, e.g. an exponential climb in log scale,
-    leaves them at zero)."""
+    differences of values ``lag`` apart divided by sqrt(6) (a constant rate of change, e.g. an exponential climb
+    in log scale, leaves them at zero). A lag above 1 also sees noise that wanders: correlated neighbours differ
+    by less than the noise's spread."""
     y = finite(values)
-    if y.size < 4:
+    if y.size < 2 * lag + 2:
         return math.nan
-    return mad(np.diff(y, n=2)) / math.sqrt(6)
+    return mad(y[2 * lag :] - 2 * y[lag:-lag] + y[: -2 * lag]) / math.sqrt(6)
 
 
 def step_noise(values: Sequence[float] | np.ndarray) -> float:

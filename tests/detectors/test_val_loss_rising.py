@@ -3,6 +3,7 @@ import math
 import pytest
 
 from lightning_lossguard.detectors import ValLossRising
+from lightning_lossguard.detectors.val_loss_rising import ValLossRisingThresholds
 
 
 def run(vals: list[float], trains: list[float]) -> list:
@@ -138,3 +139,38 @@ def test_a_rise_after_a_noisy_plateau_is_still_reported() -> None:
     found = run(PLATEAU + rise, PLATEAU_TRAIN + [0.12] * len(rise))
     # Within four evaluations of the climb (+34% above the plateau's level), as a warning.
     assert [d.severity for d in found][:1] == ["warning"] and found[0].evidence["current_val_loss"] <= 0.17
+
+
+# Simulated plateaus validated 30 and 24 times: a decline, then a level of 1.0 that never moves, read with 5% noise
+# per evaluation. SCATTERED's noise is independent; WANDERING's keeps half of the last evaluation's deviation (a model
+# drifting on its plateau between evaluations), so it stays high for several evaluations in a row.
+SCATTERED = [1.467, 1.225, 1.167, 1.052, 1.027, 1.019, 1.069, 1.039, 1.022, 0.973, 0.931, 1.048, 1.048, 0.993, 1.027]
+SCATTERED += [1.039, 1.042, 1.046, 0.977, 1.076, 0.938, 1.043, 1.025, 1.044, 1.094, 1.074, 0.943, 0.916, 1.041, 0.949]
+WANDERING = [1.545, 1.23, 1.107, 1.04, 1.03, 1.064, 1.033, 1.056, 1.01, 1.019, 0.917, 0.896, 0.982, 0.966, 1.008]
+WANDERING += [1.027, 1.071, 1.071, 1.079, 1.035, 0.987, 0.962, 0.96, 0.931]
+
+
+def first_warning(vals: list[float], thresholds: ValLossRisingThresholds | None = None) -> int | None:
+    detector = ValLossRising(thresholds)
+    for epoch, v in enumerate(vals):
+        if any(d.severity == "warning" for d in detector.update(step=10 * epoch, epoch=epoch, value=v)):
+            return epoch + 1
+    return None
+
+
+@pytest.mark.parametrize(("vals", "alone_warned_at"), [(SCATTERED, 13), (WANDERING, 16)])
+def test_a_plateau_high_twice_by_chance_is_not_a_rise(vals: list[float], alone_warned_at: int) -> None:
+    assert first_warning(vals) is None
+    # Judged on single evaluations alone, two high ones after the luckiest read as a rise (+13%, +15%).
+    assert first_warning(vals, ValLossRisingThresholds(level_evals=1)) == alone_warned_at
+
+
+def test_a_climb_after_a_scattered_plateau_is_reported_by_its_fourth_evaluation() -> None:
+    climb = [1.1, 1.2, 1.3, 1.4, 1.5]  # +10% of the level per evaluation
+    assert first_warning(SCATTERED + climb) == len(SCATTERED) + 4
+
+
+def test_a_smooth_u_is_not_taken_for_noise() -> None:
+    # Its bottom bends: differences of evaluations a few apart change sign there, second differences barely move.
+    u = [1.0, 0.9, 0.82, 0.76, 0.72, 0.70, 0.69, 0.70, 0.73, 0.77, 0.82, 0.88]
+    assert first_warning(u) == first_warning(u, ValLossRisingThresholds(level_evals=1)) == 12

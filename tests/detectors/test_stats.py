@@ -1,0 +1,28 @@
+import numpy as np
+
+from lightning_lossguard.detectors.stats import curvature_noise
+
+
+def ar1(n: int, rho: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = np.empty(n)
+    noise[0] = rng.standard_normal()
+    for i in range(1, n):
+        noise[i] = rho * noise[i - 1] + np.sqrt(1 - rho**2) * rng.standard_normal()
+    return noise
+
+
+def test_curvature_noise_ignores_a_steady_trend_at_every_lag() -> None:
+    values = 0.05 * np.arange(400) + ar1(400, 0.0)  # spread 1 around a line that climbs 20
+    for lag in (1, 2, 3, 4):
+        assert 0.8 < curvature_noise(values, lag) < 1.2
+
+
+def test_a_longer_lag_sees_noise_that_wanders() -> None:
+    values = ar1(400, 0.8)  # spread 1, but neighbours share most of their deviation
+    assert curvature_noise(values) < 0.45 < 0.65 < curvature_noise(values, lag=4)  # in theory 0.38, 0.71
+
+
+def test_too_few_values_for_the_lag_have_no_noise() -> None:
+    assert np.isnan(curvature_noise([1.0, 2.0, 4.0, 3.0, 5.0], lag=2))
+    assert np.isfinite(curvature_noise([1.0, 2.0, 4.0, 3.0, 5.0, 4.0], lag=2))
