@@ -28,6 +28,7 @@ INSTABILITY = (
     "nonfinite_gradients",
     "loss_oscillation",
     "dead_gradients:learning rate far too high",
+    "vanishing_gradients:learning rate far too high",
     "loss_plateau:Lower the learning rate",
     "val_loss_rising:unstable optimisation",
 )
@@ -172,7 +173,7 @@ def _nan_batch(run: Run, program: Program) -> int:
     original = module.training_step
     at = max(20, planned_batches(run) * 2 // 5)
     calls = [0]
-    embedding = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
+    embedding = next((m for m in module.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))), None)
     active = [False]
 
     def nan_embedding(mod: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
@@ -182,7 +183,7 @@ def _nan_batch(run: Run, program: Program) -> int:
         output.view(-1)[0] = math.nan
         return output
 
-    if embedding is not None:  # token batches have no float to poison: poison the first embedding instead
+    if embedding is not None:  # token batches have no float to poison: poison the first embedding (bag) instead
         embedding.register_forward_hook(nan_embedding)
 
     def training_step(batch: Any, *args: Any, **kwargs: Any) -> Any:

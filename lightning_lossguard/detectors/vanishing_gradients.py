@@ -10,7 +10,10 @@ settled: info, not a warning. Saturating units and decided discrete codes pass l
 (a deep sigmoid stack) is below the ratio from its first window and keeps the warning. Collapse rule: the
 global norm fell by ``collapse_ratio`` from its early level while the loss stayed within
 ``loss_flat`` of where it started; a converged run whose gradients shrink because the loss fell is
-healthy and stays quiet.
+healthy and stays quiet. The collapse is also measured from the first optimizer step, the model before any update,
+against the loss before any update: a learning rate far too high can leave a model saturated by its very first update
+(a capsule network's norm fell 1e4-fold there and its loss jumped 4.8x and stayed), and then the first window is
+already after the collapse.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import column_medians, median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -162,7 +166,11 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
 
     def _collapse(self, decided: int) -> list[Diagnosis]:
         t = self.thresholds
-        if len(self.early_norms) < t.window or len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
+        if len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
+            return []
+        if found := self._collapsed_at_the_start(decided):
+            return found
+        if len(self.early_norms) < t.window:
             return []
         early, now = median(self.early_norms), median(self.norms)
         loss_early, loss_now = self._loss_levels()
@@ -176,6 +184,31 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         )
         evidence = {"early_grad_norm": early, "grad_norm": now, "early_loss": loss_early, "loss": loss_now}
         return [self.diagnosis(decided, message, evidence)]
+
+    def _collapsed_at_the_start(self, decided: int) -> list[Diagnosis]:
+        """The collapse measured from the first optimizer step, the model before any update: a learning rate far
+        too high can saturate it on its first update (a capsule network's norm fell 1e4-fold there and its loss
+        jumped 4.8x and stayed), and then every window, the first included, is after the collapse."""
+        t = self.thresholds
+        first, first_loss = self.early_norms[0], self.early_losses[0]
+        now, loss_now = median(self.norms), median(self.losses)
+        if not (
+            first > 0 and now / first < t.collapse_ratio and first_loss > 0 and loss_now >= t.loss_flat * first_loss
+        ):
+            return []
+        message = (
+            f"The gradient norm collapsed from {first:.3g} before any update to {now:.3g} "
+            f"({first / max(now, 1e-300):.3g}x smaller) while the loss is {loss_now:.4g} against {first_loss:.4g} "
+            "before any update: the first updates left the model in a flat region it has not left (saturated or "
+            "dead units), most likely a learning rate far too high for the start."
+        )
+        evidence = {"first_grad_norm": first, "grad_norm": now, "first_loss": first_loss, "loss": loss_now}
+        remedies = [
+            "Lower the learning rate (try 10x lower) and add a warm-up.",
+            "Clip gradients: Trainer(gradient_clip_val=1.0).",
+            *code_info(self.code).remedies[:1],
+        ]
+        return [self.diagnosis(decided, message, evidence, remedies=remedies)]
 
 
 def _layer_levels(rows: np.ndarray) -> np.ndarray:

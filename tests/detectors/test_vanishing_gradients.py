@@ -52,6 +52,34 @@ def test_shrinking_gradients_of_a_converging_run_stay_quiet() -> None:
     assert VanishingGradients().update(list(range(n)), rows, ["a", "b"], [(0, 1, 2)], norms, losses) == []
 
 
+# A capsule network with a learning rate x1000 (held-out corpus): its first update saturates every capsule. The norm
+# before any update is 0.23; after it, 1e-3 to 1e-5 with a few spikes, then ~1.5e-5 for good; the loss 0.76 before
+# any update, 3.64 after it and 3.3 at the end. The first window is already after the collapse.
+def saturated_by_the_first_update(n: int = 120) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    norms = 1.5e-5 * rng.uniform(0.7, 1.4, n)
+    norms[0] = 0.23
+    norms[[2, 5, 12]] = [0.2, 0.04, 0.19]
+    return norms
+
+
+def test_a_model_saturated_by_its_first_update_collapsed_from_before_any_update() -> None:
+    norms = saturated_by_the_first_update()
+    losses = np.concatenate([[0.76], np.full(70, 3.64), np.full(49, 3.3)])
+    rows = np.tile(norms[:, None], (1, 2))
+    [found] = VanishingGradients().update(list(range(120)), rows, ["a", "b"], [(0, 1, 2)], norms, losses)
+    assert "before any update" in found.message and "learning rate far too high" in found.message
+    assert found.evidence["first_grad_norm"] == 0.23 and found.evidence["first_loss"] == 0.76
+    assert found.remedies[0].startswith("Lower the learning rate")
+
+
+def test_gradients_that_fall_from_the_first_update_while_the_loss_falls_stay_quiet() -> None:
+    norms = saturated_by_the_first_update()
+    losses = np.concatenate([[2.3], np.full(119, 0.5)])  # a model that fit at once: small gradients, low loss
+    rows = np.tile(norms[:, None], (1, 2))
+    assert VanishingGradients().update(list(range(120)), rows, ["a", "b"], [(0, 1, 2)], norms, losses) == []
+
+
 def test_column_medians_match_numpy_nanmedian() -> None:
     from lightning_lossguard.detectors.stats import column_medians
 
