@@ -34,6 +34,13 @@ KNOWN_MISSES = {
     ("hypernetwork_sines_h", "frozen"): "the trainable output bias is a target network shared by all tasks: it fits",
 }
 
+KNOWN_FALSE_ALARMS = {
+    ("vqvae_codebook_h", 0): "the codebook loss rises 18x with its gradient while the codes catch up, then falls back",
+    ("vqvae_codebook_h", 2): "the codebook loss rises 7x with its gradient while the codes catch up, then falls back",
+}
+"""Healthy runs LossGuard still warns on, found by a held-out batch and not fixed yet: strict xfails, so a fix that
+quiets one fails until it is removed (docs/performance.md says what each one is)."""
+
 Job = tuple[str, int, str]
 
 
@@ -49,8 +56,14 @@ def results(request: pytest.FixtureRequest) -> dict[Job, Result]:
     return dict(zip(jobs, run_all(jobs, processes=available_cores(), work=run_until_named), strict=True))
 
 
+def _healthy_case(name: str, seed: int, fault: str) -> object:
+    reason = KNOWN_FALSE_ALARMS.get((name, seed))
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(name, seed, fault, marks=marks, id=f"{name}-{seed}-")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "seed", "fault"), HEALTHY, ids=lambda v: str(v))
+@pytest.mark.parametrize(("name", "seed", "fault"), [_healthy_case(*job) for job in HEALTHY])
 def test_a_healthy_program_gets_no_warning_error_or_gap(
     results: dict[Job, Result], name: str, seed: int, fault: str
 ) -> None:
@@ -76,3 +89,7 @@ def test_an_injected_fault_is_named(results: dict[Job, Result], name: str, seed:
 
 def test_known_misses_are_real_corpus_faults() -> None:
     assert set(KNOWN_MISSES) <= {(name, fault) for name, _, fault in FAULTS}
+
+
+def test_known_false_alarms_are_real_healthy_runs() -> None:
+    assert set(KNOWN_FALSE_ALARMS) <= {(name, seed) for name, seed, _ in HEALTHY}
