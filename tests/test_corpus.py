@@ -56,10 +56,14 @@ def results(request: pytest.FixtureRequest) -> dict[Job, Result]:
     return dict(zip(jobs, run_all(jobs, processes=available_cores(), work=run_until_named), strict=True))
 
 
+def _case(job: Job, known: str | None, id: str) -> object:
+    """A fit's test case; a known false alarm or miss (``known``: the reason) is a strict expected failure."""
+    marks = [pytest.mark.xfail(strict=True, reason=known)] if known else []
+    return pytest.param(*job, marks=marks, id=id)
+
+
 def _healthy_case(name: str, seed: int, fault: str) -> object:
-    reason = KNOWN_FALSE_ALARMS.get((name, seed))
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(name, seed, fault, marks=marks, id=f"{name}-{seed}-")
+    return _case((name, seed, fault), KNOWN_FALSE_ALARMS.get((name, seed)), f"{name}-{seed}-")
 
 
 @pytest.mark.slow
@@ -73,9 +77,7 @@ def test_a_healthy_program_gets_no_warning_error_or_gap(
 
 
 def _fault_case(name: str, seed: int, fault: str) -> object:
-    reason = KNOWN_MISSES.get((name, fault))
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(name, seed, fault, marks=marks, id=f"{name}+{fault}")
+    return _case((name, seed, fault), KNOWN_MISSES.get((name, fault)), f"{name}+{fault}")
 
 
 @pytest.mark.slow

@@ -165,50 +165,46 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         return median(self.early_losses), median(self.losses)
 
     def _collapse(self, decided: int) -> list[Diagnosis]:
+        """The global norm fell by ``collapse_ratio`` from a reference while the loss stayed within ``loss_flat`` of
+        the reference's loss. Two references: the first optimizer step, the model before any update (a learning rate
+        far too high can saturate it on its first update, and then every window, the first included, is after the
+        collapse: a capsule network's norm fell 1e4-fold there and its loss jumped 4.8x and stayed), then the first
+        window's levels."""
         t = self.thresholds
         if len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
             return []
-        if found := self._collapsed_at_the_start(decided):
-            return found
-        if len(self.early_norms) < t.window:
-            return []
-        early, now = median(self.early_norms), median(self.norms)
-        loss_early, loss_now = self._loss_levels()
-        if not (early > 0 and now / early < t.collapse_ratio):
-            return []
-        if not (loss_early > 0 and loss_now >= t.loss_flat * loss_early):
-            return []  # the loss fell: small gradients of a converging run
-        message = (
-            f"The gradient norm collapsed from {early:.3g} to {now:.3g} ({early / max(now, 1e-300):.3g}x smaller) "
-            f"while the loss barely moved ({loss_early:.4g} -> {loss_now:.4g})."
-        )
-        evidence = {"early_grad_norm": early, "grad_norm": now, "early_loss": loss_early, "loss": loss_now}
-        return [self.diagnosis(decided, message, evidence)]
-
-    def _collapsed_at_the_start(self, decided: int) -> list[Diagnosis]:
-        """The collapse measured from the first optimizer step, the model before any update: a learning rate far
-        too high can saturate it on its first update (a capsule network's norm fell 1e4-fold there and its loss
-        jumped 4.8x and stayed), and then every window, the first included, is after the collapse."""
-        t = self.thresholds
-        first, first_loss = self.early_norms[0], self.early_losses[0]
         now, loss_now = median(self.norms), median(self.losses)
-        if not (
-            first > 0 and now / first < t.collapse_ratio and first_loss > 0 and loss_now >= t.loss_flat * first_loss
-        ):
-            return []
+        references = [(self.early_norms[0], self.early_losses[0], True)]
+        if len(self.early_norms) >= t.window:
+            references.append((median(self.early_norms), median(self.early_losses), False))
+        for norm, loss, before_update in references:
+            if norm > 0 and now / norm < t.collapse_ratio and loss > 0 and loss_now >= t.loss_flat * loss:
+                return [self._collapsed(decided, norm, loss, now, loss_now, before_update)]
+        return []  # no collapse, or the loss fell with it: small gradients of a converging run
+
+    def _collapsed(
+        self, decided: int, norm: float, loss: float, now: float, loss_now: float, before_update: bool
+    ) -> Diagnosis:
+        smaller = f"{norm / max(now, 1e-300):.3g}x smaller"
+        if not before_update:
+            message = (
+                f"The gradient norm collapsed from {norm:.3g} to {now:.3g} ({smaller}) while the loss barely moved "
+                f"({loss:.4g} -> {loss_now:.4g})."
+            )
+            evidence = {"early_grad_norm": norm, "grad_norm": now, "early_loss": loss, "loss": loss_now}
+            return self.diagnosis(decided, message, evidence)
         message = (
-            f"The gradient norm collapsed from {first:.3g} before any update to {now:.3g} "
-            f"({first / max(now, 1e-300):.3g}x smaller) while the loss is {loss_now:.4g} against {first_loss:.4g} "
-            "before any update: the first updates left the model in a flat region it has not left (saturated or "
-            "dead units), most likely a learning rate far too high for the start."
+            f"The gradient norm collapsed from {norm:.3g} before any update to {now:.3g} ({smaller}) while the loss "
+            f"is {loss_now:.4g} against {loss:.4g} before any update: the first updates left the model in a flat "
+            "region it has not left (saturated or dead units), most likely a learning rate far too high for the start."
         )
-        evidence = {"first_grad_norm": first, "grad_norm": now, "first_loss": first_loss, "loss": loss_now}
+        evidence = {"first_grad_norm": norm, "grad_norm": now, "first_loss": loss, "loss": loss_now}
         remedies = [
             "Lower the learning rate (try 10x lower) and add a warm-up.",
             "Clip gradients: Trainer(gradient_clip_val=1.0).",
             *code_info(self.code).remedies[:1],
         ]
-        return [self.diagnosis(decided, message, evidence, remedies=remedies)]
+        return self.diagnosis(decided, message, evidence, remedies=remedies)
 
 
 def _layer_levels(rows: np.ndarray) -> np.ndarray:
