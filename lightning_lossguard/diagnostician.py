@@ -36,6 +36,7 @@ from lightning_lossguard.detectors import (
 from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
 from lightning_lossguard.detectors.stats import median, model_update_ratio
+from lightning_lossguard.detectors.term_levels import TermLevels
 from lightning_lossguard.detectors.val_loss_rising import ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.remedies import tailor
@@ -139,6 +140,12 @@ class Diagnostician:
         self.steps_judged = 0
         divergence = self._thresholds["loss_divergence"]
         self.rank_attribution = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
+        self.term_levels = TermLevels(
+            divergence.block,  # type: ignore[attr-defined]
+            divergence.term_share,  # type: ignore[attr-defined]
+            divergence.term_fall,  # type: ignore[attr-defined]
+            divergence.z,  # type: ignore[attr-defined]
+        )
 
     # -- judging ------------------------------------------------------------------------------------
     def _on(self, cls: type[D]) -> D | None:
@@ -160,6 +167,7 @@ class Diagnostician:
             self._update_ratio = ratio if math.isfinite(ratio) else self._update_ratio
         if window.rank_loss is not None:
             self.rank_attribution.update(window.batch_steps, window.rank_loss)
+        self.term_levels.extend(window.loss_terms)
         found += self._judge_gradients(window, layout)
         found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
@@ -198,6 +206,7 @@ class Diagnostician:
                 window.leftover_grad_norm,
                 layout.settings.manual,
                 _optimizer_name(layout.settings.optimizers, window.leftover_optimizer),
+                self.term_levels.trade_off(),
             )
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
@@ -247,7 +256,12 @@ class Diagnostician:
             return found
         if divergence := self._on(LossDivergence):
             found += divergence.update(
-                batches, window.loss, window.optimizer_steps, window.grad_norms, layout.first_batch_rows
+                batches,
+                window.loss,
+                window.optimizer_steps,
+                window.grad_norms,
+                layout.first_batch_rows,
+                self.term_levels.trade_off(),
             )
         if oscillation := self._on(LossOscillation):
             found += oscillation.update(batches, window.loss, window.learning_rate)
@@ -498,6 +512,7 @@ class Diagnostician:
             "early_losses": list(self._early_losses),
             "steps_judged": self.steps_judged,
             "rank_attribution": self.rank_attribution.state_dict(),
+            "term_levels": self.term_levels.state_dict(),
             "restart_step": self.restart_step,
         }
 
@@ -516,6 +531,7 @@ class Diagnostician:
         self._early_losses = list(state.get("early_losses", []))
         self.steps_judged = int(state.get("steps_judged", 0))
         self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
+        self.term_levels.load_state_dict(state.get("term_levels", {}))
         restart = state.get("restart_step")
         self.restart_step = int(restart) if restart is not None else None
 

@@ -21,7 +21,9 @@ empty in ``uncleared_checks`` reports in a row: gradients are not cleared.
 
 Severity follows corroboration: an **error** when the loss agrees (it rose ``loss_rise``-fold above its
 level before the first spike, or became non-finite); a **warning** while the loss is still fine (e.g. with
-clipping on). False-alarm bound: a spike needs ``z`` = 6 robust deviations (probability ~1e-9 per step for
+clipping on), or when it rose but its ``loss_terms`` show one that made up a fair share of it still being learnt
+(:class:`~lightning_lossguard.detectors.term_levels.TermLevels`, with ``loss_divergence``'s thresholds).
+False-alarm bound: a spike needs ``z`` = 6 robust deviations (probability ~1e-9 per step for
 log-normal noise) on ``spike_persist`` of ``persist_window`` steps, and still growing.
 """
 
@@ -124,6 +126,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.early_losses: list[float] = []  # the first such losses
         self.loss_bad = False  # a non-finite loss was seen
         self.uncleared = 0  # consecutive checks that found gradients left over before a backward
+        self.trade_off: str | None = None  # the latest window's: what the loss's terms did (None: none handed over)
         self.warned: dict[str, Any] | None = None  # the last warning, escalated to an error if the run then blows up
         self.start_loss = math.nan  # the median loss of the run's first batches
         self.first_ceiling_row = 0  # the finite row (1-based) where the norm first reached the ceiling (0: never)
@@ -150,6 +153,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         leftover: float | None = None,
         manual: bool = False,
         leftover_source: str = "",
+        trade_off: str | None = None,
     ) -> list[Diagnosis]:
         """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
 
@@ -162,8 +166,12 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 its steps (0 when its zero_grad ran in between).
             manual: the module zeroes its gradients itself (manual optimization).
             leftover_source: which optimizer ``leftover`` was measured on ("optimizer 1 (Adam)"; "" unknown).
+            trade_off: what the loss's terms did (:class:`~lightning_lossguard.detectors.term_levels.TermLevels`;
+                None: the run hands over none): a term still being learnt keeps a rise of the loss from
+                corroborating the gradients.
         """
         t = self.thresholds
+        self.trade_off = trade_off
         found: Diagnosis | None = None
         window_losses = np.asarray(losses, dtype=np.float64)
         values = np.asarray(norms, dtype=np.float64)
@@ -352,14 +360,15 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         now = fast_median(finite) if finite.size else math.nan
         rose = before > 0 and now >= t.loss_rise * before
         evidence = {**found.evidence, "loss_before": before, "loss_now": now}
-        if rose or self.loss_bad:
+        if self.loss_bad or (rose and not self.trade_off):
             self.warned = None
             return dataclasses.replace(found, evidence=evidence, severity=Severity.ERROR)
-        note = (
-            f" The loss has not followed yet ({before:.4g} -> {now:.4g})."
-            if math.isfinite(before) and math.isfinite(now)
-            else ""
-        )
+        if rose:
+            note = f" The loss rose with it ({before:.4g} -> {now:.4g}), but {self.trade_off}."
+        elif math.isfinite(before) and math.isfinite(now):
+            note = f" The loss has not followed yet ({before:.4g} -> {now:.4g})."
+        else:
+            note = ""
         warned = dataclasses.replace(found, evidence=evidence, severity=Severity.WARNING, message=found.message + note)
         self.warned = warned.to_dict()  # plain data: the detector's state stays checkpoint-safe
         return warned

@@ -11,7 +11,12 @@ Some losses rise legitimately (RL targets that move, GAN losses, curricula, a le
 severity follows corroboration: an **error** only when a second, independent signal agrees — the gradient
 norm grew ``grad_rise``-fold with the loss — or the loss leaves every plausible range
 (``implausible_rise``); a **warning** for a rise of ``warn_rise``-fold with the gradients steady; otherwise
-an **info** that says what else was checked. False-alarm bound: under exchangeable noise (no trend) the
+an **info** that says what else was checked. A corroborated rise is a warning, not an error, when the run hands
+over its ``loss_terms`` and one that held a fair share of the start (``term_share``) has fallen well below it
+(``term_fall``, beyond its own noise; :class:`~lightning_lossguard.detectors.term_levels.TermLevels`): the objective
+is still being learnt, and one term trades off against the
+others (a VQ-VAE's codebook loss while its codes catch up with a growing encoder; its total and gradients alone look
+like a divergence). False-alarm bound: under exchangeable noise (no trend) the
 Mann-Kendall test exceeds ``z`` = 3 with probability about 0.0013 per report, and the level shift exceeds
 ``level_z`` = 5 robust standard errors with probability below 1e-6 for Gaussian noise of the log loss.
 
@@ -31,6 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import (
     BlockMedians,
@@ -65,6 +71,19 @@ class LossDivergenceThresholds(Thresholds):
         low=1,
     )
     warn_rise: float = threshold(100.0, "Uncorroborated rise (x the start) that is a warning; below it, info.", low=1)
+    term_share: float = threshold(
+        0.25,
+        "A loss term that held this share of the start (its first block; the terms' magnitudes summed) ...",
+        open_low=True,
+        high=1,
+    )
+    term_fall: float = threshold(
+        1.2,
+        "... and fell this many times below it in the latest block, beyond its own noise (rank-sum z of the two "
+        "blocks' values at most -z), makes a corroborated rise a warning (here and in exploding_gradients): one term "
+        "trades off against the others while the objective is still learnt.",
+        low=1,
+    )
     implausible_rise: float = threshold(
         1e4, "Rise (x the start) beyond any plausible range: an error on its own.", low=1
     )
@@ -99,6 +118,12 @@ class LossDivergenceThresholds(Thresholds):
     )
 
 
+_TERMS_REMEDY = (
+    "If the loss sums terms that can trade off (a VQ-VAE's codebook loss, a KL or adversarial term), return them: "
+    '{"loss": total, "loss_terms": {...}}; a rise of one term while another is still learnt is then told apart.'
+)
+
+
 class LossDivergence(Detector[LossDivergenceThresholds]):
     """Start level vs current level of the block-median loss, its trend, and the gradient norm alongside."""
 
@@ -113,6 +138,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         self.first: list[float] = []  # the very first finite batch losses: the level before anything happened
         self.peak: list[float] = []  # [highest block median, its step]
         self.first_batch_rows = 0  # samples in the first batch, as the callback saw them (0: unknown)
+        self.trade_off: str | None = None  # the latest window's: what the loss's terms did (None: none handed over)
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_blocks * self.thresholds.block)
@@ -125,10 +151,14 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         grad_steps: Sequence[int] = (),
         grad_norms: Sequence[float] | np.ndarray = (),
         first_batch_rows: int = 0,
+        trade_off: str | None = None,
     ) -> list[Diagnosis]:
+        """Judge one window. ``trade_off``: what the loss's terms did (:class:`TermLevels`): None when the run hands
+        over none, "" when none of them is still being learnt."""
         t = self.thresholds
         if not self.first_batch_rows:
             self.first_batch_rows = int(first_batch_rows)
+        self.trade_off = trade_off
         known = len(self.blocks.values)
         self.blocks.extend(steps, losses)
         finite = [v for v in np.asarray(losses, dtype=np.float64).tolist() if math.isfinite(v)]
@@ -220,7 +250,10 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             return []  # not significant against the run's own noise
         growth = self._grad_growth(at[best])
         corroborated = growth >= t.grad_rise
-        if corroborated or factor >= t.implausible_rise:
+        trade_off = self.trade_off if corroborated and factor < t.implausible_rise else ""
+        if trade_off:
+            severity = Severity.WARNING
+        elif corroborated or factor >= t.implausible_rise:
             severity = Severity.ERROR
         elif factor >= t.warn_rise:
             severity = Severity.WARNING
@@ -237,6 +270,15 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             f"{min(values):.4g}) and is still rising ({self._significance(z, level_z)}); it crossed "
             f"{1 + t.rise:g}x the start at step {first}; {grad_text}."
         )
+        remedies = None
+        if trade_off:
+            message += f" But {trade_off}, so it is not judged a divergence."
+            remedies = [
+                "If that term should not grow this far, lower the learning rate or its weight in the total.",
+                "Watch the terms in TensorBoard; a run that keeps learning needs nothing.",
+            ]
+        elif severity is Severity.ERROR and self.trade_off is None and factor < t.implausible_rise:
+            remedies = [*code_info(self.code).remedies, _TERMS_REMEDY]
         if severity is Severity.INFO:
             message += (
                 " Not judged a divergence: objectives with moving targets (RL), adversarial or curriculum losses "
@@ -252,7 +294,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             "grad_growth": growth,
             "first_step": first,
         }
-        found = self.diagnosis(decided, message, evidence)
+        found = self.diagnosis(decided, message, evidence, remedies=remedies)
         return [dataclasses.replace(found, severity=severity)]
 
     def _significance(self, z: float, level_z: float) -> str:

@@ -12,12 +12,18 @@ def noisy(n: int, level: float = 1.0, spread: float = 0.3) -> list[float]:
     return list(level * 10 ** (spread * RNG.standard_normal(n)))
 
 
-def feed(detector: ExplodingGradients, norms: list[float], start: int = 0, losses: list[float] | None = None) -> list:
+def feed(
+    detector: ExplodingGradients,
+    norms: list[float],
+    start: int = 0,
+    losses: list[float] | None = None,
+    trade_off: str | None = None,
+) -> list:
     found = []
     for i in range(0, len(norms), 10):
         steps = list(range(start + i, start + i + len(norms[i : i + 10])))
         window_losses = losses[i : i + 10] if losses is not None else []
-        found += detector.update(steps, norms[i : i + 10], losses=window_losses)
+        found += detector.update(steps, norms[i : i + 10], losses=window_losses, trade_off=trade_off)
     return found
 
 
@@ -29,6 +35,17 @@ def test_exponential_growth_is_reported_against_the_run_baseline() -> None:
     assert found.evidence["ratio"] >= 10 and found.evidence["loss_now"] >= 2 * found.evidence["loss_before"]
     assert found.evidence["first_spike_step"] >= 60
     assert "baseline" in found.message and found.remedies[0].startswith("Clip gradients")
+
+
+def test_a_loss_that_rises_while_one_of_its_terms_is_learnt_does_not_corroborate() -> None:
+    # A VQ-VAE's codebook term (and its gradient) climbs while the codes catch up; the reconstruction falls.
+    norms = noisy(60) + [10.0 ** (0.5 * k) for k in range(1, 15)]
+    losses = [1.0] * 60 + [10.0 ** (0.3 * k) for k in range(1, 15)]
+    trade_off = "the rise is in codebook 0.15 -> 10.1, while reconstruction fell 0.996 -> 0.734: it trades off"
+    found = feed(ExplodingGradients(), norms, losses=losses, trade_off=trade_off)[0]
+    assert found.severity == "warning" and "The loss rose with it (1 -> " in found.message
+    assert found.message.endswith(f"but {trade_off}.")
+    assert feed(ExplodingGradients(), norms, losses=losses, trade_off="")[0].severity == "error"
 
 
 def test_gradients_alone_are_a_warning_until_the_loss_agrees() -> None:

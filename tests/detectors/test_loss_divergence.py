@@ -130,3 +130,32 @@ def test_a_climb_whose_latest_block_is_a_new_best_is_judged_without_error() -> N
     found = feed(LossDivergence(), losses, grad_steps=np.arange(losses.size), grad_norms=grads)
     assert all(d.evidence.get("current_loss", 0) < 1e3 for d in found)
     assert not [d for d in found if d.step >= 89], "the block that is a new best starts no climb"
+
+
+TRADE_OFF = "the rise is in codebook 0.32 -> 7.19, while reconstruction fell 0.652 -> 0.233: one term trades off"
+
+
+def _corroborated_rise(trade_off: str | None) -> list:  # type: ignore[type-arg]
+    losses = np.concatenate([decaying(50), np.geomspace(0.5, 500, 50)])
+    grads = np.concatenate([np.ones(50), np.geomspace(1, 1e3, 50)])
+    return feed(LossDivergence(), losses, grad_steps=np.arange(100), grad_norms=grads, trade_off=trade_off)
+
+
+def test_a_corroborated_rise_while_a_term_is_learnt_is_a_warning_that_says_which() -> None:
+    found = _corroborated_rise(TRADE_OFF)
+    assert found and "error" not in {d.severity for d in found}
+    warned = [d for d in found if d.severity == "warning"]
+    assert warned and f"But {TRADE_OFF}, so it is not judged a divergence." in warned[0].message
+    assert warned[0].evidence["grad_growth"] >= 10 and "weight in the total" in warned[0].remedies[0]
+
+
+def test_a_corroborated_rise_without_terms_is_an_error_that_says_how_to_hand_them_over() -> None:
+    errors = [d for d in _corroborated_rise(None) if d.severity == "error"]
+    assert errors and errors[0].remedies[0] == "Lower the learning rate."
+    assert '"loss_terms"' in errors[0].remedies[-1]
+
+
+def test_a_corroborated_rise_of_terms_none_of_which_is_learnt_is_an_error() -> None:
+    errors = [d for d in _corroborated_rise("") if d.severity == "error"]
+    assert errors and "trades off" not in errors[0].message
+    assert not any("loss_terms" in r for r in errors[0].remedies), "the terms were handed over already"
