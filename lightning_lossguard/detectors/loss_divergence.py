@@ -13,12 +13,13 @@ norm grew ``grad_rise``-fold with the loss — or the loss leaves every plausibl
 (``implausible_rise``); a **warning** for a rise of ``warn_rise``-fold with the gradients steady; otherwise
 an **info** that says what else was checked. A corroborated rise is a warning, not an error, when the run hands
 over its ``loss_terms`` and one that held a fair share of the start (``term_share``) has fallen well below it
-(``term_fall``, beyond its own noise; :class:`~lightning_lossguard.detectors.term_levels.TermLevels`): the objective
-is still being learnt, and one term trades off against the
-others (a VQ-VAE's codebook loss while its codes catch up with a growing encoder; its total and gradients alone look
-like a divergence). False-alarm bound: under exchangeable noise (no trend) the
-Mann-Kendall test exceeds ``z`` = 3 with probability about 0.0013 per report, and the level shift exceeds
-``level_z`` = 5 robust standard errors with probability below 1e-6 for Gaussian noise of the log loss.
+(``term_fall``, beyond its own noise; :class:`~lightning_lossguard.detectors.term_levels.TermLevels`): the
+objective is still being learnt, and one term trades off against the others (a VQ-VAE's codebook loss while its
+codes catch up with a growing encoder; its total and gradients alone look like a divergence).
+
+False-alarm bound: under exchangeable noise (no trend) the Mann-Kendall test exceeds ``z`` = 3 with probability
+about 0.0013 per report, and the level shift exceeds ``level_z`` = 5 robust standard errors with probability below
+1e-6 for Gaussian noise of the log loss.
 
 A blow-up that came back down is judged apart: a block median ``warn_rise`` times the loss before any update,
 peaking within ``blow_up_within`` steps and since fallen ``recovered``-fold (a learning rate too high for the
