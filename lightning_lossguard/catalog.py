@@ -175,7 +175,8 @@ _CODES = (
             "Learn the weights (uncertainty weighting) or balance gradients (GradNorm).",
             "If the large term is a regulariser, lower its weight.",
         ),
-        "A term that is meant to dominate early (e.g. a warm-up reconstruction term).",
+        "A term that is meant to dominate early (e.g. a warm-up reconstruction term), or a small term weighted "
+        "down on purpose (a mixture of experts' load-balancing or router z-loss).",
     ),
     CodeInfo(
         "loss_scale_shift",

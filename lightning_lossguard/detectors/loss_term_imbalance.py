@@ -62,7 +62,9 @@ class LossTermImbalance(Detector[LossTermImbalanceThresholds]):
             return []  # the small term is being ramped up (a warm-up): not judged while it climbs
         message = (
             f"Loss term '{big}' ({levels[big]:.3g}) is {ratio:.3g}x larger than '{small}' ({levels[small]:.3g}): "
-            f"'{small}' barely steers the gradients."
+            f"'{small}' likely barely steers the gradients (judged by the terms' sizes, not their gradients). If it "
+            "is weighted down on purpose (an auxiliary loss such as a mixture of experts' load-balancing or router "
+            "z-loss), this is expected: LossGuard(suppress=['loss_term_imbalance'])."
         )
         evidence = {
             "ratio": ratio,
