@@ -168,12 +168,13 @@ class Diagnostician:
         if window.rank_loss is not None:
             self.rank_attribution.update(window.batch_steps, window.rank_loss)
         self.term_levels.extend(window.loss_terms)
-        found += self._judge_gradients(window, layout)
-        found += self._judge_loss_curve(window, layout, learning_rate, explained={x.code for x in found})
+        trade_off = self.term_levels.trade_off()
+        found += self._judge_gradients(window, layout, trade_off)
+        found += self._judge_loss_curve(window, layout, learning_rate, trade_off, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
         return self.accept(self.rank_attribution.attribute(found))
 
-    def _judge_gradients(self, window: Window, layout: RunLayout) -> list[Diagnosis]:
+    def _judge_gradients(self, window: Window, layout: RunLayout, trade_off: str | None) -> list[Diagnosis]:
         opt = window.optimizer_steps
         found: list[Diagnosis] = []
         if (nonfinite_loss := self._on(NonfiniteLoss)) and window.batch_steps:
@@ -206,7 +207,7 @@ class Diagnostician:
                 window.leftover_grad_norm,
                 layout.settings.manual,
                 _optimizer_name(layout.settings.optimizers, window.leftover_optimizer),
-                self.term_levels.trade_off(),
+                trade_off,
             )
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
@@ -236,7 +237,7 @@ class Diagnostician:
         return found
 
     def _judge_loss_curve(
-        self, window: Window, layout: RunLayout, learning_rate: float, explained: set[str]
+        self, window: Window, layout: RunLayout, learning_rate: float, trade_off: str | None, explained: set[str]
     ) -> list[Diagnosis]:
         found: list[Diagnosis] = []
         batches = window.batch_steps
@@ -261,7 +262,7 @@ class Diagnostician:
                 window.optimizer_steps,
                 window.grad_norms,
                 layout.first_batch_rows,
-                self.term_levels.trade_off(),
+                trade_off,
             )
         if oscillation := self._on(LossOscillation):
             found += oscillation.update(batches, window.loss, window.learning_rate)

@@ -126,7 +126,6 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.early_losses: list[float] = []  # the first such losses
         self.loss_bad = False  # a non-finite loss was seen
         self.uncleared = 0  # consecutive checks that found gradients left over before a backward
-        self.trade_off: str | None = None  # the latest window's: what the loss's terms did (None: none handed over)
         self.warned: dict[str, Any] | None = None  # the last warning, escalated to an error if the run then blows up
         self.start_loss = math.nan  # the median loss of the run's first batches
         self.first_ceiling_row = 0  # the finite row (1-based) where the norm first reached the ceiling (0: never)
@@ -171,7 +170,6 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 corroborating the gradients.
         """
         t = self.thresholds
-        self.trade_off = trade_off
         found: Diagnosis | None = None
         window_losses = np.asarray(losses, dtype=np.float64)
         values = np.asarray(norms, dtype=np.float64)
@@ -247,7 +245,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.losses.extend(calm.tolist())
                 self.early_losses.extend(calm[: max(0, 50 - len(self.early_losses))].tolist())
             return []
-        return [self._corroborate(found, window_losses)]
+        return [self._corroborate(found, window_losses, trade_off)]
 
     def _take_calm(
         self,
@@ -350,8 +348,9 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             decided, message, {"leftover_norm": leftover, "checks": self.uncleared}, remedies=remedies
         )
 
-    def _corroborate(self, found: Diagnosis, window_losses: np.ndarray) -> Diagnosis:
-        """An error when the loss agrees with the gradients; a warning while it does not (yet)."""
+    def _corroborate(self, found: Diagnosis, window_losses: np.ndarray, trade_off: str | None) -> Diagnosis:
+        """An error when the loss agrees with the gradients; a warning while it does not (yet), or when it rose but
+        ``trade_off`` says one of its terms is still being learnt."""
         t = self.thresholds
         # The lower of the early and the recent calm level: a loss that climbed along with the norm still shows.
         levels = [median(x) for x in (self.losses, self.early_losses) if x]
@@ -360,11 +359,11 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         now = fast_median(finite) if finite.size else math.nan
         rose = before > 0 and now >= t.loss_rise * before
         evidence = {**found.evidence, "loss_before": before, "loss_now": now}
-        if self.loss_bad or (rose and not self.trade_off):
+        if self.loss_bad or (rose and not trade_off):
             self.warned = None
             return dataclasses.replace(found, evidence=evidence, severity=Severity.ERROR)
         if rose:
-            note = f" The loss rose with it ({before:.4g} -> {now:.4g}), but {self.trade_off}."
+            note = f" The loss rose with it ({before:.4g} -> {now:.4g}), but {trade_off}."
         elif math.isfinite(before) and math.isfinite(now):
             note = f" The loss has not followed yet ({before:.4g} -> {now:.4g})."
         else:

@@ -139,7 +139,6 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         self.first: list[float] = []  # the very first finite batch losses: the level before anything happened
         self.peak: list[float] = []  # [highest block median, its step]
         self.first_batch_rows = 0  # samples in the first batch, as the callback saw them (0: unknown)
-        self.trade_off: str | None = None  # the latest window's: what the loss's terms did (None: none handed over)
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_blocks * self.thresholds.block)
@@ -159,7 +158,6 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         t = self.thresholds
         if not self.first_batch_rows:
             self.first_batch_rows = int(first_batch_rows)
-        self.trade_off = trade_off
         known = len(self.blocks.values)
         self.blocks.extend(steps, losses)
         finite = [v for v in np.asarray(losses, dtype=np.float64).tolist() if math.isfinite(v)]
@@ -187,7 +185,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         recent = max(2, int(t.trend_blocks))
         slope = theil_sen_slope(self.blocks.steps[-recent:], values[-recent:])
         if current >= start + t.rise * scale and slope > 0 and start > 0:
-            return self._rising(decided, start, current)
+            return self._rising(decided, start, current, trade_off)
         # A loss near zero by design (a negative cosine, a critic's score) falls in absolute terms: scale at least 1.
         if current < 0 and current <= start - t.fall * max(scale, 1.0) and slope < 0:
             return self._falling(decided, start, current) or self._plunging(decided, start, current)
@@ -232,7 +230,8 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             return []
         return self._report_fall(decided, start, current, math.nan, "fell to")
 
-    def _rising(self, decided: int, start: float, current: float) -> list[Diagnosis]:
+    def _rising(self, decided: int, start: float, current: float, terms: str | None) -> list[Diagnosis]:
+        """``terms``: what the loss's terms did (``update``'s ``trade_off``)."""
         t = self.thresholds
         values, at = self.blocks.values, self.blocks.steps
         best = int(np.argmin(values))
@@ -251,7 +250,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             return []  # not significant against the run's own noise
         growth = self._grad_growth(at[best])
         corroborated = growth >= t.grad_rise
-        trade_off = self.trade_off if corroborated and factor < t.implausible_rise else ""
+        trade_off = terms if corroborated and factor < t.implausible_rise else ""
         if trade_off:
             severity = Severity.WARNING
         elif corroborated or factor >= t.implausible_rise:
@@ -278,7 +277,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
                 "If that term should not grow this far, lower the learning rate or its weight in the total.",
                 "Watch the terms in TensorBoard; a run that keeps learning needs nothing.",
             ]
-        elif severity is Severity.ERROR and self.trade_off is None and factor < t.implausible_rise:
+        elif severity is Severity.ERROR and terms is None and factor < t.implausible_rise:
             remedies = [*code_info(self.code).remedies, _TERMS_REMEDY]
         if severity is Severity.INFO:
             message += (
