@@ -176,7 +176,8 @@ _CODES = (
             "If the large term is a regulariser, lower its weight.",
         ),
         "A term that is meant to dominate early (e.g. a warm-up reconstruction term), or a small term weighted "
-        "down on purpose (a mixture of experts' load-balancing or router z-loss).",
+        "down on purpose whose name does not say so (a term named like an auxiliary loss, 'aux_loss', 'balance', "
+        "'router_z', 'z_loss', 'load_balancing', gets an info instead).",
     ),
     CodeInfo(
         "loss_scale_shift",
