@@ -7,7 +7,11 @@ share of the gradient at the start, in a run whose loss has since fallen by ``se
 settled: info, not a warning. Saturating units and decided discrete codes pass little gradient once learned
 (measured: a Gumbel-softmax autoencoder at its noise floor, its encoder's ratio 0.08 over the first 50 steps and
 1e-4 by the end while the loss fell 89%, warned on 2 of 3 seeds); a net whose early layers never got a gradient
-(a deep sigmoid stack) is below the ratio from its first window and keeps the warning. Collapse rule: the
+(a deep sigmoid stack) is below the ratio from its first window and keeps the warning. A first layer that got its
+share before any update, in a run whose loss has since jumped ``jump`` times above its first value (the highest
+median of five consecutive losses), lost its gradient once training began: the warning blames a learning rate far
+too high (a Set Transformer at lr x1000: 0.11 of the head's gradient before any update, ~1e-11 after its loss
+jumped from 1.4 to 12). Collapse rule: the
 global norm fell by ``collapse_ratio`` from its early level while the loss stayed within
 ``loss_flat`` of where it started; a converged run whose gradients shrink because the loss fell is
 healthy and stays quiet. The collapse is also measured from the first optimizer step, the model before any update,
@@ -44,6 +48,12 @@ class VanishingGradientsThresholds(Thresholds):
     )
     collapse_ratio: float = threshold(1e-4, "Global norm now / early global norm below this is a collapse ...")
     loss_flat: float = threshold(0.9, "... when the loss is still above this fraction of its early level.")
+    jump: float = threshold(
+        2.0,
+        "A first layer that got its share of the gradient before any update, in a run whose loss has since jumped "
+        "this many times above its first value, blames a learning rate far too high.",
+        low=1,
+    )
 
 
 class VanishingGradients(Detector[VanishingGradientsThresholds]):
@@ -138,8 +148,41 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
                 "code passes little gradient), so this is not holding learning back."
             )
             evidence.update(early_ratio=early_ratio, loss_fall=fall)
-        found = self.diagnosis(decided, message, evidence, subject=layers[first])
+        lost = self._lost_after_start(first, last) if settled is None else None
+        remedies = None
+        if lost is not None:
+            start_ratio, first_loss, peak = lost
+            message += (
+                f" Before any update the ratio was {start_ratio:.3g}, and the loss has since jumped to {peak:.4g} from "
+                f"{first_loss:.4g}: the first layer lost its gradient once training began (saturated or dead units), "
+                "most likely a learning rate far too high."
+            )
+            evidence.update(first_ratio=start_ratio, first_loss=first_loss, peak_loss=peak)
+            remedies = [
+                "Lower the learning rate (try 10x lower) and add a warm-up.",
+                "Clip gradients: Trainer(gradient_clip_val=1.0).",
+                *code_info(self.code).remedies[:1],
+            ]
+        found = self.diagnosis(decided, message, evidence, subject=layers[first], remedies=remedies)
         return [found if settled is None else dataclasses.replace(found, severity=Severity.INFO)]
+
+    def _lost_after_start(self, first: int, last: int) -> tuple[float, float, float] | None:
+        """(the ratio at the first optimizer step, the loss then, the highest loss since) when the first layer got its
+        share of the gradient before any update and the loss has since jumped ``jump`` times above its first value
+        (the highest median of ``PEAK_BLOCK`` consecutive losses: one noisy batch is not a jump): a learning rate far
+        too high saturated or killed the units in between. None otherwise."""
+        t = self.thresholds
+        if not self.early_rows or not self.early_losses:
+            return None
+        row = self.early_rows[0]
+        if max(first, last) >= len(row):
+            return None
+        a, b = row[first], row[last]
+        first_loss = self.early_losses[0]
+        peak = max(_block_peak(self.early_losses), _block_peak(self.losses))
+        if not (a > 0 and b > 0 and first_loss > 0) or a / b < t.layer_ratio or peak < t.jump * first_loss:
+            return None
+        return float(a / b), float(first_loss), float(peak)
 
     def _settled(self, first: int, last: int) -> tuple[float, float] | None:
         """(the first window's ratio, the loss's fall since) when the first layer got its share of the gradient at
@@ -205,6 +248,19 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             *code_info(self.code).remedies[:1],
         ]
         return self.diagnosis(decided, message, evidence, remedies=remedies)
+
+
+PEAK_BLOCK = 5
+"""Consecutive losses whose median makes one point of the loss's peak."""
+
+
+def _block_peak(losses: Sequence[float]) -> float:
+    """The highest median of ``PEAK_BLOCK`` consecutive losses (non-overlapping blocks; -inf when there are none)."""
+    values = np.asarray(losses, dtype=np.float64)
+    blocks = len(values) // PEAK_BLOCK
+    if blocks == 0:
+        return -np.inf
+    return float(np.median(values[: blocks * PEAK_BLOCK].reshape(blocks, PEAK_BLOCK), axis=1).max())
 
 
 def _layer_levels(rows: np.ndarray) -> np.ndarray:

@@ -128,3 +128,39 @@ def test_saturation_that_stalls_the_loss_warns() -> None:
     losses = np.concatenate([np.linspace(2.3, 1.84, 50), np.full(250, 1.84)])
     [found] = VanishingGradients().update(list(range(300)), rows, LAYERS, CHAIN, rows.max(1), losses)
     assert found.severity == "warning"
+
+
+# A Set Transformer with a learning rate x1000 (held-out corpus): before any update its embedding got 0.11 of the
+# head's gradient; Adam at lr 1 blew the loss up 1.4 -> ~12 (block peak) within a few steps, and from then on the
+# embedding got ~1e-11 of it while the loss sat at chance.
+def lost_after_the_first_updates(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    first = np.array([[0.11, 0.3, 0.5, 0.8, 1.0, 1.0]])
+    later = np.tile([2.6e-11, 1e-6, 1e-3, 0.5, 2.0, 3.5], (n - 1, 1)) * rng.uniform(0.7, 1.4, (n - 1, 6))
+    losses = np.concatenate([[1.4], np.full(9, 12.0), np.full(n - 10, 1.386)]) * rng.uniform(0.95, 1.05, n)
+    return np.vstack([first, later]), losses
+
+
+def test_a_first_layer_that_lost_its_gradient_after_a_loss_jump_blames_the_learning_rate() -> None:
+    rows, losses = lost_after_the_first_updates()
+    n = len(rows)
+    [found] = VanishingGradients().update(list(range(n)), rows, LAYERS, CHAIN, rows.max(1), losses)
+    assert found.severity == "warning" and "learning rate far too high" in found.message
+    assert found.evidence["first_ratio"] > 0.1 and found.evidence["peak_loss"] > 10
+    assert found.remedies[0].startswith("Lower the learning rate")
+
+
+def test_without_a_loss_jump_or_with_a_starved_start_the_cause_stays_the_architecture() -> None:
+    rows, losses = lost_after_the_first_updates()
+    n = len(rows)
+    flat = np.full(n, 1.4)  # the loss never jumped
+    [found] = VanishingGradients().update(list(range(n)), rows, LAYERS, CHAIN, rows.max(1), flat)
+    assert "learning rate" not in found.message and "ReLU" in found.remedies[0]
+    starved = rows.copy()
+    starved[0] = [1e-9, 1e-7, 1e-5, 1e-3, 1e-1, 1.0]  # a deep sigmoid stack: starved before any update
+    [found] = VanishingGradients().update(list(range(n)), starved, LAYERS, CHAIN, starved.max(1), losses)
+    assert "learning rate" not in found.message
+    one_noisy_batch = flat.copy()
+    one_noisy_batch[3] = 30.0  # one batch is not a jump: the peak is a median of five
+    [found] = VanishingGradients().update(list(range(n)), rows, LAYERS, CHAIN, rows.max(1), one_noisy_batch)
+    assert "learning rate" not in found.message
