@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.docs import replace_section
-from benchmarks.overhead import WORKLOADS, judging_profile, ratio_spread, run, step_kinds_table
+from benchmarks.overhead import WORKLOADS, judging_profile, ratio_spread, run, short_run_table, step_kinds_table
 
 
 def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
@@ -18,6 +18,13 @@ def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
     assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
     # The budget's own measure of the run's share (of the last interval's), and the stride.
     assert re.search(r"\| [0-9.]+% \([0-9.]+%\), [0-9]+ \|", row)
+
+
+def test_the_short_run_table_pays_a_toy_and_a_real_small_model_their_whole_fit() -> None:
+    table = short_run_table(repeats=1, quick=True, log=lambda _: None)
+    rows = [line for line in table.splitlines()[2:]]
+    assert [row.split(",")[0] for row in rows] == ["| BoringModel-sized (Linear 32-2", "| conv autoencoder 1x32x32"]
+    assert all(re.search(r"60 steps, whole fit \| [0-9.]+ s \| [0-9.]+x \|$", row) for row in rows)
 
 
 def test_the_per_kind_table_times_plain_sampled_and_report_batches_apart() -> None:
