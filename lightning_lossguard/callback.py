@@ -46,6 +46,7 @@ from lightning_lossguard.signals.budget import (
     own_since,
     watch_gc,
 )
+from lightning_lossguard.signals.clipping import ClipWatch
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
@@ -220,6 +221,8 @@ class LossGuard(Callback):
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
         self._stepped_batch = -1  # the batch whose optimizer step was measured (automatic optimization)
+        self._clip_watch: ClipWatch | None = None  # manual optimization: gradients read before the module clips
+        self._read_before_clip: tuple[int, list[torch.optim.Optimizer]] = (-1, [])  # (batch, optimizers read)
         self._check_leftover = False
         self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
         self._follow_pruning = False  # ModelPruning, or a model pruned before the fit: which weights are masked
@@ -311,6 +314,8 @@ class LossGuard(Callback):
             )
         else:
             self._watch(trainer, pl_module)
+            if not pl_module.automatic_optimization and self._scaler is None:  # AMP: still scaled at the clip
+                self._clip_watch = ClipWatch(trainer.precision_plugin, self._before_clip)
         if self.time_forward:
             self._forward = ForwardHooks(pl_module, self._recorder.timer)
         self._order = ExecutionOrder(pl_module)
@@ -500,7 +505,7 @@ class LossGuard(Callback):
             # The stride counts optimizer steps (the step the batch started at), not micro-batches: under
             # gradient accumulation only every k-th batch steps.
             before_report = self._before_report  # the last batch before a report: its samples are always taken
-            if self._sample_gradients:
+            if self._sample_gradients and not self._was_read_before_clip(optimizer):
                 mark = own_mark()
                 self._recorder.record_gradients(self._batch_step, optimizer)
                 self._meter.gradient_seconds += own_since(mark)
@@ -520,6 +525,30 @@ class LossGuard(Callback):
             self._recorder.timer.optimizer_start()
         except Exception as error:
             self._internal_error("on_before_optimizer_step", error)
+
+    @_own_time
+    def _before_clip(self, optimizer: torch.optim.Optimizer) -> None:
+        """Manual optimization, the module about to clip ``optimizer``'s gradients: on a sampled batch, its
+        gradient row is taken here, before clipping (see :mod:`~lightning_lossguard.signals.clipping`)."""
+        if not (self._step_work and self._sample_gradients) or self._recorder is None or self._broken:
+            return
+        try:
+            batch, read = self._read_before_clip
+            if batch != self._batches:
+                read = []
+                self._read_before_clip = (self._batches, read)
+            if any(o is optimizer for o in read):
+                return  # clipped twice before its step: the first read holds the unclipped norms
+            mark = own_mark()
+            self._recorder.record_gradients(self._batch_step, optimizer)
+            self._meter.gradient_seconds += own_since(mark)
+            read.append(optimizer)
+        except Exception as error:
+            self._internal_error("clip_gradients", error)
+
+    def _was_read_before_clip(self, optimizer: torch.optim.Optimizer) -> bool:
+        batch, read = self._read_before_clip
+        return batch == self._batches and any(o is optimizer for o in read)
 
     def _evaluated_again(self) -> bool:
         """Whether this batch's optimizer step was already measured. Automatic optimization has one optimizer,
@@ -920,6 +949,9 @@ class LossGuard(Callback):
         if self._forward is not None:
             self._forward.remove()
             self._forward = None
+        if self._clip_watch is not None:
+            self._clip_watch.remove()
+            self._clip_watch = None
         if self._order is not None:
             self._order.stop()
             self._order = None

@@ -21,8 +21,8 @@ def start_notes(
         notes.append("The model has no trainable parameters in its optimizers: gradient diagnoses are unavailable.")
     if manual:
         notes.append(
-            "Manual optimization: gradients are measured at each optimizer.step(); loss diagnoses need "
-            "training_step to return the loss."
+            "Manual optimization: gradients are measured at each optimizer.step() (before self.clip_gradients "
+            "when the module clips with it); loss diagnoses need training_step to return the loss."
         )
     return notes
 
