@@ -18,6 +18,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelPruning
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -527,12 +528,14 @@ class LossGuard(Callback):
             self._internal_error("on_before_optimizer_step", error)
 
     @_own_time
-    def _before_clip(self, optimizer: torch.optim.Optimizer) -> None:
+    def _before_clip(self, optimizer: Any) -> None:
         """Manual optimization, the module about to clip ``optimizer``'s gradients: on a sampled batch, its
         gradient row is taken here, before clipping (see :mod:`~lightning_lossguard.signals.clipping`)."""
         if not (self._step_work and self._sample_gradients) or self._recorder is None or self._broken:
             return
         try:
+            if isinstance(optimizer, LightningOptimizer):  # what self.optimizers() hands out
+                optimizer = optimizer.optimizer
             batch, read = self._read_before_clip
             if batch != self._batches:
                 read = []

@@ -14,17 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
-
 _NAME = "clip_gradients"
 
 
 class ClipWatch:
-    """Calls ``before_clip(optimizer)`` (the raw torch optimizer) each time the plugin is about to clip by a
-    positive value; :meth:`remove` restores the plugin as it was."""
+    """Calls ``before_clip(optimizer)`` (as the module passed it: a Lightning wrapper or the torch optimizer)
+    each time the plugin is about to clip by a positive value; :meth:`remove` restores the plugin as it was."""
 
-    def __init__(self, plugin: Any, before_clip: Callable[[torch.optim.Optimizer], None]) -> None:
+    def __init__(self, plugin: Any, before_clip: Callable[[Any], None]) -> None:
         self._plugin = plugin
         self._shadowed = vars(plugin).get(_NAME)  # someone else's wrapper on the instance, put back on removal
         original = getattr(plugin, _NAME)
@@ -32,7 +29,7 @@ class ClipWatch:
         def clip_gradients(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
             clip_val = args[0] if args else kwargs.get("clip_val", 0.0)
             if isinstance(clip_val, (int, float)) and clip_val > 0:
-                before_clip(optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer)
+                before_clip(optimizer)
             return original(optimizer, *args, **kwargs)
 
         self._wrapper = clip_gradients

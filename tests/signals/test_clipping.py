@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from benchmarks.fault_zoo.scenarios import loader, regression_data
@@ -30,8 +29,8 @@ def test_the_watch_reads_before_a_positive_clip_and_restores_the_plugin() -> Non
     watch = ClipWatch(plugin, seen.append)
     plugin.clip_gradients(optimizer, 0.5, "norm")
     plugin.clip_gradients(optimizer, 0.0)  # Lightning's "no clipping": nothing to read
-    plugin.clip_gradients(LightningOptimizer(optimizer), clip_val=2.0)  # self.optimizers() hands these out
-    assert seen == [optimizer, optimizer]  # the raw optimizer, as on_before_optimizer_step gets it
+    plugin.clip_gradients(optimizer, clip_val=2.0)
+    assert seen == [optimizer, optimizer]
     assert [v for _, v in plugin.clipped] == [0.5, 0.0, 2.0]  # every call still clips
     watch.remove()
     assert "clip_gradients" not in vars(plugin)  # the class's method again
@@ -57,7 +56,7 @@ class ManualClipping(L.LightningModule):
         self.norms: list[float] = []  # the unclipped norms, as the module saw them
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        opt = self.optimizers()
+        opt = self.optimizers()  # a LightningOptimizer: LossGuard unwraps it to match the step's optimizer
         x, y = batch
         loss = 10 * ((self.net(x) - y) ** 2).mean()
         opt.zero_grad()  # type: ignore[union-attr]
