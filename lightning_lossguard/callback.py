@@ -223,7 +223,7 @@ class LossGuard(Callback):
         self._sampling = False
         self._stepped_batch = -1  # the batch whose optimizer step was measured (automatic optimization)
         self._clip_watch: ClipWatch | None = None  # manual optimization: gradients read before the module clips
-        self._read_before_clip: tuple[int, list[torch.optim.Optimizer]] = (-1, [])  # (batch, optimizers read)
+        self._read_before_clip: dict[torch.optim.Optimizer, int] = {}  # optimizer -> batch read at its clip
         self._check_leftover = False
         self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
         self._follow_pruning = False  # ModelPruning, or a model pruned before the fit: which weights are masked
@@ -536,22 +536,17 @@ class LossGuard(Callback):
         try:
             if isinstance(optimizer, LightningOptimizer):  # what self.optimizers() hands out
                 optimizer = optimizer.optimizer
-            batch, read = self._read_before_clip
-            if batch != self._batches:
-                read = []
-                self._read_before_clip = (self._batches, read)
-            if any(o is optimizer for o in read):
+            if self._was_read_before_clip(optimizer):
                 return  # clipped twice before its step: the first read holds the unclipped norms
             mark = own_mark()
             self._recorder.record_gradients(self._batch_step, optimizer)
             self._meter.gradient_seconds += own_since(mark)
-            read.append(optimizer)
+            self._read_before_clip[optimizer] = self._batches
         except Exception as error:
             self._internal_error("clip_gradients", error)
 
     def _was_read_before_clip(self, optimizer: torch.optim.Optimizer) -> bool:
-        batch, read = self._read_before_clip
-        return batch == self._batches and any(o is optimizer for o in read)
+        return self._read_before_clip.get(optimizer) == self._batches
 
     def _evaluated_again(self) -> bool:
         """Whether this batch's optimizer step was already measured. Automatic optimization has one optimizer,

@@ -22,7 +22,7 @@ def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
 
 def test_the_short_run_table_pays_a_toy_and_a_real_small_model_their_whole_fit() -> None:
     table = short_run_table(repeats=1, quick=True, log=lambda _: None)
-    rows = [line for line in table.splitlines()[2:]]
+    rows = table.splitlines()[2:]
     assert [row.split(",")[0] for row in rows] == ["| BoringModel-sized (Linear 32-2", "| conv autoencoder 1x32x32"]
     assert all(re.search(r"60 steps, whole fit \| [0-9.]+ s \| [0-9.]+x \|$", row) for row in rows)
 
