@@ -3,6 +3,7 @@
     python -m benchmarks.overhead                 # tables on stdout
     python -m benchmarks.overhead --write-docs    # also update docs/performance.md
     python -m benchmarks.overhead --quick         # a smoke run (CI): few steps, one repetition
+    python -m benchmarks.overhead --device cuda --write-docs   # on a GPU: per-step and per-kind tables (own section)
 
 Configurations, each a real ``Trainer.fit`` timed over the same steady-state steps:
 - ``baseline``: no monitoring callback (every configuration logs the loss with ``self.log``, as real code does);
@@ -18,7 +19,10 @@ Two measures of LossGuard's cost:
   too).
 - **end to end**: runs are paired and interleaved (each repetition runs every configuration once, in a
   shuffled order); the ratio is the median over repetitions of ``time(config) / time(baseline)``, in
-  process CPU time (one thread: a shared host moves wall time by several percent between runs).
+  process CPU time (one thread: a shared host moves wall time by several percent between runs). On a GPU
+  (``--device cuda``) both measures use wall time, the device synchronised at the marks: the host's CPU time
+  leaves the device's work out. There the attributed cost is host time inside LossGuard over the step's wall
+  time: exact when the host is the bottleneck (small models), an upper bound when the device is.
 
 Three more tables: the whole of a 400-step run of the ~1 ms model and of the conv autoencoder (start-up and every
 report included, what a CI smoke run pays); the time inside LossGuard per batch by what it did there (a plain
@@ -226,6 +230,31 @@ WORKLOADS = [
 SKIP = 20  # steps left out of every timing: start-up, the first report's one-time work (layout, graph)
 
 
+@dataclass
+class Device:
+    """Where the fits run: ``cpu`` (process CPU time) or ``cuda`` (wall time, the device synchronised)."""
+
+    name: str = "cpu"
+
+    @property
+    def accelerator(self) -> str:
+        return "gpu" if self.name == "cuda" else "cpu"
+
+    @property
+    def measure(self) -> str:
+        return "wall, synchronised" if self.name == "cuda" else "CPU"
+
+    def clock(self) -> float:
+        """Seconds on the clock the ratios use."""
+        if self.name == "cuda":
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+
+DEVICE = Device()
+
+
 # -- measuring ----------------------------------------------------------------------------------------------------
 
 
@@ -250,11 +279,11 @@ class StepClock(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step == self.skip:
-            self.start = (time.process_time(), time.perf_counter())
+            self.start = (DEVICE.clock(), time.perf_counter())
         ATTRIBUTED.counting = trainer.global_step >= self.skip
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds = (time.process_time() - self.start[0], time.perf_counter() - self.start[1])
+        self.seconds = (DEVICE.clock() - self.start[0], time.perf_counter() - self.start[1])
 
 
 HOOKS = (
@@ -410,7 +439,7 @@ def fit(workload: Workload, config: str, steps: int, root: str) -> tuple[Timing,
     callbacks, guard = make_callbacks(config)
     clock = StepClock(SKIP)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=DEVICE.accelerator,
         devices=1,
         max_steps=steps,
         logger=L.pytorch.loggers.TensorBoardLogger(root, name=config),
@@ -479,8 +508,8 @@ def per_step_table(repeats: int, quick: bool, log: Callable[[str], None], worklo
     callback_us = callback_hook_us(2000 if quick else 20000)
     rows = [
         "| workload | baseline ms/step | inside LossGuard µs/step | LossGuard attributed | LossGuard end to end "
-        "(CPU; quartiles of the pairs) | budget: self-measured share of the run (of its last interval), "
-        "gradient stride | grad_norm every step + EarlyStopping (CPU) |",
+        f"({DEVICE.measure}; quartiles of the pairs) | budget: self-measured share of the run (of its last "
+        f"interval), gradient stride | grad_norm every step + EarlyStopping ({DEVICE.measure}) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for workload in workloads:
@@ -579,6 +608,12 @@ class BatchKinds(Callback):
 STEP_KIND_RUNS = ((WORKLOADS[0], 1000, "2"), (WORKLOADS[5], 300, "6"), (WORKLOADS[6], 300, "2,002"))
 """(workload, steps, parameter tensors) of the per-kind table: runs long enough for a gradient stride above 1."""
 
+CUDA_WORKLOADS = WORKLOADS[1:6]
+"""The per-step table's rows on a GPU: the ~1 ms model (batch 2) and the 1,000-layer model measure the host's Python
+there, as the CPU table does; the others are what a small GPU job runs."""
+CUDA_KIND_RUNS = ((WORKLOADS[1], 1000, "6"), (WORKLOADS[2], 1000, "8"), (WORKLOADS[4], 1000, "27"))
+"""The per-kind table on a GPU: where a batch's time inside LossGuard goes there (kernel launches, CUDA events)."""
+
 
 def step_kinds_table(log: Callable[[str], None], runs: tuple[tuple[Workload, int, str], ...] = STEP_KIND_RUNS) -> str:
     """Time inside LossGuard per training batch, by what it did in the batch, on models of 2 to 2,002 parameter
@@ -595,7 +630,7 @@ def step_kinds_table(log: Callable[[str], None], runs: tuple[tuple[Workload, int
             guard = LossGuard(verbose=False)
             marks, kinds = BatchMarks(), BatchKinds(guard)
             trainer = L.Trainer(
-                accelerator="cpu",
+                accelerator=DEVICE.accelerator,
                 devices=1,
                 max_steps=steps,
                 logger=L.pytorch.loggers.TensorBoardLogger(root, name="kinds"),
@@ -693,14 +728,19 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     threads = torch.get_num_threads()
-    return f"{cpu}, {threads} torch thread(s), torch {torch.__version__}, Lightning {L.__version__}, CPU only"
+    where = torch.cuda.get_device_name() if DEVICE.name == "cuda" else "CPU only"
+    return f"{cpu}, {threads} torch thread(s), torch {torch.__version__}, Lightning {L.__version__}, {where}"
 
 
 def run(repeats: int, quick: bool, log: Callable[[str], None] = print, workloads: list[Workload] | None = None) -> str:
-    """Run the benchmark; return the markdown tables."""
+    """Run the benchmark; return the markdown tables. On a GPU: the per-step and per-kind tables (the 400-step and
+    judging tables measure host work the CPU tables already show)."""
+    cuda = DEVICE.name == "cuda"
     with ATTRIBUTED.counted():
-        parts = [per_step_table(repeats, quick, log, workloads or WORKLOADS)]
-    if workloads is None:
+        parts = [per_step_table(repeats, quick, log, workloads or (CUDA_WORKLOADS if cuda else WORKLOADS))]
+    if cuda and workloads is None:
+        parts.append(step_kinds_table(log, tuple((w, 60 if quick else n, t) for w, n, t in CUDA_KIND_RUNS)))
+    elif workloads is None:
         kinds = tuple((w, 60, t) for w, _, t in STEP_KIND_RUNS[:2]) if quick else STEP_KIND_RUNS
         parts += [
             short_run_table(repeats, quick, log),
@@ -716,19 +756,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one repetition")
     parser.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the per-step and per-kind tables, on the GPU"
+    )
+    parser.add_argument("--workloads", help="comma-separated row numbers of the per-step table (default: all)")
     args = parser.parse_args(argv)
+    DEVICE.name = args.device
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    chosen = [WORKLOADS[int(i)] for i in args.workloads.split(",")] if args.workloads else None
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)  # fixed, so runs are comparable across machines and repetitions
-    tables = run(1 if args.quick else args.repeats, args.quick)
+    if args.write_docs and args.device == "cpu" and chosen is not None:
+        parser.error("--write-docs on the CPU measures every workload: drop --workloads")
+    tables = run(1 if args.quick else args.repeats, args.quick, workloads=chosen)
     print(tables)
     if args.write_docs and not args.quick:
         stamp = time.strftime("%Y-%m-%d")
+        command = " ".join(["python -m benchmarks.overhead", *(argv if argv is not None else sys.argv[1:])])
         body = (
-            f"Measured {stamp} on {machine()} (`python -m benchmarks.overhead --write-docs`, "
-            f"{args.repeats} paired, interleaved repetitions).\n\n{tables}"
+            f"Measured {stamp} on {machine()} (`{command}`, {args.repeats} paired, interleaved repetitions)."
+            f"\n\n{tables}"
         )
-        replace_section("overhead", body)
+        replace_section("overhead" if args.device == "cpu" else "overhead-cuda", body)
     return 0
 
 

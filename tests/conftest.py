@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -87,23 +88,38 @@ class ReadCounter:
         self.on_report = 0
         self.per_step: list[str] = []
 
+    def attribute(self, name: str, frame: FrameType | None) -> None:
+        """Count one read of kind ``name`` made with ``frame`` innermost on the stack."""
+        ours = None
+        while frame is not None:
+            if frame.f_code in REPORT_PATHS:
+                self.on_report += 1
+                return
+            if ours is None and frame.f_code.co_filename.startswith(PACKAGE):
+                ours = f"{name} in {frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
+            frame = frame.f_back
+        if ours is not None:
+            self.per_step.append(ours)
+
     def wrap(self, name: str, original: Any) -> Any:
         def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            frame = sys._getframe(1)
-            ours = None
-            while frame is not None:
-                if frame.f_code in REPORT_PATHS:
-                    self.on_report += 1
-                    break
-                if ours is None and frame.f_code.co_filename.startswith(PACKAGE):
-                    ours = f"{name} in {frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
-                frame = frame.f_back
-            else:
-                if ours is not None:
-                    self.per_step.append(ours)
+            self.attribute(name, sys._getframe(1))
             return original(tensor, *args, **kwargs)
 
         return counted
+
+
+def plant_a_per_step_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make LossGuard read every step's loss back (``.item()``): the bug the read and sync counters exist for."""
+    from lightning_lossguard.signals.losses import LossProbe
+
+    original = LossProbe.record
+
+    def reading(self: LossProbe, loss: torch.Tensor, terms: Any) -> None:
+        loss.item()
+        original(self, loss, terms)
+
+    monkeypatch.setattr(LossProbe, "record", reading)
 
 
 @pytest.fixture

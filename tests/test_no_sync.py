@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
-from lightning_lossguard.signals.losses import LossProbe
-from tests.conftest import ReadCounter, trainer
+from tests.conftest import ReadCounter, plant_a_per_step_read, trainer
 
 
 @pytest.mark.parametrize(
@@ -50,13 +49,7 @@ def test_no_host_read_outside_report_steps(
 def test_the_counter_catches_a_per_step_read(
     tmp_path: Path, reads: ReadCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = LossProbe.record
-
-    def syncing(self: LossProbe, loss: torch.Tensor, terms: Any) -> None:
-        loss.item()  # the kind of bug this test exists for
-        original(self, loss, terms)
-
-    monkeypatch.setattr(LossProbe, "record", syncing)
+    plant_a_per_step_read(monkeypatch)
     run = build("adam_regression")
     trainer(tmp_path, [LossGuard(report_every=25, verbose=False)], max_steps=30).fit(run.module, run.train)
     assert reads.per_step and reads.per_step[0].startswith("item in record_loss")  # attributed to its caller

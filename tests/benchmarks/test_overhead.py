@@ -6,9 +6,18 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks.docs import replace_section
-from benchmarks.overhead import WORKLOADS, judging_profile, ratio_spread, run, short_run_table, step_kinds_table
+from benchmarks.docs import PERFORMANCE, replace_section
+from benchmarks.overhead import (
+    WORKLOADS,
+    judging_profile,
+    main,
+    ratio_spread,
+    run,
+    short_run_table,
+    step_kinds_table,
+)
 
 
 def test_overhead_smoke_produces_a_ratio_for_every_configuration() -> None:
@@ -58,3 +67,22 @@ def test_the_end_to_end_ratio_comes_with_the_quartiles_of_its_pairs() -> None:
     guard, base = [1.10, 0.98, 1.02, 1.04, 1.00, 1.06, 1.01], [1.0] * 7
     assert ratio_spread(guard, base) == "1.020x (1.00–1.06)"
     assert ratio_spread([1.5], [1.0]) == "1.500x"  # too few pairs for quartiles
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--device", "cuda", "--quick"])
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_a_partial_cpu_table_is_never_written_to_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--write-docs", "--workloads", "0"])
+    assert "drop --workloads" in capsys.readouterr().err
+
+
+def test_each_device_has_its_section_in_the_performance_doc() -> None:
+    text = PERFORMANCE.read_text()
+    for section in ("overhead", "overhead-cuda"):
+        assert f"<!-- {section}:start -->" in text and f"<!-- {section}:end -->" in text
