@@ -36,6 +36,8 @@ KNOWN_MISSES = {
     ("style_transfer_pixels_h", "lr_x1000"): "it blows up within the 8 batches its batch-size-1 reference averages",
     ("darts_bilevel_search_h", "lr_x1000"): "a 7x loss blow-up in 3 steps, recovered; pre-clip norm ~2x healthy",
     ("entropy_adaptation_h", "lr_x1000"): "collapse to one class reads as convergence: entropy 1e-15, val never low",
+    ("instance_memory_bank_h", "lr_x1000"): "bounded (unit-norm) loss; its noisy k-NN val loss reads as overfitting",
+    ("instance_memory_bank_h", "frozen"): "the bank fills with the random encoder's features: loss falls 30%, rests",
 }
 
 KNOWN_FALSE_ALARMS = {
