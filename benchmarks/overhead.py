@@ -761,10 +761,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workloads", help="comma-separated row numbers of the per-step table (default: all)")
     args = parser.parse_args(argv)
-    DEVICE.name = args.device
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
-    chosen = [WORKLOADS[int(i)] for i in args.workloads.split(",")] if args.workloads else None
+    rows = [i.strip() for i in args.workloads.split(",")] if args.workloads else []
+    if any(not (i.isdigit() and int(i) < len(WORKLOADS)) for i in rows):
+        parser.error(f"--workloads: row numbers 0-{len(WORKLOADS) - 1}, comma-separated; got {args.workloads!r}")
+    chosen = [WORKLOADS[int(i)] for i in rows] or None
+    DEVICE.name = args.device
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)  # fixed, so runs are comparable across machines and repetitions

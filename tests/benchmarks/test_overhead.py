@@ -10,6 +10,7 @@ import torch
 
 from benchmarks.docs import PERFORMANCE, replace_section
 from benchmarks.overhead import (
+    DEVICE,
     WORKLOADS,
     judging_profile,
     main,
@@ -74,6 +75,13 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         main(["--device", "cuda", "--quick"])
     assert "no CUDA device is available" in capsys.readouterr().err
+    assert DEVICE.name == "cpu"  # the refused device is not left set for what runs next
+
+
+def test_a_workload_row_that_does_not_exist_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--quick", "--workloads", "1,9"])
+    assert f"row numbers 0-{len(WORKLOADS) - 1}" in capsys.readouterr().err
 
 
 def test_a_partial_cpu_table_is_never_written_to_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
