@@ -292,6 +292,7 @@ class Diagnostician:
                     label,
                     control_ms=control,
                     control="forward pass" if measured else "optimizer step",
+                    cpu_ms=window.cpu_ms.get("loss" if label == "loss" else "training_step"),
                 )
             if (expensive := self._on(ExpensiveLoss)) and label.startswith("loss"):
                 found += expensive.update(
@@ -300,6 +301,8 @@ class Diagnostician:
                     window.phase_ms["step"],
                     exact="loss" in window.section_ms,
                     forward_ms=window.phase_ms.get("forward"),
+                    cpu_loss_ms=window.cpu_ms.get("loss"),
+                    cpu_step_ms=window.cpu_ms.get("step"),
                 )
         if (straggler := self._on(RankStraggler)) and window.rank_phase_ms:
             found += straggler.update(window.timing_steps, window.rank_phase_ms)

@@ -55,7 +55,9 @@ TIMING_NOISE = {
 """A timing code left out of a program's healthy verdict, every other code still judged. The deep-kernel GP's loss is
 one LAPACK Cholesky against a forward pass of ~0.1 ms (the control): once, in CI, a co-running fit slowed the one
 more than the other and ``slowing_loss_step`` warned on seed 2; 0 of 42 runs here, 27 of them beside the heaviest
-fits, did. Not fixed yet (docs/performance.md, the nineteenth batch): this keeps CI from failing at random on it."""
+fits, did. Time claims are now checked against the training thread's CPU time, which cancels a preemption's
+stretch, but the event was never reproduced, so its cause is not known to be that one (docs/performance.md, the
+nineteenth batch): this keeps CI from failing at random on it."""
 
 Job = tuple[str, int, str]
 

@@ -8,7 +8,9 @@ message says which one it is, and a cheap loss is never reported (``min_loss_ms`
 
 A warning needs the loss to cost more than the forward pass it serves (``max_loss_to_forward``): a
 vectorised loss over a large output (a language model's softmax) is a large share of a small model's step
-but cheaper than the head that produced its input; a per-sample Python loop is not.
+but cheaper than the head that produced its input; a per-sample Python loop is not. Where the training thread's
+CPU time is measured (CPU runs), the share must hold in CPU time too: a busy machine preempts a long loss more often
+than the rest of a short step, which raises the loss's share of the wall time only.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         self.loss_ms: deque[float] = deque(maxlen=300)
         self.step_ms: deque[float] = deque(maxlen=300)
         self.forward_ms: deque[float] = deque(maxlen=300)
+        self.cpu_share: deque[float] = deque(maxlen=300)  # loss / step in the training thread's CPU time
         self.skipped = 0
 
     def unjudged(self) -> str | None:
@@ -65,9 +68,12 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         step_ms: Sequence[float] | np.ndarray,
         exact: bool = True,
         forward_ms: Sequence[float] | np.ndarray | None = None,
+        cpu_loss_ms: Sequence[float] | np.ndarray | None = None,
+        cpu_step_ms: Sequence[float] | np.ndarray | None = None,
     ) -> list[Diagnosis]:
         """Add per-batch loss, whole-step and forward times (ms); ``exact``: the loss was timed with
-        ``timed("loss")``."""
+        ``timed("loss")``; ``cpu_loss_ms``/``cpu_step_ms``: the loss and the step in CPU time of the training thread
+        (NaN where unmeasured)."""
         t = self.thresholds
         loss_values = np.asarray(loss_ms, dtype=np.float64)
         step_values = np.asarray(step_ms, dtype=np.float64)
@@ -76,11 +82,17 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
         forward_values = (
             np.full(len(loss_values), np.nan) if forward_ms is None else np.asarray(forward_ms, dtype=np.float64)
         )
+        nan = np.full(len(loss_values), np.nan)
+        cpu_loss = nan if cpu_loss_ms is None else np.asarray(cpu_loss_ms, dtype=np.float64)
+        cpu_step = nan if cpu_step_ms is None else np.asarray(cpu_step_ms, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cpu_shares = np.where(cpu_step > 0, cpu_loss / cpu_step, np.nan)[skip:]
         loss_values, step_values, forward_values = loss_values[skip:], step_values[skip:], forward_values[skip:]
         keep = np.isfinite(loss_values) & np.isfinite(step_values) & (step_values > 0)
         self.loss_ms.extend(loss_values[keep].tolist())
         self.step_ms.extend(step_values[keep].tolist())
         self.forward_ms.extend(forward_values[keep].tolist())
+        self.cpu_share.extend(cpu_shares[keep & np.isfinite(cpu_shares)].tolist())
         if len(self.loss_ms) < t.min_steps or not steps:
             return []
         loss, step = median(self.loss_ms), median(self.step_ms)
@@ -104,8 +116,13 @@ class ExpensiveLoss(Detector[ExpensiveLossThresholds]):
             )
         forward = median(self.forward_ms)
         evidence = {"loss_ms": loss, "step_ms": step, "share": share, "forward_ms": forward, "exact": float(exact)}
+        # Judged on CPU time too only when most batches have it (a resumed run's first window may not).
+        cpu_share = median(self.cpu_share) if 2 * len(self.cpu_share) >= len(self.loss_ms) else math.nan
+        if math.isfinite(cpu_share):
+            evidence["cpu_share"] = cpu_share
         found = self.diagnosis(int(steps[-1]), message, evidence, remedies=remedies)
         costlier = not math.isfinite(forward) or loss > t.max_loss_to_forward * forward
-        if share < t.warn_share or not costlier:
+        busy_machine = math.isfinite(cpu_share) and cpu_share < t.warn_share
+        if share < t.warn_share or not costlier or busy_machine:
             found = dataclasses.replace(found, severity=Severity.INFO)
         return [found]

@@ -6,6 +6,9 @@ warm-up steps are skipped (first-step allocation, compilation). The climb must b
 levels in between (``transition_blocks``), which a machine that suddenly gets busier does not do. A busier
 machine also slows every phase alike, so the growth is measured against a control phase of the same
 batches (the forward pass, or the optimizer step): only a loss that slows *relative to it* is reported.
+That control fails when the two differ in length: a preemption lands on a phase in proportion to its length, so a
+busier machine stretches a 4 ms loss's median and not a 0.1 ms forward's. Where the training thread's CPU time is
+measured (CPU runs), the climb must also show in it (``min_cpu_share``): time spent preempted is not the loss's.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ class SlowingLossStepThresholds(Thresholds):
     transition_blocks: int = threshold(
         2, "... and this many blocks must sit between the early and the recent level (not a jump)."
     )
+    min_cpu_share: float = threshold(
+        0.5,
+        "Where the training thread's CPU time is measured (CPU runs), at least this share of the climb in wall "
+        "time must show in the loss's CPU time too: a machine busy with other work stretches wall time only.",
+        high=1.0,
+    )
 
 
 class SlowingLossStep(Detector[SlowingLossStepThresholds]):
@@ -49,6 +58,7 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         super().__init__(thresholds)
         self.blocks = BlockMedians(int(self.thresholds.block))
         self.control = BlockMedians(int(self.thresholds.block))
+        self.cpu = BlockMedians(int(self.thresholds.block))
         self.skipped = 0
 
     def unjudged(self) -> str | None:
@@ -65,6 +75,7 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         what: str = "training_step (forward + loss)",
         control_ms: Sequence[float] | np.ndarray | None = None,
         control: str = "forward pass",
+        cpu_ms: Sequence[float] | np.ndarray | None = None,
     ) -> list[Diagnosis]:
         """Add per-batch times (ms).
 
@@ -73,19 +84,25 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             what: how the timed phase is named in the message.
             control_ms: the same batches' time of a phase the loss does not affect (NaN where unmeasured).
             control: how the control phase is named in the message.
+            cpu_ms: the same batches' loss time in CPU time of the training thread (NaN where unmeasured).
         """
         t = self.thresholds
         values = np.asarray(step_ms, dtype=np.float64)
         controls = np.full(len(values), np.nan) if control_ms is None else np.asarray(control_ms, dtype=np.float64)
+        cpu = np.full(len(values), np.nan) if cpu_ms is None else np.asarray(cpu_ms, dtype=np.float64)
         keep = max(0, min(len(values), int(t.warmup_steps) - self.skipped))
         self.skipped += keep
-        # Only batches with both times, so the two series stay aligned block by block.
-        both = np.isfinite(values) & np.isfinite(controls) if np.isfinite(controls).any() else np.isfinite(values)
-        rest = np.arange(len(values)) >= keep
-        chosen = both & rest
-        self.blocks.extend(np.asarray(steps)[chosen].tolist(), values[chosen])
+        # Only batches with every measured time, so the series stay aligned block by block.
+        chosen = np.isfinite(values) & (np.arange(len(values)) >= keep)
+        for series in (controls, cpu):
+            if np.isfinite(series).any():
+                chosen &= np.isfinite(series)
+        chosen_steps = np.asarray(steps)[chosen].tolist()
+        self.blocks.extend(chosen_steps, values[chosen])
         if np.isfinite(controls).any():
-            self.control.extend(np.asarray(steps)[chosen].tolist(), controls[chosen])
+            self.control.extend(chosen_steps, controls[chosen])
+        if np.isfinite(cpu).any():
+            self.cpu.extend(chosen_steps, cpu[chosen])
         n = len(self.blocks.values)
         if n < t.min_blocks or not steps:
             return []
@@ -110,6 +127,11 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         )
         if not (recent >= t.min_ratio * expected and recent - expected >= t.min_increase_ms and steady):
             return []
+        cpu_rise = math.nan
+        if len(self.cpu.values) == n:
+            cpu_rise = median(self.cpu.values[-k:]) - median(self.cpu.values[:k])
+            if cpu_rise < t.min_cpu_share * (recent - early):
+                return []  # the wall time grew while the thread was not running: other work on the machine
         # Average rate between the middles of the early and the recent blocks (ms per step).
         span = median(self.blocks.steps[-k:]) - median(self.blocks.steps[:k])
         slope = (recent - early) / span if span > 0 else 0.0
@@ -118,6 +140,8 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         # Extra time for the rest of the run if the climb continues: the current excess plus the trend.
         extra_s = ((recent - early) * remaining + slope * remaining**2 / 2) / 1e3
         control_text = f", while the {control} changed only {drift:.2f}x" if len(self.control.values) == n else ""
+        if math.isfinite(cpu_rise):
+            control_text += f"; {cpu_rise:.3g} ms of the {recent - early:.3g} ms is CPU time, so the work itself grew"
         message = (
             f"The {what} time grew from {early:.3g} ms to {recent:.3g} ms per step "
             f"({recent / early:.1f}x, +{slope * 1000:.3g} ms per 1000 steps) between steps "
@@ -134,4 +158,6 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             "projected_extra_s": extra_s,
             "first_step": self.blocks.steps[0],
         }
+        if math.isfinite(cpu_rise):
+            evidence["cpu_growth_ms"] = cpu_rise
         return [self.diagnosis(now, message, evidence)]

@@ -13,7 +13,7 @@ from lightning_lossguard.signals.clock import Clock
 from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, Row
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.parameters import Sharding
-from lightning_lossguard.signals.step_timer import PHASES, StepTimer
+from lightning_lossguard.signals.step_timer import CPU_PHASES, PHASES, StepTimer
 from lightning_lossguard.signals.window import RankTail, Window
 
 SAMPLE_ROWS = {"dead": 2, "updates": 1}
@@ -162,8 +162,9 @@ class SignalRecorder:
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)
-        timing_host = np.array([phases[p] for p in PHASES] + [sections[n] for n in section_names], dtype=np.float64)
-        timing_host = timing_host.reshape(len(PHASES) + len(section_names), len(timing_steps))
+        timed_rows = PHASES + CPU_PHASES
+        timing_host = np.array([phases[p] for p in timed_rows] + [sections[n] for n in section_names], dtype=np.float64)
+        timing_host = timing_host.reshape(len(timed_rows) + len(section_names), len(timing_steps))
         device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
         parts = [grads, dead, updates, losses, leftover]
         if gather is not None:
@@ -201,7 +202,8 @@ class SignalRecorder:
             loss_terms={n: loss_rows[:, 1 + i] for i, n in enumerate(names)} if loss_rows.size else {},
             timing_steps=timing_steps,
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
-            section_ms={n: timing_rows[len(PHASES) + i] for i, n in enumerate(section_names)},
+            cpu_ms={p.removesuffix("_cpu"): timing_rows[len(PHASES) + i] for i, p in enumerate(CPU_PHASES)},
+            section_ms={n: timing_rows[len(timed_rows) + i] for i, n in enumerate(section_names)},
             dead_unit_share=_ratio(dead_rows[-1], width, counts=True) if dead_rows.size else None,
             dead_unit_first=_ratio(dead_rows[0], width, counts=True) if dead_rows.size else None,
             update_ratio=_ratio(update_rows[-1], width, counts=False) if update_rows.size else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -27,6 +28,13 @@ PHASES = ("data", "training_step", "forward", "loss", "backward", "optimizer", "
   (the whole batch).
 """
 
+CPU_PHASES = ("training_step_cpu", "loss_cpu", "step_cpu")
+"""The same batches' ``training_step``, ``loss`` and ``step`` in CPU time of the training thread (ms; CPU runs only,
+NaN on a GPU, where the host only launches the work). A busy machine preempts the training thread: its wall times
+grow, the longest phases most (a preemption lands on a phase in proportion to its length), while its CPU time
+does not count the time it was preempted. Time claims are checked against it (the loss inside ``self.log`` and
+metric sections is not taken out here: detectors compare its changes, not its level)."""
+
 
 @dataclass
 class _BatchMarks:
@@ -39,13 +47,25 @@ class _BatchMarks:
     end: object | None = None
     forward: list[tuple[object, object]] = field(default_factory=list)
     sections: dict[str, list[tuple[object, object]]] = field(default_factory=dict)
+    # CPU time of the training thread (s) at the start, the last forward's end, backward's start, the end, and
+    # around ``timed("loss")`` sections; NaN/empty when not measured.
+    cpu_start: float = math.nan
+    cpu_forward_end: float = math.nan
+    cpu_backward_start: float = math.nan
+    cpu_end: float = math.nan
+    cpu_loss: list[tuple[float, float]] = field(default_factory=list)
 
 
 class StepTimer:
     """Collects marks for each training batch and turns them into per-phase durations on demand."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, cpu_clock: Callable[[], float] | None = None) -> None:
+        """``cpu_clock``: the training thread's CPU time in seconds; by default ``time.thread_time`` with a host
+        clock (CPU runs) and none on a GPU."""
         self.clock = clock
+        if cpu_clock is None and isinstance(clock, HostClock):
+            cpu_clock = time.thread_time
+        self.cpu_clock = cpu_clock
         self._batches: list[_BatchMarks] = []
         self._current: _BatchMarks | None = None
         self._last_end_host: float | None = None
@@ -59,6 +79,8 @@ class StepTimer:
         now = time.perf_counter()
         wait = (now - self._last_end_host) * 1e3 if self._last_end_host is not None else math.nan
         self._current = _BatchMarks(step=step, start=self.clock.mark(), data_ms=wait)
+        if self.cpu_clock is not None:
+            self._current.cpu_start = self.cpu_clock()
         self._forward_depth = 0
         self._untimed = None
 
@@ -77,10 +99,14 @@ class StepTimer:
             self._forward_depth -= 1
             if self._forward_depth == 0 and self._forward_start is not None:
                 self._current.forward.append((self._forward_start, self.clock.mark()))
+                if self.cpu_clock is not None:
+                    self._current.cpu_forward_end = self.cpu_clock()
 
     def backward_start(self) -> None:
         if self._current is not None and self._current.backward_start is None:
             self._current.backward_start = self.clock.mark()
+            if self.cpu_clock is not None:
+                self._current.cpu_backward_start = self.cpu_clock()
 
     def backward_end(self) -> None:
         if self._current is not None and self._current.backward_end is None:
@@ -90,9 +116,11 @@ class StepTimer:
         if self._current is not None and self._current.optimizer_start is None:
             self._current.optimizer_start = self.clock.mark()
 
-    def section(self, name: str, start: object, end: object) -> None:
+    def section(self, name: str, start: object, end: object, cpu: tuple[float, float] | None = None) -> None:
         if self._current is not None:
             self._current.sections.setdefault(name, []).append((start, end))
+            if cpu is not None and name == "loss":
+                self._current.cpu_loss.append(cpu)
 
     def batch_untimed(self, step: int) -> None:
         """A batch whose phases are not timed (the cost budget times every k-th batch): the end of the last
@@ -113,6 +141,8 @@ class StepTimer:
                 self._last_end_host = time.perf_counter()
             return
         self._current.end = self.clock.mark()
+        if self.cpu_clock is not None:
+            self._current.cpu_end = self.cpu_clock()
         self._batches.append(self._current)
         self._last_step = self._current.step
         self._current = None
@@ -154,7 +184,7 @@ class StepTimer:
     def drain(self) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:
         """Every finished batch since the last drain: its step, phase durations (ms), named sections (ms)."""
         steps = [b.step for b in self._batches]
-        phases: dict[str, list[float]] = {p: [] for p in PHASES}
+        phases: dict[str, list[float]] = {p: [] for p in PHASES + CPU_PHASES}
         names = sorted({name for b in self._batches for name in b.sections})
         sections: dict[str, list[float]] = {n: [] for n in names}
         durations = self._host_durations if isinstance(self.clock, HostClock) else self._durations
@@ -162,6 +192,8 @@ class StepTimer:
             values = durations(batch)
             for phase in PHASES:
                 phases[phase].append(values[phase])
+            for phase, value in zip(CPU_PHASES, self._cpu_durations(batch), strict=True):
+                phases[phase].append(value)
             for name in names:
                 sections[name].append(self._sum(batch.sections.get(name, [])))
         if isinstance(self.clock, HostClock):  # host marks are plain floats: nothing to give back
@@ -175,6 +207,18 @@ class StepTimer:
             self.clock.release([m for m in marks if m is not None])
         self._batches = []
         return steps, phases, sections
+
+    @staticmethod
+    def _cpu_durations(batch: _BatchMarks) -> tuple[float, float, float]:
+        """``CPU_PHASES`` of one batch (ms): NaN where a mark is missing (NaN arithmetic carries it)."""
+        if batch.cpu_loss:
+            loss = sum(b - a for a, b in batch.cpu_loss) * 1e3
+        elif batch.forward:
+            loss = (batch.cpu_backward_start - batch.cpu_forward_end) * 1e3
+        else:
+            loss = math.nan
+        training_step = (batch.cpu_backward_start - batch.cpu_start) * 1e3
+        return training_step, loss, (batch.cpu_end - batch.cpu_start) * 1e3
 
     def _sum(self, pairs: list[tuple[object, object]]) -> float:
         if not pairs:
@@ -269,18 +313,25 @@ class timed(contextlib.ContextDecorator):
         self.name = name
         self._timer: StepTimer | None = None
         self._start: object | None = None
+        self._cpu_start: float | None = None
 
     def __enter__(self) -> timed:
         self._timer = _ACTIVE[-1] if _ACTIVE and _ACTIVE[-1].in_batch else None
         if self._timer is not None:
+            cpu_clock = self._timer.cpu_clock
+            self._cpu_start = cpu_clock() if cpu_clock is not None and self.name == "loss" else None
             self._start = self._timer.clock.mark()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         if self._timer is not None and self._start is not None:
-            self._timer.section(self.name, self._start, self._timer.clock.mark())
+            end = self._timer.clock.mark()
+            cpu_clock = self._timer.cpu_clock
+            cpu = (self._cpu_start, cpu_clock()) if cpu_clock is not None and self._cpu_start is not None else None
+            self._timer.section(self.name, self._start, end, cpu)
         self._timer = None
         self._start = None
+        self._cpu_start = None
 
 
 def activate(timer: StepTimer) -> None:

@@ -28,6 +28,7 @@ class Window:
     timing_steps: list[int] = field(default_factory=list)
     phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # aligned with timing_steps
     section_ms: dict[str, np.ndarray] = field(default_factory=dict)
+    cpu_ms: dict[str, np.ndarray] = field(default_factory=dict)  # training_step, loss, step in CPU time (CPU runs)
     dead_unit_share: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
     dead_unit_first: np.ndarray | None = None  # [params], the window's first sample (the run's start, first time)
     update_ratio: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled

@@ -86,3 +86,43 @@ def test_a_loss_that_slows_while_the_forward_stays_flat() -> None:
 def test_a_jump_to_a_busier_machine_is_not_a_steady_climb() -> None:
     times = jitter(np.concatenate([np.full(60, 1.0), np.full(340, 15.0)]), 0.05)  # step change, then flat
     assert feed(SlowingLossStep(), times) == []
+
+
+def feed_with_cpu(loss: np.ndarray, control: np.ndarray, cpu: np.ndarray) -> list:
+    detector, found = SlowingLossStep(), []
+    for i in range(0, len(loss), 10):
+        window = slice(i, i + 10)
+        found += detector.update(list(range(i, i + 10)), loss[window], control_ms=control[window], cpu_ms=cpu[window])
+    return found
+
+
+def test_a_long_loss_stretched_by_preemption_is_not_a_slowing_loss() -> None:
+    # A 4 ms loss and a 0.1 ms forward on a machine that gets busier: preemptions land on the long loss, so its
+    # median climbs and the forward's does not; the thread's CPU time in the loss stays at 4 ms.
+    busier = np.concatenate([np.zeros(100), np.linspace(0, 4, 300)])
+    wall, cpu = jitter(4.0 + busier, 0.05), jitter(np.full(400, 4.0), 0.05)
+    forward = jitter(np.full(400, 0.1), 0.05)
+    assert feed_with_control(wall, forward), "without the CPU time the control is fooled (the case this guards)"
+    assert feed_with_cpu(wall, forward, cpu) == []
+
+
+def test_a_loss_whose_work_grows_shows_it_in_cpu_time() -> None:
+    wall = jitter(1.0 + 0.01 * np.arange(400))
+    found = feed_with_cpu(wall, jitter(np.full(400, 0.3)), 0.9 * wall)
+    evidence = found[0].evidence
+    assert evidence["cpu_growth_ms"] > 0.7 * (evidence["now_ms"] - evidence["start_ms"])
+    assert "CPU time, so the work itself grew" in found[0].message
+
+
+def test_expensive_loss_warns_only_when_its_share_holds_in_cpu_time() -> None:
+    loss, step = jitter(np.full(80, 6.0)), jitter(np.full(80, 10.0))
+    detector, found = ExpensiveLoss(), []
+    for i in range(0, 80, 10):
+        window = slice(i, i + 10)
+        found += detector.update(
+            list(range(i, i + 10)), loss[window], step[window], cpu_loss_ms=loss[window] / 4, cpu_step_ms=step[window]
+        )
+    busy = found[-1]
+    assert busy.severity == "info" and busy.evidence["share"] > 0.5 and busy.evidence["cpu_share"] < 0.35
+    confirmed = ExpensiveLoss().update(list(range(80)), loss, step, cpu_loss_ms=loss * 0.9, cpu_step_ms=step)
+    assert confirmed[0].severity == "warning" and confirmed[0].evidence["cpu_share"] > 0.35

@@ -1,8 +1,10 @@
 import math
+import time
 
 import pytest
 
 from lightning_lossguard.signals import step_timer
+from lightning_lossguard.signals.clock import HostClock
 from lightning_lossguard.signals.step_timer import StepTimer, timed
 
 
@@ -111,3 +113,62 @@ def test_an_untimed_batch_end_that_starts_the_next_untimed_one(monkeypatch: pyte
     steps, phases, _ = timer.drain()
     assert steps == [0, 3]
     assert phases["data"][1] == pytest.approx(750.0)
+
+
+class FakeCpu:
+    """The training thread's CPU time, as the test says it is (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cpu_time_of_the_loss_and_the_step_is_measured_beside_the_wall_time() -> None:
+    clock, cpu = FakeClock(), FakeCpu()
+    timer = StepTimer(clock, cpu_clock=cpu)
+    timer.batch_start(0)
+    timer.forward_enter()
+    clock.now, cpu.now = 0.002, 0.002
+    timer.forward_exit()
+    clock.now, cpu.now = 0.010, 0.003  # a long loss in wall time: preempted for 7 of its 8 ms
+    timer.backward_start()
+    clock.now, cpu.now = 0.012, 0.005
+    timer.batch_end()
+    _, phases, _ = timer.drain()
+    assert phases["loss"] == [pytest.approx(8.0)] and phases["loss_cpu"] == [pytest.approx(1.0)]
+    assert phases["training_step_cpu"] == [pytest.approx(3.0)] and phases["step_cpu"] == [pytest.approx(5.0)]
+
+
+def test_a_timed_loss_section_has_its_own_cpu_time() -> None:
+    clock, cpu = FakeClock(), FakeCpu()
+    timer = StepTimer(clock, cpu_clock=cpu)
+    step_timer.activate(timer)
+    try:
+        timer.batch_start(0)
+        clock.now, cpu.now = 0.001, 0.001
+        with timed("loss"):
+            clock.now, cpu.now = 0.006, 0.003
+        with timed("augment"):  # only the loss is timed in CPU time
+            clock.now, cpu.now = 0.007, 0.004
+        timer.backward_start()
+        timer.batch_end()
+    finally:
+        step_timer.deactivate(timer)
+    _, phases, _ = timer.drain()
+    assert phases["loss"] == [pytest.approx(5.0)] and phases["loss_cpu"] == [pytest.approx(2.0)]
+
+
+def test_cpu_time_is_measured_with_a_host_clock_only() -> None:
+    # On a GPU the host only launches the work: its CPU time says nothing of the loss's cost.
+    assert StepTimer(HostClock()).cpu_clock is time.thread_time
+    timer = StepTimer(FakeClock())
+    assert timer.cpu_clock is None
+    timer.batch_start(0)
+    timer.forward_enter()
+    timer.forward_exit()
+    timer.backward_start()
+    timer.batch_end()
+    _, phases, _ = timer.drain()
+    assert all(math.isnan(phases[p][0]) for p in step_timer.CPU_PHASES)
