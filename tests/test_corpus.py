@@ -59,6 +59,16 @@ fits, did. Time claims are now checked against the training thread's CPU time, w
 stretch, but the event was never reproduced, so its cause is not known to be that one (docs/performance.md, the
 nineteenth batch): this keeps CI from failing at random on it."""
 
+HOST_DEPENDENT = {
+    ("attention_mil_h", 1, ""): "on an AMD EPYC host its validation falls to chance for two epochs (val acc 0.99 -> "
+    "0.50 -> 0.99, val loss 0.048 -> 0.74) and val_loss_rising says so: a real transient instability; not on Intel",
+    ("instance_memory_bank_h", 0, "lr_x1000"): "missed on an Intel host (its noisy k-NN val loss reads as "
+    "overfitting); on an AMD EPYC host dead_gradients names it at step 125",
+}
+"""Fits whose verdict differs between hosts: one torch thread makes a fit deterministic on one machine, but the CPU's
+vector instructions change the float results, and these chaotic trajectories follow them. A non-strict expected
+failure: either verdict passes (docs/performance.md says which host gave which). Loosened gates, on purpose."""
+
 Job = tuple[str, int, str]
 
 
@@ -75,8 +85,11 @@ def results(request: pytest.FixtureRequest) -> dict[Job, Result]:
 
 
 def _case(job: Job, known: str | None, id: str) -> object:
-    """A fit's test case; a known false alarm or miss (``known``: the reason) is a strict expected failure."""
+    """A fit's test case; a known false alarm or miss (``known``: the reason) is a strict expected failure, one whose
+    verdict depends on the host (``HOST_DEPENDENT``) a non-strict one."""
     marks = [pytest.mark.xfail(strict=True, reason=known)] if known else []
+    if job in HOST_DEPENDENT:
+        marks = [pytest.mark.xfail(strict=False, reason=HOST_DEPENDENT[job])]
     return pytest.param(*job, marks=marks, id=id)
 
 
@@ -114,6 +127,10 @@ def test_known_misses_are_real_corpus_faults() -> None:
 
 def test_known_false_alarms_are_real_healthy_runs() -> None:
     assert set(KNOWN_FALSE_ALARMS) <= {(name, seed) for name, seed, _ in HEALTHY}
+
+
+def test_host_dependent_verdicts_are_real_corpus_fits() -> None:
+    assert set(HOST_DEPENDENT) <= set(HEALTHY) | set(FAULTS)
 
 
 def test_timing_noise_names_real_programs_and_codes() -> None:
