@@ -64,11 +64,13 @@ def test_memory_growth_and_a_one_time_jump() -> None:
     assert quiet == []
 
 
-def feed_with_control(loss: np.ndarray, control: np.ndarray) -> list:
+def feed_with_control(loss: np.ndarray, control: np.ndarray, cpu: np.ndarray | None = None) -> list:
+    """Ten batches at a time, with the forward pass as the control and, when given, the loss's CPU time."""
     detector, found = SlowingLossStep(), []
     for i in range(0, len(loss), 10):
-        steps = list(range(i, i + 10))
-        found += detector.update(steps, loss[i : i + 10], control_ms=control[i : i + 10], control="forward pass")
+        window = slice(i, i + 10)
+        cpu_ms = None if cpu is None else cpu[window]
+        found += detector.update(list(range(i, i + 10)), loss[window], control_ms=control[window], cpu_ms=cpu_ms)
     return found
 
 
@@ -88,14 +90,6 @@ def test_a_jump_to_a_busier_machine_is_not_a_steady_climb() -> None:
     assert feed(SlowingLossStep(), times) == []
 
 
-def feed_with_cpu(loss: np.ndarray, control: np.ndarray, cpu: np.ndarray) -> list:
-    detector, found = SlowingLossStep(), []
-    for i in range(0, len(loss), 10):
-        window = slice(i, i + 10)
-        found += detector.update(list(range(i, i + 10)), loss[window], control_ms=control[window], cpu_ms=cpu[window])
-    return found
-
-
 def test_a_long_loss_stretched_by_preemption_is_not_a_slowing_loss() -> None:
     # A 4 ms loss and a 0.1 ms forward on a machine that gets busier: preemptions land on the long loss, so its
     # median climbs and the forward's does not; the thread's CPU time in the loss stays at 4 ms.
@@ -103,12 +97,12 @@ def test_a_long_loss_stretched_by_preemption_is_not_a_slowing_loss() -> None:
     wall, cpu = jitter(4.0 + busier, 0.05), jitter(np.full(400, 4.0), 0.05)
     forward = jitter(np.full(400, 0.1), 0.05)
     assert feed_with_control(wall, forward), "without the CPU time the control is fooled (the case this guards)"
-    assert feed_with_cpu(wall, forward, cpu) == []
+    assert feed_with_control(wall, forward, cpu) == []
 
 
 def test_a_loss_whose_work_grows_shows_it_in_cpu_time() -> None:
     wall = jitter(1.0 + 0.01 * np.arange(400))
-    found = feed_with_cpu(wall, jitter(np.full(400, 0.3)), 0.9 * wall)
+    found = feed_with_control(wall, jitter(np.full(400, 0.3)), 0.9 * wall)
     evidence = found[0].evidence
     assert evidence["cpu_growth_ms"] > 0.7 * (evidence["now_ms"] - evidence["start_ms"])
     assert "CPU time, so the work itself grew" in found[0].message
