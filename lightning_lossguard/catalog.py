@@ -131,7 +131,8 @@ _CODES = (
         "loss_plateau",
         Severity.WARNING,
         "The loss is stuck",
-        "The training loss stopped improving early, close to where it started: it never really fell.",
+        "The training loss stopped improving early, close to where it started, or at ln K, the loss of predicting 1/K "
+        "for every target: either way the model has not learned.",
         (
             "Raise the learning rate.",
             "Check that gradients reach the parameters (see dead_gradients/vanishing_gradients).",

@@ -269,7 +269,13 @@ class Diagnostician:
         if plateau := self._on(LossPlateau):
             planned = layout.total_steps * layout.settings.accumulate if layout.total_steps else None
             found += plateau.update(
-                batches, window.loss, planned, self._update_ratio, learning_rate, layout.trainable_share
+                batches,
+                window.loss,
+                planned,
+                self._update_ratio,
+                learning_rate,
+                layout.trainable_share,
+                batches_differ=layout.settings.batches_per_epoch != 1,
             )
         if (imbalance := self._on(LossTermImbalance)) and window.loss_terms:
             found += imbalance.update(batches, window.loss_terms)

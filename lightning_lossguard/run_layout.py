@@ -35,6 +35,8 @@ class RunSettings:
         clip_val: ``gradient_clip_val`` when clipping by norm is on.
         accumulate: ``accumulate_grad_batches``.
         manual: manual optimization (the module calls zero_grad, backward and step itself).
+        batches_per_epoch: training batches per epoch (None when unknown or unbounded): 1 is full-batch
+            training, where every step sees the same data.
     """
 
     optimizers: tuple[str, ...] = ()
@@ -44,6 +46,7 @@ class RunSettings:
     clip_val: float | None = None
     accumulate: int = 1
     manual: bool = False
+    batches_per_epoch: int | None = None
 
 
 @dataclass(frozen=True)

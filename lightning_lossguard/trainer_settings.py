@@ -44,6 +44,7 @@ def run_settings(trainer: pl.Trainer) -> RunSettings:
     clip = trainer.gradient_clip_val
     # None means Lightning's default, which is clipping by norm.
     norm_clipping = str(trainer.gradient_clip_algorithm or "norm").lower().endswith("norm")
+    batches = trainer.num_training_batches
     return RunSettings(
         optimizers=tuple(type(o).__name__ for o in trainer.optimizers),
         momentum=momentum,
@@ -52,6 +53,7 @@ def run_settings(trainer: pl.Trainer) -> RunSettings:
         clip_val=float(clip) if clip and norm_clipping else None,
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
         manual=not getattr(trainer.lightning_module, "automatic_optimization", True),
+        batches_per_epoch=int(batches) if isinstance(batches, (int, float)) and math.isfinite(batches) else None,
     )
 
 

@@ -1005,3 +1005,44 @@ def test_a_loss_whose_work_grows_is_still_slowing(tmp_path: Path) -> None:
     assert found and found[0].evidence["cpu_growth_ms"] > 0.5 * (
         found[0].evidence["now_ms"] - found[0].evidence["start_ms"]
     )
+
+
+# -- Per-pixel binary cross entropy on logits squashed by an exp: every prediction goes to 1/2 --------------------
+class PixelMasks(L.LightningModule):
+    """A small convolutional net predicting a binary mask per pixel with ``binary_cross_entropy_with_logits``;
+    ``squash`` applies an exp to its logits (the bug: they can no longer go negative)."""
+
+    def __init__(self, squash: bool) -> None:
+        super().__init__()
+        self.squash = squash
+        self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 1, 3, padding=1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, mask = batch
+        logits = self.net(x)
+        return F.binary_cross_entropy_with_logits(logits.exp() if self.squash else logits, mask)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+
+def pixel_masks(n: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Very noisy images whose mask is where the clean image is bright (a quarter of the pixels): the mask is hard
+    to see, so the first thing the squashed model learns is to push every logit down, where exp's gradient dies."""
+    g = torch.Generator().manual_seed(0)
+    clean = F.avg_pool2d(torch.randn(n, 1, 12, 12, generator=g), 3, 1, 1)
+    return clean + 2.0 * torch.randn(n, 1, 12, 12, generator=g), (clean > 0.22).float()
+
+
+@pytest.mark.parametrize("squash", [True, False], ids=["exp_on_logits", "healthy"])
+def test_a_loss_at_ln_2_on_every_batch_is_called_outputs_that_ignore_the_input(tmp_path: Path, squash: bool) -> None:
+    # Found by the corpus' twentieth held-out batch: a PixelCNN with an exp on its logits fell from 1.2 to 0.6931 and
+    # stayed there on every batch, its gradients 300x smaller: read as a converged run until the level was named.
+    L.seed_everything(0, verbose=False)
+    guard = fit(tmp_path, PixelMasks(squash), loader(*pixel_masks()), max_steps=480)
+    if not squash:
+        assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+        return
+    [plateau] = [d for d in alarms(guard) if d.code == "loss_plateau"]
+    assert plateau.evidence["classes"] == 2 and "predicting 1/2 for every target" in plateau.message
+    assert plateau.evidence["initial_loss"] > 0.8  # it got there by falling: a fall alone no longer clears it

@@ -17,6 +17,16 @@ batches) -> lower it. Severity follows corroboration: a warning when a second si
 huge updates, a jump, almost nothing trainable); with healthy-sized updates and a loss that merely does not
 fall (RL, adversarial objectives) it is an info.
 
+One level is a diagnosis of its own, whether the loss got there by falling or not: ln K (K classes, 2 to
+``uniform_max_classes``), every one of the latest ``recent_batches`` losses within ``uniform_tolerance`` of it
+(and within a tenth of the gap to ln (K + 1), which narrows as K grows). That is the cross entropy of predicting
+1/K for every target (ln 2 = 0.6931 for a binary or per-pixel loss, ln 10 = 2.3026 for ten classes), and only a
+model whose outputs no longer depend on its input makes it the same on every batch (outputs squashed to one value,
+a dead last layer, a blow-up that left only the output bias). A loss with batch noise near ln K, or one falling
+through it, is not that; nor is full-batch training (one batch an epoch), whose loss is the same on every step
+anyway. Its remedies follow the evidence too: large steps or an early jump put a learning rate too high first, tiny
+steps from a start at ln K one too low, and otherwise what the last layer hands the loss.
+
 False-alarm bound: on a loss that falls steadily the trend test lets a plateau through with probability
 about 0.023 per report (z = 2) -- a missed plateau, never a false alarm. A fall of ``min_improvement`` or
 more counts unless the batch noise explains it and a rank test of the first batches against the latest
@@ -75,7 +85,17 @@ class LossPlateauThresholds(Thresholds):
     small_update: float = threshold(
         1e-4, "A median update/weight ratio below this means steps are small.", open_low=True
     )
+    uniform_tolerance: float = threshold(
+        2e-3,
+        "Every one of the latest batches' losses within this fraction of ln K (K classes): the loss of predicting "
+        "1/K for every target, the same on every batch, so the outputs ignore the input ...",
+        high=0.05,
+    )
+    uniform_max_classes: int = threshold(1000, "... for K from 2 to this.", low=2)
 
+
+_STARTED_AT_LEVEL = 0.01
+"""A loss whose initial level is within this fraction of ln K started at uniform predictions (it never left them)."""
 
 _RANK_SAMPLE = 30
 """First batches kept for the rank test (more than ``start_batches``: the test needs them, the level does not)."""
@@ -109,6 +129,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         update_ratio: float = math.nan,
         learning_rate: float = math.nan,
         trainable_share: float = math.nan,
+        batches_differ: bool = True,
     ) -> list[Diagnosis]:
         """Add one window of batch losses.
 
@@ -117,6 +138,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             update_ratio: the latest median update/weight ratio (NaN when not measured).
             learning_rate: the current learning rate, quoted in the message.
             trainable_share: the share of the model's parameter elements being trained (NaN when unknown).
+            batches_differ: False in full-batch training, where every step sees the same data: there a loss that is
+                the same on every batch says nothing about the outputs, so ln K is not judged.
         """
         t = self.thresholds
         values = np.asarray(losses, dtype=np.float64)
@@ -148,7 +171,9 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             self.best = min(self.best, median(blocks[i : i + k]))
         self.scanned = len(blocks)
         best = self.best
-        found = self._judge(initial, current, best, update_ratio, learning_rate, int(steps[-1]), trainable_share)
+        found = self._judge(
+            initial, current, best, update_ratio, learning_rate, int(steps[-1]), trainable_share, batches_differ
+        )
         self.streak = self.streak + 1 if found else 0
         return found if self.streak >= t.persist else []
 
@@ -161,6 +186,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         learning_rate: float,
         step: int,
         trainable_share: float,
+        batches_differ: bool = True,
     ) -> list[Diagnosis]:
         t = self.thresholds
         # With almost nothing trainable (a bias or two), a small early fall is all the model can do.
@@ -170,6 +196,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         if not initial > 0:
             return []  # relative progress means nothing for a loss that is zero or negative by design
         improvement = (initial - best) / initial
+        if batches_differ and (uniform := self._uniform(initial, current, trainable_share, update_ratio, step)):
+            return [uniform]
         noise = median(self.noise) if self.noise else 0.0
         fell = math.log10(initial / best) if best > 0 else math.inf  # decades
         rank_z = rank_sum_z(self.first, self.recent)
@@ -212,6 +240,83 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         }
         found = self.diagnosis(step, message, evidence, remedies=remedies)
         return [found if corroborated else dataclasses.replace(found, severity=Severity.INFO)]
+
+    def _uniform(
+        self, initial: float, current: float, trainable_share: float, update_ratio: float, step: int
+    ) -> Diagnosis | None:
+        """The loss sits at ln K on every recent batch: the model predicts 1/K for every target. Large steps or an
+        early jump put a learning rate too high first among the causes, tiny steps from a start at ln K one too low;
+        otherwise the last layer."""
+        t = self.thresholds
+        classes = round(math.exp(current)) if 0 < current < math.log(t.uniform_max_classes) + 1 else 0
+        if not 2 <= classes <= t.uniform_max_classes or len(self.recent) < t.recent_batches:
+            return None
+        level = math.log(classes)
+        # ln K and ln (K + 1) draw together as K grows: the tolerance stays a tenth of their gap at most.
+        tolerance = min(t.uniform_tolerance * level, math.log1p(1 / classes) / 10)
+        farthest = max(abs(v - level) for v in self.recent)
+        if farthest > tolerance:
+            return None  # a loss still falling through ln K, or one with batch-to-batch noise, is not this
+        frozen = (
+            f" Only {trainable_share:.2%} of the model's parameters are being trained."
+            if trainable_share < t.min_trainable_share
+            else ""
+        )
+        message = (
+            f"The training loss has settled at {current:.5g}, within {abs(current - level) / level:.2%} of "
+            f"ln {classes} = {level:.5g}: the cross entropy of predicting 1/{classes} for every target, and it is that "
+            f"on every one of the last {len(self.recent)} batches (within {farthest / level:.2%}; it started at "
+            f"{initial:.4g}). "
+        )
+        started_there = abs(initial - level) <= _STARTED_AT_LEVEL * level
+        message += (
+            "The model's outputs do not depend on its input (they never did: it started there)."
+            if started_there
+            else "The model's outputs no longer depend on its input."
+        ) + frozen
+        last_layer = (
+            "Check what the last layer hands the loss: an activation that bounds or squashes the logits (exp, ReLU, "
+            "a sigmoid or softmax before a loss that expects raw logits), or a last layer whose inputs are all zero "
+            "(dead ReLUs)."
+        )
+        learning_rate = (
+            "Lower the learning rate (try 10x lower): a blow-up early in training can leave every unit dead and only "
+            "the output bias learning."
+        )
+        inputs = "Check that the inputs reach the model (not constant after preprocessing) and that the labels vary."
+        first, early = median(self.first[:3]), median(self.first[10:]) if len(self.first) > 10 else math.nan
+        if math.isfinite(update_ratio) and update_ratio > t.large_update:
+            message += (
+                f" Each step changes the weights by a median {update_ratio:.2g} of their size: a learning rate far "
+                "too high collapsed it."
+            )
+            remedies = [learning_rate, last_layer, inputs]
+        elif first > 0 and early >= t.jump * first:
+            message += (
+                f" Its loss jumped to {early / first:.3g}x its first batches' level within a few steps: a learning "
+                "rate far too high collapsed it."
+            )
+            remedies = [learning_rate, last_layer, inputs]
+        elif started_there and math.isfinite(update_ratio) and update_ratio < t.small_update:
+            message += (
+                f" Each step changes the weights by a median {update_ratio:.2g} of their size: too little to move the "
+                "outputs off a constant."
+            )
+            remedies = ["Raise the learning rate.", last_layer, inputs]
+        else:
+            remedies = [last_layer, learning_rate, inputs]
+        evidence = {
+            "current_loss": current,
+            "classes": classes,
+            "uniform_loss": level,
+            "distance": abs(current - level) / level,
+            "farthest_recent": farthest / level,
+            "initial_loss": initial,
+            "trainable_share": trainable_share,
+            "update_ratio": update_ratio,
+            "batches": self.blocks.count,
+        }
+        return self.diagnosis(step, message, evidence, remedies=remedies)
 
     def _explain(
         self,

@@ -64,3 +64,65 @@ def test_block_history_stays_bounded_on_long_runs() -> None:
     blocks.extend(list(range(100_000)), np.arange(100_000, dtype=float))
     assert len(blocks.values) <= 100 and blocks.size >= 10 * 2**6
     assert blocks.values == sorted(blocks.values) and blocks.steps == sorted(blocks.steps)
+
+
+def _settling(n: int, start: float, level: float, rate: float = 0.05) -> np.ndarray:
+    """A loss that falls from ``start`` to ``level`` and then is the same on every batch (to float noise)."""
+    return (level + (start - level) * np.exp(-rate * np.arange(n))) * (1 + 1e-6 * RNG_UNIFORM.standard_normal(n))
+
+
+RNG_UNIFORM = np.random.default_rng(5)
+
+
+def test_a_loss_that_settles_at_ln_2_on_every_batch_means_the_outputs_ignore_the_input() -> None:
+    # Logits squashed to >= 0 (an exp on them) under a binary cross entropy: every prediction goes to 1/2.
+    found = feed(LossPlateau(), _settling(300, 1.2, np.log(2)), total_steps=300)
+    assert found and found[0].severity == "warning" and found[0].evidence["classes"] == 2
+    assert "ln 2 = 0.69315" in found[0].message and "1/2 for every target" in found[0].message
+    assert found[0].remedies[0].startswith("Check what the last layer hands the loss")
+
+
+def test_a_loss_stuck_at_ln_10_from_the_start_is_named_as_uniform_predictions() -> None:
+    # Tiny steps from the start: the learning rate first. Healthy-sized steps: what the last layer hands the loss.
+    tiny = feed(LossPlateau(), _settling(300, np.log(10), np.log(10)), update_ratio=1e-7)
+    assert tiny and tiny[0].evidence["classes"] == 10 and "they never did" in tiny[0].message
+    assert tiny[0].remedies[0] == "Raise the learning rate."
+    healthy = feed(LossPlateau(), _settling(300, np.log(10), np.log(10)), update_ratio=1e-3)
+    assert healthy and healthy[0].remedies[0].startswith("Check what the last layer hands the loss")
+
+
+def test_many_classes_need_a_level_closer_to_ln_k() -> None:
+    # ln 500 and ln 501 are 0.002 apart: halfway between them is not "1/500 for every target".
+    exact = feed(LossPlateau(), _settling(300, 8.0, np.log(500)), total_steps=300)
+    near = feed(LossPlateau(), _settling(300, 8.0, np.log(500) + 0.001), total_steps=300)
+    assert exact and exact[0].evidence["classes"] == 500
+    assert all("classes" not in d.evidence for d in near)
+
+
+def test_a_noisy_loss_at_ln_2_is_not_uniform_predictions() -> None:
+    # Minibatch noise around ln 2 (a GAN's discriminator, a hard binary task): not the same on every batch.
+    noisy = feed(LossPlateau(), flat(300, level=np.log(2), noise=0.02), update_ratio=1e-7)
+    still = feed(LossPlateau(), flat(300, level=np.log(2), noise=1e-6), update_ratio=1e-7)
+    assert all("classes" not in d.evidence for d in noisy)
+    assert still and still[0].evidence["classes"] == 2
+
+
+def test_a_smooth_full_batch_fall_through_ln_k_levels_is_not_uniform_predictions() -> None:
+    # A full-batch fit has no batch noise: on its way down it passes ln 3, ln 2 and others, and then rests at a level
+    # that is no ln K; it is quiet throughout, and its resting level with a constant loss is not claimed either.
+    assert feed(LossPlateau(), _settling(600, 1.5, 0.55, rate=0.01), total_steps=600) == []
+    assert feed(LossPlateau(), _settling(300, 2.0, 0.8), total_steps=300) == []
+
+
+def test_full_batch_training_at_ln_k_is_not_judged_as_uniform_predictions() -> None:
+    # One batch an epoch: every step sees the same data, so a loss that is the same on every step is expected there.
+    same_data = feed(LossPlateau(), _settling(300, 1.2, np.log(2)), total_steps=300, batches_differ=False)
+    assert all("classes" not in d.evidence for d in same_data)
+
+
+def test_uniform_predictions_with_huge_steps_blame_the_learning_rate_first() -> None:
+    # A contrastive model with its learning rate x1000: its embeddings collapse, every pair scores alike, and its loss
+    # is ln (batch size) on every batch while each step moves the weights by a fifth of their size.
+    found = feed(LossPlateau(), _settling(300, np.log(128), np.log(128)), update_ratio=0.2)
+    assert found and found[0].evidence["classes"] == 128 and "collapsed it" in found[0].message
+    assert found[0].remedies[0].startswith("Lower the learning rate")
