@@ -90,3 +90,28 @@ def test_the_step_counter_reads_the_global_step_in_automatic_and_manual_optimiza
 
 def test_without_lightnings_loops_there_is_no_step_counter() -> None:
     assert step_counter(SimpleNamespace(global_step=3)) is None  # type: ignore[arg-type]
+
+
+class _SettingsSeen(L.Callback):
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.settings = run_settings(trainer)
+
+
+def test_the_batches_per_epoch_tell_full_batch_training_apart(tmp_path: Path) -> None:
+    # One batch an epoch means every step sees the same data: loss_plateau does not read a constant loss there.
+    seen = []
+    for limit in (None, 1):
+        callback = _SettingsSeen()
+        trainer = L.Trainer(
+            default_root_dir=tmp_path,
+            max_steps=2,
+            limit_train_batches=limit,
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[callback],
+        )
+        trainer.fit(BoringModel())
+        seen.append(callback.settings.batches_per_epoch)
+    assert seen == [64, 1]
