@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from lightning_lossguard.trainer_settings import accumulation, default_report_every, run_settings, step_counter
+from tests.conftest import trainer as quiet_trainer
 
 
 def test_the_accumulation_of_the_first_epoch_comes_from_a_scheduler_before_it_sets_the_trainers(
@@ -73,17 +74,7 @@ class _TwoSteps(BoringModel):
 def test_the_step_counter_reads_the_global_step_in_automatic_and_manual_optimization(tmp_path: Path) -> None:
     for model, accumulate in ((BoringModel(), 3), (_TwoSteps(), 1)):
         seen = _StepsSeen()
-        trainer = L.Trainer(
-            default_root_dir=tmp_path,
-            max_steps=12,
-            accumulate_grad_batches=accumulate,
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            callbacks=[seen],
-        )
-        trainer.fit(model)
+        quiet_trainer(tmp_path, [seen], logger=False, max_steps=12, accumulate_grad_batches=accumulate).fit(model)
         assert seen.seen and all(counter == step for counter, step in seen.seen)
         assert len({step for _, step in seen.seen}) > 4  # it moved: accumulation's lag and two steps a batch
 
@@ -102,16 +93,6 @@ def test_the_batches_per_epoch_tell_full_batch_training_apart(tmp_path: Path) ->
     seen = []
     for limit in (None, 1):
         callback = _SettingsSeen()
-        trainer = L.Trainer(
-            default_root_dir=tmp_path,
-            max_steps=2,
-            limit_train_batches=limit,
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            callbacks=[callback],
-        )
-        trainer.fit(BoringModel())
+        quiet_trainer(tmp_path, [callback], logger=False, max_steps=2, limit_train_batches=limit).fit(BoringModel())
         seen.append(callback.settings.batches_per_epoch)
     assert seen == [64, 1]

@@ -284,8 +284,9 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             "the output bias learning."
         )
         inputs = "Check that the inputs reach the model (not constant after preprocessing) and that the labels vary."
-        first, early = median(self.first[:3]), median(self.first[10:]) if len(self.first) > 10 else math.nan
-        if math.isfinite(update_ratio) and update_ratio > t.large_update:
+        first, early = self._first_and_early()
+        large, small = self._step_size(update_ratio)
+        if large:
             message += (
                 f" Each step changes the weights by a median {update_ratio:.2g} of their size: a learning rate far "
                 "too high collapsed it."
@@ -297,7 +298,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
                 "rate far too high collapsed it."
             )
             remedies = [learning_rate, last_layer, inputs]
-        elif started_there and math.isfinite(update_ratio) and update_ratio < t.small_update:
+        elif started_there and small:
             message += (
                 f" Each step changes the weights by a median {update_ratio:.2g} of their size: too little to move the "
                 "outputs off a constant."
@@ -318,6 +319,16 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         }
         return self.diagnosis(step, message, evidence, remedies=remedies)
 
+    def _first_and_early(self) -> tuple[float, float]:
+        """The level of the very first batches, and where it was a few steps later (NaN before then)."""
+        return median(self.first[:3]), median(self.first[10:]) if len(self.first) > 10 else math.nan
+
+    def _step_size(self, update_ratio: float) -> tuple[bool, bool]:
+        """Whether the median update/weight ratio says the steps are large, or small (neither when unmeasured)."""
+        t = self.thresholds
+        measured = math.isfinite(update_ratio)
+        return measured and update_ratio > t.large_update, measured and update_ratio < t.small_update
+
     def _explain(
         self,
         initial: float,
@@ -336,10 +347,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             f"{self.blocks.count} batches (best {best:.4g}, {improvement:.1%} better than the start), with no "
             "downward trend"
         )
-        large = math.isfinite(update_ratio) and update_ratio > t.large_update
-        small = math.isfinite(update_ratio) and update_ratio < t.small_update
-        first = median(self.first[:3])
-        early = median(self.first[10:]) if len(self.first) > 10 else math.nan  # where it was a few steps later
+        large, small = self._step_size(update_ratio)
+        first, early = self._first_and_early()
         unstable = [
             "Lower the learning rate (try 10x lower), or add a warm-up.",
             "Clip gradients: Trainer(gradient_clip_val=1.0).",
