@@ -146,7 +146,7 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             f"The {what} time grew from {early:.3g} ms to {recent:.3g} ms per step "
             f"({recent / early:.1f}x, +{slope * 1000:.3g} ms per 1000 steps) between steps "
             f"{self.blocks.steps[0]} and {self.blocks.steps[-1]}{control_text}"
-            + (f"; at this rate the remaining {remaining} steps cost {extra_s:.0f} s extra." if remaining else ".")
+            + (f"; at this rate the remaining {remaining} steps cost {_duration(extra_s)} extra." if remaining else ".")
         )
         evidence = {
             "start_ms": early,
@@ -161,3 +161,16 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         if math.isfinite(cpu_rise):
             evidence["cpu_growth_ms"] = cpu_rise
         return [self.diagnosis(now, message, evidence)]
+
+
+def _duration(seconds: float) -> str:
+    """A duration in the unit a person reads it in: a short run's extra time is milliseconds, not "0 s"."""
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -19,6 +19,13 @@ def test_linear_growth_is_slowing() -> None:
     assert ev["projected_extra_s"] > 0 and "remaining" in found[0].message
 
 
+def test_the_extra_time_of_a_short_remainder_is_told_in_milliseconds() -> None:
+    times = jitter(1.0 + 0.01 * np.arange(400))
+    found = feed(SlowingLossStep(), times, total_steps=420)
+    assert found and found[0].evidence["projected_extra_s"] < 1
+    assert found[0].message.endswith(" ms extra.") and " 0 s " not in found[0].message
+
+
 def test_flat_with_jitter_and_one_long_pause_stay_quiet() -> None:
     times = jitter(np.full(600, 2.0), 0.3)
     times[300] = 5000.0  # a checkpoint or GC pause
