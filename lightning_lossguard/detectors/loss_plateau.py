@@ -101,6 +101,14 @@ _RANK_SAMPLE = 30
 """First batches kept for the rank test (more than ``start_batches``: the test needs them, the level does not)."""
 
 
+def _binary_terms(classes: int) -> str:
+    """ln 2^m is also m binary cross entropies at 1/2, summed (a skip-gram's positive and negative pairs): say so."""
+    terms = classes.bit_length() - 1
+    if classes < 4 or classes != 1 << terms:
+        return ""
+    return f" (or of 1/2 on each of {terms} binary targets whose losses are summed)"
+
+
 class LossPlateau(Detector[LossPlateauThresholds]):
     """Initial vs best and current levels of the loss, with a trend test against the run's own noise."""
 
@@ -264,7 +272,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         )
         message = (
             f"The training loss has settled at {current:.5g}, within {abs(current - level) / level:.2%} of "
-            f"ln {classes} = {level:.5g}: the cross entropy of predicting 1/{classes} for every target, and it is that "
+            f"ln {classes} = {level:.5g}: the cross entropy of predicting 1/{classes} for every target"
+            f"{_binary_terms(classes)}, and it is that "
             f"on every one of the last {len(self.recent)} batches (within {farthest / level:.2%}; it started at "
             f"{initial:.4g}). "
         )

@@ -126,3 +126,12 @@ def test_uniform_predictions_with_huge_steps_blame_the_learning_rate_first() -> 
     found = feed(LossPlateau(), _settling(300, np.log(128), np.log(128)), update_ratio=0.2)
     assert found and found[0].evidence["classes"] == 128 and "collapsed it" in found[0].message
     assert found[0].remedies[0].startswith("Lower the learning rate")
+
+
+def test_ln_of_a_power_of_two_also_reads_as_summed_binary_terms() -> None:
+    # A skip-gram's loss sums one positive and five negative binary cross entropies: all at 1/2 it is 6 ln 2 = ln 64.
+    summed = feed(LossPlateau(), _settling(300, np.log(64), np.log(64)), update_ratio=1e-7)
+    assert summed and "1/64 for every target (or of 1/2 on each of 6 binary targets" in summed[0].message
+    ten = feed(LossPlateau(), _settling(300, np.log(10), np.log(10)), update_ratio=1e-7)
+    two = feed(LossPlateau(), _settling(300, 1.2, np.log(2)), total_steps=300)
+    assert ten and two and all("binary targets" not in d.message for d in ten + two)
