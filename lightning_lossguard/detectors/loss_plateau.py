@@ -20,7 +20,8 @@ fall (RL, adversarial objectives) it is an info.
 One level is a diagnosis of its own, whether the loss got there by falling or not: ln K (K classes, 2 to
 ``uniform_max_classes``), every one of the latest ``recent_batches`` losses within ``uniform_tolerance`` of it
 (and within a tenth of the gap to ln (K + 1), which narrows as K grows). That is the cross entropy of predicting
-1/K for every target (ln 2 = 0.6931 for a binary or per-pixel loss, ln 10 = 2.3026 for ten classes), and only a
+1/K for every target (ln 2 = 0.6931 for a binary or per-pixel loss, ln 10 = 2.3026 for ten classes; for K a power
+of two the message adds the other reading, m binary terms at 1/2 summed, as a skip-gram's six are ln 64), and only a
 model whose outputs no longer depend on its input makes it the same on every batch (outputs squashed to one value,
 a dead last layer, a blow-up that left only the output bias). A loss with batch noise near ln K, or one falling
 through it, is not that; nor is full-batch training (one batch an epoch), whose loss is the same on every step
