@@ -318,7 +318,7 @@ class LossGuard(Callback):
             if not pl_module.automatic_optimization and self._scaler is None:  # AMP: still scaled at the clip
                 self._clip_watch = ClipWatch(trainer.precision_plugin, self._before_clip)
         if self.time_forward:
-            self._forward = ForwardHooks(pl_module, self._recorder.timer)
+            self._forward = ForwardHooks(pl_module, self._recorder.timer, self._recorder.capture_logged)
         self._order = ExecutionOrder(pl_module)
         for monitor in self.monitors:
             monitor.setup(pl_module, self._device)

@@ -34,6 +34,7 @@ from lightning_lossguard.detectors import (
     VanishingGradients,
 )
 from lightning_lossguard.detectors.base import Detector, apply_overrides
+from lightning_lossguard.detectors.logged_terms import LoggedTerms
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
 from lightning_lossguard.detectors.stats import median, model_update_ratio
 from lightning_lossguard.detectors.term_levels import TermLevels
@@ -140,7 +141,14 @@ class Diagnostician:
         self.steps_judged = 0
         divergence = self._thresholds["loss_divergence"]
         self.rank_attribution = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
-        self.term_levels = TermLevels(
+        self.term_levels = self._new_term_levels()
+        # The terms a step logs but does not hand over, once their weighted sum is found to be the loss.
+        self.logged_terms = LoggedTerms()
+        self.logged_term_levels = self._new_term_levels()
+
+    def _new_term_levels(self) -> TermLevels:
+        divergence = self._thresholds["loss_divergence"]
+        return TermLevels(
             divergence.block,  # type: ignore[attr-defined]
             divergence.term_share,  # type: ignore[attr-defined]
             divergence.term_fall,  # type: ignore[attr-defined]
@@ -169,6 +177,9 @@ class Diagnostician:
             self.rank_attribution.update(window.batch_steps, window.rank_loss)
         self.term_levels.extend(window.loss_terms)
         trade_off = self.term_levels.trade_off()
+        if trade_off is None:  # no terms handed over: the ones it logs, if they add up to the loss
+            self.logged_term_levels.extend(self.logged_terms.terms(window.loss, window.logged_rows, window.logged))
+            trade_off = self.logged_term_levels.trade_off()
         found += self._judge_gradients(window, layout, trade_off)
         found += self._judge_loss_curve(window, layout, learning_rate, trade_off, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
@@ -523,6 +534,8 @@ class Diagnostician:
             "steps_judged": self.steps_judged,
             "rank_attribution": self.rank_attribution.state_dict(),
             "term_levels": self.term_levels.state_dict(),
+            "logged_terms": self.logged_terms.state_dict(),
+            "logged_term_levels": self.logged_term_levels.state_dict(),
             "restart_step": self.restart_step,
         }
 
@@ -542,6 +555,8 @@ class Diagnostician:
         self.steps_judged = int(state.get("steps_judged", 0))
         self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
         self.term_levels.load_state_dict(state.get("term_levels", {}))
+        self.logged_terms.load_state_dict(state.get("logged_terms", {}))
+        self.logged_term_levels.load_state_dict(state.get("logged_term_levels", {}))
         restart = state.get("restart_step")
         self.restart_step = int(restart) if restart is not None else None
 

@@ -941,6 +941,33 @@ def test_a_vq_vae_whose_codebook_term_climbs_is_a_warning_when_it_hands_over_its
         assert diagnosis.severity == "info" or "while reconstruction fell" in diagnosis.message, diagnosis.one_line()
 
 
+@pytest.mark.parametrize(("seed", "budget"), [(0, None), (2, None), (0, 0.01)])
+def test_a_vq_vae_that_only_logs_its_terms_is_a_warning_too(tmp_path: Path, seed: int, budget: float | None) -> None:
+    # The corpus program as it is: it returns only the total and logs train_loss, train_recon and train_codebook with
+    # self.log_dict (the commitment term, equal in value to the codebook one, is not logged). The logged recon and
+    # codebook series add up to the loss with weights 1 and 1 + beta, so they are its terms: the falling
+    # reconstruction turns the error into a warning that names them. Under the budget only the timed batches log.
+    from benchmarks.corpus.data import images
+    from benchmarks.corpus.data import loader as seeded_loader
+    from benchmarks.corpus.held_out.vector_quantized import VQVAE
+
+    L.seed_everything(seed, verbose=False)
+    module = VQVAE()
+    train = seeded_loader(images(2048, noise=0.3, seed=seed), 64, seed=seed)
+    val = seeded_loader(images(256, noise=0.3, seed=seed + 100), 256, shuffle=False)
+    guard = LossGuard(verbose=False, budget=budget)
+    trainer(tmp_path, [guard], max_epochs=6).fit(module, train, val)
+    assert [d for d in guard.diagnoses if d.severity == "error"] == [], [d.one_line() for d in guard.diagnoses]
+    said = {d.code: d for d in guard.diagnoses}
+    assert "loss_divergence" in said, "the rise is still reported"
+    for diagnosis in said.values():
+        assert diagnosis.severity == "info" or "while train_recon fell" in diagnosis.message, diagnosis.one_line()
+    weights = guard._diagnostician.logged_terms.weights
+    assert set(weights) == {"train_recon", "train_codebook"}
+    assert weights["train_recon"] == pytest.approx(1.0, rel=1e-4)
+    assert weights["train_codebook"] == pytest.approx(1 + module.beta, rel=1e-4)
+
+
 # -- a long loss on a machine that gets busier ------------------------------------------------------------
 class CholeskyLoss(L.LightningModule):
     """A GP-like loss: one Cholesky of a kernel over the batch's features, far longer than the small forward.

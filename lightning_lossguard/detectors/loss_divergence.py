@@ -12,7 +12,9 @@ severity follows corroboration: an **error** only when a second, independent sig
 norm grew ``grad_rise``-fold with the loss — or the loss leaves every plausible range
 (``implausible_rise``); a **warning** for a rise of ``warn_rise``-fold with the gradients steady; otherwise
 an **info** that says what else was checked. A corroborated rise is a warning, not an error, when the run hands
-over its ``loss_terms`` and one that held a fair share of the start (``term_share``) has fallen well below it
+over its ``loss_terms`` (or logs them with ``self.log``: logged scalars whose weighted sum is the loss on every logged
+batch count as its terms; :class:`~lightning_lossguard.detectors.logged_terms.LoggedTerms`) and one that held a fair
+share of the start (``term_share``) has fallen well below it
 (``term_fall``, beyond its own noise; :class:`~lightning_lossguard.detectors.term_levels.TermLevels`): the
 objective is still being learnt, and one term trades off against the others (a VQ-VAE's codebook loss while its
 codes catch up with a growing encoder; its total and gradients alone look like a divergence).
@@ -120,8 +122,9 @@ class LossDivergenceThresholds(Thresholds):
 
 
 _TERMS_REMEDY = (
-    "If the loss sums terms that can trade off (a VQ-VAE's codebook loss, a KL or adversarial term), return them: "
-    '{"loss": total, "loss_terms": {...}}; a rise of one term while another is still learnt is then told apart.'
+    "If the loss sums terms that can trade off (a VQ-VAE's codebook loss, a KL or adversarial term), log each "
+    'with self.log or return them: {"loss": total, "loss_terms": {...}}; a rise of one term while another is still '
+    "learnt is then told apart."
 )
 
 

@@ -8,11 +8,14 @@ PyTorch's hook-free call path (unless a hook ever ran under ``torch.compile``: t
 would make the compiled code recompile, so they stay).
 
 Bookkeeping inside ``training_step`` -- ``self.log``/``self.log_dict`` calls and torchmetrics updates -- is
-timed too (sections ``log`` and ``metrics``), so it is not counted as loss time.
+timed too (sections ``log`` and ``metrics``), so it is not counted as loss time; the scalars logged in timed batches
+are handed on (``on_log``): the terms of a loss that the step logs but does not return are among them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,7 +34,9 @@ BOOKKEEPING = ("log", "metrics")
 class ForwardHooks:
     """Marks around the outermost forward calls of a training batch, and around logging and metric updates."""
 
-    def __init__(self, module: nn.Module, timer: StepTimer) -> None:
+    def __init__(
+        self, module: nn.Module, timer: StepTimer, on_log: Callable[[object, object], None] | None = None
+    ) -> None:
         self._handles: dict[int, tuple[RemovableHandle, RemovableHandle]] = {}
         self._outermost: set[int] = set()
         self._module = module
@@ -42,7 +47,9 @@ class ForwardHooks:
         ]
         for method in ("log", "log_dict"):
             if callable(getattr(module, method, None)) and method not in vars(module):
-                setattr(module, method, _timed(timer, "log", getattr(module, method)))
+                # log_dict calls log for each item: only log's (name, value) are handed to on_log.
+                kept = on_log if method == "log" else None
+                setattr(module, method, _timed(timer, "log", getattr(module, method), kept))
                 self._patched.append(method)
         self._metric_hooks = [
             handle
@@ -116,12 +123,16 @@ class ForwardHooks:
         self._patched = []
 
 
-def _timed(timer: StepTimer, section: str, method: Any) -> Any:
-    """``method`` with its time inside a training batch recorded as ``section``."""
+def _timed(timer: StepTimer, section: str, method: Any, on_log: Callable[[object, object], None] | None = None) -> Any:
+    """``method`` with its time inside a training batch recorded as ``section``; ``on_log`` gets the ``(name,
+    value)`` of each ``log`` call made in a timed training batch."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         if not timer.in_batch:
             return method(*args, **kwargs)
+        if on_log is not None:
+            with contextlib.suppress(Exception):  # a value LossGuard cannot keep must never fail the user's step
+                on_log(args[0] if args else kwargs.get("name"), args[1] if len(args) > 1 else kwargs.get("value"))
         start = timer.clock.mark()
         try:
             return method(*args, **kwargs)

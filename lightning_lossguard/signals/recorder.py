@@ -11,6 +11,7 @@ from torch import nn
 
 from lightning_lossguard.signals.clock import Clock
 from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, Row
+from lightning_lossguard.signals.logged import LoggedScalars
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.parameters import Sharding
 from lightning_lossguard.signals.step_timer import CPU_PHASES, PHASES, StepTimer
@@ -43,6 +44,7 @@ class SignalRecorder:
     ) -> None:
         self.gradients = GradientProbe(parameters, sharding)
         self.losses = LossProbe()
+        self.logged = LoggedScalars()
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
@@ -81,6 +83,10 @@ class SignalRecorder:
         self.losses.record(loss, terms)
         self._batch_steps.append(step)
         self._learning_rates.append(learning_rate)
+
+    def capture_logged(self, name: object, value: object) -> None:
+        """A scalar the batch's ``training_step`` logged (timed batches only), keyed by the row its loss will take."""
+        self.logged.capture(len(self._batch_steps), name, value)
 
     def record_plain_loss(self, step: int, loss: torch.Tensor, learning_rate: float) -> bool:
         """:meth:`record_loss` for a loss without terms, when the run's losses have none (True); else nothing is
@@ -166,7 +172,10 @@ class SignalRecorder:
         timing_host = np.array([phases[p] for p in timed_rows] + [sections[n] for n in section_names], dtype=np.float64)
         timing_host = timing_host.reshape(len(timed_rows) + len(section_names), len(timing_steps))
         device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
-        parts = [grads, dead, updates, losses, leftover]
+        logged_rows, logged_names, logged = self.logged.take(device)
+        if gather is not None:  # each rank's own logged values: not judged under several ranks
+            logged_rows, logged_names, logged = [], [], torch.zeros(0, 0)
+        parts = [grads, dead, updates, losses, leftover, logged]
         if gather is not None:
             parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
@@ -176,7 +185,7 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows = pieces
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_host = pieces
         timing_rows = timing_host
         width = len(self.gradients.parameters)
         ranks: _Ranks | None = None
@@ -200,6 +209,8 @@ class SignalRecorder:
             learning_rate=np.asarray(self._learning_rates, dtype=np.float64),
             loss=loss_rows[:, 0] * scale if loss_rows.size else np.zeros(0),
             loss_terms={n: loss_rows[:, 1 + i] for i, n in enumerate(names)} if loss_rows.size else {},
+            logged_rows=logged_rows if logged_host.size else [],
+            logged={n: logged_host[:, i] for i, n in enumerate(logged_names)} if logged_host.size else {},
             timing_steps=timing_steps,
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
             cpu_ms={p.removesuffix("_cpu"): timing_rows[len(PHASES) + i] for i, p in enumerate(CPU_PHASES)},

@@ -24,6 +24,8 @@ class Window:
     batch_steps: list[int] = field(default_factory=list)
     loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loss_terms: dict[str, np.ndarray] = field(default_factory=dict)
+    logged_rows: list[int] = field(default_factory=list)  # indices into ``loss``: the timed batches that logged
+    logged: dict[str, np.ndarray] = field(default_factory=dict)  # scalars the step logged, aligned with logged_rows
     learning_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # aligned with batch_steps
     timing_steps: list[int] = field(default_factory=list)
     phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # aligned with timing_steps
