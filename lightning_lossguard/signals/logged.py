@@ -43,13 +43,16 @@ class LoggedScalars:
             self._names[name] = None
         self._values[(row, name)] = kept
 
+    def clear(self) -> None:
+        self._values, self._names = {}, {}
+
     def take(self, device: torch.device) -> tuple[list[int], list[str], torch.Tensor]:
         """The window's rows (loss indices), names and values ``[rows, names]`` (NaN where a name was not logged), on
         ``device``, ready to join the interval's one read-back; the buffer starts over."""
         names = list(self._names)
         rows = sorted({row for row, _ in self._values})
         values = self._values
-        self._values, self._names = {}, {}
+        self.clear()
         if not rows:
             return [], [], torch.zeros(0, 0)
         nan = torch.tensor(math.nan, device=device)

@@ -172,8 +172,12 @@ class SignalRecorder:
         timing_host = np.array([phases[p] for p in timed_rows] + [sections[n] for n in section_names], dtype=np.float64)
         timing_host = timing_host.reshape(len(timed_rows) + len(section_names), len(timing_steps))
         device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
-        logged_rows, logged_names, logged = self.logged.take(device)
-        if gather is not None:  # each rank's own logged values: not judged under several ranks
+        # Logged values are judged against the losses, on one process: without either they are dropped unread (a
+        # value on another device than the losses would cost a copy each).
+        if gather is None and losses.numel():
+            logged_rows, logged_names, logged = self.logged.take(device)
+        else:
+            self.logged.clear()
             logged_rows, logged_names, logged = [], [], torch.zeros(0, 0)
         parts = [grads, dead, updates, losses, leftover, logged]
         if gather is not None:

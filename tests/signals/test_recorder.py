@@ -237,3 +237,18 @@ def test_a_plain_loss_is_kept_only_when_the_run_has_no_loss_terms() -> None:
 
     fresh = SignalRecorder([], HostClock())
     assert not fresh.record_plain_loss(0, torch.tensor(1.0), 0.1)  # no loss seen yet: the terms are unknown
+
+
+def test_logged_scalars_are_read_with_the_losses_and_dropped_without_them() -> None:
+    recorder = SignalRecorder([], HostClock())
+    recorder.capture_logged("recon", torch.tensor(0.75))
+    recorder.record_loss(0, torch.tensor(1.0), None)
+    recorder.capture_logged("recon", 0.5)
+    recorder.record_loss(1, torch.tensor(0.8), None)
+    window = recorder.drain()
+    assert window.logged_rows == [0, 1] and window.logged["recon"].tolist() == [0.75, 0.5]
+    # Manual optimization that returns no loss: nothing to judge the logged values against, so they are not read.
+    recorder.capture_logged("d_loss", torch.tensor(0.3))
+    window = recorder.drain()
+    assert window.logged == {} and window.logged_rows == []
+    assert recorder.logged.take(torch.device("cpu"))[0] == [], "dropped, not carried into the next window"
