@@ -9,8 +9,10 @@ interval's other signals. Which of them are terms of the loss is decided by the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 MAX_NAMES = 32
@@ -46,23 +48,43 @@ class LoggedScalars:
     def clear(self) -> None:
         self._values, self._names = {}, {}
 
-    def take(self, device: torch.device) -> tuple[list[int], list[str], torch.Tensor]:
-        """The window's rows (loss indices), names and values ``[rows, names]`` (NaN where a name was not logged), on
-        ``device``, ready to join the interval's one read-back; the buffer starts over."""
+    def take(self, device: torch.device) -> LoggedTake:
+        """The window's logged values; the buffer starts over. Tensors are stacked on ``device`` (no copy to the host
+        here: they join the interval's one read-back); numbers logged as Python floats stay on the host."""
         names = list(self._names)
         rows = sorted({row for row, _ in self._values})
         values = self._values
         self.clear()
-        if not rows:
-            return [], [], torch.zeros(0, 0)
-        nan = torch.tensor(math.nan, device=device)
-        cells = [
-            _scalar(values[(row, name)], device) if (row, name) in values else nan for row in rows for name in names
-        ]
-        return rows, names, torch.stack(cells).reshape(len(rows), len(names))
+        row_of = {row: i for i, row in enumerate(rows)}
+        column_of = {name: j for j, name in enumerate(names)}
+        host = np.full((len(rows), len(names)), math.nan)
+        tensors: list[torch.Tensor] = []
+        at_rows: list[int] = []
+        at_columns: list[int] = []
+        for (row, name), value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors.append(value.reshape(()).to(device=device, dtype=torch.float32))
+                at_rows.append(row_of[row])
+                at_columns.append(column_of[name])
+            else:
+                host[row_of[row], column_of[name]] = value
+        on_device = torch.stack(tensors) if tensors else torch.zeros(0, device=device)
+        return LoggedTake(rows, names, on_device, (np.asarray(at_rows, int), np.asarray(at_columns, int)), host)
 
 
-def _scalar(value: torch.Tensor | float, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.reshape(()).to(device=device, dtype=torch.float32)
-    return torch.tensor(value, device=device, dtype=torch.float32)
+@dataclass
+class LoggedTake:
+    """One window's logged values: ``rows`` (loss indices), ``names``, the tensor-valued cells on the device (at
+    ``positions``) and the rest on the host (NaN where a name was not logged)."""
+
+    rows: list[int]
+    names: list[str]
+    on_device: torch.Tensor
+    positions: tuple[np.ndarray, np.ndarray]
+    host: np.ndarray
+
+    def matrix(self, read: np.ndarray) -> np.ndarray:
+        """``[rows, names]``, given ``on_device`` read back."""
+        values = self.host.copy()
+        values[self.positions] = read
+        return values

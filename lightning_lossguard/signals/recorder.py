@@ -174,12 +174,10 @@ class SignalRecorder:
         device = next((t.device for t in (grads, losses, dead, updates) if t.numel()), torch.device("cpu"))
         # Logged values are judged against the losses, on one process: without either they are dropped unread (a
         # value on another device than the losses would cost a copy each).
-        if gather is None and losses.numel():
-            logged_rows, logged_names, logged = self.logged.take(device)
-        else:
+        logged = self.logged.take(device) if gather is None and losses.numel() else None
+        if logged is None:
             self.logged.clear()
-            logged_rows, logged_names, logged = [], [], torch.zeros(0, 0)
-        parts = [grads, dead, updates, losses, leftover, logged]
+        parts = [grads, dead, updates, losses, leftover, logged.on_device if logged is not None else torch.zeros(0)]
         if gather is not None:
             parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
@@ -189,7 +187,7 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_host = pieces
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells = pieces
         timing_rows = timing_host
         width = len(self.gradients.parameters)
         ranks: _Ranks | None = None
@@ -213,8 +211,8 @@ class SignalRecorder:
             learning_rate=np.asarray(self._learning_rates, dtype=np.float64),
             loss=loss_rows[:, 0] * scale if loss_rows.size else np.zeros(0),
             loss_terms={n: loss_rows[:, 1 + i] for i, n in enumerate(names)} if loss_rows.size else {},
-            logged_rows=logged_rows if logged_host.size else [],
-            logged={n: logged_host[:, i] for i, n in enumerate(logged_names)} if logged_host.size else {},
+            logged_rows=logged.rows if logged is not None else [],
+            logged=_columns(logged.names, logged.matrix(logged_cells)) if logged is not None else {},
             timing_steps=timing_steps,
             phase_ms={p: timing_rows[i] for i, p in enumerate(PHASES)},
             cpu_ms={p.removesuffix("_cpu"): timing_rows[len(PHASES) + i] for i, p in enumerate(CPU_PHASES)},
@@ -339,3 +337,7 @@ def _leftover_source(rows: np.ndarray, sources: list[int]) -> int | None:
         return None
     source = sources[int(np.argmax(rows.reshape(-1)))]
     return source if source >= 0 else None
+
+
+def _columns(names: list[str], matrix: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: matrix[:, j] for j, name in enumerate(names)}
