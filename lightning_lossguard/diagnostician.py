@@ -141,14 +141,9 @@ class Diagnostician:
         self.steps_judged = 0
         divergence = self._thresholds["loss_divergence"]
         self.rank_attribution = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
-        self.term_levels = self._new_term_levels()
         # The terms a step logs but does not hand over, once their weighted sum is found to be the loss.
-        self.logged_terms = LoggedTerms()
-        self.logged_term_levels = self._new_term_levels()
-
-    def _new_term_levels(self) -> TermLevels:
-        divergence = self._thresholds["loss_divergence"]
-        return TermLevels(
+        self.logged_terms = LoggedTerms(divergence.term_sum_tolerance)  # type: ignore[attr-defined]
+        self.term_levels = TermLevels(
             divergence.block,  # type: ignore[attr-defined]
             divergence.term_share,  # type: ignore[attr-defined]
             divergence.term_fall,  # type: ignore[attr-defined]
@@ -175,11 +170,10 @@ class Diagnostician:
             self._update_ratio = ratio if math.isfinite(ratio) else self._update_ratio
         if window.rank_loss is not None:
             self.rank_attribution.update(window.batch_steps, window.rank_loss)
-        self.term_levels.extend(window.loss_terms)
+        # A run hands its terms over from its first loss or never: without them, the ones it logs, if they add up.
+        terms = window.loss_terms or self.logged_terms.terms(window.loss, window.logged_rows, window.logged)
+        self.term_levels.extend(terms)
         trade_off = self.term_levels.trade_off()
-        if trade_off is None:  # no terms handed over: the ones it logs, if they add up to the loss
-            self.logged_term_levels.extend(self.logged_terms.terms(window.loss, window.logged_rows, window.logged))
-            trade_off = self.logged_term_levels.trade_off()
         found += self._judge_gradients(window, layout, trade_off)
         found += self._judge_loss_curve(window, layout, learning_rate, trade_off, explained={x.code for x in found})
         found += self._judge_time_and_memory(window, layout)
@@ -535,7 +529,6 @@ class Diagnostician:
             "rank_attribution": self.rank_attribution.state_dict(),
             "term_levels": self.term_levels.state_dict(),
             "logged_terms": self.logged_terms.state_dict(),
-            "logged_term_levels": self.logged_term_levels.state_dict(),
             "restart_step": self.restart_step,
         }
 
@@ -556,7 +549,6 @@ class Diagnostician:
         self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
         self.term_levels.load_state_dict(state.get("term_levels", {}))
         self.logged_terms.load_state_dict(state.get("logged_terms", {}))
-        self.logged_term_levels.load_state_dict(state.get("logged_term_levels", {}))
         restart = state.get("restart_step")
         self.restart_step = int(restart) if restart is not None else None
 

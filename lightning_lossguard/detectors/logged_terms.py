@@ -25,7 +25,7 @@ class LoggedTerms:
 
     Args:
         tolerance: the largest difference between the loss and the weighted sum, relative to the loss's typical
-            size (float32 sums differ by ~1e-7 of it).
+            size (float32 sums differ by ~1e-7 of it): ``loss_divergence``'s ``term_sum_tolerance``.
         min_share: a series whose weighted values make up less than this share of the loss does not count.
     """
 
@@ -39,8 +39,9 @@ class LoggedTerms:
         if self.given_up or not rows or not logged:
             return {}
         # A batch that logged but returned no loss (manual optimization) has no loss row: its values are left out.
-        kept = np.asarray(rows) < len(loss)
-        target = np.asarray(loss, dtype=np.float64)[np.asarray(rows)[kept]]
+        at = np.asarray(rows)
+        kept = at < len(loss)
+        target = np.asarray(loss, dtype=np.float64)[at[kept]]
         finite = np.isfinite(target)
         columns = {n: np.asarray(v, dtype=np.float64)[kept] for n, v in logged.items()}
         if not self.weights:

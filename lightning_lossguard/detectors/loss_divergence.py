@@ -13,7 +13,8 @@ norm grew ``grad_rise``-fold with the loss — or the loss leaves every plausibl
 (``implausible_rise``); a **warning** for a rise of ``warn_rise``-fold with the gradients steady; otherwise
 an **info** that says what else was checked. A corroborated rise is a warning, not an error, when the run hands
 over its ``loss_terms`` (or logs them with ``self.log``: logged scalars whose weighted sum is the loss on every logged
-batch count as its terms; :class:`~lightning_lossguard.detectors.logged_terms.LoggedTerms`) and one that held a fair
+batch, to ``term_sum_tolerance``, count as its terms; :class:`~lightning_lossguard.detectors.logged_terms.LoggedTerms`)
+and one that held a fair
 share of the start (``term_share``) has fallen well below it
 (``term_fall``, beyond its own noise; :class:`~lightning_lossguard.detectors.term_levels.TermLevels`): the
 objective is still being learnt, and one term trades off against the others (a VQ-VAE's codebook loss while its
@@ -86,6 +87,13 @@ class LossDivergenceThresholds(Thresholds):
         "blocks' values at most -z), makes a corroborated rise a warning (here and in exploding_gradients): one term "
         "trades off against the others while the objective is still learnt.",
         low=1,
+    )
+    term_sum_tolerance: float = threshold(
+        1e-4,
+        "Scalars the step logs count as the loss's terms when a positive-weighted sum of them gives the loss on every "
+        "logged batch to within this fraction of its size (used when no loss_terms are handed over).",
+        open_low=True,
+        high=0.01,
     )
     implausible_rise: float = threshold(
         1e4, "Rise (x the start) beyond any plausible range: an error on its own.", low=1

@@ -70,3 +70,11 @@ def test_logged_batches_without_a_loss_row_are_left_out() -> None:
     assert LoggedTerms().terms(np.zeros(0), rows, logged) == {}
     found = LoggedTerms().terms(loss[:30], rows, logged)
     assert set(found) == {"recon", "kl"} and len(found["kl"]) == 30
+
+
+def test_the_tolerance_is_loss_divergences_overridable_threshold() -> None:
+    from lightning_lossguard.diagnostician import Diagnostician
+
+    assert Diagnostician().logged_terms.tolerance == 1e-4
+    loose = Diagnostician(thresholds={"loss_divergence": {"term_sum_tolerance": 1e-3}})
+    assert loose.logged_terms.tolerance == 1e-3
