@@ -39,7 +39,7 @@ import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import MAD_TO_SIGMA, fast_median, mann_kendall, median
+from lightning_lossguard.detectors.stats import MAD_TO_SIGMA, fast_median, mann_kendall, median, row_medians
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
@@ -475,7 +475,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
     def _grown_layer(self, layer_row: list[float], layers: Sequence[str]) -> tuple[str, float]:
         if not layer_row or not self.layer_history or len(layers) != len(layer_row):
             return "", math.nan
-        base = np.median(np.asarray(self.layer_history), axis=0)
+        base = row_medians(np.asarray(self.layer_history).T)
         growth = np.asarray(layer_row) - base
         growth[~np.isfinite(growth)] = -np.inf
         best = int(np.argmax(growth))

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_lossguard.detectors.stats import fast_median, row_medians
+
 MIN_ROWS = 8
 """Logged batches a window needs before terms are looked for (fewer pin a fit of several series down poorly)."""
 
@@ -54,7 +56,7 @@ class LoggedTerms:
         return {n: w * columns[n] for n, w in self.weights.items()}
 
     def _identify(self, target: np.ndarray, finite: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, float]:
-        scale = float(np.median(np.abs(target[finite]))) if finite.any() else 0.0
+        scale = fast_median(np.abs(target[finite])) if finite.any() else 0.0
         if finite.sum() < MIN_ROWS or not scale > 0:
             return {}
         y = target[finite]
@@ -69,7 +71,7 @@ class LoggedTerms:
         while len(names) >= 2:
             x = np.stack([usable[n] for n in names], axis=1)
             weights, *_ = np.linalg.lstsq(x, y, rcond=None)
-            share = np.abs(weights) * np.median(np.abs(x), axis=0) / scale
+            share = np.abs(weights) * row_medians(np.abs(x).T) / scale
             keep = [n for n, s in zip(names, share) if s >= self.min_share]
             if len(keep) < len(names):
                 names = keep
@@ -87,7 +89,7 @@ class LoggedTerms:
         both = finite & np.isfinite(total)
         if not both.any():
             return True  # nothing finite to check against: neither confirmed nor refuted
-        scale = max(float(np.median(np.abs(target[both]))), math.ulp(1.0))
+        scale = max(fast_median(np.abs(target[both])), math.ulp(1.0))
         return bool(np.max(np.abs(total[both] - target[both])) <= self.tolerance * scale)
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.detectors.stats import column_medians, median
+from lightning_lossguard.detectors.stats import column_medians, median, row_medians
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
@@ -260,7 +260,7 @@ def _block_peak(losses: Sequence[float]) -> float:
     blocks = len(values) // PEAK_BLOCK
     if blocks == 0:
         return -np.inf
-    return float(np.median(values[: blocks * PEAK_BLOCK].reshape(blocks, PEAK_BLOCK), axis=1).max())
+    return float(row_medians(values[: blocks * PEAK_BLOCK].reshape(blocks, PEAK_BLOCK)).max())
 
 
 def _layer_levels(rows: np.ndarray) -> np.ndarray:

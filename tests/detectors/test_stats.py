@@ -1,6 +1,6 @@
 import numpy as np
 
-from lightning_lossguard.detectors.stats import curvature_noise
+from lightning_lossguard.detectors.stats import curvature_noise, row_medians
 
 
 def ar1(n: int, rho: float, seed: int = 0) -> np.ndarray:
@@ -26,3 +26,12 @@ def test_a_longer_lag_sees_noise_that_wanders() -> None:
 def test_too_few_values_for_the_lag_have_no_noise() -> None:
     assert np.isnan(curvature_noise([1.0, 2.0, 4.0, 3.0, 5.0], lag=2))
     assert np.isfinite(curvature_noise([1.0, 2.0, 4.0, 3.0, 5.0, 4.0], lag=2))
+
+
+def test_row_medians_are_numpy_medians_nan_included() -> None:
+    rng = np.random.default_rng(0)
+    for width in (1, 2, 5, 6):
+        rows = rng.normal(size=(4, width))
+        rows[1, 0] = np.nan  # a row with a NaN has a NaN median, as np.median says
+        rows[2, -1] = -np.inf
+        np.testing.assert_array_equal(row_medians(rows), np.median(rows, axis=1))
