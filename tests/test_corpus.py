@@ -42,6 +42,7 @@ KNOWN_MISSES = {
     ("poisson_counts_h", "frozen"): "the trainable bias fits the mean log rate: the signed loss falls 0 -> -8.8, rests",
     ("barlow_twins_h", "flipped_sign"): "a bounded loss (correlations in [-1, 1]): no blow-up; val_loss_rising an info",
     ("keypoint_heatmaps_h", "frozen"): "the trainable output bias fits the mean heatmap: the loss falls 2x, then rests",
+    ("swav_prototypes_h", "frozen"): "the trainable prototypes cluster the random encoder's features: loss falls 29%",
 }
 
 KNOWN_FALSE_ALARMS = {
