@@ -209,6 +209,38 @@ def test_a_run_without_validation_says_val_loss_rising_was_not_judged(tmp_path: 
     assert any("Run too short to judge" in n and "loss_plateau" in n for n in guard.notes)
 
 
+class SkipsNonFinite(ZooModule):
+    """The guard users write: a batch whose loss is not finite is skipped by returning None (Lightning then runs no
+    backward for it: the optimizer steps without gradients). Every ``nan_every``-th batch gets a NaN input."""
+
+    def __init__(self, nan_every: int) -> None:
+        super().__init__(mlp([16, 8, 1]))
+        self.nan_every = nan_every
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        if self.nan_every and batch_idx % self.nan_every == self.nan_every - 1:
+            x = x.clone()
+            x[0, 0] = float("nan")
+        loss = super().training_step((x, y), batch_idx)
+        return loss if torch.isfinite(loss) else None
+
+
+@pytest.mark.parametrize("nan_every", [10, 0])
+def test_batches_skipped_by_returning_none_are_counted_and_said(tmp_path: Path, nan_every: int) -> None:
+    guard = LossGuard(report_every=10, verbose=False)
+    t = trainer(tmp_path, [guard], max_epochs=1, limit_train_batches=40)
+    t.fit(SkipsNonFinite(nan_every), loader(regression_data()))
+    said = [n for n in report_of(t.logger.log_dir)["notes"] if "returned None" in n]  # type: ignore[union-attr]
+    assert not [g for g in guard.gaps if "internal error" in g.reason]
+    assert [d.code for d in guard.diagnoses if d.severity != "info"] == []  # steps without gradients are no alarm
+    if nan_every:
+        assert len(said) == 1 and "on 4 of 40 training batches (10.0%)" in said[0], said
+        assert "NaN or inf" in said[0]
+    else:
+        assert said == []
+
+
 def test_gradient_accumulation_logs_undivided_losses_once_per_optimizer_step(tmp_path: Path) -> None:
     losses: list[float] = []
 

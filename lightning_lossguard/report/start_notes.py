@@ -1,4 +1,4 @@
-"""What the start of a fit tells the user about signals it will not have: texts decided from plain facts."""
+"""What a fit tells the user about signals it will not have, or had only in part: texts decided from plain facts."""
 
 from __future__ import annotations
 
@@ -32,4 +32,15 @@ def overfit_batches_note(overfit: float) -> str:
     return (
         f"Trainer(overfit_batches={overfit}) overfits a few batches on purpose: val_loss_rising (overfitting) "
         "is not judged in this fit."
+    )
+
+
+def skipped_batches_note(skipped: int, batches: int) -> str:
+    """Batches whose ``training_step`` returned None (automatic optimization: Lightning skips them): their losses
+    were never seen, and a common reason to skip is a loss that is not finite."""
+    return (
+        f"training_step returned None on {skipped} of {batches} training batches ({skipped / batches:.1%}): "
+        "Lightning ran no backward for them, so they trained nothing, and LossGuard saw no loss for them. If they are "
+        "skipped because the loss is NaN or inf, the cause is hidden, not fixed: return that loss once, and "
+        "nonfinite_loss names the step and the likely cause."
     )
