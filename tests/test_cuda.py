@@ -1,6 +1,7 @@
 """CUDA-only checks (skipped without a GPU): no device synchronisation on the per-step path, under every
-precision and with accumulation, clipping, validation, output checks and manual optimization; the same findings
-as on the CPU; GradScaler skips left quiet; CUDA-event timings that agree with a synchronised reference.
+precision and with accumulation, clipping, validation, output checks, logged loss terms and manual optimization;
+the same findings as on the CPU; GradScaler skips left quiet; CUDA-event timings that agree with a synchronised
+reference.
 
 Synchronisations are counted as the CPU tests count host reads (:class:`tests.conftest.ReadCounter`): CUDA's
 sync debug mode warns at every synchronising call, and the warning's call stack says whose call it was.
@@ -16,9 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+from torch import nn
+from torch.nn import functional as F
 
 from benchmarks import overhead
 from benchmarks.fault_zoo.run import run_scenario
@@ -87,6 +91,32 @@ def test_manual_optimization_never_synchronises(tmp_path: Path, syncs: ReadCount
     trainer(tmp_path, [guard], max_steps=30, **GPU).fit(ManualClipping(), loader(regression_data()))
     assert syncs.per_step == []
     assert syncs.on_report > 0
+
+
+class LogsItsTerms(L.LightningModule):
+    """Returns only the total and logs its two terms with ``self.log_dict``, as most multi-term code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        out = self.net(x)
+        fit, size = F.mse_loss(out, y), 1e-2 * out.pow(2).mean()
+        self.log_dict({"train_fit": fit, "train_size": size})
+        return fit + size
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_logged_terms_are_kept_on_the_device_and_read_with_the_report(tmp_path: Path, syncs: ReadCounter) -> None:
+    guard = LossGuard(report_every=10, verbose=False)
+    trainer(tmp_path, [guard], max_steps=60, **GPU).fit(LogsItsTerms(), loader(regression_data()))
+    assert syncs.per_step == []
+    assert syncs.on_report > 0
+    assert set(guard._diagnostician.logged_terms.weights) == {"train_fit", "train_size"}  # read back and matched
 
 
 def test_the_counter_catches_a_per_step_sync(
