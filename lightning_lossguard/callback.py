@@ -35,7 +35,12 @@ from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import cost_line, over_budget_note
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
-from lightning_lossguard.report.start_notes import overfit_batches_note, skipped_batches_note, start_notes
+from lightning_lossguard.report.start_notes import (
+    no_loss_note,
+    overfit_batches_note,
+    skipped_batches_note,
+    start_notes,
+)
 from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import (
@@ -232,7 +237,7 @@ class LossGuard(Callback):
         self._finished = False
         self._broken = False
         self._losses_seen = 0
-        self._skipped = 0  # batches whose training_step returned None under automatic optimization
+        self._automatic = True  # automatic optimization: a batch without a loss is one Lightning skipped
         self._gradient_rows = 0
         self._console = ConsoleReporter(enabled=self.verbose)
         self._loggers: LoggerReporter | None = None
@@ -285,6 +290,7 @@ class LossGuard(Callback):
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
+        self._automatic = pl_module.automatic_optimization
         accumulate = accumulation(trainer, pl_module)
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
@@ -573,8 +579,6 @@ class LossGuard(Callback):
             if loss is not None:
                 self._recorder.record_loss(self._batch_step, loss, terms, self._learning_rate())
                 self._losses_seen += 1
-            elif pl_module.automatic_optimization:
-                self._skipped += 1  # Lightning ran no backward for it: a batch LossGuard cannot see
             if self._sampling:
                 mark = own_mark()
                 self._recorder.sample_after_step()
@@ -935,14 +939,9 @@ class LossGuard(Callback):
         )
         if self._batches and not self._losses_seen:
             notes = [n for n in notes if not n.startswith("Run too short")]
-            notes.insert(
-                0,
-                f"training_step returned no loss in any of {self._batches} batches, so loss-curve diagnoses "
-                "(divergence, plateau, oscillation, non-finite loss) were not judged: return the loss, or "
-                '{"loss": loss}, from training_step.',
-            )
-        elif self._skipped:
-            notes.append(skipped_batches_note(self._skipped, self._batches))
+            notes.insert(0, no_loss_note(self._batches))
+        elif self._automatic and self._losses_seen < self._batches:
+            notes.append(skipped_batches_note(self._batches - self._losses_seen, self._batches))
         return notes
 
     def _remove_hooks(self) -> None:

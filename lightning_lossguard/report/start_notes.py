@@ -35,6 +35,15 @@ def overfit_batches_note(overfit: float) -> str:
     )
 
 
+def no_loss_note(batches: int) -> str:
+    """No batch of the fit returned a loss: the loss curve was never seen."""
+    return (
+        f"training_step returned no loss in any of {batches} batches, so loss-curve diagnoses "
+        "(divergence, plateau, oscillation, non-finite loss) were not judged: return the loss, or "
+        '{"loss": loss}, from training_step.'
+    )
+
+
 def skipped_batches_note(skipped: int, batches: int) -> str:
     """Batches whose ``training_step`` returned None (automatic optimization: Lightning skips them): their losses
     were never seen, and a common reason to skip is a loss that is not finite."""
