@@ -43,6 +43,8 @@ KNOWN_MISSES = {
     ("barlow_twins_h", "flipped_sign"): "a bounded loss (correlations in [-1, 1]): no blow-up; val_loss_rising an info",
     ("keypoint_heatmaps_h", "frozen"): "the trainable output bias fits the mean heatmap: the loss falls 2x, then rests",
     ("swav_prototypes_h", "frozen"): "the trainable prototypes cluster the random encoder's features: loss falls 29%",
+    ("evidential_classifier_h", "exp_output"): "exp evidence is one of the method's own choices: val acc 0.87 vs "
+    "0.90, the val loss 3.5x its low; val_loss_rising warns, no code that names the output",
 }
 
 KNOWN_FALSE_ALARMS = {
@@ -69,10 +71,16 @@ HOST_DEPENDENT = {
     "0.50 -> 0.99, val loss 0.048 -> 0.74) and val_loss_rising says so: a real transient instability; not on Intel",
     ("instance_memory_bank_h", 0, "lr_x1000"): "missed on an Intel host (its noisy k-NN val loss reads as "
     "overfitting); on an AMD EPYC host dead_gradients names it at step 125",
+    ("evidential_classifier_h", 1, ""): "its gradient norm grows 10x in epochs 1-2 as the annealed KL term switches "
+    "on, while the loss falls; whether the sampled steps catch enough spikes for an exploding_gradients warning at "
+    "step 131 depends on the budget's stride, set from measured time: 3 of 5 runs on one host warned, none without a "
+    "budget",
 }
-"""Fits whose verdict differs between hosts: one torch thread makes a fit deterministic on one machine, but the CPU's
-vector instructions change the float results, and these chaotic trajectories follow them. A non-strict expected
-failure: either verdict passes (docs/performance.md says which host gave which). Loosened gates, on purpose."""
+"""Fits whose verdict differs between hosts, or between runs: one torch thread makes a fit deterministic on one
+machine, but the CPU's vector instructions change the float results, and these chaotic trajectories follow them; and
+the budget picks which steps' gradients are sampled from the time it measures, which can decide a borderline verdict.
+A non-strict expected failure: either verdict passes (docs/performance.md says which host or run gave which).
+Loosened gates, on purpose."""
 
 Job = tuple[str, int, str]
 

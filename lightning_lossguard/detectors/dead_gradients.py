@@ -22,7 +22,11 @@ gradient, and it is an entry, not a unit. Nor are the units of a linear layer wh
 wider head sliced to the classes in use): the units left out get no gradient by design. Nor is a parameter whose
 layer still gets a gradient through another of its parameters: a dead unit zeroes both its weights' and its bias's
 gradients, so a bias at exactly zero beside a weight that is not has per-sample gradients that cancel over the batch
-(a hinge loss with every sample inside the margin on both sides gives its output bias -1 + 1 = 0).
+(a hinge loss with every sample inside the margin on both sides gives its output bias -1 + 1 = 0). Nor are output
+units, or a whole model, without gradient once the loss has fallen to a small share of its first batches' level: a
+loss with a flat region (a hinge, a margin, a clamp) gives exactly zero gradient to the outputs whose samples cleared
+it, so a fitted classifier's output rows go quiet class by class. A bug that starves the outputs (a final activation
+that cannot reach the targets, a detached graph, a learning rate that knocked them out) leaves the loss high.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ class DeadGradientsThresholds(Thresholds):
     )
     output_steps: int = threshold(
         10, "Zero-gradient steps of the output layer that mean no gradient reaches the model."
+    )
+    fitted: float = threshold(
+        0.1,
+        "A loss at or below this share of its first batches' level has been fitted: output units without gradient "
+        "then cleared a flat region of the loss (a hinge's margin met), they did not die.",
+        high=1,
     )
 
 
@@ -116,7 +126,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             outputs: parameters of the output layers (where the loss's gradient arrives first); default: the
                 deepest layer.
             loss_jump: the current loss level over the level of the very first batches: a loss that jumped
-                (>= ``jump``) says a learning rate far too high knocked the units out.
+                (>= ``jump``) says a learning rate far too high knocked the units out; one at or below ``fitted``
+                says silent outputs cleared the loss.
             first_share: the first dead-unit sample of this window; the run's very first one is kept, to tell
                 units that were alive at the start (and died in training) from units dead from the start.
             upstream: per layer (the values of ``depth``), a bitmask of the layers upstream of it on a gradient path
@@ -175,9 +186,15 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         if not steps or not (dead or unit_dead):
             return []
         output = list(outputs) if outputs else [i for i in range(p) if depth[i] == max(depth)]
+        output_dead = all(self.streak[i] >= t.output_steps for i in output)
+        if loss_jump <= t.fitted:  # the loss is fitted: silent outputs cleared its flat region (NaN: not known)
+            unit_dead = [i for i in unit_dead if i not in output]
+            if output_dead and all(i in output for i in live):
+                return []  # nothing reaches the model because nothing is left to fit, not because it is cut off
+        if not (dead or unit_dead):
+            return []
         # The gradient stops at the deepest dead layer; the layers before it starve as a consequence.
         stop = max(unit_dead or dead, key=lambda i: (depth[i], i))
-        output_dead = all(self.streak[i] >= t.output_steps for i in output)
         evidence: dict[str, float] = {
             "dead_params": len(dead),
             "watched_params": p,

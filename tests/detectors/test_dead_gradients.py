@@ -131,3 +131,38 @@ def test_vectorized_streaks_match_a_row_by_row_reference() -> None:
         detector.update(list(range(100, 100 + count)), rows, ["p"] * width, [1] * width, ["l"] * width, [0] * width)
         assert detector.streak == streak
         assert [b for a, b in zip(streak, detector.streak_start) if a] == [b for a, b in zip(streak, start) if a]
+
+
+def test_output_units_silent_under_a_fitted_loss_cleared_its_margin() -> None:
+    # A hinge loss: once a class's samples clear their margins its output row gets exactly zero gradient. With the loss
+    # at 0.5% of its first level that is a fitted classifier; the same silence with the loss as high as at first is not.
+    share = np.array([0.3, -1.0, 0.75, -1.0])  # net.2 is the output layer (8 classes)
+    units = [32, 0, 8, 0]
+    rows = np.tile([0.3, 0.1, 0.5, 0.1], (10, 1))
+
+    def judge(loss_jump: float) -> list:
+        detector = DeadGradients()
+        found = []
+        for start in (0, 10):
+            steps = list(range(start, start + 10))
+            found = detector.update(steps, rows, NAMES, SIZES, LAYERS, DEPTH, share, units, loss_jump=loss_jump)
+        return found
+
+    assert judge(0.005) == []
+    [found] = judge(1.0)
+    assert found.subject == "net.2" and found.evidence["dead_unit_share"] == 0.75
+
+
+def test_a_whole_model_silent_under_a_fitted_loss_is_converged_not_cut_off() -> None:
+    rows = np.zeros((30, 4))  # every batch's loss exactly zero: a hinge with every margin met
+    assert run(rows, loss_jump=0.0) == []
+    [found] = run(rows, loss_jump=0.9)
+    assert "No gradient reaches the model" in found.message
+    [found] = run(rows)  # the level not known yet (NaN): judged as before
+    assert "No gradient reaches the model" in found.message
+
+
+def test_a_dead_hidden_layer_is_named_even_when_the_loss_is_fitted() -> None:
+    rows = np.tile([0.0, 0.0, 0.5, 0.1], (30, 1))
+    [found] = run(rows, loss_jump=0.01)
+    assert found.subject == "net.0"
