@@ -187,7 +187,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             return []
         output = list(outputs) if outputs else [i for i in range(p) if depth[i] == max(depth)]
         output_dead = all(self.streak[i] >= t.output_steps for i in output)
-        if loss_jump <= t.fitted:  # the loss is fitted: silent outputs cleared its flat region (NaN: not known)
+        # The loss is fitted: silent outputs cleared its flat region (NaN: not known; below zero: not a fit's floor).
+        if 0.0 <= loss_jump <= t.fitted:
             unit_dead = [i for i in unit_dead if i not in output]
             if output_dead and all(i in output for i in live):
                 return []  # nothing reaches the model because nothing is left to fit, not because it is cut off

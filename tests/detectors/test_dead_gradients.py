@@ -160,6 +160,8 @@ def test_a_whole_model_silent_under_a_fitted_loss_is_converged_not_cut_off() -> 
     assert "No gradient reaches the model" in found.message
     [found] = run(rows)  # the level not known yet (NaN): judged as before
     assert "No gradient reaches the model" in found.message
+    [found] = run(rows, loss_jump=-0.5)  # a loss that fell through zero (negated) has no floor it could have reached
+    assert "No gradient reaches the model" in found.message
 
 
 def test_a_dead_hidden_layer_is_named_even_when_the_loss_is_fitted() -> None:
