@@ -23,7 +23,8 @@ wider head sliced to the classes in use): the units left out get no gradient by 
 layer still gets a gradient through another of its parameters: a dead unit zeroes both its weights' and its bias's
 gradients, so a bias at exactly zero beside a weight that is not has per-sample gradients that cancel over the batch
 (a hinge loss with every sample inside the margin on both sides gives its output bias -1 + 1 = 0). Nor are output
-units, or a whole model, without gradient once the loss has fallen to a small share of its first batches' level: a
+units, or a whole model, without gradient once the loss has fallen to a small share of its first batches' level
+(not through zero: a loss that turned negative has no floor it could have reached): a
 loss with a flat region (a hinge, a margin, a clamp) gives exactly zero gradient to the outputs whose samples cleared
 it, so a fitted classifier's output rows go quiet class by class. A bug that starves the outputs (a final activation
 that cannot reach the targets, a detached graph, a learning rate that knocked them out) leaves the loss high.
@@ -60,8 +61,8 @@ class DeadGradientsThresholds(Thresholds):
     )
     fitted: float = threshold(
         0.1,
-        "A loss at or below this share of its first batches' level has been fitted: output units without gradient "
-        "then cleared a flat region of the loss (a hinge's margin met), they did not die.",
+        "A loss at or below this share of its first batches' level (and not below zero) has been fitted: output "
+        "units without gradient then cleared a flat region of the loss (a hinge's margin met), they did not die.",
         high=1,
     )
 
