@@ -188,10 +188,12 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             return []
         output = list(outputs) if outputs else [i for i in range(p) if depth[i] == max(depth)]
         output_dead = all(self.streak[i] >= t.output_steps for i in output)
+        # Parameters off the output layer whose latest gradient was non-zero: the loss's gradient does reach the model.
+        flowing = [i for i in live if i not in output]
         # The loss is fitted: silent outputs cleared its flat region (NaN: not known; below zero: not a fit's floor).
         if 0.0 <= loss_jump <= t.fitted:
             unit_dead = [i for i in unit_dead if i not in output]
-            if output_dead and all(i in output for i in live):
+            if output_dead and not flowing:
                 return []  # nothing reaches the model because nothing is left to fit, not because it is cut off
         if not (dead or unit_dead):
             return []
@@ -226,8 +228,6 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         found = "; ".join(parts)
         found = found[0].upper() + found[1:]
         remedies = list(code_info(self.code).remedies)
-        # Parameters off the output layer whose latest gradient was non-zero: the loss's gradient does reach the model.
-        flowing = [i for i in live if i not in output]
         if output_dead and flowing:
             message = (
                 f"The output layer {layer_names[output[0]]} gets no gradient while {len(flowing)} other parameters "
