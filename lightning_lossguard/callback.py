@@ -55,7 +55,7 @@ from lightning_lossguard.signals.budget import (
 from lightning_lossguard.signals.clipping import ClipWatch
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
-from lightning_lossguard.signals.memory import device_allocated_mb, host_rss_mb
+from lightning_lossguard.signals.memory import allocator_free_mb, device_allocated_mb, host_rss_mb
 from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, compiled_modules
 from lightning_lossguard.signals.parameters import (
     WatchedSet,
@@ -770,6 +770,7 @@ class LossGuard(Callback):
             self._gradient_rows += len(window.optimizer_steps)
             window.scaler_scale = float(self._scaler.get_scale()) if self._scaler is not None else None
             window.host_rss_mb = host_rss_mb()
+            window.allocator_free_mb = allocator_free_mb()
             window.device_allocated_mb = device_allocated_mb(self._device)
             cost = self._review_cost(batches, window)
             if self._follow_pruning:

@@ -167,3 +167,31 @@ def test_one_spelling_of_the_validation_loss_is_watched_per_run() -> None:
     assert judge.watched_metrics(logged) == {"val_loss/dataloader_idx_1": 3.0, "val_loss": 4.0}  # the one judged
     assert judge.watched_metrics({"val_acc": 0.5}) == {}
     assert Diagnostician(val_metric="val_acc").watched_metrics(logged) == {"val_acc": 0.5}
+
+
+# -- host memory: what the allocator keeps free is not growth ---------------------------------------------------
+# A corpus worker's S4D fit (healthy): RSS 696 -> 770 MiB over 346 steps, rising at 73% of its reports, was called
+# a leak. Its malloc free memory rose with it (re-measured on this pattern: RSS 554 -> 635, free 134 -> 214).
+RSS_STEPS = [12, *np.linspace(37, 383, 15).astype(int).tolist()]  # the first report's sample is not judged
+RSS = np.array([690.0, *(np.linspace(696.0, 770.0, 15) + np.where(np.arange(15) % 4 == 3, -3.0, 0.0))])
+
+
+def judge_memory(free: np.ndarray | None) -> list[str]:
+    """The memory diagnoses' subjects (what was judged), one report per RSS sample."""
+    judge, subjects = Diagnostician(), []
+    for i, step in enumerate(RSS_STEPS):
+        steps = list(range(step - 11, step + 1))
+        window = Window(
+            batch_steps=steps,
+            loss=np.full(len(steps), 0.5),
+            host_rss_mb=float(RSS[i]),
+            allocator_free_mb=None if free is None else float(free[i]),
+        )
+        subjects += [d.subject for d in judge.judge(window, RunLayout(), 1e-3) if d.code == "memory_growth"]
+    return subjects
+
+
+def test_rss_the_allocator_holds_free_is_not_growth_and_rss_held_by_objects_is() -> None:
+    assert judge_memory(RSS - 562.0) == []  # every MiB gained is free in malloc's arenas
+    assert judge_memory(np.full(len(RSS), 134.0)) == ["host memory in use"]  # the free memory stayed: objects hold it
+    assert judge_memory(None) == ["host RSS"]  # no allocator reading: the RSS as it is

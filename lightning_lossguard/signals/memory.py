@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import os
+import time
+from collections.abc import Callable
+from typing import cast
 
 import torch
 
@@ -18,6 +23,57 @@ def host_rss_mb() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33+): byte counts of the C allocator's arenas."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (*_MALLINFO2, "keepcost")]
+
+
+SLOW_ALLOCATOR_READ_MS = 2.0
+"""A read of the allocator's free memory walks its free chunks (~0.1 ms per 1,000; a badly fragmented heap can
+cost tens of ms). Past this, the process stops reading it and keeps the last value."""
+
+
+@dataclasses.dataclass
+class _AllocatorReader:
+    pid: int
+    read: Callable[[], _MallInfo2] | None
+    last: float | None = None
+
+
+_READER: list[_AllocatorReader] = []  # one per process (a forked worker reads its own arenas)
+
+
+def allocator_free_mb() -> float | None:
+    """Memory the C allocator (glibc malloc) has freed but keeps in its arenas, in MiB: resident, but held by no
+    object. None where it cannot be read (another C library, glibc before 2.33)."""
+    if not _READER or _READER[0].pid != os.getpid():
+        _READER[:] = [_AllocatorReader(os.getpid(), _mallinfo2())]
+    reader = _READER[0]
+    if reader.read is None:
+        return reader.last
+    start = time.perf_counter()
+    try:
+        reader.last = reader.read().fordblks / 2**20
+    except Exception:  # a monitoring read never breaks training
+        reader.read = None
+    if (time.perf_counter() - start) * 1000 > SLOW_ALLOCATOR_READ_MS:
+        reader.read = None  # too slow to repeat every report: the last value stands from now on
+    return reader.last
+
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        read = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError, TypeError):
+        return None
+    read.restype, read.argtypes = _MallInfo2, []
+    return cast(Callable[[], _MallInfo2], read)
 
 
 def device_allocated_mb(device: torch.device) -> float | None:

@@ -39,6 +39,7 @@ class Window:
     leftover_optimizer: int | None = None  # manual optimization: the index of the optimizer that norm belongs to
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
+    allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds
     device_allocated_mb: float | None = None
     ranks: int = 1
     rank_loss: np.ndarray | None = None  # [ranks, batches] aligned with batch_steps (distributed runs)
