@@ -1,8 +1,13 @@
 """``exploding_gradients``: the pre-clip gradient norm leaves its own recent baseline and keeps growing.
 
-The baseline is the median and MAD of log10(norm) over the last ``baseline_window`` ordinary steps: a
-run is compared with its own recent past, never with the whole run (early training is legitimately
-wild). A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must
+The baseline is the median and MAD of log10(norm) over the ordinary steps of the last ``baseline_window``
+optimizer steps: a run is compared with its own recent past, never with the whole run (early training is
+legitimately wild). Recent is counted in optimizer steps, not in measured rows (at least ``min_history`` rows),
+and the baseline is refreshed every ``refresh_every`` rows or steps, whichever come first: under the cost budget's
+stride the same rows reach back further, to a level a run whose norm climbs as it learns has left behind (a norm
+climbing 20x over 150 steps as it learns was warned when measured every 8th step, not when measured on every step).
+
+A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must
 keep growing; a norm that jumps once and then holds steady at a new level is a scale shift, not an
 explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached on ``usual_share``
 of their steps are one of the run's usual levels (tasks of different gradient scales taking turns), not an
@@ -48,14 +53,18 @@ class ExplodingGradientsThresholds(Thresholds):
     spike_factor: float = threshold(10.0, "A spike is at least this many times the baseline norm.")
     z: float = threshold(6.0, "A spike is also at least this many robust standard deviations (MAD) above it.")
     min_spread: float = threshold(0.05, "Floor of the baseline spread, in decades, for very steady norms.")
-    baseline_window: int = threshold(100, "Ordinary steps in the rolling baseline.")
+    baseline_window: int = threshold(
+        100, "Optimizer steps the rolling baseline reaches back (its ordinary ones; at least min_history of them)."
+    )
     min_history: int = threshold(20, "Steps for the full baseline; before that only severe_factor spikes count.")
     early_history: int = threshold(5, "Steps for the provisional baseline.")
     persist_window: int = threshold(10, "Recent steps in which spikes are counted.")
     spike_persist: int = threshold(3, "Spikes within persist_window needed for the diagnosis.")
     growth_factor: float = threshold(2.0, "The norm must have grown this much more since the first spike ...")
     severe_factor: float = threshold(100.0, "... or reached this many times the baseline.")
-    refresh_every: int = threshold(25, "Steps between recomputations of the baseline (it moves slowly).")
+    refresh_every: int = threshold(
+        25, "Measured rows or optimizer steps between recomputations of the baseline (it moves slowly)."
+    )
     catastrophe_factor: float = threshold(1e4, "A single step this many times the baseline is reported at once.")
     ceiling: float = threshold(1e5, "Absolute norm ceiling: spike_persist steps above it are reported.")
     large_loss: float = threshold(
@@ -112,13 +121,14 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         super().__init__(thresholds)
         t = self.thresholds
         self.history: deque[float] = deque(maxlen=int(t.baseline_window))
+        self.history_steps: deque[int] = deque(maxlen=int(t.baseline_window))  # the step of each history row
         self.layer_history: deque[list[float]] = deque(maxlen=int(t.baseline_window))
         self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))  # [step, log10 norm, excess, spike]
         # Every log10 norm, spikes included: the steady-growth trend and the levels the norm usually visits.
         self.levels: deque[float] = deque(maxlen=int(max(t.baseline_window, t.trend_window)))
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
         self.steps_seen = 0
-        self.cached: list[float] = []  # [median, spike threshold, steps_seen when computed]
+        self.cached: list[float] = []  # [median, spike threshold, steps_seen and latest step when computed]
         self.clipped = 0
         self.clip_checked = 0
         self.early: list[float] = []  # log10 norms of the early steps (after min_history)
@@ -220,6 +230,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.first_ceiling_row = self.first_ceiling_row or self.steps_seen
             if not spike:
                 self.history.append(x)
+                self.history_steps.append(int(step))
                 if layer_row:
                     self.layer_history.append(layer_row)
             if len(self.history) >= t.min_history and len(self.early) < t.early_steps:
@@ -231,6 +242,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 # A whole window at a new, steady level: adopt it as the baseline (a scale shift).
                 self.history.clear()
                 self.history.extend(r[1] for r in self.recent)
+                self.history_steps.clear()
+                self.history_steps.extend(int(r[0]) for r in self.recent)
                 self.cached = []
                 self.layer_history.clear()
                 for r in self.recent:
@@ -268,6 +281,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         tail = zip(np.asarray(steps)[-k:].tolist(), logs[-k:].tolist(), excess.tolist())
         self.recent.extend([int(s), x, e, 0.0] for s, x, e in tail)
         self.history.extend(logs.tolist())
+        self.history_steps.extend(np.asarray(steps, dtype=np.int64).tolist())
         if layer_logs is not None:
             self.layer_history.extend(layer_logs.tolist())
         missing = int(t.early_steps) - len(self.early)
@@ -386,20 +400,29 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
     def _baseline(self) -> tuple[float, float] | None:
         """(median log10 norm, spike threshold in decades), or None before early_history steps.
 
-        Recomputed every ``refresh_every`` steps once the full baseline exists: a median of 100 steps
-        hardly moves in 10, and recomputing it on every step would dominate the report's cost."""
+        Recomputed every ``refresh_every`` measured rows or optimizer steps, whichever comes first, once the full
+        baseline exists: a median of 100 steps hardly moves in 10, and recomputing it on every step would dominate
+        the report's cost."""
         t = self.thresholds
         n = len(self.history)
         if n < t.early_history:
             return None
         if n < t.min_history:
             return median(self.history), math.log10(t.severe_factor)
-        if not self.cached or self.steps_seen - self.cached[2] >= t.refresh_every:
+        latest = self.history_steps[-1] if self.history_steps else self.steps_seen
+        stale = not self.cached or len(self.cached) < 4 or self.steps_seen - self.cached[2] >= t.refresh_every
+        if stale or latest - self.cached[3] >= t.refresh_every:  # rows or optimizer steps, whichever comes first
             history = np.fromiter(self.history, dtype=np.float64)
+            # The last baseline_window optimizer steps, however many of them were sampled (at least min_history
+            # rows): on a stride, the same number of rows would reach back further, to a level the run has left.
+            steps = np.fromiter(self.history_steps, dtype=np.int64)
+            if len(steps) == len(history):  # a state saved before the steps were kept has rows only
+                recent = steps > steps[-1] - t.baseline_window
+                history = history[recent] if recent.sum() >= t.min_history else history[-int(t.min_history) :]
             center = fast_median(history)
             spread = MAD_TO_SIGMA * fast_median(np.abs(history - center))
             width = max(math.log10(t.spike_factor), t.z * max(spread, t.min_spread))
-            self.cached = [center, width, float(self.steps_seen)]
+            self.cached = [center, width, float(self.steps_seen), float(latest)]
         return self.cached[0], self.cached[1]
 
     def _judge(

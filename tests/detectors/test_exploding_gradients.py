@@ -172,3 +172,42 @@ def test_an_explosion_in_a_run_with_two_usual_levels_is_still_seen() -> None:
     norms = list(usual) + [50.0 * 10 ** (0.3 * j) for j in range(1, 16)]  # climbs past both levels
     found = feed(ExplodingGradients(), norms)
     assert found and found[0].code == "exploding_gradients" and 300 <= found[0].step < 320
+
+
+def climbing_while_learning(stride: int) -> tuple[list[int], list[float]]:
+    """A norm that climbs 20x over steps 100-250 as the model learns (an annealed loss term switching on), then
+    holds, with minibatch noise; measured on every ``stride``-th step, as the cost budget does."""
+    rng = np.random.default_rng(3)
+    steps = list(range(0, 600, stride))
+    level = [-1.0 + 1.3 * min(max((s - 100) / 150, 0.0), 1.0) for s in steps]
+    return steps, [10 ** (x + 0.08 * rng.standard_normal()) for x in level]
+
+
+def test_a_norm_climbing_as_the_run_learns_is_judged_alike_on_every_stride() -> None:
+    for stride in (1, 2, 4, 8):
+        steps, norms = climbing_while_learning(stride)
+        detector, found = ExplodingGradients(), []
+        for i in range(0, len(steps), 10):
+            found += detector.update(steps[i : i + 10], norms[i : i + 10])
+        assert found == [], (stride, found[0].message)
+
+
+def test_an_explosion_sampled_on_a_stride_is_still_seen() -> None:
+    steps = list(range(0, 400, 4))
+    norms = noisy(75) + [10.0 ** (0.5 * k) for k in range(1, 26)]
+    detector, found = ExplodingGradients(), []
+    for i in range(0, len(steps), 10):
+        found += detector.update(steps[i : i + 10], norms[i : i + 10])
+    assert found and found[0].evidence["first_spike_step"] >= 300
+
+
+def test_a_state_saved_without_the_history_steps_still_loads() -> None:
+    detector = ExplodingGradients()
+    feed(detector, noisy(50))
+    state = detector.state_dict()
+    del state["history_steps"]
+    clone = ExplodingGradients()
+    clone.load_state_dict(state)
+    assert clone.band() == detector.band()
+    norms = [10.0 ** (0.5 * k) for k in range(1, 15)]
+    assert [d.code for d in feed(clone, norms, 50)][:1] == ["exploding_gradients"]
