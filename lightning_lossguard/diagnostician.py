@@ -317,10 +317,11 @@ class Diagnostician:
                 )
         if (straggler := self._on(RankStraggler)) and window.rank_phase_ms:
             found += straggler.update(window.timing_steps, window.rank_phase_ms)
-        rss, free = window.host_rss_mb, window.allocator_free_mb
-        # Freed memory malloc keeps rises as the allocator settles, and no object holds it.
-        host = ("host RSS", rss) if rss is None or free is None else ("host memory in use", rss - free)
-        memory = dict([host, ("CUDA allocated", window.device_allocated_mb)])
+        host_kind, host_mb = "host RSS", window.host_rss_mb
+        if host_mb is not None and window.allocator_free_mb is not None:
+            # Freed memory malloc keeps rises as the allocator settles, and no object holds it.
+            host_kind, host_mb = "host memory in use", host_mb - window.allocator_free_mb
+        memory = {host_kind: host_mb, "CUDA allocated": window.device_allocated_mb}
         if (growth := self._on(MemoryGrowth)) and any(v is not None for v in memory.values()):
             found += growth.update(window.last_step, memory)
         return found

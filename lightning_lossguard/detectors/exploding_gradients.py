@@ -410,8 +410,11 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         if n < t.min_history:
             return median(self.history), math.log10(t.severe_factor)
         latest = self.history_steps[-1] if self.history_steps else self.steps_seen
-        stale = not self.cached or len(self.cached) < 4 or self.steps_seen - self.cached[2] >= t.refresh_every
-        if stale or latest - self.cached[3] >= t.refresh_every:  # rows or optimizer steps, whichever comes first
+        if (
+            len(self.cached) < 4  # none yet, or one saved before the step was kept
+            or self.steps_seen - self.cached[2] >= t.refresh_every
+            or latest - self.cached[3] >= t.refresh_every
+        ):
             history = np.fromiter(self.history, dtype=np.float64)
             # The last baseline_window optimizer steps, however many of them were sampled (at least min_history
             # rows): on a stride, the same number of rows would reach back further, to a level the run has left.

@@ -25,13 +25,24 @@ def host_rss_mb() -> float | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-
-
 class _MallInfo2(ctypes.Structure):
     """glibc's ``struct mallinfo2`` (glibc 2.33+): byte counts of the C allocator's arenas."""
 
-    _fields_ = [(name, ctypes.c_size_t) for name in (*_MALLINFO2, "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 SLOW_ALLOCATOR_READ_MS = 2.0
