@@ -209,6 +209,7 @@ class LossGuard(Callback):
         self._watched = WatchedSet((), (), ())
         self._layout = RunLayout()
         self._forward: ForwardHooks | None = None
+        self._forward_seen = False  # a hooked forward call happened in this fit (kept after the hooks are removed)
         self._order: ExecutionOrder | None = None
         self._graph_roots: list[Any] = []
         self._reads = ParameterReads()  # lookup tables and sliced linear outputs the first batch's graph showed
@@ -934,7 +935,8 @@ class LossGuard(Callback):
     def _unjudged_notes(self) -> list[str]:
         notes = self._diagnostician.unjudged(
             self._layout,
-            timed_forward=self._forward is not None and self._forward.seen,
+            timed_forward=self._forward_seen,
+            forward_hooked=self.time_forward,
             gradients_watched=not self.coverage.missing("gradients"),
             budget=(self._budget.budget, self._budget.stride) if self._budget is not None else None,
         )
@@ -950,6 +952,7 @@ class LossGuard(Callback):
         self._offered = None
         self._start_hidden = False
         if self._forward is not None:
+            self._forward_seen = self._forward.seen
             self._forward.remove()
             self._forward = None
         if self._clip_watch is not None:

@@ -133,6 +133,44 @@ def test_thresholds_are_overridable(tmp_path: Path) -> None:
     assert "loss_term_imbalance" not in [d.code for d in guard.diagnoses]
 
 
+class NoModuleCalls(L.LightningModule):
+    """A regression computed on the module's own parameters: no submodule's forward runs in training_step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(16, 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(x @ self.weight, y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize(
+    ("module", "time_forward", "why"),
+    [
+        ("zoo", True, None),  # the forward ran: a short run says it is short, nothing about the forward
+        ("no_module_calls", True, "the model's forward was not called from training_step"),
+        ("zoo", False, "LossGuard(time_forward=False) does not time the forward pass"),
+    ],
+)
+def test_a_loss_time_not_separated_from_the_forward_is_noted_with_its_real_reason(
+    tmp_path: Path, module: str, time_forward: bool, why: str | None
+) -> None:
+    # The note once read whether the forward was seen after the hooks were removed: every short run got it.
+    model = build("adam_regression").module if module == "zoo" else NoModuleCalls()
+    guard = LossGuard(verbose=False, time_forward=time_forward)
+    trainer(tmp_path, [guard], max_steps=15).fit(model, loader(regression_data()))
+    noted = [n for n in guard.notes if n.startswith("The loss time could not be separated")]
+    if why is None:
+        assert noted == []
+    else:
+        assert len(noted) == 1 and why in noted[0]
+    assert any(n.startswith("Run too short") and "expensive_loss" in n for n in guard.notes)
+
+
 def test_fast_dev_run_works_and_says_why_no_report(tmp_path: Path, capsys: Any) -> None:
     run = build("nan_in_batch")
     run.module.nan_at_batch = 0
