@@ -1,4 +1,4 @@
-"""Scripted loss curves shared by the loss-shape detector tests."""
+"""Scripted loss curves and timings shared by the detector tests."""
 
 import numpy as np
 
@@ -9,6 +9,11 @@ def decaying(n: int, start: float = 2.3, floor: float = 0.05, rate: float = 0.02
     """A healthy curve: exponential decay to a floor with multiplicative minibatch noise."""
     t = np.arange(n)
     return (floor + (start - floor) * np.exp(-rate * t)) * 10 ** (noise * RNG.standard_normal(n))
+
+
+def jitter(values: np.ndarray, spread: float = 0.1) -> np.ndarray:
+    """Multiplicative noise of ``spread`` (a relative standard deviation) on scripted timings."""
+    return values * (1 + spread * RNG.standard_normal(len(values)))
 
 
 def flat(n: int, level: float = 2.3, noise: float = 0.05) -> np.ndarray:

@@ -17,7 +17,7 @@ from lightning_lossguard.report.json_report import Gap, read_report, write_repor
 from lightning_lossguard.signals.budget import CostBudget, IntervalCost
 from lightning_lossguard.tensorboard_plugin.catalog_page import catalog_page
 from lightning_lossguard.tensorboard_plugin.run_data import report_files, run_view, verdict
-from tests.report.conftest import ATTACK, Runs, Server, serve, write_run
+from tests.tensorboard_plugin.conftest import ATTACK, Runs, Server, serve, write_run
 
 ERROR = Diagnosis("loss_divergence", Severity.ERROR, 30, "Diverged.")
 CAUSE = Diagnosis("exploding_gradients", Severity.ERROR, 30, "Exploded.")

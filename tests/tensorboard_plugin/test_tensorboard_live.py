@@ -13,7 +13,7 @@ import re
 import pytest
 
 from lightning_lossguard.report.json_report import read_report
-from tests.report.conftest import Runs, Server
+from tests.tensorboard_plugin.conftest import Runs, Server
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.report.cost import over_budget_note
 from lightning_lossguard.report.json_report import read_report
 from lightning_lossguard.signals.budget import CostBudget, IntervalCost
-from tests.report.browser import chromium
-from tests.report.conftest import ATTACK, Runs, Server, serve, write_run
+from tests.tensorboard_plugin.browser import chromium
+from tests.tensorboard_plugin.conftest import ATTACK, Runs, Server, serve, write_run
 
 pytestmark = pytest.mark.slow
 
