@@ -916,7 +916,7 @@ class LossGuard(Callback):
         self._remove_hooks()
         cost = None
         if not self._broken:
-            self.notes += [n for n in self._unjudged_notes() if n not in self.notes]
+            self.notes += [n for n in self._unjudged_notes() + self._diagnostician.hindsight() if n not in self.notes]
             if self._budget is not None:
                 self.notes += [n for n in [over_budget_note(self._budget)] if n]
                 cost = cost_line(self._budget.state())

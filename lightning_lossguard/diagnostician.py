@@ -464,6 +464,18 @@ class Diagnostician:
             )
         return notes
 
+    def hindsight(self) -> list[str]:
+        """End-of-fit notes on reported warnings that the run undid later (a validation rise it came back from); the
+        diagnoses stand as they were reported."""
+        notes = []
+        for diagnosis in self.diagnoses:
+            detector = self.val_detectors.get(diagnosis.subject) if diagnosis.code == "val_loss_rising" else None
+            if detector is not None and diagnosis.severity.at_least(Severity.WARNING):
+                note = detector.undone_by(diagnosis)
+                if note is not None:
+                    notes.append(note)
+        return notes
+
     @property
     def train_level(self) -> float:
         """Robust recent training-loss level (median of the last 50 finite batch losses)."""

@@ -133,6 +133,52 @@ def test_thresholds_are_overridable(tmp_path: Path) -> None:
     assert "loss_term_imbalance" not in [d.code for d in guard.diagnoses]
 
 
+class ScriptedValidation(L.LightningModule):
+    """A linear regression that learns, validated on a scripted curve: one logged ``val_loss`` per epoch."""
+
+    def __init__(self, curve: list[float]) -> None:
+        super().__init__()
+        self.net = nn.Linear(16, 1)
+        self.curve = curve
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", torch.tensor(self.curve[self.current_epoch]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+# Measured: an MLP on 512 samples under SGD (0.05, momentum 0.9), validated on 128: the validation loss bounces by
+# ~25% from epoch to epoch. Up 52% at the fifth evaluation (a warning), below that minimum at the sixth.
+BOUNCING = [0.6016, 0.2732, 0.1994, 0.2198, 0.3037, 0.1887, 0.2344, 0.1593]
+LASTING = [0.6016, 0.2732, 0.1994, 0.2198, 0.3037, 0.3300, 0.3600, 0.4000]
+
+
+@pytest.mark.parametrize(("curve", "transient"), [(BOUNCING, True), (LASTING, False)], ids=["bouncing", "lasting"])
+def test_a_validation_rise_undone_later_is_noted_as_a_transient_and_still_reported(
+    tmp_path: Path, curve: list[float], transient: bool
+) -> None:
+    guard = LossGuard(verbose=False)
+    run = trainer(tmp_path, [guard], max_epochs=len(curve), num_sanity_val_steps=0)
+    run.fit(ScriptedValidation(curve), loader(regression_data(n=256)), loader(regression_data(n=64, seed=1), 64))
+    [rise] = [d for d in guard.diagnoses if d.code == "val_loss_rising"]
+    assert rise.severity == "warning" and rise.evidence["evaluations"] == 5  # reported when it was seen, as before
+    noted = [n for n in guard.notes if n.startswith("val_loss_rising at step")]
+    if not transient:
+        assert noted == []
+        return
+    epoch = run.num_training_batches
+    assert noted == [
+        f"val_loss_rising at step {rise.step} was a transient: val_loss came back to 0.1887 at step {6 * epoch}, at "
+        "or below the minimum 0.1994 it had risen +52% from (latest evaluation 0.1593)."
+    ]
+    assert noted[0] in report_of(run.logger.log_dir)["notes"]  # type: ignore[union-attr]
+
+
 class NoModuleCalls(L.LightningModule):
     """A regression computed on the module's own parameters: no submodule's forward runs in training_step."""
 

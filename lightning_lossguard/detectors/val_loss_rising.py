@@ -42,6 +42,9 @@ with that condition; a rise of 20% an evaluation at 8% noise is caught by the fi
 instead of 98%, and by the eighth in 99%.
 The training loss it is compared with is the level of the last 50 batches before the evaluation.
 
+A reported rise that a later evaluation undoes (one at or below the minimum it rose from) gets a note at the end of
+the fit saying it was a transient, with that evaluation; the warning itself stands as it was reported.
+
 A run continued by a second ``trainer.fit`` without ``ckpt_path`` starts over: each such fit's evaluations are
 compared among themselves. Its new optimizer bumps the loss for an evaluation or two (a fresh Adam's first steps
 are large), and a new stage often validates on new data, whose level says nothing about the old minimum (a
@@ -185,6 +188,21 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         }
         found = self.diagnosis(step, message, evidence, subject=self.metric, remedies=remedies)
         return [found if sure else dataclasses.replace(found, severity=Severity.INFO)]
+
+    def undone_by(self, diagnosis: Diagnosis) -> str | None:
+        """Hindsight on a rise this detector reported: a later evaluation at or below the minimum it rose from undid
+        it, so it was a transient that the evaluations then could not tell from a lasting rise. A note for the end of
+        the fit; the diagnosis stands as it was reported. None when no later evaluation came back that far."""
+        best = diagnosis.evidence.get("best_val_loss", math.nan)
+        back = next((e for e in self.evals if e[0] > diagnosis.step and e[2] <= best), None)
+        if back is None:
+            return None
+        rise = diagnosis.evidence.get("rise_fraction", math.nan)
+        return (
+            f"{self.code} at step {diagnosis.step} was a transient: {self.metric} came back to {back[2]:.4g} at step "
+            f"{back[0]:.0f}, at or below the minimum {best:.4g} it had risen {rise:+.0%} from "
+            f"(latest evaluation {self.evals[-1][2]:.4g})."
+        )
 
     def _luck(self, values: list[float], best: float) -> float:
         """How far the best is below its level by chance (:func:`_chance_low`). The noise here is measured around

@@ -193,3 +193,19 @@ def test_a_smooth_u_is_not_taken_for_noise() -> None:
     # Its bottom bends: differences of evaluations a few apart change sign there, second differences barely move.
     u = [1.0, 0.9, 0.82, 0.76, 0.72, 0.70, 0.69, 0.70, 0.73, 0.77, 0.82, 0.88]
     assert first_warning(u) == first_warning(u, ValLossRisingThresholds(level_evals=1)) == 12
+
+
+def test_a_reported_rise_that_a_later_evaluation_undoes_is_told_as_a_transient() -> None:
+    detector, found = ValLossRising(), []
+    bouncing, trains = [0.6016, 0.2732, 0.1994, 0.2198, 0.3037], [0.6, 0.3, 0.1, 0.08, 0.06]
+    for epoch, (v, tr) in enumerate(zip(bouncing, trains)):
+        found += detector.update(step=32 * (epoch + 1), epoch=epoch, value=v, train_loss=tr)
+    [rise] = [d for d in found if d.severity == "warning"]
+    assert detector.undone_by(rise) is None  # nothing after it yet
+    detector.update(step=192, epoch=5, value=0.2100, train_loss=0.05)
+    assert detector.undone_by(rise) is None  # lower, but not back at the minimum it rose from
+    detector.update(step=224, epoch=6, value=0.1994, train_loss=0.05)
+    assert detector.undone_by(rise) == (
+        "val_loss_rising at step 160 was a transient: val_loss came back to 0.1994 at step 224, at or below the "
+        "minimum 0.1994 it had risen +52% from (latest evaluation 0.1994)."
+    )
