@@ -56,7 +56,7 @@ from lightning_lossguard.signals.clipping import ClipWatch
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 from lightning_lossguard.signals.memory import allocator_free_mb, device_allocated_mb, host_rss_mb
-from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, compiled_modules
+from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, LoggingCalls, compiled_modules
 from lightning_lossguard.signals.parameters import (
     WatchedSet,
     build_layout,
@@ -120,7 +120,8 @@ class LossGuard(Callback):
         val_metric: the validation metric watched by ``val_loss_rising`` (the default also takes ``val/loss``,
             ``valid_loss``, ``validation_loss`` and their slash forms: the first one logged).
         verbose: print diagnoses on the console as they happen and a summary at the end.
-        time_forward: hook the model's forward to separate the loss time from the forward time.
+        time_forward: hook the model's forward to separate the loss time from the forward time (the scalars
+            ``training_step`` logs, loss terms among them, are read either way).
         max_update_elements: weights copied on report steps to measure update/weight ratios (0: off).
         name: distinguishes several LossGuard instances (checkpoint state key and report file name).
         monitors: opt-in :class:`~lightning_lossguard.monitor.Monitor` extensions (e.g. output checks).
@@ -209,6 +210,7 @@ class LossGuard(Callback):
         self._watched = WatchedSet((), (), ())
         self._layout = RunLayout()
         self._forward: ForwardHooks | None = None
+        self._logging: LoggingCalls | None = None
         self._forward_seen = False  # a hooked forward call happened in this fit (kept after the hooks are removed)
         self._order: ExecutionOrder | None = None
         self._graph_roots: list[Any] = []
@@ -325,8 +327,9 @@ class LossGuard(Callback):
             self._watch(trainer, pl_module)
             if not pl_module.automatic_optimization and self._scaler is None:  # AMP: still scaled at the clip
                 self._clip_watch = ClipWatch(trainer.precision_plugin, self._before_clip)
+        self._logging = LoggingCalls(pl_module, self._recorder.timer, self._recorder.capture_logged)
         if self.time_forward:
-            self._forward = ForwardHooks(pl_module, self._recorder.timer, self._recorder.capture_logged)
+            self._forward = ForwardHooks(pl_module, self._recorder.timer)
         self._order = ExecutionOrder(pl_module)
         for monitor in self.monitors:
             monitor.setup(pl_module, self._device)
@@ -955,6 +958,9 @@ class LossGuard(Callback):
             self._forward_seen = self._forward.seen
             self._forward.remove()
             self._forward = None
+        if self._logging is not None:
+            self._logging.remove()
+            self._logging = None
         if self._clip_watch is not None:
             self._clip_watch.remove()
             self._clip_watch = None

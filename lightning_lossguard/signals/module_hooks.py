@@ -8,8 +8,9 @@ PyTorch's hook-free call path (unless a hook ever ran under ``torch.compile``: t
 would make the compiled code recompile, so they stay).
 
 Bookkeeping inside ``training_step`` -- ``self.log``/``self.log_dict`` calls and torchmetrics updates -- is
-timed too (sections ``log`` and ``metrics``), so it is not counted as loss time; the scalars logged in timed batches
-are handed on (``on_log``): the terms of a loss that the step logs but does not return are among them.
+timed too (sections ``log`` and ``metrics``), so it is not counted as loss time. The scalars logged in timed batches
+are handed on (:class:`LoggingCalls`, whether the forward is timed or not): the terms of a loss that the step logs
+but does not return are among them.
 """
 
 from __future__ import annotations
@@ -31,26 +32,38 @@ BOOKKEEPING = ("log", "metrics")
 """Timed sections that are neither forward nor loss: logging calls and metric updates."""
 
 
-class ForwardHooks:
-    """Marks around the outermost forward calls of a training batch, and around logging and metric updates."""
+class LoggingCalls:
+    """The module's ``log``/``log_dict`` timed as bookkeeping in a training batch, and the ``(name, value)`` of each
+    ``log`` call in a timed batch handed to ``on_log``."""
 
     def __init__(
         self, module: nn.Module, timer: StepTimer, on_log: Callable[[object, object], None] | None = None
     ) -> None:
-        self._handles: dict[int, tuple[RemovableHandle, RemovableHandle]] = {}
-        self._outermost: set[int] = set()
         self._module = module
         self._patched: list[str] = []
-        children = list(module.children())
-        targets = [module] + [
-            child for child in children if not isinstance(child, _Loss) and any(True for _ in child.parameters())
-        ]
         for method in ("log", "log_dict"):
             if callable(getattr(module, method, None)) and method not in vars(module):
                 # log_dict calls log for each item: only log's (name, value) are handed to on_log.
                 kept = on_log if method == "log" else None
                 setattr(module, method, _timed(timer, "log", getattr(module, method), kept))
                 self._patched.append(method)
+
+    def remove(self) -> None:
+        for method in self._patched:
+            vars(self._module).pop(method, None)
+        self._patched = []
+
+
+class ForwardHooks:
+    """Marks around the outermost forward calls of a training batch, and around metric updates."""
+
+    def __init__(self, module: nn.Module, timer: StepTimer) -> None:
+        self._handles: dict[int, tuple[RemovableHandle, RemovableHandle]] = {}
+        self._outermost: set[int] = set()
+        children = list(module.children())
+        targets = [module] + [
+            child for child in children if not isinstance(child, _Loss) and any(True for _ in child.parameters())
+        ]
         self._metric_hooks = [
             handle
             for child in children
@@ -118,9 +131,6 @@ class ForwardHooks:
         for handle in self._metric_hooks:
             handle.remove()
         self._metric_hooks = []
-        for method in self._patched:
-            vars(self._module).pop(method, None)
-        self._patched = []
 
 
 def _timed(timer: StepTimer, section: str, method: Any, on_log: Callable[[object, object], None] | None = None) -> Any:
