@@ -583,6 +583,8 @@ class LossGuard(Callback):
             if loss is not None:
                 self._recorder.record_loss(self._batch_step, loss, terms, self._learning_rate())
                 self._losses_seen += 1
+            elif self._automatic:
+                self._recorder.skip_batch(self._batch_step)
             if self._sampling:
                 mark = own_mark()
                 self._recorder.sample_after_step()
@@ -947,7 +949,8 @@ class LossGuard(Callback):
             notes = [n for n in notes if not n.startswith("Run too short")]
             notes.insert(0, no_loss_note(self._batches))
         elif self._automatic and self._losses_seen < self._batches:
-            notes.append(skipped_batches_note(self._batches - self._losses_seen, self._batches))
+            logs = self._recorder.skipped_logs if self._recorder is not None else None
+            notes.append(skipped_batches_note(self._batches - self._losses_seen, self._batches, logs))
         return notes
 
     def _remove_hooks(self) -> None:

@@ -22,6 +22,7 @@ from benchmarks.fault_zoo.run import run_scenario
 from benchmarks.fault_zoo.scenarios import ZooModule, build, loader, mlp, regression_data
 from lightning_lossguard import LossGuard, LossGuardAlarm
 from lightning_lossguard.diagnostician import Diagnostician
+from lightning_lossguard.signals.clock import HostClock
 from lightning_lossguard.signals.recorder import SignalRecorder
 from tests.conftest import events, text_of, trainer
 
@@ -297,9 +298,10 @@ class SkipsNonFinite(ZooModule):
     """The guard users write: a batch whose loss is not finite is skipped by returning None (Lightning then runs no
     backward for it: the optimizer steps without gradients). Every ``nan_every``-th batch gets a NaN input."""
 
-    def __init__(self, nan_every: int) -> None:
+    def __init__(self, nan_every: int, logs: bool = False) -> None:
         super().__init__(mlp([16, 8, 1]))
         self.nan_every = nan_every
+        self.logs = logs
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         x, y = batch
@@ -307,22 +309,42 @@ class SkipsNonFinite(ZooModule):
             x = x.clone()
             x[0, 0] = float("nan")
         loss = super().training_step((x, y), batch_idx)
+        if self.logs:  # logged before the guard, as most steps do: the skipped batch's NaN is in its log
+            self.log("train_loss", loss)
         return loss if torch.isfinite(loss) else None
 
 
-@pytest.mark.parametrize("nan_every", [10, 0])
-def test_batches_skipped_by_returning_none_are_counted_and_said(tmp_path: Path, nan_every: int) -> None:
-    guard = LossGuard(report_every=10, verbose=False)
+@pytest.mark.parametrize(("nan_every", "logs"), [(10, False), (10, True), (0, True)])
+def test_batches_skipped_by_returning_none_are_counted_and_said(tmp_path: Path, nan_every: int, logs: bool) -> None:
+    guard = LossGuard(report_every=10, verbose=False, budget=None)  # every batch timed: every log read
     t = trainer(tmp_path, [guard], max_epochs=1, limit_train_batches=40)
-    t.fit(SkipsNonFinite(nan_every), loader(regression_data()))
+    t.fit(SkipsNonFinite(nan_every, logs), loader(regression_data()))
     said = [n for n in report_of(t.logger.log_dir)["notes"] if "returned None" in n]  # type: ignore[union-attr]
     assert not [g for g in guard.gaps if "internal error" in g.reason]
     assert [d.code for d in guard.diagnoses if d.severity != "info"] == []  # steps without gradients are no alarm
-    if nan_every:
-        assert len(said) == 1 and "on 4 of 40 training batches (10.0%)" in said[0], said
-        assert "NaN or inf" in said[0]
-    else:
+    if not nan_every:
         assert said == []
+        return
+    assert len(said) == 1 and "on 4 of 40 training batches (10.0%)" in said[0], said
+    if logs:
+        told = "4 of the 4 whose logged values LossGuard read logged a value that is not finite (first train_loss at "
+        told += "step 9)"
+        assert told in said[0], said
+    else:
+        assert "If they are skipped because the loss is NaN or inf" in said[0], said
+
+
+def test_what_a_skipped_batch_logged_is_not_taken_for_the_next_batchs_log() -> None:
+    recorder = SignalRecorder([], HostClock())
+    recorder.capture_logged("train_loss", torch.tensor(float("nan")))  # a batch that returns None after logging
+    recorder.skip_batch(7)
+    recorder.capture_logged("accuracy", torch.tensor(0.5))  # the next batch logs another name, and its loss
+    recorder.record_loss(8, torch.tensor(1.0), None)
+    window = recorder.drain()
+    assert window.logged_rows == [0] and np.isnan(window.logged["train_loss"][0])  # not logged by step 8: missing
+    assert window.logged["accuracy"].tolist() == [0.5]
+    assert (recorder.skipped_logs.read, recorder.skipped_logs.nonfinite) == (1, 1)
+    assert recorder.skipped_logs.first == (7, ("train_loss",))
 
 
 def test_gradient_accumulation_logs_undivided_losses_once_per_optimizer_step(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lightning_lossguard.signals.logged import SkippedLogs
+
 
 def start_notes(
     *, fast_dev_run: bool, has_logger: bool, has_log_dir: bool, no_parameters: bool, manual: bool
@@ -44,12 +46,22 @@ def no_loss_note(batches: int) -> str:
     )
 
 
-def skipped_batches_note(skipped: int, batches: int) -> str:
+def skipped_batches_note(skipped: int, batches: int, logs: SkippedLogs | None = None) -> str:
     """Batches whose ``training_step`` returned None (automatic optimization: Lightning skips them): their losses
-    were never seen, and a common reason to skip is a loss that is not finite."""
-    return (
+    were never seen, and a common reason to skip is a loss that is not finite. ``logs``: what those of them whose
+    logged values were read (timed batches) logged."""
+    said = (
         f"training_step returned None on {skipped} of {batches} training batches ({skipped / batches:.1%}): "
-        "Lightning ran no backward for them, so they trained nothing, and LossGuard saw no loss for them. If they are "
-        "skipped because the loss is NaN or inf, the cause is hidden, not fixed: return that loss once, and "
-        "nonfinite_loss names the step and the likely cause."
+        "Lightning ran no backward for them, so they trained nothing, and LossGuard saw no loss for them."
     )
+    fix = "return that loss once, and nonfinite_loss names the step and the likely cause."
+    if logs is not None and logs.first is not None:
+        step, names = logs.first
+        return (
+            f"{said} {logs.nonfinite} of the {logs.read} whose logged values LossGuard read logged a value that is not "
+            f"finite (first {', '.join(names)} at step {step}): the loss went non-finite, and skipping hides the "
+            f"cause, it does not fix it: {fix}"
+        )
+    if logs is not None and logs.read:
+        said += f" The {logs.read} of them whose logged values LossGuard read logged only finite values."
+    return f"{said} If they are skipped because the loss is NaN or inf, the cause is hidden, not fixed: {fix}"

@@ -45,6 +45,12 @@ class LoggedScalars:
             self._names[name] = None
         self._values[(row, name)] = kept
 
+    def pop_row(self, row: int) -> dict[str, torch.Tensor | float]:
+        """Take out the values logged for ``row``: its batch returned no loss, so they belong to no loss row (left
+        in, the next batch's would be keyed to them)."""
+        taken = {name: self._values.pop((row, name), None) for name in self._names}
+        return {name: value for name, value in taken.items() if value is not None}
+
     def clear(self) -> None:
         self._values, self._names = {}, {}
 
@@ -58,10 +64,12 @@ class LoggedScalars:
         row_of = {row: i for i, row in enumerate(rows)}
         column_of = {name: j for j, name in enumerate(names)}
         host = np.full((len(rows), len(names)), math.nan)
+        present = np.zeros((len(rows), len(names)), dtype=bool)
         tensors: list[torch.Tensor] = []
         at_rows: list[int] = []
         at_columns: list[int] = []
         for (row, name), value in values.items():
+            present[row_of[row], column_of[name]] = True
             if isinstance(value, torch.Tensor):
                 tensors.append(value.reshape(()).to(device=device, dtype=torch.float32))
                 at_rows.append(row_of[row])
@@ -69,7 +77,8 @@ class LoggedScalars:
             else:
                 host[row_of[row], column_of[name]] = value
         on_device = torch.stack(tensors) if tensors else torch.zeros(0, device=device)
-        return LoggedTake(rows, names, on_device, (np.asarray(at_rows, int), np.asarray(at_columns, int)), host)
+        positions = (np.asarray(at_rows, int), np.asarray(at_columns, int))
+        return LoggedTake(rows, names, on_device, positions, host, present)
 
 
 @dataclass
@@ -82,9 +91,30 @@ class LoggedTake:
     on_device: torch.Tensor
     positions: tuple[np.ndarray, np.ndarray]
     host: np.ndarray
+    present: np.ndarray  # [rows, names]: the cells that were logged (a logged NaN is not a missing value)
 
     def matrix(self, read: np.ndarray) -> np.ndarray:
         """``[rows, names]``, given ``on_device`` read back."""
         values = self.host.copy()
         values[self.positions] = read
         return values
+
+
+@dataclass
+class SkippedLogs:
+    """What the batches that returned no loss logged, over a fit (timed batches only: the others' logs are not read):
+    how many were read, how many logged a value that is not finite, and the first of those (step, names)."""
+
+    read: int = 0
+    nonfinite: int = 0
+    first: tuple[int, tuple[str, ...]] | None = None
+
+    def add(self, steps: list[int], names: list[str], values: np.ndarray, present: np.ndarray) -> None:
+        """One window's skipped batches: their steps, the names logged, ``[steps, names]`` values and which of
+        them were logged."""
+        self.read += len(steps)
+        for i, step in enumerate(steps):
+            bad = tuple(name for j, name in enumerate(names) if present[i, j] and not math.isfinite(values[i, j]))
+            if bad:
+                self.nonfinite += 1
+                self.first = self.first or (step, bad)

@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_lossguard.signals.clock import Clock
 from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, Row
-from lightning_lossguard.signals.logged import LoggedScalars
+from lightning_lossguard.signals.logged import LoggedScalars, SkippedLogs
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.parameters import Sharding
 from lightning_lossguard.signals.step_timer import CPU_PHASES, PHASES, StepTimer
@@ -45,6 +45,9 @@ class SignalRecorder:
         self.gradients = GradientProbe(parameters, sharding)
         self.losses = LossProbe()
         self.logged = LoggedScalars()
+        self._skipped = LoggedScalars()  # what batches that returned no loss logged, until the next read ...
+        self._skipped_steps: list[int] = []  # ... and their steps
+        self.skipped_logs = SkippedLogs()  # ... and over the fit
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
@@ -87,6 +90,15 @@ class SignalRecorder:
     def capture_logged(self, name: object, value: object) -> None:
         """A scalar the batch's ``training_step`` logged (timed batches only), keyed by the row its loss will take."""
         self.logged.capture(len(self._batch_steps), name, value)
+
+    def skip_batch(self, step: int) -> None:
+        """The batch returned no loss (Lightning skips it): what it logged is kept apart, for the report to say
+        whether it logged a loss that was not finite."""
+        values = self.logged.pop_row(len(self._batch_steps))
+        for name, value in values.items():
+            self._skipped.capture(len(self._skipped_steps), name, value)
+        if values:
+            self._skipped_steps.append(step)
 
     def record_plain_loss(self, step: int, loss: torch.Tensor, learning_rate: float) -> bool:
         """:meth:`record_loss` for a loss without terms, when the run's losses have none (True); else nothing is
@@ -177,7 +189,9 @@ class SignalRecorder:
         logged = self.logged.take(device) if gather is None and losses.numel() else None
         if logged is None:
             self.logged.clear()
+        skipped, skipped_steps, self._skipped_steps = self._skipped.take(device), self._skipped_steps, []
         parts = [grads, dead, updates, losses, leftover, logged.on_device if logged is not None else torch.zeros(0)]
+        parts.append(skipped.on_device)
         if gather is not None:
             parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
@@ -187,7 +201,10 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells = pieces
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells = pieces
+        if skipped.rows:
+            steps = [skipped_steps[row] for row in skipped.rows]
+            self.skipped_logs.add(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
         timing_rows = timing_host
         width = len(self.gradients.parameters)
         ranks: _Ranks | None = None
