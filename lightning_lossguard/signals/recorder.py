@@ -190,8 +190,8 @@ class SignalRecorder:
         if logged is None:
             self.logged.clear()
         skipped, skipped_steps, self._skipped_steps = self._skipped.take(device), self._skipped_steps, []
-        parts = [grads, dead, updates, losses, leftover, logged.on_device if logged is not None else torch.zeros(0)]
-        parts.append(skipped.on_device)
+        logged_part = logged.on_device if logged is not None else torch.zeros(0)
+        parts = [grads, dead, updates, losses, leftover, logged_part, skipped.on_device]
         if gather is not None:
             parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
