@@ -184,6 +184,8 @@ class Diagnostician:
         found: list[Diagnosis] = []
         if (nonfinite_loss := self._on(NonfiniteLoss)) and window.batch_steps:
             found += nonfinite_loss.update(window.batch_steps, window.loss)
+        if nonfinite_loss and window.skipped_read:
+            found += nonfinite_loss.skipped(window.skipped_read, window.skipped_nonfinite)
         if not opt:
             return found
         norms = window.grad_norms

@@ -326,12 +326,17 @@ def test_batches_skipped_by_returning_none_are_counted_and_said(tmp_path: Path, 
         assert said == []
         return
     assert len(said) == 1 and "on 4 of 40 training batches (10.0%)" in said[0], said
+    infos = [d for d in guard.diagnoses if d.code == "nonfinite_loss"]
     if logs:
         told = "4 of the 4 whose logged values LossGuard read logged a value that is not finite (first train_loss at "
-        told += "step 9)"
+        told += "step 9; nonfinite_loss, an info)"
         assert told in said[0], said
+        [info] = infos  # reported once, at the report after step 9
+        assert info.severity == "info" and info.step == 9 and info.evidence["skipped_nonfinite_batches"] == 1
+        assert info.message.startswith("train_loss was not finite at step 9 in a batch that training_step skipped")
     else:
         assert "If they are skipped because the loss is NaN or inf" in said[0], said
+        assert infos == []
 
 
 def test_what_a_skipped_batch_logged_is_not_taken_for_the_next_batchs_log() -> None:

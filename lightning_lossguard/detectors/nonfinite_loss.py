@@ -1,4 +1,12 @@
-"""``nonfinite_loss``: the training loss is NaN or Inf."""
+"""``nonfinite_loss``: the training loss is NaN or Inf.
+
+Every loss ``training_step`` hands over is checked: the first non-finite one (after ``min_batches`` of them) is an
+error, with its step and the last finite loss before it. A batch whose ``training_step`` returns None (the ``if not
+torch.isfinite(loss): return None`` idiom) hands over no loss, so it is not seen there; when such a batch logged a
+value that is not finite first (``self.log``, read on timed batches), that is reported as an info: the loss goes
+non-finite, and the skip hides it (nothing is poisoned, the batch trained nothing; a gate on warnings does not fail
+on a skip that may be deliberate).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +38,10 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         self.inf_batches = 0
         self.last_finite: float = math.nan
         self.last_finite_step: int = -1
+        self.skipped_read = 0  # batches that returned no loss whose logged values were read
+        self.skipped_nonfinite = 0  # ... that logged a value that is not finite
+        self.skipped_first_step = -1  # ... the first of those, and what it logged so
+        self.skipped_first_names = ""
 
     def update(self, steps: Sequence[int], losses: Sequence[float] | np.ndarray) -> list[Diagnosis]:
         values = np.asarray(losses, dtype=np.float64)
@@ -66,3 +78,27 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
             "last_finite_loss": self.last_finite,
         }
         return [self.diagnosis(steps[-1], message, evidence)]
+
+    def skipped(self, read: int, nonfinite: Sequence[tuple[int, tuple[str, ...]]]) -> list[Diagnosis]:
+        """Batches that returned no loss: ``read`` of them had their logged values read, ``nonfinite`` (step, names)
+        logged a value that is not finite. An info once any has (see the module)."""
+        self.skipped_read += read
+        self.skipped_nonfinite += len(nonfinite)
+        if nonfinite and self.skipped_first_step < 0:
+            self.skipped_first_step, names = nonfinite[0]
+            self.skipped_first_names = ", ".join(names)
+        if not self.skipped_nonfinite:
+            return []
+        step = self.skipped_first_step
+        message = (
+            f"{self.skipped_first_names} was not finite at step {step} in a batch that training_step skipped by "
+            f"returning None ({self.skipped_nonfinite} of the {self.skipped_read} skipped batches whose logged values "
+            "were read so far): the loss goes non-finite, and the skip hides it. Return that loss once, and this "
+            "names the step where it starts."
+        )
+        evidence = {
+            "first_step": step,
+            "skipped_nonfinite_batches": self.skipped_nonfinite,
+            "skipped_batches_read": self.skipped_read,
+        }
+        return [dataclasses.replace(self.diagnosis(step, message, evidence), severity=Severity.INFO)]

@@ -59,8 +59,8 @@ def skipped_batches_note(skipped: int, batches: int, logs: SkippedLogs | None = 
         step, names = logs.first
         return (
             f"{said} {logs.nonfinite} of the {logs.read} whose logged values LossGuard read logged a value that is not "
-            f"finite (first {', '.join(names)} at step {step}): the loss went non-finite, and skipping hides the "
-            f"cause, it does not fix it: {fix}"
+            f"finite (first {', '.join(names)} at step {step}; nonfinite_loss, an info): skipping hides the cause, "
+            f"it does not fix it: {fix}"
         )
     if logs is not None and logs.read:
         said += f" The {logs.read} of them whose logged values LossGuard read logged only finite values."

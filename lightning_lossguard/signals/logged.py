@@ -109,12 +109,17 @@ class SkippedLogs:
     nonfinite: int = 0
     first: tuple[int, tuple[str, ...]] | None = None
 
-    def add(self, steps: list[int], names: list[str], values: np.ndarray, present: np.ndarray) -> None:
+    def add(
+        self, steps: list[int], names: list[str], values: np.ndarray, present: np.ndarray
+    ) -> list[tuple[int, tuple[str, ...]]]:
         """One window's skipped batches: their steps, the names logged, ``[steps, names]`` values and which of
-        them were logged."""
+        them were logged. Returns those that logged a value that is not finite: (step, names)."""
         self.read += len(steps)
+        found = []
         for i, step in enumerate(steps):
             bad = tuple(name for j, name in enumerate(names) if present[i, j] and not math.isfinite(values[i, j]))
             if bad:
-                self.nonfinite += 1
-                self.first = self.first or (step, bad)
+                found.append((step, bad))
+        self.nonfinite += len(found)
+        self.first = self.first or (found[0] if found else None)
+        return found

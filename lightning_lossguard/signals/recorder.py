@@ -202,9 +202,8 @@ class SignalRecorder:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
         grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells = pieces
-        if skipped.rows:
-            steps = [skipped_steps[row] for row in skipped.rows]
-            self.skipped_logs.add(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
+        steps = [skipped_steps[row] for row in skipped.rows]
+        skipped_bad = self.skipped_logs.add(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
         timing_rows = timing_host
         width = len(self.gradients.parameters)
         ranks: _Ranks | None = None
@@ -240,6 +239,8 @@ class SignalRecorder:
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
             leftover_grad_norm=float(leftover_rows.max()) if leftover_rows.size else None,
             leftover_optimizer=_leftover_source(leftover_rows, sources),
+            skipped_read=len(steps),
+            skipped_nonfinite=skipped_bad,
         )
         if ranks is not None:
             window.ranks = ranks.count

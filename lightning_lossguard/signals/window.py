@@ -37,6 +37,8 @@ class Window:
     sample_step: int | None = None
     leftover_grad_norm: float | None = None  # gradient found before a backward that should start from zero
     leftover_optimizer: int | None = None  # manual optimization: the index of the optimizer that norm belongs to
+    skipped_read: int = 0  # batches that returned no loss and whose logged values were read (timed ones)
+    skipped_nonfinite: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # ... (step, names) not finite
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
     allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds

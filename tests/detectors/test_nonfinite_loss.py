@@ -28,3 +28,17 @@ def test_min_batches_threshold_delays_the_alarm() -> None:
     detector = NonfiniteLoss(NonfiniteLoss.Thresholds(min_batches=2))
     assert detector.update([0], [math.nan]) == []
     assert detector.update([1], [math.nan])
+
+
+def test_a_skipped_batch_that_logged_a_nan_is_an_info_counted_over_the_run() -> None:
+    detector = NonfiniteLoss()
+    assert detector.skipped(3, []) == []  # skipped batches that logged finite values: nothing to say
+    [found] = detector.skipped(2, [(12, ("train_loss",))])
+    assert found.severity == "info" and found.step == 12 and found.remedies
+    assert found.evidence == {"first_step": 12, "skipped_nonfinite_batches": 1, "skipped_batches_read": 5}
+    assert found.message.startswith("train_loss was not finite at step 12 in a batch that training_step skipped")
+    [later] = detector.skipped(1, [(30, ("train_loss", "kl"))])
+    assert later.evidence["skipped_nonfinite_batches"] == 2 and later.evidence["first_step"] == 12
+    # A loss that is handed over non-finite is still the error, whatever was skipped before.
+    [error] = detector.update([31], [math.nan])
+    assert error.severity == "error" and error.evidence["first_step"] == 31
