@@ -25,6 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning_lossguard import options
 from lightning_lossguard.alarm import LossGuardAlarm
 from lightning_lossguard.coverage import Coverage
+from lightning_lossguard.detectors.nonfinite_loss import NonfiniteLoss
 from lightning_lossguard.detectors.stalled_training import StalledTraining, last_report
 from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -949,7 +950,8 @@ class LossGuard(Callback):
             notes = [n for n in notes if not n.startswith("Run too short")]
             notes.insert(0, no_loss_note(self._batches))
         elif self._automatic and self._losses_seen < self._batches:
-            logs = self._recorder.skipped_logs if self._recorder is not None else None
+            logs = self._diagnostician.detectors.get(NonfiniteLoss.code)  # it counts what the skipped batches logged
+            logs = logs if isinstance(logs, NonfiniteLoss) else None
             notes.append(skipped_batches_note(self._batches - self._losses_seen, self._batches, logs))
         return notes
 

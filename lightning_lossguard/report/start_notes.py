@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lightning_lossguard.signals.logged import SkippedLogs
+from lightning_lossguard.detectors.nonfinite_loss import NonfiniteLoss
 
 
 def start_notes(
@@ -46,22 +46,21 @@ def no_loss_note(batches: int) -> str:
     )
 
 
-def skipped_batches_note(skipped: int, batches: int, logs: SkippedLogs | None = None) -> str:
+def skipped_batches_note(skipped: int, batches: int, logs: NonfiniteLoss | None = None) -> str:
     """Batches whose ``training_step`` returned None (automatic optimization: Lightning skips them): their losses
-    were never seen, and a common reason to skip is a loss that is not finite. ``logs``: what those of them whose
-    logged values were read (timed batches) logged."""
+    were never seen, and a common reason to skip is a loss that is not finite. ``logs``: the ``nonfinite_loss``
+    detector, which counts what those of them whose logged values were read (timed batches) logged."""
     said = (
         f"training_step returned None on {skipped} of {batches} training batches ({skipped / batches:.1%}): "
         "Lightning ran no backward for them, so they trained nothing, and LossGuard saw no loss for them."
     )
     fix = "return that loss once, and nonfinite_loss names the step and the likely cause."
-    if logs is not None and logs.first is not None:
-        step, names = logs.first
+    if logs is not None and logs.skipped_nonfinite:
         return (
-            f"{said} {logs.nonfinite} of the {logs.read} whose logged values LossGuard read logged a value that is not "
-            f"finite (first {', '.join(names)} at step {step}; nonfinite_loss, an info): skipping hides the cause, "
-            f"it does not fix it: {fix}"
+            f"{said} {logs.skipped_nonfinite} of the {logs.skipped_read} whose logged values LossGuard read logged a "
+            f"value that is not finite (first {logs.skipped_first_names} at step {logs.skipped_first_step}; "
+            f"nonfinite_loss, an info): skipping hides the cause, it does not fix it: {fix}"
         )
-    if logs is not None and logs.read:
-        said += f" The {logs.read} of them whose logged values LossGuard read logged only finite values."
+    if logs is not None and logs.skipped_read:
+        said += f" The {logs.skipped_read} of them whose logged values LossGuard read logged only finite values."
     return f"{said} If they are skipped because the loss is NaN or inf, the cause is hidden, not fixed: {fix}"

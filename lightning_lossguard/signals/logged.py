@@ -100,26 +100,14 @@ class LoggedTake:
         return values
 
 
-@dataclass
-class SkippedLogs:
-    """What the batches that returned no loss logged, over a fit (timed batches only: the others' logs are not read):
-    how many were read, how many logged a value that is not finite, and the first of those (step, names)."""
-
-    read: int = 0
-    nonfinite: int = 0
-    first: tuple[int, tuple[str, ...]] | None = None
-
-    def add(
-        self, steps: list[int], names: list[str], values: np.ndarray, present: np.ndarray
-    ) -> list[tuple[int, tuple[str, ...]]]:
-        """One window's skipped batches: their steps, the names logged, ``[steps, names]`` values and which of
-        them were logged. Returns those that logged a value that is not finite: (step, names)."""
-        self.read += len(steps)
-        found = []
-        for i, step in enumerate(steps):
-            bad = tuple(name for j, name in enumerate(names) if present[i, j] and not math.isfinite(values[i, j]))
-            if bad:
-                found.append((step, bad))
-        self.nonfinite += len(found)
-        self.first = self.first or (found[0] if found else None)
-        return found
+def nonfinite_logged(
+    steps: list[int], names: list[str], values: np.ndarray, present: np.ndarray
+) -> list[tuple[int, tuple[str, ...]]]:
+    """Of batches that returned no loss (their ``steps``; ``[steps, names]`` logged ``values`` and which of them were
+    logged), those that logged a value that is not finite: (step, those names)."""
+    found = []
+    for i, step in enumerate(steps):
+        bad = tuple(name for j, name in enumerate(names) if present[i, j] and not math.isfinite(values[i, j]))
+        if bad:
+            found.append((step, bad))
+    return found

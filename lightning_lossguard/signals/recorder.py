@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_lossguard.signals.clock import Clock
 from lightning_lossguard.signals.gradients import NO_GRADIENT, GradientProbe, Row
-from lightning_lossguard.signals.logged import LoggedScalars, SkippedLogs
+from lightning_lossguard.signals.logged import LoggedScalars, nonfinite_logged
 from lightning_lossguard.signals.losses import LossProbe
 from lightning_lossguard.signals.parameters import Sharding
 from lightning_lossguard.signals.step_timer import CPU_PHASES, PHASES, StepTimer
@@ -47,7 +47,6 @@ class SignalRecorder:
         self.logged = LoggedScalars()
         self._skipped = LoggedScalars()  # what batches that returned no loss logged, until the next read ...
         self._skipped_steps: list[int] = []  # ... and their steps
-        self.skipped_logs = SkippedLogs()  # ... and over the fit
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
@@ -203,7 +202,7 @@ class SignalRecorder:
             offset += part.numel()
         grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells = pieces
         steps = [skipped_steps[row] for row in skipped.rows]
-        skipped_bad = self.skipped_logs.add(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
+        skipped_bad = nonfinite_logged(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
         timing_rows = timing_host
         width = len(self.gradients.parameters)
         ranks: _Ranks | None = None
