@@ -946,13 +946,19 @@ class LossGuard(Callback):
             gradients_watched=not self.coverage.missing("gradients"),
             budget=(self._budget.budget, self._budget.stride) if self._budget is not None else None,
         )
+        logs = self._diagnostician.detectors.get(NonfiniteLoss.code)  # it counts what the skipped batches logged
+        logs = logs if isinstance(logs, NonfiniteLoss) else None
+        skipped = self._automatic and self._losses_seen < self._batches
         if self._batches and not self._losses_seen:
             notes = [n for n in notes if not n.startswith("Run too short")]
-            notes.insert(0, no_loss_note(self._batches))
-        elif self._automatic and self._losses_seen < self._batches:
-            logs = self._diagnostician.detectors.get(NonfiniteLoss.code)  # it counts what the skipped batches logged
-            logs = logs if isinstance(logs, NonfiniteLoss) else None
-            notes.append(skipped_batches_note(self._batches - self._losses_seen, self._batches, logs))
+            if not (skipped and logs is not None and logs.skipped_nonfinite):  # else the skipped batches' note says why
+                notes.insert(0, no_loss_note(self._batches))
+                return notes
+        if skipped:
+            told = [d.severity for d in self._diagnostician.diagnoses if d.code == NonfiniteLoss.code]
+            worst = max(told, key=lambda severity: severity.rank, default=None)
+            note = skipped_batches_note(self._batches - self._losses_seen, self._batches, logs, worst)
+            notes.insert(0 if not self._losses_seen else len(notes), note)
         return notes
 
     def _remove_hooks(self) -> None:

@@ -184,8 +184,11 @@ class Diagnostician:
         found: list[Diagnosis] = []
         if (nonfinite_loss := self._on(NonfiniteLoss)) and window.batch_steps:
             found += nonfinite_loss.update(window.batch_steps, window.loss)
-        if nonfinite_loss and window.skipped_read:
-            found += nonfinite_loss.skipped(window.skipped_read, window.skipped_nonfinite)
+        if nonfinite_loss:  # what batches that returned None logged, and their share of the run
+            batches = len(window.batch_steps) + window.skipped_batches
+            found += nonfinite_loss.skipped(
+                window.skipped_read, window.skipped_nonfinite, window.skipped_batches, batches
+            )
         if not opt:
             return found
         norms = window.grad_norms

@@ -339,6 +339,25 @@ def test_batches_skipped_by_returning_none_are_counted_and_said(tmp_path: Path, 
         assert infos == []
 
 
+def test_a_run_that_skips_most_batches_as_not_finite_is_an_error_and_fail_on_stops_it(tmp_path: Path) -> None:
+    # A NaN in every batch's input, and the skip idiom: nothing trains. Found by trying it as a user: the run ended
+    # "0 errors, 0 warnings, 1 info", and the note asked to return a loss that the step skips on purpose.
+    guard = LossGuard(report_every=10, verbose=False, budget=None)
+    t = trainer(tmp_path, [guard], max_epochs=1, limit_train_batches=40)
+    t.fit(SkipsNonFinite(nan_every=1, logs=True), loader(regression_data()))
+    [error] = [d for d in guard.diagnoses if d.severity == "error"]
+    assert error.code == "nonfinite_loss" and error.step == 0 and error.evidence["skipped_batches"] >= 20
+    assert error.message.startswith("training_step skipped 20 of the 20 batches so far (100%) by returning None")
+    notes = report_of(t.logger.log_dir)["notes"]  # type: ignore[union-attr]
+    assert notes[0].startswith("training_step returned None on 40 of 40 training batches (100.0%)"), notes
+    assert "(first train_loss at step 0; nonfinite_loss, an error)" in notes[0]
+    assert not [n for n in notes if "returned no loss in any" in n]  # the skip is on purpose: say why, not that
+    with pytest.raises(LossGuardAlarm, match="nonfinite_loss"):
+        trainer(tmp_path / "gated", [LossGuard(fail_on="error", report_every=10, verbose=False)], max_steps=40).fit(
+            SkipsNonFinite(nan_every=1, logs=True), loader(regression_data())
+        )
+
+
 def test_what_a_skipped_batch_logged_is_not_taken_for_the_next_batchs_log() -> None:
     recorder = SignalRecorder([], HostClock())
     recorder.capture_logged("train_loss", torch.tensor(float("nan")))  # a batch that returns None after logging

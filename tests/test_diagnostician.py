@@ -195,3 +195,15 @@ def test_rss_the_allocator_holds_free_is_not_growth_and_rss_held_by_objects_is()
     assert judge_memory(RSS - 562.0) == []  # every MiB gained is free in malloc's arenas
     assert judge_memory(np.full(len(RSS), 134.0)) == ["host memory in use"]  # the free memory stayed: objects hold it
     assert judge_memory(None) == ["host RSS"]  # no allocator reading: the RSS as it is
+
+
+def test_a_window_of_batches_that_all_returned_none_is_judged() -> None:
+    # No loss and no optimizer step, only skipped batches' logs: their count still reaches nonfinite_loss.
+    judge = Diagnostician()
+    told = []
+    for report in range(3):
+        window = Window(skipped_batches=10, skipped_read=10, skipped_nonfinite=[(10 * report, ("train_loss",))] * 10)
+        assert not window.empty
+        told.append([(d.code, d.severity) for d in judge.judge(window, RunLayout(), math.nan)])
+    assert told == [[("nonfinite_loss", Severity.INFO)], [("nonfinite_loss", Severity.ERROR)], []]
+    assert judge.detectors["nonfinite_loss"].skipped_batches == 30  # type: ignore[attr-defined]

@@ -5,7 +5,9 @@ error, with its step and the last finite loss before it. A batch whose ``trainin
 torch.isfinite(loss): return None`` idiom) hands over no loss, so it is not seen there; when such a batch logged a
 value that is not finite first (``self.log``, read on timed batches), that is reported as an info: the loss goes
 non-finite, and the skip hides it (nothing is poisoned, the batch trained nothing; a gate on warnings does not fail
-on a skip that may be deliberate).
+on a skip that may be deliberate). When the skipped batches are most of the run (``skipped_error_share`` of the
+batches so far, at least ``skipped_error_batches`` of them) and most of those read logged a value that is not
+finite, the skip is no longer a rare deliberate one: the run trains on almost nothing, an error.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from lightning_lossguard.diagnosis import Diagnosis, Severity
 @dataclasses.dataclass(frozen=True)
 class NonfiniteLossThresholds(Thresholds):
     min_batches: int = threshold(1, "Non-finite training losses needed before the diagnosis (1: the first).")
+    skipped_error_share: float = threshold(
+        0.5,
+        "Batches skipped by returning None are an error, not an info, when at least this share of the run's batches "
+        "so far were skipped and at least this share of those whose logged values were read logged a value that is "
+        "not finite: the run trains on almost nothing.",
+        high=1.0,
+        open_low=True,
+    )
+    skipped_error_batches: int = threshold(
+        20, "... and at least this many batches were skipped (a few skipped first batches are not such a run)."
+    )
 
 
 class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
@@ -42,6 +55,8 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         self.skipped_nonfinite = 0  # ... that logged a value that is not finite
         self.skipped_first_step = -1  # ... the first of those, and what it logged so
         self.skipped_first_names = ""
+        self.skipped_batches = 0  # batches that returned no loss, read or not
+        self.batches = 0  # batches in all, with a loss or not
 
     def update(self, steps: Sequence[int], losses: Sequence[float] | np.ndarray) -> list[Diagnosis]:
         values = np.asarray(losses, dtype=np.float64)
@@ -79,26 +94,49 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         }
         return [self.diagnosis(steps[-1], message, evidence)]
 
-    def skipped(self, read: int, nonfinite: Sequence[tuple[int, tuple[str, ...]]]) -> list[Diagnosis]:
+    def skipped(
+        self, read: int, nonfinite: Sequence[tuple[int, tuple[str, ...]]], skipped: int = 0, batches: int = 0
+    ) -> list[Diagnosis]:
         """Batches that returned no loss: ``read`` of them had their logged values read, ``nonfinite`` (step, names)
-        logged a value that is not finite. An info once any has (see the module)."""
+        logged a value that is not finite; ``skipped`` of the window's ``batches`` returned no loss, read or not. An
+        info once any has logged a value that is not finite, an error when they are most of the run (see the
+        module)."""
+        t = self.thresholds
         self.skipped_read += read
         self.skipped_nonfinite += len(nonfinite)
+        self.skipped_batches += skipped
+        self.batches += batches
         if nonfinite and self.skipped_first_step < 0:
             self.skipped_first_step, names = nonfinite[0]
             self.skipped_first_names = ", ".join(names)
         if not self.skipped_nonfinite:
             return []
         step = self.skipped_first_step
+        most = (
+            self.skipped_batches >= t.skipped_error_batches
+            and self.skipped_batches >= t.skipped_error_share * self.batches
+            and self.skipped_nonfinite >= t.skipped_error_share * self.skipped_read
+        )
+        evidence = {
+            "first_step": step,
+            "skipped_nonfinite_batches": self.skipped_nonfinite,
+            "skipped_batches_read": self.skipped_read,
+            "skipped_batches": self.skipped_batches,
+            "batches": self.batches,
+        }
+        if most:
+            message = (
+                f"training_step skipped {self.skipped_batches} of the {self.batches} batches so far "
+                f"({self.skipped_batches / self.batches:.0%}) by returning None, and {self.skipped_nonfinite} of the "
+                f"{self.skipped_read} of them whose logged values were read logged {self.skipped_first_names} not "
+                f"finite (first at step {step}): the loss is not finite on most batches, so the run trains on almost "
+                "nothing. Return that loss once, and this names the step where it starts."
+            )
+            return [self.diagnosis(step, message, evidence)]
         message = (
             f"{self.skipped_first_names} was not finite at step {step} in a batch that training_step skipped by "
             f"returning None ({self.skipped_nonfinite} of the {self.skipped_read} skipped batches whose logged values "
             "were read so far): the loss goes non-finite, and the skip hides it. Return that loss once, and this "
             "names the step where it starts."
         )
-        evidence = {
-            "first_step": step,
-            "skipped_nonfinite_batches": self.skipped_nonfinite,
-            "skipped_batches_read": self.skipped_read,
-        }
         return [dataclasses.replace(self.diagnosis(step, message, evidence), severity=Severity.INFO)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lightning_lossguard.detectors.nonfinite_loss import NonfiniteLoss
+from lightning_lossguard.diagnosis import Severity
 
 
 def start_notes(
@@ -46,20 +47,24 @@ def no_loss_note(batches: int) -> str:
     )
 
 
-def skipped_batches_note(skipped: int, batches: int, logs: NonfiniteLoss | None = None) -> str:
+def skipped_batches_note(
+    skipped: int, batches: int, logs: NonfiniteLoss | None = None, told: Severity | None = None
+) -> str:
     """Batches whose ``training_step`` returned None (automatic optimization: Lightning skips them): their losses
     were never seen, and a common reason to skip is a loss that is not finite. ``logs``: the ``nonfinite_loss``
-    detector, which counts what those of them whose logged values were read (timed batches) logged."""
+    detector, which counts what those of them whose logged values were read (timed batches) logged; ``told``: the
+    severity it reported that with (None: not reported, e.g. suppressed)."""
     said = (
         f"training_step returned None on {skipped} of {batches} training batches ({skipped / batches:.1%}): "
         "Lightning ran no backward for them, so they trained nothing, and LossGuard saw no loss for them."
     )
     fix = "return that loss once, and nonfinite_loss names the step and the likely cause."
     if logs is not None and logs.skipped_nonfinite:
+        reported = f"; nonfinite_loss, {'a' if told == Severity.WARNING else 'an'} {told}" if told is not None else ""
         return (
             f"{said} {logs.skipped_nonfinite} of the {logs.skipped_read} whose logged values LossGuard read logged a "
-            f"value that is not finite (first {logs.skipped_first_names} at step {logs.skipped_first_step}; "
-            f"nonfinite_loss, an info): skipping hides the cause, it does not fix it: {fix}"
+            f"value that is not finite (first {logs.skipped_first_names} at step {logs.skipped_first_step}"
+            f"{reported}): skipping hides the cause, it does not fix it: {fix}"
         )
     if logs is not None and logs.skipped_read:
         said += f" The {logs.skipped_read} of them whose logged values LossGuard read logged only finite values."

@@ -47,6 +47,7 @@ class SignalRecorder:
         self.logged = LoggedScalars()
         self._skipped = LoggedScalars()  # what batches that returned no loss logged, until the next read ...
         self._skipped_steps: list[int] = []  # ... and their steps
+        self._skipped_batches = 0  # batches that returned no loss since the last read, whether they logged or not
         self.timer = StepTimer(clock)
         self.loss_scale = loss_scale
         self._optimizer_steps: list[int] = []
@@ -93,6 +94,7 @@ class SignalRecorder:
     def skip_batch(self, step: int) -> None:
         """The batch returned no loss (Lightning skips it): what it logged is kept apart, for the report to say
         whether it logged a loss that was not finite."""
+        self._skipped_batches += 1
         values = self.logged.pop_row(len(self._batch_steps))
         for name, value in values.items():
             self._skipped.capture(len(self._skipped_steps), name, value)
@@ -189,6 +191,7 @@ class SignalRecorder:
         if logged is None:
             self.logged.clear()
         skipped, skipped_steps, self._skipped_steps = self._skipped.take(device), self._skipped_steps, []
+        skipped_batches, self._skipped_batches = self._skipped_batches, 0
         logged_part = logged.on_device if logged is not None else torch.zeros(0)
         parts = [grads, dead, updates, losses, leftover, logged_part, skipped.on_device]
         if gather is not None:
@@ -238,6 +241,7 @@ class SignalRecorder:
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
             leftover_grad_norm=float(leftover_rows.max()) if leftover_rows.size else None,
             leftover_optimizer=_leftover_source(leftover_rows, sources),
+            skipped_batches=skipped_batches,
             skipped_read=len(steps),
             skipped_nonfinite=skipped_bad,
         )

@@ -37,6 +37,7 @@ class Window:
     sample_step: int | None = None
     leftover_grad_norm: float | None = None  # gradient found before a backward that should start from zero
     leftover_optimizer: int | None = None  # manual optimization: the index of the optimizer that norm belongs to
+    skipped_batches: int = 0  # batches that returned no loss (automatic optimization: Lightning skipped them)
     skipped_read: int = 0  # batches that returned no loss and whose logged values were read (timed ones)
     skipped_nonfinite: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # ... (step, names) not finite
     scaler_scale: float | None = None
@@ -68,7 +69,7 @@ class Window:
 
     @property
     def empty(self) -> bool:
-        return not self.optimizer_steps and not self.batch_steps
+        return not self.optimizer_steps and not self.batch_steps and not self.skipped_batches
 
     @property
     def last_step(self) -> int:

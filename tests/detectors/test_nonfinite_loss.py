@@ -35,10 +35,51 @@ def test_a_skipped_batch_that_logged_a_nan_is_an_info_counted_over_the_run() -> 
     assert detector.skipped(3, []) == []  # skipped batches that logged finite values: nothing to say
     [found] = detector.skipped(2, [(12, ("train_loss",))])
     assert found.severity == "info" and found.step == 12 and found.remedies
-    assert found.evidence == {"first_step": 12, "skipped_nonfinite_batches": 1, "skipped_batches_read": 5}
+    assert found.evidence == {
+        "first_step": 12,
+        "skipped_nonfinite_batches": 1,
+        "skipped_batches_read": 5,
+        "skipped_batches": 0,
+        "batches": 0,
+    }
     assert found.message.startswith("train_loss was not finite at step 12 in a batch that training_step skipped")
     [later] = detector.skipped(1, [(30, ("train_loss", "kl"))])
     assert later.evidence["skipped_nonfinite_batches"] == 2 and later.evidence["first_step"] == 12
     # A loss that is handed over non-finite is still the error, whatever was skipped before.
     [error] = detector.update([31], [math.nan])
     assert error.severity == "error" and error.evidence["first_step"] == 31
+
+
+def test_skipped_batches_that_are_most_of_the_run_and_not_finite_are_an_error() -> None:
+    # 10 batches a report. A few skipped NaN batches stay an info; when they are most of the run, it trains on
+    # almost nothing: an error, once at least skipped_error_batches were skipped.
+    rare = NonfiniteLoss()
+    for i in range(10):
+        found = rare.skipped(1, [(10 * i + 3, ("train_loss",))], skipped=1, batches=10)
+    assert [d.severity for d in found] == ["info"]
+    most = NonfiniteLoss()
+    [first] = most.skipped(6, [(s, ("train_loss",)) for s in range(6)], skipped=6, batches=10)
+    assert first.severity == "info"  # 6 skipped: fewer than skipped_error_batches
+    for _ in range(3):
+        [found] = most.skipped(6, [(s, ("train_loss",)) for s in range(6)], skipped=6, batches=10)
+    assert found.severity == "error" and found.step == 0
+    assert found.evidence["skipped_batches"] == 24 and found.evidence["batches"] == 40
+    assert found.message.startswith("training_step skipped 24 of the 40 batches so far (60%) by returning None")
+    # Skipped for other reasons (finite logs): most of the run, and no error.
+    other = NonfiniteLoss()
+    for _ in range(5):
+        found = other.skipped(6, [(0, ("train_loss",))], skipped=6, batches=10)
+    assert [d.severity for d in found] == ["info"]
+    # A batch with a loss counts in the share whether or not any batch was skipped in its window.
+    diluted = NonfiniteLoss()
+    for _ in range(5):
+        assert diluted.skipped(0, [], skipped=0, batches=10) == []
+    for _ in range(4):
+        found = diluted.skipped(6, [(0, ("train_loss",))] * 6, skipped=6, batches=10)
+    assert [d.severity for d in found] == ["info"]  # 24 of 90 batches
+    strict = NonfiniteLoss(NonfiniteLoss.Thresholds(skipped_error_share=0.25))
+    for _ in range(5):
+        assert strict.skipped(0, [], skipped=0, batches=10) == []
+    for _ in range(4):
+        found = strict.skipped(6, [(0, ("train_loss",))] * 6, skipped=6, batches=10)
+    assert [d.severity for d in found] == ["error"]
