@@ -34,6 +34,7 @@ from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, START
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import cost_line, over_budget_note
+from lightning_lossguard.report.handoff import Handoff
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
 from lightning_lossguard.report.start_notes import (
@@ -71,7 +72,7 @@ from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
 from lightning_lossguard.signals.watchdog import Stall, Watchdog
 from lightning_lossguard.signals.window import Window
-from lightning_lossguard.strategies import gather_for, parameter_sharding, sharding_note
+from lightning_lossguard.strategies import any_rank, gather_for, parameter_sharding, sharding_note
 from lightning_lossguard.trainer_settings import (
     accumulation,
     default_report_every,
@@ -174,10 +175,11 @@ class LossGuard(Callback):
             for code in monitor.codes:
                 options.known_code("monitors", code)
         self._diagnostician = self._new_diagnostician()  # validates threshold names and ranges now
-        self.notes: list[str] = []
+        self._notes: list[str] = []
         self.coverage = Coverage()
         self.fits: list[dict[str, Any]] = []  # one entry per fit of this record: {"status", "global_step"}
-        self.report_path: str | None = None
+        self._report_path: str | None = None
+        self._handoff = Handoff()  # a fit run in child processes tells this object where its report is
         self._reset_run()
         offer(self, own_hooks(self, NO_OP_HOOKS, Callback), False)
         self._backward_hooks = own_hooks(self, BACKWARD_HOOKS, LossGuard)
@@ -188,12 +190,45 @@ class LossGuard(Callback):
     @property
     def diagnoses(self) -> list[Diagnosis]:
         """Every diagnosis of this run's record (all fits into the same log directory), oldest first."""
+        self._adopt()
         return list(self._diagnostician.diagnoses)
 
     @property
     def gaps(self) -> list[Gap]:
         """What LossGuard should have watched and could not (empty: coverage complete)."""
+        self._adopt()
         return list(self.coverage.gaps)
+
+    @property
+    def notes(self) -> list[str]:
+        """Signals that were unavailable or judged only in part, and why (the report's notes)."""
+        self._adopt()
+        return self._notes
+
+    @notes.setter
+    def notes(self, notes: list[str]) -> None:
+        self._notes = notes
+
+    @property
+    def report_path(self) -> str | None:
+        """The ``lossguard.json`` of the latest fit (None: no log directory, or not rank 0)."""
+        self._adopt()
+        return self._report_path
+
+    @report_path.setter
+    def report_path(self, path: str | None) -> None:
+        self._report_path = path
+
+    def _adopt(self) -> None:
+        """In the process that launched a fit run in child processes (ddp_spawn, ddp_notebook), where no hook of
+        this object ran: take what rank 0's report says (a report left since the last time asked, if any)."""
+        if (report := self._handoff.take()) is None:
+            return
+        self._diagnostician.diagnoses[:] = report.diagnoses
+        self._notes = list(report.notes)
+        self.coverage = Coverage()
+        self.coverage.gaps = list(report.gaps)
+        self._report_path = str(report.path)
 
     @property
     def state_key(self) -> str:
@@ -266,6 +301,8 @@ class LossGuard(Callback):
         if path != self.report_path or not self.fits:
             self._new_record()  # a new log directory: a new record (a resume reloads its state right after this)
         self.report_path = path
+        if path and trainer.is_global_zero and not getattr(trainer, "fast_dev_run", False):
+            self._handoff.leave(path)
         self._reset_run()
         offer(self, self._start_hooks, True)
         # A tqdm bar draws with "\r" and no newline: the console clears it around each line it prints.
@@ -876,7 +913,7 @@ class LossGuard(Callback):
         if self.fail_on is None:
             return
         alarming = [d for d in new if d.severity.at_least(self.fail_on)]
-        if not trainer.strategy.reduce_boolean_decision(bool(alarming), all=False):
+        if not any_rank(trainer.strategy, trainer.world_size, bool(alarming)):
             return
         trainer.should_stop = True
         reasons = alarming or [d for d in self._diagnostician.diagnoses if d.severity.at_least(self.fail_on)]

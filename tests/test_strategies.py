@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import enum
+import threading
+import time
 from typing import Any
 
 import torch
 
 from lightning_lossguard.signals.parameters import Sharding
-from lightning_lossguard.strategies import flat_sharding, gather_for, parameter_sharding, sharding_note
+from lightning_lossguard.strategies import (
+    _wait_until_only_python_holds,
+    any_rank,
+    flat_sharding,
+    gather_for,
+    parameter_sharding,
+    sharding_note,
+)
 
 
 class ShardingStrategy(enum.Enum):
@@ -66,3 +75,22 @@ def test_what_cannot_be_sampled_is_said_once_as_a_note() -> None:
     assert note is not None and note.startswith("1 parameter is split") and "b.weight" in note
     flat = sharding_note(FSDPStrategy(ShardingStrategy.FULL_SHARD), names, [Sharding(8, False)] * 3)
     assert flat is not None and "dead units are not sampled" in flat
+
+
+def test_one_process_decides_alone() -> None:
+    assert any_rank(object(), 1, True) is True and any_rank(object(), 1, False) is False
+
+
+def test_the_decision_returns_once_only_python_holds_its_tensor() -> None:
+    # A process group's worker thread holds the reduced tensor a little past the wait; the decision waits for it
+    # (here a view is that other holder, let go by a thread 50 ms later).
+    tensor = torch.zeros(1)
+    holder = [tensor.view(1)]
+    let_go = threading.Timer(0.05, holder.clear)
+    let_go.start()
+    _wait_until_only_python_holds(tensor)
+    assert holder == [] and tensor._use_count() == 1
+    kept = tensor.view(1)  # never let go: the wait gives up after its timeout
+    started = time.monotonic()
+    _wait_until_only_python_holds(tensor, timeout_s=0.05)
+    assert 0.05 <= time.monotonic() - started < 1.0 and kept is not None
