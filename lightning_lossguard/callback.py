@@ -28,7 +28,7 @@ from lightning_lossguard.coverage import Coverage
 from lightning_lossguard.detectors.nonfinite_loss import NonfiniteLoss
 from lightning_lossguard.detectors.stalled_training import StalledTraining, last_report
 from lightning_lossguard.detectors.stats import median
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, worst
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, START_HOOKS, STEP_HOOKS, offer, own_hooks
 from lightning_lossguard.monitor import Monitor
@@ -37,12 +37,7 @@ from lightning_lossguard.report.cost import cost_line, over_budget_note
 from lightning_lossguard.report.handoff import Handoff
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
-from lightning_lossguard.report.start_notes import (
-    no_loss_note,
-    overfit_batches_note,
-    skipped_batches_note,
-    start_notes,
-)
+from lightning_lossguard.report.start_notes import overfit_batches_note, returned_loss_notes, start_notes
 from lightning_lossguard.run_layout import fused_backward_notes
 from lightning_lossguard.signals.batch import leading_rows, loss_of
 from lightning_lossguard.signals.budget import (
@@ -205,19 +200,11 @@ class LossGuard(Callback):
         self._adopt()
         return self._notes
 
-    @notes.setter
-    def notes(self, notes: list[str]) -> None:
-        self._notes = notes
-
     @property
     def report_path(self) -> str | None:
         """The ``lossguard.json`` of the latest fit (None: no log directory, or not rank 0)."""
         self._adopt()
         return self._report_path
-
-    @report_path.setter
-    def report_path(self, path: str | None) -> None:
-        self._report_path = path
 
     def _adopt(self) -> None:
         """In the process that launched a fit run in child processes (ddp_spawn, ddp_notebook), where no hook of
@@ -298,9 +285,9 @@ class LossGuard(Callback):
         log_dir = trainer.log_dir if trainer.loggers else None
         file_name = REPORT_NAME if self.name == "lossguard" else f"lossguard-{self.name}.json"
         path = os.path.join(log_dir, file_name) if log_dir else None
-        if path != self.report_path or not self.fits:
+        if path != self._report_path or not self.fits:
             self._new_record()  # a new log directory: a new record (a resume reloads its state right after this)
-        self.report_path = path
+        self._report_path = path
         if path and trainer.is_global_zero and not getattr(trainer, "fast_dev_run", False):
             self._handoff.leave(path)
         self._reset_run()
@@ -315,7 +302,7 @@ class LossGuard(Callback):
         current = self._diagnostician.scale_shift
         if current is not None and all(math.isfinite(v) for v in levels):
             current.remember_previous_fit(*levels)
-        self.notes = []
+        self._notes = []
         self.coverage = Coverage()
         self.fits = []
 
@@ -416,7 +403,9 @@ class LossGuard(Callback):
         self._order = None
         if self._forward is not None:
             self._forward.prune()
-        if self._recorder is None or any(g.signal == "gradients" and "partitioned" in g.reason for g in self.gaps):
+        if self._recorder is None or any(
+            g.signal == "gradients" and "partitioned" in g.reason for g in self.coverage.gaps
+        ):
             return
         self._watch(trainer, module, order)
         index = {id(p): i for i, p in enumerate(self._watched.params)}
@@ -435,8 +424,8 @@ class LossGuard(Callback):
         notes = start_notes(
             fast_dev_run=bool(getattr(trainer, "fast_dev_run", False)),
             has_logger=bool(trainer.loggers),
-            has_log_dir=bool(self.report_path),
-            no_parameters=not self._watched.params and not self._watched.pending and not self.gaps,
+            has_log_dir=bool(self._report_path),
+            no_parameters=not self._watched.params and not self._watched.pending and not self.coverage.gaps,
             manual=not module.automatic_optimization,
         )
         overfit = getattr(trainer, "overfit_batches", 0)
@@ -906,7 +895,9 @@ class LossGuard(Callback):
     def _text(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
         """The TensorBoard text report: every diagnosis so far, the notes and the gaps (rank 0, loggers only)."""
         if self._loggers is not None:
-            self._loggers.diagnoses(new, self._diagnostician.diagnoses, self.notes, trainer.global_step, self.gaps)
+            self._loggers.diagnoses(
+                new, self._diagnostician.diagnoses, self._notes, trainer.global_step, self.coverage.gaps
+            )
 
     def _decide(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
         """Stop every rank at the same step when fail_on is reached; the decision is reduced across ranks."""
@@ -918,7 +909,7 @@ class LossGuard(Callback):
         trainer.should_stop = True
         reasons = alarming or [d for d in self._diagnostician.diagnoses if d.severity.at_least(self.fail_on)]
         self._finish(trainer, "alarm")
-        raise LossGuardAlarm(reasons, self.report_path)
+        raise LossGuardAlarm(reasons, self._report_path)
 
     # -- end of fit -----------------------------------------------------------------------------------------
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -959,19 +950,21 @@ class LossGuard(Callback):
         self._remove_hooks()
         cost = None
         if not self._broken:
-            self.notes += [n for n in self._unjudged_notes() + self._diagnostician.hindsight() if n not in self.notes]
+            self._notes += [n for n in self._unjudged_notes() + self._diagnostician.hindsight() if n not in self._notes]
             if self._budget is not None:
-                self.notes += [n for n in [over_budget_note(self._budget)] if n]
+                self._notes += [n for n in [over_budget_note(self._budget)] if n]
                 cost = cost_line(self._budget.state())
         for monitor in self.monitors:
-            self.notes += [n for n in monitor.notes() if n not in self.notes]
+            self._notes += [n for n in monitor.notes() if n not in self._notes]
         self._write_json(trainer, status)
         if trainer.is_global_zero:
             try:
                 self._text(trainer, [])
                 if self._loggers is not None:
                     self._loggers.flush()
-                self._console.summary(self._diagnostician.diagnoses, self.notes, self.report_path, self.gaps, cost)
+                self._console.summary(
+                    self._diagnostician.diagnoses, self._notes, self._report_path, self.coverage.gaps, cost
+                )
             except Exception as error:
                 self._internal_error("summary", error)
 
@@ -984,19 +977,15 @@ class LossGuard(Callback):
             budget=(self._budget.budget, self._budget.stride) if self._budget is not None else None,
         )
         logs = self._diagnostician.detectors.get(NonfiniteLoss.code)  # it counts what the skipped batches logged
-        logs = logs if isinstance(logs, NonfiniteLoss) else None
-        skipped = self._automatic and self._losses_seen < self._batches
-        if self._batches and not self._losses_seen:
-            notes = [n for n in notes if not n.startswith("Run too short")]
-            if not (skipped and logs is not None and logs.skipped_nonfinite):  # else the skipped batches' note says why
-                notes.insert(0, no_loss_note(self._batches))
-                return notes
-        if skipped:
-            told = [d.severity for d in self._diagnostician.diagnoses if d.code == NonfiniteLoss.code]
-            worst = max(told, key=lambda severity: severity.rank, default=None)
-            note = skipped_batches_note(self._batches - self._losses_seen, self._batches, logs, worst)
-            notes.insert(0 if not self._losses_seen else len(notes), note)
-        return notes
+        told = worst(d.severity for d in self._diagnostician.diagnoses if d.code == NonfiniteLoss.code)
+        return returned_loss_notes(
+            notes,
+            self._batches,
+            self._losses_seen,
+            self._automatic,
+            logs if isinstance(logs, NonfiniteLoss) else None,
+            told,
+        )
 
     def _remove_hooks(self) -> None:
         offer(self, self._backward_hooks + self._step_hooks + self._start_hooks, True)
@@ -1027,18 +1016,18 @@ class LossGuard(Callback):
         self, trainer: pl.Trainer, status: str, extra: list[Diagnosis] | None = None, notes: list[str] | None = None
     ) -> None:
         """Rank 0 only; ``extra`` diagnoses and ``notes`` are written without being kept (a stall in progress)."""
-        if not trainer.is_global_zero or not self.report_path or getattr(trainer, "fast_dev_run", False):
+        if not trainer.is_global_zero or not self._report_path or getattr(trainer, "fast_dev_run", False):
             return
         # The report keeps the worst outcome of its fits: a clean later fit never hides one that blew up.
         ended = [f["status"] for f in self.fits[:-1]]
         shown = max([status, *ended], key=lambda s: _PROGRESS.get(s, 0)) if status != "running" else status
         try:
             write_report(
-                self.report_path,
+                self._report_path,
                 self._diagnostician.diagnoses + (extra or []),
                 shown,
                 trainer.global_step,
-                self.notes + (notes or []),
+                self._notes + (notes or []),
                 self.fail_on.value if self.fail_on else None,
                 self.coverage.gaps,
                 self._budget.state() if self._budget is not None else None,
@@ -1069,8 +1058,8 @@ class LossGuard(Callback):
 
     def _stall_ended(self, trainer: pl.Trainer, stall: Stall, total_s: float | None) -> None:
         note = stall.note(trainer.global_rank)
-        if note not in self.notes:
-            self.notes.append(note)
+        if note not in self._notes:
+            self._notes.append(note)
         new = self._diagnostician.accept([self._stall_diagnosis(trainer, stall, total_s)])
         self._stalls += new
         self._tell(trainer, new)
@@ -1101,8 +1090,8 @@ class LossGuard(Callback):
 
     # -- robustness -------------------------------------------------------------------------------------------
     def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        if text not in self._notes:
+            self._notes.append(text)
             self._console.note(text)
 
     def _gap(self, signal: str, reason: str) -> None:
@@ -1127,14 +1116,14 @@ class LossGuard(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "diagnostician": self._diagnostician.state_dict(),
-            "notes": list(self.notes),
+            "notes": list(self._notes),
             "coverage": self.coverage.state_dict(),
             "monitors": [m.state_dict() for m in self.monitors],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._diagnostician.load_state_dict(state_dict.get("diagnostician", {}))
-        self.notes = list(state_dict.get("notes", []))
+        self._notes = list(state_dict.get("notes", []))
         self.coverage.load_state_dict(state_dict.get("coverage", []))
         for monitor, state in zip(self.monitors, state_dict.get("monitors", [])):
             monitor.load_state_dict(state)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -29,6 +29,11 @@ class Severity(str, Enum):
 
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+def worst(severities: Iterable[Severity]) -> Severity | None:
+    """The highest of these severities (None for none)."""
+    return max(severities, key=lambda severity: severity.rank, default=None)
 
 
 @dataclass(frozen=True)

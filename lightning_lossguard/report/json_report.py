@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_lossguard.diagnosis import Diagnosis, Severity, json_number
+from lightning_lossguard.diagnosis import Diagnosis, Severity, json_number, worst
 from lightning_lossguard.version import __version__
 
 SCHEMA_VERSION = 2
@@ -76,8 +76,7 @@ class Report:
         return not self.gaps
 
     def worst(self) -> Severity | None:
-        ranks = [d.severity for d in self.diagnoses]
-        return max(ranks, key=lambda s: s.rank) if ranks else None
+        return worst(d.severity for d in self.diagnoses)
 
 
 def write_report(

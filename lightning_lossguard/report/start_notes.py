@@ -69,3 +69,26 @@ def skipped_batches_note(
     if logs is not None and logs.skipped_read:
         said += f" The {logs.skipped_read} of them whose logged values LossGuard read logged only finite values."
     return f"{said} If they are skipped because the loss is NaN or inf, the cause is hidden, not fixed: {fix}"
+
+
+def returned_loss_notes(
+    notes: list[str],
+    batches: int,
+    losses: int,
+    automatic: bool,
+    logs: NonfiniteLoss | None = None,
+    told: Severity | None = None,
+) -> list[str]:
+    """The fit-end ``notes`` with what the batches that returned no loss mean: ``losses`` of the ``batches``
+    returned one (``logs``, ``told``: as :func:`skipped_batches_note`). None returned: the run-length notes go
+    (nothing was judged at all), and the first note says why: the skipped batches' note when they logged a loss
+    that is not finite (a deliberate skip), else that no loss was returned."""
+    skipped = automatic and losses < batches
+    if batches and not losses:
+        notes = [n for n in notes if not n.startswith("Run too short")]
+        if not (skipped and logs is not None and logs.skipped_nonfinite):
+            return [no_loss_note(batches), *notes]
+    if not skipped:
+        return notes
+    note = skipped_batches_note(batches - losses, batches, logs, told)
+    return [*notes, note] if losses else [note, *notes]
