@@ -1,6 +1,6 @@
 import numpy as np
 
-from lightning_lossguard.detectors.stats import curvature_noise, row_medians
+from lightning_lossguard.detectors.stats import convex_curvature_noise, curvature_noise, row_medians
 
 
 def ar1(n: int, rho: float, seed: int = 0) -> np.ndarray:
@@ -21,6 +21,16 @@ def test_curvature_noise_ignores_a_steady_trend_at_every_lag() -> None:
 def test_a_longer_lag_sees_noise_that_wanders() -> None:
     values = ar1(400, 0.8)  # spread 1, but neighbours share most of their deviation
     assert curvature_noise(values) < 0.45 < 0.65 < curvature_noise(values, lag=4)  # in theory 0.38, 0.71
+
+
+def test_the_convex_measure_reads_symmetric_noise_alike_and_ignores_a_fall_that_levels_off() -> None:
+    values = ar1(400, 0.0)
+    for lag in (1, 4, 16):
+        assert 0.85 < convex_curvature_noise(values, lag) < 1.2
+    fall = values + 100 * np.exp(-np.arange(400) / 30)  # a loss that falls fast and levels off, 100x its noise
+    assert curvature_noise(fall, 16) > 1.3 and curvature_noise(fall, 40) > 1.4  # the fall's curvature counted
+    assert 0.85 < convex_curvature_noise(fall, 16) < 1.2 and convex_curvature_noise(fall, 40) < 1.0
+    assert np.isnan(convex_curvature_noise(np.arange(20.0) ** 2, 2))  # a parabola: no negative one
 
 
 def test_too_few_values_for_the_lag_have_no_noise() -> None:
