@@ -11,8 +11,6 @@ import numpy as np
 
 MAD_TO_SIGMA = 1.4826
 """Scale factor that makes the median absolute deviation estimate a normal standard deviation."""
-HALF_NORMAL_MEDIAN = 0.6745
-"""The median of |z| for a standard normal z."""
 
 
 def finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -217,10 +215,10 @@ def curvature_noise(values: Sequence[float] | np.ndarray, lag: int = 1) -> float
 
 
 def convex_curvature_noise(values: Sequence[float] | np.ndarray, lag: int) -> float:
-    """:func:`curvature_noise` from the negative second differences alone: their median is 0.6745 of the noise's
-    standard deviation when the noise is symmetric. A convex stretch (a loss that falls fast and levels off, the
-    bottom of a U) only adds positive second differences, which at long lags would otherwise pass for noise.
-    NaN with fewer than 5 negative ones."""
+    """:func:`curvature_noise` from the negative second differences alone: when the noise is symmetric their median
+    is that of its absolute values, so ``MAD_TO_SIGMA`` scales it to a standard deviation. A convex stretch (a loss
+    that falls fast and levels off, the bottom of a U) only adds positive second differences, which at long lags
+    would otherwise pass for noise. NaN with fewer than 5 negative ones."""
     y = finite(values)
     if y.size < 2 * lag + 2:
         return math.nan
@@ -228,7 +226,7 @@ def convex_curvature_noise(values: Sequence[float] | np.ndarray, lag: int) -> fl
     negative = -second[second < 0]
     if negative.size < 5:
         return math.nan
-    return fast_median(negative) / HALF_NORMAL_MEDIAN / math.sqrt(6)
+    return MAD_TO_SIGMA * fast_median(negative) / math.sqrt(6)
 
 
 def step_noise(values: Sequence[float] | np.ndarray) -> float:
