@@ -288,8 +288,8 @@ class LossGuard(Callback):
         if path != self._report_path or not self.fits:
             self._new_record()  # a new log directory: a new record (a resume reloads its state right after this)
         self._report_path = path
-        if path and trainer.is_global_zero and not getattr(trainer, "fast_dev_run", False):
-            self._handoff.leave(path)
+        if (written := self._report_file(trainer)) is not None:
+            self._handoff.leave(written)
         self._reset_run()
         offer(self, self._start_hooks, True)
         # A tqdm bar draws with "\r" and no newline: the console clears it around each line it prints.
@@ -1012,18 +1012,25 @@ class LossGuard(Callback):
         for monitor in self.monitors:
             monitor.teardown()
 
+    def _report_file(self, trainer: pl.Trainer) -> str | None:
+        """The report file this process writes: rank 0's, when there is a log directory and no fast_dev_run."""
+        if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):
+            return None
+        return self._report_path or None
+
     def _write_json(
         self, trainer: pl.Trainer, status: str, extra: list[Diagnosis] | None = None, notes: list[str] | None = None
     ) -> None:
         """Rank 0 only; ``extra`` diagnoses and ``notes`` are written without being kept (a stall in progress)."""
-        if not trainer.is_global_zero or not self._report_path or getattr(trainer, "fast_dev_run", False):
+        path = self._report_file(trainer)
+        if path is None:
             return
         # The report keeps the worst outcome of its fits: a clean later fit never hides one that blew up.
         ended = [f["status"] for f in self.fits[:-1]]
         shown = max([status, *ended], key=lambda s: _PROGRESS.get(s, 0)) if status != "running" else status
         try:
             write_report(
-                self._report_path,
+                path,
                 self._diagnostician.diagnoses + (extra or []),
                 shown,
                 trainer.global_step,

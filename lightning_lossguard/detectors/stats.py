@@ -208,10 +208,8 @@ def curvature_noise(values: Sequence[float] | np.ndarray, lag: int = 1) -> float
     differences of values ``lag`` apart divided by sqrt(6) (a constant rate of change, e.g. an exponential climb
     in log scale, leaves them at zero). A lag above 1 also sees noise that wanders: correlated neighbours differ
     by less than the noise's spread."""
-    y = finite(values)
-    if y.size < 2 * lag + 2:
-        return math.nan
-    return mad(y[2 * lag :] - 2 * y[lag:-lag] + y[: -2 * lag]) / math.sqrt(6)
+    second = _second_differences(values, lag)
+    return math.nan if second is None else mad(second) / math.sqrt(6)
 
 
 def convex_curvature_noise(values: Sequence[float] | np.ndarray, lag: int) -> float:
@@ -219,14 +217,20 @@ def convex_curvature_noise(values: Sequence[float] | np.ndarray, lag: int) -> fl
     is that of its absolute values, so ``MAD_TO_SIGMA`` scales it to a standard deviation. A convex stretch (a loss
     that falls fast and levels off, the bottom of a U) only adds positive second differences, which at long lags
     would otherwise pass for noise. NaN with fewer than 5 negative ones."""
-    y = finite(values)
-    if y.size < 2 * lag + 2:
-        return math.nan
-    second = y[2 * lag :] - 2 * y[lag:-lag] + y[: -2 * lag]
-    negative = -second[second < 0]
+    second = _second_differences(values, lag)
+    negative = -second[second < 0] if second is not None else np.empty(0)
     if negative.size < 5:
         return math.nan
     return MAD_TO_SIGMA * fast_median(negative) / math.sqrt(6)
+
+
+def _second_differences(values: Sequence[float] | np.ndarray, lag: int) -> np.ndarray | None:
+    """Second differences of the finite values ``lag`` apart (None with too few values for the lag)."""
+    y = finite(values)
+    if y.size < 2 * lag + 2:
+        return None
+    second: np.ndarray = y[2 * lag :] - 2 * y[lag:-lag] + y[: -2 * lag]
+    return second
 
 
 def step_noise(values: Sequence[float] | np.ndarray) -> float:

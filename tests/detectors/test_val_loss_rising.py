@@ -232,28 +232,20 @@ def densely_validated(seed: int, wander: float, climb: float = 0.0, evaluations:
     return values
 
 
-def first_dense_warning(vals: list[float], thresholds: ValLossRisingThresholds | None = None) -> int | None:
-    detector = ValLossRising(thresholds)
-    for i, v in enumerate(vals):
-        if any(d.severity == "warning" for d in detector.update(step=i, epoch=i // 50, value=v, train_loss=0.1)):
-            return i + 1
-    return None
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 5, 6, 8, 9])
 def test_a_densely_validated_level_that_wanders_is_not_a_rise(seed: int) -> None:
     # Means of four neighbours move together there: measured over lags of four or fewer evaluations, the level's
     # noise was a third of how far it wanders, and every one of these warned "overfitting" (at evaluations 109-196).
     # Seeds 4 and 7 still warn (at 129 and 206): of 100 such runs, 9 do, against 98 before.
     vals = densely_validated(seed, wander=0.9)
-    assert first_dense_warning(vals) is None
-    assert first_dense_warning(vals, WANDER_OFF) is not None
+    assert first_warning(vals) is None
+    assert first_warning(vals, WANDER_OFF) is not None
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_a_climb_on_a_densely_validated_level_that_wanders_is_still_reported(seed: int) -> None:
     # +2% of the level per evaluation from the 125th: caught 3-20 evaluations into the climb.
-    assert 125 < first_dense_warning(densely_validated(seed, wander=0.9, climb=0.02)) <= 145  # type: ignore[operator]
+    assert 125 < first_warning(densely_validated(seed, wander=0.9, climb=0.02)) <= 145  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -262,6 +254,6 @@ def test_the_first_fall_of_a_densely_validated_run_does_not_delay_a_climb(seed: 
     # Measured with all second differences, the fall's curvature at long lags passed for noise (caught 30-40
     # evaluations into the climb instead of 9-12).
     vals = densely_validated(seed, wander=0.0, climb=0.02)
-    found = first_dense_warning(vals)
+    found = first_warning(vals)
     assert found is not None and found <= 137
-    assert abs(found - first_dense_warning(vals, WANDER_OFF)) <= 1  # type: ignore[operator]
+    assert abs(found - first_warning(vals, WANDER_OFF)) <= 1  # type: ignore[operator]
