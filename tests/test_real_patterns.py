@@ -433,6 +433,53 @@ def test_a_learning_rate_far_too_high_is_never_told_to_go_higher(tmp_path: Path)
     ), first.one_line()
 
 
+class DeepClassifier(L.LightningModule):
+    """Six linear layers with ReLUs under Adam; ``regression``: one output for a mean squared error."""
+
+    def __init__(self, lr: float, regression: bool = False) -> None:
+        super().__init__()
+        hidden = [layer for _ in range(4) for layer in (nn.Linear(64, 64), nn.ReLU())]
+        self.net = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), *hidden, nn.Linear(64, 1 if regression else 4))
+        self.lr, self.regression = lr, regression
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        out = self.net(x)
+        return F.mse_loss(out, y) if self.regression else F.cross_entropy(out, y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def four_classes_and_prices(n: int = 2048) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, four linearly separable classes of them, and a price in dollars (about 300,000 +- 100,000)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 20, generator=g)
+    classes = (x @ torch.randn(20, 4, generator=g)).argmax(1)
+    price = 3e5 + 1e5 * (x @ torch.randn(20, 1, generator=g)) / math.sqrt(20)
+    return x, classes, price
+
+
+def test_a_loss_blown_up_by_the_first_updates_is_not_called_a_raw_units_loss(tmp_path: Path) -> None:
+    # Before, the median of the first five losses (1.4 on the first batch, ~1e8 after) read as "regression targets in
+    # raw units", the standardise remedy first, on a cross entropy.
+    x, classes, _ = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, DeepClassifier(lr=3.0), loader(x, classes), max_steps=60)
+    [found] = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
+    assert "learning rate far too high" in found.message and "the loss's scale" not in found.message, found.message
+    assert found.remedies[0].startswith("Lower the learning rate")
+
+
+def test_regression_targets_in_dollars_are_called_the_losss_scale(tmp_path: Path) -> None:
+    x, _, price = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, DeepClassifier(lr=1e-3, regression=True), loader(x, price), max_steps=60)
+    [found] = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
+    assert "the loss's scale" in found.message and found.evidence["loss_at_start"] > 1e10, found.message
+    assert found.remedies[0].startswith("Standardise the regression targets")
+
+
 # -- 10. the held-out zoo ---------------------------------------------------------------------------------
 class Regressor(L.LightningModule):
     def __init__(self, momentum: float = 0.0, lr: float = 1e-3, adam: bool = True) -> None:

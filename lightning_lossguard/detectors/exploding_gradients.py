@@ -14,6 +14,11 @@ of their steps are one of the run's usual levels (tasks of different gradient sc
 explosion. Before ``min_history`` steps exist, a provisional baseline of
 the first steps only counts spikes of ``severe_factor`` (runs that blow up in their first steps). One
 step ``catastrophe_factor`` above the baseline is reported on its own.
+A norm above the ``ceiling`` from the first steps, under a loss of ``large_loss`` or more on each of the first
+``early_history`` batches, is told as the loss's scale (targets in raw units), with the remedy for that first; a loss
+that was ordinary on its first batch and blew up after it is not a scale: a norm ordinary on the first measured step
+and above the ceiling within ``early_history`` of them is told as the first updates blowing the model up (most likely
+a learning rate far too high), with lowering it first.
 
 A norm can also explode slowly, without a spike: gradients that pile up because ``zero_grad()`` is never
 called grow every step, and a rolling baseline follows them. So the norm is also compared with its own
@@ -69,8 +74,8 @@ class ExplodingGradientsThresholds(Thresholds):
     ceiling: float = threshold(1e5, "Absolute norm ceiling: spike_persist steps above it are reported.")
     large_loss: float = threshold(
         1e4,
-        "A norm above the ceiling from the first early_history steps, under a loss at least this large at the start, "
-        "is the loss's scale (regression targets in raw units), and the report says so.",
+        "A norm above the ceiling from the first early_history steps, under a loss at least this large on every one "
+        "of them, is the loss's scale (regression targets in raw units), and the report says so.",
         open_low=True,
     )
     growth_decades: float = threshold(
@@ -137,7 +142,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.loss_bad = False  # a non-finite loss was seen
         self.uncleared = 0  # consecutive checks that found gradients left over before a backward
         self.warned: dict[str, Any] | None = None  # the last warning, escalated to an error if the run then blows up
-        self.start_loss = math.nan  # the median loss of the run's first batches
+        self.start_loss = math.nan  # the lowest loss of the run's first batches
         self.first_ceiling_row = 0  # the finite row (1-based) where the norm first reached the ceiling (0: never)
 
     def unjudged(self) -> str | None:
@@ -194,7 +199,10 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             return [dataclasses.replace(warned, severity=Severity.ERROR, step=step, message=message, evidence=evidence)]
         if math.isnan(self.start_loss):
             first = window_losses[np.isfinite(window_losses)][: int(t.early_history)]
-            self.start_loss = fast_median(first)  # NaN when empty; np.median's first call imports numpy.ma (~13 ms)
+            # The lowest, not the median: a loss in raw units is large from its first batch on, while a learning
+            # rate far too high leaves the first batch ordinary and blows the next ones up (Adam at 3.0 on a
+            # 4-class cross entropy: 1.4, then ~1e8 from the second step; their median read as a raw-units loss).
+            self.start_loss = float(first.min()) if first.size else math.nan
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.where((values > 0) & np.isfinite(values), np.log10(values), np.nan)
             layer_logs = np.log10(np.maximum(layer_norms, 1e-30)) if layer_norms is not None else None
@@ -471,12 +479,20 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         elif 0 < self.first_ceiling_row <= t.early_history and self.start_loss >= t.large_loss:
             what = (
                 f"The gradient norm (pre-clip) has been above the ceiling {t.ceiling:.3g} since the first steps "
-                f"({norm:.3g} at step {latest[0]:.0f}) under a loss of {self.start_loss:.3g} at the start: the "
-                "loss's scale makes the gradients this large (regression targets in raw units, such as prices or "
-                "counts, or a loss summed over many elements), not an instability"
+                f"({norm:.3g} at step {latest[0]:.0f}) under a loss of {self.start_loss:.3g} or more from the first "
+                "batch on: the loss's scale makes the gradients this large (regression targets in raw units, such as "
+                "prices or counts, or a loss summed over many elements), not an instability"
             )
             evidence["loss_at_start"] = self.start_loss
             remedies = [SCALE_REMEDY, *remedies]
+        elif 1 < self.first_ceiling_row <= t.early_history and math.isfinite(self.start_loss):
+            what = (
+                f"The gradient norm (pre-clip) went above the ceiling {t.ceiling:.3g} in the first steps and stayed "
+                f"there ({norm:.3g} at step {latest[0]:.0f}), while the loss of the first batches was an ordinary "
+                f"{self.start_loss:.3g}: the first updates blew the model up, most likely a learning rate far too high"
+            )
+            evidence["loss_at_start"] = self.start_loss
+            remedies = sorted(remedies, key=lambda remedy: not remedy.startswith("Lower the learning rate"))
         else:
             what = (
                 f"The gradient norm (pre-clip) stayed above the ceiling {t.ceiling:.3g} "

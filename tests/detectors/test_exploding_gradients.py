@@ -129,6 +129,17 @@ def test_a_norm_above_the_ceiling_from_the_start_under_a_huge_loss_is_called_a_s
     ):
         found = feed(detector, norms, losses=losses)[0]
         assert "the loss's scale" not in found.message and "Standardise" not in found.remedies[0]
+        assert "learning rate far too high" not in found.message  # the norm was this large from the first step
+
+
+def test_a_loss_ordinary_on_its_first_batch_that_then_blows_up_is_a_learning_rate_not_a_scale() -> None:
+    # Adam at 3.0 on a cross entropy: 1.4 on the first batch, ~1e8 from the next; the norm leaves the ceiling at once.
+    norms, losses = [2.0, *noisy(29, level=1e7, spread=0.1)], [1.4] + [1e8] * 29
+    found = feed(ExplodingGradients(), norms, losses=losses)[0]
+    assert "the loss's scale" not in found.message and "learning rate far too high" in found.message
+    assert found.evidence["loss_at_start"] == 1.4
+    assert found.remedies[0].startswith("Lower the learning rate")
+    assert not any(remedy.startswith("Standardise") for remedy in found.remedies)
 
 
 def test_nonfinite_and_zero_norms_are_skipped() -> None:
