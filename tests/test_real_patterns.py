@@ -480,6 +480,28 @@ def test_regression_targets_in_dollars_are_called_the_losss_scale(tmp_path: Path
     assert found.remedies[0].startswith("Standardise the regression targets")
 
 
+class EpochSchedulerSteppedEveryBatch(DeepClassifier):
+    """ExponentialLR(gamma=0.9), a per-epoch decay, returned with ``interval: step``: the rate is ~0 by step 200."""
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def test_a_per_epoch_schedule_stepped_every_batch_is_named_and_never_answered_with_a_higher_rate(
+    tmp_path: Path,
+) -> None:
+    x, classes, _ = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, EpochSchedulerSteppedEveryBatch(lr=1e-3), loader(x, classes), max_steps=400)
+    found = alarms(guard)
+    assert {d.code for d in found} >= {"tiny_updates"}, [d.one_line() for d in found]
+    for diagnosis in found:
+        assert diagnosis.remedies[0].startswith("Check the learning-rate schedule"), diagnosis.one_line()
+        assert "a schedule decayed the learning rate away" in diagnosis.message
+
+
 # -- 10. the held-out zoo ---------------------------------------------------------------------------------
 class Regressor(L.LightningModule):
     def __init__(self, momentum: float = 0.0, lr: float = 1e-3, adam: bool = True) -> None:

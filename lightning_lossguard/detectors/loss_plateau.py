@@ -12,7 +12,8 @@
   noisy loss is judged later, never guessed).
 
 Being stuck has two opposite causes, and the remedies follow the evidence: steps too small (update/weight
-ratio tiny) -> raise the learning rate; steps too large (large updates, or a loss that jumped above its first
+ratio tiny) -> raise the learning rate (or, when a schedule took it under ``decayed_lr`` of the run's largest, check
+the schedule); steps too large (large updates, or a loss that jumped above its first
 batches) -> lower it. Severity follows corroboration: a warning when a second signal says "stuck" (tiny or
 huge updates, a jump, almost nothing trainable); with healthy-sized updates and a loss that merely does not
 fall (RL, adversarial objectives) it is an info.
@@ -42,8 +43,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import BlockMedians, fast_median, mann_kendall, median, rank_sum_z
+from lightning_lossguard.detectors.tiny_updates import DECAYED_SCHEDULE_REMEDY, decayed_by_schedule
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
@@ -93,6 +96,13 @@ class LossPlateauThresholds(Thresholds):
         high=0.05,
     )
     uniform_max_classes: int = threshold(1000, "... for K from 2 to this.", low=2)
+    decayed_lr: float = threshold(
+        1e-3,
+        "Small steps at a learning rate below this fraction of the run's largest are told as a schedule that decayed "
+        "it away (a per-epoch scheduler stepped every batch), with checking the schedule first.",
+        open_low=True,
+        high=1,
+    )
 
 
 _STARTED_AT_LEVEL = 0.01
@@ -125,6 +135,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         self.best = math.inf
         self.scanned = 0
         self.streak = 0  # consecutive reports that found a plateau
+        self.peak_lr = 0.0  # the largest learning rate seen at an update
 
     def unjudged(self) -> str | None:
         need = int(max(self.thresholds.min_steps, 2 * self.thresholds.edge_blocks * self.thresholds.block))
@@ -151,6 +162,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
                 the same on every batch says nothing about the outputs, so ln K is not judged.
         """
         t = self.thresholds
+        if math.isfinite(learning_rate):
+            self.peak_lr = max(self.peak_lr, learning_rate)
         values = np.asarray(losses, dtype=np.float64)
         finite = values[np.isfinite(values)]
         missing = max(int(t.start_batches), _RANK_SAMPLE) - len(self.first)
@@ -379,6 +392,13 @@ class LossPlateau(Detector[LossPlateauThresholds]):
                 "the steps are too large to settle (unstable optimisation), not too small."
             )
             return message, unstable, True
+        decayed = decayed_by_schedule(learning_rate, self.peak_lr, t.decayed_lr)
+        if small and decayed:
+            message = (
+                f"{what}; each step changes the weights by a median {update_ratio:.2g} of their size{lr}{decayed}: "
+                "a schedule decayed the learning rate away, and the steps are too small to learn."
+            )
+            return message, [DECAYED_SCHEDULE_REMEDY, *code_info(self.code).remedies[1:]], True
         if small:
             message = (
                 f"{what}; each step changes the weights by a median {update_ratio:.2g} of their size{lr}: the steps "

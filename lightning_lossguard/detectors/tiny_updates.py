@@ -7,7 +7,9 @@ is the median over the model's weights, each element counting once (the per-para
 their sizes): a zero-initialised bias or embedding-bias table is still the size of its own first updates, so
 its ratio reads near 1 whatever the learning rate, and a plain median over parameter tensors, half of them
 such biases, would hide a learning rate of 1e-8 on the weight matrices. Reported only while the loss is not
-improving either: slow but productive fine-tuning stays quiet.
+improving either: slow but productive fine-tuning stays quiet. A learning rate under ``decayed_lr`` of the run's
+largest is told as a schedule that decayed it away (a per-epoch scheduler stepped every batch), checking the schedule
+first: raising the rate would be undone by the same schedule.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import deque
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import model_update_ratio
 from lightning_lossguard.diagnosis import Diagnosis
@@ -47,6 +50,23 @@ class TinyUpdatesThresholds(Thresholds):
         open_low=True,
         high=1,
     )
+
+
+DECAYED_SCHEDULE_REMEDY = (
+    "Check the learning-rate schedule: it took the rate to ~0. A per-epoch scheduler (StepLR, ExponentialLR, "
+    "MultiStepLR) stepped every batch decays that fast: return it with 'interval': 'epoch' from configure_optimizers, "
+    "or give it fewer decay steps and a floor (eta_min)."
+)
+
+
+def decayed_by_schedule(learning_rate: float, peak_lr: float, share: float) -> str:
+    """For a message: how far a learning rate under ``share`` of the run's largest so far fell ("" when it did not
+    fall that far, or either is unknown)."""
+    if not (peak_lr > 0 and 0 <= learning_rate < share * peak_lr):
+        return ""
+    if learning_rate == 0:
+        return f", down from the {peak_lr:.3g} it had earlier"
+    return f", {peak_lr / learning_rate:.2g}x below the {peak_lr:.3g} it had earlier"
 
 
 class TinyUpdates(Detector[TinyUpdatesThresholds]):
@@ -100,12 +120,14 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         # that changes sign, a negative cosine, has not "fallen"): the optimizer stopped on its own (LBFGS tolerances).
         if converged and last_loss >= 0 and learning_rate > 0 and learning_rate >= t.decayed_lr * self.peak_lr:
             return []
-        lr_text = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
+        decayed = decayed_by_schedule(learning_rate, self.peak_lr, t.decayed_lr)
+        lr_text = f" at learning rate {learning_rate:.3g}{decayed}" if math.isfinite(learning_rate) else ""
         message = (
             f"Each optimizer step changes the weights by a median {ratio:.2g} of their size{lr_text} "
             f"(healthy training: ~1e-4 to 1e-2), over {len(self.samples)} samples since step "
             f"{self.samples[0][0]:.0f}, and the loss "
-            + (f"improved only {improvement:.1%}." if improvement > 0 else "did not improve.")
+            + (f"improved only {improvement:.1%}" if improvement > 0 else "did not improve")
+            + (": a schedule decayed the learning rate away." if decayed else ".")
         )
         evidence = {
             "update_ratio": ratio,
@@ -114,4 +136,15 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
             "loss_improvement": improvement,
             "since_step": self.samples[0][0],
         }
-        return [self.diagnosis(step, message, evidence)]
+        if not decayed:
+            return [self.diagnosis(step, message, evidence)]
+        evidence["peak_learning_rate"] = self.peak_lr
+        return [self.diagnosis(step, message, evidence, remedies=[DECAYED_SCHEDULE_REMEDY, *self._catalog_rest()])]
+
+    def _catalog_rest(self) -> list[str]:
+        """The catalog's remedies but raising the rate (the schedule took it down) and the vaguer schedule check."""
+        return [
+            r
+            for r in code_info(self.code).remedies
+            if not r.startswith(("Raise the learning rate", "Check that the LR"))
+        ]

@@ -10,6 +10,18 @@ def test_a_loss_that_never_falls_with_tiny_steps_needs_a_higher_learning_rate() 
     assert found[0].remedies[0] == "Raise the learning rate." and "too small" in found[0].message
 
 
+def test_tiny_steps_at_a_learning_rate_a_schedule_took_to_zero_point_at_the_schedule() -> None:
+    # ExponentialLR(gamma=0.9) meant per epoch, stepped every batch: 1e-3 at first, 1e-13 by step 220.
+    detector, found = LossPlateau(), []
+    losses = flat(300, level=1.38, noise=0.02)
+    for start in range(0, 300, 10):
+        learning_rate = 1e-3 * 0.9 ** (start + 9)
+        found += detector.update(list(range(start, start + 10)), losses[start : start + 10], None, 1e-9, learning_rate)
+    assert found and "a schedule decayed the learning rate away" in found[0].message, found[0].message
+    assert found[0].remedies[0].startswith("Check the learning-rate schedule")
+    assert "Raise the learning rate." not in found[0].remedies
+
+
 def test_a_stuck_loss_with_huge_steps_is_instability_not_a_small_learning_rate() -> None:
     found = feed(LossPlateau(), flat(300, level=4.2, noise=0.15), update_ratio=0.2, learning_rate=20.0)
     assert found and "unstable" in found[0].message and "learning rate 20" in found[0].message

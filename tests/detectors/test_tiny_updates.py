@@ -81,8 +81,19 @@ def test_a_learning_rate_decayed_away_is_reported_even_after_the_loss_fell() -> 
     for step, lr, ratio in zip((10, 100, 200, 300), (1e-3, 1e-13, 1e-13, 1e-13), (1e-3, 0.0, 0.0, 0.0)):
         found += decayed.update(step, np.array([ratio]), loss_level=0.4, learning_rate=lr, early_loss=2.3)
         unknown.update(step, np.array([ratio]), loss_level=0.4, early_loss=2.3)  # no learning rate known
-    assert [d.step for d in found] == [300] and "learning rate 1e-13" in found[0].message
-    assert unknown.update(400, np.array([0.0]), loss_level=0.4, early_loss=2.3)
+    assert [d.step for d in found] == [300] and "learning rate 1e-13, 1e+10x below the 0.001" in found[0].message
+    assert "a schedule decayed the learning rate away" in found[0].message
+    assert found[0].remedies[0].startswith("Check the learning-rate schedule")
+    assert not any(remedy.startswith("Raise the learning rate") for remedy in found[0].remedies)
+    [without_rate] = unknown.update(400, np.array([0.0]), loss_level=0.4, early_loss=2.3)
+    assert without_rate.remedies[0].startswith("Raise the learning rate")  # nothing says a schedule did it
+
+
+def test_a_learning_rate_that_was_always_tiny_is_not_called_decayed() -> None:
+    detector, found = TinyUpdates(), []
+    for step in (9, 19, 29):
+        found += detector.update(step, np.array([1e-9]), loss_level=1.39, learning_rate=1e-8, early_loss=1.4)
+    assert found and "schedule" not in found[0].message and found[0].remedies[0].startswith("Raise the learning rate")
 
 
 def test_steps_far_too_small_under_a_loss_near_zero_that_changes_sign_are_still_reported() -> None:
