@@ -62,6 +62,7 @@ def test_nan_in_one_batch_is_nonfinite_loss_at_that_step(tmp_path: Path) -> None
     [first, *_] = result.diagnoses
     assert first.code == "nonfinite_loss" and first.evidence["first_step"] == 60
     assert first.step <= 60 + 10  # decided within one report interval
+    assert first.remedies[0].startswith("Inspect the batch") and "blew up" not in first.message
 
 
 @pytest.mark.parametrize("name", ["adam_regression", "noisy_sgd"])

@@ -480,6 +480,21 @@ def test_regression_targets_in_dollars_are_called_the_losss_scale(tmp_path: Path
     assert found.remedies[0].startswith("Standardise the regression targets")
 
 
+class PlainSGDRegressor(DeepClassifier):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def test_a_non_finite_loss_that_ends_a_blow_up_puts_the_learning_rate_before_the_batch(tmp_path: Path) -> None:
+    x, _, price = four_classes_and_prices()
+    torch.manual_seed(0)
+    # Targets in hundreds under plain SGD at 0.01: the loss grows from 1.6e4 to 8.5e9 in eight steps, then is infinite.
+    guard = fit(tmp_path, PlainSGDRegressor(lr=1e-2, regression=True), loader(x, (price - 3e5) / 1e3), max_steps=40)
+    [found] = [d for d in guard.diagnoses if d.code == "nonfinite_loss"]
+    assert "the loss blew up before it went" in found.message, found.message
+    assert found.remedies[0] == "Lower the learning rate." and found.remedies[-1].startswith("Inspect the batch")
+
+
 class EpochSchedulerSteppedEveryBatch(DeepClassifier):
     """ExponentialLR(gamma=0.9), a per-epoch decay, returned with ``interval: step``: the rate is ~0 by step 200."""
 

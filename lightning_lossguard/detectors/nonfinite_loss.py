@@ -8,6 +8,12 @@ non-finite, and the skip hides it (nothing is poisoned, the batch trained nothin
 on a skip that may be deliberate). When the skipped batches are most of the run (``skipped_error_share`` of the
 batches so far, at least ``skipped_error_batches`` of them) and most of those read logged a value that is not
 finite, the skip is no longer a rare deliberate one: the run trains on almost nothing, an error.
+
+A NaN after a finite loss ``blowup_factor`` times the first batch's (in magnitude) ends a blow-up, not a bad batch:
+the learning rate (or an exp or power that overflows) first, the batch last. In the corpus' injected faults, none of
+the 98 NaN batches was read so (the last finite loss before them: at most 25); of the six NaNs that ended a learning
+rate 1000x too high or an exp on the outputs, four were (their last finite loss 1.6e4x to 5e22x their first batch's),
+one came on the second batch, and one after a loss of 181.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ class NonfiniteLossThresholds(Thresholds):
     skipped_error_batches: int = threshold(
         20, "... and at least this many batches were skipped (a few skipped first batches are not such a run)."
     )
+    blowup_factor: float = threshold(
+        1e3,
+        "A last finite loss at least this many times the first batch's (in magnitude) means the loss blew up before "
+        "it went non-finite: the remedies then start with the learning rate, not the batch.",
+        low=1,
+    )
 
 
 class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
@@ -51,6 +63,7 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         self.inf_batches = 0
         self.last_finite: float = math.nan
         self.last_finite_step: int = -1
+        self.first_finite: float = math.nan  # the run's first finite loss: the model before any update
         self.skipped_read = 0  # batches that returned no loss whose logged values were read
         self.skipped_nonfinite = 0  # ... that logged a value that is not finite
         self.skipped_first_step = -1  # ... the first of those, and what it logged so
@@ -64,6 +77,8 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         nan = np.isnan(values)
         self.nan_batches += int(nan.sum())
         self.inf_batches += int((nonfinite & ~nan).sum())
+        if math.isnan(self.first_finite) and not nonfinite.all():
+            self.first_finite = float(values[int(np.argmin(nonfinite))])
         if self.first_step is None and values.size:
             # The last finite loss before the first non-finite one (or the latest, while all are finite).
             first_bad = int(np.argmax(nonfinite)) if nonfinite.any() else values.size
@@ -82,17 +97,29 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
             if self.last_finite_step >= 0
             else "; no finite loss was seen before it"
         )
+        growth = abs(self.last_finite) / abs(self.first_finite) if self.first_finite else math.nan
+        blew_up = self.last_finite_step >= 0 and growth >= self.thresholds.blowup_factor
+        after = (
+            f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss blew up before it went "
+            f"{kind} (a learning rate far too high, or an exp or power that overflows), not one bad batch"
+            if blew_up
+            else ""
+        )
         message = (
             f"The training loss became {kind} at step {self.first_step} "
-            f"({bad} non-finite batch{'es' if bad != 1 else ''} so far){before}."
+            f"({bad} non-finite batch{'es' if bad != 1 else ''} so far){before}{after}."
         )
         evidence = {
             "first_step": self.first_step,
             "nan_batches": self.nan_batches,
             "inf_batches": self.inf_batches,
             "last_finite_loss": self.last_finite,
+            "first_loss": self.first_finite,
         }
-        return [self.diagnosis(steps[-1], message, evidence)]
+        found = self.diagnosis(steps[-1], message, evidence)
+        if blew_up:  # the batch last: it was finite until the loss grew this far
+            found = dataclasses.replace(found, remedies=[*found.remedies[1:], found.remedies[0]])
+        return [found]
 
     def skipped(
         self, read: int, nonfinite: Sequence[tuple[int, tuple[str, ...]]], skipped: int = 0, batches: int = 0

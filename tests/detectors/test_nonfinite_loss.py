@@ -14,6 +14,18 @@ def test_first_nan_is_reported_with_its_step_and_the_last_finite_loss() -> None:
     assert "step 4" in found.message and found.remedies
 
 
+def test_a_nan_at_the_end_of_a_blow_up_puts_the_learning_rate_before_the_batch() -> None:
+    detector = NonfiniteLoss()
+    assert detector.update([0, 1, 2], [2.3, 4e3, 3.7e14]) == []
+    [found] = detector.update([3], [math.nan])
+    assert "the loss blew up before it went NaN" in found.message and found.evidence["first_loss"] == 2.3
+    assert found.remedies[0] == "Lower the learning rate." and found.remedies[-1].startswith("Inspect the batch")
+    # A NaN batch after a loss that fell, or one that grew less than blowup_factor: the batch comes first.
+    for losses in ([2.3, 1.1, 0.6], [0.05, 0.4, 20.0], [-0.5, -1.2, -13.7]):
+        [found] = NonfiniteLoss().update([0, 1, 2, 3], [*losses, math.nan])
+        assert "blew up" not in found.message and found.remedies[0].startswith("Inspect the batch"), losses
+
+
 def test_inf_counts_and_is_named() -> None:
     [found] = NonfiniteLoss().update([0, 1], [1.0, math.inf])
     assert found.evidence["inf_batches"] == 1 and "infinite" in found.message
