@@ -495,6 +495,21 @@ def test_a_non_finite_loss_that_ends_a_blow_up_puts_the_learning_rate_before_the
     assert found.remedies[0] == "Lower the learning rate." and found.remedies[-1].startswith("Inspect the batch")
 
 
+class NegatedCrossEntropy(DeepClassifier):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return -super().training_step(batch, batch_idx)
+
+
+def test_gradients_that_grow_as_a_negated_loss_heads_to_minus_infinity_point_at_its_sign(tmp_path: Path) -> None:
+    # Before, exploding_gradients said "the loss has not followed yet (-1.4 -> -3.1)", clipping first.
+    x, classes, _ = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, NegatedCrossEntropy(lr=1e-3), loader(x, classes), max_steps=100)
+    first = alarms(guard)[0]
+    assert first.code == "exploding_gradients" and "The loss fell with it" in first.message, first.message
+    assert first.remedies[0].startswith("Check the sign of the loss")
+
+
 class EpochSchedulerSteppedEveryBatch(DeepClassifier):
     """ExponentialLR(gamma=0.9), a per-epoch decay, returned with ``interval: step``: the rate is ~0 by step 200."""
 

@@ -32,7 +32,10 @@ empty in ``uncleared_checks`` reports in a row: gradients are not cleared.
 Severity follows corroboration: an **error** when the loss agrees (it rose ``loss_rise``-fold above its
 level before the first spike, or became non-finite); a **warning** while the loss is still fine (e.g. with
 clipping on), or when it rose but its ``loss_terms`` show one that made up a fair share of it still being learnt
-(:class:`~lightning_lossguard.detectors.term_levels.TermLevels`, with ``loss_divergence``'s thresholds).
+(:class:`~lightning_lossguard.detectors.term_levels.TermLevels`, with ``loss_divergence``'s thresholds). A negative
+loss that grew ``loss_rise``-fold in size with the gradients is heading to -inf: still a warning (``loss_divergence``
+judges the fall), told as a negated or unbounded loss, checking its sign first (of the corpus' 66 flipped-sign faults,
+7 were first told "the loss has not followed yet", clipping first).
 False-alarm bound: a spike needs ``z`` = 6 robust deviations (probability ~1e-9 per step for
 log-normal noise) on ``spike_persist`` of ``persist_window`` steps, and still growing.
 """
@@ -49,6 +52,7 @@ import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.loss_divergence import UNBOUNDED_FALL_REMEDIES
 from lightning_lossguard.detectors.stats import MAD_TO_SIGMA, fast_median, mann_kendall, median, row_medians
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
@@ -380,12 +384,21 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         finite = window_losses[np.isfinite(window_losses)]
         now = fast_median(finite) if finite.size else math.nan
         rose = before > 0 and now >= t.loss_rise * before
+        # A negative loss whose size grew as much runs the other way: towards -inf (a negated loss, or one unbounded
+        # below), with the gradients growing along.
+        fell = before < 0 and now <= t.loss_rise * before
         evidence = {**found.evidence, "loss_before": before, "loss_now": now}
         if self.loss_bad or (rose and not trade_off):
             self.warned = None
             return dataclasses.replace(found, evidence=evidence, severity=Severity.ERROR)
         if rose:
             note = f" The loss rose with it ({before:.4g} -> {now:.4g}), but {trade_off}."
+        elif fell:
+            note = (
+                f" The loss fell with it ({before:.4g} -> {now:.4g}): a loss heading to -inf as its gradients grow is "
+                "usually maximised by mistake (a negated sign) or unbounded below."
+            )
+            found = dataclasses.replace(found, remedies=[*UNBOUNDED_FALL_REMEDIES, *found.remedies])
         elif math.isfinite(before) and math.isfinite(now):
             note = f" The loss has not followed yet ({before:.4g} -> {now:.4g})."
         else:

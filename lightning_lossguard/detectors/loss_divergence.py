@@ -52,6 +52,12 @@ from lightning_lossguard.detectors.stats import (
 )
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
+UNBOUNDED_FALL_REMEDIES = (
+    "Check the sign of the loss: minimise a loss, maximise a score (return -score).",
+    "Check that the loss is bounded below (e.g. log of a probability, not of an unbounded output).",
+)
+"""For a loss that heads to -inf: a score maximised by mistake, or a loss with no lower bound."""
+
 
 @dataclasses.dataclass(frozen=True)
 class LossDivergenceThresholds(Thresholds):
@@ -343,11 +349,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             f"The training loss {how} {start:.4g} -> {current:.4g} and does not level off: it falls without "
             "bound. A loss that heads to -inf is usually maximised by mistake (negated sign) or unbounded below."
         )
-        remedies = [
-            "Check the sign of the loss: minimise a loss, maximise a score (return -score).",
-            "Check that the loss is bounded below (e.g. log of a probability, not of an unbounded output).",
-            "Lower the learning rate.",
-        ]
+        remedies = [*UNBOUNDED_FALL_REMEDIES, "Lower the learning rate."]
         evidence = {"start_loss": start, "current_loss": current, "trend_z": z, "fall_factor": factor}
         severity = Severity.ERROR if factor >= t.implausible_rise else Severity.WARNING
         found = self.diagnosis(decided, message, evidence, subject="falling", remedies=remedies)

@@ -10,7 +10,8 @@ batches so far, at least ``skipped_error_batches`` of them) and most of those re
 finite, the skip is no longer a rare deliberate one: the run trains on almost nothing, an error.
 
 A NaN after a finite loss ``blowup_factor`` times the first batch's (in magnitude) ends a blow-up, not a bad batch:
-the learning rate (or an exp or power that overflows) first, the batch last. In the corpus' injected faults, none of
+the learning rate (or an exp or power that overflows) first, the batch last; when that loss was negative, it fell
+towards -inf, and the loss's sign comes first. In the corpus' injected faults, none of
 the 98 NaN batches was read so (the last finite loss before them: at most 25); of the six NaNs that ended a learning
 rate 1000x too high or an exp on the outputs, four were (their last finite loss 1.6e4x to 5e22x their first batch's),
 one came on the second batch, and one after a loss of 181.
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.loss_divergence import UNBOUNDED_FALL_REMEDIES
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
@@ -99,12 +101,18 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         )
         growth = abs(self.last_finite) / abs(self.first_finite) if self.first_finite else math.nan
         blew_up = self.last_finite_step >= 0 and growth >= self.thresholds.blowup_factor
-        after = (
-            f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss blew up before it went "
-            f"{kind} (a learning rate far too high, or an exp or power that overflows), not one bad batch"
-            if blew_up
-            else ""
-        )
+        fell = blew_up and self.last_finite < 0  # towards -inf: a negated loss, or one unbounded below
+        after = ""
+        if fell:
+            after = (
+                f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss fell towards -inf before "
+                f"it went {kind} (usually a loss maximised by mistake, or one unbounded below), not one bad batch"
+            )
+        elif blew_up:
+            after = (
+                f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss blew up before it went "
+                f"{kind} (a learning rate far too high, or an exp or power that overflows), not one bad batch"
+            )
         message = (
             f"The training loss became {kind} at step {self.first_step} "
             f"({bad} non-finite batch{'es' if bad != 1 else ''} so far){before}{after}."
@@ -118,7 +126,8 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         }
         found = self.diagnosis(steps[-1], message, evidence)
         if blew_up:  # the batch last: it was finite until the loss grew this far
-            found = dataclasses.replace(found, remedies=[*found.remedies[1:], found.remedies[0]])
+            remedies = [*found.remedies[1:], found.remedies[0]]
+            found = dataclasses.replace(found, remedies=[*UNBOUNDED_FALL_REMEDIES, *remedies] if fell else remedies)
         return [found]
 
     def skipped(

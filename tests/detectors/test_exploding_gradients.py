@@ -54,6 +54,18 @@ def test_gradients_alone_are_a_warning_until_the_loss_agrees() -> None:
     assert found.severity == "warning" and "The loss has not followed yet" in found.message
 
 
+def test_a_negative_loss_heading_to_minus_infinity_with_the_gradients_is_told_as_a_sign_to_check() -> None:
+    # A negated cross entropy: -3.6 while the norm is calm, then down to -30 as the logits and the gradients grow.
+    norms = noisy(60) + [10.0 ** (0.5 * k) for k in range(1, 15)]
+    losses = [-3.6] * 60 + [-3.6 * 10.0 ** (0.1 * k) for k in range(1, 15)]
+    found = feed(ExplodingGradients(), norms, losses=losses)[0]
+    assert found.severity == "warning" and "The loss fell with it (-3.6 -> " in found.message, found.message
+    assert found.remedies[0].startswith("Check the sign of the loss")
+    # A negative loss that only wobbles has not followed.
+    wobbling = feed(ExplodingGradients(), norms, losses=[-3.6] * 60 + [-4.0] * 14)[0]
+    assert "The loss has not followed yet" in wobbling.message and wobbling.remedies[0].startswith("Clip gradients")
+
+
 def test_gradients_that_pile_up_without_a_spike_are_an_explosion() -> None:
     # zero_grad() never called (a GAN): the norm grows from 0.05 to ~2600 over 400 steps, a little every step,
     # and a rolling baseline would follow it.
