@@ -510,6 +510,15 @@ def test_gradients_that_grow_as_a_negated_loss_heads_to_minus_infinity_point_at_
     assert first.remedies[0].startswith("Check the sign of the loss")
 
 
+def test_a_loss_at_exactly_zero_is_not_called_a_run_too_short_for_exploding_gradients(tmp_path: Path) -> None:
+    # Every label the same: the cross entropy and the gradient reach exactly 0 within a few dozen steps. Before,
+    # the report said the 320-step run was too short ("needs 23 optimizer steps, saw 12").
+    x, classes, _ = four_classes_and_prices(1024)
+    torch.manual_seed(0)
+    guard = fit(tmp_path, DeepClassifier(lr=1e-2), loader(x, torch.zeros_like(classes)), max_steps=320)
+    assert not any("exploding_gradients (needs" in note for note in guard.notes), guard.notes
+
+
 class EpochSchedulerSteppedEveryBatch(DeepClassifier):
     """ExponentialLR(gamma=0.9), a per-epoch decay, returned with ``interval: step``: the rate is ~0 by step 200."""
 

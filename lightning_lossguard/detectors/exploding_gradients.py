@@ -137,6 +137,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.levels: deque[float] = deque(maxlen=int(max(t.baseline_window, t.trend_window)))
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
         self.steps_seen = 0
+        self.zero_rows = 0  # measured optimizer steps whose gradient norm was exactly zero (not in steps_seen)
         self.cached: list[float] = []  # [median, spike threshold, steps_seen and latest step when computed]
         self.clipped = 0
         self.clip_checked = 0
@@ -151,7 +152,10 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_history) + int(self.thresholds.spike_persist)
-        return None if self.steps_seen >= need else f"needs {need} optimizer steps, saw {self.steps_seen}"
+        # A step with no gradient at all (a loss at exactly zero) was looked at: nothing on it can explode.
+        return (
+            None if self.steps_seen + self.zero_rows >= need else f"needs {need} optimizer steps, saw {self.steps_seen}"
+        )
 
     def band(self) -> tuple[float, float] | None:
         """The current normal band of the norm: below the lower or above the upper edge is a spike."""
@@ -207,6 +211,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             # rate far too high leaves the first batch ordinary and blows the next ones up (Adam at 3.0 on a
             # 4-class cross entropy: 1.4, then ~1e8 from the second step; their median read as a raw-units loss).
             self.start_loss = float(first.min()) if first.size else math.nan
+        self.zero_rows += int((values == 0).sum())
         with np.errstate(divide="ignore", invalid="ignore"):
             logs = np.where((values > 0) & np.isfinite(values), np.log10(values), np.nan)
             layer_logs = np.log10(np.maximum(layer_norms, 1e-30)) if layer_norms is not None else None

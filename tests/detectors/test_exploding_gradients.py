@@ -158,6 +158,16 @@ def test_nonfinite_and_zero_norms_are_skipped() -> None:
     assert feed(ExplodingGradients(), [math.nan, 0.0, math.inf] * 10) == []
 
 
+def test_steps_with_no_gradient_at_all_count_as_judged_not_as_a_run_too_short() -> None:
+    # Constant labels: the cross entropy reaches exactly 0 within a dozen steps, and the gradient with it.
+    detector = ExplodingGradients()
+    feed(detector, [*noisy(12), *[0.0] * 90])
+    assert detector.unjudged() is None
+    short = ExplodingGradients()
+    feed(short, noisy(12))
+    assert short.unjudged() == "needs 23 optimizer steps, saw 12"
+
+
 def test_band_and_state_round_trip() -> None:
     detector = ExplodingGradients()
     feed(detector, noisy(50))
