@@ -34,6 +34,9 @@ INSTABILITY = (
 )
 """Codes that say "the optimisation became unstable": the right answer to a learning rate far too high."""
 
+LOWER_OR_CLIP = ("lower the learning rate", "clip gradients", "clipping is")
+"""First remedies that answer a learning rate far too high (clipping too: it stops the blow-up)."""
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -44,12 +47,21 @@ class Fault:
         description: what the bug is, in the words of a bug report.
         expect: diagnoses that count as naming it (``code`` or ``code:phrase``, see :func:`names_it`).
         inject: ``(run, program) -> onset batch`` (the training batch where the fault starts; 0 from the start).
+        advice: phrases (any case), one of which the first remedy of the run's first warning or error should contain:
+            what a user who acts on that alone is told to fix (see :func:`advises_it`). Scored, not gated.
     """
 
     name: str
     description: str
     expect: tuple[str, ...]
     inject: Callable[[Run, Program], int]
+    advice: tuple[str, ...] = ()
+
+
+def advises_it(diagnosis: Diagnosis, advice: tuple[str, ...]) -> bool:
+    """Whether the first remedy of ``diagnosis`` contains one of the ``advice`` phrases (any case)."""
+    first = diagnosis.remedies[0].lower() if diagnosis.remedies else ""
+    return any(phrase.lower() in first for phrase in advice)
 
 
 def names_it(diagnosis: Diagnosis, expect: tuple[str, ...]) -> bool:
@@ -254,15 +266,34 @@ def _frozen(run: Run, program: Program) -> int:
 FAULTS: dict[str, Fault] = {
     f.name: f
     for f in (
-        Fault("lr_x1000", "the learning rate is 1000x too high", INSTABILITY, _scale_lr(1000.0)),
-        Fault("lr_div_1e6", "the learning rate is 1e6x too low", ("tiny_updates", "loss_plateau"), _scale_lr(1e-6)),
-        Fault("no_zero_grad", "optimizer.zero_grad() is never called: gradients pile up", INSTABILITY, _no_zero_grad),
-        Fault("nan_batch", "one batch has a NaN in its inputs", ("nonfinite_loss", "nonfinite_gradients"), _nan_batch),
+        Fault("lr_x1000", "the learning rate is 1000x too high", INSTABILITY, _scale_lr(1000.0), LOWER_OR_CLIP),
+        Fault(
+            "lr_div_1e6",
+            "the learning rate is 1e6x too low",
+            ("tiny_updates", "loss_plateau"),
+            _scale_lr(1e-6),
+            ("raise the learning rate",),
+        ),
+        Fault(
+            "no_zero_grad",
+            "optimizer.zero_grad() is never called: gradients pile up",
+            INSTABILITY,
+            _no_zero_grad,
+            ("zero_grad",),
+        ),
+        Fault(
+            "nan_batch",
+            "one batch has a NaN in its inputs",
+            ("nonfinite_loss", "nonfinite_gradients"),
+            _nan_batch,
+            ("inspect the batch",),
+        ),
         Fault(
             "flipped_sign",
             "the loss is returned with its sign flipped",
             ("loss_divergence", "val_loss_rising:negated"),
             _flipped_sign,
+            ("sign of the loss",),
         ),
         Fault(
             "exp_output",
@@ -280,8 +311,15 @@ FAULTS: dict[str, Fault] = {
                 "vanishing_gradients",
             ),
             _exp_output,
+            ("output activation", "last layer hands the loss"),
         ),
-        Fault("frozen", "every parameter but one is frozen", ("loss_plateau", "tiny_updates"), _frozen),
+        Fault(
+            "frozen",
+            "every parameter but one is frozen",
+            ("loss_plateau", "tiny_updates"),
+            _frozen,
+            ("require a gradient", "requires_grad"),
+        ),
     )
 }
 """Every injectable fault, by name."""

@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from benchmarks.corpus import FAULTS, PROGRAMS, SPLITS, Program, Run
-from benchmarks.corpus.faults import names_it
+from benchmarks.corpus.faults import advises_it, names_it
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm, OutputMonitor, Severity
 
 SEEDS = (0, 1, 2)
@@ -71,6 +71,13 @@ class Result:
     def correct_without_outputs(self) -> Diagnosis | None:
         """The diagnosis that names the fault among those of LossGuard's core (OutputMonitor's codes left out)."""
         return first_naming([d for d in self.diagnoses if d.code not in OutputMonitor.codes], self.expect)
+
+    @property
+    def advice_fits(self) -> bool:
+        """A faulty run whose first warning or error puts, first, a remedy for its fault (``Fault.advice``): what a
+        user who reads only the first alarm would fix. False when nothing alarmed."""
+        advice = FAULTS[self.fault].advice if self.fault in FAULTS else ()
+        return bool(self.alarms) and advises_it(self.alarms[0], advice)
 
     @property
     def broken(self) -> bool:
@@ -276,8 +283,9 @@ def score(results: list[Result]) -> str:
     ]
     rows += [
         "",
-        "| fault | expected codes | injected | diagnosed | missed (program[seed]: what was said) |",
-        "|---|---|---:|---:|---|",
+        "| fault | expected codes | injected | diagnosed | first alarm's first remedy fits | missed (program[seed]: "
+        "what was said) |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for fault in FAULTS.values():
         mine = [r for r in results if r.fault == fault.name]
@@ -289,10 +297,16 @@ def score(results: list[Result]) -> str:
         )
         rows.append(
             f"| {fault.name} | {', '.join(f'`{c}`' for c in fault.expect)} | {len(mine)} | "
-            f"{len(mine) - len(missed)} | {said or '–'} |"
+            f"{len(mine) - len(missed)} | {sum(r.advice_fits for r in mine)} | {said or '–'} |"
         )
     by_code = Counter(r.correct.code for r in results if r.correct is not None)
     rows += ["", "Faults named per code: " + ", ".join(f"`{c}` {n}" for c, n in by_code.most_common()) + "."]
+    rows += [
+        "",
+        "A first remedy fits when it contains one of the fault's advice phrases: "
+        + "; ".join(f"{f.name}: " + ", ".join(f"'{a}'" for a in f.advice) for f in FAULTS.values() if f.advice)
+        + ".",
+    ]
     return "\n".join(rows)
 
 

@@ -7,8 +7,8 @@ from benchmarks.corpus.run import Result, score
 from lightning_lossguard import Diagnosis, Severity
 
 
-def found(code: str, message: str = "") -> Diagnosis:
-    return Diagnosis(code, Severity.WARNING, 40, message, {}, [], "")
+def found(code: str, message: str = "", remedies: tuple[str, ...] = ()) -> Diagnosis:
+    return Diagnosis(code, Severity.WARNING, 40, message, {}, list(remedies), "")
 
 
 def faulty(diagnoses: list[Diagnosis]) -> Result:
@@ -35,3 +35,16 @@ def test_an_internal_error_fails_a_faulty_run_that_was_named_before_it() -> None
     assert broken.correct is not None and broken.broken and not broken.passed
     assert "stopped watching (healthy or faulty): p[0] +exp_output." in score([broken])
     assert "stopped watching (healthy or faulty): none." in score([faulty([found("loss_divergence")])])
+
+
+def test_the_first_alarms_first_remedy_is_scored_against_the_faults_advice() -> None:
+    def lr_x1000(*diagnoses: Diagnosis) -> Result:
+        return Result("p", "tuning", 0, "lr_x1000", FAULTS["lr_x1000"].expect, 0, list(diagnoses))
+
+    lower = found("exploding_gradients", remedies=("Lower the learning rate, or add a warm-up.",))
+    batch = found("nonfinite_loss", remedies=("Inspect the batch at the reported step for NaN/Inf.",))
+    assert lr_x1000(lower, batch).advice_fits and not lr_x1000(batch, lower).advice_fits
+    assert not lr_x1000().advice_fits  # nothing said: nothing fits
+    [row] = [line for line in score([lr_x1000(lower), lr_x1000(batch)]).splitlines() if line.startswith("| lr_x1000")]
+    assert "| 2 | 2 | 1 |" in row
+    assert "lr_x1000: 'lower the learning rate', 'clip gradients', 'clipping is'" in score([lr_x1000(lower)])
