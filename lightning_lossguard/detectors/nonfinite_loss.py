@@ -103,15 +103,15 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
         blew_up = self.last_finite_step >= 0 and growth >= self.thresholds.blowup_factor
         fell = blew_up and self.last_finite < 0  # towards -inf: a negated loss, or one unbounded below
         after = ""
-        if fell:
-            after = (
-                f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss fell towards -inf before "
-                f"it went {kind} (usually a loss maximised by mistake, or one unbounded below), not one bad batch"
+        if blew_up:
+            how, why = (
+                ("fell towards -inf", "usually a loss maximised by mistake, or one unbounded below")
+                if fell
+                else ("blew up", "a learning rate far too high, or an exp or power that overflows")
             )
-        elif blew_up:
             after = (
-                f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss blew up before it went "
-                f"{kind} (a learning rate far too high, or an exp or power that overflows), not one bad batch"
+                f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss {how} before it went "
+                f"{kind} ({why}), not one bad batch"
             )
         message = (
             f"The training loss became {kind} at step {self.first_step} "

@@ -118,9 +118,9 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
             return []  # the loss already fell a lot: small steps of a converged run
         # No step at a rate the run still has, after a positive loss fell to a fraction of itself (a loss near 0
         # that changes sign, a negative cosine, has not "fallen"): the optimizer stopped on its own (LBFGS tolerances).
-        if converged and last_loss >= 0 and learning_rate > 0 and learning_rate >= t.decayed_lr * self.peak_lr:
-            return []
         decayed = decayed_by_schedule(learning_rate, self.peak_lr, t.decayed_lr)
+        if converged and last_loss >= 0 and learning_rate > 0 and not decayed:
+            return []
         lr_text = f" at learning rate {learning_rate:.3g}{decayed}" if math.isfinite(learning_rate) else ""
         message = (
             f"Each optimizer step changes the weights by a median {ratio:.2g} of their size{lr_text} "
