@@ -8,11 +8,17 @@ stride the same rows reach back further, to a level a run whose norm climbs as i
 climbing 20x over 150 steps as it learns was warned when measured every 8th step, not when measured on every step).
 
 A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must
-keep growing; a norm that jumps once and then holds steady at a new level is a scale shift, not an
-explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached on ``usual_share``
-of their steps are one of the run's usual levels (tasks of different gradient scales taking turns), not an
-explosion. Before ``min_history`` steps exist, a provisional baseline of
-the first steps only counts spikes of ``severe_factor`` (runs that blow up in their first steps). One
+keep growing: by ``growth_factor`` from the first spike to the last, and by ``growth_z`` of the baseline's robust
+standard deviations (two spikes of a noisy norm differ by chance); and spikes short of ``severe_factor`` must not have
+fallen back below the first of them, yet not below the baseline, by the end of the report's window (a noisy norm
+climbing 6x to a higher level as a run learns spikes on the way there and settles: an S4D classifier's norm reached 39x
+its baseline on one step and was back at 2x by the report; whether the budget's stride caught that step decided the
+verdict). A burst of ``severe_factor`` or more, or one after which the norm fell below its baseline (a model the
+burst may have killed), is reported even when it receded. A norm that jumps once and then holds steady at a new level is
+a scale shift, not an explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached
+on ``usual_share`` of their steps are one of the run's usual levels (tasks of different gradient scales taking turns),
+not an explosion. Before ``min_history`` steps exist, a provisional baseline of the first steps only counts spikes of
+``severe_factor`` (runs that blow up in their first steps). One
 step ``catastrophe_factor`` above the baseline is reported on its own.
 A norm above the ``ceiling`` from the first steps, under a loss of ``large_loss`` or more on each of the first
 ``early_history`` batches, is told as the loss's scale (targets in raw units), with the remedy for that first; a loss
@@ -70,6 +76,12 @@ class ExplodingGradientsThresholds(Thresholds):
     persist_window: int = threshold(10, "Recent steps in which spikes are counted.")
     spike_persist: int = threshold(3, "Spikes within persist_window needed for the diagnosis.")
     growth_factor: float = threshold(2.0, "The norm must have grown this much more since the first spike ...")
+    growth_z: float = threshold(
+        2.0,
+        "... and by at least this many robust standard deviations of the baseline's log10 norm (a noisy norm's "
+        "spikes differ by chance) ...",
+        open_low=True,
+    )
     severe_factor: float = threshold(100.0, "... or reached this many times the baseline.")
     refresh_every: int = threshold(
         25, "Measured rows or optimizer steps between recomputations of the baseline (it moves slowly)."
@@ -138,7 +150,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
         self.steps_seen = 0
         self.zero_rows = 0  # measured optimizer steps whose gradient norm was exactly zero (not in steps_seen)
-        self.cached: list[float] = []  # [median, spike threshold, steps_seen and latest step when computed]
+        # [median, spike threshold, steps_seen and latest step when computed, robust standard deviation]
+        self.cached: list[float] = []
         self.clipped = 0
         self.clip_checked = 0
         self.early: list[float] = []  # log10 norms of the early steps (after min_history)
@@ -194,6 +207,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         """
         t = self.thresholds
         found: Diagnosis | None = None
+        receded_below = math.nan  # found on persistent spikes alone: log10 norm the window must not end below
         window_losses = np.asarray(losses, dtype=np.float64)
         values = np.asarray(norms, dtype=np.float64)
         nonfinite = bool((~np.isfinite(window_losses)).any() or (~np.isfinite(values)).any())
@@ -254,7 +268,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.early.append(x)
             self.levels.append(x)
             if found is None and (spike or norm >= t.ceiling):  # nothing else can complete a finding
-                found = self._judge(int(steps[-1]), layer_row, layers, clip_val)
+                judged = self._judge(int(steps[-1]), layer_row, layers, clip_val)
+                found, receded_below = judged if judged is not None else (None, math.nan)
             if spike and found is None and len(self.recent) == self.recent.maxlen and all(r[3] for r in self.recent):
                 # A whole window at a new, steady level: adopt it as the baseline (a scale shift).
                 self.history.clear()
@@ -265,6 +280,11 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.layer_history.clear()
                 for r in self.recent:
                     r[2], r[3] = 0.0, 0.0
+        if found is not None and self.recent[-1][2] >= 0 and self.recent[-1][1] < receded_below:
+            # Modest spikes receded before the window ended, below where they started but not below the baseline: the
+            # norm is not "still growing" when it is reported (a noisy norm climbing to a higher level as the run
+            # learns spikes on the way there). One that fell below its baseline may have killed the model: reported.
+            found = None
         if found is None:
             found = self._growth(int(steps[-1]) if len(steps) else 0, layers, clip_val)
         if found is None and leftover is not None:
@@ -437,7 +457,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             return median(self.history), math.log10(t.severe_factor)
         latest = self.history_steps[-1] if self.history_steps else self.steps_seen
         if (
-            len(self.cached) < 4  # none yet, or one saved before the step was kept
+            len(self.cached) < 5  # none yet, or one saved before the step and the deviation were kept
             or self.steps_seen - self.cached[2] >= t.refresh_every
             or latest - self.cached[3] >= t.refresh_every
         ):
@@ -451,17 +471,25 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             center = fast_median(history)
             spread = MAD_TO_SIGMA * fast_median(np.abs(history - center))
             width = max(math.log10(t.spike_factor), t.z * max(spread, t.min_spread))
-            self.cached = [center, width, float(self.steps_seen), float(latest)]
+            self.cached = [center, width, float(self.steps_seen), float(latest), max(spread, t.min_spread)]
         return self.cached[0], self.cached[1]
+
+    def _deviation(self) -> float:
+        """The robust standard deviation of log10(norm) the full baseline was last computed with (``min_spread``
+        before one exists: the provisional baseline only counts ``severe_factor`` spikes)."""
+        return self.cached[4] if len(self.cached) >= 5 else self.thresholds.min_spread
 
     def _judge(
         self, decided: int, layer_row: list[float], layers: Sequence[str], clip_val: float | None
-    ) -> Diagnosis | None:
+    ) -> tuple[Diagnosis, float] | None:
+        """The finding the latest row completes, if any, and, when it rests on persistent spikes short of
+        ``severe_factor`` alone (not a catastrophe nor the ceiling), the first spike's log10 norm (NaN otherwise)."""
         t = self.thresholds
         spikes = [r for r in self.recent if r[3]]
         latest = self.recent[-1]
         growing = bool(spikes) and (
-            spikes[-1][1] - spikes[0][1] >= math.log10(t.growth_factor) or latest[2] >= math.log10(t.severe_factor)
+            spikes[-1][1] - spikes[0][1] >= max(math.log10(t.growth_factor), t.growth_z * self._deviation())
+            or latest[2] >= math.log10(t.severe_factor)
         )
         over_ceiling = [s for s in self.ceiling_hits if s > latest[0] - t.persist_window]
         catastrophe = latest[3] and latest[2] >= math.log10(t.catastrophe_factor)
@@ -518,7 +546,11 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             )
         grew = subject and layer_ratio >= self.thresholds.spike_factor
         where = f"; layer {subject} grew most ({layer_ratio:.3g}x its own baseline)." if grew else "."
-        return self.diagnosis(decided, what + where, evidence, subject=subject, remedies=remedies)
+        # Spikes short of severe_factor can be a noisy climb to a higher level: re-checked at the window's end.
+        modest = max(r[2] for r in spikes) < math.log10(t.severe_factor) if spikes else False
+        on_spikes = persistent and modest and not catastrophe and len(over_ceiling) < t.spike_persist
+        first_spike = spikes[0][1] if on_spikes else math.nan
+        return self.diagnosis(decided, what + where, evidence, subject=subject, remedies=remedies), first_spike
 
     def _usual(self, spikes: list[list[float]]) -> bool:
         """Whether the norms before the recent spikes already came near their level (the spikes' median, within
