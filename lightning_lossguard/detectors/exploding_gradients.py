@@ -18,8 +18,8 @@ burst may have killed), is reported even when it receded. A norm that jumps once
 a scale shift, not an explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached
 on ``usual_share`` of their steps are one of the run's usual levels (tasks of different gradient scales taking turns),
 not an explosion. Before ``min_history`` steps exist, a provisional baseline of the first steps only counts spikes of
-``severe_factor`` (runs that blow up in their first steps). One
-step ``catastrophe_factor`` above the baseline is reported on its own.
+``severe_factor`` (runs that blow up in their first steps). One step ``catastrophe_factor`` above the baseline is
+reported on its own.
 A norm above the ``ceiling`` from the first steps, under a loss of ``large_loss`` or more on each of the first
 ``early_history`` batches, is told as the loss's scale (targets in raw units), with the remedy for that first; a loss
 that was ordinary on its first batch and blew up after it is not a scale: a norm ordinary on the first measured step
@@ -547,8 +547,12 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         grew = subject and layer_ratio >= self.thresholds.spike_factor
         where = f"; layer {subject} grew most ({layer_ratio:.3g}x its own baseline)." if grew else "."
         # Spikes short of severe_factor can be a noisy climb to a higher level: re-checked at the window's end.
-        modest = max(r[2] for r in spikes) < math.log10(t.severe_factor) if spikes else False
-        on_spikes = persistent and modest and not catastrophe and len(over_ceiling) < t.spike_persist
+        on_spikes = (
+            persistent
+            and not catastrophe
+            and len(over_ceiling) < t.spike_persist
+            and max(r[2] for r in spikes) < math.log10(t.severe_factor)
+        )
         first_spike = spikes[0][1] if on_spikes else math.nan
         return self.diagnosis(decided, what + where, evidence, subject=subject, remedies=remedies), first_spike
 
