@@ -218,6 +218,7 @@ class Diagnostician:
                 layout.settings.manual,
                 _optimizer_name(layout.settings.optimizers, window.leftover_optimizer),
                 trade_off,
+                loss_steps=window.batch_steps,
             )
         if vanishing := self._on(VanishingGradients):
             found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)

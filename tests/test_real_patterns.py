@@ -1281,3 +1281,19 @@ def test_a_norm_that_climbs_with_bumps_and_settles_before_the_report_is_not_an_e
         assert exploding == [], exploding[0].message
     else:
         assert exploding and exploding[0].step == 109 and "still growing" in exploding[0].message
+
+
+# -- A DQN's target network copied after the online network fitted the old targets closely ------------------------
+@pytest.mark.parametrize("report_every", [50, 10])
+def test_a_target_network_copy_in_a_dqn_is_not_an_exploding_gradient(tmp_path: Path, report_every: int) -> None:
+    # Found by replaying the corpus' held-out DQN with every step measured: at step 250 its target network is copied,
+    # the TD loss jumps ~1,500x and the gradient norm ~100x in one step, and both fall back as the network fits the
+    # new targets. "An error at step 299: reached 1.87, 104x its recent baseline, and is still growing", before, on
+    # all three seeds: fail_on="error" would have stopped a healthy agent. Every step measured (no budget).
+    from benchmarks.corpus import PROGRAMS
+    from benchmarks.corpus.run import build
+
+    run = build(PROGRAMS["dqn_cartpole_h"], 0)
+    guard = LossGuard(verbose=False, budget=None, report_every=report_every)
+    trainer(tmp_path, [guard], max_steps=300, gradient_clip_val=10.0).fit(run.module, run.train)
+    assert not [d for d in alarms(guard) if d.code == "exploding_gradients"], [d.one_line() for d in alarms(guard)]

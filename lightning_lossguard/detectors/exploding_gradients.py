@@ -7,19 +7,22 @@ and the baseline is refreshed every ``refresh_every`` rows or steps, whichever c
 stride the same rows reach back further, to a level a run whose norm climbs as it learns has left behind (a norm
 climbing 20x over 150 steps as it learns was warned when measured every 8th step, not when measured on every step).
 
-A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must
-keep growing: by ``growth_factor`` from the first spike to the last, and by ``growth_z`` of the baseline's robust
-standard deviations (two spikes of a noisy norm differ by chance); and spikes short of ``severe_factor`` must not have
-fallen back below the first of them, yet not below the baseline, by the end of the report's window (a noisy norm
-climbing 6x to a higher level as a run learns spikes on the way there and settles: an S4D classifier's norm reached 39x
-its baseline on one step and was back at 2x by the report; whether the budget's stride caught that step decided the
-verdict). A burst of ``severe_factor`` or more, or one after which the norm fell below its baseline (a model the
-burst may have killed), is reported even when it receded. A norm that jumps once and then holds steady at a new level is
-a scale shift, not an explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached
-on ``usual_share`` of their steps are one of the run's usual levels (tasks of different gradient scales taking turns),
-not an explosion. Before ``min_history`` steps exist, a provisional baseline of the first steps only counts spikes of
-``severe_factor`` (runs that blow up in their first steps). One step ``catastrophe_factor`` above the baseline is
-reported on its own.
+A spike must be both unusual (``z`` MADs) and large (``spike_factor``), must persist, and must keep growing: by
+``growth_factor`` from the first spike to the last, and by ``growth_z`` of the baseline's robust standard deviations
+(two spikes of a noisy norm differ by chance); and spikes short of ``severe_factor`` must not have fallen back below the
+first of them, yet not below the baseline, by the end of the report's window (a noisy norm climbing 6x to a higher level
+as a run learns spikes on the way there and settles: an S4D classifier's norm reached 39x its baseline on one step and
+was back at 2x by the report; whether the budget's stride caught that step decided the verdict). A burst of
+``severe_factor`` or more, or one after which the norm fell below its baseline (a model the burst may have killed), is
+reported even when it receded, unless it is being absorbed: its loss jumped with its first spike at least as many times
+as the norm did, and since then the norm has only shrunk and the loss has come down (a large error the optimizer is
+reducing, as when a Q-learner copies its online network into its target network: the corpus' DQN, 100x in one step with
+its loss 1,500x, was an error on every seed when every step was measured; a learning rate x1000 on SwAV took the norm
+300x and the loss only 3x). A norm that jumps once and then holds steady at a new level is a scale shift, not an
+explosion, and becomes the new baseline. Spikes near a level the earlier norms already reached on ``usual_share`` of
+their steps are one of the run's usual levels (tasks of different gradient scales taking turns), not an explosion.
+Before ``min_history`` steps exist, a provisional baseline of the first steps only counts spikes of ``severe_factor``
+(runs that blow up in their first steps). One step ``catastrophe_factor`` above the baseline is reported on its own.
 A norm above the ``ceiling`` from the first steps, under a loss of ``large_loss`` or more on each of the first
 ``early_history`` batches, is told as the loss's scale (targets in raw units), with the remedy for that first; a loss
 that was ordinary on its first batch and blew up after it is not a scale: a norm ordinary on the first measured step
@@ -144,7 +147,8 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         self.history: deque[float] = deque(maxlen=int(t.baseline_window))
         self.history_steps: deque[int] = deque(maxlen=int(t.baseline_window))  # the step of each history row
         self.layer_history: deque[list[float]] = deque(maxlen=int(t.baseline_window))
-        self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))  # [step, log10 norm, excess, spike]
+        # [step, log10 norm, excess, spike, loss at that step (NaN: not known)]
+        self.recent: deque[list[float]] = deque(maxlen=int(t.persist_window))
         # Every log10 norm, spikes included: the steady-growth trend and the levels the norm usually visits.
         self.levels: deque[float] = deque(maxlen=int(max(t.baseline_window, t.trend_window)))
         self.ceiling_hits: deque[int] = deque(maxlen=int(t.persist_window))
@@ -189,6 +193,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         manual: bool = False,
         leftover_source: str = "",
         trade_off: str | None = None,
+        loss_steps: Sequence[int] = (),
     ) -> list[Diagnosis]:
         """Judge one window of global pre-clip norms (non-finite rows are skipped: another code's job).
 
@@ -204,12 +209,14 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             trade_off: what the loss's terms did (:class:`~lightning_lossguard.detectors.term_levels.TermLevels`;
                 None: the run hands over none): a term still being learnt keeps a rise of the loss from
                 corroborating the gradients.
+            loss_steps: the optimizer step of each of ``losses`` (to read the loss at a spike's step; empty: unknown).
         """
         t = self.thresholds
         found: Diagnosis | None = None
         receded_below = math.nan  # found on persistent spikes alone: log10 norm the window must not end below
         window_losses = np.asarray(losses, dtype=np.float64)
         values = np.asarray(norms, dtype=np.float64)
+        loss_at = dict(zip(loss_steps, window_losses.tolist())) if len(loss_steps) == len(window_losses) else {}
         nonfinite = bool((~np.isfinite(window_losses)).any() or (~np.isfinite(values)).any())
         self.loss_bad = self.loss_bad or nonfinite
         if self.warned is not None and nonfinite:
@@ -255,7 +262,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             if baseline is not None:
                 excess = x - baseline[0]
                 spike = excess >= baseline[1]
-            self.recent.append([int(step), x, excess, float(spike)])
+            self.recent.append([int(step), x, excess, float(spike), loss_at.get(int(step), math.nan)])
             if norm >= t.ceiling:
                 self.ceiling_hits.append(int(step))
                 self.first_ceiling_row = self.first_ceiling_row or self.steps_seen
@@ -316,7 +323,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         k = self.recent.maxlen or n  # only the last persist_window rows are kept
         excess = (logs - baseline[0])[-k:]
         tail = zip(np.asarray(steps)[-k:].tolist(), logs[-k:].tolist(), excess.tolist())
-        self.recent.extend([int(s), x, e, 0.0] for s, x, e in tail)
+        self.recent.extend([int(s), x, e, 0.0, math.nan] for s, x, e in tail)
         self.history.extend(logs.tolist())
         self.history_steps.extend(np.asarray(steps, dtype=np.int64).tolist())
         if layer_logs is not None:
@@ -403,9 +410,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         """An error when the loss agrees with the gradients; a warning while it does not (yet), or when it rose but
         ``trade_off`` says one of its terms is still being learnt."""
         t = self.thresholds
-        # The lower of the early and the recent calm level: a loss that climbed along with the norm still shows.
-        levels = [median(x) for x in (self.losses, self.early_losses) if x]
-        before = min(levels) if levels else math.nan
+        before = self._loss_before()
         finite = window_losses[np.isfinite(window_losses)]
         now = fast_median(finite) if finite.size else math.nan
         rose = before > 0 and now >= t.loss_rise * before
@@ -431,6 +436,27 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         warned = dataclasses.replace(found, evidence=evidence, severity=Severity.WARNING, message=found.message + note)
         self.warned = warned.to_dict()  # plain data: the detector's state stays checkpoint-safe
         return warned
+
+    def _loss_before(self) -> float:
+        """The loss's level while the norm was ordinary: the lower of the early and the recent calm level (a loss that
+        climbed along with the norm still shows)."""
+        levels = [median(x) for x in (self.losses, self.early_losses) if x]
+        return min(levels) if levels else math.nan
+
+    def _absorbed(self, spikes: list[list[float]]) -> bool:
+        """Whether a burst is a large error the optimizer is reducing rather than an optimisation out of control: the
+        loss jumped with its first spike at least as many times as the norm did (the gradient grew no more than the
+        error: a moved target, as when a Q-learner copies its online network into its target network), and since then
+        the norm has only shrunk and the loss has come down. An explosion's norm outgrows its loss (the weights or
+        activations blow up) and it grows or holds; its loss does not come down. A loss not known at a spike's step
+        (NaN) decides nothing."""
+        first, last = spikes[0], spikes[-1]
+        if len(first) < 5 or len(last) < 5:  # rows of a state saved before losses were kept
+            return False
+        before = self._loss_before()
+        if not (before > 0 and first[4] / before >= 10 ** first[2] and first[4] > last[4]):
+            return False
+        return last[1] < first[1] and all(r[1] <= first[1] for r in spikes)
 
     def _remedies(self, clip_val: float | None) -> list[str]:
         remedies = list(code_info(self.code).remedies)
@@ -489,7 +515,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         latest = self.recent[-1]
         growing = bool(spikes) and (
             spikes[-1][1] - spikes[0][1] >= max(math.log10(t.growth_factor), t.growth_z * self._deviation())
-            or latest[2] >= math.log10(t.severe_factor)
+            or (latest[2] >= math.log10(t.severe_factor) and not self._absorbed(spikes))
         )
         over_ceiling = [s for s in self.ceiling_hits if s > latest[0] - t.persist_window]
         catastrophe = latest[3] and latest[2] >= math.log10(t.catastrophe_factor)

@@ -294,21 +294,22 @@ def test_spikes_of_a_noisy_norm_must_grow_beyond_its_noise() -> None:
         assert len(detector.update(list(range(100, 110)), window)) == expected, spread
 
 
-def recorded_run(stride: int, phase: int, interval: int) -> list:
-    """Replays a recorded healthy run (tests/detectors/data/s4d_seed2_norms.json) as the cost budget samples it: the
-    first two reports of 19 steps on every step (its warm-up), then every ``stride``-th step (offset ``phase``)
-    and the last step of each ``interval``-step report."""
-    data = json.loads((Path(__file__).parent / "data" / "s4d_seed2_norms.json").read_text())
+def recorded_run(name: str, stride: int, phase: int, interval: int, detector: ExplodingGradients | None = None) -> list:
+    """Replays a recorded healthy run (``tests/detectors/data/<name>.json``: every step's norm and loss) as the cost
+    budget samples it: the first two reports of 19 steps on every step (its warm-up), then every ``stride``-th step
+    (offset ``phase``) and the last step of each ``interval``-step report. The loss is recorded on every step."""
+    data = json.loads((Path(__file__).parent / "data" / f"{name}.json").read_text())
     norms, losses = data["grad_norm"], data["loss"]
     bounds = [0, 19, 38]
     while bounds[-1] < len(norms):
         bounds.append(bounds[-1] + interval)
-    detector, found = ExplodingGradients(), []
+    detector, found = detector or ExplodingGradients(), []
     for k, (start, end) in enumerate(itertools.pairwise(bounds)):
         end = min(end, len(norms))
         every = 1 if k < 2 else stride
         rows = [i for i in range(start, end) if i % every == phase % every or i == end - 1]
-        found += detector.update(rows, [norms[i] for i in rows], losses=losses[start:end])
+        batches = list(range(start, end))
+        found += detector.update(rows, [norms[i] for i in rows], losses=losses[start:end], loss_steps=batches)
     return found
 
 
@@ -318,5 +319,48 @@ def test_a_real_noisy_norm_climbing_as_it_learns_stays_quiet_on_every_stride() -
     for interval in (19, 26, 38):
         for stride in range(1, 11):
             for phase in range(stride):
-                found = recorded_run(stride, phase, interval)
+                found = recorded_run("s4d_seed2_norms", stride, phase, interval)
                 assert found == [], (interval, stride, phase, found[0].message)
+
+
+def test_a_target_network_copy_that_the_q_learner_absorbs_is_not_an_explosion_on_any_stride() -> None:
+    # A DQN copies its online network into its target network at step 250: every target moves at once, the TD loss
+    # jumps ~1,500x (0.0003 -> 0.46) and the gradient norm ~100x (0.018 -> 1.9) in one step, then both fall as the
+    # network fits the new targets. An error at step 299 ("still growing") when every step was measured, before.
+    for interval in (19, 26, 38, 50):
+        for stride in range(1, 9):
+            for phase in range(stride):
+                found = recorded_run("dqn_seed0_norms", stride, phase, interval)
+                assert found == [], (interval, stride, phase, found[0].message)
+
+
+def shock(norms: list[float], losses: list[float], known: bool = True) -> list:
+    """A calm run (norm ~0.01, loss ~1e-3 on 100 steps), then ``norms``/``losses`` from step 100, every step."""
+    detector = ExplodingGradients()
+    base = noisy(100, level=0.01, spread=0.1)
+    detector.update(list(range(100)), base, losses=[1e-3] * 100, loss_steps=list(range(100)))
+    steps = list(range(100, 100 + len(norms)))
+    return detector.update(steps, norms, losses=losses, loss_steps=steps if known else ())
+
+
+ABSORBED_NORMS = [2.0, 1.9, 1.8, 1.6, 1.3, 1.0, 0.8, 0.6, 0.5, 0.4]
+ABSORBED_LOSSES = [0.5, 0.45, 0.4, 0.33, 0.25, 0.18, 0.12, 0.09, 0.07, 0.05]
+
+
+def test_a_burst_whose_loss_jumped_more_than_its_norm_and_falls_since_is_absorbed_not_an_explosion() -> None:
+    assert shock(ABSORBED_NORMS, ABSORBED_LOSSES) == []
+
+
+def test_a_burst_that_outgrows_its_loss_or_does_not_recede_is_still_an_explosion() -> None:
+    # The norm 200x and the loss only 3x (a learning rate x1000 on SwAV: 300x and 3x): the weights blow up.
+    [outgrown] = shock(ABSORBED_NORMS, [3e-3 - 1e-4 * k for k in range(10)])
+    assert outgrown.severity == "error" and "still growing" in outgrown.message
+    # The loss rises after the jump: not being reduced.
+    [rising] = shock(ABSORBED_NORMS, [0.5 + 0.1 * k for k in range(10)])
+    assert rising.severity == "error"
+    # The norm climbs past its first spike.
+    [growing] = shock([2.0, 1.9, 2.5, *ABSORBED_NORMS[3:]], ABSORBED_LOSSES)
+    assert growing.code == "exploding_gradients"
+    # No loss known at the spikes' steps: nothing says it is being absorbed.
+    [unknown] = shock(ABSORBED_NORMS, ABSORBED_LOSSES, known=False)
+    assert unknown.code == "exploding_gradients"
