@@ -8,6 +8,7 @@ classifier that memorises."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -1297,3 +1298,59 @@ def test_a_target_network_copy_in_a_dqn_is_not_an_exploding_gradient(tmp_path: P
     guard = LossGuard(verbose=False, budget=None, report_every=report_every)
     trainer(tmp_path, [guard], max_steps=300, gradient_clip_val=10.0).fit(run.module, run.train)
     assert not [d for d in alarms(guard) if d.code == "exploding_gradients"], [d.one_line() for d in alarms(guard)]
+
+
+class BootstrappedValues(L.LightningModule):
+    """Fitted value iteration: a value network regressed on ``reward + gamma * target(next state)``, the target network
+    a frozen copy of it refreshed every ``copy_every`` steps (the pattern of a DQN's target network, without the
+    agent). Between copies the network fits fixed targets; each copy moves every target at once, and while the values
+    grow towards their fixed point the TD loss after a copy can exceed the first batches'."""
+
+    def __init__(self, copy_every: int, gamma: float) -> None:
+        super().__init__()
+        self.value = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 1))
+        self.target = copy.deepcopy(self.value).requires_grad_(False)
+        self.copy_every, self.gamma = copy_every, gamma
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        state, reward, next_state = batch
+        if self.global_step % self.copy_every == 0:
+            self.target.load_state_dict(self.value.state_dict())
+        with torch.no_grad():
+            target = reward + self.gamma * self.target(next_state).squeeze(1)
+        return F.mse_loss(self.value(state).squeeze(1), target)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def transitions(n: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    state = torch.randn(n, 4, generator=g)
+    return state, torch.sin(state[:, 0]) + state[:, 1], state + 0.3 * torch.randn(n, 4, generator=g)
+
+
+@pytest.mark.parametrize(
+    "gamma",
+    [
+        pytest.param(
+            0.9,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known false alarm: loss_divergence reads the TD loss after the first target copy (2.7x the "
+                "first batches', the gradient norm with it) as a divergence still rising, an error; one jump followed "
+                "by a fall makes the last blocks' slope positive",
+            ),
+        ),
+        0.5,
+    ],
+)
+def test_fitted_value_iteration_with_a_target_network_is_healthy(tmp_path: Path, gamma: float) -> None:
+    # Found while modelling the corpus DQN's target-network copy (the exploding_gradients test above): with gamma
+    # 0.9 the values grow towards their fixed point over several copies and the TD loss after the first copy is above
+    # where it started; with 0.5 they settle within one copy.
+    torch.manual_seed(0)
+    guard = LossGuard(verbose=False, budget=None, report_every=10)
+    module = BootstrappedValues(copy_every=150, gamma=gamma)
+    trainer(tmp_path, [guard], max_steps=400).fit(module, loader(*transitions(), batch_size=128))
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
