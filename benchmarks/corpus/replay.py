@@ -38,11 +38,12 @@ Call = tuple[tuple[Any, ...], dict[str, Any]]
 """One ``update`` call: its positional and keyword arguments."""
 
 ROWS: dict[type[Detector[Any]], tuple[int, ...]] = {
-    ExplodingGradients: (1, 2),  # the global norms, the per-layer norms
+    ExplodingGradients: (2, 1),  # the per-layer norms, the global norms
     VanishingGradients: (1, 4),  # the per-layer norms, the global norms
     DeadGradients: (1,),  # the per-parameter norms
 }
-"""Per detector, the positional arguments with one row per measured optimizer step (``steps`` is argument 0)."""
+"""Per detector, the positional arguments with one row per measured optimizer step (``steps`` is argument 0); the
+first is the one whose rows have an entry per layer or parameter."""
 
 
 @contextlib.contextmanager
@@ -98,7 +99,7 @@ def replay(cls: type[Detector[Any]], calls: list[Call], stride: int, phase: int,
     detector, width, reports = cls(), None, 0
     for args, kwargs in calls:
         if len(args[0]):
-            shape = np.shape(args[ROWS[cls][-1] if cls is ExplodingGradients else 1])[1:]
+            shape = np.shape(args[ROWS[cls][0]])[1:]
             if width is not None and shape != width:
                 detector = cls()
             width, reports = shape, reports + 1

@@ -216,7 +216,6 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         receded_below = math.nan  # found on persistent spikes alone: log10 norm the window must not end below
         window_losses = np.asarray(losses, dtype=np.float64)
         values = np.asarray(norms, dtype=np.float64)
-        loss_at = dict(zip(loss_steps, window_losses.tolist())) if len(loss_steps) == len(window_losses) else {}
         nonfinite = bool((~np.isfinite(window_losses)).any() or (~np.isfinite(values)).any())
         self.loss_bad = self.loss_bad or nonfinite
         if self.warned is not None and nonfinite:
@@ -248,6 +247,9 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         if calm_window:
             # The usual case: no step leaves the band. Taken in bulk (a per-step loop costs a report ~1 ms).
             self._take_calm(steps, values, logs, layer_logs, clip_val, baseline)  # type: ignore[arg-type]
+        # The loss at each step, for the spikes' rows (a calm window has none).
+        aligned = not calm_window and len(loss_steps) == len(window_losses)
+        loss_at = dict(zip(loss_steps, window_losses.tolist())) if aligned else {}
         for i, step in enumerate(steps if not calm_window else ()):
             x, norm = float(logs[i]), float(values[i])
             if math.isnan(x):
