@@ -1338,8 +1338,9 @@ def transitions(n: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="known false alarm: loss_divergence reads the TD loss after the first target copy (2.7x the "
-                "first batches', the gradient norm with it) as a divergence still rising, an error; one jump followed "
-                "by a fall makes the last blocks' slope positive",
+                "first batches', the gradient norm with it) as a divergence still rising, an error, and again after "
+                "the next copies: the loss's level steps up with the values (0.16, 0.44, 0.85 between copies); after "
+                "a copy it falls 1.35 -> 0.3 in 6 steps and holds, too little to tell from a divergence that holds",
             ),
         ),
         0.5,

@@ -5,8 +5,9 @@ verdict rests on depends on the host. A healthy fit that warns at one stride and
 slower machine (the S4D classifier's was one). This fits the corpus programs once with every step measured
 (``budget=None``), keeps what ``exploding_gradients``, ``vanishing_gradients`` and ``dead_gradients`` were handed at
 each report, and replays it at every stride up to ``--max-stride`` and every phase: the first ``--warm-up`` reports
-whole (the budget's warm-up measures every step), then the rows of steps at that stride and the last row of each
-report, as the budget keeps them. The loss stays whole (it is recorded on every step whatever the budget).
+whole (the budget measures every step until its first review, which may already set a stride: its warm-up only
+defers the planning of the interval), then the rows of steps at that stride and the last row of each report, as the
+budget keeps them. The loss stays whole (it is recorded on every step whatever the budget).
 
     python -m benchmarks.corpus.replay                       # every healthy fit
     python -m benchmarks.corpus.replay --faults NAME ...     # some programs' faults
@@ -92,7 +93,7 @@ def sampled(call: Call, cls: type[Detector[Any]], stride: int, phase: int) -> Ca
     return tuple(kept), kwargs
 
 
-def replay(cls: type[Detector[Any]], calls: list[Call], stride: int, phase: int, warm_up: int = 2) -> Diagnosis | None:
+def replay(cls: type[Detector[Any]], calls: list[Call], stride: int, phase: int, warm_up: int = 1) -> Diagnosis | None:
     """The first warning or error a fresh detector gives on ``calls`` sampled at ``stride``/``phase`` after ``warm_up``
     whole reports. A change in the rows' width (parameters unfrozen or frozen) starts a fresh detector, as the run's
     new layout does."""
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="programs to run (default: all)")
     parser.add_argument("--faults", action="store_true", help="their injected faults instead of the healthy seeds")
     parser.add_argument("--max-stride", type=int, default=8)
-    parser.add_argument("--warm-up", type=int, default=2, help="reports measured on every step first")
+    parser.add_argument("--warm-up", type=int, default=1, help="reports measured on every step first")
     parser.add_argument("--save", help="keep the captured inputs in this file")
     parser.add_argument("--load", help="replay inputs captured before instead of fitting")
     args = parser.parse_args(argv)

@@ -17,7 +17,8 @@ global norm fell by ``collapse_ratio`` from its early level while the loss staye
 healthy and stays quiet. The collapse is also measured from the first optimizer step, the model before any update,
 against the loss before any update: a learning rate far too high can leave a model saturated by its very first update
 (a capsule network's norm fell 1e4-fold there and its loss jumped 4.8x and stayed), and then the first window is
-already after the collapse.
+already after the collapse. The first window is counted in optimizer steps, so gradients sampled on a stride do
+not stretch it into the run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +40,17 @@ from lightning_lossguard.diagnosis import Diagnosis, Severity
 class VanishingGradientsThresholds(Thresholds):
     layer_ratio: float = threshold(1e-3, "First-layer norm / last-layer norm below this is vanishing.")
     min_layers: int = threshold(3, "Dense weight layers needed for the depth rule.")
-    window: int = threshold(50, "Optimizer steps in the rolling median.")
+    window: int = threshold(
+        50,
+        "Optimizer steps in the first window (the early level); the rolling median holds this many measured steps.",
+    )
     min_steps: int = threshold(20, "Steps needed before judging.")
+    min_early_steps: int = threshold(
+        5,
+        "Measured steps the first window needs, once it is over, to give an early level (gradients sampled on a "
+        "stride measure fewer than min_steps of its steps).",
+        low=1,
+    )
     settled_fall: float = threshold(
         0.5,
         "A first layer above layer_ratio in the first window, in a run whose loss has since fallen by this share "
@@ -69,8 +80,13 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         self.early_rows: list[list[float]] = []
         self.norms: deque[float] = deque(maxlen=w)
         self.early_norms: list[float] = []
+        self.early_steps: list[int] = []  # the optimizer step of each early row
         self.losses: deque[float] = deque(maxlen=w)
         self.early_losses: list[float] = []
+        # The first window is counted in optimizer steps, not rows: once the budget samples gradients on a stride, a
+        # window of rows would reach hundreds of steps into the run and take a settled layer's ratio as the early one.
+        self.early_until: int | None = None  # the first step after the first window (None: no row seen yet)
+        self.early_over = False  # a row at or past early_until was seen
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_steps)
@@ -97,11 +113,14 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         norms = np.asarray(global_norms, dtype=np.float64)
         keep = np.isfinite(norms)
         new_rows = np.asarray(layer_norms)[keep].tolist()
-        self.layer_rows.extend(new_rows)
-        self.early_rows.extend(new_rows[: max(0, w - len(self.early_rows))])
         kept = norms[keep].tolist()
+        row_steps = np.asarray(steps, dtype=np.int64)[keep].tolist() if len(steps) == len(norms) else []
+        self.layer_rows.extend(new_rows)
         self.norms.extend(kept)
-        self.early_norms.extend(kept[: max(0, w - len(self.early_norms))])
+        early = self._early_count(row_steps, len(kept))
+        self.early_rows.extend(new_rows[:early])
+        self.early_norms.extend(kept[:early])
+        self.early_steps.extend(row_steps[:early])
         loss_values = np.asarray(losses, dtype=np.float64)
         finite_losses = loss_values[np.isfinite(loss_values)].tolist()
         self.losses.extend(finite_losses)
@@ -110,6 +129,40 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             return []
         decided = int(steps[-1])
         return self._depth(decided, layers, paths) or self._collapse(decided)
+
+    def _early_count(self, row_steps: Sequence[int], rows: int) -> int:
+        """How many of ``rows`` new rows (at ``row_steps``) fall in the first ``window`` optimizer steps. Rows whose
+        steps are unknown count as consecutive steps; a state saved before the window was counted in steps (its
+        early rows, no end) ends the window where its rows end."""
+        w = int(self.thresholds.window)
+        if not rows:
+            return 0
+        if self.early_until is None:
+            start = row_steps[0] if row_steps else 0
+            self.early_until = start + max(0, w - len(self.early_rows))
+        if row_steps:
+            count = sum(1 for step in row_steps if step < self.early_until)
+        else:
+            count = max(0, min(rows, w - len(self.early_rows)))
+        self.early_over = self.early_over or count < rows
+        return count
+
+    def _on_every_step(self, values: list[Any]) -> list[Any]:
+        """The first window's ``values`` (one per early row) held from each measured step to the next, one per
+        optimizer step: a median of them weighs a row by the steps it stands for, so a whole first report followed by
+        a stride does not tilt the early level towards the first steps. As they are when their steps are unknown."""
+        if len(self.early_steps) != len(values) or len(values) < 2:
+            return values
+        steps = np.asarray(self.early_steps)
+        end = self.early_until if self.early_over and self.early_until is not None else int(steps[-1]) + 1
+        grid = np.arange(int(steps[0]), max(end, int(steps[-1]) + 1))
+        return [values[i] for i in np.searchsorted(steps, grid, side="right") - 1]
+
+    def _early_measured(self, rows: int) -> bool:
+        """Whether ``rows`` measured steps of the first window give its level: ``min_steps`` of them, or, once the
+        window is over, ``min_early_steps`` (all it held under a stride)."""
+        t = self.thresholds
+        return rows >= t.min_steps or (self.early_over and rows >= t.min_early_steps)
 
     def _depth(self, decided: int, layers: Sequence[str], paths: Sequence[tuple[int, int, int]]) -> list[Diagnosis]:
         t = self.thresholds
@@ -142,10 +195,11 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         settled = self._settled(first, last)
         if settled is not None:
             early_ratio, fall = settled
+            span, measured = len(self._on_every_step(self.early_rows)), len(self.early_rows)
             message += (
-                f" In the first {len(self.early_rows)} steps the ratio was {early_ratio:.3g} and the loss has fallen "
-                f"{fall:.0%} since: the early layers learned, then settled (a saturated unit or a decided discrete "
-                "code passes little gradient), so this is not holding learning back."
+                f" In its first {span} steps ({measured} measured) the ratio was {early_ratio:.3g} and the loss has "
+                f"fallen {fall:.0%} since: the early layers learned, then settled (a saturated unit or a decided "
+                "discrete code passes little gradient), so this is not holding learning back."
             )
             evidence.update(early_ratio=early_ratio, loss_fall=fall)
         lost = self._lost_after_start(first, last) if settled is None else None
@@ -188,9 +242,12 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         """(the first window's ratio, the loss's fall since) when the first layer got its share of the gradient at
         the start and the loss has since fallen by ``settled_fall``; None otherwise (or when it cannot be told)."""
         t = self.thresholds
-        if len(self.early_rows) < t.min_steps or len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
+        if (
+            not self._early_measured(len(self.early_rows))
+            or min(len(self.early_losses), len(self.losses)) < t.min_steps
+        ):
             return None
-        rows = np.asarray(self.early_rows)
+        rows = np.asarray(self._on_every_step(self.early_rows))
         if rows.ndim != 2 or max(first, last) >= rows.shape[1]:
             return None
         early = _layer_levels(rows)
@@ -218,8 +275,8 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             return []
         now, loss_now = median(self.norms), median(self.losses)
         references = [(self.early_norms[0], self.early_losses[0], True)]
-        if len(self.early_norms) >= t.window:
-            references.append((median(self.early_norms), median(self.early_losses), False))
+        if self.early_over and self._early_measured(len(self.early_norms)):
+            references.append((median(self._on_every_step(self.early_norms)), median(self.early_losses), False))
         for norm, loss, before_update in references:
             if norm > 0 and now / norm < t.collapse_ratio and loss > 0 and loss_now >= t.loss_flat * loss:
                 return [self._collapsed(decided, norm, loss, now, loss_now, before_update)]

@@ -164,3 +164,62 @@ def test_without_a_loss_jump_or_with_a_starved_start_the_cause_stays_the_archite
     one_noisy_batch[3] = 30.0  # one batch is not a jump: the peak is a median of five
     [found] = VanishingGradients().update(list(range(n)), rows, LAYERS, CHAIN, rows.max(1), one_noisy_batch)
     assert "learning rate" not in found.message
+
+
+def _sampled_like_the_budget(
+    rows: np.ndarray, losses: np.ndarray, stride: int, report: int = 20
+) -> list[tuple[int, str, str]]:
+    """(step, severity, message) of every finding a fresh detector gives when the first report measures every step
+    and later ones keep the rows at ``stride`` and each report's last row (the loss on every step), as the cost
+    budget samples them."""
+    detector, found = VanishingGradients(), []
+    for start in range(0, len(rows), report):
+        steps = list(range(start, min(start + report, len(rows))))
+        keep = [s for s in steps if start < report or s % stride == 0 or s == steps[-1]]
+        for d in detector.update(keep, rows[keep], LAYERS, CHAIN, rows[keep].max(1), losses[steps]):
+            found.append((d.step, str(d.severity), d.message))
+    return found
+
+
+def test_the_first_window_is_fifty_steps_at_any_stride() -> None:
+    # The encoder settles from step 40 on. Counted in rows, the first window of a run sampled on a stride of 8 after
+    # its first report reached step ~190, took the settled ratio for the early one and warned (the Gumbel-softmax
+    # autoencoder's seed 0 at stride 8, replayed with its start strided too).
+    rows = _encoder_that_settles(n=400)
+    rows[40:, 0] = 1e-4
+    losses = np.concatenate([np.linspace(240, 30, 50), np.full(350, 25.5)])
+    for stride in range(1, 9):
+        found = _sampled_like_the_budget(rows, losses, stride)
+        assert found and all(severity == "info" for _, severity, _ in found), (stride, found)
+        assert "In its first 50 steps" in found[-1][2], found[-1][2]
+
+
+def test_the_early_norm_weighs_each_sampled_step_by_the_steps_it_stands_for() -> None:
+    # A zero-initialised head: the norm is 0.01 before any update, 1 for the next 19 steps, then 0.01, and 5e-6 from
+    # step 200 on, the loss flat (the shape of a super-resolution net's exp output, replayed). Over the first 50 steps
+    # its level is 0.01, so now / early is 5e-4: not a collapse. A plain median of the rows that a whole first report
+    # and a stride of 8 keep (19 of 25 at 1) read 5e-6: a collapse that depended on the stride.
+    norms = np.concatenate([[0.01], np.ones(19), np.full(180, 0.01), np.full(200, 5e-6)])
+    rows = np.tile(norms[:, None], (1, 6))
+    losses = np.full(400, 0.0129)
+    for stride in range(1, 9):
+        assert _sampled_like_the_budget(rows, losses, stride) == [], stride
+    collapsed = rows.copy()
+    collapsed[200:] = 2e-7  # 5e4x below the early level: a collapse at every stride
+    for stride in range(1, 9):
+        found = _sampled_like_the_budget(collapsed, losses, stride)
+        assert found and "collapsed from 0.01 " in found[0][2], (stride, found)
+
+
+def test_a_state_saved_before_the_first_window_was_counted_in_steps_still_loads() -> None:
+    # A checkpoint from before: its early rows, no early steps and no window end. The window ends where its rows end.
+    rows = _encoder_that_settles(n=300)
+    losses = np.concatenate([np.linspace(240, 30, 50), np.full(250, 25.5)])
+    saved = VanishingGradients()
+    saved.update(list(range(60)), rows[:60], LAYERS, CHAIN, rows[:60].max(1), losses[:60])
+    state = {k: v for k, v in saved.state_dict().items() if k not in ("early_until", "early_over", "early_steps")}
+    resumed = VanishingGradients()
+    resumed.load_state_dict(state)
+    [found] = resumed.update(list(range(60, 300)), rows[60:], LAYERS, CHAIN, rows[60:].max(1), losses[60:])
+    assert found.severity == "info" and found.evidence["early_ratio"] == 0.1
+    assert len(resumed.early_rows) == 50 and resumed.early_over
