@@ -154,8 +154,9 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         if len(self.early_steps) != len(values) or len(values) < 2:
             return values
         steps = np.asarray(self.early_steps)
+        # A finished window runs to its end; one still filling, to its latest row.
         end = self.early_until if self.early_over and self.early_until is not None else int(steps[-1]) + 1
-        grid = np.arange(int(steps[0]), max(end, int(steps[-1]) + 1))
+        grid = np.arange(int(steps[0]), end)
         return [values[i] for i in np.searchsorted(steps, grid, side="right") - 1]
 
     def _early_measured(self, rows: int) -> bool:
