@@ -5,11 +5,13 @@ every injected fault diagnosed with a code that names it. The faults LossGuard d
 Every fit runs on one torch thread, so the selected fits run side by side, one worker process per core, when the
 first of them is reached; nothing else in the suite runs meanwhile. Each test then judges its own fit's result. A
 faulty fit stops once a diagnosis names its fault (its verdict cannot change after; ``python -m benchmarks.corpus``
-runs every fit to its end).
+runs every fit to its end). The suite runs each healthy program with two of the benchmark's three seeds
+(``SUITE_SEEDS``), to keep CI within its time limit; ``LOSSGUARD_CORPUS_SEEDS=0,1,2`` runs all three.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -18,7 +20,12 @@ from benchmarks.corpus import PROGRAMS
 from benchmarks.corpus.run import SEEDS, Result, available_cores, plan, run_all, run_until_named
 from lightning_lossguard.catalog import CATALOG
 
-HEALTHY = plan(sorted(PROGRAMS), SEEDS, faults=False)
+SUITE_SEEDS = tuple(int(seed) for seed in os.environ.get("LOSSGUARD_CORPUS_SEEDS", "0,1").split(","))
+"""The seeds each healthy program runs with here. Two of the benchmark's three: the third seed's 140 fits took 385 s
+of fitting, ~190 s of a ~1,060 s CI run that had reached 1,199 s of its 20 minutes on the project's machine. A cut
+in coverage, on purpose: ``python -m benchmarks.corpus`` (the docs' table) still runs every seed."""
+
+HEALTHY = plan(sorted(PROGRAMS), SUITE_SEEDS, faults=False)
 FAULTS = [job for job in plan(sorted(PROGRAMS), (), faults=True)]
 
 KNOWN_MISSES = {
@@ -142,11 +149,15 @@ def test_known_misses_are_real_corpus_faults() -> None:
 
 
 def test_known_false_alarms_are_real_healthy_runs() -> None:
-    assert set(KNOWN_FALSE_ALARMS) <= {(name, seed) for name, seed, _ in HEALTHY}
+    assert set(KNOWN_FALSE_ALARMS) <= {(name, seed) for name, seed, _ in plan(sorted(PROGRAMS), SEEDS, faults=False)}
+
+
+def test_the_suite_runs_seeds_the_benchmark_runs() -> None:
+    assert SUITE_SEEDS and set(SUITE_SEEDS) <= set(SEEDS)
 
 
 def test_host_dependent_verdicts_are_real_corpus_fits() -> None:
-    assert set(HOST_DEPENDENT) <= set(HEALTHY) | set(FAULTS)
+    assert set(HOST_DEPENDENT) <= set(plan(sorted(PROGRAMS), SEEDS, faults=True))
 
 
 def test_timing_noise_names_real_programs_and_codes() -> None:
