@@ -144,7 +144,7 @@ class LossGuard(Callback):
         time_forward: bool = True,
         max_update_elements: int = 50_000_000,
         name: str = "lossguard",
-        monitors: list[Monitor] | None = None,
+        monitors: Sequence[Monitor] | None = None,
         stall_timeout: float | None = None,
         budget: float | None = 0.01,
     ) -> None:
