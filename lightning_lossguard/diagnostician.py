@@ -175,7 +175,7 @@ class Diagnostician:
         self.term_levels.extend(terms)
         trade_off = self.term_levels.trade_off()
         found += self._judge_gradients(window, layout, trade_off)
-        found += self._judge_loss_curve(window, layout, learning_rate, trade_off, explained={x.code for x in found})
+        found += self._judge_loss_curve(window, layout, learning_rate, trade_off, explained=found)
         found += self._judge_time_and_memory(window, layout)
         return self.accept(self.rank_attribution.attribute(found))
 
@@ -244,17 +244,18 @@ class Diagnostician:
                 loss_jump=self.early_jump,
                 first_share=window.dead_unit_first,
                 upstream=layout.upstream,
+                pruned=layout.pruned,
+                planned_steps=layout.total_steps,
             )
         return found
 
     def _judge_loss_curve(
-        self, window: Window, layout: RunLayout, learning_rate: float, trade_off: str | None, explained: set[str]
+        self, window: Window, layout: RunLayout, learning_rate: float, trade_off: str | None, explained: list[Diagnosis]
     ) -> list[Diagnosis]:
         found: list[Diagnosis] = []
         batches = window.batch_steps
         tiny = self._on(TinyUpdates)
-        # Dead or vanishing gradients explain small updates better than a low learning rate.
-        starved = (explained | set(self._reported)) & {"dead_gradients", "vanishing_gradients"}
+        starved = any(starves(d) for d in [*explained, *self.diagnoses])
         if tiny and window.update_ratio is not None and window.sample_step is not None and not starved:
             found += tiny.update(
                 window.sample_step,
@@ -611,6 +612,19 @@ def _severity(value: str, code: str) -> Severity:
 
 
 assert set(CAUSE_ORDER) == set(CATALOG), "every code needs a place in CAUSE_ORDER"
+
+
+STARVED_SHARE = 0.5
+"""Parameters cut off from the loss explain a model's small updates when they hold at least this share of its
+weights (the update ratio counts every weight once)."""
+
+
+def starves(diagnosis: Diagnosis) -> bool:
+    """Whether ``diagnosis`` explains small updates better than a low learning rate does (``tiny_updates`` then
+    stays quiet): dead or vanishing gradients, or parameters without any gradient that hold most of the weights."""
+    if diagnosis.code not in ("dead_gradients", "vanishing_gradients"):
+        return False
+    return diagnosis.evidence.get("absent_weight_share", 1.0) >= STARVED_SHARE
 
 
 def _unjudged(values: np.ndarray, columns: Sequence[bool]) -> np.ndarray:

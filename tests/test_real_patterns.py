@@ -1355,3 +1355,50 @@ def test_fitted_value_iteration_with_a_target_network_is_healthy(tmp_path: Path,
     module = BootstrappedValues(copy_every=150, gamma=gamma)
     trainer(tmp_path, [guard], max_steps=400).fit(module, loader(*transitions(), batch_size=128))
     assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+
+
+class FeatureClassifier(L.LightningModule):
+    """A classifier head on a backbone's features, the backbone's parameters all handed to the optimizer. ``mode``:
+    "learn" trains both; "detach" cuts the features off the graph by mistake; "no_grad" runs the backbone under
+    ``torch.no_grad()`` in eval mode, unfrozen (the pattern of Lightning's transfer-learning example); "frozen" the
+    same, with the backbone frozen."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+        self.head = nn.Linear(64, 5)
+        self.mode = mode
+        if mode in ("no_grad", "frozen"):
+            self.backbone.eval()
+        if mode == "frozen":
+            self.backbone.requires_grad_(False)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.mode in ("no_grad", "frozen"):
+            with torch.no_grad():
+                features = self.backbone(x)
+        else:
+            features = self.backbone(x)
+        if self.mode == "detach":
+            features = features.detach()
+        return F.cross_entropy(self.head(features), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["learn", "detach", "no_grad", "frozen"])
+def test_a_backbone_that_never_gets_a_gradient_is_said_once_as_an_info(tmp_path: Path, mode: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2048, 20)
+    y = (torch.tanh(x @ torch.randn(20, 5)) ** 2 @ torch.randn(5, 5)).argmax(1)
+    guard = fit(tmp_path, FeatureClassifier(mode), loader(x, y), max_epochs=3)
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    cut_off = [d for d in guard.diagnoses if d.code == "dead_gradients"]
+    if mode in ("detach", "no_grad"):
+        [info] = cut_off
+        assert info.subject == "backbone.0" and info.evidence["absent_params"] == 4
+        assert "backbone.0.weight" in info.message and "requires_grad_(False)" in info.remedies[1]
+    else:
+        assert cut_off == []

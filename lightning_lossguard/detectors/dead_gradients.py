@@ -4,7 +4,13 @@ feature, a convolution's output channel), and a column of a transposed convoluti
 one with groups is not sampled for units: a column there mixes a channel of every group).
 
 Only watched parameters count: frozen ones (``requires_grad=False``) are never watched, and a step where
-a parameter had no gradient at all (``grad is None``) neither extends nor breaks its streak.
+a parameter had no gradient at all (``grad is None``) neither extends nor breaks its streak. Watched parameters that
+have had no gradient at all on any measured step for ``absent_steps`` optimizer steps and ``absent_share`` of a run
+of known length, while others had theirs, are cut off from the loss: an info, since a feature extractor run under
+``torch.no_grad()`` without being frozen (as Lightning's own transfer-learning example does) looks the same as a
+stray ``.detach()``. In the healthy corpus, every step measured, no parameter is without a gradient that long but
+the prototypes SwAV holds for its first 60 of 240 steps (a quarter of its run); sampled as the budget does, a
+mixture-of-experts expert routed on 4% of the steps was missed by every sampled step in 5 of 36 samplings.
 
 Where the gradient stops tells the cause: when even the output layer gets none, nothing reaches the
 model from the loss (a flat region of the loss, an output activation that cannot reach the targets, a
@@ -40,7 +46,7 @@ import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.signals.gradients import NO_GRADIENT
 
 
@@ -59,6 +65,17 @@ class DeadGradientsThresholds(Thresholds):
     output_steps: int = threshold(
         10, "Zero-gradient steps of the output layer that mean no gradient reaches the model."
     )
+    absent_steps: int = threshold(
+        50,
+        "Optimizer steps (first to latest measured) in which a watched parameter never had a gradient (grad is "
+        "None) while others had theirs: reported as cut off from the loss (an info).",
+    )
+    absent_share: float = threshold(
+        0.5,
+        "... and this share of the planned optimizer steps, when known (SwAV and DINO hold a layer's gradient at None "
+        "for their first steps on purpose).",
+        high=1,
+    )
     fitted: float = threshold(
         0.1,
         "A loss at or below this share of its first batches' level (and not below zero) has been fitted: output "
@@ -72,6 +89,14 @@ _FLAT_LOSS_REMEDIES = (
     "Make the output activation match the targets (no final ReLU for negative targets, no sigmoid for values "
     "outside [0, 1]).",
     "Look for .detach(), torch.no_grad() or integer casts between the model and the loss.",
+)
+
+_ABSENT_REMEDIES = (
+    "If they should learn, look for a .detach(), torch.no_grad() or an unused submodule between them and the loss.",
+    "If they are meant to stay fixed (a feature extractor run under torch.no_grad()), freeze them: "
+    "module.requires_grad_(False), or freeze() on a LightningModule, and leave them out of configure_optimizers.",
+    "In a mixture of experts, an expert the router sends no tokens to gets no gradient: check the router's load "
+    "balance (an auxiliary balancing loss, a capacity factor).",
 )
 
 _CLEARED_REMEDIES = (
@@ -98,6 +123,10 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         self.first_step = -1  # the first optimizer step seen: did a dead parameter have a gradient before?
         self.rows_seen = 0
         self.had_gradient: list[bool] = []  # per parameter: a non-zero gradient seen at some step
+        self.had_any: list[bool] = []  # per parameter: a gradient (zero included) seen at some step
+        self.any_since = -1  # the first step ``had_any`` covers
+        self.any_rows = 0  # measured steps since then
+        self.absent_told = False
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_steps)
@@ -117,6 +146,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         loss_jump: float = math.nan,
         first_share: np.ndarray | None = None,
         upstream: Sequence[int] | None = None,
+        pruned: Sequence[bool] = (),
+        planned_steps: int | None = None,
     ) -> list[Diagnosis]:
         """Judge one window.
 
@@ -133,6 +164,8 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 units that were alive at the start (and died in training) from units dead from the start.
             upstream: per layer (the values of ``depth``), a bitmask of the layers upstream of it on a gradient path
                 (None: unknown, a lower depth counts as upstream). Only those starve because of a dead layer.
+            pruned: per parameter, masked by pruning (its columns are "no gradient" by design: never called cut off).
+            planned_steps: the run's planned optimizer steps (None: unknown).
 
             unit_share: latest report-step sample, per parameter, of the share of dead output units
                 (-1 where not sampled); units: output units per parameter.
@@ -164,6 +197,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             streak = np.where(last_reset >= 0, zeros_after, streak + zeros_after)
             self.had_gradient = (np.asarray(self.had_gradient, dtype=bool) | (last_reset >= 0)).tolist()
         self.streak, self.streak_start = streak.tolist(), start.tolist()
+        absent = self._absent(steps, rows, names, sizes, layer_names, pruned, planned_steps)
         if first_share is not None and not self.first_share:
             self.first_share = [float(v) for v in first_share]
         if unit_share is not None:
@@ -185,7 +219,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         if sum(sizes[i] for i in dead) < t.min_weight_share * total and not died:
             dead = []  # a bias that never gets a gradient by construction (it cancels out of the loss) is harmless
         if not steps or not (dead or unit_dead):
-            return []
+            return absent
         output = list(outputs) if outputs else [i for i in range(p) if depth[i] == max(depth)]
         output_dead = all(self.streak[i] >= t.output_steps for i in output)
         # Parameters off the output layer whose latest gradient was non-zero: the loss's gradient does reach the model.
@@ -196,7 +230,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             if output_dead and not flowing:
                 return []  # nothing reaches the model because nothing is left to fit, not because it is cut off
         if not (dead or unit_dead):
-            return []
+            return absent
         # The gradient stops at the deepest dead layer; the layers before it starve as a consequence.
         stop = max(unit_dead or dead, key=lambda i: (depth[i], i))
         evidence: dict[str, float] = {
@@ -290,4 +324,54 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
                 )
             message = f"{found}. The gradient stops at {layer_names[stop]}: {why}{below}."
             subject = layer_names[stop]
-        return [self.diagnosis(int(steps[-1]), message, evidence, subject=subject, remedies=remedies)]
+        return [*absent, self.diagnosis(int(steps[-1]), message, evidence, subject=subject, remedies=remedies)]
+
+    def _absent(
+        self,
+        steps: Sequence[int],
+        rows: np.ndarray,
+        names: Sequence[str],
+        sizes: Sequence[int],
+        layer_names: Sequence[str],
+        pruned: Sequence[bool],
+        planned_steps: int | None,
+    ) -> list[Diagnosis]:
+        """Parameters without any gradient on every measured step since ``any_since``, while others had theirs:
+        once, as an info."""
+        t = self.thresholds
+        p = len(names)
+        if len(self.had_any) != p:
+            self.had_any, self.any_since, self.any_rows = [False] * p, -1, 0
+        if not len(rows):
+            return []
+        if self.any_since < 0:
+            self.any_since = int(steps[0])
+        self.any_rows += len(rows)
+        had_any = np.asarray(self.had_any, dtype=bool) | (rows != NO_GRADIENT).any(axis=0)
+        self.had_any = had_any.tolist()
+        span = int(steps[-1]) - self.any_since + 1
+        need = max(t.absent_steps, t.absent_share * planned_steps if planned_steps else 0)
+        if self.absent_told or span < need or not had_any.any():
+            return []
+        absent = [i for i in range(p) if not had_any[i] and not (i < len(pruned) and pruned[i])]
+        if not absent:
+            return []
+        self.absent_told = True
+        share = sum(sizes[i] for i in absent) / max(sum(sizes), 1)
+        layers = list(dict.fromkeys(layer_names[i] for i in absent))
+        named = ", ".join(names[i] for i in absent[:4]) + (" …" if len(absent) > 4 else "")
+        message = (
+            f"{len(absent)} of {p} watched parameters ({share:.0%} of the trained weights) have had no gradient at all "
+            f"(grad is None) on any of the {self.any_rows} measured steps from step {self.any_since} to {steps[-1]}, "
+            f"while the others had theirs: {named}. The loss does not reach them, so the optimizer leaves them as they "
+            "are."
+        )
+        evidence = {
+            "absent_params": len(absent),
+            "watched_params": p,
+            "absent_weight_share": share,
+            "absent_steps": span,
+            "measured_steps": self.any_rows,
+        }
+        found = self.diagnosis(int(steps[-1]), message, evidence, subject=layers[0], remedies=_ABSENT_REMEDIES)
+        return [dataclasses.replace(found, severity=Severity.INFO)]

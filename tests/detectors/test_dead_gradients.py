@@ -1,5 +1,6 @@
 import numpy as np
 
+from lightning_lossguard import Severity
 from lightning_lossguard.detectors import DeadGradients
 
 NAMES = ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
@@ -46,7 +47,50 @@ def test_short_zero_streaks_and_parameters_without_gradient_are_not_dead() -> No
     rows = np.tile([0.3, 0.1, 0.5, 0.1], (60, 1))
     rows[::20, 0] = 0.0  # an occasional exact zero
     rows[:, 1] = -1.0  # never had a gradient (unused/frozen this phase)
+    assert run(rows[:40]) == []
+    # Not dead, whatever the run's length: over 50 steps the parameter without any gradient is only an info.
+    assert [d.severity for d in run(rows)] == [Severity.INFO]
+
+
+def test_parameters_that_never_get_a_gradient_are_named_once_as_cut_off_from_the_loss() -> None:
+    # A backbone whose output is detached (or run under torch.no_grad() without being frozen): grad is None on
+    # every step while the head learns.
+    rows = np.tile([-1.0, -1.0, 0.5, 0.1], (30, 1))
+    detector = DeadGradients()
+    assert detector.update(list(range(30)), rows, NAMES, SIZES, LAYERS, DEPTH) == []  # steps 0-29: too soon
+    [found] = detector.update(list(range(30, 60)), rows, NAMES, SIZES, LAYERS, DEPTH)
+    assert found.severity == Severity.INFO and found.subject == "net.0"
+    assert found.evidence["absent_params"] == 2 and found.evidence["absent_steps"] == 60
+    assert found.evidence["absent_weight_share"] == (512 + 32) / sum(SIZES)
+    assert "from step 0 to 59" in found.message and "net.0.weight, net.0.bias" in found.message
+    assert ".detach()" in found.remedies[0] and "requires_grad_(False)" in found.remedies[1]
+    assert detector.update(list(range(60, 90)), rows, NAMES, SIZES, LAYERS, DEPTH) == []  # once
+    # Sampled on a stride: the steps spanned count, not the rows measured.
+    assert [d.code for d in DeadGradients().update(list(range(0, 60, 6)), rows[:10], NAMES, SIZES, LAYERS, DEPTH)] == [
+        "dead_gradients"
+    ]
+
+
+def test_a_parameter_with_a_gradient_on_one_step_pruned_weights_and_an_all_absent_model_are_not_cut_off() -> None:
+    rows = np.tile([-1.0, -1.0, 0.5, 0.1], (60, 1))
+    rows[45, 0] = rows[45, 1] = 0.0  # a zero gradient is a gradient: the parameter is on the graph
     assert run(rows) == []
+    rows[45, :2] = -1.0
+    assert run(rows, pruned=[True, True, False, False]) == []
+    assert run(np.full((60, 4), -1.0)) == []  # nothing had a gradient (every loss exactly zero): not this rule's
+
+
+def test_the_cut_off_rule_starts_after_a_state_saved_before_it() -> None:
+    rows = np.tile([-1.0, -1.0, 0.5, 0.1], (60, 1))
+    detector = DeadGradients()
+    state = detector.state_dict()
+    for key in ("had_any", "any_since", "absent_told"):
+        state.pop(key)
+    old = DeadGradients()
+    old.load_state_dict({**state, "first_step": 0, "rows_seen": 500})
+    assert old.update(list(range(500, 530)), rows[:30], NAMES, SIZES, LAYERS, DEPTH) == []  # counted from step 500
+    [found] = old.update(list(range(530, 550)), rows[:20], NAMES, SIZES, LAYERS, DEPTH)
+    assert "from step 500 to 549" in found.message
 
 
 def test_a_bias_whose_gradient_cancels_beside_a_live_weight_is_not_dead() -> None:
@@ -168,3 +212,21 @@ def test_a_dead_hidden_layer_is_named_even_when_the_loss_is_fitted() -> None:
     rows = np.tile([0.0, 0.0, 0.5, 0.1], (30, 1))
     [found] = run(rows, loss_jump=0.01)
     assert found.subject == "net.0"
+
+
+def test_a_layer_held_without_gradient_through_the_first_epoch_is_not_cut_off_in_a_run_of_known_length() -> None:
+    # SwAV and DINO set the last layer's grad to None through the first epoch (60 of 200 planned steps here).
+    rows = np.tile([0.4, 0.1, -1.0, -1.0], (60, 1))
+    later = np.tile([0.4, 0.1, 0.5, 0.1], (140, 1))
+    detector = DeadGradients()
+    assert detector.update(list(range(60)), rows, NAMES, SIZES, LAYERS, DEPTH, planned_steps=200) == []
+    assert detector.update(list(range(60, 200)), later, NAMES, SIZES, LAYERS, DEPTH, planned_steps=200) == []
+    # Held through more than half of the run, or in a run of unknown length past absent_steps: said.
+    [found] = DeadGradients().update(
+        list(range(101)), np.vstack([rows, rows[:41]]), NAMES, SIZES, LAYERS, DEPTH, planned_steps=200
+    )
+    assert "on any of the 101 measured steps from step 0 to 100" in found.message
+    assert found.evidence["measured_steps"] == 101 and "router" in found.remedies[2]
+    assert [d.severity for d in DeadGradients().update(list(range(60)), rows, NAMES, SIZES, LAYERS, DEPTH)] == [
+        Severity.INFO
+    ]
