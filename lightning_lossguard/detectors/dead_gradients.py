@@ -228,7 +228,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         if 0.0 <= loss_jump <= t.fitted:
             unit_dead = [i for i in unit_dead if i not in output]
             if output_dead and not flowing:
-                return []  # nothing reaches the model because nothing is left to fit, not because it is cut off
+                return absent  # nothing reaches the model because nothing is left to fit, not because it is cut off
         if not (dead or unit_dead):
             return absent
         # The gradient stops at the deepest dead layer; the layers before it starve as a consequence.

@@ -230,3 +230,10 @@ def test_a_layer_held_without_gradient_through_the_first_epoch_is_not_cut_off_in
     assert [d.severity for d in DeadGradients().update(list(range(60)), rows, NAMES, SIZES, LAYERS, DEPTH)] == [
         Severity.INFO
     ]
+
+
+def test_parameters_cut_off_are_named_even_when_the_fitted_outputs_are_not() -> None:
+    # A hinge loss fitted to zero gradient at the head (not dead: the margins are met) beside a detached backbone.
+    rows = np.tile([-1.0, -1.0, 0.0, 0.0], (60, 1))
+    [found] = run(rows, loss_jump=0.05)
+    assert found.evidence["absent_params"] == 2 and found.severity == Severity.INFO
