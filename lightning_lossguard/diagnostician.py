@@ -614,17 +614,11 @@ def _severity(value: str, code: str) -> Severity:
 assert set(CAUSE_ORDER) == set(CATALOG), "every code needs a place in CAUSE_ORDER"
 
 
-STARVED_SHARE = 0.5
-"""Parameters cut off from the loss explain a model's small updates when they hold at least this share of its
-weights (the update ratio counts every weight once)."""
-
-
 def starves(diagnosis: Diagnosis) -> bool:
     """Whether ``diagnosis`` explains small updates better than a low learning rate does (``tiny_updates`` then
-    stays quiet): dead or vanishing gradients, or parameters without any gradient that hold most of the weights."""
-    if diagnosis.code not in ("dead_gradients", "vanishing_gradients"):
-        return False
-    return diagnosis.evidence.get("absent_weight_share", 1.0) >= STARVED_SHARE
+    stays quiet): dead or vanishing gradients. Not parameters cut off from the loss: the update ratio leaves out the
+    parameters an optimizer step did not touch, so what it measures is the rest's steps."""
+    return diagnosis.code in ("dead_gradients", "vanishing_gradients") and "absent_params" not in diagnosis.evidence
 
 
 def _unjudged(values: np.ndarray, columns: Sequence[bool]) -> np.ndarray:

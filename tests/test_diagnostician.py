@@ -209,15 +209,14 @@ def test_a_window_of_batches_that_all_returned_none_is_judged() -> None:
     assert judge.detectors["nonfinite_loss"].skipped_batches == 30  # type: ignore[attr-defined]
 
 
-def test_parameters_cut_off_from_the_loss_explain_small_updates_only_when_they_hold_most_of_the_weights() -> None:
+def test_parameters_cut_off_from_the_loss_do_not_explain_small_updates() -> None:
     from lightning_lossguard.diagnostician import starves
 
     def found(code: str, **evidence: float) -> Diagnosis:
         return Diagnosis(code, Severity.INFO, 100, "", evidence)
 
     assert starves(found("dead_gradients", dead_params=2)) and starves(found("vanishing_gradients"))
-    # A detached backbone holding 94% of the weights: its zero updates are why the model's update ratio is small.
-    assert starves(found("dead_gradients", absent_params=4, absent_weight_share=0.94))
-    # An unused auxiliary head holding 6%: a low learning rate is still for tiny_updates to judge.
-    assert not starves(found("dead_gradients", absent_params=2, absent_weight_share=0.06))
+    # A detached backbone holding 94% of the weights: the update ratio leaves it out (no optimizer step touches it),
+    # so a tiny ratio is the head's own steps, for tiny_updates to judge.
+    assert not starves(found("dead_gradients", absent_params=4, absent_weight_share=0.94))
     assert not starves(found("loss_plateau"))

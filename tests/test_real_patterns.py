@@ -1402,3 +1402,19 @@ def test_a_backbone_that_never_gets_a_gradient_is_said_once_as_an_info(tmp_path:
         assert "backbone.0.weight" in info.message and "requires_grad_(False)" in info.remedies[1]
     else:
         assert cut_off == []
+
+
+def test_a_detached_backbone_does_not_hide_a_learning_rate_far_too_low(tmp_path: Path) -> None:
+    # The update ratio leaves out parameters no optimizer step touched: a tiny ratio here is the head's own steps.
+    class Crawling(FeatureClassifier):
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=1e-7)
+
+    torch.manual_seed(0)
+    x = torch.randn(2048, 20)
+    y = (torch.tanh(x @ torch.randn(20, 5)) ** 2 @ torch.randn(5, 5)).argmax(1)
+    cut_off_early = {"dead_gradients": {"absent_steps": 10, "absent_share": 0.0}}  # said before tiny_updates can be
+    guard = LossGuard(verbose=False, thresholds=cut_off_early)
+    trainer(tmp_path, [guard], log_every_n_steps=50, max_epochs=6).fit(Crawling("detach"), loader(x, y))
+    codes = [d.code for d in guard.diagnoses]
+    assert codes.index("dead_gradients") < codes.index("tiny_updates"), [d.one_line() for d in guard.diagnoses]
