@@ -53,7 +53,13 @@ from lightning_lossguard.signals.clipping import ClipWatch
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.graph import GraphFacts, ParameterReads, read_graph
 from lightning_lossguard.signals.memory import allocator_free_mb, device_allocated_mb, host_rss_mb
-from lightning_lossguard.signals.module_hooks import ExecutionOrder, ForwardHooks, LoggingCalls, compiled_modules
+from lightning_lossguard.signals.module_hooks import (
+    ExecutionOrder,
+    ForwardHooks,
+    LoggingCalls,
+    compiled_modules,
+    compiled_steps,
+)
 from lightning_lossguard.signals.parameters import (
     WatchedSet,
     build_layout,
@@ -236,6 +242,7 @@ class LossGuard(Callback):
         self._logging: LoggingCalls | None = None
         self._forward_seen = False  # a hooked forward call happened in this fit (kept after the hooks are removed)
         self._order: ExecutionOrder | None = None
+        self._compiled_steps = False  # Lightning compiled the module's steps: no module hooks (they would be traced)
         self._graph_roots: list[Any] = []
         self._reads = ParameterReads()  # lookup tables and sliced linear outputs the first batch's graph showed
         self._batches = 0  # training batches seen in this fit: the report and sampling clock
@@ -353,9 +360,10 @@ class LossGuard(Callback):
             if not pl_module.automatic_optimization and self._scaler is None:  # AMP: still scaled at the clip
                 self._clip_watch = ClipWatch(trainer.precision_plugin, self._before_clip)
         self._logging = LoggingCalls(pl_module, self._recorder.timer, self._recorder.capture_logged)
-        if self.time_forward:
+        self._compiled_steps = compiled_steps(pl_module)
+        if self.time_forward and not self._compiled_steps:
             self._forward = ForwardHooks(pl_module, self._recorder.timer)
-        self._order = ExecutionOrder(pl_module)
+        self._order = ExecutionOrder(pl_module, hooked=not self._compiled_steps)
         for monitor in self.monitors:
             monitor.setup(pl_module, self._device)
         if trainer.is_global_zero:
@@ -972,7 +980,7 @@ class LossGuard(Callback):
         notes = self._diagnostician.unjudged(
             self._layout,
             timed_forward=self._forward_seen,
-            forward_hooked=self.time_forward,
+            unhooked_because=self._unhooked_forward_reason(),
             gradients_watched=not self.coverage.missing("gradients"),
             budget=(self._budget.budget, self._budget.stride) if self._budget is not None else None,
         )
@@ -986,6 +994,17 @@ class LossGuard(Callback):
             logs if isinstance(logs, NonfiniteLoss) else None,
             told,
         )
+
+    def _unhooked_forward_reason(self) -> str:
+        """Why the forward was not hooked ("": it was)."""
+        if not self.time_forward:
+            return "LossGuard(time_forward=False) does not time the forward pass"
+        if self._compiled_steps:
+            return (
+                "the training step is compiled, by trainer.fit(torch.compile(model)), and a hook in it would break "
+                "its graph and make it compile again"
+            )
+        return ""
 
     def _remove_hooks(self) -> None:
         offer(self, self._backward_hooks + self._step_hooks + self._start_hooks, True)

@@ -409,12 +409,12 @@ class Diagnostician:
         timed_forward: bool = True,
         gradients_watched: bool = True,
         budget: tuple[float, int] | None = None,
-        forward_hooked: bool = True,
+        unhooked_because: str = "",
     ) -> list[str]:
         """Plain notes on what could not be judged: runs too short, signals that never arrived. Without watched
         gradients (``gradients_watched`` False: a coverage gap says why) the gradient codes are not "too short".
-        ``timed_forward``: a hooked forward call was seen in a training batch; ``forward_hooked``: the forward was
-        hooked at all (``time_forward=False`` turns that off), which decides why the loss time is missing.
+        ``timed_forward``: a hooked forward call was seen in a training batch; ``unhooked_because``: why the forward
+        was not hooked at all ("": it was), which says why the loss time is missing.
         ``budget`` (its share, the stride it chose): past a stride of 1, the run's length is not the only reason."""
         notes: list[str] = []
         broken = self.broken_by
@@ -460,11 +460,7 @@ class Diagnostician:
                         notes.append(f"val_loss_rising for '{name}' not judged: {reason}.")
         expensive = self._on(ExpensiveLoss)
         if expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_forward:
-            why = (
-                "the model's forward was not called from training_step"
-                if forward_hooked
-                else "LossGuard(time_forward=False) does not time the forward pass"
-            )
+            why = unhooked_because or "the model's forward was not called from training_step"
             notes.append(
                 f"The loss time could not be separated from the forward pass ({why}): expensive_loss needs "
                 "`with lightning_lossguard.timed('loss'):` around the loss."

@@ -174,10 +174,14 @@ class ExecutionOrder:
     off after the first batch would make it compile again (a minute on a large model). The compiled module's own
     call stands for its layers, in their registration order."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, hooked: bool = True) -> None:
+        """``hooked`` False: no hook (the module's steps are compiled, :func:`compiled_steps`); the order stays
+        unknown and the layers keep their registration order."""
         self.order: list[str] = []
         self._handles: list[RemovableHandle] = []
         order = self.order
+        if not hooked:
+            return
 
         def record(names: list[str]) -> Any:
             def hook(*_: Any) -> None:
@@ -203,6 +207,14 @@ class ExecutionOrder:
 
 def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
+
+
+def compiled_steps(module: nn.Module) -> bool:
+    """Whether Lightning runs the module's steps compiled (``trainer.fit(torch.compile(model))``: its ``forward`` and
+    ``training_step`` are wrapped by ``torch.compile``). A module hook would then run inside the compiled code: a
+    graph break at each hooked call, and a recompilation each time one is added or taken off."""
+    context = getattr(module, "_compiler_ctx", None)
+    return isinstance(context, dict) and context.get("compiler") == "dynamo"
 
 
 def compiled_modules(module: nn.Module) -> list[str]:

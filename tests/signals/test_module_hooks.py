@@ -152,3 +152,51 @@ def test_a_fused_compiled_backward_is_said_to_hide_the_depth_of_its_layers(tmp_p
         notes[backend] = [n for n in guard.notes if "cannot compare the depth of net's 3 layers" in n]
         assert guard.diagnoses == []
     assert len(notes["aot_eager"]) == 1 and notes["eager"] == [], notes
+
+
+class CompiledWhole(L.LightningModule):
+    """``trainer.fit(torch.compile(model))``: Lightning compiles the module's ``forward`` and ``training_step``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh())
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self(x).squeeze(1), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_a_model_whose_steps_lightning_compiled_gets_no_hook_and_the_report_says_what_that_costs(
+    tmp_path: Path,
+) -> None:
+    # Its forward hooks and the first batch's execution-order hooks ran inside the compiled step: a graph break at
+    # each hooked call (Dynamo cannot trace the clock) and two more compilations (hooks added, then taken off).
+    compilations: dict[str, int] = {}
+
+    def counting(name: str) -> Any:
+        def backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+            compilations[name] = compilations.get(name, 0) + 1
+            return graph.forward
+
+        return backend
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(256, 8, generator=g), torch.randn(256, generator=g))
+    for name in ("without", "with"):
+        torch._dynamo.reset()
+        guard = LossGuard(verbose=False, report_every=10)
+        callbacks = [guard] if name == "with" else []
+        loader = torch.utils.data.DataLoader(data, batch_size=16)
+        compiled = torch.compile(CompiledWhole(), backend=counting(name))
+        trainer(tmp_path / name, callbacks, max_steps=60).fit(compiled, loader)
+    assert compilations["with"] == compilations["without"] == 1, compilations
+    assert guard._layout.layers == ("body.0", "body.2", "head")  # registration order: the right one here
+    assert any("the training step is compiled, by trainer.fit(torch.compile(model))" in n for n in guard.notes)
+    assert guard.diagnoses == [] and not guard.gaps
