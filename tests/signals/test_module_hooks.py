@@ -3,6 +3,7 @@ strided fit, untimed batches run with no hook while timed ones still measure the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,11 @@ class CompiledBody(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def test_a_compiled_module_is_not_compiled_again_because_of_lossguard(tmp_path: Path) -> None:
-    # The first batch's execution-order hooks inside the compiled module, taken off after it, made it compile a
-    # second time: on a large model, a minute more per run. The order is still known, under the user's names.
+def compilations_without_and_with(
+    tmp_path: Path, build: Callable[[Any], L.LightningModule], steps: int
+) -> tuple[dict[str, int], LossGuard]:
+    """Fits of ``build(backend)`` without and with LossGuard, each compiled by a backend that counts its
+    compilations; the counts and the LossGuard."""
     compilations: dict[str, int] = {}
 
     def counting(name: str) -> Any:
@@ -127,12 +130,19 @@ def test_a_compiled_module_is_not_compiled_again_because_of_lossguard(tmp_path: 
 
     g = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(256, 8, generator=g), torch.randn(256, generator=g))
+    guard = LossGuard(verbose=False, report_every=10)
     for name in ("without", "with"):
         torch._dynamo.reset()
-        guard = LossGuard(verbose=False, report_every=10)
         callbacks = [guard] if name == "with" else []
         loader = torch.utils.data.DataLoader(data, batch_size=16)
-        trainer(tmp_path / name, callbacks, max_steps=40).fit(CompiledBody(counting(name)), loader)
+        trainer(tmp_path / name, callbacks, max_steps=steps).fit(build(counting(name)), loader)
+    return compilations, guard
+
+
+def test_a_compiled_module_is_not_compiled_again_because_of_lossguard(tmp_path: Path) -> None:
+    # The first batch's execution-order hooks inside the compiled module, taken off after it, made it compile a
+    # second time: on a large model, a minute more per run. The order is still known, under the user's names.
+    compilations, guard = compilations_without_and_with(tmp_path, CompiledBody, steps=40)
     assert compilations["with"] == compilations["without"], compilations
     assert guard._layout.layers == ("net.0", "net.2")
 
@@ -178,24 +188,9 @@ def test_a_model_whose_steps_lightning_compiled_gets_no_hook_and_the_report_says
 ) -> None:
     # Its forward hooks and the first batch's execution-order hooks ran inside the compiled step: a graph break at
     # each hooked call (Dynamo cannot trace the clock) and two more compilations (hooks added, then taken off).
-    compilations: dict[str, int] = {}
-
-    def counting(name: str) -> Any:
-        def backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
-            compilations[name] = compilations.get(name, 0) + 1
-            return graph.forward
-
-        return backend
-
-    g = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(256, 8, generator=g), torch.randn(256, generator=g))
-    for name in ("without", "with"):
-        torch._dynamo.reset()
-        guard = LossGuard(verbose=False, report_every=10)
-        callbacks = [guard] if name == "with" else []
-        loader = torch.utils.data.DataLoader(data, batch_size=16)
-        compiled = torch.compile(CompiledWhole(), backend=counting(name))
-        trainer(tmp_path / name, callbacks, max_steps=60).fit(compiled, loader)
+    compilations, guard = compilations_without_and_with(
+        tmp_path, lambda backend: torch.compile(CompiledWhole(), backend=backend), steps=60
+    )
     assert compilations["with"] == compilations["without"] == 1, compilations
     assert guard._layout.layers == ("body.0", "body.2", "head")  # registration order: the right one here
     assert any("the training step is compiled, by trainer.fit(torch.compile(model))" in n for n in guard.notes)
