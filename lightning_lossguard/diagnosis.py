@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -97,6 +97,12 @@ class Diagnosis:
         from lightning_lossguard.report.console import render_diagnosis
 
         yield render_diagnosis(self)
+
+
+def first_few(names: Sequence[str], limit: int) -> str:
+    """The first ``limit`` names, comma-separated, and how many more there are: "a, b, c and 5 more"."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def format_number(value: float) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lightning_lossguard.diagnosis import first_few
 from lightning_lossguard.signals.parameters import Sharding, sharding_of
 from lightning_lossguard.signals.recorder import Gather
 
@@ -40,7 +41,7 @@ def sharding_note(strategy: Any, names: Sequence[str], sharding: Sequence[Shardi
         )
     columns = [n for n, s in zip(names, sharding) if s is not None and not s.by_rows]
     if columns:
-        shown = ", ".join(columns[:3]) + (f" and {len(columns) - 3} more" if len(columns) > 3 else "")
+        shown = first_few(columns, 3)
         return (
             f"{len(columns)} parameter{' is' if len(columns) == 1 else 's are'} split along a dimension other than "
             f"their rows ({shown}): their gradient "

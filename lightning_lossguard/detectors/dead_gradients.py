@@ -46,7 +46,7 @@ import numpy as np
 
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, first_few
 from lightning_lossguard.signals.gradients import NO_GRADIENT
 
 
@@ -241,7 +241,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         }
         parts = []
         if dead:
-            named = ", ".join(names[i] for i in dead[:4]) + (" …" if len(dead) > 4 else "")
+            named = first_few([names[i] for i in dead], 4)
             evidence.update(
                 {
                     "zero_steps": min(self.streak[i] for i in dead),
@@ -359,7 +359,7 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
         self.absent_told = True
         share = sum(sizes[i] for i in absent) / max(sum(sizes), 1)
         layers = list(dict.fromkeys(layer_names[i] for i in absent))
-        named = ", ".join(names[i] for i in absent[:4]) + (" …" if len(absent) > 4 else "")
+        named = first_few([names[i] for i in absent], 4)
         message = (
             f"{len(absent)} of {p} watched parameters ({share:.0%} of the trained weights) have had no gradient at all "
             f"(grad is None) on any of the {self.any_rows} measured steps from step {self.any_since} to {steps[-1]}, "

@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.diagnosis import Diagnosis, first_few
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         step_bad, mask = found if found is not None else (int(steps[-1]) if steps else 0, np.zeros(len(names), bool))
         culprits = [int(i) for i in np.flatnonzero(mask)]
         culprits.sort(key=lambda i: -depth[i])
-        named = ", ".join(names[i] for i in culprits[:3]) + (" …" if len(culprits) > 3 else "")
+        named = first_few([names[i] for i in culprits], 3)
         share = sum(self.recent) / max(len(self.recent), 1)
         evidence: dict[str, float] = {
             "first_step": self.first_step if self.first_step is not None else step_bad,
