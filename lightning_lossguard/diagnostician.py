@@ -52,12 +52,12 @@ D = TypeVar("D", bound=Detector[Any])
 V = TypeVar("V")
 
 BROKEN = frozenset({"nonfinite_loss", "loss_divergence", "exploding_gradients"})
+"""Codes after which the run is broken: later gradient and loss-shape findings are its consequences."""
 
 DEFAULT_VAL_METRIC = "val_loss"
 VAL_LOSS_SPELLINGS = ("val_loss", "val/loss", "valid_loss", "valid/loss", "validation_loss", "validation/loss")
 """The default ``val_metric`` watches the first of these a run logs (``val/loss`` is lightning-hydra-template's
 spelling, and that of many projects built on it); a ``val_metric`` given by name watches that name only."""
-"""Codes after which the run is broken: later gradient and loss-shape findings are its consequences."""
 
 CONSEQUENCES = frozenset(
     {
@@ -468,11 +468,20 @@ class Diagnostician:
         return notes
 
     def hindsight(self) -> list[str]:
-        """End-of-fit notes on reported warnings that the run undid later (a validation rise it came back from); the
-        diagnoses stand as they were reported."""
-        notes = []
+        """End-of-fit notes on reported warnings that the run undid later (a validation rise it came back from, a
+        training loss that came back down or began to fall); the diagnoses stand as they were reported. None for a
+        run that broke (:attr:`broken_by`): a loss that comes back after a corroborated blow-up is a model that
+        collapsed (a learning rate x1000 that leaves only the output bias sits near the start's loss), not a
+        transient."""
+        notes: list[str] = []
+        if self.broken_by is not None:
+            return notes
         for diagnosis in self.diagnoses:
-            detector = self.val_detectors.get(diagnosis.subject) if diagnosis.code == "val_loss_rising" else None
+            detector: Detector[Any] | None = (
+                self.val_detectors.get(diagnosis.subject)
+                if diagnosis.code == "val_loss_rising"
+                else self.detectors.get(diagnosis.code)
+            )
             if detector is not None and diagnosis.severity.at_least(Severity.WARNING):
                 note = detector.undone_by(diagnosis)
                 if note is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -220,3 +221,19 @@ def test_parameters_cut_off_from_the_loss_do_not_explain_small_updates() -> None
     # so a tiny ratio is the head's own steps, for tiny_updates to judge.
     assert not starves(found("dead_gradients", absent_params=4, absent_weight_share=0.94))
     assert not starves(found("loss_plateau"))
+
+
+def test_a_climb_the_loss_comes_back_from_is_noted_unless_the_run_broke() -> None:
+    losses = np.concatenate([np.ones(50), np.geomspace(1, 30, 50), np.geomspace(30, 0.9, 50), np.full(100, 0.9)])
+    for broke in (False, True):
+        judge = Diagnostician()
+        divergence = judge.detectors["loss_divergence"]
+        said = [d for i in range(0, 250, 10) for d in divergence.update(list(range(i, i + 10)), losses[i : i + 10])]
+        judge.accept([dataclasses.replace(said[0], severity=Severity.WARNING)])
+        if broke:  # a learning rate x1000 that left only the output bias: its loss sits near the start's
+            judge.accept([found("exploding_gradients", Severity.ERROR, 120)])
+        notes = judge.hindsight()
+        if broke:
+            assert notes == []
+        else:
+            assert len(notes) == 1 and notes[0].startswith(f"loss_divergence at step {said[0].step} was a transient")

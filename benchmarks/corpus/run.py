@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -51,6 +52,7 @@ class Result:
     onset_step: int = 0
     diagnoses: list[Diagnosis] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     steps: int = 0
     error: str = ""
@@ -93,6 +95,12 @@ class Result:
         return self.correct is not None
 
     @property
+    def undone(self) -> list[str]:
+        """The codes of this run's alarms that a later part of the run undid, by LossGuard's end-of-fit hindsight
+        notes ("<code> at step N was a transient" / "did not last"); the alarms stand as reported."""
+        return [m.group(1) for n in self.notes if (m := _HINDSIGHT.match(n))]
+
+    @property
     def latency(self) -> int | None:
         found = self.correct
         return None if found is None else max(0, found.step - self.onset_step)
@@ -101,9 +109,10 @@ class Result:
         codes = ", ".join(f"{d.code}@{d.step}({d.severity.value[0]})" for d in self.diagnoses) or "-"
         label = f"{self.program}[{self.seed}]" + (f" +{self.fault}" if self.fault else "")
         gaps = f" GAPS: {'; '.join(self.gaps)}" if self.gaps else ""
+        undone = f" (undone later: {', '.join(self.undone)})" if self.undone else ""
         return (
             f"{'PASS' if self.passed else 'FAIL'} {label:45s} {self.wall_s:5.1f}s steps={self.steps:4d} {codes}"
-            f"{gaps}{' ERROR: ' + self.error if self.error else ''}"
+            f"{undone}{gaps}{' ERROR: ' + self.error if self.error else ''}"
         )
 
 
@@ -172,7 +181,12 @@ def run_program(
     result.steps = fit.global_step
     result.diagnoses = lossguard.diagnoses
     result.gaps = [f"{g.signal}: {g.reason}" for g in getattr(lossguard, "gaps", [])]
+    result.notes = list(lossguard.notes)
     return result
+
+
+_HINDSIGHT = re.compile(r"^(\w+) at step \d+ (?:was a transient|did not last)")
+"""How LossGuard's end-of-fit hindsight notes begin (``Detector.undone_by``)."""
 
 
 def first_naming(diagnoses: list[Diagnosis], expect: tuple[str, ...]) -> Diagnosis | None:
@@ -299,6 +313,18 @@ def score(results: list[Result]) -> str:
             f"| {fault.name} | {', '.join(f'`{c}`' for c in fault.expect)} | {len(mine)} | "
             f"{len(mine) - len(missed)} | {sum(r.advice_fits for r in mine)} | {said or '–'} |"
         )
+    alarmed = [r for r in results if r.healthy and r.alarms]
+    undone = Counter(c for r in results for c in set(r.undone) if r.healthy)
+    undone_faulty = Counter(c for r in results for c in set(r.undone) if not r.healthy)
+    rows += [
+        "",
+        f"Alarms the run undid later (an end-of-fit hindsight note; the alarm stands): healthy runs "
+        f"{sum(bool(r.undone) for r in alarmed)} of the {len(alarmed)} that alarmed"
+        + (f" ({', '.join(f'`{c}` {n}' for c, n in undone.most_common())})" if undone else "")
+        + f"; faulty runs {sum(bool(r.undone) for r in results if not r.healthy)}"
+        + (f" ({', '.join(f'`{c}` {n}' for c, n in undone_faulty.most_common())})" if undone_faulty else "")
+        + ".",
+    ]
     by_code = Counter(r.correct.code for r in results if r.correct is not None)
     rows += ["", "Faults named per code: " + ", ".join(f"`{c}` {n}" for c, n in by_code.most_common()) + "."]
     rows += [

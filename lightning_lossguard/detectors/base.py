@@ -79,6 +79,11 @@ class Detector(Generic[T]):
         """Why this detector could not judge the run yet (too short), or None when it could."""
         return None
 
+    def undone_by(self, diagnosis: Diagnosis) -> str | None:
+        """Hindsight on a diagnosis this detector reported: a note for the end of the fit when the run later undid
+        what it was reported for (the diagnosis stands as it was reported), or None."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
         for name, value in vars(self).items():

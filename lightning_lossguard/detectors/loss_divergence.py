@@ -29,6 +29,10 @@ peaking within ``blow_up_within`` steps and since fallen ``recovered``-fold (a l
 start). The loss before any update is the first batch's when it averaged ``first_rows`` samples or more; a
 single sample's loss can be near 0 by chance (on the healthy corpus one batch-size-1 run's first loss was 40x
 below its later peak), so smaller batches use the median of the first batches that hold that many.
+
+A reported climb that the loss comes back from (under ``1 + rise`` times its start after the report, and still
+there at the end of the fit) gets a note at the end of the fit saying it was a transient; the diagnosis itself stands
+as it was reported (it was what the losses said then).
 """
 
 from __future__ import annotations
@@ -207,6 +211,31 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         if current < 0 and current <= start - t.fall * max(scale, 1.0) and slope < 0:
             return self._falling(decided, start, current) or self._plunging(decided, start, current)
         return self._blew_up(decided, current)
+
+    def undone_by(self, diagnosis: Diagnosis) -> str | None:
+        """Hindsight on a reported climb: the training loss came back under the line it had crossed (``1 + rise``
+        times its start) after the report, and its level at the end of the fit (the median of the last
+        ``start_blocks`` blocks) is under it too. By this detector's own rule the run ended without a divergence, so
+        the report was a transient (a VQ-VAE's codebook term that climbs while its codes catch up, then falls back).
+        None otherwise, and for a blow-up (already one that came down) or a fall."""
+        start = diagnosis.evidence.get("start_loss", math.nan)
+        if "rise_factor" not in diagnosis.evidence or not start > 0:
+            return None
+        line = start * (1 + self.thresholds.rise)
+        after = [(s, v) for s, v in zip(self.blocks.steps, self.blocks.values) if s > diagnosis.step]
+        k = int(self.thresholds.start_blocks)
+        if len(after) < k:
+            return None
+        end = median([v for _, v in after[-k:]])
+        back = next((s for s, v in after if v < line), None)
+        if back is None or not end < line:
+            return None
+        risen = diagnosis.evidence.get("current_loss", math.nan)
+        return (
+            f"{self.code} at step {diagnosis.step} was a transient: the training loss, reported at {risen:.4g} "
+            f"({risen / start:.3g}x its start {start:.4g}), came back under {1 + self.thresholds.rise:g}x its start "
+            f"({line:.4g}) at step {back} and ended the fit at {end:.4g}."
+        )
 
     def _blew_up(self, decided: int, current: float) -> list[Diagnosis]:
         """The loss shot up ``warn_rise``-fold above its very first batch (or batches) and came back down: a

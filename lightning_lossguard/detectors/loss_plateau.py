@@ -33,6 +33,10 @@ False-alarm bound: on a loss that falls steadily the trend test lets a plateau t
 about 0.023 per report (z = 2) -- a missed plateau, never a false alarm. A fall of ``min_improvement`` or
 more counts unless the batch noise explains it and a rank test of the first batches against the latest
 shows no hint of a fall (z > -1): high noise makes it wait rather than guess.
+
+A reported plateau (or ln K) that the loss leaves later -- its level at the end of the fit ``min_improvement`` below
+both the level reported and the initial level, beyond the batch noise -- gets a note at the end of the fit saying it
+did not last; the diagnosis itself stands as it was reported.
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         self.scanned = 0
         self.streak = 0  # consecutive reports that found a plateau
         self.peak_lr = 0.0  # the largest learning rate seen at an update
+        self.update_ratio = math.nan  # the latest update/weight ratio measured
 
     def unjudged(self) -> str | None:
         need = int(max(self.thresholds.min_steps, 2 * self.thresholds.edge_blocks * self.thresholds.block))
@@ -164,6 +169,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         t = self.thresholds
         if math.isfinite(learning_rate):
             self.peak_lr = max(self.peak_lr, learning_rate)
+        if math.isfinite(update_ratio):
+            self.update_ratio = update_ratio
         values = np.asarray(losses, dtype=np.float64)
         finite = values[np.isfinite(values)]
         missing = max(int(t.start_batches), _RANK_SAMPLE) - len(self.first)
@@ -198,6 +205,48 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         )
         self.streak = self.streak + 1 if found else 0
         return found if self.streak >= t.persist else []
+
+    def undone_by(self, diagnosis: Diagnosis) -> str | None:
+        """Hindsight on a reported plateau (or a loss at ln K): the training loss began to fall after the report.
+        Its level at the end of the fit (the median of the last ``edge_blocks`` blocks, all after the report) is
+        ``min_improvement`` (``frozen_improvement`` for an almost frozen model) below both the level reported and the
+        initial level, beyond the batch noise (``noise_z``) -- by this detector's own rule no longer a plateau -- and
+        a plateau decided on tiny steps is no longer taking them. A slow start that took off late, or a learning rate
+        raised in time; the warning stands. None otherwise."""
+        t = self.thresholds
+        reported = diagnosis.evidence.get("current_loss", math.nan)
+        initial = diagnosis.evidence.get("initial_loss", math.nan)
+        if not (reported > 0 and initial > 0):
+            return None
+        if (
+            diagnosis.evidence.get("update_ratio", math.nan) < t.small_update
+            and not self.update_ratio >= t.small_update
+        ):
+            return None  # decided on tiny steps that are still tiny: what moves the loss is not learning (RL data)
+        frozen = diagnosis.evidence.get("trainable_share", math.nan) < t.min_trainable_share
+        enough = t.frozen_improvement if frozen else t.min_improvement
+        after = [(s, v) for s, v in zip(self.blocks.steps, self.blocks.values) if s > diagnosis.step]
+        k = int(t.edge_blocks)
+        if len(after) < k:
+            return None
+        end = median([v for _, v in after[-k:]])
+        line = min(reported, initial) * (1 - enough)
+        noise = median(self.noise) if self.noise else 0.0
+        if not (0 < end <= line and math.log10(reported / end) >= t.noise_z * noise):
+            return None
+        below = next(
+            (
+                after[i + k - 1][0]
+                for i in range(len(after) - k + 1)
+                if median([v for _, v in after[i : i + k]]) <= line
+            ),
+            after[-1][0],
+        )
+        return (
+            f"{self.code} at step {diagnosis.step} did not last: the training loss, reported at {reported:.4g} "
+            f"(from {initial:.4g} at the start), fell under {line:.4g} by step {below} and ended the fit at {end:.4g} "
+            f"({1 - end / reported:.0%} below the level reported)."
+        )
 
     def _judge(
         self,

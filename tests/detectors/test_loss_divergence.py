@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 
 from lightning_lossguard.detectors import LossDivergence
@@ -159,3 +161,50 @@ def test_a_corroborated_rise_of_terms_none_of_which_is_learnt_is_an_error() -> N
     errors = [d for d in _corroborated_rise("") if d.severity == "error"]
     assert errors and "trades off" not in errors[0].message
     assert not any("loss_terms" in r for r in errors[0].remedies), "the terms were handed over already"
+
+
+def _climb_and_back(back_to: float, ending: float) -> tuple[np.ndarray, np.ndarray]:
+    """A loss at 1 for 50 steps, climbing 30x with its gradients over 50, back down over 50 to ``back_to``, then
+    100 steps at ``ending``."""
+    losses = np.concatenate(
+        [flat(50, 1.0, 0.02), np.geomspace(1, 30, 50), np.geomspace(30, back_to, 50), flat(100, ending, 0.02)]
+    )
+    grads = np.concatenate([np.ones(50), np.geomspace(1, 100, 50), np.geomspace(100, 1, 50), np.ones(100)])
+    return losses, grads
+
+
+def test_a_climb_the_loss_comes_back_from_gets_a_transient_note_at_the_end() -> None:
+    # A VQ-VAE's codebook term: the total climbs with its gradient while the codes catch up, then falls back.
+    losses, grads = _climb_and_back(0.9, 0.9)
+    detector = LossDivergence()
+    found = feed(detector, losses[:100], grad_steps=np.arange(100), grad_norms=grads[:100])
+    reported = next(d for d in found if d.severity != "info")
+    assert detector.undone_by(reported) is None, "still up at the report: nothing to say yet"
+    feed(detector, losses[100:], start=100, grad_steps=np.arange(100, 250), grad_norms=grads[100:])
+    note = detector.undone_by(reported)
+    assert note is not None and note.startswith(f"loss_divergence at step {reported.step} was a transient")
+    line = 2 * reported.evidence["start_loss"]
+    blocks = zip(detector.blocks.steps, detector.blocks.values)
+    came_back = next(s for s, v in blocks if s > reported.step and v < line)
+    assert f"came back under 2x its start ({line:.4g}) at step {came_back}" in note
+    assert re.search(r"ended the fit at 0\.[89]\d*\.$", note), note
+
+
+def test_a_climb_that_is_still_up_at_the_end_gets_no_note() -> None:
+    # Back under the line for a while, then up again: the run ended diverged.
+    losses, grads = _climb_and_back(0.9, 0.9)
+    losses[-40:] *= 20
+    detector = LossDivergence()
+    found = feed(detector, losses, grad_steps=np.arange(250), grad_norms=grads)
+    assert [detector.undone_by(d) for d in found if d.severity != "info"][:1] == [None]
+    # Down, but not under twice the start: still a divergence by the rule.
+    losses, grads = _climb_and_back(2.5, 2.5)
+    detector = LossDivergence()
+    found = feed(detector, losses, grad_steps=np.arange(250), grad_norms=grads)
+    assert found and all(detector.undone_by(d) is None for d in found)
+
+
+def test_a_blow_up_or_a_fall_gets_no_transient_note() -> None:
+    detector = LossDivergence()
+    falling = feed(detector, -np.geomspace(1, 1e4, 200))
+    assert falling and detector.undone_by(falling[0]) is None

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 
 from lightning_lossguard.detectors import LossPlateau
@@ -147,3 +149,47 @@ def test_ln_of_a_power_of_two_also_reads_as_summed_binary_terms() -> None:
     ten = feed(LossPlateau(), _settling(300, np.log(10), np.log(10)), update_ratio=1e-7)
     two = feed(LossPlateau(), _settling(300, 1.2, np.log(2)), total_steps=300)
     assert ten and two and all("binary targets" not in d.message for d in ten + two)
+
+
+def test_a_plateau_that_ends_gets_a_note_at_the_end() -> None:
+    # Stuck at 2.3 for 300 steps with tiny updates, then the learning rate is raised and the loss falls to 0.5.
+    detector = LossPlateau()
+    found = feed(detector, flat(300, noise=0.02), update_ratio=1e-7)
+    assert found and detector.undone_by(found[0]) is None, "still on it at the report"
+    feed(detector, np.concatenate([np.geomspace(2.3, 0.5, 100), flat(100, 0.5, 0.02)]), start=300, update_ratio=1e-3)
+    note = detector.undone_by(found[0])
+    assert note is not None and note.startswith(f"loss_plateau at step {found[0].step} did not last")
+    assert re.search(r"ended the fit at 0\.[45]\d* \(7\d% below the level reported\)\.$", note), note
+
+
+def test_a_loss_that_moves_while_the_steps_stay_tiny_or_the_model_frozen_gets_no_note() -> None:
+    # PPO with its learning rate /1e6: the loss moves with the data the policy collects, not with learning.
+    later = np.concatenate([np.geomspace(2.3, 1.8, 100), flat(100, 1.8, 0.02)])
+    detector = LossPlateau()
+    found = feed(detector, flat(300, noise=0.02), update_ratio=1e-7)
+    feed(detector, later, start=300, update_ratio=1e-7)
+    assert found and detector.undone_by(found[0]) is None
+    # Almost nothing trainable: a fall of 22% is what a bias can do (30% is needed, as for the plateau).
+    detector = LossPlateau()
+    found = feed(detector, flat(300, noise=0.02), trainable_share=1e-3)
+    feed(detector, later, start=300, trainable_share=1e-3)
+    assert found and detector.undone_by(found[0]) is None
+    feed(detector, flat(100, 1.2, 0.02), start=500, trainable_share=1e-3)
+    assert detector.undone_by(found[0]) is not None
+
+
+def test_a_plateau_that_falls_only_a_little_or_stays_gets_no_note() -> None:
+    for later in (flat(200, noise=0.02), flat(200, level=2.25, noise=0.02)):  # the same level; 2% lower
+        detector = LossPlateau()
+        found = feed(detector, flat(300, noise=0.02), update_ratio=1e-7)
+        feed(detector, later, start=300)
+        assert found and detector.undone_by(found[0]) is None
+
+
+def test_a_loss_that_leaves_ln_k_gets_a_note_too() -> None:
+    detector = LossPlateau()
+    found = feed(detector, np.full(300, np.log(10)))
+    assert found and found[0].evidence["classes"] == 10
+    feed(detector, np.concatenate([np.geomspace(np.log(10), 0.3, 100), flat(100, 0.3, 0.05)]), start=300)
+    note = detector.undone_by(found[0])
+    assert note is not None and "did not last" in note
