@@ -324,10 +324,11 @@ class Diagnostician:
                 )
         if (straggler := self._on(RankStraggler)) and window.rank_phase_ms:
             found += straggler.update(window.timing_steps, window.rank_phase_ms)
-        host_kind, host_mb = "host RSS", window.host_rss_mb
-        if host_mb is not None and window.allocator_free_mb is not None:
-            # Freed memory malloc keeps rises as the allocator settles, and no object holds it.
-            host_kind, host_mb = "host memory in use", host_mb - window.allocator_free_mb
+        host_kind, host_mb, free = "host RSS", window.host_rss_mb, window.allocator_free_mb
+        if host_mb is not None and free is not None:
+            # Freed memory malloc keeps rises as the allocator settles, and no object holds it. NaN: not read at this
+            # report (a costly read is spaced out), so no host sample rather than the RSS under another name.
+            host_kind, host_mb = "host memory in use", host_mb - free if math.isfinite(free) else None
         memory = {host_kind: host_mb, "CUDA allocated": window.device_allocated_mb}
         if (growth := self._on(MemoryGrowth)) and any(v is not None for v in memory.values()):
             found += growth.update(window.last_step, memory)

@@ -196,6 +196,10 @@ def test_rss_the_allocator_holds_free_is_not_growth_and_rss_held_by_objects_is()
     assert judge_memory(RSS - 562.0) == []  # every MiB gained is free in malloc's arenas
     assert judge_memory(np.full(len(RSS), 134.0)) == ["host memory in use"]  # the free memory stayed: objects hold it
     assert judge_memory(None) == ["host RSS"]  # no allocator reading: the RSS as it is
+    # Not read at every fourth report (a costly read is spaced out): the in-use samples judged, none invented between.
+    read = np.arange(len(RSS)) % 4 != 1
+    assert judge_memory(np.where(read, RSS - 562.0, np.nan)) == []
+    assert judge_memory(np.where(read, 134.0, np.nan)) == ["host memory in use"]
 
 
 def test_a_window_of_batches_that_all_returned_none_is_judged() -> None:

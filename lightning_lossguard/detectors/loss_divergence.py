@@ -32,7 +32,8 @@ below its later peak), so smaller batches use the median of the first batches th
 
 A reported climb that the loss comes back from (under ``1 + rise`` times its start after the report, and still
 there at the end of the fit) gets a note at the end of the fit saying it was a transient; the diagnosis itself stands
-as it was reported (it was what the losses said then).
+as it was reported (it was what the losses said then). Not in a run that broke: after a corroborated blow-up, a loss
+back near its start is a model that collapsed (only the output bias learning), not a transient.
 """
 
 from __future__ import annotations

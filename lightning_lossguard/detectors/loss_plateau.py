@@ -35,8 +35,9 @@ more counts unless the batch noise explains it and a rank test of the first batc
 shows no hint of a fall (z > -1): high noise makes it wait rather than guess.
 
 A reported plateau (or ln K) that the loss leaves later -- its level at the end of the fit ``min_improvement`` below
-both the level reported and the initial level, beyond the batch noise -- gets a note at the end of the fit saying it
-did not last; the diagnosis itself stands as it was reported.
+both the level reported and the initial level, beyond the batch noise, and, when tiny steps decided it, steps that are
+no longer tiny -- gets a note at the end of the fit saying it did not last; the diagnosis itself stands as it was
+reported. No such note for a run that broke (a corroborated blow-up).
 """
 
 from __future__ import annotations

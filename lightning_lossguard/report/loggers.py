@@ -145,7 +145,7 @@ class LoggerReporter:
                 series["lossguard/update_ratio"] = ([window.sample_step], [ratio])
         if window.host_rss_mb is not None:
             series["lossguard/memory/host_rss_mb"] = ([step], [window.host_rss_mb])
-        if window.allocator_free_mb is not None:
+        if window.allocator_free_mb is not None and math.isfinite(window.allocator_free_mb):
             series["lossguard/memory/allocator_free_mb"] = ([step], [window.allocator_free_mb])
         if window.device_allocated_mb is not None:
             series["lossguard/memory/cuda_allocated_mb"] = ([step], [window.device_allocated_mb])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -47,14 +48,15 @@ class _MallInfo2(ctypes.Structure):
 
 SLOW_ALLOCATOR_READ_MS = 2.0
 """A read of the allocator's free memory walks its free chunks (~0.1 ms per 1,000; a badly fragmented heap can
-cost tens of ms). Past this, the process stops reading it and keeps the last value."""
+cost tens of ms). A read that cost more CPU time than this is not repeated for as many reports as it cost limits, so
+the reads average at most this much per report."""
 
 
 @dataclasses.dataclass
 class _AllocatorReader:
     pid: int
     read: Callable[[], _MallInfo2] | None
-    last: float | None = None
+    skip: int = 0  # reports left out after a costly read
 
 
 _READER: list[_AllocatorReader] = []  # one per process (a forked worker reads its own arenas)
@@ -62,20 +64,30 @@ _READER: list[_AllocatorReader] = []  # one per process (a forked worker reads i
 
 def allocator_free_mb() -> float | None:
     """Memory the C allocator (glibc malloc) has freed but keeps in its arenas, in MiB: resident, but held by no
-    object. None where it cannot be read (another C library, glibc before 2.33)."""
+    object. None where it cannot be read (another C library, glibc before 2.33); NaN at a report where it is not read
+    (after a costly read, :data:`SLOW_ALLOCATOR_READ_MS`), never a stale value: the RSS less an old reading is the
+    RSS again, allocator creep included.
+
+    The cost is the read's CPU time, not its wall time: in a corpus worker on a busy host one read took 3.5 ms of wall
+    time for 1.6 ms of CPU, and the old wall-clock rule then stopped reading for the rest of the process, while the
+    last value stood for every later fit (a GPT's allocator creep then read as a leak)."""
     if not _READER or _READER[0].pid != os.getpid():
         _READER[:] = [_AllocatorReader(os.getpid(), _mallinfo2())]
     reader = _READER[0]
     if reader.read is None:
-        return reader.last
-    start = time.perf_counter()
+        return None
+    if reader.skip > 0:
+        reader.skip -= 1
+        return math.nan
+    start = time.thread_time()
     try:
-        reader.last = reader.read().fordblks / 2**20
+        free = float(reader.read().fordblks) / 2**20
     except Exception:  # a monitoring read never breaks training
         reader.read = None
-    if (time.perf_counter() - start) * 1000 > SLOW_ALLOCATOR_READ_MS:
-        reader.read = None  # too slow to repeat every report: the last value stands from now on
-    return reader.last
+        return None
+    cost_ms = (time.thread_time() - start) * 1000
+    reader.skip = math.ceil(cost_ms / SLOW_ALLOCATOR_READ_MS) - 1 if cost_ms > SLOW_ALLOCATOR_READ_MS else 0
+    return free
 
 
 def _mallinfo2() -> Callable[[], _MallInfo2] | None:

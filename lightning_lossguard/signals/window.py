@@ -42,7 +42,7 @@ class Window:
     skipped_nonfinite: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # ... (step, names) not finite
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
-    allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds
+    allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds (NaN: not read)
     device_allocated_mb: float | None = None
     ranks: int = 1
     rank_loss: np.ndarray | None = None  # [ranks, batches] aligned with batch_steps (distributed runs)

@@ -1,10 +1,12 @@
-"""Process memory signals: the RSS, and the freed memory glibc's malloc keeps (read, logged, and not re-read once
-slow)."""
+"""Process memory signals: the RSS, and the freed memory glibc's malloc keeps (read, logged, and spaced out when a
+read costs CPU time)."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,13 +63,48 @@ def test_freed_blocks_the_allocator_keeps_are_read_as_free_memory(fresh_reader: 
     assert (host_rss_mb() or 0) > after
 
 
-@glibc
-def test_a_read_slower_than_the_limit_is_not_repeated(fresh_reader: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "SLOW_ALLOCATOR_READ_MS", -1.0)  # every read is "too slow"
-    with blocks() as free_every_other:
-        first = allocator_free_mb()
-        free_every_other()
-        assert first is not None and allocator_free_mb() == first  # the last value stands; no second walk
+def reader_that(spend: Callable[[], None], calls: list[int]) -> memory._AllocatorReader:
+    """An allocator reader whose every read runs ``spend`` first, counted in ``calls``, and reads 7 MiB free."""
+
+    def read() -> memory._MallInfo2:
+        calls.append(1)
+        spend()
+        return memory._MallInfo2(fordblks=7 * 2**20)
+
+    return memory._AllocatorReader(os.getpid(), read)
+
+
+def busy(ms: float) -> Callable[[], None]:
+    def spin() -> None:
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+
+    return spin
+
+
+def test_a_costly_read_is_spaced_out_and_never_stands_in_for_a_fresh_one(fresh_reader: None) -> None:
+    # 5 ms of CPU against a 2 ms limit: read, then two reports without a reading (NaN, not the old value), again.
+    calls: list[int] = []
+    memory._READER[:] = [reader_that(busy(5), calls)]
+    readings = [allocator_free_mb() for _ in range(7)]
+    assert [r if r is None or r == r else "not read" for r in readings] == [
+        7.0,
+        "not read",
+        "not read",
+        7.0,
+        "not read",
+        "not read",
+        7.0,
+    ]
+    assert len(calls) == 3
+
+
+def test_a_read_stretched_by_preemption_is_not_costly(fresh_reader: None) -> None:
+    # 5 ms of wall time off the CPU (a busy host): the read cost almost nothing, so it is repeated at every report.
+    calls: list[int] = []
+    memory._READER[:] = [reader_that(lambda: time.sleep(0.005), calls)]
+    assert [allocator_free_mb() for _ in range(4)] == [7.0] * 4 and len(calls) == 4
 
 
 @glibc
