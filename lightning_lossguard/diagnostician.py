@@ -205,6 +205,7 @@ class Diagnostician:
                 scale=window.scaler_scale,
                 nonfinite_loss_steps=bad_loss_steps,
                 loss_steps=window.batch_steps,
+                losses=window.loss,
             )
         if exploding := self._on(ExplodingGradients):
             found += exploding.update(

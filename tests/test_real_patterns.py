@@ -1,10 +1,10 @@
 """Regression tests for false alarms and wrong remedies seen on real Lightning programs, each modelled on the
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
-a learning rate far too high, a momentum that oscillates, an ``overfit_batches`` sanity check, tasks that take turns,
-a learned position table sliced to the sequence, a wider head sliced to the classes in use, LBFGS's line search, a
-classifier validated every step, and true alarms kept so: an adversarial attack too strong for its signal, a
-classifier that memorises."""
+a learning rate far too high (its loss, or gradients that overflow under it), a momentum that oscillates, an
+``overfit_batches`` sanity check, tasks that take turns, a learned position table sliced to the sequence, a wider head
+sliced to the classes in use, LBFGS's line search, a classifier validated every step, and true alarms kept so: an
+adversarial attack too strong for its signal, a classifier that memorises."""
 
 from __future__ import annotations
 
@@ -494,6 +494,17 @@ def test_a_non_finite_loss_that_ends_a_blow_up_puts_the_learning_rate_before_the
     [found] = [d for d in guard.diagnoses if d.code == "nonfinite_loss"]
     assert "the loss blew up before it went" in found.message, found.message
     assert found.remedies[0] == "Lower the learning rate." and found.remedies[-1].startswith("Inspect the batch")
+
+
+def test_gradients_that_overflow_under_a_blown_up_loss_put_the_learning_rate_first(tmp_path: Path) -> None:
+    # Plain SGD at 30 on a cross entropy: the loss reaches ~1e30 while finite and the gradients overflow first. Before,
+    # the first remedy was "look at the named parameter" (a learning rate x1000 in four corpus programs).
+    x, classes, _ = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, PlainSGDRegressor(lr=30.0), loader(x, classes), max_steps=40)
+    first = alarms(guard)[0]
+    assert first.code == "nonfinite_gradients" and "The loss blew up first" in first.message, first.message
+    assert first.remedies[0] == "Lower the learning rate and clip gradients."
 
 
 class NegatedCrossEntropy(DeepClassifier):

@@ -2,6 +2,13 @@
 
 Under a 16-bit GradScaler, a step with non-finite gradients is skipped and the scale halved: that is
 normal, especially early. Then only persistent skips or a collapsed scale are reported.
+
+Without a scaler, a finite loss can still have blown up: when the loss at the first step with non-finite gradients
+(or the last finite one before it) is ``blowup_factor`` times the first batch's or more, in magnitude, the gradients
+overflowed because the whole model did, and the remedies start with the learning rate (the loss's sign, when it fell
+towards -inf), not with the named parameter. In the corpus, four of the learning rates 1000x too high were first
+named here, their gradients overflowing at steps 1-5 under losses 2.5e24x to 3.2e28x their first batch's, and answered
+"look at the named parameter" first.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
+from lightning_lossguard.detectors.nonfinite_loss import BlowUp
 from lightning_lossguard.diagnosis import Diagnosis, first_few
 
 
@@ -28,6 +36,12 @@ class NonfiniteGradientsThresholds(Thresholds):
     skip_window: int = threshold(200, "With a GradScaler: steps over which the skip share is measured.")
     min_scale: float = threshold(
         1.0, "With a GradScaler: a loss scale below this means gradients overflow even unscaled."
+    )
+    blowup_factor: float = threshold(
+        1e3,
+        "Without a scaler: a loss at least this many times the first batch's (in magnitude) when the gradients went "
+        "non-finite means the model blew up first: the remedies then start with the learning rate.",
+        low=1,
     )
 
 
@@ -44,6 +58,9 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         self.recent: deque[bool] = deque(maxlen=int(self.thresholds.skip_window))
         self.skipped = 0
         self.first_step: int | None = None
+        self.first_loss = math.nan  # the run's first finite loss: the model before any update
+        self.last_loss = math.nan  # the latest finite loss of the windows so far
+        self.loss_at_first_step = math.nan  # the loss at first_step, or the last finite one before it
 
     def update(
         self,
@@ -54,7 +71,8 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         scaler_active: bool = False,
         scale: float | None = None,
         nonfinite_loss_steps: Collection[int] = (),
-        loss_steps: Collection[int] | None = None,
+        loss_steps: Sequence[int] | None = None,
+        losses: Sequence[float] | np.ndarray | None = None,
     ) -> list[Diagnosis]:
         """Judge one window of per-parameter norms (rows: optimizer steps; -1: no gradient).
 
@@ -66,6 +84,7 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             loss_steps: the steps whose loss was recorded (None: all of them). Of another step the message does
                 not say the loss was finite: it was not seen (manual optimization whose training_step returns
                 nothing).
+            losses: the loss of each of ``loss_steps``' batches, when known (to tell a model that blew up).
         """
         t = self.thresholds
         found: tuple[int, np.ndarray] | None = None
@@ -83,10 +102,12 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 self.longest_streak = max(self.longest_streak, self.streak)
                 if self.first_step is None:
                     self.first_step = int(step)
+                    self.loss_at_first_step = self._loss_at(int(step), loss_steps, losses)
                 if found is None:
                     found = (int(step), ~np.isfinite(row))
             else:
                 self.streak = 0
+        self._remember_losses(losses)
         if found is None and not (scaler_active and scale is not None and scale < t.min_scale and self.skipped):
             return []
         step_bad, mask = found if found is not None else (int(steps[-1]) if steps else 0, np.zeros(len(names), bool))
@@ -108,7 +129,19 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 f"Gradients became NaN/Inf at step {step_bad} {loss}, in {len(culprits)} of "
                 f"{len(names)} parameters, starting at {named or 'an unnamed parameter'} (nearest the loss)."
             )
-            return [self.diagnosis(decided, message, evidence, subject=subject)]
+            blow_up = BlowUp.of(self.loss_at_first_step, self.first_loss, t.blowup_factor)
+            if blow_up is None:
+                return [self.diagnosis(decided, message, evidence, subject=subject)]
+            message += (
+                f" The loss {blow_up.how} first: {self.loss_at_first_step:.4g} when they did (step "
+                f"{evidence['first_step']:.0f}), {blow_up.growth:.3g}x the {self.first_loss:.4g} of the first batch "
+                f"({blow_up.why}): the whole model overflowed, not one parameter."
+            )
+            evidence.update({"loss_then": self.loss_at_first_step, "first_loss": self.first_loss})
+            found_blow_up = self.diagnosis(decided, message, evidence, subject=subject)
+            named_first, backward, lower_rate, *rest = found_blow_up.remedies
+            remedies = blow_up.first([lower_rate, named_first, backward, *rest])
+            return [dataclasses.replace(found_blow_up, remedies=remedies)]
         evidence.update(
             {
                 "consecutive_skips": self.longest_streak,
@@ -134,3 +167,21 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             + "."
         )
         return [self.diagnosis(decided, message, evidence, subject=subject)]
+
+    def _loss_at(
+        self, step: int, loss_steps: Sequence[int] | None, losses: Sequence[float] | np.ndarray | None
+    ) -> float:
+        """The finite loss of ``step``'s batch, or the last finite one before it (NaN when none was seen)."""
+        if loss_steps is None or losses is None:
+            return math.nan
+        values = np.asarray(losses, dtype=np.float64)
+        at = np.asarray(loss_steps)
+        before = np.flatnonzero((at <= step) & np.isfinite(values))
+        return float(values[before[-1]]) if before.size else self.last_loss
+
+    def _remember_losses(self, losses: Sequence[float] | np.ndarray | None) -> None:
+        finite = np.asarray(losses if losses is not None else [], dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            self.first_loss = float(finite[0]) if math.isnan(self.first_loss) else self.first_loss
+            self.last_loss = float(finite[-1])

@@ -52,6 +52,34 @@ class NonfiniteLossThresholds(Thresholds):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class BlowUp:
+    """A finite loss ``factor`` times the first batch's or more, in magnitude: the run blew up (or, negative, fell
+    towards -inf) before something went non-finite."""
+
+    growth: float
+    fell: bool
+
+    @classmethod
+    def of(cls, loss: float, first_loss: float, factor: float) -> BlowUp | None:
+        growth = abs(loss) / abs(first_loss) if first_loss and math.isfinite(first_loss) else math.nan
+        return cls(growth, loss < 0) if math.isfinite(loss) and growth >= factor else None
+
+    @property
+    def how(self) -> str:
+        return "fell towards -inf" if self.fell else "blew up"
+
+    @property
+    def why(self) -> str:
+        if self.fell:  # a negated loss, or one unbounded below
+            return "usually a loss maximised by mistake, or one unbounded below"
+        return "a learning rate far too high, or an exp or power that overflows"
+
+    def first(self, remedies: Sequence[str]) -> list[str]:
+        """``remedies`` with the sign checks ahead of them when the loss fell."""
+        return [*UNBOUNDED_FALL_REMEDIES, *remedies] if self.fell else list(remedies)
+
+
 class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
     """Fires on the first non-finite training loss: a NaN loss poisons the weights at the next step."""
 
@@ -99,19 +127,12 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
             if self.last_finite_step >= 0
             else "; no finite loss was seen before it"
         )
-        growth = abs(self.last_finite) / abs(self.first_finite) if self.first_finite else math.nan
-        blew_up = self.last_finite_step >= 0 and growth >= self.thresholds.blowup_factor
-        fell = blew_up and self.last_finite < 0  # towards -inf: a negated loss, or one unbounded below
+        blow_up = BlowUp.of(self.last_finite, self.first_finite, self.thresholds.blowup_factor)  # None: none seen
         after = ""
-        if blew_up:
-            how, why = (
-                ("fell towards -inf", "usually a loss maximised by mistake, or one unbounded below")
-                if fell
-                else ("blew up", "a learning rate far too high, or an exp or power that overflows")
-            )
+        if blow_up is not None:
             after = (
-                f", {growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss {how} before it went "
-                f"{kind} ({why}), not one bad batch"
+                f", {blow_up.growth:.3g}x the {self.first_finite:.4g} of the first batch: the loss {blow_up.how} "
+                f"before it went {kind} ({blow_up.why}), not one bad batch"
             )
         message = (
             f"The training loss became {kind} at step {self.first_step} "
@@ -125,9 +146,9 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
             "first_loss": self.first_finite,
         }
         found = self.diagnosis(steps[-1], message, evidence)
-        if blew_up:  # the batch last: it was finite until the loss grew this far
+        if blow_up is not None:  # the batch last: it was finite until the loss grew this far
             remedies = [*found.remedies[1:], found.remedies[0]]
-            found = dataclasses.replace(found, remedies=[*UNBOUNDED_FALL_REMEDIES, *remedies] if fell else remedies)
+            found = dataclasses.replace(found, remedies=blow_up.first(remedies))
         return [found]
 
     def skipped(

@@ -70,3 +70,43 @@ def test_a_collapsed_scale_is_reported() -> None:
 def test_parameters_without_gradient_are_not_nonfinite() -> None:
     norms = rows([-1.0, 1.0, 1.0])
     assert NonfiniteGradients().update([0], norms, NAMES, DEPTH) == []
+
+
+def test_gradients_that_overflow_after_the_loss_blew_up_put_the_learning_rate_first() -> None:
+    # A learning rate far too high: the loss is 1e27 (finite) when the gradients overflow. Seen in four of the corpus'
+    # learning rates x1000, answered "look at the named parameter" first before.
+    detector = NonfiniteGradients()
+    finite = rows([1.0, 0.5, 2.0], [40.0, 20.0, 90.0])
+    assert detector.update([0, 1], finite, NAMES, DEPTH, loss_steps=[0, 1], losses=[1.7, 460.0]) == []
+    overflow = rows([1e12, 1e11, 1e13], [math.inf, 1e12, math.inf])
+    [found] = detector.update([2, 3], overflow, NAMES, DEPTH, loss_steps=[2, 3], losses=[8e20, 1e27])
+    assert found.remedies[0] == "Lower the learning rate and clip gradients."
+    assert found.remedies[1].startswith("Look at the named parameter")
+    assert "The loss blew up first: 1e+27 when they did (step 3)" in found.message, found.message
+    assert found.evidence["loss_then"] == 1e27 and found.evidence["first_loss"] == 1.7
+
+
+def test_the_loss_before_the_first_overflow_is_carried_across_reports() -> None:
+    # The step that overflowed has no loss of its own in its window (it was not recorded): the last one before it.
+    detector = NonfiniteGradients()
+    detector.update([0, 1], rows([1.0, 1.0, 1.0], [9.0, 9.0, 9.0]), NAMES, DEPTH, loss_steps=[0, 1], losses=[2.0, 5e4])
+    [found] = detector.update([2], rows([math.nan, 1.0, 1.0]), NAMES, DEPTH, loss_steps=[], losses=[])
+    assert found.remedies[0].startswith("Lower the learning rate") and found.evidence["loss_then"] == 5e4
+
+
+def test_an_ordinary_loss_keeps_the_named_parameter_first() -> None:
+    # sqrt/log at 0 in a custom loss: the loss is fine, one parameter's gradient is not; and a loss that starts at
+    # exactly 0 has no scale to have blown up from.
+    for first, then in ((1.7, 3.0), (1.7, 1000.0), (0.0, 5.0)):
+        detector = NonfiniteGradients()
+        norms = rows([1.0, 0.5, 2.0], [1.0, 0.5, math.nan])
+        [found] = detector.update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[first, then])
+        assert found.remedies[0].startswith("Look at the named parameter"), (first, then)
+        assert "blew up" not in found.message and "loss_then" not in found.evidence
+
+
+def test_gradients_that_overflow_as_the_loss_falls_to_minus_infinity_point_at_its_sign() -> None:
+    norms = rows([1.0, 0.5, 2.0], [math.inf, 0.5, 2.0])
+    [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[-1.4, -3e9])
+    assert found.remedies[0].startswith("Check the sign of the loss") and "fell towards -inf first" in found.message
+    assert found.remedies[2] == "Lower the learning rate and clip gradients."
