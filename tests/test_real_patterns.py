@@ -503,7 +503,7 @@ def test_gradients_that_overflow_under_a_blown_up_loss_put_the_learning_rate_fir
     torch.manual_seed(0)
     guard = fit(tmp_path, PlainSGDRegressor(lr=30.0), loader(x, classes), max_steps=40)
     first = alarms(guard)[0]
-    assert first.code == "nonfinite_gradients" and "The loss blew up first" in first.message, first.message
+    assert first.code == "nonfinite_gradients" and "The loss blew up before them" in first.message, first.message
     assert first.remedies[0] == "Lower the learning rate and clip gradients."
 
 

@@ -59,8 +59,8 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         self.skipped = 0
         self.first_step: int | None = None
         self.first_loss = math.nan  # the run's first finite loss: the model before any update
-        self.last_loss = math.nan  # the latest finite loss of the windows so far
-        self.loss_at_first_step = math.nan  # the loss at first_step, or the last finite one before it
+        self.last_loss = (-1, math.nan)  # (step, value) of the latest finite loss of the windows so far
+        self.loss_before = (-1, math.nan)  # ... of the finite loss at first_step or the last one before it
 
     def update(
         self,
@@ -102,12 +102,12 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 self.longest_streak = max(self.longest_streak, self.streak)
                 if self.first_step is None:
                     self.first_step = int(step)
-                    self.loss_at_first_step = self._loss_at(int(step), loss_steps, losses)
+                    self.loss_before = self._loss_at(int(step), loss_steps, losses)
                 if found is None:
                     found = (int(step), ~np.isfinite(row))
             else:
                 self.streak = 0
-        self._remember_losses(losses)
+        self._remember_losses(loss_steps, losses)
         if found is None and not (scaler_active and scale is not None and scale < t.min_scale and self.skipped):
             return []
         step_bad, mask = found if found is not None else (int(steps[-1]) if steps else 0, np.zeros(len(names), bool))
@@ -129,15 +129,16 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 f"Gradients became NaN/Inf at step {step_bad} {loss}, in {len(culprits)} of "
                 f"{len(names)} parameters, starting at {named or 'an unnamed parameter'} (nearest the loss)."
             )
-            blow_up = BlowUp.of(self.loss_at_first_step, self.first_loss, t.blowup_factor)
+            loss_step, loss_then = self.loss_before
+            blow_up = BlowUp.of(loss_then, self.first_loss, t.blowup_factor)
             if blow_up is None:
                 return [self.diagnosis(decided, message, evidence, subject=subject)]
             message += (
-                f" The loss {blow_up.how} first: {self.loss_at_first_step:.4g} when they did (step "
-                f"{evidence['first_step']:.0f}), {blow_up.growth:.3g}x the {self.first_loss:.4g} of the first batch "
-                f"({blow_up.why}): the whole model overflowed, not one parameter."
+                f" The loss {blow_up.how} before them: {loss_then:.4g} at step {loss_step}, {blow_up.growth:.3g}x the "
+                f"{self.first_loss:.4g} of the first batch ({blow_up.why}): the whole model overflowed, not one "
+                "parameter."
             )
-            evidence.update({"loss_then": self.loss_at_first_step, "first_loss": self.first_loss})
+            evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
             found_blow_up = self.diagnosis(decided, message, evidence, subject=subject)
             named_first, backward, lower_rate, *rest = found_blow_up.remedies
             remedies = blow_up.first([lower_rate, named_first, backward, *rest])
@@ -170,18 +171,25 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
 
     def _loss_at(
         self, step: int, loss_steps: Sequence[int] | None, losses: Sequence[float] | np.ndarray | None
-    ) -> float:
-        """The finite loss of ``step``'s batch, or the last finite one before it (NaN when none was seen)."""
-        if loss_steps is None or losses is None:
-            return math.nan
-        values = np.asarray(losses, dtype=np.float64)
-        at = np.asarray(loss_steps)
-        before = np.flatnonzero((at <= step) & np.isfinite(values))
-        return float(values[before[-1]]) if before.size else self.last_loss
+    ) -> tuple[int, float]:
+        """(step, value) of the finite loss of ``step``'s batch, or of the last finite one before it."""
+        values, at = self._finite(loss_steps, losses)
+        before = np.flatnonzero(at <= step)
+        return (int(at[before[-1]]), float(values[before[-1]])) if before.size else self.last_loss
 
-    def _remember_losses(self, losses: Sequence[float] | np.ndarray | None) -> None:
-        finite = np.asarray(losses if losses is not None else [], dtype=np.float64)
-        finite = finite[np.isfinite(finite)]
-        if finite.size:
-            self.first_loss = float(finite[0]) if math.isnan(self.first_loss) else self.first_loss
-            self.last_loss = float(finite[-1])
+    def _remember_losses(self, loss_steps: Sequence[int] | None, losses: Sequence[float] | np.ndarray | None) -> None:
+        values, at = self._finite(loss_steps, losses)
+        if values.size:
+            self.first_loss = float(values[0]) if math.isnan(self.first_loss) else self.first_loss
+            self.last_loss = (int(at[-1]), float(values[-1]))
+
+    @staticmethod
+    def _finite(
+        loss_steps: Sequence[int] | None, losses: Sequence[float] | np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The finite losses and their steps (none when the losses were not handed over)."""
+        if loss_steps is None or losses is None:
+            return np.zeros(0), np.zeros(0, np.int64)
+        values = np.asarray(losses, dtype=np.float64)
+        keep = np.isfinite(values)
+        return values[keep], np.asarray(loss_steps, dtype=np.int64)[keep]

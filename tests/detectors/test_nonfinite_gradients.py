@@ -82,7 +82,7 @@ def test_gradients_that_overflow_after_the_loss_blew_up_put_the_learning_rate_fi
     [found] = detector.update([2, 3], overflow, NAMES, DEPTH, loss_steps=[2, 3], losses=[8e20, 1e27])
     assert found.remedies[0] == "Lower the learning rate and clip gradients."
     assert found.remedies[1].startswith("Look at the named parameter")
-    assert "The loss blew up first: 1e+27 when they did (step 3)" in found.message, found.message
+    assert "The loss blew up before them: 1e+27 at step 3, 5.88e+26x the 1.7 of the first batch" in found.message
     assert found.evidence["loss_then"] == 1e27 and found.evidence["first_loss"] == 1.7
 
 
@@ -92,6 +92,7 @@ def test_the_loss_before_the_first_overflow_is_carried_across_reports() -> None:
     detector.update([0, 1], rows([1.0, 1.0, 1.0], [9.0, 9.0, 9.0]), NAMES, DEPTH, loss_steps=[0, 1], losses=[2.0, 5e4])
     [found] = detector.update([2], rows([math.nan, 1.0, 1.0]), NAMES, DEPTH, loss_steps=[], losses=[])
     assert found.remedies[0].startswith("Lower the learning rate") and found.evidence["loss_then"] == 5e4
+    assert "5e+04 at step 1" in found.message and found.evidence["loss_then_step"] == 1
 
 
 def test_an_ordinary_loss_keeps_the_named_parameter_first() -> None:
@@ -108,5 +109,7 @@ def test_an_ordinary_loss_keeps_the_named_parameter_first() -> None:
 def test_gradients_that_overflow_as_the_loss_falls_to_minus_infinity_point_at_its_sign() -> None:
     norms = rows([1.0, 0.5, 2.0], [math.inf, 0.5, 2.0])
     [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[-1.4, -3e9])
-    assert found.remedies[0].startswith("Check the sign of the loss") and "fell towards -inf first" in found.message
+    assert (
+        found.remedies[0].startswith("Check the sign of the loss") and "fell towards -inf before them" in found.message
+    )
     assert found.remedies[2] == "Lower the learning rate and clip gradients."
