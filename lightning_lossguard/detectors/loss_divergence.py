@@ -223,7 +223,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         if "rise_factor" not in diagnosis.evidence or not start > 0:
             return None
         line = start * (1 + self.thresholds.rise)
-        after = [(s, v) for s, v in zip(self.blocks.steps, self.blocks.values) if s > diagnosis.step]
+        after = self.blocks.since(diagnosis.step)
         k = int(self.thresholds.start_blocks)
         if len(after) < k:
             return None

@@ -226,7 +226,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             return None  # decided on tiny steps that are still tiny: what moves the loss is not learning (RL data)
         frozen = diagnosis.evidence.get("trainable_share", math.nan) < t.min_trainable_share
         enough = t.frozen_improvement if frozen else t.min_improvement
-        after = [(s, v) for s, v in zip(self.blocks.steps, self.blocks.values) if s > diagnosis.step]
+        after = self.blocks.since(diagnosis.step)
         k = int(t.edge_blocks)
         if len(after) < k:
             return None

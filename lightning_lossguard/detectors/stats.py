@@ -296,6 +296,10 @@ class BlockMedians:
         while len(self.values) > self.max_blocks:
             self._merge()
 
+    def since(self, step: int) -> list[tuple[int, float]]:
+        """The completed blocks that end after ``step``: (step, median) each."""
+        return [(s, v) for s, v in zip(self.steps, self.values) if s > step]
+
     def _merge(self) -> None:
         # The mean of two neighbouring medians stands in for the median of their union.
         pairs = len(self.values) // 2 * 2

@@ -86,7 +86,7 @@ def allocator_free_mb() -> float | None:
         reader.read = None
         return None
     cost_ms = (time.thread_time() - start) * 1000
-    reader.skip = math.ceil(cost_ms / SLOW_ALLOCATOR_READ_MS) - 1 if cost_ms > SLOW_ALLOCATOR_READ_MS else 0
+    reader.skip = max(0, math.ceil(cost_ms / SLOW_ALLOCATOR_READ_MS) - 1)  # reads average at most the limit
     return free
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lightning_lossguard.detectors.stats import convex_curvature_noise, curvature_noise, row_medians
+from lightning_lossguard.detectors.stats import BlockMedians, convex_curvature_noise, curvature_noise, row_medians
 
 
 def ar1(n: int, rho: float, seed: int = 0) -> np.ndarray:
@@ -45,3 +45,10 @@ def test_row_medians_are_numpy_medians_nan_included() -> None:
         rows[1, 0] = np.nan  # a row with a NaN has a NaN median, as np.median says
         rows[2, -1] = -np.inf
         np.testing.assert_array_equal(row_medians(rows), np.median(rows, axis=1))
+
+
+def test_block_medians_since_a_step_are_the_blocks_that_end_after_it() -> None:
+    blocks = BlockMedians(4)
+    blocks.extend(list(range(10)), [1.0, 9.0, 2.0, 3.0, 5.0, 6.0, 7.0, 100.0, 0.0, 0.0])
+    assert blocks.since(3) == [(7, 6.5)]  # the pending two values are no block yet
+    assert blocks.since(2) == [(3, 2.5), (7, 6.5)]
