@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from lightning_lossguard import Diagnosis, LossGuard
+from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
 from tests.conftest import trainer
 
 
@@ -1221,6 +1222,8 @@ def test_a_loss_whose_work_grows_is_still_slowing(tmp_path: Path) -> None:
     assert found and found[0].evidence["cpu_growth_ms"] > 0.5 * (
         found[0].evidence["now_ms"] - found[0].evidence["start_ms"]
     )
+    # A CPU run: the same work on subnormal floats would also grow the CPU time (the deep-kernel GP's did), second.
+    assert found[0].remedies[1] == SUBNORMAL_REMEDY
 
 
 # -- Per-pixel binary cross entropy on logits squashed by an exp: every prediction goes to 1/2 --------------------

@@ -9,6 +9,12 @@ batches (the forward pass, or the optimizer step): only a loss that slows *relat
 That control fails when the two differ in length: a preemption lands on a phase in proportion to its length, so a
 busier machine stretches a 4 ms loss's median and not a 0.1 ms forward's. Where the training thread's CPU time is
 measured (CPU runs), the climb must also show in it (``min_cpu_share``): time spent preempted is not the loss's.
+
+CPU time that grows is not always more work: the same work on subnormal floats (float32 values under ~1e-38, such
+as an RBF kernel's ``exp`` of large negative numbers as its features spread) runs 10-100x slower on a CPU. The corpus'
+deep-kernel GP does that: its Cholesky's CPU time goes from 0.4 to 1.4 ms a step over 120 steps, and stays at 0.4 ms
+with ``torch.set_flush_denormal(True)``. So on a CPU run the remedies name subnormal floats second, after state that
+grows.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ import numpy as np
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import BlockMedians, median, rank_correlation
 from lightning_lossguard.diagnosis import Diagnosis
+
+SUBNORMAL_REMEDY = (
+    "On a CPU, look for subnormal floats: values driven towards zero (exp of large negative numbers, products of "
+    "many probabilities) make float arithmetic 10-100x slower; torch.set_flush_denormal(True) flushes them to zero."
+)
+"""For a loss whose CPU time grew: the same work can get slower as its numbers turn subnormal."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +153,10 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
         extra_s = ((recent - early) * remaining + slope * remaining**2 / 2) / 1e3
         control_text = f", while the {control} changed only {drift:.2f}x" if len(self.control.values) == n else ""
         if math.isfinite(cpu_rise):
-            control_text += f"; {cpu_rise:.3g} ms of the {recent - early:.3g} ms is CPU time, so the work itself grew"
+            control_text += (
+                f"; {cpu_rise:.3g} ms of the {recent - early:.3g} ms is CPU time: the training thread spent it (more "
+                "work, or the same work on subnormal floats), not a busier machine"
+            )
         message = (
             f"The {what} time grew from {early:.3g} ms to {recent:.3g} ms per step "
             f"({recent / early:.1f}x, +{slope * 1000:.3g} ms per 1000 steps) between steps "
@@ -158,9 +173,12 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             "projected_extra_s": extra_s,
             "first_step": self.blocks.steps[0],
         }
-        if math.isfinite(cpu_rise):
-            evidence["cpu_growth_ms"] = cpu_rise
-        return [self.diagnosis(now, message, evidence)]
+        found = self.diagnosis(now, message, evidence)
+        if not math.isfinite(cpu_rise):
+            return [found]
+        evidence["cpu_growth_ms"] = cpu_rise
+        remedies = [found.remedies[0], SUBNORMAL_REMEDY, *found.remedies[1:]]
+        return [self.diagnosis(now, message, evidence, remedies=remedies)]
 
 
 def _duration(seconds: float) -> str:

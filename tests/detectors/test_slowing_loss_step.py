@@ -3,6 +3,7 @@
 import numpy as np
 
 from lightning_lossguard.detectors import SlowingLossStep
+from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
 from tests.detectors.curves import feed, jitter
 
 
@@ -79,4 +80,14 @@ def test_a_loss_whose_work_grows_shows_it_in_cpu_time() -> None:
     found = feed_with_control(wall, jitter(np.full(400, 0.3)), 0.9 * wall)
     evidence = found[0].evidence
     assert evidence["cpu_growth_ms"] > 0.7 * (evidence["now_ms"] - evidence["start_ms"])
-    assert "CPU time, so the work itself grew" in found[0].message
+    assert "is CPU time: the training thread spent it" in found[0].message
+    # On a CPU run the same work can also have got slower: subnormal floats come second, after state that grows.
+    assert found[0].remedies[0].startswith("Look for lists or tensors kept across steps")
+    assert found[0].remedies[1] == SUBNORMAL_REMEDY
+
+
+def test_subnormal_floats_are_named_only_where_cpu_time_is_measured() -> None:
+    # A GPU run measures no CPU time: subnormal arithmetic is not slow there.
+    wall = jitter(1.0 + 0.01 * np.arange(400))
+    found = feed_with_control(wall, jitter(np.full(400, 0.3)))
+    assert found and all(SUBNORMAL_REMEDY not in d.remedies and "cpu_growth_ms" not in d.evidence for d in found)
