@@ -20,6 +20,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.nonfinite_loss import BlowUp
 from lightning_lossguard.diagnosis import Diagnosis, first_few
@@ -139,10 +140,9 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 "parameter."
             )
             evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
-            found_blow_up = self.diagnosis(decided, message, evidence, subject=subject)
-            named_first, backward, lower_rate, *rest = found_blow_up.remedies
+            named_first, backward, lower_rate, *rest = code_info(self.code).remedies
             remedies = blow_up.first([lower_rate, named_first, backward, *rest])
-            return [dataclasses.replace(found_blow_up, remedies=remedies)]
+            return [self.diagnosis(decided, message, evidence, subject=subject, remedies=remedies)]
         evidence.update(
             {
                 "consecutive_skips": self.longest_streak,

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import BlockMedians, median, rank_correlation
 from lightning_lossguard.diagnosis import Diagnosis
@@ -173,12 +174,11 @@ class SlowingLossStep(Detector[SlowingLossStepThresholds]):
             "projected_extra_s": extra_s,
             "first_step": self.blocks.steps[0],
         }
-        found = self.diagnosis(now, message, evidence)
         if not math.isfinite(cpu_rise):
-            return [found]
+            return [self.diagnosis(now, message, evidence)]
         evidence["cpu_growth_ms"] = cpu_rise
-        remedies = [found.remedies[0], SUBNORMAL_REMEDY, *found.remedies[1:]]
-        return [self.diagnosis(now, message, evidence, remedies=remedies)]
+        growing_state, *rest = code_info(self.code).remedies
+        return [self.diagnosis(now, message, evidence, remedies=[growing_state, SUBNORMAL_REMEDY, *rest])]
 
 
 def _duration(seconds: float) -> str:
