@@ -49,8 +49,10 @@ _CODES = (
         "Gradients contain NaN or Inf while the loss was finite, outside the normal skipped steps of a "
         "16-bit GradScaler.",
         (
-            "Look at the named parameter first: the non-finite values start there.",
-            "Check the custom loss' backward: sqrt/log/pow at 0, division by a value that can be 0.",
+            "Look at the named parameter: the non-finite values start there.",
+            "Check the loss' backward: sqrt/log/pow at 0, a division by a value that can be 0, or a NaN/Inf the "
+            "forward leaves out (torch.where or a mask over a missing target, a margin loss over a NaN input): its "
+            "gradient is still NaN.",
             "Lower the learning rate and clip gradients.",
             "Under 16-mixed, try bf16-mixed or keep the loss computation in float32.",
         ),

@@ -508,6 +508,37 @@ def test_gradients_that_overflow_under_a_blown_up_loss_put_the_learning_rate_fir
     assert first.remedies[0] == "Lower the learning rate and clip gradients."
 
 
+class MaskedTargets(L.LightningModule):
+    """A regression with missing targets (NaN) left out of the loss by ``torch.where``: the forward is finite, but the
+    backward of the masked squared error is ``0 * NaN``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        error = (self.net(x) - y) ** 2
+        observed = ~torch.isnan(y)
+        return torch.where(observed, error, torch.zeros_like(error)).sum() / observed.sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def test_a_missing_target_masked_by_torch_where_points_at_the_losss_backward(tmp_path: Path) -> None:
+    # Before, "look at the named parameter" (the output layer) came first, and nothing named the masking.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 8, generator=g)
+    y = 2 * x[:, :2] + 0.1 * torch.randn(512, 2, generator=g)
+    y[300, 1] = math.nan
+    torch.manual_seed(0)
+    guard = fit(tmp_path, MaskedTargets(), loader(x, y), max_steps=40)
+    first = alarms(guard)[0]
+    assert first.code == "nonfinite_gradients" and "entered at the loss" in first.message, first.message
+    assert first.remedies[0].startswith("Check the loss' backward") and "torch.where" in first.remedies[0]
+
+
 class NegatedCrossEntropy(DeepClassifier):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return -super().training_step(batch, batch_idx)

@@ -9,6 +9,11 @@ overflowed because the whole model did, and the remedies start with the learning
 towards -inf), not with the named parameter. In the corpus, four of the learning rates 1000x too high were first
 named here, their gradients overflowing at steps 1-5 under losses 2.5e24x to 3.2e28x their first batch's, and answered
 "look at the named parameter" first.
+
+A backward carries a NaN/Inf from where it starts towards the input, so it reaches every layer only when it starts at
+the loss: when every parameter that got a gradient has a non-finite one, across two layers or more, the loss's backward
+comes first (sqrt or log at 0, or a value the forward leaves out: ``torch.where`` over a missing target still gives
+``0 * NaN`` in the backward), the named parameter second.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             losses: the loss of each of ``loss_steps``' batches, when known (to tell a model that blew up).
         """
         t = self.thresholds
-        found: tuple[int, np.ndarray] | None = None
+        found: tuple[int, np.ndarray, np.ndarray] | None = None  # the first bad row: step, non-finite, graded
         rows_bad = (~np.isfinite(param_norms)).any(axis=1) if len(param_norms) else np.zeros(0, bool)
         if not rows_bad.any():  # the usual window: every gradient finite, no row to look at one by one
             self.recent.extend([False] * len(rows_bad))
@@ -105,13 +110,14 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                     self.first_step = int(step)
                     self.loss_before = self._loss_at(int(step), loss_steps, losses)
                 if found is None:
-                    found = (int(step), ~np.isfinite(row))
+                    found = (int(step), ~np.isfinite(row), row != -1)
             else:
                 self.streak = 0
         self._remember_losses(loss_steps, losses)
         if found is None and not (scaler_active and scale is not None and scale < t.min_scale and self.skipped):
             return []
-        step_bad, mask = found if found is not None else (int(steps[-1]) if steps else 0, np.zeros(len(names), bool))
+        none = np.zeros(len(names), bool)
+        step_bad, mask, graded = found if found is not None else (int(steps[-1]) if steps else 0, none, none)
         culprits = [int(i) for i in np.flatnonzero(mask)]
         culprits.sort(key=lambda i: -depth[i])
         named = first_few([names[i] for i in culprits], 3)
@@ -132,16 +138,24 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             )
             loss_step, loss_then = self.loss_before
             blow_up = BlowUp.of(loss_then, self.first_loss, t.blowup_factor)
-            if blow_up is None:
-                return [self.diagnosis(decided, message, evidence, subject=subject)]
-            message += (
-                f" The loss {blow_up.how} before them: {loss_then:.4g} at step {loss_step}, {blow_up.growth:.3g}x the "
-                f"{self.first_loss:.4g} of the first batch ({blow_up.why}): the whole model overflowed, not one "
-                "parameter."
-            )
-            evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
             named_first, backward, lower_rate, *rest = code_info(self.code).remedies
-            remedies = blow_up.first([lower_rate, named_first, backward, *rest])
+            layers = {depth[i] for i in culprits}
+            if blow_up is not None:
+                message += (
+                    f" The loss {blow_up.how} before them: {loss_then:.4g} at step {loss_step}, {blow_up.growth:.3g}x "
+                    f"the {self.first_loss:.4g} of the first batch ({blow_up.why}): the whole model overflowed, not "
+                    "one parameter."
+                )
+                evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
+                remedies = blow_up.first([lower_rate, named_first, backward, *rest])
+            elif len(culprits) == int(graded.sum()) and len(layers) >= 2:
+                message += (
+                    f" Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
+                    "NaN/Inf entered at the loss, which every gradient passes through, not in one layer."
+                )
+                remedies = [backward, named_first, lower_rate, *rest]
+            else:
+                remedies = [named_first, backward, lower_rate, *rest]
             return [self.diagnosis(decided, message, evidence, subject=subject, remedies=remedies)]
         evidence.update(
             {

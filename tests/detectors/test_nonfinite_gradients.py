@@ -113,3 +113,21 @@ def test_gradients_that_overflow_as_the_loss_falls_to_minus_infinity_point_at_it
         found.remedies[0].startswith("Check the sign of the loss") and "fell towards -inf before them" in found.message
     )
     assert found.remedies[2] == "Lower the learning rate and clip gradients."
+
+
+def test_a_nan_in_every_layer_under_an_ordinary_loss_puts_the_losss_backward_first() -> None:
+    # A backward carries a NaN towards the input: in every layer, it started at the loss (torch.where over a missing
+    # target, sqrt at 0). A parameter without a gradient (-1) does not count against "every".
+    names, depth = [*NAMES, "unused.weight"], [*DEPTH, 0]
+    norms = rows([1.0, 0.5, 2.0, -1.0], [math.nan, math.nan, math.nan, -1.0])
+    [found] = NonfiniteGradients().update([0, 1], norms, names, depth, loss_steps=[0, 1], losses=[1.7, 1.5])
+    assert found.remedies[0].startswith("Check the loss' backward") and "torch.where" in found.remedies[0]
+    assert found.remedies[1].startswith("Look at the named parameter")
+    assert "the NaN/Inf entered at the loss" in found.message and "across its 2 layers" in found.message
+
+
+def test_a_nan_in_one_layer_only_keeps_the_named_parameter_first() -> None:
+    # Only the layer nearest the loss: the NaN may start in that layer's own op.
+    norms = rows([1.0, 0.5, 2.0], [1.0, 0.5, math.inf])
+    [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[1.0, 1.0])
+    assert found.remedies[0].startswith("Look at the named parameter") and "entered at the loss" not in found.message
