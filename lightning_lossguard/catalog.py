@@ -53,6 +53,7 @@ _CODES = (
             "Check the loss' backward: sqrt/log/pow at 0, a division by a value that can be 0, or a NaN/Inf the "
             "forward leaves out (torch.where or a mask over a missing target, a margin loss over a NaN input): its "
             "gradient is still NaN.",
+            "Inspect the batch of that step for NaN/Inf in the inputs (and the activations before the named layer).",
             "Lower the learning rate and clip gradients.",
             "Under 16-mixed, try bf16-mixed or keep the loss computation in float32.",
         ),

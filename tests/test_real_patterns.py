@@ -1,10 +1,10 @@
 """Regression tests for false alarms and wrong remedies seen on real Lightning programs, each modelled on the
 pattern it was seen on: a rising RL loss, two networks with two optimizers, slow steady learning, fast
 convergence, batch size 1, a layer frozen mid-run, a forward that hooks do not see, a one-time memory step,
-a learning rate far too high (its loss, or gradients that overflow under it), a momentum that oscillates, an
-``overfit_batches`` sanity check, tasks that take turns, a learned position table sliced to the sequence, a wider head
-sliced to the classes in use, LBFGS's line search, a classifier validated every step, and true alarms kept so: an
-adversarial attack too strong for its signal, a classifier that memorises."""
+a learning rate far too high (its loss, or gradients that overflow under it), a NaN the loss leaves out, a momentum
+that oscillates, an ``overfit_batches`` sanity check, tasks that take turns, a learned position table sliced to the
+sequence, a wider head sliced to the classes in use, LBFGS's line search, a classifier validated every step, and true
+alarms kept so: an adversarial attack too strong for its signal, a classifier that memorises."""
 
 from __future__ import annotations
 
@@ -537,6 +537,34 @@ def test_a_missing_target_masked_by_torch_where_points_at_the_losss_backward(tmp
     first = alarms(guard)[0]
     assert first.code == "nonfinite_gradients" and "entered at the loss" in first.message, first.message
     assert first.remedies[0].startswith("Check the loss' backward") and "torch.where" in first.remedies[0]
+
+
+class MarginClassifier(L.LightningModule):
+    """Two linear layers scored by ``multi_margin_loss``, which leaves NaN scores out of the loss and its gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(20, 32), nn.ReLU())
+        self.scores = nn.Linear(32, 4)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.multi_margin_loss(self.scores(self.features(x)), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_a_nan_input_that_a_margin_loss_leaves_out_points_at_the_batch(tmp_path: Path) -> None:
+    # The loss stays finite and the output bias's gradient too; the weights, which multiply the NaN input, are not.
+    # Before, "look at the named parameter" (the output weight) came first and nothing named the batch.
+    x, classes, _ = four_classes_and_prices(1024)
+    x[700, 3] = math.nan
+    torch.manual_seed(0)
+    guard = fit(tmp_path, MarginClassifier(), loader(x, classes), max_steps=40)
+    first = alarms(guard)[0]
+    assert first.code == "nonfinite_gradients" and "scores.bias got a finite gradient" in first.message, first.message
+    assert first.remedies[0].startswith("Inspect the batch")
 
 
 class NegatedCrossEntropy(DeepClassifier):

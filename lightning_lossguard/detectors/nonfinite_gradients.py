@@ -13,7 +13,10 @@ named here, their gradients overflowing at steps 1-5 under losses 2.5e24x to 3.2
 A backward carries a NaN/Inf from where it starts towards the input, so it reaches every layer only when it starts at
 the loss: when every parameter that got a gradient has a non-finite one, across two layers or more, the loss's backward
 comes first (sqrt or log at 0, or a value the forward leaves out: ``torch.where`` over a missing target still gives
-``0 * NaN`` in the backward), the named parameter second.
+``0 * NaN`` in the backward), the named parameter second. When the layer nearest the loss has a parameter with a finite
+gradient beside one with a non-finite gradient (its bias beside its weight: ``dL/db`` is what the loss sent back,
+``dL/dW`` multiplies it by the layer's input), the NaN came in with the values the layer was fed and the loss left out
+(the corpus' margin classifier, whose ``multi_margin_loss`` ignores a NaN batch's scores): the batch comes first.
 """
 
 from __future__ import annotations
@@ -138,8 +141,9 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             )
             loss_step, loss_then = self.loss_before
             blow_up = BlowUp.of(loss_then, self.first_loss, t.blowup_factor)
-            named_first, backward, lower_rate, *rest = code_info(self.code).remedies
+            named_first, backward, batch, lower_rate, *rest = code_info(self.code).remedies
             layers = {depth[i] for i in culprits}
+            fed = self._fed_a_nan(mask, graded, depth)
             if blow_up is not None:
                 message += (
                     f" The loss {blow_up.how} before them: {loss_then:.4g} at step {loss_step}, {blow_up.growth:.3g}x "
@@ -147,15 +151,23 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                     "one parameter."
                 )
                 evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
-                remedies = blow_up.first([lower_rate, named_first, backward, *rest])
+                remedies = blow_up.first([lower_rate, named_first, backward, batch, *rest])
             elif len(culprits) == int(graded.sum()) and len(layers) >= 2:
                 message += (
                     f" Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
                     "NaN/Inf entered at the loss, which every gradient passes through, not in one layer."
                 )
-                remedies = [backward, named_first, lower_rate, *rest]
+                remedies = [backward, named_first, batch, lower_rate, *rest]
+            elif fed is not None:
+                message += (
+                    f" Beside them, {names[fed]} got a finite gradient: the gradient the loss sent back to its layer "
+                    "was finite, so the NaN/Inf most likely came with the values the layer was fed (the batch, or an "
+                    "activation before it), which the loss left out (a margin or masked loss), or from an op on the "
+                    "weight itself."
+                )
+                remedies = [batch, named_first, backward, lower_rate, *rest]
             else:
-                remedies = [named_first, backward, lower_rate, *rest]
+                remedies = [named_first, backward, batch, lower_rate, *rest]
             return [self.diagnosis(decided, message, evidence, subject=subject, remedies=remedies)]
         evidence.update(
             {
@@ -182,6 +194,19 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             + "."
         )
         return [self.diagnosis(decided, message, evidence, subject=subject)]
+
+    @staticmethod
+    def _fed_a_nan(mask: np.ndarray, graded: np.ndarray, depth: Sequence[int]) -> int | None:
+        """A parameter with a finite gradient in the layer nearest the loss beside one with a non-finite gradient
+        (None when there is none). In ``y = W a + b``, ``dL/db`` is the gradient the loss sent back and ``dL/dW``
+        multiplies it by the input ``a``: a finite one beside a NaN one means the NaN came in with ``a``."""
+        with_grad = [int(i) for i in np.flatnonzero(graded)]
+        if not with_grad:
+            return None
+        top = max(depth[i] for i in with_grad)
+        layer = [i for i in with_grad if depth[i] == top]
+        finite = [i for i in layer if not mask[i]]
+        return finite[0] if finite and len(finite) < len(layer) else None
 
     def _loss_at(
         self, step: int, loss_steps: Sequence[int] | None, losses: Sequence[float] | np.ndarray | None

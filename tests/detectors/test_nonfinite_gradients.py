@@ -131,3 +131,19 @@ def test_a_nan_in_one_layer_only_keeps_the_named_parameter_first() -> None:
     norms = rows([1.0, 0.5, 2.0], [1.0, 0.5, math.inf])
     [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[1.0, 1.0])
     assert found.remedies[0].startswith("Look at the named parameter") and "entered at the loss" not in found.message
+
+
+def test_a_finite_bias_beside_a_nan_weight_nearest_the_loss_puts_the_batch_first() -> None:
+    # The margin classifier's NaN batch: multi_margin_loss ignores the NaN scores, so the gradient it sends back is
+    # finite (the output bias's), and the output weight's, which multiplies it by the NaN input, is not.
+    names, depth = ["features.weight", "features.bias", "scores.weight", "scores.bias"], [0, 0, 1, 1]
+    norms = rows([1.0, 0.5, 2.0, 0.3], [math.nan, math.nan, math.nan, 0.3])
+    [found] = NonfiniteGradients().update([0, 1], norms, names, depth, loss_steps=[0, 1], losses=[1.1, 1.0])
+    assert found.remedies[0].startswith("Inspect the batch") and found.remedies[1].startswith("Look at the named")
+    assert "Beside them, scores.bias got a finite gradient" in found.message, found.message
+
+
+def test_the_default_order_lists_the_batch_before_the_learning_rate() -> None:
+    norms = rows([1.0, 0.5, 2.0], [1.0, 0.5, math.inf])
+    [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[1.0, 1.0])
+    assert [r.split()[0] for r in found.remedies] == ["Look", "Check", "Inspect", "Lower", "Under"]
