@@ -139,36 +139,8 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 f"Gradients became NaN/Inf at step {step_bad} {loss}, in {len(culprits)} of "
                 f"{len(names)} parameters, starting at {named or 'an unnamed parameter'} (nearest the loss)."
             )
-            loss_step, loss_then = self.loss_before
-            blow_up = BlowUp.of(loss_then, self.first_loss, t.blowup_factor)
-            named_first, backward, batch, lower_rate, *rest = code_info(self.code).remedies
-            layers = {depth[i] for i in culprits}
-            fed = self._fed_a_nan(mask, graded, depth)
-            if blow_up is not None:
-                message += (
-                    f" The loss {blow_up.how} before them: {loss_then:.4g} at step {loss_step}, {blow_up.growth:.3g}x "
-                    f"the {self.first_loss:.4g} of the first batch ({blow_up.why}): the whole model overflowed, not "
-                    "one parameter."
-                )
-                evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
-                remedies = blow_up.first([lower_rate, named_first, backward, batch, *rest])
-            elif len(culprits) == int(graded.sum()) and len(layers) >= 2:
-                message += (
-                    f" Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
-                    "NaN/Inf entered at the loss, which every gradient passes through, not in one layer."
-                )
-                remedies = [backward, named_first, batch, lower_rate, *rest]
-            elif fed is not None:
-                message += (
-                    f" Beside them, {names[fed]} got a finite gradient: the gradient the loss sent back to its layer "
-                    "was finite, so the NaN/Inf most likely came with the values the layer was fed (the batch, or an "
-                    "activation before it), which the loss left out (a margin or masked loss), or from an op on the "
-                    "weight itself."
-                )
-                remedies = [batch, named_first, backward, lower_rate, *rest]
-            else:
-                remedies = [named_first, backward, batch, lower_rate, *rest]
-            return [self.diagnosis(decided, message, evidence, subject=subject, remedies=remedies)]
+            why, remedies = self._where_it_started(culprits, mask, graded, depth, names, evidence)
+            return [self.diagnosis(decided, message + why, evidence, subject=subject, remedies=remedies)]
         evidence.update(
             {
                 "consecutive_skips": self.longest_streak,
@@ -194,6 +166,45 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
             + "."
         )
         return [self.diagnosis(decided, message, evidence, subject=subject)]
+
+    def _where_it_started(
+        self,
+        culprits: list[int],
+        mask: np.ndarray,
+        graded: np.ndarray,
+        depth: Sequence[int],
+        names: Sequence[str],
+        evidence: dict[str, float],
+    ) -> tuple[str, list[str]]:
+        """Without a scaler: what the evidence says about where the NaN/Inf started (a sentence for the message, or
+        none), and the catalog's remedies in that order (see the module). Adds the blow-up's numbers to ``evidence``."""
+        named_first, backward, batch, lower_rate, *rest = code_info(self.code).remedies
+        loss_step, loss_then = self.loss_before
+        blow_up = BlowUp.of(loss_then, self.first_loss, self.thresholds.blowup_factor)
+        if blow_up is not None:
+            evidence.update({"loss_then": loss_then, "loss_then_step": loss_step, "first_loss": self.first_loss})
+            return (
+                f" The loss {blow_up.how} before them: {loss_then:.4g} at step {loss_step}, {blow_up.growth:.3g}x the "
+                f"{self.first_loss:.4g} of the first batch ({blow_up.why}): the whole model overflowed, not one "
+                "parameter.",
+                blow_up.first([lower_rate, named_first, backward, batch, *rest]),
+            )
+        layers = {depth[i] for i in culprits}
+        if len(culprits) == int(graded.sum()) and len(layers) >= 2:
+            return (
+                f" Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
+                "NaN/Inf entered at the loss, which every gradient passes through, not in one layer.",
+                [backward, named_first, batch, lower_rate, *rest],
+            )
+        if (fed := self._fed_a_nan(mask, graded, depth)) is not None:
+            return (
+                f" Beside them, {names[fed]} got a finite gradient: the gradient the loss sent back to its layer was "
+                "finite, so the NaN/Inf most likely came with the values the layer was fed (the batch, or an "
+                "activation before it), which the loss left out (a margin or masked loss), or from an op on the weight "
+                "itself.",
+                [batch, named_first, backward, lower_rate, *rest],
+            )
+        return "", [named_first, backward, batch, lower_rate, *rest]
 
     @staticmethod
     def _fed_a_nan(mask: np.ndarray, graded: np.ndarray, depth: Sequence[int]) -> int | None:
