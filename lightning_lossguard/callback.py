@@ -71,6 +71,7 @@ from lightning_lossguard.signals.parameters import (
 )
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import activate, deactivate
+from lightning_lossguard.signals.unstepped import UnsteppedParameters
 from lightning_lossguard.signals.watchdog import Stall, Watchdog
 from lightning_lossguard.signals.window import Window
 from lightning_lossguard.strategies import any_rank, gather_for, parameter_sharding, sharding_note
@@ -261,6 +262,7 @@ class LossGuard(Callback):
         self._sampling = False
         self._stepped_batch = -1  # the batch whose optimizer step was measured (automatic optimization)
         self._clip_watch: ClipWatch | None = None  # manual optimization: gradients read before the module clips
+        self._unstepped: UnsteppedParameters | None = None  # parameters that train but that no optimizer holds
         self._read_before_clip: dict[torch.optim.Optimizer, int] = {}  # optimizer -> batch read at its clip
         self._check_leftover = False
         self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
@@ -357,6 +359,7 @@ class LossGuard(Callback):
             )
         else:
             self._watch(trainer, pl_module)
+            self._unstepped = UnsteppedParameters(pl_module, trainer.optimizers)
             if not pl_module.automatic_optimization and self._scaler is None:  # AMP: still scaled at the clip
                 self._clip_watch = ClipWatch(trainer.precision_plugin, self._before_clip)
         self._logging = LoggingCalls(pl_module, self._recorder.timer, self._recorder.capture_logged)
@@ -417,7 +420,13 @@ class LossGuard(Callback):
             return
         self._watch(trainer, module, order)
         index = {id(p): i for i, p in enumerate(self._watched.params)}
-        graph = read_graph(self._graph_roots, index) if index else GraphFacts(None)
+        outside = self._unstepped.ids() if self._unstepped else []  # in no optimizer: does a trained one read them?
+        graph, read = GraphFacts(None), frozenset[int]()
+        if index:
+            indexed = {**index, **{key: len(index) + j for j, key in enumerate(outside)}}
+            graph, read = read_graph(self._graph_roots, indexed).split(len(index))
+        if self._unstepped:
+            self._unstepped.read_by_trained({outside[j] for j in read})
         self._graph_roots = []
         self._reads = ParameterReads.of(graph, self._watched.params)
         layout = self._layout.with_paths(graph.upstream).with_tables(*self._reads.positions(self._watched.params))
@@ -813,6 +822,9 @@ class LossGuard(Callback):
             window.host_rss_mb = host_rss_mb()
             window.allocator_free_mb = allocator_free_mb()
             window.device_allocated_mb = device_allocated_mb(self._device)
+            if self._unstepped:
+                read = self._unstepped.read(trainer.optimizers)
+                window.unstepped = {u.name: (u.elements, u.read_by_trained and u.training) for u in read}
             cost = self._review_cost(batches, window)
             if self._follow_pruning:
                 self._mark_pruned(module)

@@ -80,7 +80,14 @@ def _doubt_after_the_break(diagnosis: Diagnosis) -> bool:
     return diagnosis.code in BROKEN and diagnosis.severity is Severity.INFO
 
 
-_PER_SUBJECT = {"val_loss_rising", "memory_growth", "loss_divergence", "loss_scale_shift", "stalled_training"}
+_PER_SUBJECT = {
+    "val_loss_rising",
+    "memory_growth",
+    "loss_divergence",
+    "loss_scale_shift",
+    "stalled_training",
+    "tiny_updates",
+}
 """Codes reported once per subject (metric, memory kind, direction) instead of once per run."""
 
 
@@ -266,6 +273,8 @@ class Diagnostician:
                 self.initial_level,
                 sizes=np.asarray(layout.param_sizes, dtype=np.float64),
             )
+        if tiny and window.unstepped:
+            found += tiny.update_unstepped(window.last_step, window.unstepped, layout.model_elements)
         if not batches:
             return found
         if divergence := self._on(LossDivergence):

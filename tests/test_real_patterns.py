@@ -1500,3 +1500,69 @@ def test_a_detached_backbone_does_not_hide_a_learning_rate_far_too_low(tmp_path:
     trainer(tmp_path, [guard], log_every_n_steps=50, max_epochs=6).fit(Crawling("detach"), loader(x, y))
     codes = [d.code for d in guard.diagnoses]
     assert codes.index("dead_gradients") < codes.index("tiny_updates"), [d.one_line() for d in guard.diagnoses]
+
+
+# -- a part of the model the optimizer does not hold ----------------------------------------------------------------
+class PartlyOptimized(L.LightningModule):
+    """A classifier (encoder, head) with a fixed teacher of the same shape whose logits the loss also matches.
+    ``mode``: "all" hands the optimizer the classifier; "left_out" hands it the head only (the bug); "teacher" leaves
+    the teacher unfrozen and outside the optimizer, its logits not detached (it gets gradients no one uses);
+    "ema" the same, the teacher following the classifier by an EMA through ``.data``; "by_hand" steps a learned
+    weight of the distillation term itself, outside the optimizer; "probe" hands the optimizer the head only and keeps
+    the encoder in eval mode (a fixed feature extractor, left unfrozen: a linear probe)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.encoder = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+        self.head = nn.Linear(64, 5)
+        self.teacher = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+        self.log_weight = nn.Parameter(torch.zeros(()))
+        if mode == "probe":
+            self.encoder.eval()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.head(self.encoder(x))
+        match = F.mse_loss(logits.softmax(1), self.teacher(x).softmax(1))
+        return F.cross_entropy(logits, y) + self.log_weight.exp() * match - 0.1 * self.log_weight
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        with torch.no_grad():
+            if self.mode == "ema":
+                self.teacher[0].weight.data.mul_(0.99).add_(0.01 * self.encoder[0].weight.data)
+            if self.mode == "by_hand" and self.log_weight.grad is not None:
+                self.log_weight -= 0.01 * self.log_weight.grad
+                self.log_weight.grad = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        held = self.head if self.mode in ("left_out", "probe") else nn.ModuleList([self.encoder, self.head])
+        return torch.optim.Adam(held.parameters(), lr=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["all", "left_out", "teacher", "ema", "by_hand", "probe"])
+def test_parameters_no_optimizer_holds_are_a_warning_only_where_trained_ones_read_them(
+    tmp_path: Path, mode: str
+) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2048, 20)
+    y = (torch.tanh(x @ torch.randn(20, 5)) ** 2 @ torch.randn(5, 5)).argmax(1)
+    guard = fit(tmp_path, PartlyOptimized(mode), loader(x, y), max_epochs=3)
+    told = {d.subject: d for d in guard.diagnoses if d.code == "tiny_updates"}
+    if mode == "left_out":
+        [warning] = alarms(guard)
+        assert warning is told["left out of the optimizer"] and warning.remedies[0].startswith("Give them to an")
+        assert "4 parameter tensors (5,504 elements" in warning.message and "encoder.0.weight" in warning.message
+    else:
+        assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]
+    teacher = told.get("gradients no optimizer uses")
+    if mode in ("all", "left_out", "teacher", "probe"):  # the teacher, and the learned weight never stepped
+        assert teacher is not None and teacher.severity == "info" and "log_weight" in teacher.message
+        assert teacher.remedies[0].startswith("If they are meant to stay fixed, freeze them")
+        # The teacher's 4 and the weight; in the probe the encoder's 4 too: the head reads them, but in eval mode.
+        assert teacher.evidence["unstepped_tensors"] == (9 if mode == "probe" else 5)
+        assert ("encoder.0.weight" in teacher.message) == (mode == "probe")
+    else:  # the teacher's first weight moves by its EMA, or the loss's weight by hand: 4 of the 5 are left
+        assert teacher is not None and teacher.evidence["unstepped_tensors"] == 4
+        moved = "teacher.0.weight" if mode == "ema" else "log_weight"
+        assert moved not in teacher.message and ("log_weight" in teacher.message) == (mode == "ema")

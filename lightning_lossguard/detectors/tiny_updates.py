@@ -10,6 +10,17 @@ such biases, would hide a learning rate of 1e-8 on the weight matrices. Reported
 improving either: slow but productive fine-tuning stays quiet. A learning rate under ``decayed_lr`` of the run's
 largest is told as a schedule that decayed it away (a per-epoch scheduler stepped every batch), checking the schedule
 first: raising the rate would be undone by the same schedule.
+
+Parameters that no optimizer holds take no step at all, whatever the rate. Ones that got a gradient and did not
+move in ``min_samples`` reports in a row are reported on their own (the loss does not matter: the rest of the model
+may learn around them). Where trained parameters read their output (an encoder under a trained head, an embedding
+table) and their module is in training mode, ``configure_optimizers`` left part of the model out
+(``self.head.parameters()``): a warning, giving them to an optimizer first. Where nothing trained reads it (a loss
+network such as a perceptual VGG, a distillation teacher, a learned weight of the loss) or its module is kept in eval
+mode (a fixed feature extractor under a trained head), the usual reason is a fixed part left unfrozen: an info,
+freezing it first (its gradients cost backward time and pile up). Where the graph was not read (a compiled step, a
+graph too large), an info too. A parameter moved by hand (an EMA copy, a multiplier stepped in a hook) is never
+reported: the measurement drops it.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import numpy as np
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import model_update_ratio
-from lightning_lossguard.diagnosis import Diagnosis
+from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +63,23 @@ class TinyUpdatesThresholds(Thresholds):
     )
 
 
+LEFT_OUT = "left out of the optimizer"
+"""The subject of the warning on parameters no optimizer holds that trained ones read (the plain report has none)."""
+
+UNUSED = "gradients no optimizer uses"
+"""The subject of the info on parameters no optimizer holds that no trained one reads."""
+
+GIVE_TO_AN_OPTIMIZER = (
+    "Give them to an optimizer: configure_optimizers passes only part of the model (self.head.parameters(), a "
+    "filtered list, one submodule of two). Return e.g. torch.optim.Adam(self.parameters()), or add a param group for "
+    "them."
+)
+FREEZE_IF_FIXED = (
+    "If they are meant to stay fixed, freeze them (module.requires_grad_(False)) or run that part under "
+    "torch.no_grad(): their gradients cost backward time and memory, and pile up, never zeroed."
+)
+GIVE_IF_MEANT = "If they are meant to learn (a learned weight of the loss), give them to an optimizer."
+
 DECAYED_SCHEDULE_REMEDY = (
     "Check the learning-rate schedule: it took the rate to ~0. A per-epoch scheduler (StepLR, ExponentialLR, "
     "MultiStepLR) stepped every batch decays that fast: return it with 'interval': 'epoch' from configure_optimizers, "
@@ -79,6 +107,8 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         super().__init__(thresholds)
         self.samples: deque[list[float]] = deque(maxlen=int(self.thresholds.min_samples))  # [step, ratio, loss]
         self.peak_lr = 0.0  # the largest learning rate seen at a sample
+        self.unstepped_reports: dict[str, int] = {}  # parameter in no optimizer -> reports in a row it sat unmoved
+        self.unstepped_told: list[str] = []
 
     def unjudged(self) -> str | None:
         need = int(self.thresholds.min_samples)
@@ -141,6 +171,50 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         evidence["peak_learning_rate"] = self.peak_lr
         return [self.diagnosis(step, message, evidence, remedies=[DECAYED_SCHEDULE_REMEDY, *self._catalog_rest()])]
 
+    def update_unstepped(
+        self, step: int, unstepped: dict[str, tuple[int, bool]], model_elements: int = 0
+    ) -> list[Diagnosis]:
+        """One report's parameters that got a gradient, are in no optimizer and have not moved since the run began
+        (``unstepped``: name -> (elements, whether a trained parameter reads their output while their module is in
+        training mode); ``model_elements``: the whole model's, 0 when unknown)."""
+        self.unstepped_reports = {name: self.unstepped_reports.get(name, 0) + 1 for name in unstepped}
+        need = int(self.thresholds.min_samples)
+        due = [n for n, seen in self.unstepped_reports.items() if seen >= need and n not in self.unstepped_told]
+        self.unstepped_told += due
+        read = [n for n in due if unstepped[n][1]]
+        found = [self._left_out(step, read, unstepped, model_elements)] if read else []
+        if beside := [n for n in due if not unstepped[n][1]]:
+            found.append(self._beside(step, beside, unstepped, model_elements))
+        return found
+
+    def _left_out(
+        self, step: int, names: list[str], unstepped: dict[str, tuple[int, bool]], model_elements: int
+    ) -> Diagnosis:
+        """Parameters that trained layers read: part of the model left out of the optimizer (a warning)."""
+        what, evidence = _unstepped_evidence(names, unstepped, model_elements)
+        message = (
+            f"{what} got gradients, but no optimizer holds them: they have not moved since the run began "
+            f"({self.thresholds.min_samples} reports in a row, to step {step}), and trained parameters read their "
+            "output, so that part of the model is not being trained."
+        )
+        remedies = [GIVE_TO_AN_OPTIMIZER, FREEZE_IF_FIXED]
+        return self.diagnosis(step, message, evidence, subject=LEFT_OUT, remedies=remedies)
+
+    def _beside(
+        self, step: int, names: list[str], unstepped: dict[str, tuple[int, bool]], model_elements: int
+    ) -> Diagnosis:
+        """Parameters no trained one reads, or kept in eval mode (a loss network, a teacher, a fixed feature
+        extractor, a weight of the loss): an info."""
+        what, evidence = _unstepped_evidence(names, unstepped, model_elements)
+        message = (
+            f"{what} got gradients that no optimizer uses: no optimizer holds them and they have not moved since the "
+            f"run began ({self.thresholds.min_samples} reports in a row, to step {step}). No trained parameter reads "
+            "their output, or their modules are kept in eval mode: most likely a fixed part left unfrozen (a loss "
+            "network, a teacher, a feature extractor), or a weight of the loss meant to learn."
+        )
+        found = self.diagnosis(step, message, evidence, subject=UNUSED, remedies=[FREEZE_IF_FIXED, GIVE_IF_MEANT])
+        return dataclasses.replace(found, severity=Severity.INFO)
+
     def _catalog_rest(self) -> list[str]:
         """The catalog's remedies but raising the rate (the schedule took it down) and the vaguer schedule check."""
         return [
@@ -148,3 +222,16 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
             for r in code_info(self.code).remedies
             if not r.startswith(("Raise the learning rate", "Check that the LR"))
         ]
+
+
+def _unstepped_evidence(
+    names: list[str], unstepped: dict[str, tuple[int, bool]], model_elements: int
+) -> tuple[str, dict[str, float]]:
+    """How many parameters, how large, which ones (for a message), and the evidence."""
+    elements = sum(unstepped[n][0] for n in names)
+    share = elements / model_elements if model_elements > 0 else math.nan
+    of_model = f", {share:.0%} of the model" if math.isfinite(share) else ""
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    tensors = f"{len(names)} parameter tensors" if len(names) > 1 else "1 parameter tensor"
+    evidence = {"unstepped_tensors": len(names), "unstepped_elements": elements, "unstepped_share": share}
+    return f"{tensors} ({elements:,} elements{of_model}: {listed})", evidence

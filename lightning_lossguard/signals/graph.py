@@ -74,6 +74,24 @@ class GraphFacts(NamedTuple):
     tables: frozenset[int] = frozenset()
     unused_units: frozenset[int] = frozenset()
 
+    def split(self, watched: int) -> tuple[GraphFacts, frozenset[int]]:
+        """Facts read with more parameters indexed than the ``watched`` first ones: the facts on those alone, and
+        the positions (counted from ``watched``) of the others that some watched parameter is downstream of."""
+        if self.upstream is None:
+            return self, frozenset()
+        mask = (1 << watched) - 1
+        beyond = 0
+        for bits in self.upstream[:watched]:
+            beyond |= bits >> watched
+        return (
+            GraphFacts(
+                [bits & mask for bits in self.upstream[:watched]],
+                frozenset(i for i in self.tables if i < watched),
+                frozenset(i for i in self.unused_units if i < watched),
+            ),
+            frozenset(_bits(beyond)),
+        )
+
 
 class ParameterReads(NamedTuple):
     """The graph's lookup tables and partly read linear weights, kept by parameter identity: the watched set is

@@ -2,6 +2,14 @@ import numpy as np
 
 from lightning_lossguard.detectors import TinyUpdates
 from lightning_lossguard.detectors.stats import weighted_median
+from lightning_lossguard.detectors.tiny_updates import (
+    FREEZE_IF_FIXED,
+    GIVE_IF_MEANT,
+    GIVE_TO_AN_OPTIMIZER,
+    LEFT_OUT,
+    UNUSED,
+)
+from lightning_lossguard.diagnosis import Severity
 
 
 def test_tiny_updates_with_a_flat_loss() -> None:
@@ -103,3 +111,51 @@ def test_steps_far_too_small_under_a_loss_near_zero_that_changes_sign_are_still_
     for step, loss in zip((9, 19, 29), (0.0007, -0.0075, -0.0075)):
         found += detector.update(step, np.array([5e-9]), loss_level=loss, learning_rate=5e-8, early_loss=0.003)
     assert [d.step for d in found] == [29]
+
+
+ENCODER = {"encoder.0.weight": (1280, True), "encoder.0.bias": (64, True), "encoder.2.weight": (4096, True)}
+
+
+def test_parameters_left_out_of_the_optimizer_are_a_warning_after_min_samples_reports_unmoved() -> None:
+    detector = TinyUpdates()
+    assert detector.update_unstepped(10, ENCODER, 6000) == []
+    assert detector.update_unstepped(20, ENCODER, 6000) == []
+    (found,) = detector.update_unstepped(30, ENCODER, 6000)
+    assert (found.code, found.severity, found.step) == ("tiny_updates", Severity.WARNING, 30)
+    assert found.subject == LEFT_OUT
+    assert "3 parameter tensors (5,440 elements, 91% of the model: encoder.0.weight" in found.message
+    assert "no optimizer holds them" in found.message and "3 reports in a row, to step 30" in found.message
+    assert "trained parameters read their output" in found.message
+    assert found.remedies == [GIVE_TO_AN_OPTIMIZER, FREEZE_IF_FIXED]
+    assert found.evidence == {"unstepped_tensors": 3, "unstepped_elements": 5440, "unstepped_share": 5440 / 6000}
+    assert detector.update_unstepped(40, ENCODER, 6000) == []  # told once
+
+
+def test_parameters_no_trained_one_reads_in_training_mode_are_an_info_that_puts_freezing_first() -> None:
+    detector = TinyUpdates()
+    teacher = {"teacher.weight": (50, False), "teacher.bias": (5, False)}
+    for step in (10, 20):
+        assert detector.update_unstepped(step, {**teacher, "encoder.weight": (40, True)}, 200) == []
+    found = detector.update_unstepped(30, {**teacher, "encoder.weight": (40, True)}, 200)
+    assert [(d.severity, d.subject) for d in found] == [(Severity.WARNING, LEFT_OUT), (Severity.INFO, UNUSED)]
+    assert "1 parameter tensor (40 elements, 20% of the model: encoder.weight)" in found[0].message
+    assert found[1].message.startswith("2 parameter tensors (55 elements, 28% of the model: teacher.weight, teacher")
+    assert "No trained parameter reads their output, or their modules are kept in eval mode" in found[1].message
+    assert found[1].remedies == [FREEZE_IF_FIXED, GIVE_IF_MEANT]
+
+
+def test_a_parameter_that_leaves_the_unmoved_set_starts_its_count_over() -> None:
+    detector = TinyUpdates()
+    detector.update_unstepped(10, {"w": (5, True)}, 0)
+    detector.update_unstepped(20, {"w": (5, True)}, 0)
+    assert detector.update_unstepped(30, {}, 0) == []  # moved, or got no gradient at this report
+    assert detector.update_unstepped(40, {"w": (5, True)}, 0) == []
+    assert detector.update_unstepped(50, {"w": (5, True)}, 0) == []
+    (found,) = detector.update_unstepped(60, {"w": (5, True)}, 0)
+    assert found.message.startswith("1 parameter tensor (5 elements: w) got gradients")  # model size unknown
+
+
+def test_more_than_three_unstepped_parameters_are_counted_not_all_listed() -> None:
+    detector = TinyUpdates(TinyUpdates.Thresholds(min_samples=1))
+    (found,) = detector.update_unstepped(7, {f"layer{i}.weight": (1, True) for i in range(5)}, 10)
+    assert "layer0.weight, layer1.weight, layer2.weight and 2 more" in found.message

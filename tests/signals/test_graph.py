@@ -63,3 +63,16 @@ def test_the_reads_follow_their_parameters_when_the_watched_set_moves() -> None:
     assert reads.positions([unfrozen, other, head, table]) == ({3}, {2})
     assert reads.positions([unfrozen, other]) == (set(), set())
     assert ParameterReads().positions([table, head]) == (set(), set())
+
+
+def test_parameters_indexed_past_the_watched_ones_are_split_off_by_who_reads_them() -> None:
+    # An encoder left out of the optimizer feeds the trained head; a fixed loss network only reads the head's output.
+    encoder, head, critic = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 1)
+    watched = list(head.parameters())
+    outside = [*encoder.parameters(), *critic.parameters()]
+    index = {id(p): i for i, p in enumerate(watched + outside)}
+    loss = critic(head(encoder(torch.randn(5, 3)))).sum()
+    facts, read = read_graph([loss], index).split(len(watched))
+    assert read == frozenset({0, 1})  # the encoder's weight and bias, not the critic's
+    assert facts.upstream == [0, 0]  # the head alone: the bits of the parameters past it are cleared
+    assert GraphFacts(None).split(2) == (GraphFacts(None), frozenset())
