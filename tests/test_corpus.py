@@ -85,6 +85,11 @@ HOST_DEPENDENT = {
     "on, while the loss falls; whether the sampled steps catch enough spikes for an exploding_gradients warning at "
     "step 131 depends on the budget's stride, set from measured time: 5 of 7 runs on one host warned, none without a "
     "budget; with the baseline counted in steps it still warns in 3 of 6 runs (the norm rises 10x in ~60 steps)",
+    ("lion_sign_optimizer_h", 0, "lr_x1000"): "named on an Intel host; on an AMD EPYC host the x1000 rate does not "
+    "break the fit (val acc 0.92 against the healthy run's 0.66, loss 1.29 -> 0.16): no fault to name, nothing said",
+    ("image_text_contrastive_h", 0, "lr_x1000"): "named on an Intel host; on an AMD EPYC host the model collapses at "
+    "once and rests at ln 128 (chance) from its first batch: loss_plateau warns that the outputs ignore the input, "
+    "with 'lower the learning rate' second, which the fault's phrase does not count",
 }
 """Fits whose verdict differs between hosts, or between runs: one torch thread makes a fit deterministic on one
 machine, but the CPU's vector instructions change the float results, and these chaotic trajectories follow them; and

@@ -76,3 +76,21 @@ def test_no_host_read_outside_report_steps_when_norms_are_stacked(tmp_path: Path
     assert guard._recorder is not None and any(guard._recorder.gradients._stacked.values())
     assert reads.per_step == []
     assert reads.on_report > 0
+
+
+class HeadOnlyOptimized(DeepNarrow):
+    """Its optimizer holds the last layer only: the rest gets gradients that LossGuard compares on reports."""
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.net[-1].parameters(), lr=0.05)
+
+
+def test_no_host_read_outside_report_steps_with_parameters_no_optimizer_holds(
+    tmp_path: Path, reads: ReadCounter
+) -> None:
+    guard = LossGuard(report_every=25, verbose=False)
+    loader = DataLoader(TensorDataset(torch.randn(256, 8)), batch_size=16)
+    trainer(tmp_path, [guard], max_steps=100).fit(HeadOnlyOptimized(), loader)
+    assert [d.subject for d in guard.diagnoses if d.code == "tiny_updates"] == ["left out of the optimizer"]
+    assert reads.per_step == []
+    assert reads.on_report > 0

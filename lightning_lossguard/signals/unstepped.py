@@ -87,7 +87,8 @@ class UnsteppedParameters:
         if not graded:
             return []
         with torch.no_grad():
-            moved = torch.stack([torch.any(_sample(p) != first) for _, p, first in graded]).tolist()
+            flags = [torch.any(_sample(p) != first) for _, p, first in graded]
+            moved = torch.stack([f.to(flags[0].device) for f in flags]).tolist()  # a model split across devices
         if any(moved):
             gone = {id(p) for (_, p, _), flag in zip(graded, moved, strict=True) if flag}
             self._candidates = [c for c in self._candidates if id(c[1]) not in gone]
