@@ -425,7 +425,7 @@ class LossGuard(Callback):
         if index:
             indexed = {**index, **{key: len(index) + j for j, key in enumerate(outside)}}
             graph, read = read_graph(self._graph_roots, indexed).split(len(index))
-        if self._unstepped:
+        if self._unstepped and graph.upstream is not None:
             self._unstepped.read_by_trained({outside[j] for j in read})
         self._graph_roots = []
         self._reads = ParameterReads.of(graph, self._watched.params)
@@ -824,7 +824,7 @@ class LossGuard(Callback):
             window.device_allocated_mb = device_allocated_mb(self._device)
             if self._unstepped:
                 read = self._unstepped.read(trainer.optimizers)
-                window.unstepped = {u.name: (u.elements, u.read_by_trained and u.training) for u in read}
+                window.unstepped = {u.name: (u.elements, u.read_by_trained if u.training else False) for u in read}
             cost = self._review_cost(batches, window)
             if self._follow_pruning:
                 self._mark_pruned(module)

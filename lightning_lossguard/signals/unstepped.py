@@ -37,13 +37,13 @@ class Unstepped:
         name: the parameter's name in the module.
         elements: its number of elements.
         read_by_trained: an op on a parameter that an optimizer holds takes its output (the first batch's graph;
-            False where the graph was not read).
+            None where the graph was not read: a compiled step, a graph too large).
         training: the module that owns it is in training mode (``.eval()`` keeps a fixed part in eval mode).
     """
 
     name: str
     elements: int
-    read_by_trained: bool = False
+    read_by_trained: bool | None = None
     training: bool = True
 
 
@@ -53,7 +53,7 @@ class UnsteppedParameters:
     def __init__(self, module: nn.Module, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         held = _held(optimizers)
         self._candidates: list[tuple[str, nn.Parameter, torch.Tensor]] = []
-        self._read_by_trained: set[int] = set()
+        self._read_by_trained: set[int] | None = None  # None until the first batch's graph is read
         self._owner: dict[int, nn.Module] = {}
         if not held:
             return  # no optimizer (or one LossGuard cannot see into): nothing to compare against
@@ -93,10 +93,13 @@ class UnsteppedParameters:
             gone = {id(p) for (_, p, _), flag in zip(graded, moved, strict=True) if flag}
             self._candidates = [c for c in self._candidates if id(c[1]) not in gone]
         return [
-            Unstepped(name, p.numel(), id(p) in self._read_by_trained, self._training(p))
+            Unstepped(name, p.numel(), self._read(p), self._training(p))
             for (name, p, _), flag in zip(graded, moved, strict=True)
             if not flag
         ]
+
+    def _read(self, p: nn.Parameter) -> bool | None:
+        return None if self._read_by_trained is None else id(p) in self._read_by_trained
 
     def _training(self, p: nn.Parameter) -> bool:
         owner = self._owner.get(id(p))

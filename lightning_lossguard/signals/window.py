@@ -44,8 +44,9 @@ class Window:
     host_rss_mb: float | None = None
     allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds (NaN: not read)
     device_allocated_mb: float | None = None
-    unstepped: dict[str, tuple[int, bool]] = field(default_factory=dict)  # in no optimizer, with a gradient, unmoved:
-    # name -> (elements, whether a parameter an optimizer holds reads its output and its module is in training mode)
+    # Parameters in no optimizer, with a gradient, unmoved: name -> (elements, whether a parameter an optimizer holds
+    # reads their output while their module is in training mode; None: the graph was not read).
+    unstepped: dict[str, tuple[int, bool | None]] = field(default_factory=dict)
     ranks: int = 1
     rank_loss: np.ndarray | None = None  # [ranks, batches] aligned with batch_steps (distributed runs)
     rank_phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # [ranks, batches] per phase, timing_steps

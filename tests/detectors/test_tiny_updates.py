@@ -159,3 +159,11 @@ def test_more_than_three_unstepped_parameters_are_counted_not_all_listed() -> No
     detector = TinyUpdates(TinyUpdates.Thresholds(min_samples=1))
     (found,) = detector.update_unstepped(7, {f"layer{i}.weight": (1, True) for i in range(5)}, 10)
     assert "layer0.weight, layer1.weight, layer2.weight and 2 more" in found.message
+
+
+def test_parameters_whose_readers_are_unknown_are_an_info_that_says_the_graph_was_not_read() -> None:
+    detector = TinyUpdates(TinyUpdates.Thresholds(min_samples=1))
+    (found,) = detector.update_unstepped(5, {"encoder.weight": (40, None), "teacher.weight": (10, False)}, 100)
+    assert (found.severity, found.subject) == (Severity.INFO, UNUSED)
+    assert "could not be read from the graph (a compiled step" in found.message
+    assert found.evidence["unstepped_tensors"] == 2

@@ -21,9 +21,12 @@ def test_parameters_left_out_of_the_optimizer_are_read_once_they_have_a_gradient
     assert unstepped.read([optimizer]) == []  # no gradient yet: not judged
     _backward(model)
     optimizer.step()
-    assert unstepped.read([optimizer]) == [Unstepped("0.weight", 32), Unstepped("0.bias", 8)]
+    assert unstepped.read([optimizer]) == [Unstepped("0.weight", 32), Unstepped("0.bias", 8)]  # graph not read: None
     unstepped.read_by_trained({id(model[0].bias)})
-    assert unstepped.read([optimizer]) == [Unstepped("0.weight", 32), Unstepped("0.bias", 8, read_by_trained=True)]
+    assert unstepped.read([optimizer]) == [
+        Unstepped("0.weight", 32, read_by_trained=False),
+        Unstepped("0.bias", 8, read_by_trained=True),
+    ]
 
 
 def test_a_parameter_moved_by_hand_is_dropped_for_good() -> None:
