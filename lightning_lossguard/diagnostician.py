@@ -589,6 +589,8 @@ class Diagnostician:
             self.val_detectors[name] = detector
         self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
         self._reported = {str(k): int(v) for k, v in state.get("reported", {}).items()}
+        for key in [k for k in self._reported if k in _PER_SUBJECT]:  # saved before the code went per subject:
+            self._reported.setdefault(f"{key}|", self._reported[key])  # what it reported was the subject-less one
         self.consequences = set(state.get("consequences", []))
         self._train_losses = deque(state.get("train_losses", []), maxlen=50)
         self._early_losses = list(state.get("early_losses", []))

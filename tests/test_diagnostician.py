@@ -241,3 +241,13 @@ def test_a_climb_the_loss_comes_back_from_is_noted_unless_the_run_broke() -> Non
             assert notes == []
         else:
             assert len(notes) == 1 and notes[0].startswith(f"loss_divergence at step {said[0].step} was a transient")
+
+
+def test_a_code_reported_before_it_went_per_subject_is_not_reported_again_after_a_resume() -> None:
+    # A state saved when tiny_updates was reported once per run keys it "tiny_updates"; it is now keyed per subject.
+    diagnostician = Diagnostician()
+    diagnostician.load_state_dict({"reported": {"tiny_updates": Severity.WARNING.rank}})
+    plain = Diagnosis("tiny_updates", Severity.WARNING, 300, "Each optimizer step changes the weights ...", {}, [])
+    assert diagnostician.accept([plain]) == []
+    left_out = dataclasses.replace(plain, subject="left out of the optimizer")
+    assert diagnostician.accept([left_out]) == [left_out]
