@@ -823,8 +823,7 @@ class LossGuard(Callback):
             window.allocator_free_mb = allocator_free_mb()
             window.device_allocated_mb = device_allocated_mb(self._device)
             if self._unstepped:
-                read = self._unstepped.read(trainer.optimizers)
-                window.unstepped = {u.name: (u.elements, u.read_by_trained if u.training else False) for u in read}
+                window.unstepped = self._unstepped.read(trainer.optimizers)
             cost = self._review_cost(batches, window)
             if self._follow_pruning:
                 self._mark_pruned(module)

@@ -274,7 +274,8 @@ class Diagnostician:
                 sizes=np.asarray(layout.param_sizes, dtype=np.float64),
             )
         if tiny and window.unstepped:
-            found += tiny.update_unstepped(window.last_step, window.unstepped, layout.model_elements)
+            unstepped = {u.name: (u.elements, u.read_by_trained, u.training) for u in window.unstepped}
+            found += tiny.update_unstepped(window.last_step, unstepped, layout.model_elements)
         if not batches:
             return found
         if divergence := self._on(LossDivergence):

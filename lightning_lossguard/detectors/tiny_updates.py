@@ -175,23 +175,23 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         return [self.diagnosis(step, message, evidence, remedies=[DECAYED_SCHEDULE_REMEDY, *self._catalog_rest()])]
 
     def update_unstepped(
-        self, step: int, unstepped: dict[str, tuple[int, bool | None]], model_elements: int = 0
+        self, step: int, unstepped: dict[str, tuple[int, bool | None, bool]], model_elements: int = 0
     ) -> list[Diagnosis]:
         """One report's parameters that got a gradient, are in no optimizer and have not moved since the run began
-        (``unstepped``: name -> (elements, whether a trained parameter reads their output while their module is in
-        training mode, None when the graph was not read); ``model_elements``: the whole model's, 0 when unknown)."""
+        (``unstepped``: name -> (elements, whether a trained parameter reads their output (None when the graph was not
+        read), whether their module is in training mode); ``model_elements``: the whole model's, 0 when unknown)."""
         self.unstepped_reports = {name: self.unstepped_reports.get(name, 0) + 1 for name in unstepped}
         need = int(self.thresholds.min_samples)
         due = [n for n, seen in self.unstepped_reports.items() if seen >= need and n not in self.unstepped_told]
         self.unstepped_told += due
-        read = [n for n in due if unstepped[n][1] is True]
+        read = [n for n in due if unstepped[n][1] is True and unstepped[n][2]]  # read in training mode: the model's
         found = [self._left_out(step, read, unstepped, model_elements)] if read else []
-        if beside := [n for n in due if unstepped[n][1] is not True]:
+        if beside := [n for n in due if n not in read]:
             found.append(self._beside(step, beside, unstepped, model_elements))
         return found
 
     def _left_out(
-        self, step: int, names: list[str], unstepped: dict[str, tuple[int, bool | None]], model_elements: int
+        self, step: int, names: list[str], unstepped: dict[str, tuple[int, bool | None, bool]], model_elements: int
     ) -> Diagnosis:
         """Parameters that trained layers read: part of the model left out of the optimizer (a warning)."""
         what, evidence = _unstepped_evidence(names, unstepped, model_elements)
@@ -204,7 +204,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         return self.diagnosis(step, message, evidence, subject=LEFT_OUT, remedies=remedies)
 
     def _beside(
-        self, step: int, names: list[str], unstepped: dict[str, tuple[int, bool | None]], model_elements: int
+        self, step: int, names: list[str], unstepped: dict[str, tuple[int, bool | None, bool]], model_elements: int
     ) -> Diagnosis:
         """Parameters no trained one reads, or kept in eval mode (a loss network, a teacher, a fixed feature
         extractor, a weight of the loss): an info."""
@@ -212,7 +212,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         why = (
             "Whether trained parameters read their output could not be read from the graph (a compiled step, a graph "
             "too large)"
-            if any(unstepped[n][1] is None for n in names)
+            if any(unstepped[n][1] is None and unstepped[n][2] for n in names)  # unknown, in training mode
             else "No trained parameter reads their output, or their modules are kept in eval mode"
         )
         message = (
@@ -234,7 +234,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
 
 
 def _unstepped_evidence(
-    names: list[str], unstepped: dict[str, tuple[int, bool | None]], model_elements: int
+    names: list[str], unstepped: dict[str, tuple[int, bool | None, bool]], model_elements: int
 ) -> tuple[str, dict[str, float]]:
     """How many parameters, how large, which ones (for a message), and the evidence."""
     elements = sum(unstepped[n][0] for n in names)

@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 
 from lightning_lossguard.signals.gradients import NO_GRADIENT
+from lightning_lossguard.signals.unstepped import Unstepped
 
 
 @dataclass
@@ -44,9 +45,7 @@ class Window:
     host_rss_mb: float | None = None
     allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds (NaN: not read)
     device_allocated_mb: float | None = None
-    # Parameters in no optimizer, with a gradient, unmoved: name -> (elements, whether a parameter an optimizer holds
-    # reads their output while their module is in training mode; None: the graph was not read).
-    unstepped: dict[str, tuple[int, bool | None]] = field(default_factory=dict)
+    unstepped: list[Unstepped] = field(default_factory=list)  # in no optimizer, with a gradient, unmoved
     ranks: int = 1
     rank_loss: np.ndarray | None = None  # [ranks, batches] aligned with batch_steps (distributed runs)
     rank_phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # [ranks, batches] per phase, timing_steps

@@ -113,7 +113,11 @@ def test_steps_far_too_small_under_a_loss_near_zero_that_changes_sign_are_still_
     assert [d.step for d in found] == [29]
 
 
-ENCODER = {"encoder.0.weight": (1280, True), "encoder.0.bias": (64, True), "encoder.2.weight": (4096, True)}
+ENCODER = {
+    "encoder.0.weight": (1280, True, True),
+    "encoder.0.bias": (64, True, True),
+    "encoder.2.weight": (4096, True, True),
+}
 
 
 def test_parameters_left_out_of_the_optimizer_are_a_warning_after_min_samples_reports_unmoved() -> None:
@@ -133,10 +137,10 @@ def test_parameters_left_out_of_the_optimizer_are_a_warning_after_min_samples_re
 
 def test_parameters_no_trained_one_reads_in_training_mode_are_an_info_that_puts_freezing_first() -> None:
     detector = TinyUpdates()
-    teacher = {"teacher.weight": (50, False), "teacher.bias": (5, False)}
+    teacher = {"teacher.weight": (50, False, True), "teacher.bias": (5, False, True)}
     for step in (10, 20):
-        assert detector.update_unstepped(step, {**teacher, "encoder.weight": (40, True)}, 200) == []
-    found = detector.update_unstepped(30, {**teacher, "encoder.weight": (40, True)}, 200)
+        assert detector.update_unstepped(step, {**teacher, "encoder.weight": (40, True, True)}, 200) == []
+    found = detector.update_unstepped(30, {**teacher, "encoder.weight": (40, True, True)}, 200)
     assert [(d.severity, d.subject) for d in found] == [(Severity.WARNING, LEFT_OUT), (Severity.INFO, UNUSED)]
     assert "1 parameter tensor (40 elements, 20% of the model: encoder.weight)" in found[0].message
     assert found[1].message.startswith("2 parameter tensors (55 elements, 28% of the model: teacher.weight, teacher")
@@ -146,24 +150,35 @@ def test_parameters_no_trained_one_reads_in_training_mode_are_an_info_that_puts_
 
 def test_a_parameter_that_leaves_the_unmoved_set_starts_its_count_over() -> None:
     detector = TinyUpdates()
-    detector.update_unstepped(10, {"w": (5, True)}, 0)
-    detector.update_unstepped(20, {"w": (5, True)}, 0)
+    detector.update_unstepped(10, {"w": (5, True, True)}, 0)
+    detector.update_unstepped(20, {"w": (5, True, True)}, 0)
     assert detector.update_unstepped(30, {}, 0) == []  # moved, or got no gradient at this report
-    assert detector.update_unstepped(40, {"w": (5, True)}, 0) == []
-    assert detector.update_unstepped(50, {"w": (5, True)}, 0) == []
-    (found,) = detector.update_unstepped(60, {"w": (5, True)}, 0)
+    assert detector.update_unstepped(40, {"w": (5, True, True)}, 0) == []
+    assert detector.update_unstepped(50, {"w": (5, True, True)}, 0) == []
+    (found,) = detector.update_unstepped(60, {"w": (5, True, True)}, 0)
     assert found.message.startswith("1 parameter tensor (5 elements: w) got gradients")  # model size unknown
 
 
 def test_more_than_three_unstepped_parameters_are_counted_not_all_listed() -> None:
     detector = TinyUpdates(TinyUpdates.Thresholds(min_samples=1))
-    (found,) = detector.update_unstepped(7, {f"layer{i}.weight": (1, True) for i in range(5)}, 10)
+    (found,) = detector.update_unstepped(7, {f"layer{i}.weight": (1, True, True) for i in range(5)}, 10)
     assert "layer0.weight, layer1.weight, layer2.weight and 2 more" in found.message
 
 
 def test_parameters_whose_readers_are_unknown_are_an_info_that_says_the_graph_was_not_read() -> None:
     detector = TinyUpdates(TinyUpdates.Thresholds(min_samples=1))
-    (found,) = detector.update_unstepped(5, {"encoder.weight": (40, None), "teacher.weight": (10, False)}, 100)
+    (found,) = detector.update_unstepped(
+        5, {"encoder.weight": (40, None, True), "teacher.weight": (10, False, True)}, 100
+    )
     assert (found.severity, found.subject) == (Severity.INFO, UNUSED)
     assert "could not be read from the graph (a compiled step" in found.message
     assert found.evidence["unstepped_tensors"] == 2
+
+
+def test_parameters_read_by_trained_ones_but_kept_in_eval_mode_are_an_info() -> None:
+    detector = TinyUpdates(TinyUpdates.Thresholds(min_samples=1))
+    (found,) = detector.update_unstepped(
+        5, {"backbone.weight": (40, True, False), "probe.weight": (8, None, False)}, 60
+    )
+    assert (found.severity, found.subject) == (Severity.INFO, UNUSED)
+    assert "or their modules are kept in eval mode" in found.message  # eval mode says it was fixed on purpose
