@@ -129,3 +129,49 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadCounter]:
     for name in HOST_READS:
         monkeypatch.setattr(torch.Tensor, name, counter.wrap(name, getattr(torch.Tensor, name)))
     yield counter
+
+
+# -- the corpus' fits run in the background from the start of the session ---------------------------------------
+# tests/test_corpus.py's fits take most of the suite's time and each runs on one core, while the rest of the suite
+# runs in this process on one core. So they start when the tests are collected, on every core but this one, and
+# the corpus' tests run last, adding this process' core to the fits when they are reached.
+CORPUS_FITS = pytest.StashKey[Any]()
+
+
+def _corpus_job(item: pytest.Item) -> tuple[str, int, str] | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if item.get_closest_marker("corpus_fit") is None or not {"name", "seed", "fault"} <= set(params):
+        return None
+    return params["name"], params["seed"], params["fault"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _corpus_job(item) is not None)  # stable: every other test keeps its order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly:
+        corpus_fits(session, workers=-1)
+
+
+def corpus_fits(session: pytest.Session, workers: int) -> Any:
+    """The session's corpus fits (:class:`benchmarks.corpus.workers.Fits`), started on first use, with workers
+    added up to ``available_cores() + workers`` in all (-1: leave this process' core to the rest of the suite)."""
+    jobs = [job for job in map(_corpus_job, session.items) if job is not None]
+    if not jobs:
+        return None
+    from benchmarks.corpus.run import given_up, run_until_named
+    from benchmarks.corpus.workers import Fits, available_cores
+
+    fits = session.stash.get(CORPUS_FITS, None)
+    if fits is None:
+        fits = session.stash[CORPUS_FITS] = Fits(jobs, run_until_named, given_up)
+    fits.add_workers(max(0, available_cores() + workers - fits.workers))
+    return fits
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    fits = session.stash.get(CORPUS_FITS, None)
+    if fits is not None:
+        fits.close()

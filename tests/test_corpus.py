@@ -2,23 +2,25 @@
 every injected fault diagnosed with a code that names it. The faults LossGuard does not catch are listed in
 ``KNOWN_MISSES`` with the reason: a strict xfail, so a fix that starts catching one fails until it is removed.
 
-Every fit runs on one torch thread, so the selected fits run side by side, one worker process per core, when the
-first of them is reached; nothing else in the suite runs meanwhile. Each test then judges its own fit's result. A
-faulty fit stops once a diagnosis names its fault (its verdict cannot change after; ``python -m benchmarks.corpus``
-runs every fit to its end). The suite runs each healthy program with one of the benchmark's three seeds
+Every fit runs on one torch thread in a worker process of its own. The selected fits start when the suite's tests
+are collected, on every core but the one the rest of the suite runs on, and these tests run last, when that core
+joins the fits (tests/conftest.py); each test judges its own fit's result once it is in. A faulty fit stops once
+a diagnosis names its fault (its verdict cannot change after; ``python -m benchmarks.corpus`` runs every fit to its
+end). The suite runs each healthy program with one of the benchmark's three seeds
 (``SUITE_SEEDS``), to keep CI within its time limit; ``LOSSGUARD_CORPUS_SEEDS=0,1,2`` runs all three.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
 from benchmarks.corpus import PROGRAMS
-from benchmarks.corpus.run import SEEDS, Result, available_cores, plan, run_all, run_until_named
+from benchmarks.corpus.run import SEEDS, Result, plan
+from benchmarks.corpus.workers import Fits, available_cores
 from lightning_lossguard.catalog import CATALOG
+from tests.conftest import CORPUS_FITS, corpus_fits
 
 SUITE_SEEDS = tuple(int(seed) for seed in os.environ.get("LOSSGUARD_CORPUS_SEEDS", "0").split(","))
 """The seeds each healthy program runs with here. One of the benchmark's three: the third seed's 140 fits (385 s of
@@ -102,15 +104,11 @@ Job = tuple[str, int, str]
 
 
 @pytest.fixture(scope="module")
-def results(request: pytest.FixtureRequest) -> dict[Job, Result]:
-    """The result of every corpus fit this session selected (``-k`` included), run once, side by side."""
-    module = sys.modules[__name__]
-    jobs: list[Job] = []
-    for item in request.session.items:
-        params = getattr(item, "callspec", None)
-        if getattr(item, "module", None) is module and params is not None:
-            jobs.append((params.params["name"], params.params["seed"], params.params["fault"]))
-    return dict(zip(jobs, run_all(jobs, processes=available_cores(), work=run_until_named), strict=True))
+def fits(request: pytest.FixtureRequest) -> Fits[Job, Result]:
+    """Every corpus fit this session selected (``-k`` included): they started when the tests were collected, one
+    worker process per core but this one; this one's core joins them now (tests/conftest.py)."""
+    started: Fits[Job, Result] = corpus_fits(request.session, workers=0)
+    return started
 
 
 def _case(job: Job, known: str | None, id: str) -> object:
@@ -127,11 +125,12 @@ def _healthy_case(name: str, seed: int, fault: str) -> object:
 
 
 @pytest.mark.slow
+@pytest.mark.corpus_fit
 @pytest.mark.parametrize(("name", "seed", "fault"), [_healthy_case(*job) for job in HEALTHY])
 def test_a_healthy_program_gets_no_warning_error_or_gap(
-    results: dict[Job, Result], name: str, seed: int, fault: str
+    fits: Fits[Job, Result], name: str, seed: int, fault: str
 ) -> None:
-    result = results[(name, seed, fault)]
+    result = fits.result((name, seed, fault))
     assert result.error == "", result.error
     alarms = [d for d in result.alarms if d.code != TIMING_NOISE.get(name)]
     assert alarms == [] and result.gaps == [], result.summary()
@@ -142,9 +141,10 @@ def _fault_case(name: str, seed: int, fault: str) -> object:
 
 
 @pytest.mark.slow
+@pytest.mark.corpus_fit
 @pytest.mark.parametrize(("name", "seed", "fault"), [_fault_case(*job) for job in FAULTS])
-def test_an_injected_fault_is_named(results: dict[Job, Result], name: str, seed: int, fault: str) -> None:
-    result = results[(name, seed, fault)]
+def test_an_injected_fault_is_named(fits: Fits[Job, Result], name: str, seed: int, fault: str) -> None:
+    result = fits.result((name, seed, fault))
     assert result.error == "", result.error
     assert result.correct is not None, result.summary()
     assert result.correct.remedies and result.correct.evidence
@@ -169,3 +169,13 @@ def test_host_dependent_verdicts_are_real_corpus_fits() -> None:
 def test_timing_noise_names_real_programs_and_codes() -> None:
     assert set(TIMING_NOISE) <= {name for name, _, _ in HEALTHY}
     assert set(TIMING_NOISE.values()) <= set(CATALOG)
+
+
+def test_the_corpus_fits_started_before_their_tests_which_run_last(request: pytest.FixtureRequest) -> None:
+    items = request.session.items
+    judged = [i for i, item in enumerate(items) if item.get_closest_marker("corpus_fit")]
+    if not judged:
+        pytest.skip("no corpus fit is selected")
+    assert judged == list(range(len(items) - len(judged), len(items)))  # the corpus' tests come last
+    fits = request.session.stash[CORPUS_FITS]
+    assert fits.workers == max(0, available_cores() - 1)  # this test runs before them: this core is not used yet

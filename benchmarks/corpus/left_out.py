@@ -26,7 +26,8 @@ import torch
 
 from benchmarks.corpus import PROGRAMS
 from benchmarks.corpus.faults import _wrap_optimizers
-from benchmarks.corpus.run import StopWhenNamed, available_cores, build, quiet, trainer_args
+from benchmarks.corpus.run import StopWhenNamed, build, trainer_args
+from benchmarks.corpus.workers import available_cores, quiet
 from lightning_lossguard import LossGuard
 from lightning_lossguard.detectors.tiny_updates import LEFT_OUT, UNUSED
 from lightning_lossguard.outputs import OutputMonitor

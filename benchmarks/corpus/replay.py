@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.corpus import PROGRAMS
-from benchmarks.corpus.run import Job, Result, available_cores, plan, run_all, run_program
+from benchmarks.corpus.run import Job, Result, plan, run_all, run_program
+from benchmarks.corpus.workers import available_cores
 from lightning_lossguard import Diagnosis, Severity
 from lightning_lossguard.detectors.base import Detector
 from lightning_lossguard.detectors.dead_gradients import DeadGradients

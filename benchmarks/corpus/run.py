@@ -12,19 +12,13 @@ seed), recall on their injected faults, per detector and per split.
 from __future__ import annotations
 
 import argparse
-import logging
-import multiprocessing
-import os
 import random
 import re
 import statistics
 import tempfile
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from benchmarks.corpus import FAULTS, PROGRAMS, SPLITS, Program, Run
 from benchmarks.corpus.faults import advises_it, names_it
+from benchmarks.corpus.workers import Fits, available_cores, quiet
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm, OutputMonitor, Severity
 
 SEEDS = (0, 1, 2)
@@ -345,59 +340,30 @@ Job = tuple[str, int, str]
 
 def run_all(jobs: list[Job], processes: int = 1, work: Callable[[Job], Result] | None = None) -> Iterator[Result]:
     """Each ``(program, seed, fault)`` job in a real fit, results in job order. Every fit runs on one torch thread,
-    so ``processes`` > 1 spreads the jobs over that many worker processes (each :func:`quiet`), one per core at
-    most; with 1 they run here, as this process is set up. ``work`` runs one job (default: its real fit).
-
-    A worker process that dies (killed for memory, a crash in native code) breaks the pool and every fit under
-    way in it: the first unfinished job then runs alone in a pool of its own, which tells the job that kills its
-    worker (given up, with the reason in its ``error``) from the ones it took down with it (run again), and the
-    rest continue in a new pool. One bad fit fails its own test, not every test after it."""
+    so ``processes`` > 1 spreads the jobs over that many worker processes (:class:`Fits`), one per core at most;
+    with 1 they run here, as this process is set up. ``work`` runs one job (default: its real fit). A fit that
+    kills its worker process is given up (:func:`given_up`); every other fit still reports."""
     work = work or _run_job
     if processes <= 1:
         for job in jobs:
             yield work(job)
         return
-    # spawn, not fork: forking a process whose torch thread pools have started can hang the child
-    context = multiprocessing.get_context("spawn")
-    start = 0
-    while start < len(jobs):
-        with ProcessPoolExecutor(processes, mp_context=context, initializer=quiet) as pool:
-            futures = [pool.submit(work, job) for job in jobs[start:]]
-            for future in futures:
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    break
-                yield result
-                start += 1
-        if start < len(jobs):
-            with ProcessPoolExecutor(1, mp_context=context, initializer=quiet) as alone:
-                try:
-                    yield alone.submit(work, jobs[start]).result()
-                except BrokenProcessPool:
-                    yield _given_up(jobs[start])
-            start += 1
+    fits = Fits(jobs, work, given_up)
+    fits.add_workers(processes)
+    try:
+        for job in jobs:
+            yield fits.result(job)
+    finally:
+        fits.close()
 
 
-def _given_up(job: Job) -> Result:
+def given_up(job: Job) -> Result:
+    """The result of a job whose worker process died while it ran."""
     name, seed, fault = job
     program = PROGRAMS.get(name)
     result = Result(name, program.split if program else "", seed, fault)
-    result.error = "its worker process died (killed, or a crash in native code) while it ran alone"
+    result.error = "its worker process died (killed, or a crash in native code) while it ran"
     return result
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def quiet() -> None:
-    """One torch thread, no warnings or Lightning info lines: what every corpus fit runs with."""
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
 
 
 def _run_job(job: Job, stop_when_named: bool = False) -> Result:
