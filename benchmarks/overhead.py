@@ -382,7 +382,7 @@ def callback_hook_us(repeats: int = 20000) -> float:
     trainer.strategy.connect(Classifier(nn.Linear(1, 1)))
 
     def per_call(callbacks: list[Callback]) -> float:
-        trainer.callbacks = callbacks
+        trainer.callbacks = callbacks  # type: ignore[attr-defined]  # set by Lightning, not declared
         start = time.perf_counter()
         for _ in range(repeats):
             lightning_call._call_callback_hooks(trainer, "on_before_zero_grad", None)

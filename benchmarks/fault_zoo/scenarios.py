@@ -45,7 +45,7 @@ def classification_data(
     return TensorDataset(x, labels)
 
 
-def loader(data: TensorDataset, batch_size: int = 32, shuffle: bool = True, seed: int = 0) -> DataLoader:
+def loader(data: TensorDataset, batch_size: int = 32, shuffle: bool = True, seed: int = 0) -> DataLoader[Any]:
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
@@ -92,7 +92,8 @@ class ZooModule(L.LightningModule):
         self.seen = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         x, y = batch
@@ -122,8 +123,8 @@ class Run:
     """What a scenario builds: the module, data, and Trainer/LossGuard arguments."""
 
     module: L.LightningModule
-    train: DataLoader
-    val: DataLoader | None = None
+    train: DataLoader[Any]
+    val: DataLoader[Any] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     guard: dict[str, Any] = field(default_factory=dict)
     pretrain: Callable[[L.LightningModule], None] | None = None
@@ -272,7 +273,7 @@ def _overfit_finetune() -> Run:
         for _ in range(3):
             for x, y in loader(big, 128):
                 opt.zero_grad()
-                F.mse_loss(module(x), y).backward()
+                F.mse_loss(module(x), y).backward()  # type: ignore[no-untyped-call]
                 opt.step()
 
     small = regression_data(n=24, noise=1.0, seed=2)
@@ -338,7 +339,7 @@ def _nan_gradient_sqrt() -> Run:
 def _leaking_graphs() -> Run:
     def loss(m: ZooModule, pred: torch.Tensor, y: torch.Tensor, i: int) -> torch.Tensor:
         out = F.mse_loss(pred, y)
-        hidden = m.net[0](torch.randn(128, 16))
+        hidden = m.net[0](torch.randn(128, 16))  # type: ignore[index]  # net is an nn.Sequential here
         m.history.append((hidden * hidden).sum() + out)  # the graph (and its 1 MiB activation) stays alive
         return out
 
@@ -372,7 +373,7 @@ def _high_lr_finetune() -> Run:
         for _ in range(4):
             for x, y in loader(big, 128):
                 opt.zero_grad()
-                F.mse_loss(module(x), y).backward()
+                F.mse_loss(module(x), y).backward()  # type: ignore[no-untyped-call]
                 opt.step()
 
     return Run(
@@ -559,7 +560,8 @@ class _TinyTransformer(nn.Module):
         self.head = nn.Linear(dim, vocab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(self.embed(x)))
+        out: torch.Tensor = self.head(self.encoder(self.embed(x)))
+        return out
 
 
 def _transformer() -> Run:
@@ -632,7 +634,7 @@ def _healthy_finetune() -> Run:
         opt = torch.optim.Adam(module.parameters(), lr=3e-3)
         for x, y in loader(big, 128):
             opt.zero_grad()
-            F.mse_loss(module(x), y).backward()
+            F.mse_loss(module(x), y).backward()  # type: ignore[no-untyped-call]
             opt.step()
 
     return Run(
