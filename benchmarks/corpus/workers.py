@@ -62,7 +62,8 @@ class _Worker:
     def __init__(self, work: Callable[[Any], Any]) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, work), name="corpus-fit")
+        # daemonic: ended with this process even if it exits without closing the fits (a fit starts no process)
+        self._process = context.Process(target=_serve, args=(child, work), name="corpus-fit", daemon=True)
         self._process.start()
         child.close()
 
