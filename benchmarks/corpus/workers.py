@@ -52,7 +52,10 @@ def _serve(connection: Connection, work: Callable[[Any], Any]) -> None:
             reply: tuple[bool, Any] = (True, work(job))
         except Exception as error:  # handed back: the caller of Fits.result sees it raised
             reply = (False, error)
-        connection.send(reply)
+        try:
+            connection.send(reply)
+        except Exception as error:  # a result or exception that does not pickle: nothing was sent yet
+            connection.send((False, RuntimeError(f"{job} gave back what cannot be sent between processes: {error}")))
 
 
 class _Worker:

@@ -1,5 +1,5 @@
 """The corpus' worker processes: jobs taken in order, workers that join later, a job that kills its worker or
-raises, and a session cut short."""
+raises or gives back what cannot be sent, and a session cut short."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def _work(job: Job) -> tuple[str, int]:
         os._exit(3)
     if name == "raise":
         raise ValueError("a bad job")
+    if name == "unpicklable":
+        return name, lambda: None  # type: ignore[return-value]
     if name == "hang":
         Path(path).touch()
         time.sleep(120)
@@ -32,7 +34,7 @@ def _died(job: Job) -> tuple[str, int]:
 
 
 def test_a_worker_added_later_takes_the_jobs_in_order_and_one_bad_job_fails_alone() -> None:
-    jobs: list[Job] = [("first", ""), ("raise", ""), ("crash", ""), ("after", "")]
+    jobs: list[Job] = [("first", ""), ("raise", ""), ("crash", ""), ("unpicklable", ""), ("after", "")]
     fits = Fits(jobs, _work, _died)
     try:
         assert fits.workers == 0  # nothing runs until a worker is added
@@ -41,7 +43,9 @@ def test_a_worker_added_later_takes_the_jobs_in_order_and_one_bad_job_fails_alon
         with pytest.raises(ValueError, match="a bad job"):
             fits.result(jobs[1])
         assert fits.result(jobs[2]) == ("died", -1)
-        after = fits.result(jobs[3])
+        with pytest.raises(RuntimeError, match="cannot be sent between processes"):
+            fits.result(jobs[3])
+        after = fits.result(jobs[4])
         assert first[0] == "first" and after[0] == "after"
         assert after[1] != first[1]  # a fresh worker went on after the crash
         assert fits.workers == 1
