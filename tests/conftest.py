@@ -151,7 +151,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if not session.config.option.collectonly:
+    # LOSSGUARD_CORPUS_EARLY=0: the fits start only when their tests are reached (nothing runs beside the other tests)
+    if not session.config.option.collectonly and os.environ.get("LOSSGUARD_CORPUS_EARLY", "1") != "0":
         corpus_fits(session, workers=-1)
 
 

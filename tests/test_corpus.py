@@ -6,8 +6,10 @@ Every fit runs on one torch thread in a worker process of its own. The selected 
 are collected, on every core but the one the rest of the suite runs on, and these tests run last, when that core
 joins the fits (tests/conftest.py); each test judges its own fit's result once it is in. A faulty fit stops once
 a diagnosis names its fault (its verdict cannot change after; ``python -m benchmarks.corpus`` runs every fit to its
-end). The suite runs each healthy program with one of the benchmark's three seeds
-(``SUITE_SEEDS``), to keep CI within its time limit; ``LOSSGUARD_CORPUS_SEEDS=0,1,2`` runs all three.
+end). ``LOSSGUARD_CORPUS_EARLY=0`` starts the fits only when their tests are reached, with nothing beside them (to
+tell whether a timing test that fails was slowed by a fit running beside it). The suite runs each healthy program
+with one of the benchmark's three seeds (``SUITE_SEEDS``), to keep CI within its time limit;
+``LOSSGUARD_CORPUS_SEEDS=0,1,2`` runs all three.
 """
 
 from __future__ import annotations
@@ -177,5 +179,8 @@ def test_the_corpus_fits_started_before_their_tests_which_run_last(request: pyte
     if not judged:
         pytest.skip("no corpus fit is selected")
     assert judged == list(range(len(items) - len(judged), len(items)))  # the corpus' tests come last
+    if os.environ.get("LOSSGUARD_CORPUS_EARLY", "1") == "0":
+        assert CORPUS_FITS not in request.session.stash  # asked to start them only when their tests are reached
+        return
     fits = request.session.stash[CORPUS_FITS]
     assert fits.workers == max(0, available_cores() - 1)  # this test runs before them: this core is not used yet
