@@ -136,6 +136,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadCounter]:
 # runs in this process on one core. So they start when the tests are collected, on every core but this one, and
 # the corpus' tests run last, adding this process' core to the fits when they are reached.
 CORPUS_FITS = pytest.StashKey[Any]()
+CORPUS_EARLY = os.environ.get("LOSSGUARD_CORPUS_EARLY", "1") != "0"
+"""``LOSSGUARD_CORPUS_EARLY=0``: the fits start only when their tests are reached (nothing runs beside the others)."""
 
 
 def _corpus_job(item: pytest.Item) -> tuple[str, int, str] | None:
@@ -151,8 +153,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # LOSSGUARD_CORPUS_EARLY=0: the fits start only when their tests are reached (nothing runs beside the other tests)
-    if not session.config.option.collectonly and os.environ.get("LOSSGUARD_CORPUS_EARLY", "1") != "0":
+    if CORPUS_EARLY and not session.config.option.collectonly:
         corpus_fits(session, workers=-1)
 
 

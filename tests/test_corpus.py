@@ -22,7 +22,7 @@ from benchmarks.corpus import PROGRAMS
 from benchmarks.corpus.run import SEEDS, Result, plan
 from benchmarks.corpus.workers import Fits, available_cores
 from lightning_lossguard.catalog import CATALOG
-from tests.conftest import CORPUS_FITS, corpus_fits
+from tests.conftest import CORPUS_EARLY, CORPUS_FITS, corpus_fits
 
 SUITE_SEEDS = tuple(int(seed) for seed in os.environ.get("LOSSGUARD_CORPUS_SEEDS", "0").split(","))
 """The seeds each healthy program runs with here. One of the benchmark's three: the third seed's 140 fits (385 s of
@@ -179,7 +179,7 @@ def test_the_corpus_fits_started_before_their_tests_which_run_last(request: pyte
     if not judged:
         pytest.skip("no corpus fit is selected")
     assert judged == list(range(len(items) - len(judged), len(items)))  # the corpus' tests come last
-    if os.environ.get("LOSSGUARD_CORPUS_EARLY", "1") == "0":
+    if not CORPUS_EARLY:
         assert CORPUS_FITS not in request.session.stash  # asked to start them only when their tests are reached
         return
     fits = request.session.stash[CORPUS_FITS]

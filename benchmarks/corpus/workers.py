@@ -98,10 +98,9 @@ class Fits(Generic[JobT, ResultT]):
     it. An exception raised by ``work`` is raised again by :meth:`result`."""
 
     def __init__(self, jobs: list[JobT], work: Callable[[JobT], ResultT], died: Callable[[JobT], ResultT]) -> None:
-        self.jobs = list(jobs)
         self._work, self._died = work, died
-        self._queue = deque(self.jobs)
-        self._queued = set(self.jobs)
+        self._queue = deque(jobs)
+        self._queued = set(jobs)
         self._done: dict[JobT, tuple[bool, Any]] = {}
         self._changed = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -114,10 +113,10 @@ class Fits(Generic[JobT, ResultT]):
         return len(self._threads)
 
     def add_workers(self, count: int) -> None:
-        """Start ``count`` more worker processes on the queue (none once it is empty or closed)."""
+        """Start ``count`` more worker processes on the queue (none once it is empty: closing empties it)."""
         for _ in range(count):
             with self._changed:
-                if self._closed or not self._queue:
+                if not self._queue:
                     return
             thread = threading.Thread(target=self._drain, name="corpus-fits", daemon=True)
             self._threads.append(thread)
@@ -152,7 +151,7 @@ class Fits(Generic[JobT, ResultT]):
 
     def _next(self) -> JobT | None:
         with self._changed:
-            return self._queue.popleft() if self._queue and not self._closed else None
+            return self._queue.popleft() if self._queue else None
 
     def _drain(self) -> None:
         worker = self._start_worker()
