@@ -31,6 +31,7 @@ from lightning_lossguard.detectors.stats import median
 from lightning_lossguard.diagnosis import Diagnosis, Severity, worst
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, START_HOOKS, STEP_HOOKS, offer, own_hooks
+from lightning_lossguard.lightning_classes import StandaloneCallback, lightning_classes
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import cost_line, over_budget_note
@@ -109,7 +110,7 @@ def _own_time(hook: Callable[..., None]) -> Callable[..., None]:
     return timed
 
 
-class LossGuard(Callback):
+class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and LightningCLIs (lightning_classes)
     """Watches gradients, the loss curve and the loss-step time; reports diagnoses with remedies.
 
     Args:
@@ -346,10 +347,11 @@ class LossGuard(Callback):
         )
         self._lr_group = first_group(trainer)
         self._step_counter = step_counter(trainer)
-        pruning = any(isinstance(c, ModelPruning) for c in trainer.callbacks)  # type: ignore[attr-defined]
+        pruning_callback = lightning_classes(ModelPruning)
+        pruning = any(isinstance(c, pruning_callback) for c in trainer.callbacks)  # type: ignore[attr-defined]
         self._follow_pruning = pruning or bool(pruned_parameters(pl_module))
         plugin = trainer.precision_plugin
-        self._scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
+        self._scaler = plugin.scaler if isinstance(plugin, lightning_classes(MixedPrecision)) else None
         strategy = type(trainer.strategy).__name__
         if strategy in _UNSUPPORTED_SHARDING:
             self._gap(
@@ -589,7 +591,7 @@ class LossGuard(Callback):
         if not (self._step_work and self._sample_gradients) or self._recorder is None or self._broken:
             return
         try:
-            if isinstance(optimizer, LightningOptimizer):  # what self.optimizers() hands out
+            if isinstance(optimizer, lightning_classes(LightningOptimizer)):  # what self.optimizers() hands out
                 optimizer = optimizer.optimizer
             if self._was_read_before_clip(optimizer):
                 return  # clipped twice before its step: the first read holds the unclipped norms

@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 
+from lightning_lossguard.lightning_classes import lightning_classes
 from lightning_lossguard.run_layout import RunSettings
 
 
@@ -17,8 +18,9 @@ def accumulation(trainer: pl.Trainer, module: pl.LightningModule) -> int:
     ``GradientAccumulationScheduler`` has not set this epoch's value yet: it is asked."""
     if not module.automatic_optimization:
         return 1
+    scheduler = lightning_classes(GradientAccumulationScheduler)
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
-        if isinstance(callback, GradientAccumulationScheduler):
+        if isinstance(callback, scheduler):
             return max(1, int(callback.get_accumulate_grad_batches(trainer.current_epoch)))
     return max(1, int(trainer.accumulate_grad_batches))
 

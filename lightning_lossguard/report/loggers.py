@@ -35,6 +35,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from lightning_lossguard.detectors.stats import model_update_ratio
 from lightning_lossguard.diagnosis import Diagnosis
 from lightning_lossguard.diagnostician import RunLayout
+from lightning_lossguard.lightning_classes import lightning_classes
 from lightning_lossguard.report.json_report import Gap
 from lightning_lossguard.report.markdown import diagnosis_section, full_report
 from lightning_lossguard.signals.window import Window
@@ -79,7 +80,7 @@ class LoggerReporter:
 
     @property
     def tensorboards(self) -> list[Any]:
-        return [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        return [lg.experiment for lg in self.loggers if isinstance(lg, lightning_classes(TensorBoardLogger))]
 
     def start(self) -> None:
         """Write the Custom Scalars layout (:meth:`signals` adds the loss-terms chart when terms show up)."""
@@ -166,7 +167,7 @@ class LoggerReporter:
         for step in sorted(by_step):
             metrics = by_step[step]
             for logger in self.loggers:
-                if isinstance(logger, TensorBoardLogger):
+                if isinstance(logger, lightning_classes(TensorBoardLogger)):
                     _write_scalars(logger.experiment, metrics, step)
                 else:
                     own = {k: v for k, v in metrics.items() if not k.startswith(VAL)}
