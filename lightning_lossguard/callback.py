@@ -82,6 +82,7 @@ from lightning_lossguard.trainer_settings import (
     first_group,
     learning_rate,
     planned_steps,
+    report_dir,
     run_settings,
     step_counter,
 )
@@ -292,7 +293,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         if stage != "fit":
             return
         # A collective under DDP: every rank, exactly once, outside any rank-zero branch.
-        log_dir = trainer.log_dir if trainer.loggers else None
+        log_dir = report_dir(trainer)
         file_name = REPORT_NAME if self.name == "lossguard" else f"lossguard-{self.name}.json"
         path = os.path.join(log_dir, file_name) if log_dir else None
         if path != self._report_path or not self.fits:

@@ -1,5 +1,6 @@
 """What LossGuard reads off the Trainer: the run's settings, its length, the default report interval, its learning
-rate and its gradient accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts)."""
+rate, its gradient accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts) and where its
+report goes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_lossguard.lightning_classes import lightning_classes
 from lightning_lossguard.run_layout import RunSettings
@@ -23,6 +25,20 @@ def accumulation(trainer: pl.Trainer, module: pl.LightningModule) -> int:
         if isinstance(callback, scheduler):
             return max(1, int(callback.get_accumulate_grad_batches(trainer.current_epoch)))
     return max(1, int(trainer.accumulate_grad_batches))
+
+
+def report_dir(trainer: pl.Trainer) -> str | None:
+    """The folder of the report: beside the first TensorBoard logger's events, where the LossGuard tab looks for it;
+    else Lightning's ``log_dir`` (the first logger's). None without a logger. With ``[CSVLogger, TensorBoardLogger]``
+    each logger picks its own version folder, and ``log_dir`` is the CSV one's. A collective under DDP: every rank
+    calls it, outside any rank-zero branch."""
+    if not trainer.loggers:
+        return None
+    tensorboards = [lg for lg in trainer.loggers if isinstance(lg, lightning_classes(TensorBoardLogger))]
+    if not tensorboards or tensorboards[0] is trainer.loggers[0]:
+        return trainer.log_dir
+    folder: str = trainer.strategy.broadcast(tensorboards[0].log_dir)
+    return folder
 
 
 def planned_steps(trainer: pl.Trainer) -> int | None:

@@ -10,7 +10,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from lightning_lossguard import LossGuard
 from lightning_lossguard.trainer_settings import accumulation, default_report_every, run_settings, step_counter
 from tests.conftest import trainer as quiet_trainer
 
@@ -96,3 +98,20 @@ def test_the_batches_per_epoch_tell_full_batch_training_apart(tmp_path: Path) ->
         quiet_trainer(tmp_path, [callback], logger=False, max_steps=2, limit_train_batches=limit).fit(BoringModel())
         seen.append(callback.settings.batches_per_epoch)
     assert seen == [64, 1]
+
+
+def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_order(tmp_path: Path) -> None:
+    # Each logger picks its own version folder: the CSV logger, first, takes version_0 and Lightning's log_dir is
+    # its folder; the LossGuard tab reads the report beside the TensorBoard events, in version_1.
+    for loggers in ("csv_first", "tensorboard_first", "csv_only"):
+        root = tmp_path / loggers
+        csv, tensorboard = CSVLogger(str(root)), TensorBoardLogger(str(root))
+        chosen = {"csv_first": [csv, tensorboard], "tensorboard_first": [tensorboard, csv], "csv_only": [csv]}[loggers]
+        guard = LossGuard(verbose=False)
+        quiet_trainer(root, [guard], logger=chosen, max_steps=5).fit(BoringModel())
+        expected = tensorboard.log_dir if tensorboard in chosen else csv.log_dir
+        assert guard.report_path == str(Path(expected) / "lossguard.json"), loggers
+        assert Path(guard.report_path).is_file()
+        if tensorboard in chosen:
+            assert list(Path(expected).glob("events.out.tfevents.*")), loggers
+    assert Path(csv.log_dir).name == "version_0"
