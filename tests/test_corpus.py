@@ -57,6 +57,8 @@ KNOWN_MISSES = {
     ("swav_prototypes_h", "frozen"): "the trainable prototypes cluster the random encoder's features: loss falls 29%",
     ("evidential_classifier_h", "exp_output"): "exp evidence is one of the method's own choices: val acc 0.87 vs "
     "0.90, the val loss 3.5x its low; val_loss_rising warns, no code that names the output",
+    ("cyclical_kl_vae_h", "exp_output"): "exp keeps the decoder's pixels positive: the ELBO falls 210 -> 142 and rests "
+    "(healthy: 62 -> 38), by the loss a converged run; the module hands over no predictions for OutputMonitor",
     ("pendulum_controller_bptt_h", "flipped_sign"): "the negated cost saturates within 32 steps (the pendulum spins "
     "as fast as its bounded torque allows): a falling training loss, then flat; the val loss is 7x the healthy start "
     "at the first evaluation and rises only 9% after",

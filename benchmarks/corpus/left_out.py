@@ -21,12 +21,11 @@ import statistics
 import tempfile
 from typing import Any
 
-import lightning as L
 import torch
 
 from benchmarks.corpus import PROGRAMS
 from benchmarks.corpus.faults import _wrap_optimizers
-from benchmarks.corpus.run import StopWhenNamed, build, trainer_args
+from benchmarks.corpus.run import StopWhenNamed, build, trainer_for
 from benchmarks.corpus.workers import available_cores, quiet
 from lightning_lossguard import LossGuard
 from lightning_lossguard.detectors.tiny_updates import LEFT_OUT, UNUSED
@@ -59,7 +58,7 @@ def run_left_out(name: str) -> tuple[str, str, str]:
     before = [p.detach().clone() for p in left]
     guard = LossGuard(verbose=False, monitors=[OutputMonitor()] if program.output_monitor else [])
     with tempfile.TemporaryDirectory() as root:
-        fit = L.Trainer(**trainer_args(run, root, name, [guard, StopWhenNamed(guard, EXPECT)]))
+        fit = trainer_for(run, root, name, [guard, StopWhenNamed(guard, EXPECT)])
         try:
             fit.fit(run.module, run.train, run.val)
         except Exception as error:  # a program that crashes is reported, not hidden

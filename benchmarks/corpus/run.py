@@ -24,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pytorch_lightning
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -119,13 +120,22 @@ def build(program: Program, seed: int) -> Run:
     return program.build(seed)
 
 
-def trainer_args(run: Run, root: str, name: str, callbacks: list[Callback]) -> dict[str, Any]:
+def trainer_for(run: Run, root: str, name: str, callbacks: list[Callback]) -> Any:
+    """The Trainer of the package the program is written for: a module of the standalone ``pytorch_lightning``
+    (``import pytorch_lightning as pl``) needs that package's Trainer and logger."""
+    if isinstance(run.module, pytorch_lightning.LightningModule):
+        logger = pytorch_lightning.loggers.TensorBoardLogger(root, name=name)
+        return pytorch_lightning.Trainer(**trainer_args(run, logger, callbacks))
+    return L.Trainer(**trainer_args(run, TensorBoardLogger(root, name=name), callbacks))
+
+
+def trainer_args(run: Run, logger: Any, callbacks: list[Callback]) -> dict[str, Any]:
     """Lightning's defaults as a new user gets them, minus the progress bar, model summary and checkpoints."""
     extra = list(run.trainer.get("callbacks", []))
     return {
         "accelerator": "cpu",
         "devices": 1,
-        "logger": TensorBoardLogger(root, name=name),
+        "logger": logger,
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "enable_checkpointing": False,
@@ -163,7 +173,7 @@ def run_program(
     callbacks: list[Callback] = [lossguard]
     if stop_when_named and expect:
         callbacks.append(StopWhenNamed(lossguard, expect))
-    fit = L.Trainer(**trainer_args(run, root, label, callbacks))
+    fit = trainer_for(run, root, label, callbacks)
     result = Result(name, program.split, seed, fault, expect, onset // accumulate)
     start = time.perf_counter()
     try:
@@ -226,7 +236,7 @@ def trace_program(name: str, root: str, seed: int = 0, fault: str = "") -> str:
     if fault:
         FAULTS[fault].inject(run, program)
     trace = _LossTrace()
-    fit = L.Trainer(**trainer_args(run, root, f"{name}-trace", [trace]))
+    fit = trainer_for(run, root, f"{name}-trace", [trace])
     start = time.perf_counter()
     try:
         fit.fit(run.module, run.train, run.val)
