@@ -447,6 +447,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             has_log_dir=bool(self._report_path),
             no_parameters=not self._watched.params and not self._watched.pending and not self.coverage.gaps,
             manual=not module.automatic_optimization,
+            loggers_without_tensorboard=self._loggers.without_tensorboard() if self._loggers is not None else (),
         )
         overfit = getattr(trainer, "overfit_batches", 0)
         self._diagnostician.validation_off = None

@@ -100,7 +100,9 @@ def test_the_batches_per_epoch_tell_full_batch_training_apart(tmp_path: Path) ->
     assert seen == [64, 1]
 
 
-def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_order(tmp_path: Path) -> None:
+def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_order_and_csv_alone_is_told(
+    tmp_path: Path,
+) -> None:
     # Each logger picks its own version folder: the CSV logger, first, takes version_0 and Lightning's log_dir is
     # its folder; the LossGuard tab reads the report beside the TensorBoard events, in version_1.
     for loggers in ("csv_first", "tensorboard_first", "csv_only"):
@@ -114,4 +116,7 @@ def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_orde
         assert Path(guard.report_path).is_file()
         if tensorboard in chosen:
             assert list(Path(expected).glob("events.out.tfevents.*")), loggers
+        # Without a TensorBoard logger nothing takes the diagnoses' text: the run says where they are.
+        told = [note for note in guard.notes if note.startswith("No TensorBoard logger (CSVLogger)")]
+        assert len(told) == (tensorboard not in chosen), (loggers, guard.notes)
     assert Path(csv.log_dir).name == "version_0"

@@ -82,6 +82,13 @@ class LoggerReporter:
     def tensorboards(self) -> list[Any]:
         return [lg.experiment for lg in self.loggers if isinstance(lg, lightning_classes(TensorBoardLogger))]
 
+    def without_tensorboard(self) -> list[str]:
+        """The loggers' class names when none of them is a TensorBoard logger: they get the scalars, but nothing
+        takes the diagnoses' text."""
+        if self.tensorboards:
+            return []
+        return [type(logger).__name__ for logger in self.loggers]
+
     def start(self) -> None:
         """Write the Custom Scalars layout (:meth:`signals` adds the loss-terms chart when terms show up)."""
         if self._layout is None:

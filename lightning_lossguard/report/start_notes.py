@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lightning_lossguard.detectors.nonfinite_loss import NonfiniteLoss
 from lightning_lossguard.diagnosis import Severity
 
 
 def start_notes(
-    *, fast_dev_run: bool, has_logger: bool, has_log_dir: bool, no_parameters: bool, manual: bool
+    *,
+    fast_dev_run: bool,
+    has_logger: bool,
+    has_log_dir: bool,
+    no_parameters: bool,
+    manual: bool,
+    loggers_without_tensorboard: Sequence[str] = (),
 ) -> list[str]:
-    """The notes a fit starts with: where the report goes (or why it does not) and which signals are unavailable."""
+    """The notes a fit starts with: where the report goes (or why it does not) and which signals are unavailable.
+    ``loggers_without_tensorboard``: the loggers' class names when none of them is a TensorBoard logger."""
     notes = []
     if fast_dev_run:
         notes.append("fast_dev_run: Lightning disables logging, so diagnoses are printed but no report is written.")
@@ -20,6 +29,12 @@ def start_notes(
         )
     elif not has_log_dir:
         notes.append("The logger has no log directory: the JSON report is not written.")
+    if has_logger and loggers_without_tensorboard and not fast_dev_run:
+        names = ", ".join(loggers_without_tensorboard)
+        notes.append(
+            f"No TensorBoard logger ({names}): LossGuard's scalars go to it, its diagnoses only to the console"
+            + (" and lossguard.json (`lossguard report` on the log directory)." if has_log_dir else ".")
+        )
     if no_parameters:
         notes.append("The model has no trainable parameters in its optimizers: gradient diagnoses are unavailable.")
     if manual:

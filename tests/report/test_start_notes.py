@@ -23,3 +23,11 @@ def test_unavailable_signals_are_each_named() -> None:
         "Manual optimization",
     ]
     assert "overfit_batches=5" in overfit_batches_note(5) and "val_loss_rising" in overfit_batches_note(5)
+
+
+def test_loggers_without_tensorboard_are_named_with_where_the_diagnoses_go() -> None:
+    [note] = start_notes(**{**QUIET, "loggers_without_tensorboard": ["CSVLogger", "MLFlowLogger"]})
+    assert note.startswith("No TensorBoard logger (CSVLogger, MLFlowLogger)") and "lossguard.json" in note
+    [note] = start_notes(**{**QUIET, "has_log_dir": False, "loggers_without_tensorboard": ["CSVLogger"]})[1:]
+    assert note.endswith("only to the console.")
+    assert start_notes(**{**QUIET, "has_logger": False, "loggers_without_tensorboard": []})[0].startswith("No logger")
