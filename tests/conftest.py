@@ -14,8 +14,10 @@ from typing import Any
 
 import lightning as L
 import pytest
+import pytorch_lightning
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger as StandaloneTensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import lightning_lossguard
@@ -27,10 +29,13 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
 
 
-def trainer(tmp_path: Path, callbacks: list[Any], logger: Any = True, **kwargs: Any) -> L.Trainer:
-    """A quiet CPU trainer writing TensorBoard events under ``tmp_path``."""
+def trainer(
+    tmp_path: Path, callbacks: list[Any], logger: Any = True, standalone: bool = False, **kwargs: Any
+) -> L.Trainer | pytorch_lightning.Trainer:
+    """A quiet CPU trainer writing TensorBoard events under ``tmp_path``; ``standalone``: the Trainer and logger of the
+    standalone ``pytorch_lightning`` package (for a module written against it)."""
     if logger is True:
-        logger = TensorBoardLogger(str(tmp_path), name="run")
+        logger = (StandaloneTensorBoardLogger if standalone else TensorBoardLogger)(str(tmp_path), name="run")
     args: dict[str, Any] = {
         "accelerator": "cpu",
         "devices": 1,
@@ -44,7 +49,7 @@ def trainer(tmp_path: Path, callbacks: list[Any], logger: Any = True, **kwargs: 
         "default_root_dir": str(tmp_path),
     }
     args.update(kwargs)
-    return L.Trainer(**args)
+    return (pytorch_lightning.Trainer if standalone else L.Trainer)(**args)
 
 
 def events(log_dir: str | Path) -> EventAccumulator:

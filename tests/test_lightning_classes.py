@@ -28,7 +28,7 @@ from benchmarks.fault_zoo.scenarios import loader, regression_data
 from lightning_lossguard import LossGuard
 from lightning_lossguard.lightning_classes import lightning_classes
 from lightning_lossguard.trainer_settings import accumulation
-from tests.conftest import events, text_of
+from tests.conftest import events, text_of, trainer
 
 
 class Regressor(pl.LightningModule):
@@ -63,21 +63,6 @@ class Regressor(pl.LightningModule):
         return loader(regression_data(512))
 
 
-def standalone_trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> pl.Trainer:
-    args: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": TensorBoardLogger(str(tmp_path), name="run"),
-        "callbacks": callbacks,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "log_every_n_steps": 10,
-        "default_root_dir": str(tmp_path),
-    }
-    return pl.Trainer(**{**args, **kwargs})
-
-
 def alarms(guard: LossGuard) -> list[str]:
     return [d.one_line() for d in guard.diagnoses if d.severity != "info"]
 
@@ -94,7 +79,7 @@ def test_the_classes_of_both_packages_are_known() -> None:
 @pytest.mark.parametrize("lr", [0.05, 3.0])
 def test_diagnoses_reach_the_tensorboard_of_a_standalone_run(tmp_path: Path, lr: float) -> None:
     guard = LossGuard(report_every=10, verbose=False)
-    run = standalone_trainer(tmp_path, [guard], max_steps=150)
+    run = trainer(tmp_path, [guard], standalone=True, max_steps=150)
     run.fit(Regressor(lr=lr), loader(regression_data()))
     found = events(run.logger.log_dir)  # type: ignore[union-attr]
     report = text_of(found, "lossguard/diagnoses/text_summary")
@@ -113,7 +98,7 @@ def test_a_standalone_gradscalers_skipped_steps_are_not_alarms(tmp_path: Path) -
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
     guard = LossGuard(report_every=10, verbose=False)
     plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
-    standalone_trainer(tmp_path, [guard], max_steps=120, plugins=[plugin]).fit(
+    trainer(tmp_path, [guard], standalone=True, max_steps=120, plugins=[plugin]).fit(
         Regressor(lr=0.05), loader(regression_data())
     )
     assert scaler.get_scale() < 2.0**24  # steps were skipped
@@ -122,14 +107,14 @@ def test_a_standalone_gradscalers_skipped_steps_are_not_alarms(tmp_path: Path) -
 
 def test_the_accumulation_of_a_standalone_scheduler_is_read(tmp_path: Path) -> None:
     scheduler = GradientAccumulationScheduler({0: 8, 2: 1})
-    run = standalone_trainer(tmp_path, [scheduler], logger=False)
+    run = trainer(tmp_path, [scheduler], logger=False, standalone=True)
     assert accumulation(run, Regressor()) == 8  # type: ignore[arg-type]
 
 
 def test_weights_that_standalone_pruning_masks_are_followed(tmp_path: Path) -> None:
     guard = LossGuard(verbose=False)
     pruning = ModelPruning("l1_unstructured", amount=0.5, verbose=0)
-    standalone_trainer(tmp_path, [pruning, guard], max_epochs=6, log_every_n_steps=50).fit(
+    trainer(tmp_path, [pruning, guard], standalone=True, max_epochs=6, log_every_n_steps=50).fit(
         Regressor(lr=0.01), loader(regression_data())
     )
     # Half of the remaining weights are masked at each epoch's end: taken for dead units, a warning by the 6th.
@@ -140,7 +125,7 @@ def test_weights_that_standalone_pruning_masks_are_followed(tmp_path: Path) -> N
 def test_a_standalone_optimizer_clipped_by_hand_is_read_before_clipping(tmp_path: Path) -> None:
     module = Regressor(lr=0.01, clip=True)
     guard = LossGuard(report_every=5, budget=None, verbose=False)
-    run = standalone_trainer(tmp_path, [guard], max_steps=30)
+    run = trainer(tmp_path, [guard], standalone=True, max_steps=30)
     run.fit(module, loader(regression_data()))
     logged = [e.value for e in events(run.logger.log_dir).Scalars("lossguard/grad_norm")]  # type: ignore[union-attr]
     # One point per report, the median of its 5 steps: the unclipped norms (after clipping they would be 1e-3).

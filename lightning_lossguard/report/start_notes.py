@@ -29,7 +29,7 @@ def start_notes(
         )
     elif not has_log_dir:
         notes.append("The logger has no log directory: the JSON report is not written.")
-    if has_logger and loggers_without_tensorboard and not fast_dev_run:
+    if loggers_without_tensorboard and not fast_dev_run:
         names = ", ".join(loggers_without_tensorboard)
         notes.append(
             f"No TensorBoard logger ({names}): LossGuard's scalars go to it, its diagnoses only to the console"
