@@ -1,4 +1,5 @@
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -257,3 +258,49 @@ def test_the_first_fall_of_a_densely_validated_run_does_not_delay_a_climb(seed: 
     found = first_warning(vals)
     assert found is not None and found <= 137
     assert abs(found - first_warning(vals, WANDER_OFF)) <= 1  # type: ignore[operator]
+
+
+def python_calls(detector: ValLossRising, step: int, value: float) -> int:
+    """Python-level calls (generator resumptions included) made by one ``update``."""
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        detector.update(step=step, epoch=step, value=value, train_loss=0.5)
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_judging_an_evaluation_does_not_loop_over_the_history_in_python() -> None:
+    """Runs validated thousands of times (full-batch training, a short ``val_check_interval``) judge each evaluation
+    against the whole history: in numpy, not in Python loops that grow with it (~2.5 ms an evaluation at 10,000)."""
+    rng = np.random.default_rng(0)
+    calls = {}
+    for length in (300, 3000):
+        detector = ValLossRising()
+        for i in range(length):
+            detector.update(step=i, epoch=i, value=0.5 + 0.02 * rng.standard_normal(), train_loss=0.5)
+        for i in range(length, length + 3):  # high enough to be judged all the way (the level's test included)
+            detector.update(step=i, epoch=i, value=0.6, train_loss=0.5)
+        calls[length] = python_calls(detector, length + 3, 0.6)
+    assert calls[3000] < 2 * calls[300]  # a few more lags on the level's noise ladder, nothing per evaluation
+    assert detector.evals.nbytes == 32 * 3004  # four numbers an evaluation
+
+
+def test_the_minimum_and_its_checkpoint_are_kept_as_the_history_grows() -> None:
+    """The minimum far into a long history (past the buffers' first growth) is the one a rise is measured from, and a
+    restart forgets it."""
+    vals = [1.0 - 0.005 * i for i in range(131)] + [0.36 + 0.03 * i for i in range(1, 30)]
+    detector = ValLossRising()
+    found = [d for i, v in enumerate(vals) for d in detector.update(step=10 * i, epoch=i, value=v, train_loss=0.1)]
+    assert found and found[0].evidence["best_epoch"] == 130
+    assert found[0].evidence["best_val_loss"] == pytest.approx(0.35)
+    detector.restart()
+    assert len(detector.evals) == 0 and detector.update(step=2000, epoch=200, value=0.9) == []
+    again = [d for v in (0.9, 1.0, 1.2, 1.4) for d in detector.update(step=2001, epoch=201, value=v)]
+    assert again and again[0].evidence["best_val_loss"] == 0.9
