@@ -34,7 +34,7 @@ from lightning_lossguard.hook_dispatch import BACKWARD_HOOKS, NO_OP_HOOKS, START
 from lightning_lossguard.lightning_classes import StandaloneCallback, lightning_classes
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
-from lightning_lossguard.report.cost import cost_line, over_budget_note
+from lightning_lossguard.report.cost import cost_and_notes, over_budget_note
 from lightning_lossguard.report.handoff import Handoff
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
@@ -971,22 +971,23 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             self.fits[-1] = {"status": status, "global_step": trainer.global_step}
         self._stop_watchdog(trainer)
         self._remove_hooks()
-        cost = None
+        cost: dict[str, float] = {}
         if not self._broken:
             self._notes += [n for n in self._unjudged_notes() + self._diagnostician.hindsight() if n not in self._notes]
             if self._budget is not None:
                 self._notes += [n for n in [over_budget_note(self._budget)] if n]
-                cost = cost_line(self._budget.state())
+                cost = self._budget.state()
         for monitor in self.monitors:
             self._notes += [n for n in monitor.notes() if n not in self._notes]
         self._write_json(trainer, status)
         if trainer.is_global_zero:
             try:
+                cost_shown, printed, _ = cost_and_notes(cost, self._notes)  # the over-budget note: one line
                 self._text(trainer, [])
                 if self._loggers is not None:
                     self._loggers.flush()
                 self._console.summary(
-                    self._diagnostician.diagnoses, self._notes, self._report_path, self.coverage.gaps, cost
+                    self._diagnostician.diagnoses, printed, self._report_path, self.coverage.gaps, cost_shown
                 )
             except Exception as error:
                 self._internal_error("summary", error)

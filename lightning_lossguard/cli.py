@@ -30,7 +30,7 @@ from rich.text import Text
 from lightning_lossguard.catalog import cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.report.console import STYLE, cost_text, gap_line, summary_table
-from lightning_lossguard.report.cost import cost_line
+from lightning_lossguard.report.cost import cost_and_notes, cost_line
 from lightning_lossguard.report.json_report import (
     MAX_REPORT_BYTES,
     REPORT_NAME,
@@ -417,9 +417,10 @@ def _print_table(r: Report, out: Console) -> None:
         out.print(Text("  no diagnoses in what LossGuard watched.", "yellow"))
     else:
         out.print(Text("  no diagnoses: LossGuard found nothing wrong.", "green"))
-    for note in r.notes:
+    cost, notes, _ = cost_and_notes(r.cost, r.notes)
+    for note in notes:
         out.print(Text.assemble(("  note: ", "dim"), one_line(note)))
-    if cost := cost_line(r.cost):
+    if cost:
         out.print(cost_text(cost))
 
 

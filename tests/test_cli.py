@@ -20,6 +20,7 @@ import pytest
 
 from lightning_lossguard import Diagnosis, Severity, __version__
 from lightning_lossguard.cli import main
+from lightning_lossguard.report.cost import OVER_BUDGET_OPENING
 from lightning_lossguard.report.json_report import write_report
 from tests.conftest import events, text_of
 
@@ -327,16 +328,24 @@ def test_report_says_what_lossguard_cost_the_run_in_every_format(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     within = write_report(tmp_path / "within" / "lossguard.json", [], "finished", 1500, cost=COST)
-    over_cost = {**COST, "run_share": 0.05}
+    over_cost = {**COST, "run_share": 0.05, "report_floor": 10.0, "planned_steps": 1500.0}
+    why = f"{OVER_BUDGET_OPENING}5% of the training step time, over its 1% budget: the why, in detail."
     over = write_report(
-        tmp_path / "over" / "lossguard.json", [], "finished", 1500, ["Over its budget."], cost=over_cost
+        tmp_path / "over" / "lossguard.json", [], "finished", 1500, ["Another note.", why], cost=over_cost
     )
     line = "0.83% of the training step time (budget 1%; 215 ms in all over 1,500 training batches of 18.9 ms)"
     assert main(["report", str(within)]) == 0
     assert line in " ".join(capsys.readouterr().out.split())
     assert main(["report", str(over)]) == 0
-    out = capsys.readouterr().out
-    assert "note: Over its budget." in out and "cost:" not in out  # the note says it, with what bound it
+    out = " ".join(capsys.readouterr().out.split())
+    # Over budget: one cost line with the knob, the note's detail left in the report.
+    assert (
+        "cost: 5% of the training step time, over its 1% budget (215 ms in all over 1,500 training batches of "
+        "18.9 ms): a run this short keeps 10 reports; LossGuard(report_every=375) pays less with 4" in out
+    )
+    assert "note: Another note." in out and "in detail" not in out
+    assert main(["report", str(over), "--format", "markdown"]) == 0
+    assert "the why, in detail" in capsys.readouterr().out  # the full report keeps it
     assert main(["report", str(within), "--format", "markdown"]) == 0
     assert "LossGuard's own time: 0\\.83% of the training step time (budget 1%;" in capsys.readouterr().out
     assert main(["report", str(within), str(over), "--format", "json"]) == 0

@@ -5,7 +5,7 @@ budget decides; this module only words it)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the lossguard command renders reports' cost lines without importing torch
@@ -59,13 +59,34 @@ def cost_line(cost: Mapping[str, float]) -> str | None:
 
 def over_budget_line(cost: Mapping[str, float]) -> str | None:
     """``26.2% of the training step time, over its 1% budget (89 ms in all over 200 training batches of 1.63 ms)``:
-    a run over budget in one line, from the report's ``cost``, for a place with room for one (the TensorBoard card,
-    which folds the note's why under it). None for a run within its budget and before any review."""
+    a run over budget in one line, from the report's ``cost``, for a place with room for one (the console's summary,
+    ``lossguard report``, the TensorBoard card: each keeps the note's why out of the notes). When the report floor
+    held it there, the line ends with the knob: ``: a run this short keeps 10 reports; LossGuard(report_every=100)
+    pays less with 4 (a fault is judged later)``; likewise when a ``report_every`` the user set did. None for a run
+    within its budget and before any review."""
     share, budget = cost.get("run_share", math.nan), cost.get("budget", math.nan)
     if not math.isfinite(share) or not over_budget(share, budget):
         return None
-    spent = _spent_in(cost)
-    return f"{percent(share)} of the training step time, over its {percent(budget)} budget ({spent})."
+    line = f"{percent(share)} of the training step time, over its {percent(budget)} budget ({_spent_in(cost)})"
+    floor, planned = cost.get("report_floor", 0.0), cost.get("planned_steps", 0.0)
+    fixed = cost.get("report_every_fixed", 0.0)
+    if floor > 0 and planned > 0:
+        line += (
+            f": a run this short keeps {floor:.0f} reports; LossGuard(report_every={_fewer_reports_every(planned):,}) "
+            f"pays less with {FEWER_REPORTS} (a fault is judged later)"
+        )
+    elif fixed > 0:
+        line += f": report_every fixes a report every {fixed:,.0f} batches; a longer one, or none, pays less"
+    return f"{line}."
+
+
+def cost_and_notes(cost: Mapping[str, float], notes: Sequence[str]) -> tuple[str | None, list[str], str | None]:
+    """What a summary shows of a report's cost and notes: the cost in one line, the notes to list, and the over-budget
+    note the line stands for (left out of the notes: on a healthy short run it was the longest text under "no
+    problems found", and read like a finding; the report keeps it)."""
+    over = over_budget_line(cost)
+    detail = next((n for n in notes if is_over_budget_note(n)), None) if over else None
+    return cost_line(cost) or over, [n for n in notes if n != detail], detail
 
 
 OVER_BUDGET_OPENING = "LossGuard's own time came to "
@@ -101,11 +122,16 @@ def over_budget_note(budget: CostBudget) -> str | None:
 def _fewer_reports(budget: CostBudget) -> str:
     """The knob for a run the report floor holds over budget: the user's own interval, which the floor does not
     bind (fewer reports, each fault judged later; on a 400-step run of a ~1 ms model, 4 reports halve the cost)."""
-    every = max(1, budget.planned_batches // max(1, budget.accumulate) // FEWER_REPORTS)
+    every = _fewer_reports_every(budget.planned_batches // max(1, budget.accumulate))
     return (
         f"To pay less in runs this short, set the interval yourself, e.g. LossGuard(report_every={every:,}) for "
         f"{FEWER_REPORTS} reports; fewer reports judge a fault later, and can miss one that grows within the run."
     )
+
+
+def _fewer_reports_every(planned_steps: float) -> int:
+    """The interval that gives a run of ``planned_steps`` optimizer steps ``FEWER_REPORTS`` reports."""
+    return max(1, int(planned_steps) // FEWER_REPORTS)
 
 
 def _ms(us: float) -> str:

@@ -317,4 +317,9 @@ class CostBudget:
             "run_share": self.run_share,
             "own_seconds": self.spent_own_us / 1e6,
             "batches": float(self.seen_batches),
+            # What held the run over budget when a knob can change it (0 otherwise): the report floor of a short run
+            # (with the run's planned optimizer steps, to suggest an interval) or the user's fixed report_every.
+            "report_floor": float(self.min_reports) if self.limited_by == "min_reports" else 0.0,
+            "planned_steps": float(self.planned_batches // max(1, self.accumulate)),
+            "report_every_fixed": float(self.report_batches) if self.limited_by == "report_every" else 0.0,
         }

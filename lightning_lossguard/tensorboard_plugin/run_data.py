@@ -17,7 +17,7 @@ from tensorboard.plugins.scalar.metadata import PLUGIN_NAME
 
 from lightning_lossguard.catalog import CATALOG, cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
-from lightning_lossguard.report.cost import cost_line, is_over_budget_note, over_budget_line
+from lightning_lossguard.report.cost import cost_and_notes
 from lightning_lossguard.report.json_report import REPORT_NAME, Report, ReportError, read_report
 
 PREFIX = "lossguard/"
@@ -124,13 +124,8 @@ def _notes_and_cost(report: Report) -> dict[str, Any]:
     """The report's notes, and its cost in one line: a run over budget has the line's why (its note) folded under
     it (``cost_detail``) instead of among the notes, where on a healthy run it was the only text under "no problems
     found" and read like one."""
-    over = over_budget_line(report.cost)
-    detail = next((n for n in report.notes if is_over_budget_note(n)), None) if over else None
-    return {
-        "notes": [n for n in report.notes if n != detail],
-        "cost": cost_line(report.cost) or over,
-        "cost_detail": detail,
-    }
+    cost, notes, detail = cost_and_notes(report.cost, report.notes)
+    return {"notes": notes, "cost": cost, "cost_detail": detail}
 
 
 def _status(report: Report) -> str:

@@ -16,6 +16,7 @@ from lightning_lossguard import LossGuard
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import (
     OVER_BUDGET_MARGIN,
+    cost_and_notes,
     cost_line,
     is_over_budget_note,
     over_budget_line,
@@ -63,6 +64,28 @@ def test_over_budget_the_run_has_a_one_line_headline_and_its_note_is_recognised(
     note = over_budget_note(over)
     assert note is not None and is_over_budget_note(note)
     assert not is_over_budget_note("Run too short to judge a plateau.")
+
+
+def test_held_over_budget_by_the_report_floor_the_line_names_the_knob_and_stands_for_the_note() -> None:
+    over = reviewed(0.06, "min_reports", min_reports=10, planned_batches=400)
+    line = over_budget_line(over.state())
+    assert line == (
+        "6% of the training step time, over its 1% budget (60 ms in all over 100 training batches of 10 ms): a run "
+        "this short keeps 10 reports; LossGuard(report_every=100) pays less with 4 (a fault is judged later)."
+    )
+    note = over_budget_note(over)
+    assert note is not None
+    assert cost_and_notes(over.state(), ["a note", note]) == (line, ["a note"], note)
+    fixed = reviewed(0.06, "report_every", min_reports=10, planned_batches=400)  # the user's own interval
+    assert over_budget_line(fixed.state()) == (
+        "6% of the training step time, over its 1% budget (60 ms in all over 100 training batches of 10 ms): "
+        "report_every fixes a report every 100 batches; a longer one, or none, pays less."
+    )
+    other = reviewed(0.06, "ranks", min_reports=10, planned_batches=400)  # the note says why; the line, how much
+    assert over_budget_line(other.state()) == over_budget_line(reviewed(0.06).state())
+    within = reviewed(0.008)
+    assert cost_and_notes(within.state(), ["a note"]) == (cost_line(within.state()), ["a note"], None)
+    assert cost_and_notes({}, ["a note"]) == (None, ["a note"], None)  # no budget: the notes as they are
 
 
 def test_without_a_budget_the_cost_line_says_so_and_there_is_never_a_note() -> None:
@@ -120,7 +143,9 @@ def test_a_short_fast_run_says_it_went_over_budget_and_why(tmp_path: Path, capsy
     assert note in report["notes"]
     assert report["cost"]["run_share"] > 1.25e-4 and report["cost"]["own_seconds"] > 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "over its 0.01% budget" in out and "cost: " not in out
+    # The console: one cost line that names the knob; what the time went on stays in the report.
+    assert "cost: " in out and "over its 0.01% budget" in out
+    assert "keeps 10 reports; LossGuard(report_every=100) pays less with 4" in out and "of which reports" not in out
     # The note's knob does what it says: the user's own interval, which the floor does not bind.
     assert "LossGuard(report_every=100) for 4 reports" in note and guard._budget is not None
     fewer = LossGuard(budget=1e-4, report_every=100)
