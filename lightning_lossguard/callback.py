@@ -81,6 +81,7 @@ from lightning_lossguard.trainer_settings import (
     default_report_every,
     first_group,
     learning_rate,
+    model_selection,
     planned_steps,
     report_dir,
     run_settings,
@@ -348,6 +349,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         )
         self._lr_group = first_group(trainer)
         self._step_counter = step_counter(trainer)
+        self._diagnostician.model_selection = model_selection(trainer)
         pruning_callback = lightning_classes(ModelPruning)
         pruning = any(isinstance(c, pruning_callback) for c in trainer.callbacks)  # type: ignore[attr-defined]
         self._follow_pruning = pruning or bool(pruned_parameters(pl_module))

@@ -38,7 +38,7 @@ from lightning_lossguard.detectors.logged_terms import LoggedTerms
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
 from lightning_lossguard.detectors.stats import median, model_update_ratio
 from lightning_lossguard.detectors.term_levels import TermLevels
-from lightning_lossguard.detectors.val_loss_rising import ValLossRising
+from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.remedies import tailor
 from lightning_lossguard.run_layout import RunLayout, RunSettings
@@ -136,6 +136,7 @@ class Diagnostician:
         self.val_metric = val_metric
         self._val_names = VAL_LOSS_SPELLINGS if val_metric == DEFAULT_VAL_METRIC else (val_metric,)
         self.val_detectors: dict[str, ValLossRising] = {}
+        self.model_selection: dict[str, ModelSelection] = {}  # per validation metric: how the run keeps its best
         self.restart_step: int | None = None  # a later fit of this record started here without a checkpoint
         self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
@@ -369,7 +370,7 @@ class Diagnostician:
             if detector is None:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
                 self.val_detectors[name] = detector
-            found += detector.update(step, epoch, float(value), level)
+            found += detector.update(step, epoch, float(value), level, self.model_selection.get(name))
         return self.accept(found)
 
     def watched_metrics(self, metrics: Mapping[str, V]) -> dict[str, V]:

@@ -1,6 +1,6 @@
 """What LossGuard reads off the Trainer: the run's settings, its length, the default report interval, its learning
-rate, its gradient accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts) and where its
-report goes."""
+rate, its gradient accumulation (which a ``GradientAccumulationScheduler`` changes at epoch starts), how it keeps its
+best model and where its report goes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_lossguard.detectors.val_loss_rising import ModelSelection
 from lightning_lossguard.lightning_classes import lightning_classes
 from lightning_lossguard.run_layout import RunSettings
 
@@ -73,6 +74,23 @@ def run_settings(trainer: pl.Trainer) -> RunSettings:
         manual=not getattr(trainer.lightning_module, "automatic_optimization", True),
         batches_per_epoch=int(batches) if isinstance(batches, (int, float)) and math.isfinite(batches) else None,
     )
+
+
+def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:
+    """Per monitored metric, how the run keeps its best model: a ``ModelCheckpoint`` that keeps the lowest
+    (``mode="min"``, ``save_top_k`` not 0) and an ``EarlyStopping`` that stops on it (``mode="min"``, its patience).
+    Both packages' callbacks, found by the Trainer's own lists."""
+    kept: set[str] = set()
+    for checkpoint in trainer.checkpoint_callbacks:  # a custom Checkpoint may monitor nothing
+        monitor = getattr(checkpoint, "monitor", None)
+        if monitor and getattr(checkpoint, "mode", None) == "min" and getattr(checkpoint, "save_top_k", 1) != 0:
+            kept.add(str(monitor))
+    stops = {
+        str(stopper.monitor): int(stopper.patience)
+        for stopper in trainer.early_stopping_callbacks
+        if stopper.monitor and stopper.mode == "min"
+    }
+    return {name: ModelSelection(name in kept, stops.get(name)) for name in kept | set(stops)}
 
 
 def first_group(trainer: pl.Trainer) -> dict[str, Any] | None:

@@ -1566,3 +1566,64 @@ def test_parameters_no_optimizer_holds_are_a_warning_only_where_trained_ones_rea
         assert teacher is not None and teacher.evidence["unstepped_tensors"] == 4
         moved = "teacher.0.weight" if mode == "ema" else "log_weight"
         assert moved not in teacher.message and ("log_weight" in teacher.message) == (mode == "ema")
+
+
+# -- Early stopping and a best checkpoint: the rise their patience waits through is handled -----------------------
+class Overfits(L.LightningModule):
+    """A wide MLP on 600 noisy samples under AdamW: the validation loss bottoms out within ~10 epochs and climbs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 256), nn.ReLU())
+        self.head = nn.Linear(256, 3)
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.head(self.net(x)), y)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.loss(batch)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", self.loss(batch))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-2)
+
+
+def noisy_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 20, generator=torch.Generator().manual_seed(seed))
+    w = torch.randn(20, 3, generator=torch.Generator().manual_seed(99))
+    return x, (x @ w + 1.5 * torch.randn(n, 3, generator=torch.Generator().manual_seed(seed + 1))).argmax(1)
+
+
+@pytest.mark.parametrize("kept", ["checkpoint_and_early_stopping", "early_stopping_only", "neither"])
+def test_an_overfitting_run_that_keeps_its_best_checkpoint_is_told_handled_not_warned(
+    tmp_path: Path, kept: str
+) -> None:
+    """Early stopping with patience 20 waits through a rise LossGuard sees after a few evaluations (patience 10: 5 of 8
+    such runs warned). With a checkpoint on the metric the run keeps its best: info. Early stopping alone ends on the
+    last weights: a warning whose first remedy is the checkpoint."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    callbacks: list[Any] = [EarlyStopping(monitor="val_loss", mode="min", patience=20)]
+    if kept == "checkpoint_and_early_stopping":
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val_loss", mode="min"))
+    if kept == "neither":
+        callbacks = []
+    torch.manual_seed(0)
+    guard = LossGuard(verbose=False)
+    t = trainer(
+        tmp_path, [guard, *callbacks], max_epochs=27, enable_checkpointing=kept != "neither", log_every_n_steps=10
+    )
+    t.fit(Overfits(), loader(*noisy_classes(600, 0), batch_size=64), loader(*noisy_classes(1000, 100), batch_size=500))
+    [rise] = [d for d in guard.diagnoses if d.code == "val_loss_rising"]
+    assert "overfitting" in rise.message
+    if kept == "checkpoint_and_early_stopping":
+        assert rise.severity == "info" and alarms(guard) == []
+        assert rise.message.endswith("ends the run after 20 evaluations without a new minimum: handled.")
+    elif kept == "early_stopping_only":
+        assert rise.severity == "warning" and rise.remedies[0].startswith("Keep the best model: ModelCheckpoint(")
+    else:
+        assert rise.severity == "warning" and rise.remedies[0].startswith("Keep the best checkpoint: ModelCheckpoint(")
+        assert "best_kept" not in rise.evidence

@@ -13,7 +13,14 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_lossguard import LossGuard
-from lightning_lossguard.trainer_settings import accumulation, default_report_every, run_settings, step_counter
+from lightning_lossguard.detectors.val_loss_rising import ModelSelection
+from lightning_lossguard.trainer_settings import (
+    accumulation,
+    default_report_every,
+    model_selection,
+    run_settings,
+    step_counter,
+)
 from tests.conftest import trainer as quiet_trainer
 
 
@@ -120,3 +127,30 @@ def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_orde
         told = [note for note in guard.notes if note.startswith("No TensorBoard logger (CSVLogger)")]
         assert len(told) == (tensorboard not in chosen), (loggers, guard.notes)
     assert Path(csv.log_dir).name == "version_0"
+
+
+def test_how_the_run_keeps_its_best_model_is_read_per_metric_from_either_package(tmp_path: Path) -> None:
+    import pytorch_lightning
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    callbacks = [
+        ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", mode="min"),
+        ModelCheckpoint(dirpath=tmp_path, monitor="val_acc", mode="max"),  # the highest: not a loss's best
+        ModelCheckpoint(dirpath=tmp_path, monitor="val_mae", mode="min", save_top_k=0),  # keeps none
+        EarlyStopping(monitor="val_loss", mode="min", patience=7),
+        EarlyStopping(monitor="val_nll", mode="min", patience=4),
+    ]
+    t = quiet_trainer(tmp_path, callbacks, enable_checkpointing=True)
+    assert model_selection(t) == {
+        "val_loss": ModelSelection(best_kept=True, stops_after=7),
+        "val_nll": ModelSelection(best_kept=False, stops_after=4),
+    }
+    standalone = pytorch_lightning.callbacks
+    t = quiet_trainer(
+        tmp_path,
+        [standalone.ModelCheckpoint(dirpath=tmp_path, monitor="val_loss"), standalone.EarlyStopping("val_loss")],
+        standalone=True,
+        enable_checkpointing=True,
+    )
+    assert model_selection(t) == {"val_loss": ModelSelection(best_kept=True, stops_after=3)}
+    assert model_selection(quiet_trainer(tmp_path, [], enable_checkpointing=True)) == {}  # the default: the last

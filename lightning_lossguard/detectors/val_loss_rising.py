@@ -68,6 +68,15 @@ compared among themselves. Its new optimizer bumps the loss for an evaluation or
 are large), and a new stage often validates on new data, whose level says nothing about the old minimum (a
 resume from a checkpoint continues the curve).
 
+A run that keeps its best model handles overfitting itself: when a checkpoint keeps the model at the metric's lowest
+(:class:`ModelSelection`, read from the run's callbacks), a rise told as overfitting from a minimum after the first
+evaluation is info, not a warning, and says so (with the early stopping that ends the run, if any). Runs of a small
+classifier under ``EarlyStopping(patience=10)`` and a best checkpoint warned in 5 of 8, and in 8 of 8 with patience 20:
+the rise is what the patience waits through. Early stopping alone still warns: it ends the run with the weights of
+its last evaluation, past the best, and the first remedy is then the checkpoint. A rise from the first evaluation, or
+with a flat or rising training loss, stays a warning whatever is kept: the kept model is the one training did not
+improve.
+
 Not judged under ``Trainer(overfit_batches=...)``: that sanity check memorises a few batches on purpose, so its
 validation loss rises by design (the report notes it).
 """
@@ -125,6 +134,20 @@ class ValLossRisingThresholds(Thresholds):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSelection:
+    """How the run keeps its best model on one validation metric, as plain data.
+
+    Attributes:
+        best_kept: a checkpoint keeps the model at the metric's lowest (``ModelCheckpoint(monitor=..., mode="min")``).
+        stops_after: the evaluations without a new lowest after which early stopping ends the run (None: no early
+            stopping on the metric).
+    """
+
+    best_kept: bool = False
+    stops_after: int | None = None
+
+
 class ValLossRising(Detector[ValLossRisingThresholds]):
     """Tracks one validation metric across evaluations and explains a persistent rise."""
 
@@ -154,8 +177,16 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         """A new ``trainer.fit`` continued the run without a checkpoint: the curve starts over (see the module)."""
         self._count = self._best_index = 0
 
-    def update(self, step: int, epoch: int, value: float, train_loss: float = math.nan) -> list[Diagnosis]:
-        """Add one evaluation. ``train_loss``: a robust recent training-loss level at that time."""
+    def update(
+        self,
+        step: int,
+        epoch: int,
+        value: float,
+        train_loss: float = math.nan,
+        selection: ModelSelection | None = None,
+    ) -> list[Diagnosis]:
+        """Add one evaluation. ``train_loss``: a robust recent training-loss level at that time; ``selection``: how the
+        run keeps its best model on this metric (None: unknown, judged as if nothing kept it)."""
         if not math.isfinite(value):
             return []  # a non-finite validation loss follows a non-finite model; other codes report it
         evals = self._append(step, epoch, value, train_loss)
@@ -199,6 +230,10 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
                 *remedies[:1],
             ]
         keep = f"the best checkpoint is from epoch {best_epoch:.0f} (step {best_step:.0f}, {self.metric}={best:.4g})"
+        overfitting = math.isfinite(train_delta) and train_delta <= -t.train_change and best_index > 0
+        handled = False
+        if selection is not None and overfitting and not train_now < 0 < best:
+            keep, remedies, handled = self._selected(selection, keep, remedies)
         train_text = "" if math.isnan(train_delta) else f" while the training loss changed {train_delta:+.0%}"
         # Before the noise is measured, a latest evaluation below the one before it is what noise looks like.
         after_best = values[best_index + 1 :].tolist()
@@ -219,8 +254,37 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             "evaluations": len(evals),
             "noise": noise,
         }
+        if selection is not None:
+            evidence["best_kept"] = float(selection.best_kept)
+            evidence["early_stopping_patience"] = float(selection.stops_after or 0)
         found = self.diagnosis(step, message, evidence, subject=self.metric, remedies=remedies)
-        return [found if sure else dataclasses.replace(found, severity=Severity.INFO)]
+        return [found if sure and not handled else dataclasses.replace(found, severity=Severity.INFO)]
+
+    def _selected(self, selection: ModelSelection, keep: str, remedies: list[str]) -> tuple[str, list[str], bool]:
+        """An overfitting rise told with how the run keeps its best model: the message's checkpoint clause, the
+        remedies, and whether the run handles it (a checkpoint keeps the best)."""
+        stops = selection.stops_after
+        without_checkpoint_remedy = [r for r in remedies if not r.startswith("Keep the best checkpoint")]
+        if selection.best_kept:
+            stopping = (
+                f", and its early stopping ends the run after {stops} evaluations without a new minimum"
+                if stops
+                else ""
+            )
+            keep = keep.replace("the best checkpoint is", "the run's checkpoint keeps the best,", 1) + stopping
+            sooner = [] if stops else [f"Stop sooner: EarlyStopping(monitor='{self.metric}', mode='min', patience=3)."]
+            return f"{keep}: handled", [*without_checkpoint_remedy, *sooner], True
+        if stops:
+            keep += (
+                f"; early stopping ends the run after {stops} evaluations without a new minimum, with the weights of "
+                "the last one: no checkpoint keeps the best"
+            )
+            first = (
+                f"Keep the best model: ModelCheckpoint(monitor='{self.metric}', mode='min'), then "
+                "trainer.test(ckpt_path='best') (early stopping alone keeps the last weights)."
+            )
+            return keep, [first, *without_checkpoint_remedy], False
+        return keep, remedies, False
 
     def _append(self, step: int, epoch: int, value: float, train_loss: float) -> np.ndarray:
         """Add a finite evaluation (and update the lowest's index); the evaluations so far."""

@@ -1,11 +1,12 @@
 import math
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
 from lightning_lossguard.detectors import ValLossRising
-from lightning_lossguard.detectors.val_loss_rising import ValLossRisingThresholds
+from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRisingThresholds
 
 
 def run(vals: list[float], trains: list[float]) -> list:
@@ -304,3 +305,57 @@ def test_the_minimum_and_its_checkpoint_are_kept_as_the_history_grows() -> None:
     assert len(detector.evals) == 0 and detector.update(step=2000, epoch=200, value=0.9) == []
     again = [d for v in (0.9, 1.0, 1.2, 1.4) for d in detector.update(step=2001, epoch=201, value=v)]
     assert again and again[0].evidence["best_val_loss"] == 0.9
+
+
+OVERFITTING = ([0.50, 0.40, 0.45, 0.55, 0.60], [1.0, 0.7, 0.5, 0.3, 0.2])
+
+
+def judged(
+    selection: ModelSelection | None, vals: list[float] = OVERFITTING[0], trains: list[float] = OVERFITTING[1]
+) -> Any:
+    """The first rise told."""
+    detector = ValLossRising()
+    found = []
+    for epoch, (v, tr) in enumerate(zip(vals, trains)):
+        found += detector.update(step=10 * epoch, epoch=epoch, value=v, train_loss=tr, selection=selection)
+    return found[0]
+
+
+def test_overfitting_the_run_handles_with_a_best_checkpoint_is_info_and_says_so() -> None:
+    warned = judged(None)
+    assert warned.severity == "warning" and "best_kept" not in warned.evidence  # unknown: as before
+    kept = judged(ModelSelection(best_kept=True, stops_after=10))
+    assert (
+        kept.severity == "info" and kept.evidence["best_kept"] == 1 and kept.evidence["early_stopping_patience"] == 10
+    )
+    assert kept.message.endswith(
+        "the run's checkpoint keeps the best, from epoch 1 (step 10, val_loss=0.4), and its early stopping ends the "
+        "run after 10 evaluations without a new minimum: handled."
+    )
+    assert not any(r.startswith("Keep the best checkpoint") for r in kept.remedies)
+    assert kept.remedies[0].startswith("Regularise")
+    kept_only = judged(ModelSelection(best_kept=True))  # nothing stops it: the run goes on past the best
+    assert kept_only.severity == "info" and kept_only.message.endswith(": handled.")
+    assert kept_only.remedies[-1] == "Stop sooner: EarlyStopping(monitor='val_loss', mode='min', patience=3)."
+
+
+def test_early_stopping_without_a_best_checkpoint_still_warns_and_asks_for_the_checkpoint_first() -> None:
+    stopped = judged(ModelSelection(stops_after=5))
+    assert stopped.severity == "warning" and stopped.evidence["best_kept"] == 0
+    assert "with the weights of the last one: no checkpoint keeps the best." in stopped.message
+    assert stopped.remedies[0].startswith("Keep the best model: ModelCheckpoint(monitor='val_loss', mode='min')")
+    assert sum("ModelCheckpoint" in r for r in stopped.remedies) == 1
+
+
+@pytest.mark.parametrize(
+    ("vals", "trains"),
+    [
+        ([0.30, 0.36, 0.42, 0.50], [0.2, 0.2, 0.2, 0.2]),  # from the first evaluation: training did not help
+        ([0.50, 0.40, 0.45, 0.55, 0.60], [1.0, 0.7, 0.9, 1.1, 1.3]),  # the training loss rises too: unstable
+        ([0.50, 0.40, 0.45, 0.55, 0.60], [0.5, 0.5, 0.5, 0.5, 0.5]),  # flat training: a gap, not overfitting
+    ],
+    ids=["forgetting", "unstable", "domain_gap"],
+)
+def test_a_rise_that_is_not_overfitting_warns_whatever_the_run_keeps(vals: list[float], trains: list[float]) -> None:
+    found = judged(ModelSelection(best_kept=True, stops_after=3), vals, trains)
+    assert found.severity == "warning" and "handled" not in found.message
