@@ -86,6 +86,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -286,6 +288,19 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             return keep, [first, *without_checkpoint_remedy], False
         return keep, remedies, False
 
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluations as rows of four numbers, the format of earlier versions: a checkpoint written by either
+        loads in the other (the array, its count and the lowest's index are rebuilt from them)."""
+        state = {k: v for k, v in super().state_dict().items() if k not in _BUFFERS}
+        state["evals"] = self.evals.tolist()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if k != "evals" and k not in _BUFFERS})
+        self._count = self._best_index = 0
+        for step, epoch, value, train_loss in state.get("evals", []):
+            self._append(step, epoch, value, train_loss)
+
     def _append(self, step: int, epoch: int, value: float, train_loss: float) -> np.ndarray:
         """Add a finite evaluation (and update the lowest's index); the evaluations so far."""
         count = self._count
@@ -398,6 +413,10 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
                 finetune,
             ],
         )
+
+
+_BUFFERS = ("_rows", "_count", "_best_index")
+"""What :meth:`ValLossRising.state_dict` leaves out: rebuilt from the evaluations on load."""
 
 
 def _chance_low(levels: np.ndarray, lowest: float, noise: float, z: float) -> float:

@@ -1,3 +1,4 @@
+import copy
 import math
 import sys
 from typing import Any
@@ -359,3 +360,19 @@ def test_early_stopping_without_a_best_checkpoint_still_warns_and_asks_for_the_c
 def test_a_rise_that_is_not_overfitting_warns_whatever_the_run_keeps(vals: list[float], trains: list[float]) -> None:
     found = judged(ModelSelection(best_kept=True, stops_after=3), vals, trains)
     assert found.severity == "warning" and "handled" not in found.message
+
+
+def test_a_checkpoint_keeps_the_evaluations_in_the_format_of_earlier_versions() -> None:
+    """A resumed fit continues the curve: the state is the evaluations as rows (what versions before the array wrote,
+    so their checkpoints load too), and the array, its count and the lowest are rebuilt from them."""
+    detector = ValLossRising()
+    for epoch, v in enumerate([0.50, 0.40, 0.45]):
+        detector.update(step=10 * epoch, epoch=epoch, value=v, train_loss=1.0 - 0.2 * epoch)
+    state = detector.state_dict()
+    assert state["evals"] == [[0.0, 0.0, 0.5, 1.0], [10.0, 1.0, 0.4, 0.8], [20.0, 2.0, 0.45, 0.6]]
+    assert not {"_rows", "_count", "_best_index"} & set(state)
+    for saved in (state, {"metric": "val_loss", "evals": state["evals"]}):  # this version's, and an earlier one's
+        resumed = ValLossRising()
+        resumed.load_state_dict(copy.deepcopy(saved))
+        found = [d for v in (0.55, 0.60) for d in resumed.update(step=30, epoch=3, value=v, train_loss=0.3)]
+        assert found and found[0].evidence["best_epoch"] == 1 and len(resumed.evals) == 5
