@@ -9,10 +9,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection
 from lightning_lossguard.lightning_classes import lightning_classes
+from lightning_lossguard.report.loggers import tensorboard_loggers
 from lightning_lossguard.run_layout import RunSettings
 
 
@@ -35,7 +35,7 @@ def report_dir(trainer: pl.Trainer) -> str | None:
     calls it, outside any rank-zero branch."""
     if not trainer.loggers:
         return None
-    tensorboards = [lg for lg in trainer.loggers if isinstance(lg, lightning_classes(TensorBoardLogger))]
+    tensorboards = tensorboard_loggers(trainer.loggers)
     if not tensorboards or tensorboards[0] is trainer.loggers[0]:
         return trainer.log_dir
     folder: str = trainer.strategy.broadcast(tensorboards[0].log_dir)

@@ -52,6 +52,8 @@ class Detector(Generic[T]):
 
     code: ClassVar[str]
     Thresholds: ClassVar[type[Thresholds]]
+    derived: ClassVar[tuple[str, ...]] = ()
+    """Attributes :meth:`state_dict` leaves out: a subclass rebuilds them from the rest on load."""
 
     def __init__(self, thresholds: T | None = None) -> None:
         self.thresholds: T = thresholds if thresholds is not None else self.Thresholds()  # type: ignore[assignment]
@@ -87,7 +89,7 @@ class Detector(Generic[T]):
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
         for name, value in vars(self).items():
-            if name == "thresholds":
+            if name == "thresholds" or name in self.derived:
                 continue
             state[name] = _to_primitive(value)
         return state

@@ -155,6 +155,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
 
     code = "val_loss_rising"
     Thresholds = ValLossRisingThresholds
+    derived = ("_rows", "_count", "_best_index")  # rebuilt from the evaluations' rows on load
 
     def __init__(self, thresholds: ValLossRisingThresholds | None = None, metric: str = "val_loss") -> None:
         super().__init__(thresholds)
@@ -266,7 +267,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         """An overfitting rise told with how the run keeps its best model: the message's checkpoint clause, the
         remedies, and whether the run handles it (a checkpoint keeps the best)."""
         stops = selection.stops_after
-        without_checkpoint_remedy = [r for r in remedies if not r.startswith("Keep the best checkpoint")]
+        without_checkpoint_remedy = [r for r in remedies if r != self._checkpoint_remedy()]
         if selection.best_kept:
             stopping = (
                 f", and its early stopping ends the run after {stops} evaluations without a new minimum"
@@ -291,12 +292,10 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
     def state_dict(self) -> dict[str, Any]:
         """The evaluations as rows of four numbers, the format of earlier versions: a checkpoint written by either
         loads in the other (the array, its count and the lowest's index are rebuilt from them)."""
-        state = {k: v for k, v in super().state_dict().items() if k not in _BUFFERS}
-        state["evals"] = self.evals.tolist()
-        return state
+        return {**super().state_dict(), "evals": self.evals.tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict({k: v for k, v in state.items() if k != "evals" and k not in _BUFFERS})
+        super().load_state_dict({k: v for k, v in state.items() if k != "evals"})
         self._count = self._best_index = 0
         for step, epoch, value, train_loss in state.get("evals", []):
             self._append(step, epoch, value, train_loss)
@@ -372,12 +371,15 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             lag = max(lag + 1, round(lag * 1.5))
         return max((noise for noise in found if math.isfinite(noise)), default=0.0)
 
-    def _cause(self, best_index: int, train_delta: float) -> tuple[str, list[str]]:
-        t = self.thresholds
-        checkpoint = (
+    def _checkpoint_remedy(self) -> str:
+        return (
             f"Keep the best checkpoint: ModelCheckpoint(monitor='{self.metric}', mode='min') and "
             f"EarlyStopping(monitor='{self.metric}', patience=3)."
         )
+
+    def _cause(self, best_index: int, train_delta: float) -> tuple[str, list[str]]:
+        t = self.thresholds
+        checkpoint = self._checkpoint_remedy()
         regularise = "Regularise: weight decay, dropout, data augmentation; get more training data."
         finetune = "When fine-tuning: lower the learning rate (10x), freeze the early layers, add a warm-up."
         if math.isfinite(train_delta) and train_delta <= -t.train_change:
@@ -413,10 +415,6 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
                 finetune,
             ],
         )
-
-
-_BUFFERS = ("_rows", "_count", "_best_index")
-"""What :meth:`ValLossRising.state_dict` leaves out: rebuilt from the evaluations on load."""
 
 
 def _chance_low(levels: np.ndarray, lowest: float, noise: float, z: float) -> float:

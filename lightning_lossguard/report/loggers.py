@@ -70,6 +70,11 @@ def dashboard(loss_terms: bool = False) -> dict[str, dict[str, list[Any]]]:
     return {"LossGuard": charts}
 
 
+def tensorboard_loggers(loggers: Sequence[Logger]) -> list[TensorBoardLogger]:
+    """The TensorBoard loggers among ``loggers``, of either Lightning package, in their order."""
+    return [logger for logger in loggers if isinstance(logger, lightning_classes(TensorBoardLogger))]
+
+
 class LoggerReporter:
     """Writes to the Lightning loggers of a run (call on the global-zero rank only)."""
 
@@ -80,7 +85,7 @@ class LoggerReporter:
 
     @property
     def tensorboards(self) -> list[Any]:
-        return [lg.experiment for lg in self.loggers if isinstance(lg, lightning_classes(TensorBoardLogger))]
+        return [logger.experiment for logger in tensorboard_loggers(self.loggers)]
 
     def without_tensorboard(self) -> list[str]:
         """The loggers' class names when none of them is a TensorBoard logger: they get the scalars, but nothing
