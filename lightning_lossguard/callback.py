@@ -86,6 +86,7 @@ from lightning_lossguard.trainer_settings import (
     report_dir,
     run_settings,
     step_counter,
+    stopped_early,
 )
 
 FailOn = Literal["warning", "error"]
@@ -943,7 +944,21 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             self._report(trainer, pl_module)
             if self._budget is not None:
                 self._budget.last_report(own_since(mark))
+            self._judge_stopped_early(trainer)
         self._finish(trainer, "finished")
+
+    def _judge_stopped_early(self, trainer: pl.Trainer) -> None:
+        """A fit that early stopping ended is judged once more: on whether it learned anything at all. On every rank
+        (fail_on's decision is a collective)."""
+        new: list[Diagnosis] = []
+        try:
+            if (stopped := stopped_early(trainer)) and not self._finished:
+                share = self._layout.trainable_share
+                new = self._diagnostician.judge_stopped_early(trainer.global_step, stopped, share)
+                self._tell(trainer, new)
+        except Exception as error:
+            self._internal_error("end of fit", error)
+        self._decide(trainer, new)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self._finished or not self._fitting:

@@ -37,6 +37,7 @@ from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.logged_terms import LoggedTerms
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
 from lightning_lossguard.detectors.stats import median, model_update_ratio
+from lightning_lossguard.detectors.stopped_early import StoppedRun, judge_stopped_run
 from lightning_lossguard.detectors.term_levels import TermLevels
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -373,6 +374,37 @@ class Diagnostician:
             found += detector.update(step, epoch, float(value), level, self.model_selection.get(name))
         return self.accept(found)
 
+    def judge_stopped_early(self, step: int, stopped: Mapping[str, int], trainable_share: float) -> list[Diagnosis]:
+        """At the end of a fit that early stopping ended (``stopped``: the metrics it ran out of patience on, with
+        the patience): a watched metric that never went below its first evaluation, with a training loss that did not
+        fall, is a run that learned nothing (:mod:`~lightning_lossguard.detectors.stopped_early`). The training loss's
+        levels are the medians of its first and latest batches, up to ``start_batches`` of each and a third of a
+        short run (a dozen full-batch steps), so that the two do not overlap."""
+        if self.broken_by is not None or self.validation_off or not self._early_losses:
+            return []
+        plateau, rising = self._thresholds["loss_plateau"], self._thresholds["val_loss_rising"]
+        keep = max(1, min(int(plateau.start_batches), len(self._early_losses) // 3))  # type: ignore[attr-defined]
+        first_train, train_now = median(self._early_losses[:keep]), median(list(self._train_losses)[-keep:])
+        found: list[Diagnosis] = []
+        for name, detector in self.val_detectors.items():
+            if name not in stopped:
+                continue
+            run = StoppedRun(
+                name,
+                stopped[name],
+                detector.evals[:, 2],
+                first_train,
+                train_now,
+                self._early_losses[0],
+                self._update_ratio,
+                trainable_share,
+                plateau_judged=bool(getattr(self.detectors.get("loss_plateau"), "judged", True)),
+            )
+            diagnosis = judge_stopped_run(run, step, plateau, rising)  # type: ignore[arg-type]
+            if diagnosis is not None:
+                found.append(diagnosis)
+        return self.accept(found)
+
     def watched_metrics(self, metrics: Mapping[str, V]) -> dict[str, V]:
         """The logged metrics ``val_loss_rising`` judges (per dataloader too): one spelling per run, the one judged
         so far or else the first logged."""
@@ -442,8 +474,9 @@ class Diagnostician:
             return notes  # "too short to judge" means nothing for a broken run
         short = []
         gradient_codes = {"exploding_gradients", "vanishing_gradients", "dead_gradients", "tiny_updates"}
+        reported = {d.code for d in self.diagnoses}
         for code, detector in self.detectors.items():
-            if code in gradient_codes and (not layout.param_names or not gradients_watched):
+            if code in reported or (code in gradient_codes and (not layout.param_names or not gradients_watched)):
                 continue
             reason = detector.unjudged()
             if reason:

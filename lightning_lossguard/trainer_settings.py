@@ -93,6 +93,17 @@ def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:
     return {name: ModelSelection(name in kept, stops.get(name)) for name in kept | set(stops)}
 
 
+def stopped_early(trainer: pl.Trainer) -> dict[str, int]:
+    """Per metric, the patience of an ``EarlyStopping`` (``mode="min"``) that ran out of it and so ended the fit:
+    its count of evaluations without a new best reached its patience (a stop on a threshold or a non-finite value is
+    not this). Read at the end of a fit; both packages' callbacks."""
+    return {
+        str(stopper.monitor): int(stopper.patience)
+        for stopper in trainer.early_stopping_callbacks
+        if stopper.monitor and stopper.mode == "min" and 0 < stopper.patience <= stopper.wait_count
+    }
+
+
 def first_group(trainer: pl.Trainer) -> dict[str, Any] | None:
     """The first optimizer's first parameter group (its ``lr`` is read each batch, a dict lookup)."""
     try:

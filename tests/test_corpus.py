@@ -65,10 +65,6 @@ KNOWN_MISSES = {
     ("transductive_gcn_full_batch_h", "lr_x1000"): "one step an epoch: the first update takes the loss 1.9 -> 549, "
     "Adam brings it back down, and early stopping ends the run at step 35, under the 50 batches loss_divergence "
     "needs (the run-too-short note says so)",
-    ("transductive_gcn_full_batch_h", "flipped_sign"): "the validation loss never improves on its first value: early "
-    "stopping ends the run at step 11 (the run-too-short note says so)",
-    ("transductive_gcn_full_batch_h", "frozen"): "the validation loss never improves on its first value: early "
-    "stopping ends the run at step 11 (the run-too-short note says so)",
     ("tabular_plateau_early_stopped_h", "exp_output"): "exp keeps predictions positive where 43% of the targets are "
     "negative: the MSE falls 2.0 -> 0.69 (healthy 0.15) and rests, by the loss a converged run; no predictions "
     "handed over for OutputMonitor",

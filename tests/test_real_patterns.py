@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lightning_lossguard import Diagnosis, LossGuard
+from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm
 from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
 from tests.conftest import trainer
 
@@ -1627,3 +1627,64 @@ def test_an_overfitting_run_that_keeps_its_best_checkpoint_is_told_handled_not_w
     else:
         assert rise.severity == "warning" and rise.remedies[0].startswith("Keep the best checkpoint: ModelCheckpoint(")
         assert "best_kept" not in rise.evidence
+
+
+class FullBatchNodes(L.LightningModule):
+    """A two-layer classifier trained full-batch (one step an epoch, as graph networks are), validated every epoch on
+    other samples, under Adam; ``frozen``: every parameter but the last bias frozen."""
+
+    def __init__(self, frozen: bool) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 7))
+        with torch.no_grad():
+            self.net[2].weight.mul_(0.001)  # a classifier at chance: 1/7 for every class
+            self.net[2].bias.zero_()
+        if frozen:
+            for p in list(self.parameters())[:-1]:
+                p.requires_grad_(False)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x[:70]), y[:70])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.net(x[70:]), y[70:]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_run_early_stopping_ends_before_it_learned_anything_is_told_not_only_too_short(
+    tmp_path: Path, frozen: bool
+) -> None:
+    """Early stopping (patience 5) ends a frozen full-batch run after 6 steps: far too few for loss_plateau's own
+    test, but the stop says what the report should. The same model trainable learns and is not told anything."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 16)
+    y = (x @ torch.randn(16, 7)).argmax(1)
+    # The 70 training samples hold many of one class: what a last bias alone learns makes the validation loss worse.
+    train = torch.cat([torch.nonzero(y == 0)[:35, 0], torch.nonzero(y != 0)[:35, 0]])
+    rest = torch.ones(400, dtype=torch.bool)
+    rest[train] = False
+    order = torch.cat([train, torch.nonzero(rest)[:150, 0]])
+    x, y = x[order], y[order]
+    graph = DataLoader(TensorDataset(x, y), batch_size=220)
+    guard = LossGuard(verbose=False, fail_on="warning")
+    t = trainer(tmp_path, [guard, EarlyStopping(monitor="val_loss", patience=5)], max_epochs=100, log_every_n_steps=1)
+    if not frozen:
+        t.fit(FullBatchNodes(frozen), graph, graph)
+        assert alarms(guard) == [] and t.global_step > 10  # it learned, and then overfitted 70 samples
+        return
+    with pytest.raises(LossGuardAlarm):
+        t.fit(FullBatchNodes(frozen), graph, graph)
+    [plateau] = alarms(guard)
+    assert plateau.code == "loss_plateau" and t.global_step == plateau.step == 6
+    assert "never went below its first evaluation in 6 evaluations" in plateau.message
+    assert "its first batch's loss was 1.9459, ln 7 = 1.9459" in plateau.message
+    assert plateau.remedies[0].startswith("Check which parameters require a gradient")
+    [short] = [n for n in guard.notes if n.startswith("Run too short to judge")]
+    assert "loss_plateau" not in short  # it was judged, at the stop

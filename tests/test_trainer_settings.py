@@ -20,6 +20,7 @@ from lightning_lossguard.trainer_settings import (
     model_selection,
     run_settings,
     step_counter,
+    stopped_early,
 )
 from tests.conftest import trainer as quiet_trainer
 
@@ -154,3 +155,21 @@ def test_how_the_run_keeps_its_best_model_is_read_per_metric_from_either_package
     )
     assert model_selection(t) == {"val_loss": ModelSelection(best_kept=True, stops_after=3)}
     assert model_selection(quiet_trainer(tmp_path, [], enable_checkpointing=True)) == {}  # the default: the last
+
+
+def test_an_early_stopping_that_ran_out_of_patience_is_read_with_its_patience(tmp_path: Path) -> None:
+    import pytorch_lightning
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    out_of_patience = EarlyStopping(monitor="val_loss", mode="min", patience=5)
+    out_of_patience.wait_count = 5
+    waiting = EarlyStopping(monitor="val_nll", mode="min", patience=5)
+    waiting.wait_count = 4
+    highest = EarlyStopping(monitor="val_acc", mode="max", patience=2)  # an accuracy's stop is not a loss's
+    highest.wait_count = 2
+    t = quiet_trainer(tmp_path, [out_of_patience, waiting, highest])
+    assert stopped_early(t) == {"val_loss": 5}
+    standalone = pytorch_lightning.callbacks.EarlyStopping("val_loss", patience=3)
+    standalone.wait_count = 3
+    assert stopped_early(quiet_trainer(tmp_path, [standalone], standalone=True)) == {"val_loss": 3}
+    assert stopped_early(quiet_trainer(tmp_path, [])) == {}

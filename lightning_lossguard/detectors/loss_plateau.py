@@ -38,6 +38,11 @@ A reported plateau (or ln K) that the loss leaves later -- its level at the end 
 both the level reported and the initial level, beyond the batch noise, and, when tiny steps decided it, steps that are
 no longer tiny -- gets a note at the end of the fit saying it did not last; the diagnosis itself stands as it was
 reported. No such note for a run that broke (a corroborated blow-up).
+
+A run that early stopping ends before it has the batches to judge (full-batch training stops after a few dozen steps)
+is judged at the stop on the whole run: a training loss within ``min_improvement`` of its start is a warning when tiny
+steps, a frozen model or a first batch at ln K say it is stuck, an info otherwise (a converged model fine-tuned on
+more of its data stops the same way). See :mod:`lightning_lossguard.detectors.stopped_early`.
 """
 
 from __future__ import annotations
@@ -125,6 +130,19 @@ def _binary_terms(classes: int) -> str:
     return f" (or of 1/2 on each of {terms} binary targets whose losses are summed)"
 
 
+def uniform_classes(loss: float, t: LossPlateauThresholds) -> int:
+    """The K (2 to ``uniform_max_classes``) whose ln K is nearest to ``loss``, or 0 when there is none."""
+    classes = round(math.exp(loss)) if 0 < loss < math.log(t.uniform_max_classes) + 1 else 0
+    return classes if 2 <= classes <= t.uniform_max_classes else 0
+
+
+def uniform_tolerance(classes: int, t: LossPlateauThresholds) -> float:
+    """How near ln K a loss must be to be at it: ``uniform_tolerance`` of it, and at most a tenth of the gap to
+    ln (K + 1) (the two draw together as K grows)."""
+    level = math.log(classes)
+    return min(t.uniform_tolerance * level, math.log1p(1 / classes) / 10)
+
+
 class LossPlateau(Detector[LossPlateauThresholds]):
     """Initial vs best and current levels of the loss, with a trend test against the run's own noise."""
 
@@ -142,6 +160,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         self.streak = 0  # consecutive reports that found a plateau
         self.peak_lr = 0.0  # the largest learning rate seen at an update
         self.update_ratio = math.nan  # the latest update/weight ratio measured
+        self.judged = False  # the run reached the batches it needs to be judged (a stop before: judged at the stop)
 
     def unjudged(self) -> str | None:
         need = int(max(self.thresholds.min_steps, 2 * self.thresholds.edge_blocks * self.thresholds.block))
@@ -192,6 +211,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         needed = max(least, t.judge_fraction * (total_steps or 0), resolution)
         if self.blocks.count < needed or len(blocks) < 2 * k or not steps or not self.first:
             return []
+        self.judged = True
         # The first few batches catch a fall within ten steps; more of them a noisy start: the higher counts.
         initial = max(median(self.first[: int(t.start_batches)]), median(self.first))
         current = median(blocks[-k:])
@@ -320,12 +340,11 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         early jump put a learning rate too high first among the causes, tiny steps from a start at ln K one too low;
         otherwise the last layer."""
         t = self.thresholds
-        classes = round(math.exp(current)) if 0 < current < math.log(t.uniform_max_classes) + 1 else 0
-        if not 2 <= classes <= t.uniform_max_classes or len(self.recent) < t.recent_batches:
+        classes = uniform_classes(current, t)
+        if not classes or len(self.recent) < t.recent_batches:
             return None
         level = math.log(classes)
-        # ln K and ln (K + 1) draw together as K grows: the tolerance stays a tenth of their gap at most.
-        tolerance = min(t.uniform_tolerance * level, math.log1p(1 / classes) / 10)
+        tolerance = uniform_tolerance(classes, t)
         farthest = max(abs(v - level) for v in self.recent)
         if farthest > tolerance:
             return None  # a loss still falling through ln K, or one with batch-to-batch noise, is not this

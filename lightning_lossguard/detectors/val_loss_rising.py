@@ -77,6 +77,10 @@ its last evaluation, past the best, and the first remedy is then the checkpoint.
 with a flat or rising training loss, stays a warning whatever is kept: the kept model is the one training did not
 improve.
 
+A run that early stopping ends although its validation loss never went below its first evaluation, and climbed at
+every evaluation, is judged at the stop without ``min_rise``: a negative training loss that fell is a negated loss, a
+training loss that rose by ``train_change`` unstable optimisation (:mod:`lightning_lossguard.detectors.stopped_early`).
+
 Not judged under ``Trainer(overfit_batches=...)``: that sanity check memorises a few batches on purpose, so its
 validation loss rises by design (the report notes it).
 """
