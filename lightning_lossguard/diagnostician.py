@@ -376,10 +376,11 @@ class Diagnostician:
 
     def judge_stopped_early(self, step: int, stopped: Mapping[str, int], trainable_share: float) -> list[Diagnosis]:
         """At the end of a fit that early stopping ended (``stopped``: the metrics it ran out of patience on, with
-        the patience): a watched metric that never went below its first evaluation, with a training loss that did not
-        fall, is a run that learned nothing (:mod:`~lightning_lossguard.detectors.stopped_early`). The training loss's
-        levels are the medians of its first and latest batches, up to ``start_batches`` of each and a third of a
-        short run (a dozen full-batch steps), so that the two do not overlap."""
+        the patience): a training loss that did not fall in a run too short for ``loss_plateau``, or a watched metric
+        that never went below its first evaluation under a negated or rising one
+        (:mod:`~lightning_lossguard.detectors.stopped_early`).
+        The training loss's levels are the medians of its first and latest batches, up to ``start_batches`` of each
+        and a third of a short run (a dozen full-batch steps), so that the two do not overlap."""
         if self.broken_by is not None or self.validation_off or not self._early_losses:
             return []
         plateau, rising = self._thresholds["loss_plateau"], self._thresholds["val_loss_rising"]
