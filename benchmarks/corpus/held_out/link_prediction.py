@@ -1,7 +1,8 @@
-"""Link prediction with a graph auto-encoder, trained full-batch as its reference code and many ports do: a two-layer
-GCN encodes every node of one graph, a dot product scores node pairs, the loss is a binary cross entropy on the
-training edges and as many random non-edges (drawn again every epoch); the validation loss on held-out edges and fixed
-non-edges after every epoch, Adam at 1e-2, up to 200 epochs, early stopping (patience 20) and the best epoch kept."""
+"""Link prediction with a graph auto-encoder, as PyTorch Geometric's examples train it: a two-layer GCN embeds every
+node of one graph (the adjacency built from the training edges only), a dot product scores node pairs, and each batch
+of training edges is scored against as many negative pairs drawn uniformly at random for that step, with binary cross
+entropy. The negatives change every step, so the loss is noisy around a slow fall. Adam; validation scores held-out
+edges against fixed non-edges (AUROC)."""
 
 from __future__ import annotations
 
@@ -9,93 +10,106 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import TensorDataset
+from torchmetrics.functional.classification import binary_auroc
 
-from benchmarks.corpus.data import generator
-from benchmarks.corpus.held_out.synthetic import community_graphs
+from benchmarks.corpus.data import generator, loader
 from benchmarks.corpus.program import Program, Run
 
-NODES, FEATURES = 300, 16
+NODES, COMMUNITIES, FEATURES = 240, 4, 16
+
+
+def _graph(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stochastic block model: (node features [N, F], undirected edges [E, 2] with i < j)."""
+    g = generator(seed)
+    community = torch.arange(NODES) % COMMUNITIES
+    same = community[:, None] == community[None, :]
+    p = torch.where(same, torch.tensor(0.12), torch.tensor(0.006))
+    upper = torch.triu(torch.rand(NODES, NODES, generator=g) < p, diagonal=1)
+    edges = upper.nonzero()
+    features = F.one_hot(community, COMMUNITIES).float().repeat(1, FEATURES // COMMUNITIES)
+    features = features + 1.5 * torch.randn(NODES, FEATURES, generator=g)
+    return features, edges
+
+
+def _normalised_adjacency(edges: torch.Tensor) -> torch.Tensor:
+    a = torch.zeros(NODES, NODES)
+    a[edges[:, 0], edges[:, 1]] = 1.0
+    a = a + a.T + torch.eye(NODES)
+    d = a.sum(1).rsqrt()
+    return d[:, None] * a * d[None, :]
 
 
 class GraphAutoEncoder(L.LightningModule):
-    def __init__(self, hidden: int = 32, embedding: int = 16) -> None:
+    def __init__(self, features: torch.Tensor, train_edges: torch.Tensor, seed: int, lr: float = 0.001) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.conv1 = nn.Linear(FEATURES, hidden)
-        self.conv2 = nn.Linear(hidden, embedding)
+        self.save_hyperparameters(ignore=["features", "train_edges"])
+        self.register_buffer("features", features, persistent=False)
+        self.register_buffer("adjacency", _normalised_adjacency(train_edges), persistent=False)
+        self.gcn1 = nn.Linear(FEATURES, 32)
+        self.gcn2 = nn.Linear(32, 16)
+        self.g = generator(seed)
 
-    def encode(self, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return adjacency @ self.conv2(adjacency @ F.relu(self.conv1(x)))
+    def embed(self) -> torch.Tensor:
+        h = F.relu(self.adjacency @ self.gcn1(self.features))
+        return self.adjacency @ self.gcn2(h)
 
     @staticmethod
-    def pair_loss(z: torch.Tensor, edges: torch.Tensor, non_edges: torch.Tensor) -> torch.Tensor:
-        pairs = torch.cat([edges, non_edges], 1)
-        scores = (z[pairs[0]] * z[pairs[1]]).sum(1)
-        targets = torch.cat([torch.ones(edges.shape[1]), torch.zeros(non_edges.shape[1])])
-        return F.binary_cross_entropy_with_logits(scores, targets)
+    def score(z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        return (z[pairs[:, 0]] * z[pairs[:, 1]]).sum(1)
 
-    def training_step(self, graph: Any, batch_idx: int) -> torch.Tensor:
-        adjacency, x, train_edges, _, _ = graph
-        non_edges = torch.randint(0, NODES, train_edges.shape)  # drawn again every epoch
-        loss = self.pair_loss(self.encode(adjacency, x), train_edges, non_edges)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (positive,) = batch
+        negative = torch.randint(0, NODES, positive.shape, generator=self.g)
+        z = self.embed()
+        logits = torch.cat((self.score(z, positive), self.score(z, negative)))
+        labels = torch.cat((torch.ones(len(positive)), torch.zeros(len(negative))))
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
         self.log("train_loss", loss)
         return loss
 
-    def validation_step(self, graph: Any, batch_idx: int) -> None:
-        adjacency, x, _, val_edges, val_non_edges = graph
-        self.log("val_loss", self.pair_loss(self.encode(adjacency, x), val_edges, val_non_edges))
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        pairs, labels = batch
+        logits = self.score(self.embed(), pairs)
+        self.log_dict(
+            {
+                "val_loss": F.binary_cross_entropy_with_logits(logits, labels),
+                "val_auroc": binary_auroc(torch.sigmoid(logits), labels.long()),
+            }
+        )
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-
-def split_edges(seed: int) -> list[tuple[torch.Tensor, ...]]:
-    """One graph whose edges are split 85/15 into training and validation edges; the encoder sees only the training
-    edges (its normalised adjacency is rebuilt from them). A one-item dataset: one batch an epoch."""
-    [(adjacency, x, _)] = community_graphs(1, nodes=NODES, communities=6, features=FEATURES, seed=seed)
-    upper = torch.triu(adjacency > 0, 1).nonzero().T
-    order = torch.randperm(upper.shape[1], generator=generator(seed + 1))
-    cut = int(0.85 * upper.shape[1])
-    train_edges, val_edges = upper[:, order[:cut]], upper[:, order[cut:]]
-    kept = torch.zeros(NODES, NODES)
-    kept[train_edges[0], train_edges[1]] = 1.0
-    kept = kept + kept.T + torch.eye(NODES)
-    d = kept.sum(1).rsqrt()
-    val_non_edges = torch.randint(0, NODES, val_edges.shape, generator=generator(seed + 2))
-    return [(d[:, None] * kept * d[None], x, train_edges, val_edges, val_non_edges)]
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=5e-4)
 
 
 def _build(seed: int) -> Run:
     torch.manual_seed(seed)
-    graph = split_edges(seed)
+    features, edges = _graph(seed)
+    order = torch.randperm(len(edges), generator=generator(seed + 1))
+    cut = int(0.85 * len(edges))
+    train_edges, val_edges = edges[order[:cut]], edges[order[cut:]]
+    g = generator(seed + 2)
+    non_edges = torch.randint(0, NODES, (len(val_edges), 2), generator=g)
+    val_pairs = torch.cat((val_edges, non_edges))
+    val_labels = torch.cat((torch.ones(len(val_edges)), torch.zeros(len(non_edges))))
     return Run(
-        GraphAutoEncoder(),
-        DataLoader(graph, batch_size=None),
-        DataLoader(graph, batch_size=None),
-        trainer={
-            "max_epochs": 200,
-            "log_every_n_steps": 1,
-            "enable_checkpointing": True,
-            "callbacks": [
-                EarlyStopping(monitor="val_loss", mode="min", patience=20),
-                ModelCheckpoint(monitor="val_loss", mode="min"),
-            ],
-        },
+        GraphAutoEncoder(features, train_edges, seed),
+        loader(TensorDataset(train_edges), 128, seed=seed),
+        loader(TensorDataset(val_pairs, val_labels), len(val_pairs), shuffle=False),
+        trainer={"max_epochs": 40},
     )
 
 
 PROGRAMS = [
     Program(
         "graph_autoencoder_links_h",
-        "graph learning",
-        "a two-layer GCN auto-encoder scoring node pairs by dot product, trained full-batch on one graph's training "
-        "edges and fresh random non-edges each epoch, validated on held-out edges every epoch, Adam 1e-2, early "
-        "stopping (patience 20) and the best epoch kept",
+        "graph",
+        "link prediction with a graph auto-encoder: a two-layer GCN over the training edges' adjacency, dot-product "
+        "scores, each batch of edges against as many uniformly drawn negative pairs per step, binary cross entropy; "
+        "Adam; validation AUROC of held-out edges against fixed non-edges",
         _build,
-        faults=("frozen", "flipped_sign", "lr_div_1e6"),
+        faults=("lr_x1000", "flipped_sign", "lr_div_1e6"),
     )
 ]
