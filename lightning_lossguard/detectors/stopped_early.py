@@ -14,9 +14,10 @@ the cause:
   predicts 1/K for every target (``uniform_tolerance``: an untrained one). Otherwise an info that names both readings:
   a model that learned nothing, or weights that had nothing left to learn. Fine-tuning a converged classifier on more
   of its own data ends this way, and is no alarm: a probe of 24 such runs (an MLP fine-tuned on data like its own or
-  shifted, learning rates 1e-4 to 1e-2, ``EarlyStopping(patience=3)``) gave one info, a loss 3.6% lower at the end and
-  no evaluation below the first, and no warning. Remedies put the parameters that are trained first unless the steps
-  are tiny: a frozen model's last bias takes large steps that change nothing.
+  shifted, learning rates 1e-4 to 1e-2, ``EarlyStopping(patience=3)``) gave 4 infos and no warning (a first version
+  without the second sign warned on one: no evaluation below the first, a loss 3.6% lower at the end). Remedies put
+  the parameters that are trained first unless the steps are tiny: a frozen model's last bias takes large steps that
+  change nothing.
 - negative and falling while the (positive) validation metric never went below its first evaluation and climbed
   (every evaluation at or above the one before): ``val_loss_rising``, a negated training loss.
 - rising by ``train_change`` or more under such a climb: ``val_loss_rising``, unstable optimisation.
