@@ -79,6 +79,7 @@ from lightning_lossguard.strategies import any_rank, gather_for, parameter_shard
 from lightning_lossguard.trainer_settings import (
     accumulation,
     default_report_every,
+    early_stopping_metrics,
     first_group,
     learning_rate,
     model_selection,
@@ -801,6 +802,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             metrics = {k: float(v) for k, v in self._diagnostician.watched_metrics(trainer.callback_metrics).items()}
             if metrics:
                 new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics, recent)
+            logged = trainer.callback_metrics
+            stoppers = {k: float(logged[k]) for k in early_stopping_metrics(trainer) if k in logged}
+            self._diagnostician.record_stopper_metrics(stoppers)
             for monitor in self.monitors:
                 found = monitor.judge_validation(trainer.global_step, trainer.current_epoch)
                 new += self._diagnostician.accept(found)

@@ -37,7 +37,7 @@ from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.logged_terms import LoggedTerms
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
 from lightning_lossguard.detectors.stats import median, model_update_ratio
-from lightning_lossguard.detectors.stopped_early import StoppedRun, judge_stopped_run
+from lightning_lossguard.detectors.stopped_early import EarlyStop, StoppedRun, judge_stopped_run
 from lightning_lossguard.detectors.term_levels import TermLevels
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -138,6 +138,7 @@ class Diagnostician:
         self._val_names = VAL_LOSS_SPELLINGS if val_metric == DEFAULT_VAL_METRIC else (val_metric,)
         self.val_detectors: dict[str, ValLossRising] = {}
         self.model_selection: dict[str, ModelSelection] = {}  # per validation metric: how the run keeps its best
+        self.stopper_values: dict[str, list[float]] = {}  # early stopping's metrics val_loss_rising does not judge
         self.restart_step: int | None = None  # a later fit of this record started here without a checkpoint
         self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
@@ -353,6 +354,7 @@ class Diagnostician:
         self.restart_step = step
         for detector in self.val_detectors.values():
             detector.restart()
+        self.stopper_values.clear()
 
     def judge_validation(
         self, step: int, epoch: int, metrics: Mapping[str, float], recent_losses: Sequence[float] = ()
@@ -374,10 +376,21 @@ class Diagnostician:
             found += detector.update(step, epoch, float(value), level, self.model_selection.get(name))
         return self.accept(found)
 
-    def judge_stopped_early(self, step: int, stopped: Mapping[str, int], trainable_share: float) -> list[Diagnosis]:
-        """At the end of a fit that early stopping ended (``stopped``: the metrics it ran out of patience on, with
-        the patience): a training loss that did not fall in a run too short for ``loss_plateau``, or a watched metric
-        that never went below its first evaluation under a negated or rising one
+    def record_stopper_metrics(self, metrics: Mapping[str, float]) -> None:
+        """One validation's numbers of the metrics early stopping watches (``metrics``) that ``val_loss_rising`` does
+        not judge (an accuracy, a ``val_mae``): kept for :meth:`judge_stopped_early`."""
+        if self.validation_off:
+            return
+        for name, value in metrics.items():
+            if not self.watches(name):
+                self.stopper_values.setdefault(name, []).append(float(value))
+
+    def judge_stopped_early(
+        self, step: int, stopped: Mapping[str, EarlyStop], trainable_share: float
+    ) -> list[Diagnosis]:
+        """At the end of a fit that early stopping ended (``stopped``: the metrics it ran out of patience on): a
+        training loss that did not fall in a run too short for ``loss_plateau``, or a watched metric that never
+        improved on its first evaluation under a negated or rising one
         (:mod:`~lightning_lossguard.detectors.stopped_early`).
         The training loss's levels are the medians of its first and latest batches, up to ``start_batches`` of each
         and a third of a short run (a dozen full-batch steps), so that the two do not overlap."""
@@ -386,20 +399,24 @@ class Diagnostician:
         plateau, rising = self._thresholds["loss_plateau"], self._thresholds["val_loss_rising"]
         keep = max(1, min(int(plateau.start_batches), len(self._early_losses) // 3))  # type: ignore[attr-defined]
         first_train, train_now = median(self._early_losses[:keep]), median(list(self._train_losses)[-keep:])
+        evaluations = {name: detector.evals[:, 2] for name, detector in self.val_detectors.items()}
+        for name, values in self.stopper_values.items():
+            evaluations.setdefault(name, np.asarray(values, dtype=np.float64))
         found: list[Diagnosis] = []
-        for name, detector in self.val_detectors.items():
-            if name not in stopped:
+        for name, stop in stopped.items():
+            if name not in evaluations:
                 continue
             run = StoppedRun(
                 name,
-                stopped[name],
-                detector.evals[:, 2],
+                stop.patience,
+                evaluations[name],
                 first_train,
                 train_now,
                 self._early_losses[0],
                 self._update_ratio,
                 trainable_share,
                 plateau_judged=bool(getattr(self.detectors.get("loss_plateau"), "judged", True)),
+                higher_is_better=stop.higher_is_better,
             )
             diagnosis = judge_stopped_run(run, step, plateau, rising)  # type: ignore[arg-type]
             if diagnosis is not None:
@@ -603,6 +620,7 @@ class Diagnostician:
         return {
             "detectors": {code: det.state_dict() for code, det in self.detectors.items()},
             "val_detectors": {name: det.state_dict() for name, det in self.val_detectors.items()},
+            "stopper_values": {name: list(values) for name, values in self.stopper_values.items()},
             "diagnoses": [d.to_dict() for d in self.diagnoses],
             "reported": dict(self._reported),
             "consequences": sorted(self.consequences),
@@ -623,6 +641,7 @@ class Diagnostician:
             detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
             detector.load_state_dict(det_state)
             self.val_detectors[name] = detector
+        self.stopper_values = {str(k): [float(v) for v in vs] for k, vs in state.get("stopper_values", {}).items()}
         self.diagnoses = [Diagnosis.from_dict(d) for d in state.get("diagnoses", [])]
         self._reported = {str(k): int(v) for k, v in state.get("reported", {}).items()}
         for key in [k for k in self._reported if k in _PER_SUBJECT]:  # saved before the code went per subject:

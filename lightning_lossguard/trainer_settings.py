@@ -10,6 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 
+from lightning_lossguard.detectors.stopped_early import EarlyStop
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection
 from lightning_lossguard.lightning_classes import lightning_classes
 from lightning_lossguard.report.loggers import tensorboard_loggers
@@ -93,15 +94,21 @@ def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:
     return {name: ModelSelection(name in kept, stops.get(name)) for name in kept | set(stops)}
 
 
-def stopped_early(trainer: pl.Trainer) -> dict[str, int]:
-    """Per metric, the patience of an ``EarlyStopping`` (``mode="min"``) that ran out of it and so ended the fit:
-    its count of evaluations without a new best reached its patience (a stop on a threshold or a non-finite value is
-    not this). Read at the end of a fit; both packages' callbacks."""
+def stopped_early(trainer: pl.Trainer) -> dict[str, EarlyStop]:
+    """Per metric, an ``EarlyStopping`` that ran out of patience and so ended the fit: its count of evaluations
+    without a new best reached its patience (a stop on a threshold or a non-finite value is not this), waiting for a
+    new lowest (``mode="min"``) or a new highest (``mode="max"``). Read at the end of a fit; both packages'
+    callbacks."""
     return {
-        str(stopper.monitor): int(stopper.patience)
+        str(stopper.monitor): EarlyStop(int(stopper.patience), stopper.mode == "max")
         for stopper in trainer.early_stopping_callbacks
-        if stopper.monitor and stopper.mode == "min" and 0 < stopper.patience <= stopper.wait_count
+        if stopper.monitor and stopper.mode in ("min", "max") and 0 < stopper.patience <= stopper.wait_count
     }
+
+
+def early_stopping_metrics(trainer: pl.Trainer) -> list[str]:
+    """The metrics the fit's ``EarlyStopping`` callbacks watch (their numbers are kept for the judgement at a stop)."""
+    return [str(stopper.monitor) for stopper in trainer.early_stopping_callbacks if stopper.monitor]
 
 
 def first_group(trainer: pl.Trainer) -> dict[str, Any] | None:

@@ -170,6 +170,19 @@ def test_one_spelling_of_the_validation_loss_is_watched_per_run() -> None:
     assert Diagnostician(val_metric="val_acc").watched_metrics(logged) == {"val_acc": 0.5}
 
 
+def test_an_early_stoppers_metric_the_validation_detector_does_not_watch_is_kept_through_a_resume() -> None:
+    judge = Diagnostician()
+    judge.judge_validation(10, 0, {"val_loss": 2.0})
+    judge.record_stopper_metrics({"val_loss": 2.0, "val_acc": 0.5})
+    judge.record_stopper_metrics({"val_loss": 2.1, "val_acc": 0.48})
+    assert judge.stopper_values == {"val_acc": [0.5, 0.48]}  # the judged loss is val_loss_rising's own
+    resumed = Diagnostician()
+    resumed.load_state_dict(json.loads(json.dumps(judge.state_dict())))
+    assert resumed.stopper_values == {"val_acc": [0.5, 0.48]}
+    resumed.fit_restarted(20)  # a later fit without a checkpoint: new validation data, the numbers start over
+    assert resumed.stopper_values == {}
+
+
 # -- host memory: what the allocator keeps free is not growth ---------------------------------------------------
 # A corpus worker's S4D fit (healthy): RSS 696 -> 770 MiB over 346 steps, rising at 73% of its reports, was called
 # a leak. Its malloc free memory rose with it (re-measured on this pattern: RSS 554 -> 635, free 134 -> 214).

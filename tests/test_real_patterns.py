@@ -1649,7 +1649,9 @@ class FullBatchNodes(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        self.log("val_loss", F.cross_entropy(self.net(x[70:]), y[70:]))
+        logits = self.net(x[70:])
+        self.log("val_loss", F.cross_entropy(logits, y[70:]))
+        self.log("val_acc", (logits.argmax(1) == y[70:]).float().mean())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=0.01)
@@ -1688,3 +1690,30 @@ def test_a_run_early_stopping_ends_before_it_learned_anything_is_told_not_only_t
     assert plateau.remedies[0].startswith("Check which parameters require a gradient")
     [short] = [n for n in guard.notes if n.startswith("Run too short to judge")]
     assert "loss_plateau" not in short  # it was judged, at the stop
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_stop_on_an_accuracy_is_judged_like_a_stop_on_a_loss(tmp_path: Path, frozen: bool) -> None:
+    """``EarlyStopping(monitor="val_acc", mode="max")``, as many programs write it: the accuracy's numbers, which
+    val_loss_rising does not watch, are kept for the stop."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 16)
+    y = (x @ torch.randn(16, 7)).argmax(1)
+    graph = DataLoader(TensorDataset(x[:220], y[:220]), batch_size=220)
+    guard = LossGuard(verbose=False, fail_on="warning")
+    stopper = EarlyStopping(monitor="val_acc", mode="max", patience=5)
+    t = trainer(tmp_path, [guard, stopper], max_epochs=60, log_every_n_steps=1)
+    if not frozen:
+        t.fit(FullBatchNodes(frozen), graph, graph)
+        assert alarms(guard) == []
+        return
+    with pytest.raises(LossGuardAlarm):
+        t.fit(FullBatchNodes(frozen), graph, graph)
+    [plateau] = alarms(guard)
+    assert plateau.code == "loss_plateau" and t.global_step == plateau.step < 60
+    # The last bias alone moves the accuracy a little (0.167 -> 0.18), then nothing for 5 evaluations.
+    assert f"val_acc stopped improving at evaluation 4 of {t.global_step}" in plateau.message
+    assert "highest" in plateau.message and plateau.evidence["best_val_metric"] > plateau.evidence["first_val_metric"]
+    assert plateau.evidence["evaluations"] == len(guard._diagnostician.stopper_values["val_acc"])

@@ -13,10 +13,12 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lightning_lossguard import LossGuard
+from lightning_lossguard.detectors.stopped_early import EarlyStop
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection
 from lightning_lossguard.trainer_settings import (
     accumulation,
     default_report_every,
+    early_stopping_metrics,
     model_selection,
     run_settings,
     step_counter,
@@ -165,11 +167,12 @@ def test_an_early_stopping_that_ran_out_of_patience_is_read_with_its_patience(tm
     out_of_patience.wait_count = 5
     waiting = EarlyStopping(monitor="val_nll", mode="min", patience=5)
     waiting.wait_count = 4
-    highest = EarlyStopping(monitor="val_acc", mode="max", patience=2)  # an accuracy's stop is not a loss's
+    highest = EarlyStopping(monitor="val_acc", mode="max", patience=2)  # waiting for a new highest
     highest.wait_count = 2
     t = quiet_trainer(tmp_path, [out_of_patience, waiting, highest])
-    assert stopped_early(t) == {"val_loss": 5}
+    assert stopped_early(t) == {"val_loss": EarlyStop(5), "val_acc": EarlyStop(2, higher_is_better=True)}
+    assert early_stopping_metrics(t) == ["val_loss", "val_nll", "val_acc"]  # kept whether or not they stopped
     standalone = pytorch_lightning.callbacks.EarlyStopping("val_loss", patience=3)
     standalone.wait_count = 3
-    assert stopped_early(quiet_trainer(tmp_path, [standalone], standalone=True)) == {"val_loss": 3}
+    assert stopped_early(quiet_trainer(tmp_path, [standalone], standalone=True)) == {"val_loss": EarlyStop(3)}
     assert stopped_early(quiet_trainer(tmp_path, [])) == {}

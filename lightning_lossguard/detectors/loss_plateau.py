@@ -42,7 +42,8 @@ reported. No such note for a run that broke (a corroborated blow-up).
 A run that early stopping ends before it has the batches to judge (full-batch training stops after a few dozen steps)
 is judged at the stop on the whole run: a training loss within ``min_improvement`` of its start is a warning when tiny
 steps, a frozen model or a first batch at ln K say it is stuck, an info otherwise (a converged model fine-tuned on
-more of its data stops the same way). See :mod:`lightning_lossguard.detectors.stopped_early`.
+more of its data stops the same way), whether the stop waited on a loss or on an accuracy (``mode="max"``). See
+:mod:`lightning_lossguard.detectors.stopped_early`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""A run that early stopping ended before ``loss_plateau`` could judge it, or before its validation metric ever went
-below its first evaluation: judged once more at the stop.
+"""A run that early stopping ended before ``loss_plateau`` could judge it, or before its validation metric ever improved
+on its first evaluation: judged once more at the stop.
 
-Early stopping ends such a run after ``patience`` evaluations without a new lowest, which on full-batch training (one
+Early stopping ends such a run after ``patience`` evaluations without a new best, which on full-batch training (one
 step an epoch, as graph networks and small tabular models are trained) is a few dozen steps: too few for
 ``loss_plateau`` (100 batches) or for ``val_loss_rising``'s minimum rise, so the report said only "too short to judge".
 The stop is evidence in itself: the run's own callback found nothing more to learn. What the training loss did names
@@ -19,13 +19,17 @@ the cause:
   the parameters that are trained first unless the steps are tiny: a frozen model's last bias takes large steps that
   change nothing.
 - negative and falling while the (positive) validation metric never went below its first evaluation and climbed
-  (every evaluation at or above the one before): ``val_loss_rising``, a negated training loss.
-- rising by ``train_change`` or more under such a climb: ``val_loss_rising``, unstable optimisation.
+  (every evaluation at or above the one before): ``val_loss_rising``, a negated training loss. Not for a stopper that
+  waits for a new highest (``mode="max"``): an accuracy has no sign to compare with the loss's.
+- rising by ``train_change`` or more under such a climb (for ``mode="max"``, a fall: every evaluation at or below the
+  one before): ``val_loss_rising``, unstable optimisation.
 - falling: nothing new. Fine-tuning whose first epoch is its best ends this way, and ``val_loss_rising`` judges its
   rise as usual.
 
 Each quotes the evaluations and both losses. It uses the thresholds of the codes it reports; it is judged once, at the
-end of a fit that early stopping ended (its patience ran out on a ``mode="min"`` metric), never on the way.
+end of a fit that early stopping ended (its patience ran out, on a loss or on an accuracy), never on the way. The
+numbers of a metric that early stopping watches and ``val_loss_rising`` does not (an accuracy, a ``val_mae``) are
+recorded at each validation for it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ from lightning_lossguard.diagnosis import Diagnosis, Severity
 
 
 @dataclasses.dataclass(frozen=True)
+class EarlyStop:
+    """An early stopper that ran out of patience: the evaluations it waited, and whether it waited for a new highest
+    (``mode="max"``) rather than a new lowest."""
+
+    patience: int
+    higher_is_better: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class StoppedRun:
     """What a fit that early stopping ended measured, as plain numbers.
 
@@ -55,6 +68,7 @@ class StoppedRun:
         update_ratio: the latest median update/weight ratio (NaN when not measured).
         trainable_share: the share of the model's parameter elements being trained (NaN when unknown).
         plateau_judged: ``loss_plateau`` had the batches it needs before the stop (then it has judged the loss).
+        higher_is_better: the stopper waited for a new highest (``mode="max"``: an accuracy, a score).
     """
 
     metric: str
@@ -66,6 +80,7 @@ class StoppedRun:
     update_ratio: float = math.nan
     trainable_share: float = math.nan
     plateau_judged: bool = False
+    higher_is_better: bool = False
 
 
 def judge_stopped_run(
@@ -80,25 +95,28 @@ def judge_stopped_run(
     first_train, train_now = run.first_train, run.train_now
     if not (math.isfinite(first_train) and math.isfinite(train_now)):
         return None
-    lowest = int(np.argmin(values))
-    never = lowest == 0
+    worse = -values if run.higher_is_better else values  # larger is worse, whichever way the stopper waited
+    best = int(np.argmin(worse))
+    never = best == 0
+    below, lowest = ("above", "highest") if run.higher_is_better else ("below", "lowest")
     if never:
+        after = float(values[1:].max() if run.higher_is_better else values[1:].min())
         stopped = (
-            f"early stopping ended the run at step {step}: {run.metric} never went below its first evaluation in "
-            f"{values.size} evaluations ({first:.4g} first, {last:.4g} last, the lowest after it "
-            f"{float(values[1:].min()):.4g})"
+            f"early stopping ended the run at step {step}: {run.metric} never went {below} its first evaluation in "
+            f"{values.size} evaluations ({first:.4g} first, {last:.4g} last, the {lowest} after it {after:.4g})"
         )
     else:
         stopped = (
-            f"early stopping ended the run at step {step}: {run.metric} stopped improving at evaluation {lowest + 1} "
-            f"of {values.size} ({first:.4g} first, {float(values[lowest]):.4g} lowest, {last:.4g} last)"
+            f"early stopping ended the run at step {step}: {run.metric} stopped improving at evaluation {best + 1} "
+            f"of {values.size} ({first:.4g} first, {float(values[best]):.4g} {lowest}, {last:.4g} last)"
         )
+    kind = "val_metric" if run.higher_is_better else "val_loss"  # an accuracy's numbers are not a loss's
     evidence = {
         "evaluations": values.size,
         "early_stopping_patience": run.patience,
-        "first_val_loss": first,
-        "best_val_loss": float(values[lowest]),
-        "current_val_loss": last,
+        f"first_{kind}": first,
+        f"best_{kind}": float(values[best]),
+        f"current_{kind}": last,
         "initial_loss": first_train,
         "current_loss": train_now,
         "update_ratio": run.update_ratio,
@@ -106,8 +124,10 @@ def judge_stopped_run(
     }
     # A rise told as one (negated, unstable) must be one: every evaluation at or above the one before, the last above
     # the first (four noisy evaluations of a converged model climb like that one time in 24).
-    climbed = never and bool((np.diff(values) >= 0).all()) and last > first
-    if train_now < 0 < first and train_now < first_train and climbed:
+    climbed = never and bool((np.diff(worse) >= 0).all()) and worse[-1] > worse[0]
+    # Negated: a negative training loss beside a positive validation loss. An accuracy has no sign to compare.
+    negated = not run.higher_is_better and train_now < 0 < first and train_now < first_train
+    if negated and climbed:
         message = (
             f"{stopped}, while the training loss is negative and fell ({first_train:.4g} -> {train_now:.4g}): "
             "the training loss looks negated (a score maximised by mistake, or a sign flipped in training_step only)."
@@ -175,7 +195,13 @@ def judge_stopped_run(
         )
         found = _diagnosis("loss_plateau", step, message, evidence, remedies)
         return dataclasses.replace(found, severity=Severity.INFO)
-    message += f"; {'; '.join(corroborated)}: the model learned nothing it could validate."
+    # Tiny steps alone fit a pretrained model as well as an untrained one: the steps, not the model, are named.
+    verdict = (
+        "the steps are too small for the model to learn anything it could validate"
+        if small and len(corroborated) == 1
+        else "the model learned nothing it could validate"
+    )
+    message += f"; {'; '.join(corroborated)}: {verdict}."
     return _diagnosis("loss_plateau", step, message, evidence, remedies)
 
 

@@ -80,6 +80,8 @@ improve.
 A run that early stopping ends although its validation loss never went below its first evaluation, and climbed at
 every evaluation, is judged at the stop without ``min_rise``: a negative training loss that fell is a negated loss, a
 training loss that rose by ``train_change`` unstable optimisation (:mod:`lightning_lossguard.detectors.stopped_early`).
+A stop on an accuracy that fell at every evaluation is judged the same way, but never as a negated loss: an accuracy
+has no sign to compare with the training loss's.
 
 Not judged under ``Trainer(overfit_batches=...)``: that sanity check memorises a few batches on purpose, so its
 validation loss rises by design (the report notes it).

@@ -17,8 +17,10 @@ CREEPING_UP = [1.933, 1.9333, 1.9337, 1.9342, 1.9348, 1.9354, 1.936, 1.9367, 1.9
 """A frozen graph network's validation loss, one evaluation an epoch, until early stopping (patience 10) ended it."""
 
 
-def judge(values: list[float], first_train: float, train_now: float, **kwargs: Any) -> Diagnosis | None:
-    run = StoppedRun("val_loss", 10, np.asarray(values), first_train, train_now, **kwargs)
+def judge(
+    values: list[float], first_train: float, train_now: float, metric: str = "val_loss", **kwargs: Any
+) -> Diagnosis | None:
+    run = StoppedRun(metric, 10, np.asarray(values), first_train, train_now, **kwargs)
     return judge_stopped_run(run, 11, LossPlateauThresholds(), ValLossRisingThresholds())
 
 
@@ -40,6 +42,10 @@ def test_tiny_steps_put_raising_the_learning_rate_first() -> None:
     assert found is not None and found.severity == "warning"
     assert "each step changes the weights by a median 1e-07 of their size" in found.message
     assert found.remedies[0].startswith("Raise the learning rate")
+    # Tiny steps alone fit a pretrained model too: the steps are named, not the model.
+    assert found.message.endswith("the steps are too small for the model to learn anything it could validate.")
+    frozen_too = judge(CREEPING_UP, 0.9, 0.9, update_ratio=1e-7, trainable_share=0.004)
+    assert frozen_too is not None and frozen_too.message.endswith("the model learned nothing it could validate.")
 
 
 def test_almost_nothing_trained_is_a_warning() -> None:
@@ -106,3 +112,34 @@ def test_a_flat_loss_is_judged_at_the_stop_though_the_metric_moved_unless_loss_p
     # A negated or unstable reading needs a metric that never improved and climbed.
     assert judge(dipped, -2.0, -2.5) is None
     assert judge(dipped, 1.0, 1.5) is None
+
+
+FLAT_ACCURACY = [0.1432, 0.1432, 0.1429, 0.1432, 0.1425, 0.1432]
+"""A frozen classifier's validation accuracy under ``EarlyStopping(monitor="val_acc", mode="max", patience=5)``."""
+
+
+def test_a_stop_waiting_for_a_higher_accuracy_is_judged_the_same_way() -> None:
+    found = judge(
+        FLAT_ACCURACY, 1.946, 1.944, "val_acc", first_batch=1.9459, trainable_share=0.018, higher_is_better=True
+    )
+    assert found is not None and found.code == "loss_plateau" and found.severity == "warning"
+    assert (
+        "val_acc never went above its first evaluation in 6 evaluations (0.1432 first, 0.1432 last, the "
+        "highest after it 0.1432)" in found.message
+    )
+    assert found.evidence["first_val_metric"] == 0.1432 and "first_val_loss" not in found.evidence
+    rose_then_fell = [0.2, 0.35, 0.34, 0.33, 0.33, 0.32, 0.3]
+    improved = judge(rose_then_fell, 1.9, 1.9, "val_acc", first_batch=1.9459, higher_is_better=True)
+    assert improved is not None and "val_acc stopped improving at evaluation 2 of 7 (0.2 first, 0.35 highest" in (
+        improved.message
+    )
+
+
+def test_a_falling_accuracy_under_a_rising_loss_is_unstable_but_an_accuracy_has_no_sign_to_call_negated() -> None:
+    falling = [0.6, 0.55, 0.41, 0.3]
+    found = judge(falling, 1.0, 1.4, "val_acc", higher_is_better=True)
+    assert found is not None and found.code == "val_loss_rising" and "unstable optimisation" in found.message
+    assert found.subject == "val_acc"
+    assert judge([0.3, 0.41, 0.55, 0.6], 1.0, 1.4, "val_acc", higher_is_better=True) is None  # it learned
+    # A negative, falling training loss beside a falling accuracy: overfitting or a sign; no sign tells which.
+    assert judge(falling, -1.9, -2.5, "val_acc", higher_is_better=True) is None
