@@ -402,6 +402,8 @@ class Diagnostician:
         evaluations = {name: detector.evals[:, 2] for name, detector in self.val_detectors.items()}
         for name, values in self.stopper_values.items():
             evaluations.setdefault(name, np.asarray(values, dtype=np.float64))
+        plateau_detector = self._on(LossPlateau)
+        plateau_judged = plateau_detector.judged if plateau_detector is not None else True  # suppressed: not ours
         found: list[Diagnosis] = []
         for name, stop in stopped.items():
             if name not in evaluations:
@@ -415,7 +417,7 @@ class Diagnostician:
                 self._early_losses[0],
                 self._update_ratio,
                 trainable_share,
-                plateau_judged=bool(getattr(self.detectors.get("loss_plateau"), "judged", True)),
+                plateau_judged=plateau_judged,
                 higher_is_better=stop.higher_is_better,
             )
             diagnosis = judge_stopped_run(run, step, plateau, rising)  # type: ignore[arg-type]

@@ -42,6 +42,27 @@ def valid_range(metadata: Mapping[str, Any]) -> str:
 T = TypeVar("T", bound=Thresholds)
 
 
+def diagnosis_of(
+    code: str,
+    step: int,
+    message: str,
+    evidence: Mapping[str, float],
+    subject: str = "",
+    remedies: Sequence[str] | None = None,
+) -> Diagnosis:
+    """A diagnosis of ``code`` at its catalog severity, with the catalog's remedies unless ``remedies`` are given."""
+    info = code_info(code)
+    return Diagnosis(
+        code=code,
+        severity=info.severity,
+        step=int(step),
+        message=message,
+        evidence={k: float(v) for k, v in evidence.items()},
+        remedies=list(remedies if remedies is not None else info.remedies),
+        subject=subject,
+    )
+
+
 class Detector(Generic[T]):
     """A detector turns plain numbers into diagnoses of one code. It knows nothing of Lightning.
 
@@ -66,16 +87,7 @@ class Detector(Generic[T]):
         subject: str = "",
         remedies: Sequence[str] | None = None,
     ) -> Diagnosis:
-        info = code_info(self.code)
-        return Diagnosis(
-            code=self.code,
-            severity=info.severity,
-            step=int(step),
-            message=message,
-            evidence={k: float(v) for k, v in evidence.items()},
-            remedies=list(remedies if remedies is not None else info.remedies),
-            subject=subject,
-        )
+        return diagnosis_of(self.code, step, message, evidence, subject, remedies)
 
     def unjudged(self) -> str | None:
         """Why this detector could not judge the run yet (too short), or None when it could."""

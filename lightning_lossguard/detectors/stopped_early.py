@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from lightning_lossguard.catalog import code_info
+from lightning_lossguard.detectors.base import diagnosis_of
 from lightning_lossguard.detectors.loss_plateau import LossPlateauThresholds, uniform_classes, uniform_tolerance
 from lightning_lossguard.detectors.val_loss_rising import ValLossRisingThresholds
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -208,12 +208,4 @@ def judge_stopped_run(
 def _diagnosis(
     code: str, step: int, message: str, evidence: dict[str, float], remedies: list[str], subject: str = ""
 ) -> Diagnosis:
-    return Diagnosis(
-        code=code,
-        severity=code_info(code).severity,
-        step=int(step),
-        message=message[0].upper() + message[1:],
-        evidence={k: float(v) for k, v in evidence.items()},
-        remedies=remedies,
-        subject=subject,
-    )
+    return diagnosis_of(code, step, message[0].upper() + message[1:], evidence, subject, remedies)
