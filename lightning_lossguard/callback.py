@@ -455,6 +455,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         )
         overfit = getattr(trainer, "overfit_batches", 0)
         self._diagnostician.validation_off = None
+        self._diagnostician.stopped_by = ""  # per fit: a later fit is not ended by the earlier one's stop
         if overfit and "val_loss_rising" not in self.suppress:
             self._diagnostician.validation_off = overfit_batches_note(overfit)
             notes.append(self._diagnostician.validation_off)

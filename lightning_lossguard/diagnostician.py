@@ -139,6 +139,7 @@ class Diagnostician:
         self.val_detectors: dict[str, ValLossRising] = {}
         self.model_selection: dict[str, ModelSelection] = {}  # per validation metric: how the run keeps its best
         self.stopper_values: dict[str, list[float]] = {}  # early stopping's metrics val_loss_rising does not judge
+        self.stopped_by = ""  # set when early stopping ended the fit: which stopper, at which step (for the notes)
         self.restart_step: int | None = None  # a later fit of this record started here without a checkpoint
         self.validation_off: str | None = None  # why this fit's validation is not judged (a note says so)
         self.diagnoses: list[Diagnosis] = []
@@ -394,6 +395,11 @@ class Diagnostician:
         (:mod:`~lightning_lossguard.detectors.stopped_early`).
         The training loss's levels are the medians of its first and latest batches, up to ``start_batches`` of each
         and a third of a short run (a dozen full-batch steps), so that the two do not overlap."""
+        self.stopped_by = "; ".join(
+            f"early stopping ended it at step {step}, after {stop.patience} evaluations without a new "
+            f"{'highest' if stop.higher_is_better else 'lowest'} {name}"
+            for name, stop in stopped.items()
+        )
         if self.broken_by is not None or self.validation_off or not self._early_losses:
             return []
         plateau, rising = self._thresholds["loss_plateau"], self._thresholds["val_loss_rising"]
@@ -502,7 +508,8 @@ class Diagnostician:
             if reason:
                 short.append(f"{code} ({reason})")
         if short:
-            note = "Run too short to judge: " + "; ".join(short) + "."
+            why = f" ({self.stopped_by})" if self.stopped_by else ""
+            note = f"Run too short to judge{why}: " + "; ".join(short) + "."
             if budget is not None and budget[1] > 1:
                 share, stride = budget
                 note += (

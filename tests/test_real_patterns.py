@@ -1690,6 +1690,10 @@ def test_a_run_early_stopping_ends_before_it_learned_anything_is_told_not_only_t
     assert plateau.remedies[0].startswith("Check which parameters require a gradient")
     [short] = [n for n in guard.notes if n.startswith("Run too short to judge")]
     assert "loss_plateau" not in short  # it was judged, at the stop
+    # The note says why the run was short.
+    assert short.startswith(
+        "Run too short to judge (early stopping ended it at step 6, after 5 evaluations without a new lowest val_loss):"
+    )
 
 
 @pytest.mark.parametrize("frozen", [True, False])
@@ -1708,6 +1712,18 @@ def test_a_stop_on_an_accuracy_is_judged_like_a_stop_on_a_loss(tmp_path: Path, f
     if not frozen:
         t.fit(FullBatchNodes(frozen), graph, graph)
         assert alarms(guard) == []
+        # It learns, and its accuracy stalls at step 12: nothing to judge at the stop, but the note says what ended it.
+        assert stopper.stopped_epoch > 0
+        [short] = [n for n in guard.notes if n.startswith("Run too short to judge")]
+        assert (
+            f"(early stopping ended it at step {t.global_step}, after 5 evaluations without a new highest val_acc)"
+            in short
+        )
+        stopper.patience = 1000  # a later fit of this trainer that runs out its epochs: not "ended by early stopping"
+        t.fit(FullBatchNodes(frozen), graph, graph)
+        assert t.global_step == 60
+        *_, later = [n for n in guard.notes if n.startswith("Run too short to judge")]
+        assert later != short and "early stopping" not in later
         return
     with pytest.raises(LossGuardAlarm):
         t.fit(FullBatchNodes(frozen), graph, graph)
