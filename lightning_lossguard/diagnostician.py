@@ -379,11 +379,13 @@ class Diagnostician:
 
     def record_stopper_metrics(self, metrics: Mapping[str, float]) -> None:
         """One validation's numbers of the metrics early stopping watches (``metrics``) that ``val_loss_rising`` does
-        not judge (an accuracy, a ``val_mae``): kept for :meth:`judge_stopped_early`."""
+        not judge (an accuracy, a ``val_mae``; the validation loss too when that code is suppressed): kept for
+        :meth:`judge_stopped_early`."""
         if self.validation_off:
             return
+        judging = "val_loss_rising" not in self.suppress
         for name, value in metrics.items():
-            if not self.watches(name):
+            if not (judging and self.watches(name)):
                 self.stopper_values.setdefault(name, []).append(float(value))
 
     def judge_stopped_early(
