@@ -15,6 +15,7 @@ import argparse
 import random
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -352,7 +353,8 @@ def run_all(jobs: list[Job], processes: int = 1, work: Callable[[Job], Result] |
     """Each ``(program, seed, fault)`` job in a real fit, results in job order. Every fit runs on one torch thread,
     so ``processes`` > 1 spreads the jobs over that many worker processes (:class:`Fits`), one per core at most;
     with 1 they run here, as this process is set up. ``work`` runs one job (default: its real fit). A fit that
-    kills its worker process is given up (:func:`given_up`); every other fit still reports."""
+    kills its worker process is run once more in a fresh one (said on stderr), and given up (:func:`given_up`) if
+    it kills that one too; every other fit still reports."""
     work = work or _run_job
     if processes <= 1:
         for job in jobs:
@@ -362,17 +364,21 @@ def run_all(jobs: list[Job], processes: int = 1, work: Callable[[Job], Result] |
     fits.add_workers(processes)
     try:
         for job in jobs:
-            yield fits.result(job)
+            result = fits.result(job)
+            if job in fits.deaths and not result.error:
+                print(f"{job}: its worker died ({'; then '.join(fits.deaths[job])}); run again", file=sys.stderr)
+            yield result
     finally:
         fits.close()
 
 
-def given_up(job: Job) -> Result:
-    """The result of a job whose worker process died while it ran."""
+def given_up(job: Job, how: str) -> Result:
+    """The result of a job whose worker process died while it ran, in each of its attempts (``how``: how each
+    died)."""
     name, seed, fault = job
     program = PROGRAMS.get(name)
     result = Result(name, program.split if program else "", seed, fault)
-    result.error = "its worker process died (killed, or a crash in native code) while it ran"
+    result.error = f"its worker process died while it ran, in a fresh worker too ({how})"
     return result
 
 

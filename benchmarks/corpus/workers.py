@@ -7,9 +7,11 @@ corpus' own tests are reached (tests/conftest.py).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import warnings
 from collections import deque
@@ -37,11 +39,13 @@ def quiet() -> None:
 
 
 class WorkerDied(Exception):
-    """The worker process running a job died (killed, or a crash in native code)."""
+    """The worker process running a job died (killed, or a crash in native code); the message says how."""
 
 
 def _serve(connection: Connection, work: Callable[[Any], Any]) -> None:
-    """A worker process: set up by :func:`quiet`, it runs the jobs it receives until its pipe closes."""
+    """A worker process: set up by :func:`quiet`, it runs the jobs it receives until its pipe closes. A crash in
+    native code prints the Python stack of every thread to stderr first, so the log says where it died."""
+    faulthandler.enable()
     quiet()
     while True:
         try:
@@ -75,8 +79,18 @@ class _Worker:
             self._pipe.send(job)
             reply: tuple[bool, Any] = self._pipe.recv()
         except (EOFError, OSError) as error:
-            raise WorkerDied from error
+            raise WorkerDied(self._how_it_ended()) from error
         return reply
+
+    def _how_it_ended(self) -> str:
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        if code is None:
+            return "its pipe closed while the process still ran"
+        if code < 0:
+            name = signal.Signals(-code).name
+            return f"killed by {name}" + (" (what the out-of-memory killer sends)" if name == "SIGKILL" else "")
+        return f"exited with code {code}"
 
     def kill(self) -> None:
         self._process.kill()
@@ -93,12 +107,20 @@ class _Worker:
 class Fits(Generic[JobT, ResultT]):
     """``work(job)`` for every job, in worker processes that take the jobs in order from one queue.
 
-    A worker runs one job at a time, so a worker that dies was killed by its own job: that job's result is
-    ``died(job)``, and a fresh worker goes on with the queue. One bad fit fails its own test, not every test after
-    it. An exception raised by ``work`` is raised again by :meth:`result`."""
+    A worker runs one job at a time, so a worker that dies died in its own job. A fresh worker runs that job once
+    more, since a death can come from outside the job (a process killed when the host runs short of memory) as well
+    as from the job itself (a crash in native code, which comes back). A job whose worker dies twice gets
+    ``died(job, how)`` as its result, and the queue goes on: one bad fit fails its own test, not every test after it.
+    Every death is kept in :attr:`deaths`, those of a job that then ran too, so that a retry is never silent. An
+    exception raised by ``work`` is raised again by :meth:`result`."""
 
-    def __init__(self, jobs: list[JobT], work: Callable[[JobT], ResultT], died: Callable[[JobT], ResultT]) -> None:
+    ATTEMPTS = 2
+    """Runs of a job whose worker dies in it, the first one included."""
+
+    def __init__(self, jobs: list[JobT], work: Callable[[JobT], ResultT], died: Callable[[JobT, str], ResultT]) -> None:
         self._work, self._died = work, died
+        self.deaths: dict[JobT, list[str]] = {}
+        """Each job whose worker died while it ran, and how, in order."""
         self._queue = deque(jobs)
         self._queued = set(jobs)
         self._done: dict[JobT, tuple[bool, Any]] = {}
@@ -157,14 +179,19 @@ class Fits(Generic[JobT, ResultT]):
         worker = self._start_worker()
         try:
             while (job := self._next()) is not None:
-                try:
-                    outcome = worker.run(job)
-                except WorkerDied:
-                    if self._closed:
-                        return
-                    outcome = (True, self._died(job))
-                    self._end(worker)
-                    worker = self._start_worker()
+                for _ in range(self.ATTEMPTS):
+                    try:
+                        outcome = worker.run(job)
+                        break
+                    except WorkerDied as death:
+                        if self._closed:
+                            return
+                        with self._changed:
+                            self.deaths.setdefault(job, []).append(str(death))
+                        self._end(worker)
+                        worker = self._start_worker()
+                else:
+                    outcome = (True, self._died(job, "; then ".join(self.deaths[job])))
                 with self._changed:
                     self._done[job] = outcome
                     self._changed.notify_all()

@@ -22,13 +22,14 @@ def _work(job: Job) -> Result:
 
 
 def test_a_fit_that_kills_its_worker_is_given_up_and_every_other_fit_still_reports() -> None:
-    # Two jobs keep the worker pools (each worker imports torch and Lightning) to two: both jobs, then the crashing
-    # one alone (a third if the crash also took the first job down: it runs alone too).
+    # Two jobs keep the worker pools (each worker imports torch and Lightning) to three: both jobs, then the crashing
+    # one alone, twice (it is run again in a fresh worker before it is given up).
     jobs: list[Job] = [("first", 0, ""), ("crash", 1, "nan_batch")]
     results = list(run_all(jobs, processes=2, work=_work))
     assert [(r.program, r.seed, r.fault) for r in results] == jobs
     assert results[0].error == ""
     assert "worker process died" in results[1].error
+    assert "exited with code 3; then exited with code 3" in results[1].error
 
 
 def test_the_suite_stops_a_faulty_fit_once_its_fault_is_named_and_keeps_the_verdict(tmp_path: Path) -> None:
