@@ -570,8 +570,16 @@ class Diagnostician:
 
     @property
     def first_level(self) -> float:
-        """The loss of the very first batches (median of the first 3): the level before anything happened."""
-        return median(self._early_losses[:3]) if self._early_losses else math.nan
+        """The loss of the very first batches (median of the first 3): the level before anything happened. When the
+        first update blew the loss up (the next two batches both ``blowup`` times the first, by dead_gradients'
+        thresholds), the first batch alone: the median would be the blow-up's level."""
+        if not self._early_losses:
+            return math.nan
+        first, *after = self._early_losses[:3]
+        blowup = self._thresholds["dead_gradients"].blowup  # type: ignore[attr-defined]
+        if first > 0 and len(after) == 2 and min(after) >= blowup * first:
+            return first
+        return median(self._early_losses[:3])
 
     @property
     def early_jump(self) -> float:

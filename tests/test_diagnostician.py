@@ -264,3 +264,25 @@ def test_a_code_reported_before_it_went_per_subject_is_not_reported_again_after_
     assert diagnostician.accept([plain]) == []
     left_out = dataclasses.replace(plain, subject="left out of the optimizer")
     assert diagnostician.accept([left_out]) == [left_out]
+
+
+@pytest.mark.parametrize(
+    ("first_three", "level"),
+    [
+        ((1.4, 73.0, 110.0), 1.4),  # the first update blew the loss up: the untouched first batch is the level
+        ((1.4, 1.3, 1.35), 1.35),  # a falling start: the median, as before
+        ((0.2, 1.5, 1.1), 1.1),  # a noisy start under 10x: the median (the first batch may be a low draw)
+        ((1.3, 73.0, 1.4), 1.4),  # one high batch is noise, not a blow-up: the median
+    ],
+)
+def test_the_first_batches_level_is_the_first_batch_alone_when_the_first_update_blew_the_loss_up(
+    first_three: tuple[float, float, float], level: float
+) -> None:
+    judge = Diagnostician()
+    steps = list(range(3))
+    judge.judge(Window(batch_steps=steps, loss=np.asarray(first_three)), RunLayout(), math.nan)
+    assert judge.first_level == pytest.approx(level)
+    # What dead_gradients is told: the loss of batches 10-30 over that level, while it is still that high.
+    later = np.full(30, 70.0)
+    judge.judge(Window(batch_steps=list(range(3, 33)), loss=later), RunLayout(), math.nan)
+    assert judge.early_jump == pytest.approx(min(70.0, float(np.median([*first_three, *later]))) / level)

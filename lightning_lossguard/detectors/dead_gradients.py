@@ -18,7 +18,9 @@ detached graph) — unless layers before it still get theirs: then its gradient 
 (code that freezes it for a while, a hook) or its input is zero; when only hidden layers are dead, their
 units never activate (initialisation, biases, a learning rate that knocked them out). Units that were
 alive in the run's first sample (each optimizer's parameters are sampled at its own step), or a loss that
-jumped well above its first batches, blame a learning rate far too high. Only layers upstream of the dead
+jumped well above its first batches, blame a learning rate far too high. The first batches' level is their median,
+or the first batch's loss alone when the next two are both ``blowup`` times it: a first update that blew the loss up
+(a learning rate x1000 does it in one step) would otherwise be its own reference. Only layers upstream of the dead
 one on the autograd graph starve because of it; dead layers on another path (another head, another
 optimizer's network) are named apart. Weights that
 ``torch.nn.utils.prune`` masks (Lightning's ``ModelPruning``) get no gradient by design: they are not judged, and
@@ -75,6 +77,12 @@ class DeadGradientsThresholds(Thresholds):
         "... and this share of the planned optimizer steps, when known (SwAV and DINO hold a layer's gradient at None "
         "for their first steps on purpose).",
         high=1,
+    )
+    blowup: float = threshold(
+        10.0,
+        "The second and third batches' losses both this many times the first's: the first update blew the loss up, "
+        "and the first batch, the only one no update touched, is alone the first batches' level.",
+        low=1,
     )
     fitted: float = threshold(
         0.1,
