@@ -102,7 +102,7 @@ def stopped_early(trainer: pl.Trainer) -> dict[str, EarlyStop]:
     return {
         str(stopper.monitor): EarlyStop(int(stopper.patience), stopper.mode == "max")
         for stopper in trainer.early_stopping_callbacks
-        if stopper.monitor and stopper.mode in ("min", "max") and 0 < stopper.patience <= stopper.wait_count
+        if stopper.monitor and 0 < stopper.patience <= stopper.wait_count  # its mode is "min" or "max": it checks
     }
 
 

@@ -141,7 +141,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadCounter]:
 # runs in this process on one core. So they start when the tests are collected, on every core but this one, and
 # the corpus' tests run last, adding this process' core to the fits when they are reached.
 CORPUS_FITS = pytest.StashKey[Any]()
-CORPUS_DEATHS = pytest.StashKey[dict[Any, list[str]]]()
+CORPUS_DEATHS = pytest.StashKey[dict[Any, str]]()
 CORPUS_EARLY = os.environ.get("LOSSGUARD_CORPUS_EARLY", "1") != "0"
 """``LOSSGUARD_CORPUS_EARLY=0``: the fits start only when their tests are reached (nothing runs beside the others)."""
 
@@ -183,17 +183,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     fits = session.stash.get(CORPUS_FITS, None)
     if fits is not None:
         fits.close()
-        session.config.stash[CORPUS_DEATHS] = dict(fits.deaths)
+        session.config.stash[CORPUS_DEATHS] = {job: fits.death_note(job) for job in fits.deaths}
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Every corpus fit whose worker process died, those that then ran in a fresh worker too: a retry that passed
     is said, never silent."""
-    from benchmarks.corpus.workers import Fits
-
-    deaths = config.stash.get(CORPUS_DEATHS, {})
-    if deaths:
+    notes = config.stash.get(CORPUS_DEATHS, {})
+    if notes:
         terminalreporter.section("corpus fits whose worker process died")
-        for job, hows in deaths.items():
-            retried = "; run again in a fresh worker" if len(hows) < Fits.ATTEMPTS else "; given up"
-            terminalreporter.write_line(f"{job}: {'; then '.join(hows)}{retried}")
+        for job, note in notes.items():
+            terminalreporter.write_line(f"{job}: {note}")

@@ -366,7 +366,7 @@ def run_all(jobs: list[Job], processes: int = 1, work: Callable[[Job], Result] |
         for job in jobs:
             result = fits.result(job)
             if job in fits.deaths and not result.error:
-                print(f"{job}: its worker died ({'; then '.join(fits.deaths[job])}); run again", file=sys.stderr)
+                print(f"{job}: its worker died: {fits.death_note(job)}", file=sys.stderr)
             yield result
     finally:
         fits.close()

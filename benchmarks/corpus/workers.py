@@ -134,6 +134,11 @@ class Fits(Generic[JobT, ResultT]):
         """Workers started so far (a worker replaced after its death counts once)."""
         return len(self._threads)
 
+    def death_note(self, job: JobT) -> str:
+        """How the job's workers died, and what became of the job: run again in a fresh worker, or given up."""
+        hows = self.deaths.get(job, [])
+        return "; then ".join(hows) + ("; run again in a fresh worker" if len(hows) < self.ATTEMPTS else "; given up")
+
     def add_workers(self, count: int) -> None:
         """Start ``count`` more worker processes on the queue (none once it is empty: closing empties it)."""
         for _ in range(count):

@@ -55,6 +55,7 @@ def test_a_worker_added_later_takes_the_jobs_in_order_and_one_bad_job_fails_alon
         assert after[1] != first[1]  # a fresh worker went on after the crash
         assert fits.workers == 1
         assert fits.deaths == {jobs[2]: ["exited with code 3"] * 2}
+        assert fits.death_note(jobs[2]) == "exited with code 3; then exited with code 3; given up"
         with pytest.raises(KeyError):
             fits.result(("never queued", ""))
     finally:
@@ -89,5 +90,6 @@ def test_a_job_whose_worker_is_killed_once_runs_again_in_a_fresh_worker_and_the_
         assert name == "killed_once" and pid != first[1]  # its result, from the fresh worker
         assert fits.result(jobs[2])[0] == "after"
         assert fits.deaths == {jobs[1]: ["killed by SIGKILL (what the out-of-memory killer sends)"]}
+        assert fits.death_note(jobs[1]).endswith("; run again in a fresh worker")
     finally:
         fits.close()
