@@ -78,6 +78,7 @@ from lightning_lossguard.signals.window import Window
 from lightning_lossguard.strategies import any_rank, gather_for, parameter_sharding, sharding_note
 from lightning_lossguard.trainer_settings import (
     accumulation,
+    batches_left,
     default_report_every,
     early_stopping_metrics,
     first_group,
@@ -337,15 +338,15 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
-        self._report_batches = (self.report_every or default_report_every(trainer)) * accumulate
-        planned = planned_steps(trainer)
+        planned = batches_left(trainer, accumulate)
+        self._report_batches = (self.report_every or default_report_every(trainer, planned, accumulate)) * accumulate
         self._budget = CostBudget(
             math.inf if self.budget is None else self.budget,
             self._report_batches,
             adaptive_reports=self.report_every is None,
             accumulate=accumulate,
             min_reports=MIN_REPORTS_UNDER_BUDGET,
-            planned_batches=planned * accumulate if planned else 0,
+            planned_batches=planned or 0,
             # Every rank must sample and report at the same steps: the budget adapts in single-process runs only.
             adapt=trainer.world_size == 1,
         )
@@ -472,8 +473,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             return
         try:
             step = self._global_step(trainer)  # after an optimizer step global_step moves on
-            if batch_idx == 0 and pl_module.automatic_optimization:
-                self._follow_accumulation(trainer)
+            if batch_idx == 0:
+                self._follow_epoch(trainer, pl_module)
             # After a report, the first batch of an accumulation window starts from zeroed gradients: check it.
             # Lightning zeroes them where the batch index within the epoch is a multiple of the accumulation (an
             # epoch's last, partial window steps too): a count of batches across epochs can fall mid-window.
@@ -507,17 +508,23 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             offer(self, self._step_hooks, offered[1])
             self._offered = offered
 
-    def _follow_accumulation(self, trainer: pl.Trainer) -> None:
-        """A ``GradientAccumulationScheduler`` changes the accumulation at epoch starts: Lightning divides the losses
-        by the new factor and zeroes the gradients on the new windows. The report interval stays in batches."""
-        accumulate = max(1, int(trainer.accumulate_grad_batches))
-        if accumulate == self._accumulate or self._recorder is None:
+    def _follow_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """At an epoch start. A ``GradientAccumulationScheduler`` changes the accumulation: Lightning divides the
+        losses by the new factor and zeroes the gradients on the new windows (the report interval stays in
+        batches). A reloaded loader may change the epoch's length: the budget spreads its reports over what is
+        left of the run as it now stands."""
+        if self._recorder is None:
             return
-        self._accumulate = accumulate
-        self._recorder.change_loss_scale(accumulate)
-        if self._budget is not None:
-            self._budget.accumulate = accumulate
-        self._layout = dataclasses.replace(self._layout, settings=run_settings(trainer))
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
+        if pl_module.automatic_optimization and accumulate != self._accumulate:
+            self._accumulate = accumulate
+            self._recorder.change_loss_scale(accumulate)
+            if self._budget is not None:
+                self._budget.accumulate = accumulate
+            self._layout = dataclasses.replace(self._layout, settings=run_settings(trainer))
+        left = batches_left(trainer, self._accumulate)
+        if self._budget is not None and left is not None:
+            self._budget.replan(self._batches + left)
 
     # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
     # they are hidden from Lightning (``hook_dispatch``), and return at once, unwrapped, if called all the same.

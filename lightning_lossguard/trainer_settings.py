@@ -48,6 +48,24 @@ def planned_steps(trainer: pl.Trainer) -> int | None:
     return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
 
 
+def batches_left(trainer: pl.Trainer, accumulate: int) -> int | None:
+    """Training batches left in the fit from the start of the current epoch, when known: this epoch's count for
+    every epoch left, or fewer where ``max_steps`` ends the fit first (at this epoch's ``accumulate``).
+
+    Counted in batches, not from Lightning's ``estimated_stepping_batches`` times the accumulation: a fit starts
+    before a ``GradientAccumulationScheduler`` sets its factor (the estimate then counts one batch a step), and a
+    loader reloaded every epoch (``reload_dataloaders_every_n_epochs``) may change its length."""
+    if planned_steps(trainer) is None:  # infinite, or an iterable without max_steps; also sets the loader up
+        return None
+    ends: list[float] = []
+    if trainer.max_steps != -1:
+        ends.append((trainer.max_steps - trainer.global_step) * accumulate)
+    per_epoch = trainer.num_training_batches
+    if trainer.max_epochs is not None and trainer.max_epochs != -1 and math.isfinite(per_epoch):
+        ends.append(per_epoch * (max(trainer.max_epochs, 1) - trainer.current_epoch))
+    return max(0, int(min(ends))) if ends else None
+
+
 def run_settings(trainer: pl.Trainer) -> RunSettings:
     """What the run already does (optimizers, momentum, clipping, schedulers): remedies must not repeat it."""
     momentum = 0.0
@@ -150,11 +168,11 @@ asks runs of short epochs to lower it (often to 1), and a report per step costs 
 scalars are per step whatever the interval; ``report_every`` sets a shorter one explicitly."""
 
 
-def default_report_every(trainer: pl.Trainer) -> int:
-    """The trainer's ``log_every_n_steps``, shortened for short runs so they are judged often enough, and never
-    below :data:`MIN_REPORT_EVERY`."""
+def default_report_every(trainer: pl.Trainer, planned_batches: int | None, accumulate: int) -> int:
+    """In optimizer steps: the trainer's ``log_every_n_steps``, shortened for a run of ``planned_batches`` that is
+    short so it is judged often enough (its steps counted at the first epoch's ``accumulate``), and never below
+    :data:`MIN_REPORT_EVERY`."""
     every = max(MIN_REPORT_EVERY, int(getattr(trainer, "log_every_n_steps", 50)))
-    planned = planned_steps(trainer)
-    if planned:
-        every = min(every, max(MIN_REPORT_EVERY, planned // MIN_REPORTS))
+    if planned_batches:
+        every = min(every, max(MIN_REPORT_EVERY, planned_batches // max(1, accumulate) // MIN_REPORTS))
     return every

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm
 from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
+from lightning_lossguard.signals.budget import MIN_REPORTS_UNDER_BUDGET
 from tests.conftest import trainer
 
 
@@ -795,6 +796,73 @@ def test_an_accumulation_scheduler_is_followed_epoch_by_epoch(tmp_path: Path) ->
     assert guard.diagnoses == [], [d.one_line() for d in guard.diagnoses]
     recorded = list(guard._diagnostician._train_losses)
     np.testing.assert_allclose(recorded, module.losses[-len(recorded) :], rtol=1e-5)
+
+
+def reports_of(guard: LossGuard) -> list[int]:
+    """The batch count at each of ``guard``'s reports, filled in as the fit runs."""
+    reported: list[int] = []
+    original = guard._report
+
+    def spy(trainer: Any, module: Any) -> Any:
+        reported.append(guard._batches)
+        return original(trainer, module)
+
+    guard._report = spy  # type: ignore[method-assign]
+    return reported
+
+
+def test_a_scheduled_accumulation_keeps_the_reports_a_run_of_its_length_is_owed(tmp_path: Path) -> None:
+    # A fit starts before a GradientAccumulationScheduler sets its factor: Lightning's step estimate counts one batch
+    # a step, and times the scheduler's first factor (4) it made the run 4x longer than it is. The budget spread the
+    # reports a run keeps (MIN_REPORTS_UNDER_BUDGET) over that length: 6 came in all (at 40, 80, 120, 440, 760, 768).
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    x, y = linear_data(4096)  # 128 batches an epoch
+    guard = LossGuard(verbose=False, budget=1e-6)  # over any budget: reports stretch as far as the run allows
+    reported = reports_of(guard)
+    schedule = GradientAccumulationScheduler(scheduling={0: 4, 2: 2, 4: 1})
+    trainer(tmp_path, [guard, schedule], max_epochs=6).fit(TrueLosses(), loader(x, y))
+    assert guard._budget is not None and guard._budget.planned_batches == guard._batches == 6 * 128
+    assert len(reported) >= MIN_REPORTS_UNDER_BUDGET, reported
+
+
+class GrowingSet(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The first ``size`` examples of ``x, y``; :meth:`grow` adds more (an active learner's labelled set)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int) -> None:
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+    def grow(self, by: int) -> None:
+        self.size = min(len(self.x), self.size + by)
+
+
+class GrowingRegressor(Regressor):
+    def __init__(self, data: GrowingSet) -> None:
+        super().__init__(lr=3e-3)
+        self.data = data
+
+    def on_train_epoch_end(self) -> None:
+        self.data.grow(256)
+
+
+def test_a_loader_reloaded_with_more_batches_each_epoch_is_planned_as_it_grows(tmp_path: Path) -> None:
+    # reload_dataloaders_every_n_epochs=1 over a dataset that grows at each epoch's end (8, 16, ... 40 batches): the
+    # run's length read at its start (the first epoch's 8 batches x 5) was a third of the real one. The budget kept
+    # reports every 10 batches (13 in all, two at the last batch), and its over-budget note named a run of 40.
+    x, y = linear_data(1280)
+    data = GrowingSet(x, y, 256)
+    guard = LossGuard(verbose=False, budget=1e-6)
+    reported = reports_of(guard)
+    fit = trainer(tmp_path, [guard], max_epochs=5, reload_dataloaders_every_n_epochs=1)
+    fit.fit(GrowingRegressor(data), DataLoader(data, batch_size=32, shuffle=True))
+    assert guard._budget is not None and guard._budget.planned_batches == guard._batches == 8 + 16 + 24 + 32 + 40
+    assert MIN_REPORTS_UNDER_BUDGET <= len(reported) <= MIN_REPORTS_UNDER_BUDGET + 1, reported
 
 
 def test_weights_that_model_pruning_masks_are_not_dead_gradients(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from lightning_lossguard.detectors.stopped_early import EarlyStop
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection
 from lightning_lossguard.trainer_settings import (
     accumulation,
+    batches_left,
     default_report_every,
     early_stopping_metrics,
     model_selection,
@@ -43,12 +44,42 @@ def test_the_accumulation_of_the_first_epoch_comes_from_a_scheduler_before_it_se
 
 
 def test_the_default_report_interval_follows_log_every_n_steps_but_never_below_10(tmp_path: Path) -> None:
-    def every(**kwargs: object) -> int:
-        trainer = L.Trainer(default_root_dir=tmp_path, logger=False, max_steps=5000, **kwargs)  # type: ignore[arg-type]
-        return default_report_every(trainer)
+    def every(planned_batches: int = 5000, accumulate: int = 1, **kwargs: object) -> int:
+        trainer = L.Trainer(default_root_dir=tmp_path, logger=False, **kwargs)  # type: ignore[arg-type]
+        return default_report_every(trainer, planned_batches, accumulate)
 
     assert every(log_every_n_steps=50) == 50
     assert every(log_every_n_steps=1) == every(log_every_n_steps=5) == 10  # Lightning asks short epochs to lower it
+    # A short run gets MIN_REPORTS reports, its steps counted at the first epoch's accumulation.
+    assert every(planned_batches=600) == 30 and every(planned_batches=2400, accumulate=4) == 30
+    assert every(planned_batches=0) == 50  # unknown length
+
+
+class _BatchesLeft(L.Callback):
+    """``batches_left`` at the fit's start (the scheduler asked) and at each epoch's start (the trainer's factor)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int | None] = []
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.seen.append(batches_left(trainer, accumulation(trainer, module)))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.seen.append(batches_left(trainer, int(trainer.accumulate_grad_batches)))
+
+
+def test_the_batches_left_are_counted_in_batches_whatever_the_accumulation(tmp_path: Path) -> None:
+    # BoringModel: 64 batches an epoch. Lightning's step estimate at the start counts one batch a step (192 here),
+    # before the scheduler sets its factor: times the factor, the run was 4x longer than it is.
+    by_epochs = _BatchesLeft()
+    scheduled = GradientAccumulationScheduler({0: 4, 1: 2})
+    quiet_trainer(tmp_path, [scheduled, by_epochs], max_epochs=3).fit(BoringModel())
+    assert by_epochs.seen == [192, 192, 128, 64]
+    # max_steps ends it first: 20 steps, 16 of 4 batches in the first epoch, then 4 of 2.
+    by_steps = _BatchesLeft()
+    scheduled = GradientAccumulationScheduler({0: 4, 1: 2})
+    quiet_trainer(tmp_path, [scheduled, by_steps], max_steps=20).fit(BoringModel())
+    assert by_steps.seen == [80, 80, 8]
 
 
 class _StepsSeen(L.Callback):

@@ -170,7 +170,7 @@ class CostBudget:
     step_ms: float = math.nan
     reviews: int = 0
     reports: int = 0
-    floor_batches: int = 0  # the longest interval that keeps min_reports in the run (set at the first plan)
+    floor_batches: int = 0  # the longest interval that keeps min_reports in the run (set at a plan; cleared by replan)
     spent_own_us: float = 0.0  # LossGuard's time so far, over the reviewed intervals
     spent_step_us: float = 0.0  # the training batches' time so far (median batch times the batches)
     seen_batches: int = 0
@@ -231,6 +231,13 @@ class CostBudget:
         stretches = (interval, stride) > (self.report_batches, self.stride)
         if (self.own_us > limit_us and stretches) or (self.own_us < limit_us * self.relax_below and not stretches):
             self.report_batches, self.stride = interval, stride
+
+    def replan(self, planned_batches: int) -> None:
+        """The run's length as it now stands (a loader reloaded with another length, an accumulation that changed
+        where ``max_steps`` ends the run): the next plan spreads the reports still owed over what is left."""
+        if planned_batches != self.planned_batches:
+            self.planned_batches = planned_batches
+            self.floor_batches = 0
 
     def _repayment_us(self) -> float:
         """Per batch left in a run of known length, what was spent so far above the budget (0 when under it)."""
@@ -294,7 +301,7 @@ class CostBudget:
     def _report_cap(self) -> int:
         cap = self.base_report_batches * self.max_report_factor
         if self.min_reports > 0 and self.planned_batches > 0:
-            if not self.floor_batches:  # fixed at the first plan: the warm-up's reports count, later ones do not
+            if not self.floor_batches:  # fixed at the first plan (after a replan): reports so far count, later ones not
                 owed = max(1, self.min_reports - self.reports)
                 # Over a share: the last report owed is the one the run's end writes anyway (the callback counts
                 # intervals from the report that changed it), not an in-loop one a few batches before it or on the

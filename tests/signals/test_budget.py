@@ -96,6 +96,20 @@ def test_a_short_run_keeps_its_reports_however_far_over_budget() -> None:
     assert CostBudget(0.01, report_batches=50, min_reports=10, planned_batches=300)._report_cap() == 50
 
 
+def test_a_replanned_run_spreads_the_reports_still_owed_over_what_is_left() -> None:
+    # Planned at 400 batches, the first review fixes the floor at 43 (above). Then the run turns out to be 1,200
+    # batches long (a loader reloaded with more batches): the 9 reports owed now spread over the 1,180 left.
+    budget = CostBudget(0.01, report_batches=20, min_reports=10, planned_batches=400, warmup_reviews=0)
+    over = IntervalCost(20, 20 * 150e-6 + 20 * 500e-6 + 5e-3, STEP_MS, 20 * 500e-6, 20, 5e-3)
+    budget.review(over)
+    assert budget.report_batches == 43
+    budget.replan(400)  # the same length: the floor stays
+    assert budget.floor_batches == 43
+    budget.replan(1200)
+    budget.review(IntervalCost(43, 43 * 2000e-6, STEP_MS))  # 63 batches seen, 2 reports: 8 owed over 1,137
+    assert budget.report_batches == 143 and budget.state()["planned_steps"] == 1200
+
+
 def test_the_first_reviews_only_take_the_stride_every_plan_would_reach() -> None:
     # The first interval pays the run's set-up and the second the first report's layout: not the steady state, so
     # no plan yet. But a 500 µs gradient pass per step cannot fit an 80 µs aim whatever else costs: stride 7 now.
