@@ -510,9 +510,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
 
     def _follow_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """At an epoch start. A ``GradientAccumulationScheduler`` changes the accumulation: Lightning divides the
-        losses by the new factor and zeroes the gradients on the new windows (the report interval stays in
-        batches). A reloaded loader may change the epoch's length: the budget spreads its reports over what is
-        left of the run as it now stands."""
+        losses by the new factor and zeroes the gradients on the new windows, and the report interval keeps its
+        optimizer steps (an epoch starts a window: counted from here, reports end one). A reloaded loader may
+        change the epoch's length: the budget spreads its reports over what is left of the run as it now stands."""
         if self._recorder is None:
             return
         accumulate = max(1, int(trainer.accumulate_grad_batches))
@@ -520,7 +520,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             self._accumulate = accumulate
             self._recorder.change_loss_scale(accumulate)
             if self._budget is not None:
-                self._budget.accumulate = accumulate
+                self._budget.change_accumulation(accumulate)
+                self._report_batches, self._report_anchor = self._budget.report_batches, self._batches
+                self._tripwire_every = self._budget.base_report_batches if self._budget.stretched else 0
             self._layout = dataclasses.replace(self._layout, settings=run_settings(trainer))
         left = batches_left(trainer, self._accumulate)
         if self._budget is not None and left is not None:

@@ -826,6 +826,20 @@ def test_a_scheduled_accumulation_keeps_the_reports_a_run_of_its_length_is_owed(
     assert len(reported) >= MIN_REPORTS_UNDER_BUDGET, reported
 
 
+def test_a_report_interval_keeps_its_optimizer_steps_when_the_accumulation_changes(tmp_path: Path) -> None:
+    # 8, then 4, then 1 batch a step, as Lightning's own example schedules it: the default interval of 10 steps was
+    # 80 batches at the start and stayed 80 batches, 80 steps by the last epochs (5 reports in the run, not 17).
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    x, y = linear_data(2048)  # 64 batches an epoch
+    guard = LossGuard(verbose=False, budget=None)  # no budget: the intervals are the default's, not adapted
+    reported = reports_of(guard)
+    schedule = GradientAccumulationScheduler(scheduling={0: 8, 2: 4, 4: 1})
+    trainer(tmp_path, [guard, schedule], max_epochs=6).fit(TrueLosses(), loader(x, y))
+    # Each change counts from its epoch's start (a window's start): 10 steps of 4 from batch 128, of 1 from 256.
+    assert reported == [80, 168, 208, 248, *range(266, 384, 10), 384], reported
+
+
 class GrowingSet(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """The first ``size`` examples of ``x, y``; :meth:`grow` adds more (an active learner's labelled set)."""
 

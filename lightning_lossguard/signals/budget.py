@@ -232,6 +232,14 @@ class CostBudget:
         if (self.own_us > limit_us and stretches) or (self.own_us < limit_us * self.relax_below and not stretches):
             self.report_batches, self.stride = interval, stride
 
+    def change_accumulation(self, accumulate: int) -> None:
+        """A new accumulation (a ``GradientAccumulationScheduler`` at an epoch start): the report intervals keep
+        their optimizer steps, so that reports still end a window and a run still gets the reports it is owed."""
+        steps = self.report_batches // self.accumulate, self.base_report_batches // self.accumulate
+        self.report_batches, self.base_report_batches = (max(1, n) * accumulate for n in steps)
+        self.accumulate = accumulate
+        self.floor_batches = 0
+
     def replan(self, planned_batches: int) -> None:
         """The run's length as it now stands (a loader reloaded with another length, an accumulation that changed
         where ``max_steps`` ends the run): the next plan spreads the reports still owed over what is left."""

@@ -110,6 +110,16 @@ def test_a_replanned_run_spreads_the_reports_still_owed_over_what_is_left() -> N
     assert budget.report_batches == 143 and budget.state()["planned_steps"] == 1200
 
 
+def test_a_new_accumulation_keeps_the_intervals_optimizer_steps() -> None:
+    # 8 batches a step, then 1 (a GradientAccumulationScheduler): 10 steps were 80 batches and are now 10; a
+    # stretched interval of 20 steps stays 20 steps, and stays stretched.
+    budget = CostBudget(0.01, report_batches=80, accumulate=8, min_reports=10, planned_batches=400)
+    budget.report_batches, budget.floor_batches = 160, 160
+    budget.change_accumulation(1)
+    assert (budget.base_report_batches, budget.report_batches, budget.accumulate) == (10, 20, 1)
+    assert budget.stretched and budget.floor_batches == 0  # the floor is counted again at the next plan
+
+
 def test_the_first_reviews_only_take_the_stride_every_plan_would_reach() -> None:
     # The first interval pays the run's set-up and the second the first report's layout: not the steady state, so
     # no plan yet. But a 500 µs gradient pass per step cannot fit an 80 µs aim whatever else costs: stride 7 now.
