@@ -521,8 +521,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             self._recorder.change_loss_scale(accumulate)
             if self._budget is not None:
                 self._budget.change_accumulation(accumulate)
-                self._report_batches, self._report_anchor = self._budget.report_batches, self._batches
-                self._tripwire_every = self._budget.base_report_batches if self._budget.stretched else 0
+                self._take_budget_interval(self._budget)
             self._layout = dataclasses.replace(self._layout, settings=run_settings(trainer))
         left = batches_left(trainer, self._accumulate)
         if self._budget is not None and left is not None:
@@ -903,16 +902,20 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         step = window.phase_ms.get("step")
         cost = self._meter.take(batches, median(step) if step is not None else math.nan, len(window.optimizer_steps))
         self._budget.review(cost)
-        if self._budget.report_batches != self._report_batches:
-            # Counted from here: on the old grid the next report could come a few batches from now.
-            self._report_batches, self._report_anchor = self._budget.report_batches, self._batches
-        self._tripwire_every = self._budget.base_report_batches if self._budget.stretched else 0
+        self._take_budget_interval(self._budget)
         if not math.isfinite(self._budget.share):
             return {}
         return {
             "lossguard/cost/share": ([window.last_step], [self._budget.share]),
             "lossguard/cost/gradient_stride": ([window.last_step], [float(self._budget.stride)]),
         }
+
+    def _take_budget_interval(self, budget: CostBudget) -> None:
+        """The budget's report interval, and a NaN check at each default interval while it is stretched."""
+        if budget.report_batches != self._report_batches:
+            # Counted from here: on the old grid the next report could come a few batches from now.
+            self._report_batches, self._report_anchor = budget.report_batches, self._batches
+        self._tripwire_every = budget.base_report_batches if budget.stretched else 0
 
     def _log_signals(self, window: Window, extra: Series) -> None:
         if self._loggers is not None:

@@ -52,6 +52,19 @@ def trainer(
     return (pytorch_lightning.Trainer if standalone else L.Trainer)(**args)
 
 
+def reports_of(guard: LossGuard) -> list[int]:
+    """The batch count at each of ``guard``'s reports, filled in as the fit runs."""
+    reported: list[int] = []
+    original = guard._report
+
+    def spy(trainer: Any, module: Any) -> Any:
+        reported.append(guard._batches)
+        return original(trainer, module)
+
+    guard._report = spy  # type: ignore[method-assign]
+    return reported
+
+
 def events(log_dir: str | Path) -> EventAccumulator:
     accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0, "histograms": 0})
     accumulator.Reload()

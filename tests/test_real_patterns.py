@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm
 from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
 from lightning_lossguard.signals.budget import MIN_REPORTS_UNDER_BUDGET
-from tests.conftest import trainer
+from tests.conftest import reports_of, trainer
 
 
 def alarms(guard: LossGuard) -> list[Diagnosis]:
@@ -796,19 +796,6 @@ def test_an_accumulation_scheduler_is_followed_epoch_by_epoch(tmp_path: Path) ->
     assert guard.diagnoses == [], [d.one_line() for d in guard.diagnoses]
     recorded = list(guard._diagnostician._train_losses)
     np.testing.assert_allclose(recorded, module.losses[-len(recorded) :], rtol=1e-5)
-
-
-def reports_of(guard: LossGuard) -> list[int]:
-    """The batch count at each of ``guard``'s reports, filled in as the fit runs."""
-    reported: list[int] = []
-    original = guard._report
-
-    def spy(trainer: Any, module: Any) -> Any:
-        reported.append(guard._batches)
-        return original(trainer, module)
-
-    guard._report = spy  # type: ignore[method-assign]
-    return reported
 
 
 def test_a_scheduled_accumulation_keeps_the_reports_a_run_of_its_length_is_owed(tmp_path: Path) -> None:

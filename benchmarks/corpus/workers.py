@@ -136,8 +136,11 @@ class Fits(Generic[JobT, ResultT]):
 
     def death_note(self, job: JobT) -> str:
         """How the job's workers died, and what became of the job: run again in a fresh worker, or given up."""
-        hows = self.deaths.get(job, [])
-        return "; then ".join(hows) + ("; run again in a fresh worker" if len(hows) < self.ATTEMPTS else "; given up")
+        given_up = len(self.deaths.get(job, [])) >= self.ATTEMPTS
+        return self._how_they_died(job) + ("; given up" if given_up else "; run again in a fresh worker")
+
+    def _how_they_died(self, job: JobT) -> str:
+        return "; then ".join(self.deaths.get(job, []))
 
     def add_workers(self, count: int) -> None:
         """Start ``count`` more worker processes on the queue (none once it is empty: closing empties it)."""
@@ -196,7 +199,7 @@ class Fits(Generic[JobT, ResultT]):
                         self._end(worker)
                         worker = self._start_worker()
                 else:
-                    outcome = (True, self._died(job, "; then ".join(self.deaths[job])))
+                    outcome = (True, self._died(job, self._how_they_died(job)))
                 with self._changed:
                     self._done[job] = outcome
                     self._changed.notify_all()

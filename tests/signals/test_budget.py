@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import MethodType
-from typing import Any
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from benchmarks.fault_zoo.scenarios import build
 from lightning_lossguard import LossGuard
 from lightning_lossguard.signals.budget import CostBudget, CostMeter, IntervalCost
 from lightning_lossguard.signals.recorder import SignalRecorder
-from tests.conftest import events, trainer
+from tests.conftest import events, reports_of, trainer
 
 STEP_MS = 10.0  # every interval below: 100 batches of 10 ms; a 1% budget is 100 µs per batch
 
@@ -270,15 +268,8 @@ def test_without_a_budget_every_step_is_measured_and_the_report_says_so(tmp_path
 
 def test_a_stretched_interval_counts_from_the_report_that_stretched_it(tmp_path: Path) -> None:
     run = build("adam_regression")
-    reported: list[int] = []
-    original = LossGuard._report
-
-    def spy(self: LossGuard, trainer: Any, module: Any) -> Any:
-        reported.append(self._batches)
-        return original(self, trainer, module)
-
     guard = LossGuard(budget=1e-6, verbose=False)  # over budget from the start: the interval goes to its limit
-    guard._report = MethodType(spy, guard)  # type: ignore[method-assign]
+    reported = reports_of(guard)
     trainer(tmp_path, [guard], max_steps=400, log_every_n_steps=50).fit(run.module, run.train)
     # 20 batches a report by default (400 / 20), stretched after the warm-up (reports at 20, 40, 60) so that the 10
     # reports the run keeps include the one at its end: 340 batches / 7 = 49 each, counted from batch 60 (on the old
