@@ -78,6 +78,7 @@ from lightning_lossguard.signals.window import Window
 from lightning_lossguard.strategies import any_rank, gather_for, parameter_sharding, sharding_note
 from lightning_lossguard.trainer_settings import (
     accumulation,
+    batches_done_in_epoch,
     batches_left,
     default_report_every,
     early_stopping_metrics,
@@ -279,6 +280,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._broken = False
         self._losses_seen = 0
         self._automatic = True  # automatic optimization: a batch without a loss is one Lightning skipped
+        self._start_step = 0  # global_step when the fit started: the steps its batches took (manual optimization)
         self._gradient_rows = 0
         self._console = ConsoleReporter(enabled=self.verbose)
         self._loggers: LoggerReporter | None = None
@@ -334,6 +336,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
         self._automatic = pl_module.automatic_optimization
+        self._start_step = trainer.global_step
         accumulate = accumulation(trainer, pl_module)
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
@@ -523,8 +526,18 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 self._budget.change_accumulation(accumulate)
                 self._take_budget_interval(self._budget)
             self._layout = dataclasses.replace(self._layout, settings=run_settings(trainer))
-        left = batches_left(trainer, self._accumulate)
-        if self._budget is not None and left is not None:
+        self._replan(trainer, 0)
+
+    def _replan(self, trainer: pl.Trainer, done_in_epoch: int | None) -> None:
+        """Hand the budget the run's length as it now stands. In manual optimization ``max_steps`` ends the run
+        after as many batches as its optimizers' steps allow: the steps a batch takes are measured as it goes."""
+        if done_in_epoch is None or self._budget is None:
+            return
+        steps_per_batch = None
+        if not self._automatic and self._batches > 0:
+            steps_per_batch = (trainer.global_step - self._start_step) / self._batches or None
+        left = batches_left(trainer, self._accumulate, done_in_epoch, steps_per_batch)
+        if left is not None:
             self._budget.replan(self._batches + left)
 
     # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
@@ -844,6 +857,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             window.device_allocated_mb = device_allocated_mb(self._device)
             if self._unstepped:
                 window.unstepped = self._unstepped.read(trainer.optimizers)
+            if not self._automatic:  # its steps a batch are known better at each report
+                self._replan(trainer, batches_done_in_epoch(trainer))
             cost = self._review_cost(batches, window)
             if self._follow_pruning:
                 self._mark_pruned(module)

@@ -48,22 +48,39 @@ def planned_steps(trainer: pl.Trainer) -> int | None:
     return int(total) if isinstance(total, (int, float)) and math.isfinite(total) else None
 
 
-def batches_left(trainer: pl.Trainer, accumulate: int) -> int | None:
-    """Training batches left in the fit from the start of the current epoch, when known: this epoch's count for
-    every epoch left, or fewer where ``max_steps`` ends the fit first (at this epoch's ``accumulate``).
+def batches_left(
+    trainer: pl.Trainer, accumulate: int, done_in_epoch: int = 0, steps_per_batch: float | None = None
+) -> int | None:
+    """Training batches left in the fit, when known, after ``done_in_epoch`` of this epoch's: this epoch's count for
+    every epoch left, or fewer where ``max_steps`` ends the fit first.
 
     Counted in batches, not from Lightning's ``estimated_stepping_batches`` times the accumulation: a fit starts
     before a ``GradientAccumulationScheduler`` sets its factor (the estimate then counts one batch a step), and a
-    loader reloaded every epoch (``reload_dataloaders_every_n_epochs``) may change its length."""
+    loader reloaded every epoch (``reload_dataloaders_every_n_epochs``) may change its length. ``max_steps`` counts
+    ``global_step``, one per ``accumulate`` batches in automatic optimization; in manual optimization every
+    optimizer's step counts (a GAN's two make 2 a batch): ``steps_per_batch`` as measured so far, and until then
+    each optimizer is taken to step once a batch."""
     if planned_steps(trainer) is None:  # infinite, or an iterable without max_steps; also sets the loader up
         return None
     ends: list[float] = []
     if trainer.max_steps != -1:
-        ends.append((trainer.max_steps - trainer.global_step) * accumulate)
+        steps = trainer.max_steps - trainer.global_step
+        if getattr(trainer.lightning_module, "automatic_optimization", True):
+            ends.append(steps * accumulate)
+        else:  # the fit stops at the first batch that takes global_step to max_steps
+            ends.append(math.ceil(steps / (steps_per_batch or max(1, len(trainer.optimizers)))))
     per_epoch = trainer.num_training_batches
     if trainer.max_epochs is not None and trainer.max_epochs != -1 and math.isfinite(per_epoch):
-        ends.append(per_epoch * (max(trainer.max_epochs, 1) - trainer.current_epoch))
+        ends.append(per_epoch * (max(trainer.max_epochs, 1) - trainer.current_epoch) - done_in_epoch)
     return max(0, int(min(ends))) if ends else None
+
+
+def batches_done_in_epoch(trainer: pl.Trainer) -> int | None:
+    """This epoch's training batches so far, the one under way included (None where the loop cannot be read)."""
+    try:
+        return int(trainer.fit_loop.epoch_loop.batch_idx) + 1
+    except (AttributeError, TypeError):
+        return None
 
 
 def run_settings(trainer: pl.Trainer) -> RunSettings:

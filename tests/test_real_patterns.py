@@ -769,6 +769,23 @@ def test_manual_optimization_that_never_zeroes_an_optimizers_gradients_is_caught
         assert "optimizer 0 (SGD)" in found.message, found.message
 
 
+@pytest.mark.parametrize(("clearing", "max_steps"), [("before_backward", 800), ("accumulate", 500)])
+def test_manual_optimization_with_max_steps_is_planned_at_the_steps_its_batches_take(
+    tmp_path: Path, clearing: str, max_steps: int
+) -> None:
+    # global_step counts every optimizer's step: two optimizers stepping each batch end max_steps=800 at batch 400,
+    # and one stepping every 4th batch beside one stepping each (a WGAN's generator and critic) end 500 at batch 400
+    # too. The budget planned max_steps batches (800; 500) and spread the reports a run keeps over them: 8 came in
+    # the 400 batches (at 10, 20, 30, 110, ..., 350, 400), 9 in the other.
+    x, y = linear_data(16384)  # 512 batches an epoch: the fit ends inside its first
+    guard = LossGuard(verbose=False, budget=1e-6)  # over any budget: reports stretch as far as the run allows
+    reported = reports_of(guard)
+    trainer(tmp_path, [guard], max_steps=max_steps).fit(TwoOptimizers(clearing), loader(x, y))
+    assert guard._batches == 400
+    assert guard._budget is not None and guard._budget.planned_batches == 400
+    assert MIN_REPORTS_UNDER_BUDGET <= len(reported) <= MIN_REPORTS_UNDER_BUDGET + 1, reported
+
+
 class TrueLosses(Regressor):
     """Keeps every batch's loss as training_step computed it (a host read per step: a test's own check)."""
 

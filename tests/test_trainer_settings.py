@@ -17,6 +17,7 @@ from lightning_lossguard.detectors.stopped_early import EarlyStop
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection
 from lightning_lossguard.trainer_settings import (
     accumulation,
+    batches_done_in_epoch,
     batches_left,
     default_report_every,
     early_stopping_metrics,
@@ -120,6 +121,33 @@ def test_the_step_counter_reads_the_global_step_in_automatic_and_manual_optimiza
         quiet_trainer(tmp_path, [seen], logger=False, max_steps=12, accumulate_grad_batches=accumulate).fit(model)
         assert seen.seen and all(counter == step for counter, step in seen.seen)
         assert len({step for _, step in seen.seen}) > 4  # it moved: accumulation's lag and two steps a batch
+
+
+class _LeftInManual(L.Callback):
+    """``batches_left`` at the fit's start, and after the 10th batch as guessed and at 1.25 steps a batch."""
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.at_start = batches_left(trainer, 1)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if trainer.current_epoch == 0 and trainer.fit_loop.epoch_loop.batch_idx == 9:
+            done = batches_done_in_epoch(trainer)
+            assert done is not None
+            self.after_ten = done, batches_left(trainer, 1, done), batches_left(trainer, 1, done, 1.25)
+
+
+def test_the_batches_left_in_manual_optimization_count_every_optimizers_steps(tmp_path: Path) -> None:
+    # Two optimizers: global_step moves 2 a batch, so max_steps=100 ends the fit at batch 50 (not 100).
+    by_steps = _LeftInManual()
+    quiet_trainer(tmp_path, [by_steps], logger=False, max_steps=100).fit(_TwoSteps())
+    assert by_steps.at_start == 50
+    # After 10 batches (20 steps): 40 more at 2 steps a batch; 64 at a measured 1.25 (a critic stepping each batch,
+    # a generator every 4th).
+    assert by_steps.after_ten == (10, 40, 64)
+    # By epochs (64 batches each), the batches done in this one are left out; the steps a batch take play no part.
+    by_epochs = _LeftInManual()
+    quiet_trainer(tmp_path, [by_epochs], logger=False, max_epochs=2).fit(_TwoSteps())
+    assert by_epochs.at_start == 128 and by_epochs.after_ten == (10, 118, 118)
 
 
 def test_without_lightnings_loops_there_is_no_step_counter() -> None:
