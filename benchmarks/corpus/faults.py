@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -82,7 +83,8 @@ def planned_batches(run: Run) -> int:
     steps = run.trainer.get("max_steps", -1)
     if steps and steps > 0:
         return int(steps) * accumulate
-    return len(run.train) * int(run.trainer.get("max_epochs", 1))
+    train = run.train.train_dataloader() if isinstance(run.train, L.LightningDataModule) else run.train
+    return len(train) * int(run.trainer.get("max_epochs", 1))  # a BatchSizeFinder's runs: at the initial size
 
 
 # -- learning rate ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class Run:
     """
 
     module: L.LightningModule
-    train: DataLoader[Any]
+    train: DataLoader[Any] | L.LightningDataModule  # a data module brings its own validation loader
     val: DataLoader[Any] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
 

@@ -126,14 +126,16 @@ def trainer_for(run: Run, root: str, name: str, callbacks: list[Callback]) -> An
     (``import pytorch_lightning as pl``) needs that package's Trainer and logger."""
     if isinstance(run.module, pytorch_lightning.LightningModule):
         logger = pytorch_lightning.loggers.TensorBoardLogger(root, name=name)
-        return pytorch_lightning.Trainer(**trainer_args(run, logger, callbacks))
-    return L.Trainer(**trainer_args(run, TensorBoardLogger(root, name=name), callbacks))
+        return pytorch_lightning.Trainer(**trainer_args(run, logger, callbacks, root))
+    return L.Trainer(**trainer_args(run, TensorBoardLogger(root, name=name), callbacks, root))
 
 
-def trainer_args(run: Run, logger: Any, callbacks: list[Callback]) -> dict[str, Any]:
-    """Lightning's defaults as a new user gets them, minus the progress bar, model summary and checkpoints."""
+def trainer_args(run: Run, logger: Any, callbacks: list[Callback], root: str) -> dict[str, Any]:
+    """Lightning's defaults as a new user gets them, minus the progress bar, model summary and checkpoints. The
+    root folder takes what Lightning writes beside the logs (a learning-rate or batch-size finder's checkpoint)."""
     extra = list(run.trainer.get("callbacks", []))
     return {
+        "default_root_dir": root,
         "accelerator": "cpu",
         "devices": 1,
         "logger": logger,
