@@ -859,6 +859,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 window.unstepped = self._unstepped.read(trainer.optimizers)
             if not self._automatic:  # its steps a batch are known better at each report
                 self._replan(trainer, batches_done_in_epoch(trainer))
+            planned = self._budget.planned_batches if self._budget is not None else 0
+            window.batches_left = max(0, planned - self._batches) if planned else None
             cost = self._review_cost(batches, window)
             if self._follow_pruning:
                 self._mark_pruned(module)

@@ -150,6 +150,7 @@ class Diagnostician:
         self._update_ratio = math.nan  # the latest update/weight ratio sampled (median over the model's weights)
         self.settings = RunSettings()
         self.steps_judged = 0
+        self.batches_judged = 0  # training batches with a loss, over every fit of this record
         divergence = self._thresholds["loss_divergence"]
         self.rank_attribution = RankAttribution(divergence.rise, divergence.block, divergence.start_blocks)  # type: ignore[attr-defined]
         # The terms a step logs but does not hand over, once their weighted sum is found to be the loss.
@@ -171,6 +172,7 @@ class Diagnostician:
         """Run every enabled detector over one window; return the new diagnoses."""
         found: list[Diagnosis] = []
         self.steps_judged += len(window.optimizer_steps) or len(window.batch_steps)
+        self.batches_judged += len(window.batch_steps)
         finite_losses = window.loss[np.isfinite(window.loss)].tolist()
         self._train_losses.extend(finite_losses)
         self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
@@ -294,7 +296,9 @@ class Diagnostician:
         if oscillation := self._on(LossOscillation):
             found += oscillation.update(batches, window.loss, window.learning_rate)
         if plateau := self._on(LossPlateau):
-            planned = layout.total_steps * layout.settings.accumulate if layout.total_steps else None
+            # The run's length in batches as the callback counts it now (a scheduled accumulation, a reloaded loader
+            # and several optimizers' steps under max_steps make Lightning's step estimate another number).
+            planned = self.batches_judged + window.batches_left if window.batches_left is not None else None
             found += plateau.update(
                 batches,
                 window.loss,
@@ -646,6 +650,7 @@ class Diagnostician:
             "train_losses": list(self._train_losses),
             "early_losses": list(self._early_losses),
             "steps_judged": self.steps_judged,
+            "batches_judged": self.batches_judged,
             "rank_attribution": self.rank_attribution.state_dict(),
             "term_levels": self.term_levels.state_dict(),
             "logged_terms": self.logged_terms.state_dict(),
@@ -669,6 +674,7 @@ class Diagnostician:
         self._train_losses = deque(state.get("train_losses", []), maxlen=50)
         self._early_losses = list(state.get("early_losses", []))
         self.steps_judged = int(state.get("steps_judged", 0))
+        self.batches_judged = int(state.get("batches_judged", 0))
         self.rank_attribution.load_state_dict(state.get("rank_attribution", {}))
         self.term_levels.load_state_dict(state.get("term_levels", {}))
         self.logged_terms.load_state_dict(state.get("logged_terms", {}))

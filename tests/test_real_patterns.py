@@ -786,6 +786,45 @@ def test_manual_optimization_with_max_steps_is_planned_at_the_steps_its_batches_
     assert MIN_REPORTS_UNDER_BUDGET <= len(reported) <= MIN_REPORTS_UNDER_BUDGET + 1, reported
 
 
+class HeadPerOptimizer(L.LightningModule):
+    """Manual optimization of ``heads`` heads on one encoder, each head with its own optimizer stepping every batch
+    (a multi-critic or multi-discriminator setup); the returned loss is the heads' mean."""
+
+    def __init__(self, heads: int, lr: float) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.encoder = nn.Sequential(nn.Linear(8, 16), nn.Tanh())
+        self.heads = nn.ModuleList(nn.Linear(16, 1) for _ in range(heads))
+        self.lr = lr
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        losses = []
+        for head, optimizer in zip(self.heads, self.optimizers(), strict=True):  # type: ignore[arg-type]
+            loss = F.mse_loss(head(self.encoder(x)), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses).mean()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD([*self.encoder.parameters(), *head.parameters()], lr=self.lr) for head in self.heads]
+
+
+def test_a_loss_stuck_under_four_optimizers_and_max_steps_is_judged_a_plateau_in_time(tmp_path: Path) -> None:
+    # loss_plateau waits for a share of the planned run (a slow warm-up is not a plateau). It was planned from
+    # Lightning's step estimate, max_steps: under four optimizers' steps a batch, 4x the 400 batches the fit runs,
+    # so its share (0.3 x 1,600) came after the run's end and the plateau was never judged, without a word.
+    torch.manual_seed(0)
+    x, y = linear_data(16384)  # 512 batches an epoch: the fit ends inside its first
+    guard = LossGuard(verbose=False, budget=None)
+    trainer(tmp_path, [guard], max_steps=1600).fit(HeadPerOptimizer(4, lr=1e-9), loader(x, y))
+    assert guard._batches == 400
+    [plateau] = [d for d in guard.diagnoses if d.code == "loss_plateau"]
+    assert plateau.step <= 4 * 200, plateau.one_line()  # judged in the run's first half, as one optimizer's run is
+
+
 class TrueLosses(Regressor):
     """Keeps every batch's loss as training_step computed it (a host read per step: a test's own check)."""
 
@@ -828,6 +867,30 @@ def test_a_scheduled_accumulation_keeps_the_reports_a_run_of_its_length_is_owed(
     trainer(tmp_path, [guard, schedule], max_epochs=6).fit(TrueLosses(), loader(x, y))
     assert guard._budget is not None and guard._budget.planned_batches == guard._batches == 6 * 128
     assert len(reported) >= MIN_REPORTS_UNDER_BUDGET, reported
+
+
+def test_loss_plateau_is_told_the_run_length_in_batches_under_a_scheduled_accumulation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was Lightning's step estimate (192: the fit starts before the scheduler's first factor, 4, is set) times the
+    # epoch's factor: 768 batches while the factor was 4, then 384, then 192, so a plateau's share of the run (a slow
+    # warm-up is not a plateau) shrank as the accumulation fell.
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    from lightning_lossguard.detectors import LossPlateau
+
+    told: list[int | None] = []
+    update = LossPlateau.update
+
+    def spy(self: LossPlateau, steps: Any, losses: Any, total_steps: int | None = None, *args: Any, **kw: Any) -> Any:
+        told.append(total_steps)
+        return update(self, steps, losses, total_steps, *args, **kw)
+
+    monkeypatch.setattr(LossPlateau, "update", spy)
+    x, y = linear_data(4096)  # 128 batches an epoch
+    schedule = GradientAccumulationScheduler(scheduling={0: 4, 2: 2, 4: 1})
+    trainer(tmp_path, [LossGuard(verbose=False), schedule], max_epochs=6).fit(TrueLosses(), loader(x, y))
+    assert told and set(told) == {6 * 128}, sorted(set(told))
 
 
 def test_a_report_interval_keeps_its_optimizer_steps_when_the_accumulation_changes(tmp_path: Path) -> None:

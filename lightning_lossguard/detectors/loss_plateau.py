@@ -180,7 +180,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         """Add one window of batch losses.
 
         Args:
-            total_steps: planned training batches (None when unknown).
+            total_steps: the run's planned training batches, over every fit of the record (None when unknown).
             update_ratio: the latest median update/weight ratio (NaN when not measured).
             learning_rate: the current learning rate, quoted in the message.
             trainable_share: the share of the model's parameter elements being trained (NaN when unknown).

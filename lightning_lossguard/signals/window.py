@@ -46,6 +46,7 @@ class Window:
     allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds (NaN: not read)
     device_allocated_mb: float | None = None
     unstepped: list[Unstepped] = field(default_factory=list)  # in no optimizer, with a gradient, unmoved
+    batches_left: int | None = None  # training batches the fit is planned to run after this window (None: unknown)
     ranks: int = 1
     rank_loss: np.ndarray | None = None  # [ranks, batches] aligned with batch_steps (distributed runs)
     rank_phase_ms: dict[str, np.ndarray] = field(default_factory=dict)  # [ranks, batches] per phase, timing_steps
