@@ -249,6 +249,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._forward: ForwardHooks | None = None
         self._logging: LoggingCalls | None = None
         self._forward_seen = False  # a hooked forward call happened in this fit (kept after the hooks are removed)
+        self._backward_seen = False  # a backward ran through Lightning on a timed batch (the loss's time is measured)
         self._order: ExecutionOrder | None = None
         self._compiled_steps = False  # Lightning compiled the module's steps: no module hooks (they would be traced)
         self._graph_roots: list[Any] = []
@@ -554,6 +555,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
     def _before_backward(self, loss: torch.Tensor) -> None:
         if self._recorder is None or self._broken:
             return
+        self._backward_seen = True
         try:
             if self._order is not None and loss.grad_fn is not None:
                 self._graph_roots.append(loss.grad_fn)  # first batch only: read once the batch is over
@@ -1047,6 +1049,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         notes = self._diagnostician.unjudged(
             self._layout,
             timed_forward=self._forward_seen,
+            timed_backward=self._backward_seen,
             unhooked_because=self._unhooked_forward_reason(),
             gradients_watched=not self.coverage.missing("gradients"),
             budget=(self._budget.budget, self._budget.stride) if self._budget is not None else None,

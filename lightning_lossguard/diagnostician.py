@@ -487,11 +487,14 @@ class Diagnostician:
         gradients_watched: bool = True,
         budget: tuple[float, int] | None = None,
         unhooked_because: str = "",
+        timed_backward: bool = True,
     ) -> list[str]:
         """Plain notes on what could not be judged: runs too short, signals that never arrived. Without watched
         gradients (``gradients_watched`` False: a coverage gap says why) the gradient codes are not "too short".
         ``timed_forward``: a hooked forward call was seen in a training batch; ``unhooked_because``: why the forward
-        was not hooked at all ("": it was), which says why the loss time is missing.
+        was not hooked at all ("": it was), which says why the loss time is missing. ``timed_backward``: a backward
+        ran through Lightning on a timed batch (where the loss's time ends); without one, expensive_loss is not
+        "too short" either.
         ``budget`` (its share, the stride it chose): past a stride of 1, the run's length is not the only reason."""
         notes: list[str] = []
         broken = self.broken_by
@@ -509,6 +512,8 @@ class Diagnostician:
         reported = {d.code for d in self.diagnoses}
         for code, detector in self.detectors.items():
             if code in reported or (code in gradient_codes and (not layout.param_names or not gradients_watched)):
+                continue
+            if code == ExpensiveLoss.code and not timed_backward:
                 continue
             reason = detector.unjudged()
             if reason:
@@ -538,7 +543,13 @@ class Diagnostician:
                     if reason:
                         notes.append(f"val_loss_rising for '{name}' not judged: {reason}.")
         expensive = self._on(ExpensiveLoss)
-        if expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_forward:
+        if expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_backward:
+            notes.append(
+                "No backward ran through Lightning (manual optimization whose step writes the gradients itself, "
+                "without self.manual_backward, as per-example gradients from torch.func do): the loss's time was not "
+                "measured, and expensive_loss was not judged."
+            )
+        elif expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_forward:
             why = unhooked_because or "the model's forward was not called from training_step"
             notes.append(
                 f"The loss time could not be separated from the forward pass ({why}): expensive_loss needs "

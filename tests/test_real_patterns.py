@@ -825,6 +825,38 @@ def test_a_loss_stuck_under_four_optimizers_and_max_steps_is_judged_a_plateau_in
     assert plateau.step <= 4 * 200, plateau.one_line()  # judged in the run's first half, as one optimizer's run is
 
 
+class GradientsWrittenByHand(L.LightningModule):
+    """Manual optimization whose step computes the gradients with ``torch.autograd.grad`` and writes ``p.grad``
+    itself, as DP-SGD code does with per-example gradients: no ``manual_backward``, so no backward hook runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.mse_loss(self.net(x), y)
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        for p, g in zip(self.net.parameters(), torch.autograd.grad(loss, list(self.net.parameters())), strict=True):
+            p.grad = g
+        optimizer.step()
+        return loss.detach()
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_a_step_that_writes_its_gradients_itself_is_told_why_the_loss_time_is_missing(tmp_path: Path) -> None:
+    # It was "Run too short to judge: expensive_loss (needs 50 batches with a measured loss time, saw 0)" after 300
+    # batches: no backward ran through Lightning, so the loss's time never ended, however long the run.
+    guard = fit(tmp_path, GradientsWrittenByHand(), loader(*linear_data()), max_steps=300)
+    assert any(note.startswith("No backward ran through Lightning") for note in guard.notes), guard.notes
+    assert not any("expensive_loss (needs" in note for note in guard.notes), guard.notes
+    assert alarms(guard) == [], [d.one_line() for d in alarms(guard)]  # it learns: nothing else changes
+
+
 class TrueLosses(Regressor):
     """Keeps every batch's loss as training_step computed it (a host read per step: a test's own check)."""
 
