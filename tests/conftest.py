@@ -65,6 +65,21 @@ def reports_of(guard: LossGuard) -> list[int]:
     return reported
 
 
+def plateau_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The run length ``loss_plateau`` is told at each report from here on, filled in as fits run."""
+    from lightning_lossguard.detectors import LossPlateau
+
+    told: list[int | None] = []
+    update = LossPlateau.update
+
+    def spy(self: LossPlateau, steps: Any, losses: Any, total_steps: int | None = None, *args: Any, **kw: Any) -> Any:
+        told.append(total_steps)
+        return update(self, steps, losses, total_steps, *args, **kw)
+
+    monkeypatch.setattr(LossPlateau, "update", spy)
+    return told
+
+
 def events(log_dir: str | Path) -> EventAccumulator:
     accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0, "histograms": 0})
     accumulator.Reload()

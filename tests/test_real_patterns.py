@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm
 from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
 from lightning_lossguard.signals.budget import MIN_REPORTS_UNDER_BUDGET
-from tests.conftest import reports_of, trainer
+from tests.conftest import plateau_lengths, reports_of, trainer
 
 
 def alarms(guard: LossGuard) -> list[Diagnosis]:
@@ -909,16 +909,7 @@ def test_loss_plateau_is_told_the_run_length_in_batches_under_a_scheduled_accumu
     # warm-up is not a plateau) shrank as the accumulation fell.
     from lightning.pytorch.callbacks import GradientAccumulationScheduler
 
-    from lightning_lossguard.detectors import LossPlateau
-
-    told: list[int | None] = []
-    update = LossPlateau.update
-
-    def spy(self: LossPlateau, steps: Any, losses: Any, total_steps: int | None = None, *args: Any, **kw: Any) -> Any:
-        told.append(total_steps)
-        return update(self, steps, losses, total_steps, *args, **kw)
-
-    monkeypatch.setattr(LossPlateau, "update", spy)
+    told = plateau_lengths(monkeypatch)
     x, y = linear_data(4096)  # 128 batches an epoch
     schedule = GradientAccumulationScheduler(scheduling={0: 4, 2: 2, 4: 1})
     trainer(tmp_path, [LossGuard(verbose=False), schedule], max_epochs=6).fit(TrueLosses(), loader(x, y))

@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from benchmarks.fault_zoo.scenarios import ZooModule, loader, mlp, regression_data
 from lightning_lossguard import LossGuard
-from tests.conftest import trainer
+from tests.conftest import plateau_lengths, trainer
 
 
 def module() -> ZooModule:
@@ -79,21 +80,14 @@ def test_several_instances_get_distinct_state_keys() -> None:
     assert LossGuard(val_metric="val_acc").state_key != LossGuard().state_key
 
 
-def test_a_resumed_fit_tells_loss_plateau_the_whole_runs_length(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_resumed_fit_tells_loss_plateau_the_whole_runs_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # loss_plateau waits for a share of the run: after a resume at step 50 of 120 that run is still 120 batches (the
     # 50 judged before the checkpoint and the 70 left), not the 70 the resumed fit has left.
-    from lightning_lossguard.detectors import LossPlateau
-
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=50, save_top_k=-1)
     fit(tmp_path, LossGuard(report_every=10, verbose=False), 50, callbacks=[checkpoint], enable_checkpointing=True)
-    told: list[int | None] = []
-    update = LossPlateau.update
-
-    def spy(self: LossPlateau, steps: Any, losses: Any, total_steps: int | None = None, *args: Any, **kw: Any) -> Any:
-        told.append(total_steps)
-        return update(self, steps, losses, total_steps, *args, **kw)
-
-    monkeypatch.setattr(LossPlateau, "update", spy)
+    told = plateau_lengths(monkeypatch)
     resumed = LossGuard(report_every=10, verbose=False)
     fit(tmp_path, resumed, 120, ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=50.ckpt"))
     assert told and set(told) == {120}, told
