@@ -119,6 +119,28 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def format_share(fraction: float) -> str:
+    """A share for people, with the digits a small one needs: "37%", "2.5%", "0.031%"; "0%" only when it is 0 (a
+    model training 0.003% of its parameters is not training none)."""
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent == 0 or abs(percent) >= 10 else f"{percent:.2g}%"
+
+
+FACTOR_FROM = 10.0
+"""A rise to this many times its base or more is written as a factor ("12x"): "+1100%" reads as noise, and a blown-up
+loss gives percentages 20 digits long."""
+
+
+def format_change(before: float, after: float) -> str:
+    """How far ``after`` moved from a positive ``before``, for people: "+44%", "-3%", and a rise to ``FACTOR_FROM``
+    times or more as a factor, "12x". Empty where a relative change means nothing: ``before`` not positive (a
+    percentage of 0 or of a negative loss), ``after`` negative, or either not finite. Callers then quote both values."""
+    if not (math.isfinite(before) and math.isfinite(after)) or before <= 0 or after < 0:
+        return ""
+    ratio = after / before
+    return f"{ratio:.3g}x" if ratio >= FACTOR_FROM else f"{ratio - 1:+.0%}"
+
+
 def json_number(value: float) -> float | str:
     """A number for JSON: NaN and infinities become the strings "nan", "inf", "-inf" (strict parsers reject them)."""
     value = float(value)

@@ -275,7 +275,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         scale = max(abs(start), 1.0)
         if not (current < 0 and abs(current) >= t.plunge * scale):
             return []
-        return self._report_fall(decided, start, current, math.nan, "fell to")
+        return self._report_fall(decided, start, current, math.nan, "fell")
 
     def _rising(self, decided: int, start: float, current: float, terms: str | None) -> list[Diagnosis]:
         """``terms``: what the loss's terms did (``update``'s ``trade_off``)."""
@@ -370,13 +370,13 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         later = theil_sen_slope(at[-third:], values[-third:])
         if not (earlier < 0 and later < 0 and later <= t.keep_pace * earlier):
             return []  # the fall slows down: a loss that is negative by design converging to its bound
-        return self._report_fall(decided, start, current, z, "keeps falling as fast lately as before:")
+        return self._report_fall(decided, start, current, z, "keeps falling as fast lately as before")
 
     def _report_fall(self, decided: int, start: float, current: float, z: float, how: str) -> list[Diagnosis]:
         t = self.thresholds
         factor = abs(current) / max(abs(start), 1e-12)
         message = (
-            f"The training loss {how} {start:.4g} -> {current:.4g} and does not level off: it falls without "
+            f"The training loss {how} ({start:.4g} -> {current:.4g}) and does not level off: it falls without "
             "bound. A loss that heads to -inf is usually maximised by mistake (negated sign) or unbounded below."
         )
         remedies = [*UNBOUNDED_FALL_REMEDIES, "Lower the learning rate."]

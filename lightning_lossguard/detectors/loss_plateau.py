@@ -58,7 +58,7 @@ from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import BlockMedians, fast_median, mann_kendall, median, rank_sum_z
 from lightning_lossguard.detectors.tiny_updates import DECAYED_SCHEDULE_REMEDY, decayed_by_schedule
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, format_share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,8 +308,9 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         corroborated = True
         if frozen:
             message = (
-                f"The training loss is stuck at {current:.4g} (from {initial:.4g}, {improvement:.1%} better): only "
-                f"{trainable_share:.2%} of the model's parameters are being trained, which cannot fit the task."
+                f"The training loss is stuck at {current:.4g} (from {initial:.4g}, {_better(improvement)}): only "
+                f"{format_share(trainable_share)} of the model's parameters are being trained, which cannot fit the "
+                "task."
             )
             remedies = [
                 "Check which parameters require a gradient and what configure_optimizers passes to the optimizer "
@@ -350,16 +351,16 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         if farthest > tolerance:
             return None  # a loss still falling through ln K, or one with batch-to-batch noise, is not this
         frozen = (
-            f" Only {trainable_share:.2%} of the model's parameters are being trained."
+            f" Only {format_share(trainable_share)} of the model's parameters are being trained."
             if trainable_share < t.min_trainable_share
             else ""
         )
         message = (
-            f"The training loss has settled at {current:.5g}, within {abs(current - level) / level:.2%} of "
+            f"The training loss has settled at {current:.5g}, within {format_share(abs(current - level) / level)} of "
             f"ln {classes} = {level:.5g}: the cross entropy of predicting 1/{classes} for every target"
             f"{_binary_terms(classes)}, and it is that "
-            f"on every one of the last {len(self.recent)} batches (within {farthest / level:.2%}; it started at "
-            f"{initial:.4g}). "
+            f"on every one of the last {len(self.recent)} batches (within {format_share(farthest / level)}; it "
+            f"started at {initial:.4g}). "
         )
         started_there = abs(initial - level) <= _STARTED_AT_LEVEL * level
         message += (
@@ -437,7 +438,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         lr = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
         what = (
             f"The training loss has not improved: it started at {initial:.4g} and is {current:.4g} after "
-            f"{self.blocks.count} batches (best {best:.4g}, {improvement:.1%} better than the start), with no "
+            f"{self.blocks.count} batches (best {best:.4g}, {_better(improvement)} than the start), with no "
             "downward trend"
         )
         large, small = self._step_size(update_ratio)
@@ -484,3 +485,8 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             "Try a learning-rate range test: raise it if updates are tiny, lower it if the loss is noisy.",
         ]
         return message, remedies, False
+
+
+def _better(improvement: float) -> str:
+    """How much better than the start, as a message says it: "2.5% better", or "no better" (not "-0.0% better")."""
+    return f"{format_share(improvement)} better" if improvement > 0 else "no better"

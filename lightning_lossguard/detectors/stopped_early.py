@@ -42,7 +42,7 @@ import numpy as np
 from lightning_lossguard.detectors.base import diagnosis_of
 from lightning_lossguard.detectors.loss_plateau import LossPlateauThresholds, uniform_classes, uniform_tolerance
 from lightning_lossguard.detectors.val_loss_rising import ValLossRisingThresholds
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, format_change, format_share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +143,8 @@ def judge_stopped_run(
     evidence["train_change_fraction"] = change
     if change >= rising.train_change and climbed:
         message = (
-            f"{stopped}, while the training loss rose too ({first_train:.4g} -> {train_now:.4g}, {change:+.0%}): "
+            f"{stopped}, while the training loss rose too ({first_train:.4g} -> {train_now:.4g}, "
+            f"{format_change(first_train, train_now)}): "
             "unstable optimisation."
         )
         remedies = [
@@ -164,7 +165,7 @@ def judge_stopped_run(
     if small:
         corroborated.append(f"each step changes the weights by a median {run.update_ratio:.2g} of their size")
     if frozen:
-        corroborated.append(f"only {share:.2%} of the model's parameters are trained")
+        corroborated.append(f"only {format_share(share)} of the model's parameters are trained")
     if untrained:
         corroborated.append(
             f"its first batch's loss was {run.first_batch:.5g}, ln {classes} = {math.log(classes):.5g}: the loss "

@@ -34,7 +34,7 @@ import numpy as np
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import model_update_ratio
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, format_share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +159,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
             f"Each optimizer step changes the weights by a median {ratio:.2g} of their size{lr_text} "
             f"(healthy training: ~1e-4 to 1e-2), over {len(self.samples)} samples since step "
             f"{self.samples[0][0]:.0f}, and the loss "
-            + (f"improved only {improvement:.1%}" if improvement > 0 else "did not improve")
+            + (f"improved only {format_share(improvement)}" if improvement > 0 else "did not improve")
             + (": a schedule decayed the learning rate away." if decayed else ".")
         )
         evidence = {

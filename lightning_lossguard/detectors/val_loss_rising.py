@@ -99,7 +99,7 @@ import numpy as np
 
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import convex_curvature_noise, curvature_noise, step_noise
-from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.diagnosis import Diagnosis, Severity, format_change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +220,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             return []  # two high evaluations, but the level has not left the noise yet
         current, train_now = value, float(train_loss)
         rise = (current - best) / scale
-        train_delta = (
-            (train_now - train_at_best) / abs(train_at_best)
-            if math.isfinite(train_now) and math.isfinite(train_at_best) and train_at_best != 0
-            else math.nan
-        )
+        train_delta = _relative_change(train_at_best, train_now)
         cause, remedies = self._cause(best_index, train_delta)
         if train_now < 0 < best and train_now < train_at_best:
             # The training loss is negative and falls while the (positive) validation loss rises: they measure
@@ -239,18 +235,19 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
                 *remedies[:1],
             ]
         keep = f"the best checkpoint is from epoch {best_epoch:.0f} (step {best_step:.0f}, {self.metric}={best:.4g})"
-        overfitting = math.isfinite(train_delta) and train_delta <= -t.train_change and best_index > 0
+        overfitting = train_delta <= -t.train_change and best_index > 0
         handled = False
         if selection is not None and overfitting and not train_now < 0 < best:
             keep, remedies, handled = self._selected(selection, keep, remedies)
-        train_text = "" if math.isnan(train_delta) else f" while the training loss changed {train_delta:+.0%}"
+        train_text = _train_change(train_at_best, train_now)
         # Before the noise is measured, a latest evaluation below the one before it is what noise looks like.
         after_best = values[best_index + 1 :].tolist()
         climbing = all(later >= earlier for earlier, later in itertools.pairwise(after_best))
         sure = math.isfinite(noise) or (rise >= t.sure_rise and climbing)
         unsure = "" if sure else f" (in {len(evals)} evaluations, too few to tell it from their noise)"
         message = (
-            f"{self.metric} rose {rise:+.0%} from its minimum {best:.4g} to {current:.4g}{unsure}{train_text}: "
+            f"{self.metric} rose {(format_change(best, current) + ' ').lstrip()}from its minimum {best:.4g} to "
+            f"{current:.4g}{unsure}{train_text}: "
             f"{cause}; {keep}."
         )
         evidence = {
@@ -388,7 +385,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         checkpoint = self._checkpoint_remedy()
         regularise = "Regularise: weight decay, dropout, data augmentation; get more training data."
         finetune = "When fine-tuning: lower the learning rate (10x), freeze the early layers, add a warm-up."
-        if math.isfinite(train_delta) and train_delta <= -t.train_change:
+        if train_delta <= -t.train_change:  # False for NaN
             if best_index == 0:
                 return (
                     "overfitting from the first evaluation (typical of fine-tuning on a small set, or a "
@@ -400,7 +397,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
                 regularise,
                 finetune,
             ]
-        if math.isfinite(train_delta) and train_delta >= t.train_change:
+        if train_delta >= t.train_change:
             return (
                 "unstable optimisation (the training loss rises too)",
                 ["Lower the learning rate and clip gradients (gradient_clip_val=1.0).", checkpoint, finetune],
@@ -431,3 +428,24 @@ def _chance_low(levels: np.ndarray, lowest: float, noise: float, z: float) -> fl
         return 0.0
     peers = int(np.count_nonzero(levels <= lowest + z * noise))
     return math.sqrt(2 * math.log(max(peers, 1))) * noise
+
+
+def _relative_change(before: float, now: float) -> float:
+    """``now`` against ``before`` as a fraction of its size; from exactly 0, an infinite rise or fall (a training
+    loss that left 0 moved, however it is scaled); NaN when either is not finite."""
+    if not (math.isfinite(before) and math.isfinite(now)):
+        return math.nan
+    if before == 0:
+        return math.copysign(math.inf, now) if now != 0 else 0.0
+    return (now - before) / abs(before)
+
+
+def _train_change(before: float, now: float) -> str:
+    """The message's clause on the training loss since the best evaluation: a relative change, or both values where
+    a percentage means nothing (a loss at or below zero)."""
+    if not (math.isfinite(before) and math.isfinite(now)):
+        return ""
+    change = format_change(before, now)
+    if change:
+        return f" while the training loss changed {change}"
+    return f" while the training loss went {before:.4g} -> {now:.4g}"

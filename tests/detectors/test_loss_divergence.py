@@ -66,6 +66,7 @@ def test_a_loss_falling_without_bound_is_a_flipped_sign() -> None:
     found = feed(LossDivergence(), losses)
     assert found and found[0].subject == "falling"
     assert "sign" in found[0].remedies[0]
+    assert found[0].message.startswith("The training loss keeps falling as fast lately as before (-4.36 -> -82.58)")
 
 
 def test_a_flipped_sign_that_reaches_nan_within_its_first_batches_is_named() -> None:
@@ -75,6 +76,7 @@ def test_a_flipped_sign_that_reaches_nan_within_its_first_batches_is_named() -> 
     found = feed(LossDivergence(), losses)
     assert found and found[0].subject == "falling" and found[0].severity == "error"
     assert found[0].evidence["start_loss"] == -0.07 and "sign" in found[0].remedies[0]
+    assert found[0].message.startswith("The training loss fell (-0.07 -> -")
     # The same first batches of a healthy negative log-likelihood stay quiet.
     assert feed(LossDivergence(), np.array([0.9, 0.2, -0.8, -1.5, -2.2] + [np.nan] * 5)) == []
 

@@ -193,3 +193,13 @@ def test_a_loss_that_leaves_ln_k_gets_a_note_too() -> None:
     feed(detector, np.concatenate([np.geomspace(np.log(10), 0.3, 100), flat(100, 0.3, 0.05)]), start=300)
     note = detector.undone_by(found[0])
     assert note is not None and "did not last" in note
+
+
+def test_a_share_of_a_few_parameters_and_a_loss_no_better_are_told_with_the_digits_they_need() -> None:
+    # Every layer frozen but one bias: 3 of 100,000 parameters, never written "0.00%" (which reads as none).
+    found = feed(LossPlateau(), flat(300, noise=0.02), trainable_share=3e-5)
+    assert found and "only 0.003% of the model's parameters are being trained" in found[0].message
+    # A loss whose best is its start is "no better", not "-0.0% better".
+    losses = np.concatenate([np.full(20, 2.0), flat(280, level=2.2, noise=0.01)])
+    found = feed(LossPlateau(), losses, update_ratio=1e-7)
+    assert found and "(best 2, no better than the start)" in found[0].message, found[0].message

@@ -51,7 +51,7 @@ def test_tiny_steps_put_raising_the_learning_rate_first() -> None:
 def test_almost_nothing_trained_is_a_warning() -> None:
     found = judge(CREEPING_UP, 0.9, 0.89, update_ratio=0.01, trainable_share=0.004)
     assert found is not None and found.severity == "warning"
-    assert "only 0.40% of the model's parameters are trained" in found.message
+    assert "only 0.4% of the model's parameters are trained" in found.message
 
 
 def test_without_a_second_sign_it_is_an_info_that_names_a_converged_start() -> None:
@@ -98,6 +98,10 @@ def test_a_rising_training_loss_under_a_climbing_metric_is_unstable_optimisation
     assert found is not None and found.code == "val_loss_rising" and "unstable optimisation" in found.message
     assert found.remedies[0].startswith("Lower the learning rate")
     assert found.evidence["train_change_fraction"] == pytest.approx(0.4)
+    assert "(1 -> 1.4, +40%)" in found.message
+    # A blow-up is told as a factor, not as a percentage in the thousands.
+    found = judge([1.0, 1.1, 1.3, 1.6], 1.0, 2.4e6)
+    assert found is not None and "(1 -> 2.4e+06, 2.4e+06x)" in found.message
 
 
 def test_a_flat_loss_is_judged_at_the_stop_though_the_metric_moved_unless_loss_plateau_had_its_batches() -> None:

@@ -25,6 +25,25 @@ def test_overfitting_names_the_best_epoch() -> None:
     assert "ModelCheckpoint" in found[0].remedies[0]
 
 
+def test_a_blown_up_rise_is_told_as_a_factor_and_a_negative_training_loss_by_its_values() -> None:
+    # A negated loss: the training loss heads to -inf while the validation loss blows up by 21 orders of magnitude.
+    found = run([2.4e8, 2.37e8, 3.1e12, 5.0e20, 3.4e29], [-2.4, -7.3e3, -2.0e8, -1.4e14, -6.0e20])
+    assert "rose 1.43e+21x from its minimum 2.37e+08 to 3.4e+29 while the training loss went -7300 -> -6e+20" in (
+        found[-1].message
+    )
+    assert found[-1].evidence["rise_fraction"] == (3.4e29 - 2.37e8) / 2.37e8  # the evidence keeps the number
+
+
+def test_a_training_loss_that_left_exactly_zero_is_a_rise() -> None:
+    # A cross-entropy saturated to exactly 0 at the best evaluation (gradients piling up without zero_grad), then
+    # both losses blow up: unstable optimisation, not "the training loss is flat"; no percentage of 0 is quoted.
+    found = run([0.3, 0.0, 20.0, 900.0, 2.1e5], [0.2, 0.0, 3.0, 40.0, 900.0])
+    assert found and all("unstable optimisation" in d.message for d in found)
+    assert found[0].remedies[0].startswith("Lower the learning rate")
+    assert "rose from its minimum 0 to 900 while the training loss went 0 -> 40" in found[0].message
+    assert found[0].evidence["train_change_fraction"] == math.inf
+
+
 def test_rising_from_the_first_evaluation_with_flat_training_is_forgetting() -> None:
     found = run([0.30, 0.36, 0.42, 0.50], [0.2, 0.2, 0.2, 0.2])
     assert found and "forgetting" in found[0].message
