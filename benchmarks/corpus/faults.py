@@ -78,13 +78,17 @@ def names_it(diagnosis: Diagnosis, expect: tuple[str, ...]) -> bool:
 
 
 def planned_batches(run: Run) -> int:
-    """Training batches the run will see (``max_steps`` optimizer steps x accumulation, else one epoch)."""
+    """Training batches the run will see (``max_steps`` optimizer steps x accumulation, else its epochs)."""
     accumulate = int(run.trainer.get("accumulate_grad_batches", 1))
     steps = run.trainer.get("max_steps", -1)
     if steps and steps > 0:
         return int(steps) * accumulate
     train = run.train.train_dataloader() if isinstance(run.train, L.LightningDataModule) else run.train
-    return len(train) * int(run.trainer.get("max_epochs", 1))  # a BatchSizeFinder's runs: at the initial size
+    # A dict of loaders: Lightning's max_size_cycle runs the longest. A BatchSizeFinder's runs: the initial size.
+    per_epoch = max(len(t) for t in train.values()) if isinstance(train, dict) else len(train)
+    limit = run.trainer.get("limit_train_batches", 1.0)
+    per_epoch = min(per_epoch, limit) if isinstance(limit, int) else int(per_epoch * limit)
+    return per_epoch * int(run.trainer.get("max_epochs", 1))
 
 
 # -- learning rate ----------------------------------------------------------------------------------------

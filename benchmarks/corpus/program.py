@@ -23,8 +23,9 @@ class Run:
     """
 
     module: L.LightningModule
-    train: DataLoader[Any] | L.LightningDataModule  # a data module brings its own validation loader
-    val: DataLoader[Any] | None = None
+    # A data module brings its own validation loader; a dict of loaders is combined by Lightning (max_size_cycle).
+    train: DataLoader[Any] | L.LightningDataModule | dict[str, DataLoader[Any]]
+    val: DataLoader[Any] | list[DataLoader[Any]] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
