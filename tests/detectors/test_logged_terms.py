@@ -4,7 +4,8 @@ import numpy as np
 
 from lightning_lossguard.detectors.logged_terms import LoggedTerms
 
-RNG = np.random.default_rng(3)
+RNG_SEED = 3
+RNG = np.random.default_rng(RNG_SEED)  # drawn afresh for every test (conftest)
 
 
 def _window(n: int = 40, kl_weight: float | np.ndarray = 0.5) -> tuple[np.ndarray, list[int], dict[str, np.ndarray]]:
