@@ -80,6 +80,7 @@ from lightning_lossguard.trainer_settings import (
     accumulation,
     batches_done_in_epoch,
     batches_left,
+    batches_resumed_in_epoch,
     default_report_every,
     early_stopping_metrics,
     first_group,
@@ -342,7 +343,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
         activate(self._recorder.timer)
-        planned = batches_left(trainer, accumulate)
+        planned = batches_left(trainer, accumulate, batches_resumed_in_epoch(trainer))
         self._report_batches = (self.report_every or default_report_every(trainer, planned, accumulate)) * accumulate
         self._budget = CostBudget(
             math.inf if self.budget is None else self.budget,

@@ -83,6 +83,14 @@ def batches_done_in_epoch(trainer: pl.Trainer) -> int | None:
         return None
 
 
+def batches_resumed_in_epoch(trainer: pl.Trainer) -> int:
+    """At a fit's start: the batches of the current epoch that a fit resumed from a mid-epoch checkpoint already
+    ran (the epoch goes on from there), else 0. A checkpoint from an epoch's end leaves the finished epoch's count
+    in the loop, which the next epoch resets: only a count strictly inside the epoch is a mid-epoch resume."""
+    done = batches_done_in_epoch(trainer) or 0
+    return done if 0 < done < trainer.num_training_batches else 0
+
+
 def run_settings(trainer: pl.Trainer) -> RunSettings:
     """What the run already does (optimizers, momentum, clipping, schedulers): remedies must not repeat it."""
     momentum = 0.0

@@ -91,3 +91,18 @@ def test_a_resumed_fit_tells_loss_plateau_the_whole_runs_length(
     resumed = LossGuard(report_every=10, verbose=False)
     fit(tmp_path, resumed, 120, ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=50.ckpt"))
     assert told and set(told) == {120}, told
+
+
+@pytest.mark.parametrize("at", [30, 50], ids=["mid_epoch", "epoch_end"])
+def test_a_fit_resumed_mid_epoch_is_planned_without_the_epochs_finished_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    # A checkpoint at step 30 of a 50-batch epoch: the resumed fit goes on from batch 30 and runs 120 of its 3
+    # epochs' 150. Its plan counted the whole epoch again (150 left, the plateau told 180) until the next epoch. A
+    # checkpoint at an epoch's end (step 50) leaves that epoch's 50 in the loop's count: they are not taken off again.
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=at, save_top_k=-1)
+    fit(tmp_path, LossGuard(report_every=10, verbose=False), at, callbacks=[checkpoint], enable_checkpointing=True)
+    told = plateau_lengths(monkeypatch)
+    resumed = LossGuard(report_every=10, verbose=False)
+    t = fit(tmp_path, resumed, -1, ckpt_path=str(tmp_path / "ckpt" / f"epoch=0-step={at}.ckpt"), max_epochs=3)
+    assert t.global_step == 150 and told and set(told) == {150}, told
