@@ -245,10 +245,10 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         climbing = all(later >= earlier for earlier, later in itertools.pairwise(after_best))
         sure = math.isfinite(noise) or (rise >= t.sure_rise and climbing)
         unsure = "" if sure else f" (in {len(evals)} evaluations, too few to tell it from their noise)"
+        by = format_change(best, current)  # empty from a minimum of 0 or below
         message = (
-            f"{self.metric} rose {(format_change(best, current) + ' ').lstrip()}from its minimum {best:.4g} to "
-            f"{current:.4g}{unsure}{train_text}: "
-            f"{cause}; {keep}."
+            f"{self.metric} rose {by + ' ' if by else ''}from its minimum {best:.4g} to {current:.4g}{unsure}"
+            f"{train_text}: {cause}; {keep}."
         )
         evidence = {
             "best_val_loss": best,
