@@ -17,6 +17,14 @@ comes first (sqrt or log at 0, or a value the forward leaves out: ``torch.where`
 gradient beside one with a non-finite gradient (its bias beside its weight: ``dL/db`` is what the loss sent back,
 ``dL/dW`` multiplies it by the layer's input), the NaN came in with the values the layer was fed and the loss left out
 (the corpus' margin classifier, whose ``multi_margin_loss`` ignores a NaN batch's scores): the batch comes first.
+
+A backward that stops at a ``detach`` (a GAN's discriminator step on generated images) leaves the layers below it with
+the gradients they had: when the non-finite gradients fill every parameter of the layers from the one nearest the loss
+down, across two layers or more, and only parameters below them are finite, the NaN/Inf entered at the loss just the
+same. When that step's loss was not recorded (manual optimization whose ``training_step`` returns nothing), a batch
+with a NaN that made the loss NaN is as likely as the loss's backward, and bad data the commoner cause: the batch
+comes first, the loss's backward third (the corpus' manual DCGAN with a NaN batch was told "look at the named
+parameter" first, its discriminator's 7 gradients NaN beside its generator's 9 finite ones).
 """
 
 from __future__ import annotations
@@ -139,7 +147,7 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 f"Gradients became NaN/Inf at step {step_bad} {loss}, in {len(culprits)} of "
                 f"{len(names)} parameters, starting at {named or 'an unnamed parameter'} (nearest the loss)."
             )
-            why, remedies = self._where_it_started(culprits, mask, graded, depth, names, evidence)
+            why, remedies = self._where_it_started(culprits, mask, graded, depth, names, evidence, seen)
             return [self.diagnosis(decided, message + why, evidence, subject=subject, remedies=remedies)]
         evidence.update(
             {
@@ -175,9 +183,11 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         depth: Sequence[int],
         names: Sequence[str],
         evidence: dict[str, float],
+        loss_seen: bool = True,
     ) -> tuple[str, list[str]]:
         """Without a scaler: what the evidence says about where the NaN/Inf started (a sentence for the message, or
-        none), and the catalog's remedies in that order (see the module). Adds the blow-up's numbers to ``evidence``."""
+        none), and the catalog's remedies in that order (see the module). Adds the blow-up's numbers to ``evidence``.
+        ``loss_seen``: the loss of that step was recorded (and finite)."""
         named_first, backward, batch, lower_rate, *rest = code_info(self.code).remedies
         loss_step, loss_then = self.loss_before
         blow_up = BlowUp.of(loss_then, self.first_loss, self.thresholds.blowup_factor)
@@ -190,11 +200,21 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 blow_up.first([lower_rate, named_first, backward, batch, *rest]),
             )
         layers = {depth[i] for i in culprits}
+        # The loss first when its value was seen (finite: the backward made the NaN); unseen, a NaN batch that made
+        # the loss NaN is as likely, and data is the commoner cause.
+        at_the_loss = [backward, batch] if loss_seen else [batch, backward]
         if len(culprits) == int(graded.sum()) and len(layers) >= 2:
             return (
                 f" Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
                 "NaN/Inf entered at the loss, which every gradient passes through, not in one layer.",
-                [backward, named_first, batch, lower_rate, *rest],
+                [at_the_loss[0], named_first, at_the_loss[1], lower_rate, *rest],
+            )
+        if len(layers) >= 2 and (below := self._below_a_nan_top(mask, graded, depth)):
+            return (
+                f" Every parameter of the {len(layers)} layers nearest the loss got a non-finite gradient, while the "
+                f"{below} below them kept finite ones (stale, or another optimizer's): the NaN/Inf entered at the loss "
+                "and went as far as this backward did, not in one layer.",
+                [at_the_loss[0], named_first, at_the_loss[1], lower_rate, *rest],
             )
         if (fed := self._fed_a_nan(mask, graded, depth)) is not None:
             return (
@@ -205,6 +225,21 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 [batch, named_first, backward, lower_rate, *rest],
             )
         return "", [named_first, backward, batch, lower_rate, *rest]
+
+    @staticmethod
+    def _below_a_nan_top(mask: np.ndarray, graded: np.ndarray, depth: Sequence[int]) -> int:
+        """How many parameters with a finite gradient lie below a block of layers, from the one nearest the loss down,
+        whose every gradient is non-finite (0 when the non-finite ones are not such a block). A NaN that a backward
+        carries from the loss reaches every layer it passes; a backward that stops at a ``detach`` (a GAN's
+        discriminator step) leaves the layers below with the gradients they had."""
+        with_grad = np.flatnonzero(graded)
+        if not mask.any() or not with_grad.size:
+            return 0
+        lowest_bad = min(depth[i] for i in np.flatnonzero(mask))
+        top = [i for i in with_grad if depth[i] >= lowest_bad]
+        if not all(mask[i] for i in top):
+            return 0
+        return sum(1 for i in with_grad if depth[i] < lowest_bad)
 
     @staticmethod
     def _fed_a_nan(mask: np.ndarray, graded: np.ndarray, depth: Sequence[int]) -> int | None:

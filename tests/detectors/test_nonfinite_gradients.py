@@ -147,3 +147,35 @@ def test_the_default_order_lists_the_batch_before_the_learning_rate() -> None:
     norms = rows([1.0, 0.5, 2.0], [1.0, 0.5, math.inf])
     [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[0, 1], losses=[1.0, 1.0])
     assert [r.split()[0] for r in found.remedies] == ["Look", "Check", "Inspect", "Lower", "Under"]
+
+
+GAN_NAMES = ["d.out.weight", "d.out.bias", "d.hidden.weight", "g.out.weight", "g.in.weight"]
+GAN_DEPTH = [3, 3, 2, 1, 0]  # the generator feeds the discriminator: its layers lie below
+
+
+def test_a_nan_that_fills_the_layers_nearest_the_loss_above_finite_ones_entered_at_the_loss() -> None:
+    # A manual GAN's discriminator step on a NaN batch: its backward stops at the detached generated images, so the
+    # generator keeps the finite gradients of its own step. training_step returns nothing: the loss is unseen, and
+    # the batch comes first; with a recorded (finite) loss, the loss's backward.
+    norms = rows([1.0, 0.5, 2.0, 0.3, 0.2], [math.nan, math.nan, math.nan, 0.3, 0.2])
+    [unseen] = NonfiniteGradients().update([0, 1], norms, GAN_NAMES, GAN_DEPTH, loss_steps=[])
+    assert "Every parameter of the 2 layers nearest the loss got a non-finite gradient, while the 2 below" in (
+        unseen.message
+    )
+    assert [r.split()[0] for r in unseen.remedies[:3]] == ["Inspect", "Look", "Check"]
+    [seen] = NonfiniteGradients().update([0, 1], norms, GAN_NAMES, GAN_DEPTH, loss_steps=[0, 1], losses=[1.4, 1.3])
+    assert [r.split()[0] for r in seen.remedies[:3]] == ["Check", "Look", "Inspect"]
+
+
+def test_a_nan_below_finite_layers_or_in_part_of_the_top_is_not_one_that_entered_at_the_loss() -> None:
+    # Below a finite top layer (an op on a lower layer's weight), or beside a finite weight in the top block.
+    for bad in ([1.0, 0.5, math.nan, math.nan, 0.2], [math.nan, math.nan, 2.0, math.nan, 0.2]):
+        norms = rows([1.0, 0.5, 2.0, 0.3, 0.2], bad)
+        [found] = NonfiniteGradients().update([0, 1], norms, GAN_NAMES, GAN_DEPTH, loss_steps=[])
+        assert "entered at the loss" not in found.message and found.remedies[0].startswith("Look"), bad
+
+
+def test_a_nan_in_every_layer_with_an_unseen_loss_puts_the_batch_first() -> None:
+    norms = rows([1.0, 0.5, 2.0], [math.nan, math.nan, math.nan])
+    [found] = NonfiniteGradients().update([0, 1], norms, NAMES, DEPTH, loss_steps=[])
+    assert "entered at the loss" in found.message and found.remedies[0].startswith("Inspect the batch")
