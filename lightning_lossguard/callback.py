@@ -274,7 +274,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._unstepped: UnsteppedParameters | None = None  # parameters that train but that no optimizer holds
         self._read_before_clip: dict[torch.optim.Optimizer, int] = {}  # optimizer -> batch read at its clip
         self._check_leftover = False
-        self._leftover_due = False  # after a report: check the gradients where the next accumulation window starts
+        # After the fit's first optimizer step and after each report: check the gradients where the next
+        # accumulation window starts (piled-up gradients explode within a report interval or two).
+        self._leftover_due = False
         self._follow_pruning = False  # ModelPruning, or a model pruned before the fit: which weights are masked
         self._accumulate = 1
         self._fitting = False
@@ -339,6 +341,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._device = pl_module.device
         self._automatic = pl_module.automatic_optimization
         self._start_step = trainer.global_step
+        self._leftover_due = pl_module.automatic_optimization  # manual optimization zeroes gradients when it likes
         accumulate = accumulation(trainer, pl_module)
         self._accumulate = accumulate
         self._recorder = SignalRecorder([], clock_for(self._device), loss_scale=accumulate)
@@ -482,8 +485,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 self._follow_epoch(trainer, pl_module)
             # After a report, the first batch of an accumulation window starts from zeroed gradients: check it.
             # Lightning zeroes them where the batch index within the epoch is a multiple of the accumulation (an
-            # epoch's last, partial window steps too): a count of batches across epochs can fall mid-window.
-            self._check_leftover = self._leftover_due and batch_idx % self._accumulate == 0
+            # epoch's last, partial window steps too): a count of batches across epochs can fall mid-window. Before
+            # the fit's first optimizer step there is nothing to pile up.
+            self._check_leftover = self._leftover_due and batch_idx % self._accumulate == 0 and step > self._start_step
             self._leftover_due = self._leftover_due and not self._check_leftover
             before_report = self._report_due(self._batches + 1)
             timed, sample = (

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from benchmarks.corpus.run import run_program
 from lightning_lossguard import Diagnosis, LossGuard, LossGuardAlarm
 from lightning_lossguard.detectors.slowing_loss_step import SUBNORMAL_REMEDY
 from lightning_lossguard.signals.budget import MIN_REPORTS_UNDER_BUDGET
@@ -672,7 +673,21 @@ def test_gradients_that_are_never_cleared_are_caught_in_two_reports(tmp_path: Pa
     x, y = linear_data(2048)
     guard = fit(tmp_path, NoZeroGrad(), loader(x, y), max_steps=60, report_every=10)
     [found, *_] = [d for d in guard.diagnoses if d.code == "exploding_gradients"]
-    assert "not cleared" in found.message and found.step <= 30  # the checks at batches 10 and 20
+    # The checks after the first optimizer step and after the first report (batches 1 and 10); before the early
+    # check, those after the first two reports (batches 10 and 20), and the diagnosis came at step 30.
+    assert "not cleared" in found.message and found.step <= 20
+
+
+@pytest.mark.parametrize("program", ["batch1_heavy_tail_sgd", "freeze_block_mid_run"])
+def test_gradients_never_cleared_that_explode_before_two_checks_put_clearing_them_first(
+    tmp_path: Path, program: str
+) -> None:
+    # Two corpus programs whose piled-up gradients spike within the first report interval: the spike was told
+    # "Clip gradients" first. The check after the first optimizer step has found them left over by then.
+    result = run_program(program, str(tmp_path), 0, "no_zero_grad")
+    [first, *_] = result.alarms
+    assert first.code == "exploding_gradients" and "The gradients are not cleared either" in first.message
+    assert first.remedies[0].startswith("Let the optimizer's zero_grad() run"), first.remedies
 
 
 def test_accumulation_over_epochs_that_do_not_divide_is_not_called_uncleared_gradients(tmp_path: Path) -> None:

@@ -33,10 +33,13 @@ A norm can also explode slowly, without a spike: gradients that pile up because 
 called grow every step, and a rolling baseline follows them. So the norm is also compared with its own
 early level: ``growth_decades`` above it, with a monotone rise over the last ``trend_window`` steps
 (Mann-Kendall z >= ``trend_z``), is an explosion too. Piled-up gradients are also seen directly, when they
-have no early level to leave (a norm that grows from the first step): after a report, gradients are measured
-where they should be empty — before the backward that starts an accumulation window, or, under manual
-optimization, before each backward between two steps of an optimizer (empty before at least one of them). Not
-empty in ``uncleared_checks`` reports in a row: gradients are not cleared.
+have no early level to leave (a norm that grows from the first step): after the fit's first optimizer step and
+after each report, gradients are measured where they should be empty — before the backward that starts an
+accumulation window, or, under manual optimization (after reports only), before each backward between two steps of an
+optimizer (empty before at least one of them). Not empty in ``uncleared_checks`` reports in a row: gradients are not
+cleared. A spike or a growth in a window whose check found them not empty is told with that, and clearing them comes
+first: piled-up gradients on batches of one spiked before two checks (the corpus' batch-size-one SGD and a model
+frozen block by block, told "Clip gradients" first).
 
 Severity follows corroboration: an **error** when the loss agrees (it rose ``loss_rise``-fold above its
 level before the first spike, or became non-finite); a **warning** while the loss is still fine (e.g. with
@@ -296,6 +299,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             found = None
         if found is None:
             found = self._growth(int(steps[-1]) if len(steps) else 0, layers, clip_val)
+        piled_up = found is not None and leftover is not None and leftover > 0
         if found is None and leftover is not None:
             found = self._not_cleared(int(steps[-1]) if len(steps) else 0, leftover, clip_val, manual, leftover_source)
         if found is None:
@@ -304,7 +308,26 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
                 self.losses.extend(calm.tolist())
                 self.early_losses.extend(calm[: max(0, 50 - len(self.early_losses))].tolist())
             return []
-        return [self._corroborate(found, window_losses, trade_off)]
+        found = self._corroborate(found, window_losses, trade_off)
+        if piled_up and leftover is not None:
+            found = self._piled_up(found, leftover, manual, leftover_source)
+        return [found]
+
+    def _piled_up(self, found: Diagnosis, leftover: float, manual: bool, source: str) -> Diagnosis:
+        """A spike or a growth in a window whose check found the gradients not cleared before a backward: they pile
+        up across steps, which explains the explosion, so clearing them comes first."""
+        where = (
+            f"between two steps of {source or 'an optimizer'} they were never empty before a backward"
+            if manual
+            else "right after Lightning's zero_grad, before a backward, they were not empty"
+        )
+        message = (
+            f"{found.message} The gradients are not cleared either: {where} (norm {leftover:.3g}; it should be 0), so "
+            "every step adds to the previous ones."
+        )
+        remedies = [_uncleared_remedies(manual)[0], *found.remedies]
+        evidence = {**found.evidence, "leftover_norm": leftover}
+        return dataclasses.replace(found, message=message, remedies=remedies, evidence=evidence)
 
     def _take_calm(
         self,
@@ -390,20 +413,7 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
             "Every step adds to all the previous ones, so the gradient keeps growing and the optimizer steps with "
             "a stale sum."
         )
-        remedies = (
-            [
-                "Call opt.zero_grad() for each optimizer before its self.manual_backward(...) (or right after its "
-                "opt.step()).",
-                "To accumulate on purpose, step and zero the gradients together every N batches.",
-            ]
-            if manual
-            else [
-                "Let the optimizer's zero_grad() run: check an overridden optimizer_zero_grad or a zero_grad that was "
-                "replaced or skipped.",
-                "To accumulate on purpose, use Trainer(accumulate_grad_batches=N) instead.",
-            ]
-        )
-        remedies += self._remedies(clip_val)[:1]
+        remedies = [*_uncleared_remedies(manual), *self._remedies(clip_val)[:1]]
         return self.diagnosis(
             decided, message, {"leftover_norm": leftover, "checks": self.uncleared}, remedies=remedies
         )
@@ -604,3 +614,18 @@ class ExplodingGradients(Detector[ExplodingGradientsThresholds]):
         growth[~np.isfinite(growth)] = -np.inf
         best = int(np.argmax(growth))
         return layers[best], float(10 ** growth[best])
+
+
+def _uncleared_remedies(manual: bool) -> list[str]:
+    """What to do about gradients that are not cleared between optimizer steps, most likely first."""
+    if manual:
+        return [
+            "Call opt.zero_grad() for each optimizer before its self.manual_backward(...) (or right after its "
+            "opt.step()).",
+            "To accumulate on purpose, step and zero the gradients together every N batches.",
+        ]
+    return [
+        "Let the optimizer's zero_grad() run: check an overridden optimizer_zero_grad or a zero_grad that was "
+        "replaced or skipped.",
+        "To accumulate on purpose, use Trainer(accumulate_grad_batches=N) instead.",
+    ]

@@ -232,10 +232,10 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         whose every gradient is non-finite (0 when the non-finite ones are not such a block). A NaN that a backward
         carries from the loss reaches every layer it passes; a backward that stops at a ``detach`` (a GAN's
         discriminator step) leaves the layers below with the gradients they had."""
-        with_grad = np.flatnonzero(graded)
-        if not mask.any() or not with_grad.size:
+        with_grad = [int(i) for i in np.flatnonzero(graded)]
+        if not mask.any() or not with_grad:
             return 0
-        lowest_bad = min(depth[i] for i in np.flatnonzero(mask))
+        lowest_bad = min(depth[int(i)] for i in np.flatnonzero(mask))
         top = [i for i in with_grad if depth[i] >= lowest_bad]
         if not all(mask[i] for i in top):
             return 0

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lightning_lossguard.detectors import ExplodingGradients
 
@@ -191,6 +192,28 @@ def test_gradients_left_over_before_a_backward_are_never_cleared() -> None:
     [found] = detector.update(steps, noisy(10), leftover=3.1)
     assert "not cleared" in found.message and found.evidence["leftover_norm"] == 3.1
     assert "zero_grad" in found.remedies[0] and found.severity == "warning"
+
+
+@pytest.mark.parametrize(("manual", "first"), [(False, "Let the optimizer's zero_grad() run"), (True, "Call opt.")])
+def test_an_explosion_while_the_gradients_are_not_cleared_puts_clearing_them_first(manual: bool, first: str) -> None:
+    # SGD on batches of one with zero_grad skipped: the piled-up gradients spike before two checks could call them
+    # uncleared. One check in the spike's window found them left over: that is the cause, clipping only a bandage.
+    norms = noisy(60) + [10.0 ** (0.5 * k) for k in range(1, 11)]
+    losses = [1.0] * 60 + [10.0 ** (0.3 * k) for k in range(1, 11)]
+    for leftover, piled_up in ((0.0, False), (132.0, True)):
+        detector, found = ExplodingGradients(), []
+        for i in range(0, 70, 10):
+            found += detector.update(
+                list(range(i, i + 10)),
+                norms[i : i + 10],
+                losses=losses[i : i + 10],
+                leftover=leftover if i == 60 else None,
+                manual=manual,
+            )
+        assert found and found[0].code == "exploding_gradients"
+        assert ("The gradients are not cleared either" in found[0].message) == piled_up
+        assert found[0].remedies[0].startswith(first if piled_up else "Clip gradients"), found[0].remedies
+        assert found[0].evidence.get("leftover_norm") == (leftover if piled_up else None)
 
 
 def test_a_norm_with_two_usual_levels_is_not_an_explosion() -> None:
