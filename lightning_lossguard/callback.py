@@ -81,6 +81,7 @@ from lightning_lossguard.trainer_settings import (
     batches_done_in_epoch,
     batches_left,
     batches_resumed_in_epoch,
+    checkpointed_metrics,
     default_report_every,
     early_stopping_metrics,
     first_group,
@@ -361,6 +362,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._lr_group = first_group(trainer)
         self._step_counter = step_counter(trainer)
         self._diagnostician.model_selection = model_selection(trainer)
+        self._diagnostician.checkpointed = checkpointed_metrics(trainer)
         pruning_callback = lightning_classes(ModelPruning)
         pruning = any(isinstance(c, pruning_callback) for c in trainer.callbacks)  # type: ignore[attr-defined]
         self._follow_pruning = pruning or bool(pruned_parameters(pl_module))

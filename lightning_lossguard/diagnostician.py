@@ -138,6 +138,7 @@ class Diagnostician:
         self._val_names = VAL_LOSS_SPELLINGS if val_metric == DEFAULT_VAL_METRIC else (val_metric,)
         self.val_detectors: dict[str, ValLossRising] = {}
         self.model_selection: dict[str, ModelSelection] = {}  # per validation metric: how the run keeps its best
+        self.checkpointed: list[str] = []  # the metrics whose best a checkpoint keeps, in either mode
         self.stopper_values: dict[str, list[float]] = {}  # early stopping's metrics val_loss_rising does not judge
         self.stopped_by = ""  # set when early stopping ended the fit: which stopper, at which step (for the notes)
         self.restart_step: int | None = None  # a later fit of this record started here without a checkpoint
@@ -378,8 +379,19 @@ class Diagnostician:
             if detector is None:
                 detector = ValLossRising(self._thresholds["val_loss_rising"], metric=name)  # type: ignore[arg-type]
                 self.val_detectors[name] = detector
-            found += detector.update(step, epoch, float(value), level, self.model_selection.get(name))
+            found += detector.update(step, epoch, float(value), level, self._selection(name))
         return self.accept(found)
+
+    def _selection(self, metric: str) -> ModelSelection | None:
+        """How the run keeps its best model on ``metric``; where no checkpoint keeps its lowest, the metric whose
+        best one keeps instead (None: nothing known, judged as if nothing kept it)."""
+        selection = self.model_selection.get(metric)
+        if selection is not None and selection.best_kept:
+            return selection
+        instead = next((m for m in self.checkpointed if m != metric), "")
+        if not instead:
+            return selection
+        return dataclasses.replace(selection or ModelSelection(), kept_instead=instead)
 
     def record_stopper_metrics(self, metrics: Mapping[str, float]) -> None:
         """One validation's numbers of the metrics early stopping watches (``metrics``) that ``val_loss_rising`` does

@@ -137,6 +137,13 @@ def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:
     return {name: ModelSelection(name in kept, stops.get(name)) for name in kept | set(stops)}
 
 
+def checkpointed_metrics(trainer: pl.Trainer) -> list[str]:
+    """The metrics whose best a ``ModelCheckpoint`` keeps (``save_top_k`` not 0), in either mode: a run that keeps
+    its most accurate epoch selects its model on the accuracy, not on the loss."""
+    monitors = [(getattr(c, "monitor", None), getattr(c, "save_top_k", 1)) for c in trainer.checkpoint_callbacks]
+    return [str(monitor) for monitor, top_k in monitors if monitor and top_k != 0]  # a custom Checkpoint: none
+
+
 def stopped_early(trainer: pl.Trainer) -> dict[str, EarlyStop]:
     """Per metric, an ``EarlyStopping`` that ran out of patience and so ended the fit: its count of evaluations
     without a new best reached its patience (a stop on a threshold or a non-finite value is not this), waiting for a

@@ -1772,7 +1772,9 @@ class Overfits(L.LightningModule):
         return self.loss(batch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("val_loss", self.loss(batch))
+        x, y = batch
+        logits = self.head(self.net(x))
+        self.log_dict({"val_loss": F.cross_entropy(logits, y), "val_acc": (logits.argmax(1) == y).float().mean()})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-2)
@@ -1784,13 +1786,16 @@ def noisy_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x @ w + 1.5 * torch.randn(n, 3, generator=torch.Generator().manual_seed(seed + 1))).argmax(1)
 
 
-@pytest.mark.parametrize("kept", ["checkpoint_and_early_stopping", "early_stopping_only", "neither"])
+@pytest.mark.parametrize(
+    "kept", ["checkpoint_and_early_stopping", "early_stopping_only", "neither", "most_accurate_checkpoint"]
+)
 def test_an_overfitting_run_that_keeps_its_best_checkpoint_is_told_handled_not_warned(
     tmp_path: Path, kept: str
 ) -> None:
     """Early stopping with patience 20 waits through a rise LossGuard sees after a few evaluations (patience 10: 5 of 8
     such runs warned). With a checkpoint on the metric the run keeps its best: info. Early stopping alone ends on the
-    last weights: a warning whose first remedy is the checkpoint."""
+    last weights: a warning whose first remedy is the checkpoint. A checkpoint of the most accurate epoch selects on
+    another metric: a warning that asks whether that epoch is near the loss's best."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     callbacks: list[Any] = [EarlyStopping(monitor="val_loss", mode="min", patience=20)]
@@ -1798,6 +1803,8 @@ def test_an_overfitting_run_that_keeps_its_best_checkpoint_is_told_handled_not_w
         callbacks.append(ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val_loss", mode="min"))
     if kept == "neither":
         callbacks = []
+    if kept == "most_accurate_checkpoint":
+        callbacks = [ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val_acc", mode="max")]
     torch.manual_seed(0)
     guard = LossGuard(verbose=False)
     t = trainer(
@@ -1811,6 +1818,9 @@ def test_an_overfitting_run_that_keeps_its_best_checkpoint_is_told_handled_not_w
         assert rise.message.endswith("ends the run after 20 evaluations without a new minimum: handled.")
     elif kept == "early_stopping_only":
         assert rise.severity == "warning" and rise.remedies[0].startswith("Keep the best model: ModelCheckpoint(")
+    elif kept == "most_accurate_checkpoint":
+        assert rise.severity == "warning" and "the run's checkpoint keeps the best val_acc instead" in rise.message
+        assert rise.remedies[0].startswith("Check that the checkpoint of the best val_acc is near epoch")
     else:
         assert rise.severity == "warning" and rise.remedies[0].startswith("Keep the best checkpoint: ModelCheckpoint(")
         assert "best_kept" not in rise.evidence

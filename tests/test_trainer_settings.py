@@ -19,6 +19,7 @@ from lightning_lossguard.trainer_settings import (
     accumulation,
     batches_done_in_epoch,
     batches_left,
+    checkpointed_metrics,
     default_report_every,
     early_stopping_metrics,
     model_selection,
@@ -216,6 +217,9 @@ def test_how_the_run_keeps_its_best_model_is_read_per_metric_from_either_package
     )
     assert model_selection(t) == {"val_loss": ModelSelection(best_kept=True, stops_after=3)}
     assert model_selection(quiet_trainer(tmp_path, [], enable_checkpointing=True)) == {}  # the default: the last
+    t = quiet_trainer(tmp_path, callbacks, enable_checkpointing=True)
+    assert checkpointed_metrics(t) == ["val_loss", "val_acc"]  # either mode; the one keeping none left out
+    assert checkpointed_metrics(quiet_trainer(tmp_path, [], enable_checkpointing=True)) == []
 
 
 def test_an_early_stopping_that_ran_out_of_patience_is_read_with_its_patience(tmp_path: Path) -> None:

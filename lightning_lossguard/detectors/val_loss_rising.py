@@ -73,7 +73,10 @@ A run that keeps its best model handles overfitting itself: when a checkpoint ke
 evaluation is info, not a warning, and says so (with the early stopping that ends the run, if any). Runs of a small
 classifier under ``EarlyStopping(patience=10)`` and a best checkpoint warned in 5 of 8, and in 8 of 8 with patience 20:
 the rise is what the patience waits through. Early stopping alone still warns: it ends the run with the weights of
-its last evaluation, past the best, and the first remedy is then the checkpoint. A rise from the first evaluation, or
+its last evaluation, past the best, and the first remedy is then the checkpoint. A checkpoint that keeps another
+metric's best (the most accurate epoch, ``mode="max"``) selects on that metric: still a warning (the accuracy's best
+epoch may be far past the loss's), whose first remedy is to check that epoch against the loss's best, not to add the
+checkpoint the run would be told to keep without it. A rise from the first evaluation, or
 with a flat or rising training loss, stays a warning whatever is kept: the kept model is the one training did not
 improve.
 
@@ -150,10 +153,13 @@ class ModelSelection:
         best_kept: a checkpoint keeps the model at the metric's lowest (``ModelCheckpoint(monitor=..., mode="min")``).
         stops_after: the evaluations without a new lowest after which early stopping ends the run (None: no early
             stopping on the metric).
+        kept_instead: where no checkpoint keeps this metric's lowest, the metric whose best one keeps instead
+            (``ModelCheckpoint(monitor="val_acc", mode="max")``); "" when none does.
     """
 
     best_kept: bool = False
     stops_after: int | None = None
+    kept_instead: str = ""
 
 
 class ValLossRising(Detector[ValLossRisingThresholds]):
@@ -238,7 +244,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         overfitting = train_delta <= -t.train_change and best_index > 0
         handled = False
         if selection is not None and overfitting and not train_now < 0 < best:
-            keep, remedies, handled = self._selected(selection, keep, remedies)
+            keep, remedies, handled = self._selected(selection, keep, remedies, best_epoch)
         train_text = _train_change(train_at_best, train_now)
         # Before the noise is measured, a latest evaluation below the one before it is what noise looks like.
         after_best = values[best_index + 1 :].tolist()
@@ -266,7 +272,9 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         found = self.diagnosis(step, message, evidence, subject=self.metric, remedies=remedies)
         return [found if sure and not handled else dataclasses.replace(found, severity=Severity.INFO)]
 
-    def _selected(self, selection: ModelSelection, keep: str, remedies: list[str]) -> tuple[str, list[str], bool]:
+    def _selected(
+        self, selection: ModelSelection, keep: str, remedies: list[str], best_epoch: float
+    ) -> tuple[str, list[str], bool]:
         """An overfitting rise told with how the run keeps its best model: the message's checkpoint clause, the
         remedies, and whether the run handles it (a checkpoint keeps the best)."""
         stops = selection.stops_after
@@ -280,6 +288,14 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
             keep = keep.replace("the best checkpoint is", "the run's checkpoint keeps the best,", 1) + stopping
             sooner = [] if stops else [f"Stop sooner: EarlyStopping(monitor='{self.metric}', mode='min', patience=3)."]
             return f"{keep}: handled", [*without_checkpoint_remedy, *sooner], True
+        if selection.kept_instead:
+            # The run selects its model on another metric: whether that epoch is near this one's best decides.
+            keep += f"; the run's checkpoint keeps the best {selection.kept_instead} instead"
+            first = (
+                f"Check that the checkpoint of the best {selection.kept_instead} is near epoch {best_epoch:.0f}, or "
+                f"keep the lowest {self.metric} too: ModelCheckpoint(monitor='{self.metric}', mode='min')."
+            )
+            return keep, [first, *without_checkpoint_remedy], False
         if stops:
             keep += (
                 f"; early stopping ends the run after {stops} evaluations without a new minimum, with the weights of "

@@ -359,6 +359,18 @@ def test_overfitting_the_run_handles_with_a_best_checkpoint_is_info_and_says_so(
     assert kept_only.remedies[-1] == "Stop sooner: EarlyStopping(monitor='val_loss', mode='min', patience=3)."
 
 
+def test_overfitting_in_a_run_that_keeps_its_most_accurate_epoch_asks_to_compare_the_epochs() -> None:
+    # ModelCheckpoint(monitor="val_acc", mode="max"): the run selects on the accuracy, so "keep the best val_loss
+    # checkpoint" is not the first thing to say; whether the kept epoch is near val_loss's best is. Still a warning.
+    found = judged(ModelSelection(kept_instead="val_acc"))
+    assert found.severity == "warning" and "the run's checkpoint keeps the best val_acc instead" in found.message
+    assert found.remedies[0] == (
+        "Check that the checkpoint of the best val_acc is near epoch 1, or keep the lowest val_loss too: "
+        "ModelCheckpoint(monitor='val_loss', mode='min')."
+    )
+    assert sum("ModelCheckpoint" in r for r in found.remedies) == 1
+
+
 def test_early_stopping_without_a_best_checkpoint_still_warns_and_asks_for_the_checkpoint_first() -> None:
     stopped = judged(ModelSelection(stops_after=5))
     assert stopped.severity == "warning" and stopped.evidence["best_kept"] == 0
