@@ -555,13 +555,15 @@ class Diagnostician:
                     if reason:
                         notes.append(f"val_loss_rising for '{name}' not judged: {reason}.")
         expensive = self._on(ExpensiveLoss)
-        if expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_backward:
+        if expensive is None or expensive.loss_ms or not self.steps_judged:
+            return notes
+        if not timed_backward:
             notes.append(
                 "No backward ran through Lightning (manual optimization whose step writes the gradients itself, "
                 "without self.manual_backward, as per-example gradients from torch.func do): the loss's time was not "
                 "measured, and expensive_loss was not judged."
             )
-        elif expensive is not None and not expensive.loss_ms and self.steps_judged and not timed_forward:
+        elif not timed_forward:
             why = unhooked_because or "the model's forward was not called from training_step"
             notes.append(
                 f"The loss time could not be separated from the forward pass ({why}): expensive_loss needs "

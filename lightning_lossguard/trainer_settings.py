@@ -124,11 +124,7 @@ def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:
     """Per monitored metric, how the run keeps its best model: a ``ModelCheckpoint`` that keeps the lowest
     (``mode="min"``, ``save_top_k`` not 0) and an ``EarlyStopping`` that stops on it (``mode="min"``, its patience).
     Both packages' callbacks, found by the Trainer's own lists."""
-    kept: set[str] = set()
-    for checkpoint in trainer.checkpoint_callbacks:  # a custom Checkpoint may monitor nothing
-        monitor = getattr(checkpoint, "monitor", None)
-        if monitor and getattr(checkpoint, "mode", None) == "min" and getattr(checkpoint, "save_top_k", 1) != 0:
-            kept.add(str(monitor))
+    kept = {monitor for monitor, mode in _checkpoints_keeping(trainer) if mode == "min"}
     stops = {
         str(stopper.monitor): int(stopper.patience)
         for stopper in trainer.early_stopping_callbacks
@@ -140,8 +136,18 @@ def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:
 def checkpointed_metrics(trainer: pl.Trainer) -> list[str]:
     """The metrics whose best a ``ModelCheckpoint`` keeps (``save_top_k`` not 0), in either mode: a run that keeps
     its most accurate epoch selects its model on the accuracy, not on the loss."""
-    monitors = [(getattr(c, "monitor", None), getattr(c, "save_top_k", 1)) for c in trainer.checkpoint_callbacks]
-    return [str(monitor) for monitor, top_k in monitors if monitor and top_k != 0]  # a custom Checkpoint: none
+    return [monitor for monitor, _ in _checkpoints_keeping(trainer)]
+
+
+def _checkpoints_keeping(trainer: pl.Trainer) -> list[tuple[str, str | None]]:
+    """(metric, mode) of each checkpoint that keeps a metric's best (``save_top_k`` not 0); a custom Checkpoint may
+    monitor nothing."""
+    found = []
+    for checkpoint in trainer.checkpoint_callbacks:
+        monitor = getattr(checkpoint, "monitor", None)
+        if monitor and getattr(checkpoint, "save_top_k", 1) != 0:
+            found.append((str(monitor), getattr(checkpoint, "mode", None)))
+    return found
 
 
 def stopped_early(trainer: pl.Trainer) -> dict[str, EarlyStop]:

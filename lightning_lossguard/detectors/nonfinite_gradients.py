@@ -200,22 +200,20 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
                 blow_up.first([lower_rate, named_first, backward, batch, *rest]),
             )
         layers = {depth[i] for i in culprits}
-        # The loss first when its value was seen (finite: the backward made the NaN); unseen, a NaN batch that made
-        # the loss NaN is as likely, and data is the commoner cause.
-        at_the_loss = [backward, batch] if loss_seen else [batch, backward]
-        if len(culprits) == int(graded.sum()) and len(layers) >= 2:
-            return (
-                f" Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
-                "NaN/Inf entered at the loss, which every gradient passes through, not in one layer.",
-                [at_the_loss[0], named_first, at_the_loss[1], lower_rate, *rest],
+        below = self._below_a_nan_top(mask, graded, depth)
+        if below is not None and len(layers) >= 2:
+            # The loss first when its value was seen (finite: the backward made the NaN); unseen, a NaN batch that
+            # made the loss NaN is as likely, and data is the commoner cause.
+            first, third = (backward, batch) if loss_seen else (batch, backward)
+            how = (
+                f"Every parameter that got a gradient got a non-finite one, across its {len(layers)} layers: the "
+                "NaN/Inf entered at the loss, which every gradient passes through, not in one layer."
+                if below == 0
+                else f"Every parameter of the {len(layers)} layers nearest the loss got a non-finite gradient, while "
+                f"the {below} below them kept finite ones (stale, or another optimizer's): the NaN/Inf entered at the "
+                "loss and went as far as this backward did, not in one layer."
             )
-        if len(layers) >= 2 and (below := self._below_a_nan_top(mask, graded, depth)):
-            return (
-                f" Every parameter of the {len(layers)} layers nearest the loss got a non-finite gradient, while the "
-                f"{below} below them kept finite ones (stale, or another optimizer's): the NaN/Inf entered at the loss "
-                "and went as far as this backward did, not in one layer.",
-                [at_the_loss[0], named_first, at_the_loss[1], lower_rate, *rest],
-            )
+            return f" {how}", [first, named_first, third, lower_rate, *rest]
         if (fed := self._fed_a_nan(mask, graded, depth)) is not None:
             return (
                 f" Beside them, {names[fed]} got a finite gradient: the gradient the loss sent back to its layer was "
@@ -227,18 +225,18 @@ class NonfiniteGradients(Detector[NonfiniteGradientsThresholds]):
         return "", [named_first, backward, batch, lower_rate, *rest]
 
     @staticmethod
-    def _below_a_nan_top(mask: np.ndarray, graded: np.ndarray, depth: Sequence[int]) -> int:
-        """How many parameters with a finite gradient lie below a block of layers, from the one nearest the loss down,
-        whose every gradient is non-finite (0 when the non-finite ones are not such a block). A NaN that a backward
-        carries from the loss reaches every layer it passes; a backward that stops at a ``detach`` (a GAN's
-        discriminator step) leaves the layers below with the gradients they had."""
+    def _below_a_nan_top(mask: np.ndarray, graded: np.ndarray, depth: Sequence[int]) -> int | None:
+        """When the non-finite gradients fill every parameter with a gradient in a block of layers from the one nearest
+        the loss down: how many parameters with a finite gradient lie below it (0: none, every gradient non-finite);
+        None when they are no such block. A NaN that a backward carries from the loss reaches every layer it passes;
+        a backward that stops at a ``detach`` (a GAN's discriminator step) leaves the layers below with the gradients
+        they had."""
         with_grad = [int(i) for i in np.flatnonzero(graded)]
         if not mask.any() or not with_grad:
-            return 0
+            return None
         lowest_bad = min(depth[int(i)] for i in np.flatnonzero(mask))
-        top = [i for i in with_grad if depth[i] >= lowest_bad]
-        if not all(mask[i] for i in top):
-            return 0
+        if not all(mask[i] for i in with_grad if depth[i] >= lowest_bad):
+            return None
         return sum(1 for i in with_grad if depth[i] < lowest_bad)
 
     @staticmethod
