@@ -236,7 +236,9 @@ class Diagnostician:
                 loss_steps=window.batch_steps,
             )
         if vanishing := self._on(VanishingGradients):
-            found += vanishing.update(opt, layers, layout.layers, layout.depth_paths(), norms, window.loss)
+            found += vanishing.update(
+                opt, layers, layout.layers, layout.depth_paths(), norms, window.loss, layout.output_layers()
+            )
         if dead := self._on(DeadGradients):
             output_layers = set(layout.output_layers())
             # Steps whose loss is exactly 0 after it was positive: every margin met, nothing to learn (a loss that

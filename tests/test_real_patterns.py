@@ -690,6 +690,16 @@ def test_gradients_never_cleared_that_explode_before_two_checks_put_clearing_the
     assert first.remedies[0].startswith("Let the optimizer's zero_grad() run"), first.remedies
 
 
+def test_an_exp_head_that_hands_mse_no_gradient_is_told_to_check_the_output_activation(tmp_path: Path) -> None:
+    # A corpus program (batches of one, plain SGD, MSE) with exp() on its regression head: the head's input sinks
+    # until exp(z) ~ 0 and every gradient collapses while the loss stays flat. It was told "Use ReLU-family
+    # activations instead of sigmoid/tanh in deep stacks" first.
+    result = run_program("batch1_heavy_tail_sgd", str(tmp_path), 0, "exp_output")
+    [first, *_] = result.alarms
+    assert first.code == "vanishing_gradients" and "lost at the output" in first.message, first.message
+    assert first.subject == "net.2" and "output activation" in first.remedies[0]
+
+
 def test_accumulation_over_epochs_that_do_not_divide_is_not_called_uncleared_gradients(tmp_path: Path) -> None:
     # 2,048 samples in batches of 32: 64 batches an epoch, 3 per optimizer step. Lightning zeroes the gradients at
     # each epoch's batch indices 0, 3, 6... and steps on the epoch's last, partial window: from the second epoch on,

@@ -17,8 +17,11 @@ global norm fell by ``collapse_ratio`` from its early level while the loss staye
 healthy and stays quiet. The collapse is also measured from the first optimizer step, the model before any update,
 against the loss before any update: a learning rate far too high can leave a model saturated by its very first update
 (a capsule network's norm fell 1e4-fold there and its loss jumped 4.8x and stayed), and then the first window is
-already after the collapse. The first window is counted in optimizer steps, so gradients sampled on a stride do
-not stretch it into the run.
+already after the collapse. A collapse from the first window that reached the layers nearest the loss as well was
+lost at the output, not on the way down a deep stack: what the loss hands the model went flat (a regression head with
+an ``exp`` driven towards 0, batches of one: every layer fell 1e7-fold and more, the head too, while the loss stayed
+at 1.65). It is told with the output activation first. The first window is counted in optimizer steps, so gradients
+sampled on a stride do not stretch it into the run.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         paths: Sequence[tuple[int, int, int]],
         global_norms: Sequence[float] | np.ndarray,
         losses: Sequence[float] | np.ndarray = (),
+        output_layers: Sequence[int] = (),
     ) -> list[Diagnosis]:
         """Judge one window.
 
@@ -107,6 +111,8 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             layer_norms: ``[steps, layers]`` per-layer norms.
             paths: ``(first layer, last layer, comparable layers on the path)`` for each gradient path: the
                 depth rule only compares the two ends of one path (one optimizer, one chain of ops).
+            output_layers: the layers nearest the loss (indices into ``layers``): a collapse that reaches them
+                started at the output, not on the way down the stack.
         """
         t = self.thresholds
         w = int(t.window)
@@ -128,7 +134,7 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         if len(self.norms) < t.min_steps or not steps:
             return []
         decided = int(steps[-1])
-        return self._depth(decided, layers, paths) or self._collapse(decided)
+        return self._depth(decided, layers, paths) or self._collapse(decided, layers, output_layers)
 
     def _early_count(self, row_steps: Sequence[int], rows: int) -> int:
         """How many of ``rows`` new rows (at ``row_steps``) fall in the first ``window`` optimizer steps. Rows whose
@@ -265,12 +271,13 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
         """The loss's level over the first window and over the latest one."""
         return median(self.early_losses), median(self.losses)
 
-    def _collapse(self, decided: int) -> list[Diagnosis]:
+    def _collapse(self, decided: int, layers: Sequence[str], output_layers: Sequence[int]) -> list[Diagnosis]:
         """The global norm fell by ``collapse_ratio`` from a reference while the loss stayed within ``loss_flat`` of
         the reference's loss. Two references: the first optimizer step, the model before any update (a learning rate
         far too high can saturate it on its first update, and then every window, the first included, is after the
         collapse: a capsule network's norm fell 1e4-fold there and its loss jumped 4.8x and stayed), then the first
-        window's levels."""
+        window's levels. A collapse from the first window that reached the layers nearest the loss as well started at
+        the output: what the loss hands the model went flat (an exp on a regression head driven towards 0)."""
         t = self.thresholds
         if len(self.early_losses) < t.min_steps or len(self.losses) < t.min_steps:
             return []
@@ -280,32 +287,99 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             references.append((median(self._on_every_step(self.early_norms)), median(self.early_losses), False))
         for norm, loss, before_update in references:
             if norm > 0 and now / norm < t.collapse_ratio and loss > 0 and loss_now >= t.loss_flat * loss:
-                return [self._collapsed(decided, norm, loss, now, loss_now, before_update)]
+                collapse = Collapse(norm, now, loss, loss_now)
+                if before_update:
+                    return [self._collapsed_from_start(decided, collapse)]
+                return [self._collapsed(decided, collapse, self._output_collapse(layers, output_layers))]
         return []  # no collapse, or the loss fell with it: small gradients of a converging run
 
-    def _collapsed(
-        self, decided: int, norm: float, loss: float, now: float, loss_now: float, before_update: bool
-    ) -> Diagnosis:
-        smaller = f"{norm / max(now, 1e-300):.3g}x smaller"
-        if not before_update:
-            message = (
-                f"The gradient norm collapsed from {norm:.3g} to {now:.3g} ({smaller}) while the loss barely moved "
-                f"({loss:.4g} -> {loss_now:.4g})."
-            )
-            evidence = {"early_grad_norm": norm, "grad_norm": now, "early_loss": loss, "loss": loss_now}
-            return self.diagnosis(decided, message, evidence)
+    def _output_collapse(self, layers: Sequence[str], output_layers: Sequence[int]) -> tuple[str, float, float] | None:
+        """(a layer nearest the loss, its first-window level, its level now) when every such layer that had a gradient
+        in the first window has lost it by ``collapse_ratio`` as well; None otherwise, or when it cannot be told."""
+        t = self.thresholds
+        if not output_layers or not self.layer_rows or not self.early_rows:
+            return None
+        early_rows, rows = np.asarray(self._on_every_step(self.early_rows)), np.asarray(self.layer_rows)
+        if early_rows.ndim != 2 or rows.ndim != 2 or not early_rows.shape[1] == rows.shape[1] == len(layers):
+            return None
+        early, latest = _layer_levels(early_rows), _layer_levels(rows)
+        found: tuple[str, float, float] | None = None
+        for i in output_layers:
+            if not (0 <= i < len(layers) and np.isfinite(early[i]) and early[i] > 0):
+                continue
+            level = float(latest[i]) if np.isfinite(latest[i]) else 0.0  # no gradient at all lately: it fell to 0
+            if level / early[i] >= t.collapse_ratio:
+                return None
+            if found is None or early[i] > found[1]:
+                found = (layers[i], float(early[i]), level)
+        return found
+
+    def _collapsed(self, decided: int, collapse: Collapse, at_output: tuple[str, float, float] | None) -> Diagnosis:
         message = (
-            f"The gradient norm collapsed from {norm:.3g} before any update to {now:.3g} ({smaller}) while the loss "
-            f"is {loss_now:.4g} against {loss:.4g} before any update: the first updates left the model in a flat "
-            "region it has not left (saturated or dead units), most likely a learning rate far too high for the start."
+            f"The gradient norm collapsed from {collapse.norm:.3g} to {collapse.norm_now:.3g}{collapse.smaller} while "
+            f"the loss barely moved ({collapse.loss:.4g} -> {collapse.loss_now:.4g})."
         )
-        evidence = {"first_grad_norm": norm, "grad_norm": now, "first_loss": loss, "loss": loss_now}
+        evidence: dict[str, Any] = {
+            "early_grad_norm": collapse.norm,
+            "grad_norm": collapse.norm_now,
+            "early_loss": collapse.loss,
+            "loss": collapse.loss_now,
+        }
+        if at_output is None:
+            return self.diagnosis(decided, message, evidence)
+        layer, early, now = at_output
+        message += (
+            f" It is lost at the output: the layer nearest the loss, {layer}, fell from {early:.3g} to {now:.3g} too. "
+            "The loss hands the model almost no gradient (an exp, sigmoid, tanh or clamp on the output driven into "
+            "its flat region); this is not a deep stack losing it on the way down."
+        )
+        evidence.update(early_output_norm=early, output_norm=now)
+        return self.diagnosis(decided, message, evidence, subject=layer, remedies=list(OUTPUT_COLLAPSE_REMEDIES))
+
+    def _collapsed_from_start(self, decided: int, collapse: Collapse) -> Diagnosis:
+        message = (
+            f"The gradient norm collapsed from {collapse.norm:.3g} before any update to {collapse.norm_now:.3g}"
+            f"{collapse.smaller} while the loss is {collapse.loss_now:.4g} against {collapse.loss:.4g} before any "
+            "update: the first updates left the model in a flat region it has not left (saturated or dead units), "
+            "most likely a learning rate far too high for the start."
+        )
+        evidence = {
+            "first_grad_norm": collapse.norm,
+            "grad_norm": collapse.norm_now,
+            "first_loss": collapse.loss,
+            "loss": collapse.loss_now,
+        }
         remedies = [
             "Lower the learning rate (try 10x lower) and add a warm-up.",
             "Clip gradients: Trainer(gradient_clip_val=1.0).",
             *code_info(self.code).remedies[:1],
         ]
         return self.diagnosis(decided, message, evidence, remedies=remedies)
+
+
+@dataclasses.dataclass(frozen=True)
+class Collapse:
+    """The global gradient norm and the loss at the reference and now."""
+
+    norm: float
+    norm_now: float
+    loss: float
+    loss_now: float
+
+    @property
+    def smaller(self) -> str:
+        """' (Nx smaller)', or nothing when the norm fell to exactly 0 (no factor to quote)."""
+        return f" ({self.norm / self.norm_now:.3g}x smaller)" if self.norm_now > 0 else ""
+
+
+OUTPUT_COLLAPSE_REMEDIES = (
+    "Check the output activation: hand the loss the raw output and let the loss apply the function (logits to "
+    "CrossEntropyLoss/BCEWithLogitsLoss, log-rates to PoissonNLLLoss(log_input=True)), and drop an exp, sigmoid or "
+    "clamp on a regression head whose targets lie outside its range.",
+    "Lower the learning rate: a step that drives the output deep into its flat region leaves it there.",
+    "Smooth the loss: Huber/SmoothL1 instead of a hinge or clamp with a flat region.",
+)
+"""A collapse that started at the output: what to check, most likely first."""
 
 
 PEAK_BLOCK = 5

@@ -44,6 +44,60 @@ def test_collapse_while_the_loss_is_flat() -> None:
     assert "collapsed" in found.message
 
 
+OUT = ["net.0", "net.1", "net.2"]  # net.2 is nearest the loss
+FLAT = np.concatenate([[3.0], np.full(119, 1.65)])
+
+
+def _collapsing(output_early: float, output_late: float, n: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of three layers: the two below the output fall from 1 to 1e-7 at step 50, the output layer from
+    ``output_early`` to ``output_late``; and the global norm over them. The first batch's loss is above the rest (a
+    noisy batch of one), so the collapse is measured from the first window, not from before any update."""
+    below = np.concatenate([np.ones(50), np.full(n - 50, 1e-7)])
+    output = np.concatenate([np.full(50, output_early), np.full(n - 50, output_late)])
+    rows = np.stack([below, below, output], axis=1)
+    return rows, np.sqrt((rows**2).sum(1))
+
+
+# batch1_heavy_tail_sgd with exp() on its regression head (tuning corpus): the head drove its input so low that
+# exp(z) ~ 0 and hands MSE no gradient; every layer fell 1e7-fold and more, the head too, while the loss stayed at
+# 1.65. It was told to use ReLU in deep stacks and add normalisation layers: remedies for a gradient lost on its way
+# down, which this was not.
+def test_a_collapse_that_reached_the_layer_nearest_the_loss_started_at_the_output() -> None:
+    rows, norms = _collapsing(output_early=0.5, output_late=4e-7)
+    [found] = VanishingGradients().update(list(range(120)), rows, OUT, [(0, 2, 3)], norms, FLAT, output_layers=[2])
+    assert "lost at the output" in found.message and "net.2, fell from 0.5 to 4e-07" in found.message
+    assert found.subject == "net.2" and found.severity == "warning"
+    assert found.evidence["early_output_norm"] == 0.5 and found.evidence["output_norm"] == 4e-7
+    assert "output activation" in found.remedies[0]
+
+
+def test_an_output_layer_without_any_gradient_lately_fell_to_zero() -> None:
+    rows, norms = _collapsing(output_early=0.5, output_late=0.0)
+    [found] = VanishingGradients().update(list(range(120)), rows, OUT, [(0, 2, 3)], norms, FLAT, output_layers=[2])
+    assert "net.2, fell from 0.5 to 0 too" in found.message
+
+
+def test_a_collapse_the_output_layer_did_not_share_keeps_the_stack_remedies() -> None:
+    # The output layer's gradient was small from the start and stays so: the loss still hands gradient back, and
+    # it is lost below; the same collapse told without the output layers known reads the same.
+    rows, norms = _collapsing(output_early=1e-5, output_late=1e-5)
+    for output_layers in ([2], []):
+        [found] = VanishingGradients().update(
+            list(range(120)), rows, OUT, [(0, 2, 3)], norms, FLAT, output_layers=output_layers
+        )
+        assert "collapsed" in found.message and "at the output" not in found.message
+        assert "ReLU" in found.remedies[0]
+
+
+def test_a_norm_that_fell_to_exactly_zero_quotes_no_factor() -> None:
+    norms = np.concatenate([[0.123], np.zeros(119)])
+    losses = np.concatenate([[0.95], np.full(119, 0.98)])
+    rows = np.tile(norms[:, None], (1, 2))
+    [found] = VanishingGradients().update(list(range(120)), rows, ["a", "b"], [(0, 1, 2)], norms, losses)
+    assert "from 0.123 before any update to 0 while" in found.message, found.message
+    assert "x smaller" not in found.message
+
+
 def test_shrinking_gradients_of_a_converging_run_stay_quiet() -> None:
     n = 150
     norms = np.concatenate([np.ones(50), np.full(n - 50, 1e-6)])
