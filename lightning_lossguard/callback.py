@@ -35,6 +35,7 @@ from lightning_lossguard.lightning_classes import StandaloneCallback, lightning_
 from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.report.console import ConsoleReporter
 from lightning_lossguard.report.cost import cost_and_notes, over_budget_note
+from lightning_lossguard.report.failure import failure_note
 from lightning_lossguard.report.handoff import Handoff
 from lightning_lossguard.report.json_report import REPORT_NAME, Gap, write_report
 from lightning_lossguard.report.loggers import LoggerReporter, Series
@@ -264,6 +265,11 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._watched_key: tuple[object, ...] | None = None  # the optimizers' parameters when last watched
         self._before_report = False  # the batch under way is the last before a report
         self._backward_work = False  # the backward hooks have something to do in the batch under way
+        # Under autograd's anomaly mode a NaN stops the fit inside backward, before the batch ends: every batch's loss
+        # is kept (a reference) so that the batch that raised is judged too. Anomaly mode costs far more per step.
+        self._anomaly = False
+        self._unended_loss: tuple[int, int, torch.Tensor] | None = None  # (batches ended before, step, loss)
+        self._failure = ""  # the note of a fit that stopped on an exception
         self._step_work = False  # and so has the optimizer-step hook
         self._offered: tuple[bool, bool] | None = None  # (backward, step) hooks as last offered to Lightning
         self._start_hidden = False  # the next batch is plain: its start was prepared at the last batch's end
@@ -341,6 +347,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._device = pl_module.device
         self._automatic = pl_module.automatic_optimization
+        self._anomaly = torch.is_anomaly_enabled()  # Trainer(detect_anomaly=True) turns it on around the fit loop
+        self._unended_loss, self._failure = None, ""
         self._start_step = trainer.global_step
         self._leftover_due = pl_module.automatic_optimization  # manual optimization zeroes gradients when it likes
         accumulate = accumulation(trainer, pl_module)
@@ -513,7 +521,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         clearing = self._recorder.watching_clearing  # manual optimization, after a report
         self._backward_work = timed or self._check_leftover or self._order is not None or clearing
         self._step_work = timed or sample or self._batches <= self._first_sample or clearing
-        offered = (self._backward_work, self._step_work)
+        offered = (self._backward_work or self._anomaly, self._step_work)
         if offered != self._offered:  # most batches in a row hide the same hooks: nothing to change then
             offer(self, self._backward_hooks, offered[0])
             offer(self, self._step_hooks, offered[1])
@@ -551,6 +559,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
     # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
     # they are hidden from Lightning (``hook_dispatch``), and return at once, unwrapped, if called all the same.
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if self._anomaly:
+            self._unended_loss = (self._batches, self._batch_step, loss.detach())
         if self._backward_work:
             self._before_backward(loss)
 
@@ -1007,6 +1017,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         if self._finished or not self._fitting:
             return
         try:
+            if not isinstance(exception, LossGuardAlarm):
+                finite = self._judge_unended_loss()
+                self._failure = failure_note(trainer.global_step, self._batches, exception, finite)
             if self._recorder is not None and not self._broken:
                 # No collective here: other ranks may not be in this hook.
                 new = self._diagnostician.judge(self._recorder.drain(), self._layout)
@@ -1017,6 +1030,17 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         except Exception as error:
             self._internal_error("on_exception", error)
         self._finish(trainer, "alarm" if isinstance(exception, LossGuardAlarm) else "failed")
+
+    def _judge_unended_loss(self) -> bool | None:
+        """The loss of the batch that raised, kept under anomaly mode, goes to the recorder with the others: whether it
+        was finite (one host read, at the exception). None when no such loss reached LossGuard."""
+        kept, self._unended_loss = self._unended_loss, None
+        if kept is None or kept[0] != self._batches or self._recorder is None or self._broken:
+            return None
+        _, step, loss = kept
+        self._recorder.record_loss(step, loss, None, self._learning_rate())
+        self._losses_seen += 1
+        return bool(torch.isfinite(loss).all())
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -1039,6 +1063,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 cost = self._budget.state()
         for monitor in self.monitors:
             self._notes += [n for n in monitor.notes() if n not in self._notes]
+        if self._failure and self._failure not in self._notes:
+            self._notes.insert(0, self._failure)
         self._write_json(trainer, status)
         if trainer.is_global_zero:
             try:
@@ -1047,7 +1073,12 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 if self._loggers is not None:
                     self._loggers.flush()
                 self._console.summary(
-                    self._diagnostician.diagnoses, printed, self._report_path, self.coverage.gaps, cost_shown
+                    self._diagnostician.diagnoses,
+                    printed,
+                    self._report_path,
+                    self.coverage.gaps,
+                    cost_shown,
+                    failed=status == "failed",
                 )
             except Exception as error:
                 self._internal_error("summary", error)

@@ -117,6 +117,44 @@ def test_the_report_is_written_when_training_crashes(tmp_path: Path) -> None:
     assert [d["code"] for d in report["diagnoses"]] == ["nonfinite_loss"]  # judged from the unreported batches
 
 
+def test_a_crashed_run_without_a_diagnosis_is_not_called_problem_free(tmp_path: Path, capsys: Any) -> None:
+    # It printed "no problems found." in green over a fit that had just raised.
+    module = Crashes(mlp([16, 8, 1]), optimizer=lambda p: torch.optim.SGD(p, lr=1e-3))
+    guard = LossGuard(report_every=20)
+    t = trainer(tmp_path, [guard], max_steps=100)
+    with pytest.raises(RuntimeError, match="user bug"):
+        t.fit(module, loader(regression_data()))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no problems found" not in out and "the fit failed" in out
+    note = "The fit stopped at step 35 on RuntimeError: user bug. LossGuard judged the 35 batches that ended before it."
+    assert guard.notes[0] == note and note in report_of(t.logger.log_dir)["notes"]  # type: ignore[union-attr]
+
+
+class NanInputUnderAnomalyMode(ZooModule):
+    """A NaN in one input at batch 30: under Trainer(detect_anomaly=True) the backward raises before the batch ends."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        if batch_idx == 30:
+            x, y = batch
+            batch = (x.clone().index_fill_(1, torch.tensor([0]), float("nan")), y)
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_nan_loss_that_anomaly_mode_stops_in_its_backward_is_still_judged(tmp_path: Path) -> None:
+    # The batch that raised never ended, so its loss never reached LossGuard, which judged the 30 finite batches
+    # before it and said "no problems found." Under anomaly mode every batch's loss is kept until the batch ends.
+    module = NanInputUnderAnomalyMode(mlp([16, 8, 1]), optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+    guard = LossGuard(report_every=20, verbose=False)
+    t = trainer(tmp_path, [guard], max_steps=100, detect_anomaly=True)
+    with pytest.raises(RuntimeError, match="returned nan values"):
+        t.fit(module, loader(regression_data()))
+    [found] = guard.diagnoses
+    assert found.code == "nonfinite_loss" and found.step == 30
+    assert "the 30 batches that ended before it and the loss of the one that raised" in guard.notes[0]
+    assert "anomaly mode stopped the backward of that batch's non-finite loss" in guard.notes[0]
+    assert report_of(t.logger.log_dir)["diagnoses"][0]["code"] == "nonfinite_loss"  # type: ignore[union-attr]
+
+
 def test_suppress_and_severity_overrides_in_a_real_run(tmp_path: Path) -> None:
     run = build("l2_weight_10")
     guard = LossGuard(report_every=10, verbose=False, severity={"loss_term_imbalance": "error"})

@@ -155,15 +155,25 @@ class ConsoleReporter:
         report_path: str | None,
         gaps: Sequence[Gap] = (),
         cost: str | None = None,
+        failed: bool = False,
     ) -> None:
         """The end-of-fit summary: the diagnoses as a table (cause first), what was not watched, the notes, what
         LossGuard cost (``cost``: one line) and the report's path. Says "no problems found" only when there is no
-        diagnosis and no gap."""
+        diagnosis and no gap, in a fit that did not fail (``failed``: it stopped on an exception; a note says
+        which)."""
         if not self.enabled:
             return
         parts: list[RenderableType] = []
         if diagnoses:
             parts.append(summary_table(diagnoses))
+        elif failed:
+            parts.append(
+                Text.assemble(
+                    (f"{_PREFIX} ", "bold"),
+                    ("the fit failed: ", "red"),
+                    "no diagnosis in the batches before it (see the note).",
+                )
+            )
         elif gaps:
             parts.append(
                 Text.assemble(

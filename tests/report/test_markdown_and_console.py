@@ -142,6 +142,15 @@ def test_summary_with_a_gap_never_says_no_problems_and_names_what_was_not_watche
     assert out.getvalue() == "LossGuard no problems found.\n"
 
 
+def test_summary_of_a_failed_fit_never_says_no_problems() -> None:
+    out = io.StringIO()
+    note = "The fit stopped at step 35 on RuntimeError: user bug."
+    ConsoleReporter(Console(file=out, width=120, color_system=None)).summary([], [note], None, failed=True)
+    text = out.getvalue()
+    assert "no problems" not in text and "the fit failed: no diagnosis in the batches before it" in text
+    assert note in text
+
+
 def test_full_report_with_a_gap_says_what_was_not_watched_first() -> None:
     text = full_report([], ["too short"], [GAP])
     assert text.startswith("## LossGuard: coverage incomplete\n\n**Not watched.**")
