@@ -620,7 +620,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 self._sampling = True
                 units = [i for i, u in enumerate(self._layout.param_units) if u]
                 axes = {i: a for i, a in enumerate(self._layout.param_unit_axes) if a}
-                self._recorder.sample_before_step(self._batch_step, optimizer, units, self.max_update_elements, axes)
+                self._recorder.sample_before_step(
+                    self._batch_step, optimizer, units, self.max_update_elements, axes, automatic
+                )
                 self._meter.interval_seconds += own_since(mark)
             if not automatic:  # the module zeroes gradients itself: checked from a report batch's step to the next
                 self._recorder.end_clearing(optimizer)

@@ -41,6 +41,7 @@ from lightning_lossguard.detectors.stopped_early import EarlyStop, StoppedRun, j
 from lightning_lossguard.detectors.term_levels import TermLevels
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRising
 from lightning_lossguard.diagnosis import Diagnosis, Severity
+from lightning_lossguard.own_clipping import OwnClipping
 from lightning_lossguard.remedies import tailor
 from lightning_lossguard.run_layout import RunLayout, RunSettings
 from lightning_lossguard.signals.gradients import NO_GRADIENT
@@ -150,6 +151,7 @@ class Diagnostician:
         self._early_losses: list[float] = []
         self._update_ratio = math.nan  # the latest update/weight ratio sampled (median over the model's weights)
         self.settings = RunSettings()
+        self.own_clipping = OwnClipping()  # clipping the run's own code does, seen around sampled optimizer steps
         self.steps_judged = 0
         self.batches_judged = 0  # training batches with a loss, over every fit of this record
         divergence = self._thresholds["loss_divergence"]
@@ -177,7 +179,10 @@ class Diagnostician:
         finite_losses = window.loss[np.isfinite(window.loss)].tolist()
         self._train_losses.extend(finite_losses)
         self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
+        self.own_clipping.observe(window.norms_around_step)
         self.settings = layout.settings
+        if self.settings.clip_val is None and (level := self.own_clipping.level) is not None:
+            self.settings = dataclasses.replace(self.settings, clip_val=level, own_clipping=True)
         if window.update_ratio is not None:
             # Every weight counts once (tiny_updates' statistic): zero-initialised biases read near 1 at any rate.
             ratio = model_update_ratio(window.update_ratio, np.asarray(layout.param_sizes, dtype=np.float64))

@@ -20,10 +20,12 @@ def tailor(diagnosis: Diagnosis, settings: RunSettings) -> Diagnosis:
     remedies: list[str] = []
     for remedy in diagnosis.remedies:
         if settings.clip_val is not None and _adds_clipping(remedy):
-            remedy = (
-                f"Clipping is already on (gradient_clip_val={settings.clip_val:g}): lower the learning rate rather "
-                "than rely on it."
+            where = (
+                f"the run's own code clips the norm to {settings.clip_val:.3g}"
+                if settings.own_clipping
+                else f"gradient_clip_val={settings.clip_val:g}"
             )
+            remedy = f"Clipping is already on ({where}): lower the learning rate rather than rely on it."
         elif "momentum" in remedy and math.isfinite(settings.momentum) and settings.momentum == 0:
             if remedy.startswith("Lower the learning rate or the momentum"):
                 remedy = "Lower the learning rate."

@@ -32,7 +32,9 @@ class RunSettings:
         momentum: the largest momentum (SGD ``momentum``, Adam's ``beta1``) of any parameter group.
         adaptive: an optimizer with per-parameter step sizes (Adam family, RMSprop, Adagrad).
         scheduler: a learning-rate scheduler is configured.
-        clip_val: ``gradient_clip_val`` when clipping by norm is on.
+        clip_val: ``gradient_clip_val`` when clipping by norm is on, or the value the run's own code clips the norm to
+            (``own_clipping``).
+        own_clipping: ``clip_val`` was seen in the gradient norms, not set on the Trainer.
         accumulate: ``accumulate_grad_batches``.
         manual: manual optimization (the module calls zero_grad, backward and step itself).
         batches_per_epoch: training batches per epoch (None when unknown or unbounded): 1 is full-batch
@@ -44,6 +46,7 @@ class RunSettings:
     adaptive: bool = False
     scheduler: bool = False
     clip_val: float | None = None
+    own_clipping: bool = False
     accumulate: int = 1
     manual: bool = False
     batches_per_epoch: int | None = None

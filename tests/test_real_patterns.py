@@ -484,6 +484,38 @@ def test_regression_targets_in_dollars_are_called_the_losss_scale(tmp_path: Path
     assert found.remedies[0].startswith("Standardise the regression targets")
 
 
+class ClipsInItsOwnHook(DeepClassifier):
+    """Code ported from a plain PyTorch loop: it clips its gradients itself, in the module's hook."""
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 0.1)
+
+
+class ClearsAfterItsStep(DeepClassifier):
+    """An optimizer_step override that clears the gradients right after the step: they read 0 there, not clipped."""
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        optimizer.step(closure=optimizer_closure)
+        optimizer.zero_grad()
+
+
+def test_a_module_that_clips_in_its_own_hook_is_not_told_to_clip(tmp_path: Path) -> None:
+    # LossGuard reads the gradients before the module's hook clips them; the run's settings show no clipping, so a
+    # learning rate far too high was told "Clip gradients: Trainer(gradient_clip_val=1.0)" in a run that clips at 0.1.
+    x, classes, _ = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, ClipsInItsOwnHook(lr=3.0), loader(x, classes), max_steps=60, report_every=10)
+    remedies = [r for d in alarms(guard) for r in d.remedies]
+    assert remedies and not any(r.startswith("Clip gradients") for r in remedies), remedies
+    assert "Clipping is already on (the run's own code clips the norm to 0.1): lower the learning rate" in " ".join(
+        remedies
+    )
+    torch.manual_seed(0)
+    guard = fit(tmp_path, ClearsAfterItsStep(lr=3.0), loader(x, classes), max_steps=60, report_every=10)
+    remedies = [r for d in alarms(guard) for r in d.remedies]
+    assert any(r.startswith("Clip gradients") for r in remedies) and "own code" not in " ".join(remedies), remedies
+
+
 class PlainSGDRegressor(DeepClassifier):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr)

@@ -33,6 +33,14 @@ def test_with_clipping_on_it_never_says_add_clipping() -> None:
     assert tailored.remedies[1:] == REMEDIES[1:]  # the rest, in the same order
 
 
+def test_clipping_the_runs_own_code_does_is_told_as_such() -> None:
+    tailored = tailor(diagnosis(), RunSettings(clip_val=0.5, own_clipping=True))
+    assert tailored.remedies[0] == (
+        "Clipping is already on (the run's own code clips the norm to 0.5): lower the learning rate rather than rely "
+        "on it."
+    )
+
+
 def test_plain_sgd_gets_no_momentum_advice() -> None:
     tailored = tailor(diagnosis(), RunSettings(optimizers=("SGD",), momentum=0.0))
     assert tailored.remedies == [REMEDIES[0], "Lower the learning rate.", REMEDIES[2], REMEDIES[4]]

@@ -77,6 +77,10 @@ class GradientProbe:
         self.dead_units = DeviceRows(2 * width)
         self.update_ratio = DeviceRows(2 * width)
         self.leftover = DeviceRows(1)  # gradient norm found before a backward that should start from zero
+        # Sampled steps: the optimizer's gradient norm as LossGuard read it and again after the optimizer step. Code
+        # of the run's own that clips after the read (the module's on_before_optimizer_step) shows between the two.
+        self.step_norms = DeviceRows(2)
+        self._norm_read: tuple[list[nn.Parameter], torch.Tensor] | None = None
         self._index = {id(p): i for i, p in enumerate(self.parameters)}
         self._groups: dict[int, tuple[list[nn.Parameter], list[int], bool]] = {}
         self._fused: dict[int, bool] = {}  # per optimizer: every gradient is a plain dense float32/16/bf16 tensor
@@ -265,6 +269,28 @@ class GradientProbe:
             row.fill_(NO_GRADIENT)
         _write(row, positions, parts)
         return row
+
+    @torch.no_grad()
+    def norm_before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Sampled steps of automatic optimization: the norm of the optimizer's gradients where LossGuard reads them,
+        before any clipping of the run's own after that. Not for sharded parameters: a shard's norm is not the norm
+        a clip bounds."""
+        params, positions, _ = self._group(optimizer)
+        norm = None if any(self.sharding[i] is not None for i in positions) else _present_norm(params)
+        self._norm_read = None if norm is None else (params, norm)
+
+    @torch.no_grad()
+    def norm_after_step(self) -> None:
+        """After the optimizer step: the same gradients' norm again, beside the one read before (no host read). The
+        gradients are still there: Lightning clears them at the next step's start."""
+        if self._norm_read is None:
+            return
+        params, before = self._norm_read
+        self._norm_read = None
+        after = _present_norm(params)
+        row = self.step_norms.next_row(before.device)
+        row[0] = before
+        row[1] = after if after is not None else 0.0
 
     @torch.no_grad()  # the weights are read and copied, not differentiated (no detach() per tensor)
     def snapshot_weights(self, optimizer: torch.optim.Optimizer, max_elements: int) -> None:

@@ -138,8 +138,11 @@ class SignalRecorder:
         unit_params: Sequence[int],
         max_update_elements: int,
         unit_axes: Mapping[int, int] | None = None,
+        automatic: bool = True,
     ) -> None:
         self._dead_row = self.gradients.sample_dead_units(unit_params, optimizer, self._dead_row, unit_axes)
+        if automatic:  # manual optimization reaches this hook inside opt.step(), after any clipping of its own
+            self.gradients.norm_before_step(optimizer)
         if max_update_elements > 0:
             self.gradients.snapshot_weights(optimizer, max_update_elements)
         self._sample_step = step
@@ -162,6 +165,7 @@ class SignalRecorder:
 
     def sample_after_step(self) -> None:
         self.gradients.sample_update_ratio()
+        self.gradients.norm_after_step()
 
     def drain(self, gather: Gather | None = None) -> Window:
         """Copy everything recorded since the last call to the host: the one device read per interval.
@@ -178,6 +182,7 @@ class SignalRecorder:
         dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged
         updates = self.gradients.update_ratio.take()[-1:]
         leftover, sources = self.gradients.take_leftover()  # this rank's own: uncleared shows on any rank
+        step_norms = self.gradients.step_norms.take()  # this rank's own: DDP's gradients are the same on every rank
         losses = self.losses.take()
         timing_steps, phases, sections = self.timer.drain()
         section_names = list(sections)
@@ -193,7 +198,7 @@ class SignalRecorder:
         skipped, skipped_steps, self._skipped_steps = self._skipped.take(device), self._skipped_steps, []
         skipped_batches, self._skipped_batches = self._skipped_batches, 0
         logged_part = logged.on_device if logged is not None else torch.zeros(0)
-        parts = [grads, dead, updates, losses, leftover, logged_part, skipped.on_device]
+        parts = [grads, dead, updates, losses, leftover, logged_part, skipped.on_device, step_norms]
         if gather is not None:
             parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
@@ -203,7 +208,7 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells = pieces
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells, step_rows = pieces
         steps = [skipped_steps[row] for row in skipped.rows]
         skipped_bad = nonfinite_logged(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
         timing_rows = timing_host
@@ -244,6 +249,7 @@ class SignalRecorder:
             skipped_batches=skipped_batches,
             skipped_read=len(steps),
             skipped_nonfinite=skipped_bad,
+            norms_around_step=[(float(a), float(b)) for a, b in step_rows.reshape(-1, 2)],
         )
         if ranks is not None:
             window.ranks = ranks.count

@@ -41,6 +41,8 @@ class Window:
     skipped_batches: int = 0  # batches that returned no loss (automatic optimization: Lightning skipped them)
     skipped_read: int = 0  # batches that returned no loss and whose logged values were read (timed ones)
     skipped_nonfinite: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # ... (step, names) not finite
+    # Sampled steps: (gradient norm as read, the same gradients' norm after the optimizer step); clipping shows here
+    norms_around_step: list[tuple[float, float]] = field(default_factory=list)
     scaler_scale: float | None = None
     host_rss_mb: float | None = None
     allocator_free_mb: float | None = None  # freed memory malloc keeps: part of the RSS no object holds (NaN: not read)

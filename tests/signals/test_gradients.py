@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lightning_lossguard.signals.gradients import NO_GRADIENT, SAMPLE_ELEMENTS, GradientProbe
-from lightning_lossguard.signals.parameters import build_layout, layer_name, watched_parameters
+from lightning_lossguard.signals.parameters import Sharding, build_layout, layer_name, watched_parameters
 from lightning_lossguard.signals.window import global_norms, layer_norms
 
 
@@ -287,3 +287,29 @@ def test_a_gpt2_style_conv1d_has_its_units_in_its_weights_columns() -> None:
     wrong_nf = conv1d(8, 3, hf)
     wrong_nf.nf = 3  # nf names the rows: not that layout
     assert axes(nn.Sequential(wrong_nf, nn.Linear(3, 8))) == (0, 0)
+
+
+def test_the_norm_around_a_step_shows_a_clip_made_after_the_read() -> None:
+    weight, bias = nn.Parameter(torch.zeros(3, 4)), nn.Parameter(torch.zeros(3))
+    weight.grad, bias.grad = torch.full((3, 4), 2.0), torch.full((3,), 2.0)
+    optimizer = torch.optim.SGD([weight, bias], lr=0.1)
+    probe = GradientProbe([weight, bias])
+    probe.norm_before_step(optimizer)
+    torch.nn.utils.clip_grad_norm_([weight, bias], 0.5)  # what a module's own on_before_optimizer_step does
+    probe.norm_after_step()
+    probe.norm_after_step()  # once per read
+    [[before, after]] = probe.step_norms.take().tolist()
+    assert before == pytest.approx(2.0 * 15**0.5) and after == pytest.approx(0.5, rel=1e-5)
+
+
+def test_no_norm_around_a_step_for_a_sharded_parameter_or_without_gradients() -> None:
+    weight = nn.Parameter(torch.zeros(3, 4))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    probe = GradientProbe([weight])
+    probe.norm_before_step(optimizer)  # no gradient yet
+    probe.norm_after_step()
+    weight.grad = torch.ones(3, 4)
+    sharded = GradientProbe([weight], [Sharding(2)])
+    sharded.norm_before_step(optimizer)
+    sharded.norm_after_step()
+    assert probe.step_norms.take().numel() == 0 and sharded.step_norms.take().numel() == 0
