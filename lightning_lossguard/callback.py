@@ -265,12 +265,12 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._watched_key: tuple[object, ...] | None = None  # the optimizers' parameters when last watched
         self._before_report = False  # the batch under way is the last before a report
         self._backward_work = False  # the backward hooks have something to do in the batch under way
+        self._step_work = False  # and so has the optimizer-step hook
         # Under autograd's anomaly mode a NaN stops the fit inside backward, before the batch ends: every batch's loss
         # is kept (a reference) so that the batch that raised is judged too. Anomaly mode costs far more per step.
         self._anomaly = False
         self._unended_loss: tuple[int, int, torch.Tensor] | None = None  # (batches ended before, step, loss)
         self._failure = ""  # the note of a fit that stopped on an exception
-        self._step_work = False  # and so has the optimizer-step hook
         self._offered: tuple[bool, bool] | None = None  # (backward, step) hooks as last offered to Lightning
         self._start_hidden = False  # the next batch is plain: its start was prepared at the last batch's end
         self._sample_gradients = False  # its gradients are measured (the budget's stride)

@@ -319,7 +319,7 @@ class VanishingGradients(Detector[VanishingGradientsThresholds]):
             f"The gradient norm collapsed from {collapse.norm:.3g} to {collapse.norm_now:.3g}{collapse.smaller} while "
             f"the loss barely moved ({collapse.loss:.4g} -> {collapse.loss_now:.4g})."
         )
-        evidence: dict[str, Any] = {
+        evidence: dict[str, float] = {
             "early_grad_norm": collapse.norm,
             "grad_norm": collapse.norm_now,
             "early_loss": collapse.loss,
