@@ -973,11 +973,11 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 self._text(trainer, new)
         self._write_json(trainer, "running")
 
-    def _text(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
+    def _text(self, trainer: pl.Trainer, new: list[Diagnosis], failed: bool = False) -> None:
         """The TensorBoard text report: every diagnosis so far, the notes and the gaps (rank 0, loggers only)."""
         if self._loggers is not None:
             self._loggers.diagnoses(
-                new, self._diagnostician.diagnoses, self._notes, trainer.global_step, self.coverage.gaps
+                new, self._diagnostician.diagnoses, self._notes, trainer.global_step, self.coverage.gaps, failed
             )
 
     def _decide(self, trainer: pl.Trainer, new: list[Diagnosis]) -> None:
@@ -1071,7 +1071,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         if trainer.is_global_zero:
             try:
                 cost_shown, printed, _ = cost_and_notes(cost, self._notes)  # the over-budget note: one line
-                self._text(trainer, [])
+                self._text(trainer, [], failed=status == "failed")
                 if self._loggers is not None:
                     self._loggers.flush()
                 self._console.summary(

@@ -128,6 +128,8 @@ def test_a_crashed_run_without_a_diagnosis_is_not_called_problem_free(tmp_path: 
     assert "no problems found" not in out and "the fit failed" in out
     note = "The fit stopped at step 35 on RuntimeError: user bug. LossGuard judged the 35 batches that ended before it."
     assert guard.notes[0] == note and note in report_of(t.logger.log_dir)["notes"]  # type: ignore[union-attr]
+    [markdown] = text_of(events(t.logger.log_dir), "lossguard/diagnoses/text_summary")[-1:]  # type: ignore[union-attr]
+    assert markdown.startswith("## LossGuard: the fit failed") and "nothing wrong" not in markdown, markdown
 
 
 class NanInputUnderAnomalyMode(ZooModule):

@@ -199,12 +199,13 @@ class LoggerReporter:
         notes: Sequence[str],
         step: int,
         gaps: Sequence[Gap] = (),
+        failed: bool = False,
     ) -> None:
-        """Rewrite the text report (cause first, with what was not watched) and add a per-code entry for each
-        new diagnosis."""
+        """Rewrite the text report (cause first, with what was not watched; ``failed``: the fit stopped on an
+        exception) and add a per-code entry for each new diagnosis."""
         if not self.tensorboards:
             return
-        text = full_report(everything, notes, gaps)
+        text = full_report(everything, notes, gaps, failed)
         for writer in self.tensorboards:
             writer.add_text("lossguard/diagnoses", text, step)
             for d in new:

@@ -69,17 +69,22 @@ def coverage_section(gaps: Sequence[Gap]) -> str:
     return f"**Not watched.** LossGuard could not watch all of this run; it cannot vouch for:\n\n{items}"
 
 
-def full_report(diagnoses: Sequence[Diagnosis], notes: Sequence[str] = (), gaps: Sequence[Gap] = ()) -> str:
+def full_report(
+    diagnoses: Sequence[Diagnosis], notes: Sequence[str] = (), gaps: Sequence[Gap] = (), failed: bool = False
+) -> str:
     """The text LossGuard writes to TensorBoard: counts, what was not watched, the overview table, each
-    diagnosis (cause first), then notes."""
-    headline = [counts_line(diagnoses)] if diagnoses else []
+    diagnosis (cause first), then notes. ``failed``: the fit stopped on an exception (a note says which)."""
+    headline = ["the fit failed"] if failed else []
+    headline += [counts_line(diagnoses)] if diagnoses else []
     headline += ["coverage incomplete"] if gaps else []
     parts = ["## LossGuard" + (": " + "; ".join(headline) if headline else "")]
     if gaps:
         parts.append(coverage_section(gaps))
     if len(diagnoses) > 1:
         parts.append(ORDER_NOTE)
-    if diagnoses or not gaps:
+    if failed and not diagnoses:
+        parts.append("No diagnoses in the batches before the fit failed: see the notes for where it stopped and why.")
+    elif diagnoses or not gaps:
         parts.append(diagnoses_table(diagnoses))
     else:
         parts.append("No diagnoses in what LossGuard watched.")

@@ -151,6 +151,13 @@ def test_summary_of_a_failed_fit_never_says_no_problems() -> None:
     assert note in text
 
 
+def test_full_report_of_a_failed_fit_never_says_nothing_was_wrong() -> None:
+    text = full_report([], ["The fit stopped at step 35 on RuntimeError: user bug."], failed=True)
+    assert text.startswith("## LossGuard: the fit failed\n\nNo diagnoses in the batches before the fit failed")
+    assert "nothing wrong" not in text and "- The fit stopped at step 35" in text
+    assert full_report([NEW], failed=True).startswith("## LossGuard: the fit failed; ")
+
+
 def test_full_report_with_a_gap_says_what_was_not_watched_first() -> None:
     text = full_report([], ["too short"], [GAP])
     assert text.startswith("## LossGuard: coverage incomplete\n\n**Not watched.**")
