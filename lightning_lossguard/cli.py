@@ -392,7 +392,7 @@ def _as_markdown(r: Report) -> str:
     )
     cost = cost_line(r.cost)
     header += f" LossGuard's own time: {markdown_text(cost)}" if cost else ""
-    return f"{header}\n\n{full_report(r.diagnoses, r.notes, r.gaps)}"
+    return f"{header}\n\n{full_report(r.diagnoses, r.notes, r.gaps, r.status == 'failed')}"
 
 
 def _print_table(r: Report, out: Console) -> None:
@@ -413,6 +413,8 @@ def _print_table(r: Report, out: Console) -> None:
         out.print(summary_table(shown, title=None, full=True))
         if len(r.diagnoses) > MAX_LISTED:
             out.print(Text(_more(len(r.diagnoses) - MAX_LISTED), "dim"), soft_wrap=True)
+    elif r.status == "failed":
+        out.print(Text("  no diagnoses before the fit failed (the note says where it stopped).", "red"))
     elif r.gaps:
         out.print(Text("  no diagnoses in what LossGuard watched.", "yellow"))
     else:

@@ -384,3 +384,17 @@ def test_report_as_json_lists_the_cause_first_whatever_the_file_order(
         "loss_scale_shift",  # step 50
         "loss_plateau",  # step 120
     ]
+
+
+def test_report_of_a_failed_fit_with_nothing_diagnosed_never_says_nothing_was_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    note = "The fit stopped at step 35 on RuntimeError: user bug."
+    failed = write_report(tmp_path / "a" / "version_0" / "lossguard.json", [], "failed", 35, [note])
+    assert main(["report", str(failed)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "failed at step 35" in out and "no diagnoses before the fit failed" in out and note in out
+    assert "found nothing wrong" not in out
+    assert main(["report", str(failed), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert "## LossGuard: the fit failed" in markdown and "found nothing wrong" not in markdown

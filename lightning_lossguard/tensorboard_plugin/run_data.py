@@ -98,10 +98,11 @@ def run_view(run: str, run_dir: Path | None, curves: dict[str, list[list[float]]
 
 
 def verdict(reports: Sequence[Report], unreadable: int = 0) -> dict[str, str]:
-    """``{"level": "error"|"warning"|"gaps"|"healthy"|"unknown", "text": ...}``: the run's headline.
+    """``{"level": "error"|"warning"|"failed"|"gaps"|"healthy"|"unknown", "text": ...}``: the run's headline.
 
-    Healthy means no warning and no error in everything LossGuard watched; a coverage gap says that part of the
-    run was not watched, so "no problems found" covers less than the whole run.
+    Healthy means no warning and no error in everything LossGuard watched, in a fit that did not fail; a fit that
+    stopped on an exception is never called healthy; a coverage gap says that part of the run was not watched, so
+    "no problems found" covers less than the whole run.
     """
     if not reports:
         text = "The LossGuard report cannot be read" if unreadable else "No LossGuard report yet"
@@ -111,6 +112,8 @@ def verdict(reports: Sequence[Report], unreadable: int = 0) -> dict[str, str]:
     if errors or warnings:
         level = "error" if errors else "warning"
         text = f"{_count(errors, 'error')}, {_count(warnings, 'warning')}"
+    elif any(r.status == "failed" for r in reports):
+        level, text = "failed", "Training failed: nothing diagnosed before it (the notes say where it stopped)"
     elif any(r.gaps for r in reports):
         level, text = "gaps", "No problems found in what was watched, but not everything was watched"
     else:

@@ -41,6 +41,17 @@ def test_verdict_says_healthy_counts_alarms_and_names_gaps(tmp_path: Path) -> No
     assert verdict([]) == {"level": "unknown", "text": "No LossGuard report yet"}
 
 
+def test_a_failed_fit_with_nothing_diagnosed_is_never_called_healthy(tmp_path: Path) -> None:
+    failed = read_report(write_report(tmp_path / "lossguard.json", [INFO], "failed", 35, notes=["The fit stopped."]))
+    assert verdict([failed]) == {
+        "level": "failed",
+        "text": "Training failed: nothing diagnosed before it (the notes say where it stopped) (1 info)",
+    }
+    warning = Diagnosis("loss_plateau", Severity.WARNING, 20, "Flat.")
+    alarmed = read_report(write_report(tmp_path / "other.json", [warning], "failed", 35))
+    assert verdict([alarmed])["level"] == "warning"  # what was diagnosed still leads
+
+
 def test_run_view_orders_diagnoses_cause_first_and_keeps_every_field(tmp_path: Path) -> None:
     write_report(tmp_path / "lossguard.json", [INFO, ERROR, CAUSE], "alarm", 30, notes=["a note"])
     cost = {"budget": 0.01, "run_share": 0.005, "own_seconds": 0.05, "batches": 1000.0, "step_ms": 10.0}
