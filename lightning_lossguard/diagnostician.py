@@ -181,7 +181,8 @@ class Diagnostician:
         self._early_losses.extend(finite_losses[: max(0, 50 - len(self._early_losses))])
         self.own_clipping.observe(window.norms_around_step)
         self.settings = layout.settings
-        if self.settings.clip_val is None and (level := self.own_clipping.level) is not None:
+        clipped = self.settings.clip_val is not None or self.settings.clip_value is not None
+        if not clipped and (level := self.own_clipping.level) is not None:
             self.settings = dataclasses.replace(self.settings, clip_val=level, own_clipping=True)
         if window.update_ratio is not None:
             # Every weight counts once (tiny_updates' statistic): zero-initialised biases read near 1 at any rate.

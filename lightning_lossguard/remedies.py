@@ -15,17 +15,24 @@ def _adds_clipping(remedy: str) -> bool:
     return remedy.startswith("Clip gradients") or ("gradient_clip_val=1.0" in remedy and "Clipping is on" not in remedy)
 
 
+def _clipping(settings: RunSettings) -> str | None:
+    """How the run clips its gradients, in a few words (None: it does not, as far as LossGuard can tell)."""
+    if settings.clip_val is not None:
+        if settings.own_clipping:
+            return f"the run's own code clips the norm to {settings.clip_val:.3g}"
+        return f"gradient_clip_val={settings.clip_val:g}"
+    if settings.clip_value is not None:
+        return f"by value: gradient_clip_val={settings.clip_value:g}, gradient_clip_algorithm='value'"
+    return None
+
+
 def tailor(diagnosis: Diagnosis, settings: RunSettings) -> Diagnosis:
     """``diagnosis`` with remedies that contradict ``settings`` rewritten, most likely still first."""
     remedies: list[str] = []
+    clipping = _clipping(settings)
     for remedy in diagnosis.remedies:
-        if settings.clip_val is not None and _adds_clipping(remedy):
-            where = (
-                f"the run's own code clips the norm to {settings.clip_val:.3g}"
-                if settings.own_clipping
-                else f"gradient_clip_val={settings.clip_val:g}"
-            )
-            remedy = f"Clipping is already on ({where}): lower the learning rate rather than rely on it."
+        if clipping is not None and _adds_clipping(remedy):
+            remedy = f"Clipping is already on ({clipping}): lower the learning rate rather than rely on it."
         elif "momentum" in remedy and math.isfinite(settings.momentum) and settings.momentum == 0:
             if remedy.startswith("Lower the learning rate or the momentum"):
                 remedy = "Lower the learning rate."
@@ -35,7 +42,7 @@ def tailor(diagnosis: Diagnosis, settings: RunSettings) -> Diagnosis:
             remedy = "Check the LR schedule: its peak (after warm-up, or at each restart) may be too high."
         if remedy not in remedies:
             remedies.append(remedy)
-    if settings.clip_val is not None and any(r.startswith("Clipping is") for r in remedies):
+    if clipping is not None and any(r.startswith("Clipping is") for r in remedies):
         # One clipping remedy is enough (a detector may already have said how often clipping fired).
         first = next(r for r in remedies if r.startswith("Clipping is"))
         remedies = [r for r in remedies if not r.startswith("Clipping is") or r is first]

@@ -35,6 +35,7 @@ class RunSettings:
         clip_val: ``gradient_clip_val`` when clipping by norm is on, or the value the run's own code clips the norm to
             (``own_clipping``).
         own_clipping: ``clip_val`` was seen in the gradient norms, not set on the Trainer.
+        clip_value: ``gradient_clip_val`` when clipping by value is on (``gradient_clip_algorithm="value"``).
         accumulate: ``accumulate_grad_batches``.
         manual: manual optimization (the module calls zero_grad, backward and step itself).
         batches_per_epoch: training batches per epoch (None when unknown or unbounded): 1 is full-batch
@@ -47,6 +48,7 @@ class RunSettings:
     scheduler: bool = False
     clip_val: float | None = None
     own_clipping: bool = False
+    clip_value: float | None = None
     accumulate: int = 1
     manual: bool = False
     batches_per_epoch: int | None = None

@@ -114,6 +114,7 @@ def run_settings(trainer: pl.Trainer) -> RunSettings:
         adaptive=adaptive,
         scheduler=bool(trainer.lr_scheduler_configs),
         clip_val=float(clip) if clip and norm_clipping else None,
+        clip_value=float(clip) if clip and not norm_clipping else None,
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
         manual=not getattr(trainer.lightning_module, "automatic_optimization", True),
         batches_per_epoch=int(batches) if isinstance(batches, (int, float)) and math.isfinite(batches) else None,

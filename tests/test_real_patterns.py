@@ -516,6 +516,15 @@ def test_a_module_that_clips_in_its_own_hook_is_not_told_to_clip(tmp_path: Path)
     assert any(r.startswith("Clip gradients") for r in remedies) and "own code" not in " ".join(remedies), remedies
 
 
+def test_a_run_that_clips_by_value_is_not_told_to_clip(tmp_path: Path) -> None:
+    # A corpus GRU with gradient_clip_algorithm="value" at x1000: "Clip gradients: Trainer(gradient_clip_val=1.0)" came
+    # second in each alarm, as if it clipped nothing.
+    result = run_program("value_clipped_gru_h", str(tmp_path), 0, "lr_x1000")
+    remedies = [r for d in result.alarms for r in d.remedies]
+    assert remedies and not any(r.startswith("Clip gradients") for r in remedies), remedies
+    assert "Clipping is already on (by value: gradient_clip_val=0.5" in " ".join(remedies)
+
+
 class PlainSGDRegressor(DeepClassifier):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr)

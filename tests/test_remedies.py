@@ -41,6 +41,16 @@ def test_clipping_the_runs_own_code_does_is_told_as_such() -> None:
     )
 
 
+def test_clipping_by_value_is_clipping_too() -> None:
+    # A GRU trained with gradient_clip_algorithm="value" at x1000 was told "Clip gradients" (held-out corpus).
+    tailored = tailor(diagnosis(), RunSettings(clip_value=0.5))
+    assert tailored.remedies[0] == (
+        "Clipping is already on (by value: gradient_clip_val=0.5, gradient_clip_algorithm='value'): lower the learning "
+        "rate rather than rely on it."
+    )
+    assert not any(r.startswith("Clip gradients") for r in tailored.remedies)
+
+
 def test_plain_sgd_gets_no_momentum_advice() -> None:
     tailored = tailor(diagnosis(), RunSettings(optimizers=("SGD",), momentum=0.0))
     assert tailored.remedies == [REMEDIES[0], "Lower the learning rate.", REMEDIES[2], REMEDIES[4]]

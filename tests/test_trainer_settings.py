@@ -170,6 +170,17 @@ def test_the_batches_per_epoch_tell_full_batch_training_apart(tmp_path: Path) ->
     assert seen == [64, 1]
 
 
+def test_clipping_by_norm_and_by_value_are_told_apart(tmp_path: Path) -> None:
+    seen = []
+    for algorithm in ("norm", "value"):
+        callback = _SettingsSeen()
+        quiet_trainer(
+            tmp_path, [callback], logger=False, max_steps=2, gradient_clip_val=0.5, gradient_clip_algorithm=algorithm
+        ).fit(BoringModel())
+        seen.append((callback.settings.clip_val, callback.settings.clip_value))
+    assert seen == [(0.5, None), (None, 0.5)]
+
+
 def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_order_and_csv_alone_is_told(
     tmp_path: Path,
 ) -> None:
