@@ -66,6 +66,7 @@ from lightning_lossguard.signals.parameters import (
     WatchedSet,
     build_layout,
     clean_name,
+    gradient_hooked,
     optimizer_parameters_key,
     pruned_note,
     pruned_parameters,
@@ -471,6 +472,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             no_parameters=not self._watched.params and not self._watched.pending and not self.coverage.gaps,
             manual=not module.automatic_optimization,
             loggers_without_tensorboard=self._loggers.without_tensorboard() if self._loggers is not None else (),
+            gradient_hooked=gradient_hooked(self._watched.params),
+            watched=len(self._watched.params),
         )
         overfit = getattr(trainer, "overfit_batches", 0)
         self._diagnostician.validation_off = None

@@ -525,6 +525,27 @@ def test_a_run_that_clips_by_value_is_not_told_to_clip(tmp_path: Path) -> None:
     assert "Clipping is already on (by value: gradient_clip_val=0.5" in " ".join(remedies)
 
 
+class ClampsInTensorHooks(DeepClassifier):
+    """Per-parameter gradient clamping in tensor hooks, registered at construction."""
+
+    def __init__(self, lr: float) -> None:
+        super().__init__(lr)
+        for p in self.net.parameters():
+            p.register_hook(lambda grad: grad.clamp(-1.0, 1.0))
+
+
+def test_gradients_changed_by_tensor_hooks_are_said_to_be_read_after_them(tmp_path: Path) -> None:
+    x, classes, _ = four_classes_and_prices()
+    guard = fit(tmp_path, ClampsInTensorHooks(lr=1e-3), loader(x, classes), max_steps=20)
+    assert [n for n in guard.notes if "gradient hooks" in n] == [
+        "12 of the 12 watched parameters carry gradient hooks (Tensor.register_hook): LossGuard reads their gradients "
+        "after the hooks ran. If the hooks clamp or rescale them, the gradient norms show only what is left (a blow-up "
+        "shows in the loss first), and the run already clips."
+    ]
+    guard = fit(tmp_path, DeepClassifier(lr=1e-3), loader(x, classes), max_steps=20)
+    assert not [n for n in guard.notes if "gradient hooks" in n]
+
+
 class PlainSGDRegressor(DeepClassifier):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.lr)

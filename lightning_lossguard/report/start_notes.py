@@ -16,9 +16,12 @@ def start_notes(
     no_parameters: bool,
     manual: bool,
     loggers_without_tensorboard: Sequence[str] = (),
+    gradient_hooked: int = 0,
+    watched: int = 0,
 ) -> list[str]:
     """The notes a fit starts with: where the report goes (or why it does not) and which signals are unavailable.
-    ``loggers_without_tensorboard``: the loggers' class names when none of them is a TensorBoard logger."""
+    ``loggers_without_tensorboard``: the loggers' class names when none of them is a TensorBoard logger;
+    ``gradient_hooked``: how many of the ``watched`` parameters carry tensor hooks that may change their gradients."""
     notes = []
     if fast_dev_run:
         notes.append("fast_dev_run: Lightning disables logging, so diagnoses are printed but no report is written.")
@@ -37,6 +40,12 @@ def start_notes(
         )
     if no_parameters:
         notes.append("The model has no trainable parameters in its optimizers: gradient diagnoses are unavailable.")
+    if gradient_hooked:
+        notes.append(
+            f"{gradient_hooked} of the {watched} watched parameters carry gradient hooks (Tensor.register_hook): "
+            "LossGuard reads their gradients after the hooks ran. If the hooks clamp or rescale them, the gradient "
+            "norms show only what is left (a blow-up shows in the loss first), and the run already clips."
+        )
     if manual:
         notes.append(
             "Manual optimization: gradients are measured at each optimizer.step() (before self.clip_gradients "

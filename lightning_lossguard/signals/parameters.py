@@ -257,6 +257,12 @@ def pruned_parameters(module: nn.Module) -> set[int]:
     return found
 
 
+def gradient_hooked(params: Sequence[torch.Tensor]) -> int:
+    """How many of ``params`` carry tensor hooks (``Tensor.register_hook``): they run inside backward and may change
+    the gradient (clamp, rescale, reverse) before LossGuard reads it."""
+    return sum(1 for p in params if getattr(p, "_backward_hooks", None))
+
+
 def pruned_note(names: Sequence[str]) -> str | None:
     """What ``dead_gradients`` leaves out under pruning (None: nothing is pruned): said once, as a note."""
     if not names:

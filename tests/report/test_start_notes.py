@@ -31,3 +31,9 @@ def test_loggers_without_tensorboard_are_named_with_where_the_diagnoses_go() -> 
     [note] = start_notes(**{**QUIET, "has_log_dir": False, "loggers_without_tensorboard": ["CSVLogger"]})[1:]
     assert note.endswith("only to the console.")
     assert start_notes(**{**QUIET, "has_logger": False, "loggers_without_tensorboard": []})[0].startswith("No logger")
+
+
+def test_parameters_with_gradient_hooks_are_counted_in_a_note() -> None:
+    [note] = start_notes(**QUIET, gradient_hooked=18, watched=20)
+    assert note.startswith("18 of the 20 watched parameters carry gradient hooks (Tensor.register_hook)")
+    assert "after the hooks ran" in note
