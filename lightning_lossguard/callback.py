@@ -268,9 +268,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._backward_work = False  # the backward hooks have something to do in the batch under way
         self._step_work = False  # and so has the optimizer-step hook
         # Under autograd's anomaly mode a NaN stops the fit inside backward, before the batch ends: every batch's loss
-        # is kept (a reference) so that the batch that raised is judged too. Anomaly mode costs far more per step.
+        # is held (a reference) so that the batch that raised is judged too. Anomaly mode costs far more per step.
         self._anomaly = False
-        self._unended_loss: tuple[int, int, torch.Tensor] | None = None  # (batches ended before, step, loss)
         self._failure = ""  # the note of a fit that stopped on an exception
         self._offered: tuple[bool, bool] | None = None  # (backward, step) hooks as last offered to Lightning
         self._start_hidden = False  # the next batch is plain: its start was prepared at the last batch's end
@@ -349,7 +348,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._device = pl_module.device
         self._automatic = pl_module.automatic_optimization
         self._anomaly = torch.is_anomaly_enabled()  # Trainer(detect_anomaly=True) turns it on around the fit loop
-        self._unended_loss, self._failure = None, ""
+        self._failure = ""
         self._start_step = trainer.global_step
         self._leftover_due = pl_module.automatic_optimization  # manual optimization zeroes gradients when it likes
         accumulate = accumulation(trainer, pl_module)
@@ -562,8 +561,8 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
     # The backward hooks have work on timed batches, the first one and the one after a report only: on the others
     # they are hidden from Lightning (``hook_dispatch``), and return at once, unwrapped, if called all the same.
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        if self._anomaly:
-            self._unended_loss = (self._batches, self._batch_step, loss.detach())
+        if self._anomaly and self._recorder is not None:
+            self._recorder.hold_loss(self._batches, self._batch_step, loss)
         if self._backward_work:
             self._before_backward(loss)
 
@@ -1023,7 +1022,11 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             return
         try:
             if not isinstance(exception, LossGuardAlarm):
-                finite = self._judge_unended_loss()
+                finite = None
+                if self._recorder is not None and not self._broken:
+                    finite = self._recorder.record_held_loss(self._batches, self._learning_rate())
+                    if finite is not None:
+                        self._losses_seen += 1
                 self._failure = failure_note(trainer.global_step, self._batches, exception, finite)
             if self._recorder is not None and not self._broken:
                 # No collective here: other ranks may not be in this hook.
@@ -1035,17 +1038,6 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         except Exception as error:
             self._internal_error("on_exception", error)
         self._finish(trainer, "alarm" if isinstance(exception, LossGuardAlarm) else "failed")
-
-    def _judge_unended_loss(self) -> bool | None:
-        """The loss of the batch that raised, kept under anomaly mode, goes to the recorder with the others: whether it
-        was finite (one host read, at the exception). None when no such loss reached LossGuard."""
-        kept, self._unended_loss = self._unended_loss, None
-        if kept is None or kept[0] != self._batches or self._recorder is None or self._broken:
-            return None
-        _, step, loss = kept
-        self._recorder.record_loss(step, loss, None, self._learning_rate())
-        self._losses_seen += 1
-        return bool(torch.isfinite(loss).all())
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":

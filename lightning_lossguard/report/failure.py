@@ -19,29 +19,27 @@ def failure_note(step: int, batches: int, error: BaseException, loss_finite: boo
     text = one_line(str(error))
     what = type(error).__name__ + (f": {text[:MAX_ERROR_CHARS].rstrip('.')}" if text else "")
     ended = f"the {batches} batch{'es' if batches != 1 else ''} that ended before it"
-    if loss_finite is not None:
-        judged = (
-            f"LossGuard judged {ended} and the loss of the one that raised"
-            if batches
-            else ("LossGuard judged the loss of the batch that raised, the first")
-        )
+    raised = "" if loss_finite is None else " and the loss of the one that raised"
+    if batches:
+        judged = f"LossGuard judged {ended}{raised}"
+    elif loss_finite is None:
+        judged = "No batch ended before it: LossGuard judged nothing"
     else:
-        judged = f"LossGuard judged {ended}" if batches else "No batch ended before it: LossGuard judged nothing"
+        judged = "LossGuard judged the loss of the batch that raised, the first"
     note = f"The fit stopped at step {step} on {what}. {judged}."
     anomaly = _ANOMALY.search(text)
-    if anomaly:
-        function = anomaly.group(1)
-        if loss_finite:
-            note += (
-                f" Autograd's anomaly mode stopped the backward: {function} returned NaN while the batch's loss was "
-                "finite, so the NaN was made in the backward (sqrt/log/pow at 0, a division by a value that can be 0); "
-                "the traceback printed with the error shows the forward line of that operation."
-            )
-        elif loss_finite is False:
-            note += f" Autograd's anomaly mode stopped the backward of that batch's non-finite loss ({function})."
-        else:
-            note += (
-                f" Autograd's anomaly mode stopped the backward: {function} returned NaN; the traceback printed with "
-                "the error shows the forward line of that operation."
-            )
-    return note
+    if anomaly is None:
+        return note
+    function = anomaly.group(1)
+    if loss_finite is False:
+        return note + f" Autograd's anomaly mode stopped the backward of that batch's non-finite loss ({function})."
+    made = (
+        " while the batch's loss was finite, so the NaN was made in the backward (sqrt/log/pow at 0, a division by a "
+        "value that can be 0)"
+        if loss_finite
+        else ""
+    )
+    return (
+        note + f" Autograd's anomaly mode stopped the backward: {function} returned NaN{made}; the traceback printed "
+        "with the error shows the forward line of that operation."
+    )

@@ -58,6 +58,7 @@ class SignalRecorder:
         self._sample_step: int | None = None
         self._scale_changes: list[tuple[int, float]] = []  # (first loss row, scale) within the window
         self.last_ranks: RankTail | None = None  # what each rank reported last (distributed runs)
+        self._held_loss: tuple[int, int, torch.Tensor] | None = None  # anomaly mode: (batch, step, loss)
 
     def watch(self, parameters: Sequence[nn.Parameter], sharding: Sequence[Sharding | None] = ()) -> None:
         """Watch another set of parameters from now on. Rows of the old set not yet drained are dropped (rows of
@@ -86,6 +87,21 @@ class SignalRecorder:
         self.losses.record(loss, terms)
         self._batch_steps.append(step)
         self._learning_rates.append(learning_rate)
+
+    def hold_loss(self, batch: int, step: int, loss: torch.Tensor) -> None:
+        """Under autograd's anomaly mode, before each backward: the loss of ``batch`` (a reference, no read). A NaN
+        stops the fit inside that backward, before the batch ends and its loss is recorded."""
+        self._held_loss = (batch, step, loss.detach())
+
+    def record_held_loss(self, batch: int, learning_rate: float = math.nan) -> bool | None:
+        """At an exception: the held loss, when it is ``batch``'s (the one that never ended), is recorded with the
+        others; whether it was finite (one host read, off the per-step path). None when no such loss was held."""
+        held, self._held_loss = self._held_loss, None
+        if held is None or held[0] != batch:
+            return None
+        _, step, loss = held
+        self.record_loss(step, loss, None, learning_rate)
+        return bool(torch.isfinite(loss).all())
 
     def capture_logged(self, name: object, value: object) -> None:
         """A scalar the batch's ``training_step`` logged (timed batches only), keyed by the row its loss will take."""
