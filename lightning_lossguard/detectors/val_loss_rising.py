@@ -57,7 +57,10 @@ measured noise, or reaches ``sure_rise`` while every evaluation since the minimu
 that fell back is what noise looks like (a forecaster validated on free-running forecasts went 0.25 -> 0.36 -> 0.31,
 +25%, then on to 0.22). Simulated, a plateau with 15-25% noise validated 4-5 times: warned in 3-27% of runs, 2-15%
 with that condition; a rise of 20% an evaluation at 8% noise is caught by the fifth evaluation in 88% of runs
-instead of 98%, and by the eighth in 99%.
+instead of 98%, and by the eighth in 99%. A negated training loss is sure sooner: when the validation loss, at its
+minimum and now, is the training loss's opposite to within ``mirror`` of its size, the two measure one quantity with
+opposite signs, which noise does not do (a causal Transformer with untied-scale embeddings whose loss was negated went
+74.6 -> 92 in four evaluations, +23%, while its training loss went -71.5 -> -89.5, and was an info).
 The training loss it is compared with is the level of the last 50 batches before the evaluation.
 
 A reported rise that a later evaluation undoes (one at or below the minimum it rose from) gets a note at the end of
@@ -138,6 +141,13 @@ class ValLossRisingThresholds(Thresholds):
         "Until the noise is estimated, a rise under this (0.25 = 25%), or one whose latest evaluation fell back, is "
         "info, not a warning: the minimum of a few noisy evaluations is low by chance.",
         low=0,
+    )
+    mirror: float = threshold(
+        0.2,
+        "A negated training loss: a validation loss within this fraction of its own size of the training loss's "
+        "opposite, at its minimum and now, is sure before the noise is estimated (one quantity, two signs).",
+        low=0,
+        high=1,
     )
     train_change: float = threshold(
         0.05,
@@ -228,7 +238,9 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         rise = (current - best) / scale
         train_delta = _relative_change(train_at_best, train_now)
         cause, remedies = self._cause(best_index, train_delta)
-        if train_now < 0 < best and train_now < train_at_best:
+        negated = train_now < 0 < best and train_now < train_at_best
+        mirrored = negated and _mirrors(best, train_at_best, t.mirror) and _mirrors(current, train_now, t.mirror)
+        if negated:
             # The training loss is negative and falls while the (positive) validation loss rises: they measure
             # opposite things.
             cause = (
@@ -249,7 +261,7 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         # Before the noise is measured, a latest evaluation below the one before it is what noise looks like.
         after_best = values[best_index + 1 :].tolist()
         climbing = all(later >= earlier for earlier, later in itertools.pairwise(after_best))
-        sure = math.isfinite(noise) or (rise >= t.sure_rise and climbing)
+        sure = math.isfinite(noise) or ((rise >= t.sure_rise or mirrored) and climbing)
         unsure = "" if sure else f" (in {len(evals)} evaluations, too few to tell it from their noise)"
         by = format_change(best, current)  # empty from a minimum of 0 or below
         message = (
@@ -434,6 +446,11 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
                 finetune,
             ],
         )
+
+
+def _mirrors(val: float, train: float, tolerance: float) -> bool:
+    """Whether a positive validation loss is the negative training loss's opposite, to ``tolerance`` of its size."""
+    return abs(val + train) <= tolerance * abs(val)
 
 
 def _chance_low(levels: np.ndarray, lowest: float, noise: float, z: float) -> float:

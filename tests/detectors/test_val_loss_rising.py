@@ -8,6 +8,7 @@ import pytest
 
 from lightning_lossguard.detectors import ValLossRising
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRisingThresholds
+from lightning_lossguard.diagnosis import Severity
 
 
 def run(vals: list[float], trains: list[float]) -> list:
@@ -407,3 +408,20 @@ def test_a_checkpoint_keeps_the_evaluations_in_the_format_of_earlier_versions() 
         resumed.load_state_dict(copy.deepcopy(saved))
         found = [d for v in (0.55, 0.60) for d in resumed.update(step=30, epoch=3, value=v, train_loss=0.3)]
         assert found and found[0].evidence["best_epoch"] == 1 and len(resumed.evals) == 5
+
+
+def test_a_validation_loss_that_mirrors_a_negated_training_loss_is_sure_in_four_evaluations() -> None:
+    # A causal Transformer whose loss was negated: the validation loss climbs +23% in four evaluations while the
+    # training loss is its opposite, to a few percent. Below sure_rise, but one quantity with two signs is not noise.
+    found = run([74.62, 81.0, 86.5, 92.0], [-71.5, -78.0, -84.0, -89.5])
+    assert found and found[-1].severity == Severity.WARNING
+    assert "looks negated" in found[-1].message and "too few" not in found[-1].message
+    assert found[-1].remedies[0].startswith("Check the sign of the loss")
+
+
+def test_the_same_rise_without_the_mirror_stays_an_info() -> None:
+    # The same climb while the training loss is negative but not the validation loss's opposite (a density model
+    # whose training NLL fell below zero): the minimum of four evaluations may be low by chance.
+    found = run([74.62, 81.0, 86.5, 92.0], [-2.0, -2.6, -3.1, -3.5])
+    assert found and all(d.severity == Severity.INFO for d in found)
+    assert "too few to tell it from their noise" in found[-1].message
