@@ -287,6 +287,8 @@ class Diagnostician:
                 learning_rate,
                 self.initial_level,
                 sizes=np.asarray(layout.param_sizes, dtype=np.float64),
+                unmoved=window.unmoved_share,
+                weight_dtype=layout.settings.weight_dtype,
             )
         if tiny and window.unstepped:
             unstepped = {u.name: (u.elements, u.read_by_trained, u.training) for u in window.unstepped}

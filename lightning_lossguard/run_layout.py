@@ -40,6 +40,7 @@ class RunSettings:
         manual: manual optimization (the module calls zero_grad, backward and step itself).
         batches_per_epoch: training batches per epoch (None when unknown or unbounded): 1 is full-batch
             training, where every step sees the same data.
+        weight_dtype: "bfloat16" or "float16" when most trainable parameter tensors are stored in it, else "".
     """
 
     optimizers: tuple[str, ...] = ()
@@ -52,6 +53,7 @@ class RunSettings:
     accumulate: int = 1
     manual: bool = False
     batches_per_epoch: int | None = None
+    weight_dtype: str = ""
 
 
 @dataclass(frozen=True)

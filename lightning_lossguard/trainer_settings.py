@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 
 from lightning_lossguard.detectors.stopped_early import EarlyStop
@@ -118,7 +119,18 @@ def run_settings(trainer: pl.Trainer) -> RunSettings:
         accumulate=max(1, int(trainer.accumulate_grad_batches)),
         manual=not getattr(trainer.lightning_module, "automatic_optimization", True),
         batches_per_epoch=int(batches) if isinstance(batches, (int, float)) and math.isfinite(batches) else None,
+        weight_dtype=_half_weights(trainer.lightning_module),
     )
+
+
+def _half_weights(module: pl.LightningModule | None) -> str:
+    """The 16-bit type most trainable parameter tensors are stored in ("" when most are not 16-bit, or there is no
+    module yet). Counted by tensors, not elements: a lazy module's parameters have a type before they have a size."""
+    types = [p.dtype for p in module.parameters() if p.requires_grad] if module is not None else []
+    half = [t for t in types if t in (torch.bfloat16, torch.float16)]
+    if not types or 2 * len(half) <= len(types):
+        return ""
+    return max(("bfloat16", "float16"), key=lambda name: half.count(getattr(torch, name)))
 
 
 def model_selection(trainer: pl.Trainer) -> dict[str, ModelSelection]:

@@ -181,6 +181,15 @@ def test_clipping_by_norm_and_by_value_are_told_apart(tmp_path: Path) -> None:
     assert seen == [(0.5, None), (None, 0.5)]
 
 
+def test_weights_stored_in_16_bits_are_read_from_the_precision_the_run_trains_in(tmp_path: Path) -> None:
+    seen = []
+    for precision in ("bf16-true", "bf16-mixed", "32-true"):
+        callback = _SettingsSeen()
+        quiet_trainer(tmp_path, [callback], logger=False, max_steps=2, precision=precision).fit(BoringModel())
+        seen.append(callback.settings.weight_dtype)
+    assert seen == ["bfloat16", "", ""]
+
+
 def test_the_report_goes_beside_the_tensorboard_events_whatever_the_loggers_order_and_csv_alone_is_told(
     tmp_path: Path,
 ) -> None:

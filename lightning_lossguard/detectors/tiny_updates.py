@@ -21,6 +21,17 @@ mode (a fixed feature extractor under a trained head), the usual reason is a fix
 freezing it first (its gradients cost backward time and pile up). Where the graph was not read (a compiled step, a
 graph too large), an info too. A parameter moved by hand (an EMA copy, a multiplier stepped in a hook) is never
 reported: the measurement drops it.
+
+Weights stored in 16 bits (``Trainer(precision="bf16-true")``, a model cast with ``.half()``) keep their value when an
+update is under half their spacing (bfloat16: about 0.4% of a weight; float16: 0.05%): the update rounds away. The
+sampled elements a step left exactly unchanged are counted on the same report steps, and ``rounded_share`` of them
+unchanged in ``min_samples`` samples in a row, with the loss not improving by the same tests, is reported too, even when
+the median change is not tiny: the weights that do move jump by at least one spacing, but most never move. The cause is
+then the storage, not the rate: a causal Transformer in bfloat16 at learning rate 1e-5 left 96-97% of its weights
+unchanged at every sample and its loss went 54.25 -> 53.25 in 256 steps, where float32 weights at the same rate moved
+every element and took it to 45.3 (a healthy bfloat16 run of it at 3e-3 left 60-72% unchanged). Keeping the weights in
+float32 (``precision="bf16-mixed"``) comes first, then the rate; when the median change is tiny as well, the rate comes
+first.
 """
 
 from __future__ import annotations
@@ -53,6 +64,13 @@ class TinyUpdatesThresholds(Thresholds):
     min_loss_fraction: float = threshold(
         0.5, "... and is still above this fraction of its early level (a converged run is not starved)."
     )
+    rounded_share: float = threshold(
+        0.9,
+        "16-bit weights: a share of sampled weight elements left exactly unchanged by a step at or above this, in "
+        "min_samples samples in a row, is updates rounding away (healthy bfloat16 training: 0.6-0.75).",
+        low=0,
+        high=1,
+    )
     decayed_lr: float = threshold(
         1e-3,
         "A learning rate below this fraction of the run's largest is decayed away (a schedule stepped too often): "
@@ -83,6 +101,15 @@ GIVE_IF_MEANT = (
     "configure_optimizers."
 )
 
+ROUNDED_AWAY = "rounded away"
+"""The subject of the warning on 16-bit weights that most steps leave unchanged."""
+
+WEIGHTS_IN_FLOAT32 = (
+    "Keep the weights in float32 and compute in 16 bits: Trainer(precision='bf16-mixed') instead of 'bf16-true' (or "
+    "'16-mixed' instead of '16-true', or no .half() on the model); or use an optimizer that keeps float32 master "
+    "weights or compensates the rounding (Kahan summation)."
+)
+
 DECAYED_SCHEDULE_REMEDY = (
     "Check the learning-rate schedule: it took the rate to ~0. A per-epoch scheduler (StepLR, ExponentialLR, "
     "MultiStepLR) stepped every batch decays that fast: return it with 'interval': 'epoch' from configure_optimizers, "
@@ -108,7 +135,8 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
 
     def __init__(self, thresholds: TinyUpdatesThresholds | None = None) -> None:
         super().__init__(thresholds)
-        self.samples: deque[list[float]] = deque(maxlen=int(self.thresholds.min_samples))  # [step, ratio, loss]
+        # [step, ratio, loss, unmoved share]
+        self.samples: deque[list[float]] = deque(maxlen=int(self.thresholds.min_samples))
         self.peak_lr = 0.0  # the largest learning rate seen at a sample
         self.unstepped_reports: dict[str, int] = {}  # parameter in no optimizer -> reports in a row it sat unmoved
         self.unstepped_told: list[str] = []
@@ -126,18 +154,24 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         learning_rate: float = math.nan,
         early_loss: float = math.nan,
         sizes: np.ndarray | None = None,
+        unmoved: np.ndarray | None = None,
+        weight_dtype: str = "",
     ) -> list[Diagnosis]:
         """Add one sample. ``update_ratio``: per parameter (-1 where not measured); ``loss_level``: a robust
         recent training-loss level; ``early_loss``: the loss level at the start of the run; ``sizes``: elements
-        per parameter (the median then counts every weight once; without them every parameter counts once)."""
+        per parameter (the median then counts every weight once; without them every parameter counts once);
+        ``unmoved``: per 16-bit parameter, the share of its sampled elements the step left unchanged (-1 elsewhere);
+        ``weight_dtype``: the weights' storage type when it is 16-bit ("bfloat16", "float16"), for the message."""
         ratio = model_update_ratio(update_ratio, sizes)
         if math.isfinite(learning_rate):
             self.peak_lr = max(self.peak_lr, learning_rate)
         if not math.isfinite(ratio):
             return []
-        self.samples.append([float(step), ratio, float(loss_level)])
+        self.samples.append([float(step), ratio, float(loss_level), _unmoved_share(unmoved, sizes)])
         t = self.thresholds
-        if len(self.samples) < t.min_samples or not all(s[1] < t.max_ratio for s in self.samples):
+        tiny = all(s[1] < t.max_ratio for s in self.samples)
+        rounded = all(_unmoved_of(s) >= t.rounded_share for s in self.samples)
+        if len(self.samples) < t.min_samples or not (tiny or rounded):
             return []
         first_loss, last_loss = self.samples[0][2], self.samples[-1][2]
         # Relative to the loss's magnitude (a loss near zero or negative by design has no meaningful ratio to 0).
@@ -155,6 +189,8 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         if converged and last_loss >= 0 and learning_rate > 0 and not decayed:
             return []
         lr_text = f" at learning rate {learning_rate:.3g}{decayed}" if math.isfinite(learning_rate) else ""
+        if rounded and not decayed:
+            return [self._rounded(step, ratio, lr_text, improvement, learning_rate, weight_dtype, tiny)]
         message = (
             f"Each optimizer step changes the weights by a median {ratio:.2g} of their size{lr_text} "
             f"(healthy training: ~1e-4 to 1e-2), over {len(self.samples)} samples since step "
@@ -173,6 +209,33 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
             return [self.diagnosis(step, message, evidence)]
         evidence["peak_learning_rate"] = self.peak_lr
         return [self.diagnosis(step, message, evidence, remedies=[DECAYED_SCHEDULE_REMEDY, *self._catalog_rest()])]
+
+    def _rounded(
+        self, step: int, ratio: float, lr_text: str, improvement: float, learning_rate: float, dtype: str, tiny: bool
+    ) -> Diagnosis:
+        """Most 16-bit weights never move: the updates round away. The storage comes first, unless the median change
+        is tiny too (a rate that would starve float32 weights as well)."""
+        shares = [_unmoved_of(s) for s in self.samples]
+        stored = f"stored in {dtype}" if dtype else "stored in 16 bits"
+        low, high = format_share(min(shares)), format_share(max(shares))
+        healthy = " (healthy training: ~1e-4 to 1e-2)" if tiny else ""
+        message = (
+            f"Each optimizer step leaves {low if low == high else f'{low} to {high}'} of the weights "
+            f"exactly as they were, over {len(self.samples)} samples since step {self.samples[0][0]:.0f}: they are "
+            f"{stored}, where an update under half a weight's spacing rounds away. The median change is {ratio:.2g} "
+            f"of their size{lr_text}{healthy}, and the loss "
+            + (f"improved only {format_share(improvement)}." if improvement > 0 else "did not improve.")
+        )
+        evidence = {
+            "update_ratio": ratio,
+            "unchanged_share": min(shares),
+            "learning_rate": learning_rate,
+            "loss_improvement": improvement,
+            "since_step": self.samples[0][0],
+        }
+        rate = code_info(self.code).remedies[0]
+        remedies = [rate, WEIGHTS_IN_FLOAT32] if tiny else [WEIGHTS_IN_FLOAT32, rate]
+        return self.diagnosis(step, message, evidence, subject=ROUNDED_AWAY, remedies=remedies)
 
     def update_unstepped(
         self, step: int, unstepped: dict[str, tuple[int, bool | None, bool]], model_elements: int = 0
@@ -231,6 +294,23 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
             for r in code_info(self.code).remedies
             if not r.startswith(("Raise the learning rate", "Check that the LR"))
         ]
+
+
+def _unmoved_of(sample: list[float]) -> float:
+    """A sample's unchanged share (NaN for a sample from a checkpoint written before it was kept)."""
+    return sample[3] if len(sample) > 3 else math.nan
+
+
+def _unmoved_share(unmoved: np.ndarray | None, sizes: np.ndarray | None) -> float:
+    """The share of the 16-bit weights a step left unchanged, each element counting once (NaN when none was
+    sampled)."""
+    if unmoved is None:
+        return math.nan
+    seen = unmoved >= 0
+    if not seen.any():
+        return math.nan
+    weights = np.asarray(sizes, dtype=np.float64)[seen] if sizes is not None and len(sizes) == len(unmoved) else None
+    return float(np.average(unmoved[seen], weights=weights))
 
 
 def _unstepped_evidence(

@@ -29,6 +29,7 @@ NO_GRADIENT = -1.0
 """Row value for a parameter that had no gradient (``p.grad is None``) at that step."""
 
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 SAMPLE_ELEMENTS = 65_536
 """The dead-unit and update-ratio samples read at most about this many elements of a parameter: evenly spaced
@@ -67,6 +68,9 @@ class GradientProbe:
         dead_units: per sample, ``[dead rows of each parameter..., rows of each parameter...]`` (``NO_GRADIENT``
             where not sampled): the dead-unit share is their ratio.
         update_ratio: per sample, ``[norm of each update..., norm of each weight before it...]``.
+        unmoved: per sample, ``[sampled elements the step left exactly as they were..., sampled elements...]`` of
+            the 16-bit parameters (``NO_GRADIENT`` elsewhere): an update under half a weight's spacing in
+            bfloat16 or float16 rounds away, and the weight keeps its value.
     """
 
     def __init__(self, parameters: Sequence[nn.Parameter], sharding: Sequence[Sharding | None] = ()) -> None:
@@ -76,6 +80,7 @@ class GradientProbe:
         self.rows = DeviceRows(width)
         self.dead_units = DeviceRows(2 * width)
         self.update_ratio = DeviceRows(2 * width)
+        self.unmoved = DeviceRows(2 * width)
         self.leftover = DeviceRows(1)  # gradient norm found before a backward that should start from zero
         # Sampled steps: the optimizer's gradient norm as LossGuard read it and again after the optimizer step. Code
         # of the run's own that clips after the read (the module's on_before_optimizer_step) shows between the two.
@@ -338,7 +343,22 @@ class GradientProbe:
         row = self.update_ratio.next_row(updates[0].device)
         row.fill_(NO_GRADIENT)
         _write(row, positions + [width + i for i in positions], updates + sizes)
+        self._count_unmoved(before, width)
         self._before_step.clear()
+
+    def _count_unmoved(self, updates: list[torch.Tensor], width: int) -> None:
+        """The 16-bit parameters' sampled elements that the step left unchanged (an exact zero update), counted on
+        the device. Models with no 16-bit parameter record nothing."""
+        low = [j for j, w in enumerate(updates) if w.dtype in _HALF_DTYPES]
+        if not low:
+            return
+        positions = [i for j in low for i in self._before_step[j][0]]
+        unmoved = [(updates[j] == 0).sum(dim=1, dtype=torch.float32) for j in low]
+        device = updates[0].device
+        elements = [torch.full((updates[j].shape[0],), float(updates[j].shape[1]), device=device) for j in low]
+        row = self.unmoved.next_row(device)
+        row.fill_(NO_GRADIENT)
+        _write(row, positions + [width + i for i in positions], unmoved + elements)
 
 
 def _sampled_rows(tensor: torch.Tensor | None) -> torch.Tensor:

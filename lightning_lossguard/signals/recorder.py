@@ -197,6 +197,8 @@ class SignalRecorder:
         dead = self.gradients.dead_units.take()
         dead = dead[[0, -1]] if len(dead) > 2 else dead  # the window's first sample and its latest are judged
         updates = self.gradients.update_ratio.take()[-1:]
+        # Each rank's own shard is a sample of its parameter as good as the whole: no collective for these.
+        unmoved = self.gradients.unmoved.take()[-1:]
         leftover, sources = self.gradients.take_leftover()  # this rank's own: uncleared shows on any rank
         step_norms = self.gradients.step_norms.take()  # this rank's own: DDP's gradients are the same on every rank
         losses = self.losses.take()
@@ -214,7 +216,7 @@ class SignalRecorder:
         skipped, skipped_steps, self._skipped_steps = self._skipped.take(device), self._skipped_steps, []
         skipped_batches, self._skipped_batches = self._skipped_batches, 0
         logged_part = logged.on_device if logged is not None else torch.zeros(0)
-        parts = [grads, dead, updates, losses, leftover, logged_part, skipped.on_device, step_norms]
+        parts = [grads, dead, updates, losses, leftover, logged_part, skipped.on_device, step_norms, unmoved]
         if gather is not None:
             parts[3] = gather(self._packet(grads, dead, updates, losses, timing_host, device))
         flat = torch.cat([p.reshape(-1).to(device=device, dtype=torch.float32) for p in parts])
@@ -224,7 +226,8 @@ class SignalRecorder:
         for part in parts:
             pieces.append(host[offset : offset + part.numel()].reshape(tuple(part.shape)))
             offset += part.numel()
-        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells, step_rows = pieces
+        grad_rows, dead_rows, update_rows, loss_rows, leftover_rows, logged_cells, skipped_cells = pieces[:7]
+        step_rows, unmoved_rows = pieces[7:]
         steps = [skipped_steps[row] for row in skipped.rows]
         skipped_bad = nonfinite_logged(steps, skipped.names, skipped.matrix(skipped_cells), skipped.present)
         timing_rows = timing_host
@@ -259,6 +262,7 @@ class SignalRecorder:
             dead_unit_share=_ratio(dead_rows[-1], width, counts=True) if dead_rows.size else None,
             dead_unit_first=_ratio(dead_rows[0], width, counts=True) if dead_rows.size else None,
             update_ratio=_ratio(update_rows[-1], width, counts=False) if update_rows.size else None,
+            unmoved_share=_ratio(unmoved_rows[-1], width, counts=True) if unmoved_rows.size else None,
             sample_step=self._sample_step if (dead_rows.size or update_rows.size) else None,
             leftover_grad_norm=float(leftover_rows.max()) if leftover_rows.size else None,
             leftover_optimizer=_leftover_source(leftover_rows, sources),

@@ -35,6 +35,8 @@ class Window:
     dead_unit_share: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
     dead_unit_first: np.ndarray | None = None  # [params], the window's first sample (the run's start, first time)
     update_ratio: np.ndarray | None = None  # [params], latest report-step sample, -1 where unsampled
+    # [params], 16-bit parameters only: the share of sampled elements the latest sampled step left unchanged
+    unmoved_share: np.ndarray | None = None
     sample_step: int | None = None
     leftover_grad_norm: float | None = None  # gradient found before a backward that should start from zero
     leftover_optimizer: int | None = None  # manual optimization: the index of the optimizer that norm belongs to

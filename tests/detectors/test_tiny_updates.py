@@ -7,7 +7,9 @@ from lightning_lossguard.detectors.tiny_updates import (
     GIVE_IF_MEANT,
     GIVE_TO_AN_OPTIMIZER,
     LEFT_OUT,
+    ROUNDED_AWAY,
     UNUSED,
+    WEIGHTS_IN_FLOAT32,
 )
 from lightning_lossguard.diagnosis import Severity
 
@@ -182,3 +184,57 @@ def test_parameters_read_by_trained_ones_but_kept_in_eval_mode_are_an_info() -> 
     )
     assert (found.severity, found.subject) == (Severity.INFO, UNUSED)
     assert "or their modules are kept in eval mode" in found.message  # eval mode says it was fixed on purpose
+
+
+def _rounded_run(shares: list[float], ratio: float = 2.4e-5, losses: tuple[float, ...] = (54.0, 53.75, 53.75)) -> list:
+    # A causal Transformer in bfloat16 at lr 1e-5: the median change is not tiny (the weights that move jump by a
+    # whole spacing), but most never move.
+    detector = TinyUpdates()
+    found = []
+    sizes = np.array([3072, 64, 16384])
+    for step, share, loss in zip((35, 67, 99), shares, losses):
+        unmoved = np.array([share, 1.0, share])
+        found += detector.update(
+            step,
+            np.array([ratio, 0.0, ratio]),
+            loss_level=loss,
+            learning_rate=1e-5,
+            early_loss=54.25,
+            sizes=sizes,
+            unmoved=unmoved,
+            weight_dtype="bfloat16",
+        )
+    return found
+
+
+def test_16_bit_weights_that_most_steps_leave_unchanged_are_updates_rounding_away() -> None:
+    found = _rounded_run([0.96, 0.97, 0.97])
+    assert len(found) == 1 and found[0].subject == ROUNDED_AWAY and found[0].severity == Severity.WARNING
+    assert "leaves 96% to 97% of the weights exactly as they were" in found[0].message
+    assert "stored in bfloat16" in found[0].message
+    assert found[0].remedies[0] == WEIGHTS_IN_FLOAT32
+    # Every weight counts once: the small all-unchanged norm weight moves the share only a little.
+    assert found[0].evidence["unchanged_share"] == (0.96 * (3072 + 16384) + 64) / (3072 + 64 + 16384)
+
+
+def test_a_rate_that_would_starve_float32_too_is_raised_first() -> None:
+    found = _rounded_run([0.99, 0.99, 0.99], ratio=0.0)
+    assert found and found[0].remedies[0].startswith("Raise the learning rate")
+    assert found[0].remedies[1] == WEIGHTS_IN_FLOAT32
+    assert "leaves 99% of the weights" in found[0].message and "(healthy training" in found[0].message
+
+
+def test_healthy_bfloat16_training_and_a_learning_one_stay_quiet() -> None:
+    # Measured on the same Transformer at 3e-3: 60-72% of the weights unchanged a step while it learned.
+    assert _rounded_run([0.70, 0.72, 0.71]) == []
+    # Most weights unchanged but the loss still falls: it learns.
+    assert _rounded_run([0.95, 0.96, 0.96], losses=(54.0, 50.0, 46.0)) == []
+    # One sample under the share breaks the run of samples.
+    assert _rounded_run([0.96, 0.85, 0.97]) == []
+
+
+def test_samples_from_a_checkpoint_without_the_unchanged_share_still_load_and_judge() -> None:
+    detector = TinyUpdates()
+    detector.load_state_dict({"samples": [[9.0, 1e-9, 1.39], [19.0, 1e-9, 1.39]]})
+    found = detector.update(29, np.array([1e-9]), loss_level=1.39, learning_rate=1e-8, early_loss=1.4)
+    assert found and found[0].subject == ""

@@ -313,3 +313,35 @@ def test_no_norm_around_a_step_for_a_sharded_parameter_or_without_gradients() ->
     sharded.norm_before_step(optimizer)
     sharded.norm_after_step()
     assert probe.step_norms.take().numel() == 0 and sharded.step_norms.take().numel() == 0
+
+
+def test_a_bfloat16_step_counts_the_weights_it_left_unchanged() -> None:
+    # Weights of 1.0 in bfloat16 are 2**-7 apart: a step of 1e-4 rounds away, one of 0.1 does not.
+    layer = nn.Linear(4, 10).to(torch.bfloat16)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    params = list(layer.parameters())
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=1.0)
+    grad = torch.full((10, 4), 1e-4)
+    grad[:3] = 0.1  # 12 of 40 elements move
+    layer.weight.grad = grad.to(torch.bfloat16)
+    layer.bias.grad = torch.ones(10, dtype=torch.bfloat16)
+    probe.snapshot_weights(opt, max_elements=10_000)
+    opt.step()
+    probe.sample_update_ratio()
+    unmoved = probe.unmoved.take()[0].tolist()  # [unchanged elements per parameter..., sampled elements...]
+    assert unmoved == [28.0, 0.0, 40.0, 10.0]
+
+
+def test_float32_weights_record_no_unchanged_count() -> None:
+    layer = nn.Linear(4, 10)
+    params = list(layer.parameters())
+    probe = GradientProbe(params)
+    opt = torch.optim.SGD(params, lr=1.0)
+    layer.weight.grad = torch.full((10, 4), 1e-12)
+    layer.bias.grad = torch.ones(10)
+    probe.snapshot_weights(opt, max_elements=10_000)
+    opt.step()
+    probe.sample_update_ratio()
+    assert probe.update_ratio.take().shape[0] == 1 and probe.unmoved.take().shape[0] == 0
