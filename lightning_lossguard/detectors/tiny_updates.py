@@ -31,7 +31,9 @@ then the storage, not the rate: a causal Transformer in bfloat16 at learning rat
 unchanged at every sample and its loss went 54.25 -> 53.25 in 256 steps, where float32 weights at the same rate moved
 every element and took it to 45.3 (a healthy bfloat16 run of it at 3e-3 left 60-72% unchanged). Keeping the weights in
 float32 (``precision="bf16-mixed"``) comes first, then the rate; when the median change is tiny as well, the rate comes
-first.
+first. Checked on nine corpus programs not used to set it (classifiers, an autoencoder, an LSTM and a Transformer LM,
+tabular MLPs), each run under ``bf16-true``: at their own rates none alarmed; at a hundredth of them, the eight whose
+rate the change reached warned "rounded away" (92-98% unchanged) and the same nine in float32 had no ``tiny_updates``.
 """
 
 from __future__ import annotations

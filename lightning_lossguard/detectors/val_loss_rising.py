@@ -59,8 +59,9 @@ that fell back is what noise looks like (a forecaster validated on free-running 
 with that condition; a rise of 20% an evaluation at 8% noise is caught by the fifth evaluation in 88% of runs
 instead of 98%, and by the eighth in 99%. A negated training loss is sure sooner: when the validation loss, at its
 minimum and now, is the training loss's opposite to within ``mirror`` of its size, the two measure one quantity with
-opposite signs, which noise does not do (a causal Transformer with untied-scale embeddings whose loss was negated went
-74.6 -> 92 in four evaluations, +23%, while its training loss went -71.5 -> -89.5, and was an info).
+opposite signs, which noise does not do (a causal Transformer, its tied embeddings at PyTorch's default scale, whose
+loss was negated went 74.6 -> 92 in four evaluations, +23%, while its training loss went -71.5 -> -89.5, and was an
+info).
 The training loss it is compared with is the level of the last 50 batches before the evaluation.
 
 A reported rise that a later evaluation undoes (one at or below the minimum it rose from) gets a note at the end of
