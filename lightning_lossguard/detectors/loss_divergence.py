@@ -28,7 +28,12 @@ A blow-up that came back down is judged apart: a block median ``warn_rise`` time
 peaking within ``blow_up_within`` steps and since fallen ``recovered``-fold (a learning rate too high for the
 start). The loss before any update is the first batch's when it averaged ``first_rows`` samples or more; a
 single sample's loss can be near 0 by chance (on the healthy corpus one batch-size-1 run's first loss was 40x
-below its later peak), so smaller batches use the median of the first batches that hold that many.
+below its later peak), so smaller batches use the median of the first batches that hold that many. A spike of a few
+batches hides in its block's median: an orthogonal RNN at a learning rate 1000x too high went 1.28 → 517, 8.3, 276,
+456, 40 in its first five updates and sat at ~1.2 after, saturated, with a first block's median only ~6x its start. So
+within the first ``blow_up_within`` steps the peak is also the lowest of the ``blow_up_batches`` highest losses of any
+block-length run of batches, for batches of ``first_rows`` samples or more (single samples' losses are heavy-tailed
+enough that a few in ten far above the first is noise).
 
 A reported climb that the loss comes back from (under ``1 + rise`` times its start after the report, and still
 there at the end of the fit) gets a note at the end of the fit saying it was a transient; the diagnosis itself stands
@@ -122,6 +127,13 @@ class LossDivergenceThresholds(Thresholds):
         "function) and falls back is not that.",
         low=1,
     )
+    blow_up_batches: int = threshold(
+        3,
+        "A blow-up's peak is also the lowest of the highest this many losses of any block-length run of batches in "
+        "the first blow_up_within steps (batches of first_rows samples or more): one or two bad batches do not make a "
+        "blow-up, a spike of a few does.",
+        low=1,
+    )
     first_rows: int = threshold(
         8,
         "Samples the reference level of a blow-up averages over: the median loss of the first batches that hold "
@@ -160,6 +172,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         self.latest: deque[float] = deque(maxlen=int(self.thresholds.block))  # the last finite batch losses
         self.first: list[float] = []  # the very first finite batch losses: the level before anything happened
         self.peak: list[float] = []  # [highest block median, its step]
+        self.early: list[list[float]] = []  # [step, loss] of the finite losses within blow_up_within of the start
         self.first_batch_rows = 0  # samples in the first batch, as the callback saw them (0: unknown)
 
     def unjudged(self) -> str | None:
@@ -188,6 +201,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         for value, step in zip(self.blocks.values[known:], self.blocks.steps[known:]):
             if not self.peak or value > self.peak[0]:
                 self.peak = [value, float(step)]
+        self._spike(steps, losses)
         if len(grad_steps):
             self.grads.extend(grad_steps, log10_array(grad_norms))
         values = self.blocks.values
@@ -237,6 +251,30 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
             f"({risen / start:.3g}x its start {start:.4g}), came back under {1 + self.thresholds.rise:g}x its start "
             f"({line:.4g}) at step {back} and ended the fit at {end:.4g}."
         )
+
+    def _spike(self, steps: Sequence[int], losses: Sequence[float] | np.ndarray) -> None:
+        """Keep the first ``blow_up_within`` steps' losses and raise the peak to a spike of ``blow_up_batches`` of
+        them within one block's length: a blow-up that lasts a few batches hides in its block's median. Only for
+        batches that average ``first_rows`` samples or more: single samples' losses are heavy-tailed enough that a
+        few in ten far above the first ones is noise."""
+        t = self.thresholds
+        if self.first_batch_rows < t.first_rows:
+            return
+        start = self.early[0][0] if self.early else None
+        kept = len(self.early)
+        for step, value in zip(steps, np.asarray(losses, dtype=np.float64).tolist()):
+            if not math.isfinite(value):
+                continue
+            start = step if start is None else start
+            if step - start <= t.blow_up_within:
+                self.early.append([float(step), value])
+        if len(self.early) == kept:
+            return  # past the first steps: nothing new to look at
+        k, size = int(t.blow_up_batches), int(t.block)
+        for i in range(max(0, len(self.early) - size + 1)):
+            run = sorted(self.early[i : i + size], key=lambda row: row[1])
+            if len(run) >= k and (not self.peak or run[-k][1] > self.peak[0]):
+                self.peak = [run[-k][1], run[-k][0]]
 
     def _blew_up(self, decided: int, current: float) -> list[Diagnosis]:
         """The loss shot up ``warn_rise``-fold above its very first batch (or batches) and came back down: a

@@ -118,6 +118,32 @@ def test_a_single_sample_first_batch_is_no_reference_for_a_blow_up() -> None:
     assert feed(LossDivergence(), healthy, first_batch_rows=1) == []
 
 
+def _spike_of_a_few_batches() -> np.ndarray:
+    # The corpus' orthogonal RNN at lr x1000 (batches of 64): 1.28 before any update, a spike over five batches (517,
+    # 8.3, 276, 456, 40), then back to ~1.2 for good, the model saturated. Its first block's median is only ~6x the
+    # start.
+    rng = np.random.default_rng(3)
+    spike = np.array([1.276, 517.2, 8.264, 275.7, 456.0, 39.97, 6.353, 2.137, 1.135, 1.239])
+    return np.concatenate([spike, 1.2 * 10 ** (0.05 * rng.standard_normal(190))])
+
+
+def test_a_blow_up_of_a_few_batches_is_seen_through_its_blocks_median() -> None:
+    found = [d for d in feed(LossDivergence(), _spike_of_a_few_batches(), first_batch_rows=64) if d.severity != "info"]
+    assert found and {d.subject for d in found} == {"blow-up"} and found[0].severity == "warning"
+    assert found[0].evidence["peak_loss"] == 275.7 and found[0].evidence["peak_step"] == 3
+    assert "blew up from 1.276 in its first batch to 275.7 (216x) around step 3" in found[0].message
+
+
+def test_one_or_two_bad_batches_or_single_sample_batches_are_no_blow_up() -> None:
+    two = _spike_of_a_few_batches()
+    two[3:5] = 1.3  # only 517 and 8.3 left: one bad batch
+    assert [d for d in feed(LossDivergence(), two, first_batch_rows=64) if d.severity != "info"] == []
+    # Single-sample losses: three in ten far above the first ones is heavy-tailed noise, not a blow-up.
+    assert [
+        d for d in feed(LossDivergence(), _spike_of_a_few_batches(), first_batch_rows=1) if d.severity != "info"
+    ] == []
+
+
 def test_a_slow_climb_and_fall_is_no_blow_up() -> None:
     # A sparse-reward TD loss: near 0 while the values are, then 1000x higher as rewards propagate over hundreds of
     # steps, then down again as the values settle. Not a learning rate too high for the start.
