@@ -33,7 +33,9 @@ batches hides in its block's median: an orthogonal RNN at a learning rate 1000x 
 456, 40 in its first five updates and sat at ~1.2 after, saturated, with a first block's median only ~6x its start. So
 within the first ``blow_up_within`` steps the peak is also the lowest of the ``blow_up_batches`` highest losses of any
 block-length run of batches, for batches of ``first_rows`` samples or more (single samples' losses are heavy-tailed
-enough that a few in ten far above the first is noise).
+enough that a few in ten far above the first is noise), when it is also ``warn_rise`` times the level the loss came
+back to: an energy-based model's loss, near 0 by design, went from 0.000111 in its first batch to a spike of 0.0229 and
+back to 0.00089, a drift far from a first value near 0 by chance, not a blow-up.
 
 A reported climb that the loss comes back from (under ``1 + rise`` times its start after the report, and still
 there at the end of the fit) gets a note at the end of the fit saying it was a transient; the diagnosis itself stands
@@ -173,6 +175,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         self.first: list[float] = []  # the very first finite batch losses: the level before anything happened
         self.peak: list[float] = []  # [highest block median, its step]
         self.early: list[list[float]] = []  # [step, loss] of the finite losses within blow_up_within of the start
+        self.spike: list[float] = []  # [highest blow_up_batches-th highest loss of a block-length run there, its step]
         self.first_batch_rows = 0  # samples in the first batch, as the callback saw them (0: unknown)
 
     def unjudged(self) -> str | None:
@@ -273,8 +276,8 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         k, size = int(t.blow_up_batches), int(t.block)
         for i in range(max(0, len(self.early) - size + 1)):
             run = sorted(self.early[i : i + size], key=lambda row: row[1])
-            if len(run) >= k and (not self.peak or run[-k][1] > self.peak[0]):
-                self.peak = [run[-k][1], run[-k][0]]
+            if len(run) >= k and (not self.spike or run[-k][1] > self.spike[0]):
+                self.spike = [run[-k][1], run[-k][0]]
 
     def _blew_up(self, decided: int, current: float) -> list[Diagnosis]:
         """The loss shot up ``warn_rise``-fold above its very first batch (or batches) and came back down: a
@@ -284,12 +287,19 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         batches = 3 if rows <= 0 else math.ceil(t.first_rows / rows)  # the first batches that hold first_rows
         single = batches == 1
         first = median(self.first[:batches])  # NaN before any finite loss
-        if not (first > 0 and self.peak and current > 0):
+        if not (first > 0 and current > 0):
             return []
-        peak, at = self.peak
-        factor = peak / first
-        if factor < t.warn_rise or peak < t.recovered * current or at - self.blocks.steps[0] > t.blow_up_within:
+        # A block's median that came back recovered-fold; or a spike of a few batches that towers warn_rise-fold over
+        # the level it came back to as well (a loss near 0 by design drifts far from a first value near 0 by chance).
+        for candidate, back in ((self.peak, t.recovered), (self.spike, t.warn_rise)):
+            if not candidate:
+                continue
+            peak, at = candidate
+            if peak >= t.warn_rise * first and peak >= back * current and at - self.blocks.steps[0] <= t.blow_up_within:
+                break
+        else:
             return []  # no blow-up, still up there (the rising rule's concern), or a slow climb and fall
+        factor = peak / first
         message = (
             f"The training loss blew up from {first:.4g} in its first {'batch' if single else 'batches'} to "
             f"{peak:.4g} ({factor:.3g}x) around "

@@ -138,6 +138,13 @@ def test_one_or_two_bad_batches_or_single_sample_batches_are_no_blow_up() -> Non
     two = _spike_of_a_few_batches()
     two[3:5] = 1.3  # only 517 and 8.3 left: one bad batch
     assert [d for d in feed(LossDivergence(), two, first_batch_rows=64) if d.severity != "info"] == []
+    # An energy-based model's loss, near 0 by design: 0.000111 first, a few batches near 0.02, then ~0.0009. The
+    # spike is 200x the first value but only 25x the level it came back to: a drift from a first value near 0.
+    rng = np.random.default_rng(4)
+    ebm = np.concatenate(
+        [[0.000111, 0.0004], rng.uniform(0.002, 0.006, 20), [0.021, 0.0229, 0.024], np.full(175, 9e-4)]
+    )
+    assert [d for d in feed(LossDivergence(), ebm, first_batch_rows=64) if d.subject == "blow-up"] == []
     # Single-sample losses: three in ten far above the first ones is heavy-tailed noise, not a blow-up.
     assert [
         d for d in feed(LossDivergence(), _spike_of_a_few_batches(), first_batch_rows=1) if d.severity != "info"
