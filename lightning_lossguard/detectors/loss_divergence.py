@@ -274,7 +274,7 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         if len(self.early) == kept:
             return  # past the first steps: nothing new to look at
         k, size = int(t.blow_up_batches), int(t.block)
-        for i in range(max(0, len(self.early) - size + 1)):
+        for i in range(max(0, kept - size + 1), max(0, len(self.early) - size + 1)):  # the runs with a new loss
             run = sorted(self.early[i : i + size], key=lambda row: row[1])
             if len(run) >= k and (not self.spike or run[-k][1] > self.spike[0]):
                 self.spike = [run[-k][1], run[-k][0]]
