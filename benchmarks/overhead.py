@@ -63,7 +63,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from benchmarks.docs import replace_section
-from lightning_lossguard import LossGuard
+from lightning_lossguard import LossGuard, OutputMonitor
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.signals import step_timer
 from lightning_lossguard.signals.budget import own_mark, own_since, watch_gc
@@ -92,10 +92,12 @@ class Classifier(L.LightningModule):
 
 
 class AutoEncoder(L.LightningModule):
-    """A convolutional autoencoder: encoder and decoder called in turn (two outermost forwards per step)."""
+    """A convolutional autoencoder: encoder and decoder called in turn (two outermost forwards per step). With
+    ``outputs``, its step returns the reconstruction and the input as ``preds`` and ``target`` (for OutputMonitor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, outputs: bool = False) -> None:
         super().__init__()
+        self.outputs = outputs
         self.encoder = nn.Sequential(
             nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()
         )
@@ -105,11 +107,12 @@ class AutoEncoder(L.LightningModule):
             nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
         )
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
         (x,) = batch
-        loss = F.mse_loss(self.decoder(self.encoder(x)), x)
+        reconstruction = self.decoder(self.encoder(x))
+        loss = F.mse_loss(reconstruction, x)
         self.log("train_loss", loss)
-        return loss
+        return {"loss": loss, "preds": reconstruction, "target": x} if self.outputs else loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=1e-3)
@@ -170,6 +173,8 @@ class Workload:
     diy_steps: int = 0
     """The do-it-yourself reference's run length, when shorter than ``steps`` (0: the same), measured against a
     baseline of that length: its per-step cost does not depend on the run's length."""
+    output_checks: bool = False
+    """LossGuard runs with the opt-in ``OutputMonitor`` (the model returns ``preds`` and ``target``)."""
 
 
 LONG = 1500
@@ -227,6 +232,14 @@ WORKLOADS = [
         LONG,  # as the other >= 5 ms rows: a 150-step run of it keeps stride 1 (see the per-kind table)
         repeats=3,  # ~2 min a fit; the attributed cost does not depend on the pairs
         diy_steps=150,  # the recipe costs ~6.5x: 150 steps of it take as long as 1,000 of the baseline
+    ),
+    Workload(
+        "conv autoencoder as above, with OutputMonitor",
+        lambda: AutoEncoder(outputs=True),
+        lambda: TensorDataset(torch.randn(1600, 1, 32, 32)),
+        32,
+        LONG,
+        output_checks=True,  # ~10 passes over the 32,768 predictions of a batch: sampled on the budget's stride
     ),
 ]
 SKIP = 20  # steps left out of every timing: start-up, the first report's one-time work (layout, graph)
@@ -424,10 +437,10 @@ class Timing:
     budget: dict[str, float] | None = None
 
 
-def make_callbacks(config: str) -> tuple[list[Callback], LossGuard | None]:
+def make_callbacks(config: str, output_checks: bool = False) -> tuple[list[Callback], LossGuard | None]:
     """The configuration's callbacks (LossGuard's hooks are timed on its class: see :meth:`Attributed.counted`)."""
     if config == "lossguard":
-        guard = LossGuard(verbose=False)
+        guard = LossGuard(verbose=False, monitors=[OutputMonitor()] if output_checks else None)
         return [guard], guard
     if config == "diy":
         return [DoItYourself(), EarlyStopping(monitor="train_loss", check_finite=True, patience=10**9)], None
@@ -438,7 +451,7 @@ def fit(workload: Workload, config: str, steps: int, root: str) -> tuple[Timing,
     """One fit; its steady-state timing and the wall time of the whole ``trainer.fit`` call."""
     ATTRIBUTED.seconds, ATTRIBUTED.forward_calls, ATTRIBUTED.hook_calls, ATTRIBUTED.counting = 0.0, 0, 0, False
     torch.manual_seed(0)
-    callbacks, guard = make_callbacks(config)
+    callbacks, guard = make_callbacks(config, workload.output_checks)
     clock = StepClock(SKIP)
     trainer = L.Trainer(
         accelerator=DEVICE.accelerator,
@@ -610,9 +623,9 @@ class BatchKinds(Callback):
 STEP_KIND_RUNS = ((WORKLOADS[0], 1000, "2"), (WORKLOADS[5], 300, "6"), (WORKLOADS[6], 300, "2,002"))
 """(workload, steps, parameter tensors) of the per-kind table: runs long enough for a gradient stride above 1."""
 
-CUDA_WORKLOADS = WORKLOADS[1:6]
+CUDA_WORKLOADS = [*WORKLOADS[1:6], WORKLOADS[7]]
 """The per-step table's rows on a GPU: the ~1 ms model (batch 2) and the 1,000-layer model measure the host's Python
-there, as the CPU table does; the others are what a small GPU job runs."""
+there, as the CPU table does; the others are what a small GPU job runs (the last with the opt-in OutputMonitor)."""
 CUDA_KIND_RUNS = ((WORKLOADS[1], 1000, "6"), (WORKLOADS[2], 1000, "8"), (WORKLOADS[4], 1000, "27"))
 """The per-kind table on a GPU: where a batch's time inside LossGuard goes there (kernel launches, CUDA events)."""
 

@@ -187,6 +187,9 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 raise TypeError(f"monitors must be lightning_lossguard.Monitor instances; got {monitor!r}.")
             for code in monitor.codes:
                 options.known_code("monitors", code)
+        # Monitors that see every batch keep every batch on the full path; the others see the budget's timed ones.
+        self._every_batch_monitors = [m for m in self.monitors if m.every_batch]
+        self._sampled_monitors = [m for m in self.monitors if not m.every_batch]
         self._diagnostician = self._new_diagnostician()  # validates threshold names and ranges now
         self._notes: list[str] = []
         self.coverage = Coverage()
@@ -274,6 +277,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         self._offered: tuple[bool, bool] | None = None  # (backward, step) hooks as last offered to Lightning
         self._start_hidden = False  # the next batch is plain: its start was prepared at the last batch's end
         self._sample_gradients = False  # its gradients are measured (the budget's stride)
+        self._timed_batch = False  # it is timed (the budget's stride): the sampled monitors see it
         self._tripwire_every = 0  # batches between NaN checks while the budget stretches the reports (0: none)
         self._sampling = False
         self._stepped_batch = -1  # the batch whose optimizer step was measured (automatic optimization)
@@ -513,6 +517,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         """The batch about to start at ``step``: its marks, and which of the hooks Lightning calls in it."""
         assert self._recorder is not None
         self._batch_step, self._before_report, self._sample_gradients = step, before_report, sample
+        self._timed_batch = timed
         self._recorder.begin_batch()
         if timed:
             self._recorder.timer.batch_start(step)
@@ -687,8 +692,10 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 self._recorder.sample_after_step()
                 self._sampling = False
                 self._meter.interval_seconds += own_since(mark)
-            for monitor in self.monitors:
+            for monitor in self._every_batch_monitors:
                 monitor.on_train_batch_end(outputs, batch, self._batch_step)
+            if self._sampled_monitors and self._timed_batch:
+                self._feed_sampled_monitors(outputs, batch)
             self._batches += 1
             if self._watchdog is not None:
                 self._beat(trainer)
@@ -706,6 +713,15 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             self._tripwire(trainer, pl_module)
         self._hide_start(self._prepare_plain_batch(trainer))
 
+    def _feed_sampled_monitors(self, outputs: Any, batch: Any) -> None:
+        """The monitors that see timed batches only (:attr:`Monitor.every_batch`): their time is planned with the
+        gradient passes, which come on the same stride."""
+        mark = own_mark()
+        for monitor in self._sampled_monitors:
+            monitor.on_train_batch_end(outputs, batch, self._batch_step)
+        self._meter.monitor_seconds += own_since(mark)
+        self._meter.monitor_batches += 1
+
     def _plain_batch_end(self, trainer: pl.Trainer, outputs: Any) -> bool:
         """A plain batch ended (set up by :meth:`_prepare_plain_batch`) and the next one is plain too: keep the
         loss and set the next batch up in a few calls. Most batches end here, on a cold cache, where every call
@@ -715,7 +731,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         with nothing changed, when anything else is due: the full path runs."""
         assert self._recorder is not None and self._budget is not None
         batches = self._batches + 1
-        if self.monitors or self._leftover_due or self._report_due(batches):
+        if self._every_batch_monitors or self._leftover_due or self._report_due(batches):
             return False
         if self._tripwire_every and batches % self._tripwire_every == 0:
             return False

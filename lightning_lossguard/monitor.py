@@ -25,11 +25,17 @@ class Monitor:
     codes: ClassVar[tuple[str, ...]] = ()
     """The diagnosis codes this monitor can emit (each must be in the catalog)."""
 
+    every_batch: ClassVar[bool] = True
+    """Whether :meth:`on_train_batch_end` must see every training batch. A monitor whose per-batch work only adds
+    to sums that a sample of batches judges as well sets False: LossGuard then calls it on the batches its cost
+    budget times (every one while the run fits the budget, every stride-th when it does not, and always the batch
+    before a report), and plans that work with the gradient passes."""
+
     def setup(self, module: nn.Module, device: torch.device) -> None:
         """Fit start: register forward hooks, allocate buffers."""
 
     def on_train_batch_end(self, outputs: Any, batch: Any, step: int) -> None:
-        """Per training batch: device work only (no host reads)."""
+        """Per training batch (or per sampled one: see :attr:`every_batch`): device work only (no host reads)."""
 
     def on_validation_batch_end(self, outputs: Any, batch: Any, dataloader_idx: int) -> None:
         """Per validation batch: device work only."""

@@ -105,13 +105,18 @@ def over_budget_note(budget: CostBudget) -> str | None:
     share = budget.run_share
     if not math.isfinite(share) or not over_budget(share, budget.budget):
         return None
-    rest_us = max(0.0, budget.spent_own_us - budget.spent_report_us - budget.spent_gradient_us)
+    sampled_us = budget.spent_gradient_us + budget.spent_monitor_us
+    rest_us = max(0.0, budget.spent_own_us - budget.spent_report_us - sampled_us)
     parts = [
         f"reports {_ms(budget.spent_report_us)}",
         f"{budget.gradient_rows:,} gradient measurements {_ms(budget.spent_gradient_us)}",
-        f"the rest {_ms(rest_us)} (the first batch's set-up; then, per batch, time marks, the loss kept, "
-        "validation ends)",
     ]
+    if budget.monitor_batches:
+        parts.append(f"monitors on {budget.monitor_batches:,} batches {_ms(budget.spent_monitor_us)}")
+    parts.append(
+        f"the rest {_ms(rest_us)} (the first batch's set-up; then, per batch, time marks, the loss kept, "
+        "validation ends)"
+    )
     spent = _spent(budget.spent_own_us / 1e6, budget.seen_batches, budget.step_ms)
     return (
         f"{OVER_BUDGET_OPENING}{percent(share)} of the training step time, over its "

@@ -88,6 +88,9 @@ class IntervalCost:
         gradient_seconds: of ``own_seconds``, the per-layer gradient-norm passes.
         gradient_rows: how many of those passes there were.
         report_seconds: of ``own_seconds``, the once-per-interval work: the report and the report-step samples.
+        monitor_seconds: of ``own_seconds``, the per-batch work of monitors that see sampled batches only (an
+            ``OutputMonitor``'s sums): it comes on the stride's batches, as the gradient passes do.
+        monitor_batches: how many batches those monitors saw.
     """
 
     batches: int
@@ -96,23 +99,35 @@ class IntervalCost:
     gradient_seconds: float = 0.0
     gradient_rows: int = 0
     report_seconds: float = 0.0
+    monitor_seconds: float = 0.0
+    monitor_batches: int = 0
 
 
 @dataclass
 class CostMeter:
     """LossGuard's own time since the last report, as the budget plans it: all of it, and of it the gradient-norm
-    passes and the once-per-interval work (the report, the report-step samples)."""
+    passes, the once-per-interval work (the report, the report-step samples) and the sampled monitors' batches."""
 
     own_seconds: float = 0.0
     gradient_seconds: float = 0.0
     interval_seconds: float = 0.0
+    monitor_seconds: float = 0.0
+    monitor_batches: int = 0
 
     def take(self, batches: int, step_ms: float, gradient_rows: int) -> IntervalCost:
         """The interval's cost over its ``batches`` (``gradient_rows`` gradient-norm passes); the meter restarts."""
         cost = IntervalCost(
-            batches, self.own_seconds, step_ms, self.gradient_seconds, gradient_rows, self.interval_seconds
+            batches,
+            self.own_seconds,
+            step_ms,
+            self.gradient_seconds,
+            gradient_rows,
+            self.interval_seconds,
+            self.monitor_seconds,
+            self.monitor_batches,
         )
-        self.own_seconds = self.gradient_seconds = self.interval_seconds = 0.0
+        self.own_seconds = self.gradient_seconds = self.interval_seconds = self.monitor_seconds = 0.0
+        self.monitor_batches = 0
         return cost
 
 
@@ -120,8 +135,9 @@ class CostMeter:
 class CostBudget:
     """Chooses the gradient stride and the report interval that keep LossGuard's share of the step under budget.
 
-    LossGuard's time per batch is ``fixed + sample / (stride * accumulate) + report / interval``: the hooks'
-    fixed cost, one gradient-norm pass per sampled optimizer step, and the report's cost spread over its interval.
+    LossGuard's time per batch is ``fixed + (sample / accumulate + monitor) / stride + report / interval``: the
+    hooks' fixed cost, one gradient-norm pass per sampled optimizer step, the sampled monitors' work per sampled
+    batch (an ``OutputMonitor``'s), and the report's cost spread over its interval.
     Each review measures the three from the interval that just ended and plans for ``planning_margin`` of the
     budget: the shortest report interval, and in it the smallest stride, whose predicted cost fits. Over budget it
     takes that plan; well under (below ``relax_below`` of the budget) it takes a plan only if it measures more.
@@ -177,6 +193,8 @@ class CostBudget:
     spent_report_us: float = 0.0  # of spent_own_us, the reports and their report-step samples
     spent_gradient_us: float = 0.0  # of spent_own_us, the gradient-norm passes
     gradient_rows: int = 0  # the gradient-norm passes so far
+    spent_monitor_us: float = 0.0  # of spent_own_us, the sampled monitors' batches
+    monitor_batches: int = 0  # the batches those monitors saw so far
     fixed_us: float = math.nan  # of own_us, the hooks' cost per batch (neither gradient passes nor reports)
     limited_by: str = ""  # why the last review's plan could not fit the budget ("" when it fit): see _limit
 
@@ -212,6 +230,8 @@ class CostBudget:
         self.spent_report_us += cost.report_seconds * 1e6
         self.spent_gradient_us += cost.gradient_seconds * 1e6
         self.gradient_rows += cost.gradient_rows
+        self.spent_monitor_us += cost.monitor_seconds * 1e6
+        self.monitor_batches += cost.monitor_batches
         self.seen_batches += cost.batches
         if not self.adapt:
             self.limited_by = "ranks" if math.isfinite(self.budget) else "off"
@@ -224,9 +244,11 @@ class CostBudget:
             self.limited_by = "warm_up"
             return
         report_us = cost.report_seconds * 1e6
-        fixed_us = max(0.0, self.own_us - (cost.gradient_seconds * 1e6 + report_us) / cost.batches)
+        monitor_us = cost.monitor_seconds * 1e6 / cost.monitor_batches if cost.monitor_batches else 0.0
+        sampled = (cost.gradient_seconds + cost.monitor_seconds) * 1e6
+        fixed_us = max(0.0, self.own_us - (sampled + report_us) / cost.batches)
         self.fixed_us = fixed_us
-        interval, stride, fits = self._plan(fixed_us, sample_us, report_us, allowed_us)
+        interval, stride, fits = self._plan(fixed_us, sample_us / self.accumulate + monitor_us, report_us, allowed_us)
         self.limited_by = "" if fits else self._limit()
         stretches = (interval, stride) > (self.report_batches, self.stride)
         if (self.own_us > limit_us and stretches) or (self.own_us < limit_us * self.relax_below and not stretches):
@@ -254,16 +276,18 @@ class CostBudget:
             return 0.0
         return max(0.0, self.spent_own_us - self.budget * self.spent_step_us) / left
 
-    def _plan(self, fixed_us: float, sample_us: float, report_us: float, allowed_us: float) -> tuple[int, int, bool]:
+    def _plan(self, fixed_us: float, sampled_us: float, report_us: float, allowed_us: float) -> tuple[int, int, bool]:
         """The shortest report interval, then the smallest stride, whose predicted cost per batch fits; when none
-        fits, the cheapest plan the limits allow. The last item says whether it fits."""
+        fits, the cheapest plan the limits allow. The last item says whether it fits. ``sampled_us``: what the
+        stride divides, per batch (the gradient pass per optimizer step over the accumulation, and the sampled
+        monitors' batch)."""
         cap = self._report_cap() if self.adaptive_reports else self.base_report_batches
         intervals = sorted({min(self.base_report_batches * k, cap) for k in range(1, self.max_report_factor + 1)})
         for interval in intervals:
             room = allowed_us - fixed_us - report_us / interval
             if room <= 0:
                 continue
-            stride = max(1, math.ceil(sample_us / self.accumulate / room))
+            stride = max(1, math.ceil(sampled_us / room))
             if stride <= self._max_stride(interval):
                 return interval, stride, True
         return intervals[-1], self._max_stride(intervals[-1]), False

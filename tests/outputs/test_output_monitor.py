@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_lossguard import LossGuard, OutputMonitor
+from lightning_lossguard import LossGuard, Monitor, OutputMonitor
 from lightning_lossguard.outputs.range_probe import RangeProbe
 from tests.conftest import ReadCounter, events, trainer
 
@@ -397,3 +397,50 @@ def test_monitor_images_are_heatmaps() -> None:
     assert image.shape == (40, 40, 3) and image.dtype == np.uint8
     assert image[5, 5].tolist() < image[5, 25].tolist()  # the 90% cell is darker than the 10% cell
     assert image[25, 5].tolist() == [255, 255, 255]  # an empty cell is white
+
+
+# -- under the cost budget ----------------------------------------------------------------------------------
+class EveryBatch(Monitor):
+    """A custom monitor that keeps the default: it sees every training batch."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, step: int) -> None:
+        self.batches += 1
+
+
+def test_over_budget_the_output_checks_see_the_budget_s_timed_batches_and_still_find_a_final_relu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    original = OutputMonitor.on_train_batch_end
+
+    def spy(self: OutputMonitor, outputs: Any, batch: Any, step: int) -> None:
+        seen.append(step)
+        original(self, outputs, batch, step)
+
+    monkeypatch.setattr(OutputMonitor, "on_train_batch_end", spy)
+    custom = EveryBatch()
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1), nn.ReLU())
+    guard = LossGuard(monitors=[OutputMonitor(), custom], budget=1e-6, report_every=40, verbose=False)
+    loader = DataLoader(regression(1024, 0, offset=-1.5), batch_size=8, shuffle=True)
+    trainer(tmp_path, [guard], max_steps=400).fit(Steps(net), loader)
+    budget = guard._budget
+    assert budget is not None and budget.stride > 1  # a budget no run meets: the stride goes up
+    assert custom.batches == 400  # a monitor that did not opt in sees every batch, whatever the stride
+    assert len(seen) < 300 and len(seen) == budget.monitor_batches  # the output checks see the timed ones
+    assert {39, 79, 119} <= set(seen)  # among them, always the batch before a report
+    [found] = [d for d in guard.diagnoses if d.code == "output_range_mismatch"]
+    assert found.step == 40 and found.evidence["bound"] == 0.0  # still at the first report
+    assert budget.spent_monitor_us > 0
+
+
+def test_the_over_budget_note_says_what_the_output_checks_cost(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    guard = LossGuard(monitors=[OutputMonitor()], budget=1e-6, verbose=False)
+    loader = DataLoader(regression(512, 0, offset=0.0), batch_size=8)
+    trainer(tmp_path, [guard], max_steps=120).fit(Steps(net), loader)
+    [note] = [n for n in guard.notes if n.startswith("LossGuard's own time came to ")]
+    assert guard._budget is not None
+    assert f"monitors on {guard._budget.monitor_batches:,} batches " in note

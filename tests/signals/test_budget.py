@@ -42,6 +42,17 @@ def test_the_gradient_stride_comes_before_the_report_interval() -> None:
     assert (budget.report_batches, budget.stride) == (80, 7)
 
 
+def test_a_sampled_monitor_s_batches_are_planned_on_the_stride_with_the_gradient_passes() -> None:
+    """An OutputMonitor's work comes on the stride's batches: 300 µs on each of 100 batches is not a fixed cost per
+    batch (no plan could fit then) but what the stride divides, as a gradient pass of 300 µs is."""
+    budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
+    monitored = spent(report_ms=1)
+    budget.review(IntervalCost(100, monitored.own_seconds + 0.03, STEP_MS, 0.0, 0, 1e-3, 0.03, 100))
+    assert budget.fixed_us == pytest.approx(20)
+    assert (budget.report_batches, budget.stride) == (80, 7)  # 20 + 300 / 7 + 12.5 <= 80, as for the gradients
+    assert budget.limited_by == ""
+
+
 def test_when_nothing_fits_everything_goes_to_its_limit() -> None:
     budget = CostBudget(0.01, report_batches=80, warmup_reviews=0)
     budget.review(spent(fixed_us=150, sample_us=500, report_ms=5))  # the hooks alone are over budget
@@ -282,9 +293,11 @@ def test_the_meter_hands_over_an_interval_and_starts_again() -> None:
     meter.own_seconds += 0.03
     meter.gradient_seconds += 0.01
     meter.interval_seconds += 0.005
+    meter.monitor_seconds += 0.002
+    meter.monitor_batches += 4
     cost = meter.take(batches=20, step_ms=2.0, gradient_rows=7)
-    assert cost == IntervalCost(20, 0.03, 2.0, 0.01, 7, 0.005)
-    assert meter.take(batches=20, step_ms=2.0, gradient_rows=0) == IntervalCost(20, 0.0, 2.0, 0.0, 0, 0.0)
+    assert cost == IntervalCost(20, 0.03, 2.0, 0.01, 7, 0.005, 0.002, 4)
+    assert meter.take(batches=20, step_ms=2.0, gradient_rows=0) == IntervalCost(20, 0.0, 2.0, 0.0, 0, 0.0, 0.0, 0)
 
 
 def test_it_says_which_limit_kept_a_plan_over_budget_and_keeps_the_run_s_totals() -> None:
