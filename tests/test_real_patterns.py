@@ -1398,23 +1398,26 @@ def test_an_attack_too_strong_for_the_signal_kills_the_hidden_layer(tmp_path: Pa
 
 
 # -- A VQ-VAE whose codebook loss climbs while its codes catch up, its terms handed over ------------------------
-def assert_undone_later(guard: LossGuard) -> None:
-    """The total comes back under twice its start by the sixth epoch (1.7 and 1.1 against 2.4 and 2.6): the end of
-    the fit says the rise reported was a transient."""
-    [rise] = [d for d in guard.diagnoses if d.code == "loss_divergence" and d.severity == "warning"]
-    assert [n for n in guard.notes if n.startswith(f"loss_divergence at step {rise.step} was a transient")], guard.notes
+def assert_told_as_a_trade_off(guard: LossGuard, term: str) -> None:
+    """The total rises 3.5-12.6x, under loss_divergence's warn_rise (100x): with the gradients' growth explained by
+    the climbing term, an info that says which term traded off (a warning on two of the three corpus seeds before)."""
+    rises = [d for d in guard.diagnoses if d.code == "loss_divergence"]
+    assert rises, "the rise is still reported"
+    assert all(d.severity == "info" for d in rises), [d.one_line() for d in rises]
+    assert any(f"while {term} fell" in d.message and "not judged a divergence" in d.message for d in rises)
 
 
 @pytest.mark.parametrize("seed", [0, 2])
-def test_a_vq_vae_whose_codebook_term_climbs_is_a_warning_when_it_hands_over_its_terms(
+def test_a_vq_vae_whose_codebook_term_climbs_is_told_as_a_trade_off_when_it_hands_over_its_terms(
     tmp_path: Path, seed: int
 ) -> None:
     # Found by the corpus' fourteenth held-out batch: the total loss rises 3.5-12.6x in the first 50 steps with
     # gradients 21-76x (the encoder's outputs outgrow a codebook initialised within +-1/64), while the reconstruction
     # falls throughout. Returning only the total, it is an error (a strict expected failure in the corpus); handing
-    # over its terms, the falling reconstruction shows the objective still learnt: warnings, not errors. Reports every
-    # 10 steps (no budget) are the hardest case: the gradient norm is 100x its first steps' by step 39, when
-    # exploding_gradients judges it, and the reconstruction has fallen only ~1.4x from its first block by then.
+    # over its terms, the falling reconstruction shows the objective still learnt: no errors, and the rise (under
+    # 100x) an info that names the trade-off. Reports every 10 steps (no budget) are the hardest case: the gradient
+    # norm is 100x its first steps' by step 39, when exploding_gradients judges it (still a warning that names the
+    # trade-off), and the reconstruction has fallen only ~1.4x from its first block by then.
     from benchmarks.corpus.data import images
     from benchmarks.corpus.data import loader as seeded_loader
     from benchmarks.corpus.held_out.vector_quantized import VQVAE
@@ -1435,22 +1438,21 @@ def test_a_vq_vae_whose_codebook_term_climbs_is_a_warning_when_it_hands_over_its
     trainer(tmp_path, [guard], max_epochs=6).fit(module, train, val)
     said = {d.code: d for d in guard.diagnoses}
     assert [d for d in guard.diagnoses if d.severity == "error"] == [], [d.one_line() for d in guard.diagnoses]
-    assert "loss_divergence" in said, "the rise is still reported"
     for diagnosis in said.values():
         assert diagnosis.severity == "info" or "while reconstruction fell" in diagnosis.message, diagnosis.one_line()
-    assert_undone_later(guard)
+    assert_told_as_a_trade_off(guard, "reconstruction")
 
 
 @pytest.mark.parametrize(
     ("seed", "budget", "time_forward"), [(0, None, True), (2, None, True), (0, 0.01, True), (0, 0.01, False)]
 )
-def test_a_vq_vae_that_only_logs_its_terms_is_a_warning_too(
+def test_a_vq_vae_that_only_logs_its_terms_is_told_as_a_trade_off_too(
     tmp_path: Path, seed: int, budget: float | None, time_forward: bool
 ) -> None:
     # The corpus program as it is: it returns only the total and logs train_loss, train_recon and train_codebook with
     # self.log_dict (the commitment term, equal in value to the codebook one, is not logged). The logged recon and
     # codebook series add up to the loss with weights 1 and 1 + beta, so they are its terms: the falling
-    # reconstruction turns the error into a warning that names them. Under the budget only the timed batches log.
+    # reconstruction turns the error into an info that names them. Under the budget only the timed batches log.
     # Without forward timing the logged terms are still read (they once rode on the forward hooks: an error).
     from benchmarks.corpus.data import images
     from benchmarks.corpus.data import loader as seeded_loader
@@ -1464,10 +1466,9 @@ def test_a_vq_vae_that_only_logs_its_terms_is_a_warning_too(
     trainer(tmp_path, [guard], max_epochs=6).fit(module, train, val)
     assert [d for d in guard.diagnoses if d.severity == "error"] == [], [d.one_line() for d in guard.diagnoses]
     said = {d.code: d for d in guard.diagnoses}
-    assert "loss_divergence" in said, "the rise is still reported"
     for diagnosis in said.values():
         assert diagnosis.severity == "info" or "while train_recon fell" in diagnosis.message, diagnosis.one_line()
-    assert_undone_later(guard)
+    assert_told_as_a_trade_off(guard, "train_recon")
     weights = guard._diagnostician.logged_terms.weights
     assert set(weights) == {"train_recon", "train_codebook"}
     assert weights["train_recon"] == pytest.approx(1.0, rel=1e-4)
