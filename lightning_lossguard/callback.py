@@ -87,7 +87,7 @@ from lightning_lossguard.trainer_settings import (
     default_report_every,
     early_stopping_metrics,
     first_group,
-    learning_rate,
+    learning_rates,
     model_selection,
     planned_steps,
     report_dir,
@@ -904,7 +904,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             if self._follow_pruning:
                 self._mark_pruned(module)
             if not window.empty:
-                new = self._diagnostician.judge(window, self._layout, learning_rate(trainer))
+                new = self._diagnostician.judge(window, self._layout, *learning_rates(trainer))
                 self._log_signals(window, cost)
             elif cost and self._loggers is not None:
                 self._loggers.scalars(cost)

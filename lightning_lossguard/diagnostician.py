@@ -171,8 +171,11 @@ class Diagnostician:
         detector = self.detectors.get(cls.code)
         return detector if isinstance(detector, cls) else None
 
-    def judge(self, window: Window, layout: RunLayout, learning_rate: float = math.nan) -> list[Diagnosis]:
-        """Run every enabled detector over one window; return the new diagnoses."""
+    def judge(
+        self, window: Window, layout: RunLayout, learning_rate: float = math.nan, slowest_lr: float = math.nan
+    ) -> list[Diagnosis]:
+        """Run every enabled detector over one window; return the new diagnoses. ``learning_rate``: the largest of
+        the parameter groups' rates; ``slowest_lr``: the smallest (quoted with it when the groups differ)."""
         found: list[Diagnosis] = []
         self.steps_judged += len(window.optimizer_steps) or len(window.batch_steps)
         self.batches_judged += len(window.batch_steps)
@@ -195,7 +198,7 @@ class Diagnostician:
         self.term_levels.extend(terms)
         trade_off = self.term_levels.trade_off()
         found += self._judge_gradients(window, layout, trade_off)
-        found += self._judge_loss_curve(window, layout, learning_rate, trade_off, explained=found)
+        found += self._judge_loss_curve(window, layout, (learning_rate, slowest_lr), trade_off, explained=found)
         found += self._judge_time_and_memory(window, layout)
         return self.accept(self.rank_attribution.attribute(found))
 
@@ -273,8 +276,14 @@ class Diagnostician:
         return found
 
     def _judge_loss_curve(
-        self, window: Window, layout: RunLayout, learning_rate: float, trade_off: str | None, explained: list[Diagnosis]
+        self,
+        window: Window,
+        layout: RunLayout,
+        rates: tuple[float, float],
+        trade_off: str | None,
+        explained: list[Diagnosis],
     ) -> list[Diagnosis]:
+        learning_rate, slowest_lr = rates
         found: list[Diagnosis] = []
         batches = window.batch_steps
         tiny = self._on(TinyUpdates)
@@ -289,6 +298,7 @@ class Diagnostician:
                 sizes=np.asarray(layout.param_sizes, dtype=np.float64),
                 unmoved=window.unmoved_share,
                 weight_dtype=layout.settings.weight_dtype,
+                slowest_lr=slowest_lr,
             )
         if tiny and window.unstepped:
             unstepped = {u.name: (u.elements, u.read_by_trained, u.training) for u in window.unstepped}
@@ -318,6 +328,7 @@ class Diagnostician:
                 learning_rate,
                 layout.trainable_share,
                 batches_differ=layout.settings.batches_per_epoch != 1,
+                slowest_lr=slowest_lr,
             )
         if (imbalance := self._on(LossTermImbalance)) and window.loss_terms:
             found += imbalance.update(batches, window.loss_terms)

@@ -203,11 +203,16 @@ def step_counter(trainer: pl.Trainer) -> Any | None:
         return None
 
 
-def learning_rate(trainer: pl.Trainer) -> float:
-    """The first parameter group's learning rate as a host float (a tensor LR would need a sync: NaN)."""
-    group = first_group(trainer)
-    lr = group.get("lr") if group is not None else None
-    return float(lr) if isinstance(lr, (int, float)) else math.nan
+def learning_rates(trainer: pl.Trainer) -> tuple[float, float]:
+    """The largest and the smallest learning rate of the first optimizer's parameter groups, as host floats (a
+    tensor LR would need a sync: left out; NaN for both when none is a number). The largest is the run's rate as a
+    message quotes it: under layer-wise decay the first group is the embeddings', ~30x under the configured one."""
+    try:
+        groups = trainer.optimizers[0].param_groups
+    except (IndexError, AttributeError):
+        return math.nan, math.nan
+    rates = [float(g["lr"]) for g in groups if isinstance(g.get("lr"), (int, float))]
+    return (max(rates), min(rates)) if rates else (math.nan, math.nan)
 
 
 MIN_REPORTS = 20

@@ -677,6 +677,29 @@ def test_a_per_epoch_schedule_stepped_every_batch_is_named_and_never_answered_wi
         assert "a schedule decayed the learning rate away" in diagnosis.message
 
 
+class LayerwiseDecay(DeepClassifier):
+    """Layer-wise learning-rate decay: one Adam group per linear layer, each half the rate of the one above it, so
+    the first group (the input layer) runs 32x slower than the last."""
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        layers = [m for m in self.net if isinstance(m, nn.Linear)]
+        groups = [
+            {"params": m.parameters(), "lr": self.lr * 0.5 ** (len(layers) - 1 - i)} for i, m in enumerate(layers)
+        ]
+        return torch.optim.Adam(groups)
+
+
+def test_under_layerwise_decay_the_rate_quoted_is_the_span_of_the_groups_not_the_first_one(tmp_path: Path) -> None:
+    # Found by the thirty-eighth held-out batch: fine-tuning with layer-wise decay at a rate 1e6 too low was told
+    # "at learning rate 5.91e-11", the embeddings' (the first group's), 32x under the head's and the configured one.
+    x, classes, _ = four_classes_and_prices()
+    torch.manual_seed(0)
+    guard = fit(tmp_path, LayerwiseDecay(lr=1e-9), loader(x, classes), max_steps=300)
+    [tiny] = [d for d in alarms(guard) if d.code == "tiny_updates"]
+    assert "at learning rates 3.13e-11 to 1e-09 (by parameter group)" in tiny.message, tiny.message
+    assert tiny.evidence["learning_rate"] == pytest.approx(1e-9)
+
+
 # -- 10. the held-out zoo ---------------------------------------------------------------------------------
 class Regressor(L.LightningModule):
     def __init__(self, momentum: float = 0.0, lr: float = 1e-3, adam: bool = True) -> None:

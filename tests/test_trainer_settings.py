@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from lightning_lossguard.trainer_settings import (
     checkpointed_metrics,
     default_report_every,
     early_stopping_metrics,
+    learning_rates,
     model_selection,
     run_settings,
     step_counter,
@@ -179,6 +181,16 @@ def test_clipping_by_norm_and_by_value_are_told_apart(tmp_path: Path) -> None:
         ).fit(BoringModel())
         seen.append((callback.settings.clip_val, callback.settings.clip_value))
     assert seen == [(0.5, None), (None, 0.5)]
+
+
+def test_the_learning_rates_are_the_largest_and_the_smallest_of_the_first_optimizers_groups() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    groups = [{"params": net[0].parameters(), "lr": 1e-5}, {"params": net[1].parameters(), "lr": 1e-3}]
+    trainer = SimpleNamespace(optimizers=[torch.optim.SGD(groups)])
+    assert learning_rates(trainer) == (1e-3, 1e-5)  # type: ignore[arg-type]
+    tensor_lr = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": torch.tensor(0.1)}])])
+    assert all(math.isnan(r) for r in learning_rates(tensor_lr))  # type: ignore[arg-type]  # no sync for it
+    assert all(math.isnan(r) for r in learning_rates(SimpleNamespace(optimizers=[])))  # type: ignore[arg-type]
 
 
 def test_weights_stored_in_16_bits_are_read_from_the_precision_the_run_trains_in(tmp_path: Path) -> None:

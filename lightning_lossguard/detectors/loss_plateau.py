@@ -57,7 +57,7 @@ import numpy as np
 from lightning_lossguard.catalog import code_info
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.stats import BlockMedians, fast_median, mann_kendall, median, rank_sum_z
-from lightning_lossguard.detectors.tiny_updates import DECAYED_SCHEDULE_REMEDY, decayed_by_schedule
+from lightning_lossguard.detectors.tiny_updates import DECAYED_SCHEDULE_REMEDY, decayed_by_schedule, rate_text
 from lightning_lossguard.diagnosis import Diagnosis, Severity, format_share
 
 
@@ -176,13 +176,15 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         learning_rate: float = math.nan,
         trainable_share: float = math.nan,
         batches_differ: bool = True,
+        slowest_lr: float = math.nan,
     ) -> list[Diagnosis]:
         """Add one window of batch losses.
 
         Args:
             total_steps: the run's planned training batches, over every fit of the record (None when unknown).
             update_ratio: the latest median update/weight ratio (NaN when not measured).
-            learning_rate: the current learning rate, quoted in the message.
+            learning_rate: the current learning rate (the largest parameter group's), quoted in the message.
+            slowest_lr: the smallest parameter group's, quoted with it when they differ.
             trainable_share: the share of the model's parameter elements being trained (NaN when unknown).
             batches_differ: False in full-batch training, where every step sees the same data: there a loss that is
                 the same on every batch says nothing about the outputs, so ln K is not judged.
@@ -223,7 +225,14 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         self.scanned = len(blocks)
         best = self.best
         found = self._judge(
-            initial, current, best, update_ratio, learning_rate, int(steps[-1]), trainable_share, batches_differ
+            initial,
+            current,
+            best,
+            update_ratio,
+            (learning_rate, slowest_lr),
+            int(steps[-1]),
+            trainable_share,
+            batches_differ,
         )
         self.streak = self.streak + 1 if found else 0
         return found if self.streak >= t.persist else []
@@ -276,11 +285,12 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         current: float,
         best: float,
         update_ratio: float,
-        learning_rate: float,
+        rates: tuple[float, float],
         step: int,
         trainable_share: float,
         batches_differ: bool = True,
     ) -> list[Diagnosis]:
+        """``rates``: the largest and the smallest parameter group's learning rate."""
         t = self.thresholds
         # With almost nothing trainable (a bias or two), a small early fall is all the model can do.
         frozen = trainable_share < t.min_trainable_share
@@ -319,7 +329,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             ]
         else:
             message, remedies, corroborated = self._explain(
-                initial, current, best, improvement, noise, update_ratio, learning_rate
+                initial, current, best, improvement, noise, update_ratio, rates
             )
         evidence = {
             "initial_loss": initial,
@@ -431,11 +441,12 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         improvement: float,
         noise: float,
         update_ratio: float,
-        learning_rate: float,
+        rates: tuple[float, float],
     ) -> tuple[str, list[str] | None, bool]:
         """The message and remedies, and whether a second signal corroborates "stuck" (else it is an info)."""
         t = self.thresholds
-        lr = f" at learning rate {learning_rate:.3g}" if math.isfinite(learning_rate) else ""
+        learning_rate = rates[0]
+        lr = rate_text(*rates)
         what = (
             f"The training loss has not improved: it started at {initial:.4g} and is {current:.4g} after "
             f"{self.blocks.count} batches (best {best:.4g}, {_better(improvement)} than the start), with no "

@@ -119,6 +119,16 @@ DECAYED_SCHEDULE_REMEDY = (
 )
 
 
+def rate_text(learning_rate: float, slowest_lr: float = math.nan) -> str:
+    """How a message quotes the rate: " at learning rate 0.001"; where the parameter groups run at different rates
+    (layer-wise decay, a slower backbone), the span, the largest last. "" when unknown."""
+    if not math.isfinite(learning_rate):
+        return ""
+    if math.isfinite(slowest_lr) and slowest_lr < learning_rate * (1 - 1e-6):
+        return f" at learning rates {slowest_lr:.3g} to {learning_rate:.3g} (by parameter group)"
+    return f" at learning rate {learning_rate:.3g}"
+
+
 def decayed_by_schedule(learning_rate: float, peak_lr: float, share: float) -> str:
     """For a message: how far a learning rate under ``share`` of the run's largest so far fell ("" when it did not
     fall that far, or either is unknown)."""
@@ -158,12 +168,14 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         sizes: np.ndarray | None = None,
         unmoved: np.ndarray | None = None,
         weight_dtype: str = "",
+        slowest_lr: float = math.nan,
     ) -> list[Diagnosis]:
         """Add one sample. ``update_ratio``: per parameter (-1 where not measured); ``loss_level``: a robust
         recent training-loss level; ``early_loss``: the loss level at the start of the run; ``sizes``: elements
         per parameter (the median then counts every weight once; without them every parameter counts once);
         ``unmoved``: per 16-bit parameter, the share of its sampled elements the step left unchanged (-1 elsewhere);
-        ``weight_dtype``: the weights' storage type when it is 16-bit ("bfloat16", "float16"), for the message."""
+        ``weight_dtype``: the weights' storage type when it is 16-bit ("bfloat16", "float16"), for the message;
+        ``learning_rate``: the largest parameter group's rate, ``slowest_lr`` the smallest (both quoted)."""
         ratio = model_update_ratio(update_ratio, sizes)
         if math.isfinite(learning_rate):
             self.peak_lr = max(self.peak_lr, learning_rate)
@@ -190,7 +202,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         decayed = decayed_by_schedule(learning_rate, self.peak_lr, t.decayed_lr)
         if converged and last_loss >= 0 and learning_rate > 0 and not decayed:
             return []
-        lr_text = f" at learning rate {learning_rate:.3g}{decayed}" if math.isfinite(learning_rate) else ""
+        lr_text = f"{rate_text(learning_rate, slowest_lr)}{decayed}" if math.isfinite(learning_rate) else ""
         if rounded and not decayed:
             return [self._rounded(step, ratio, lr_text, improvement, learning_rate, weight_dtype, tiny)]
         message = (

@@ -10,6 +10,7 @@ from lightning_lossguard.detectors.tiny_updates import (
     ROUNDED_AWAY,
     UNUSED,
     WEIGHTS_IN_FLOAT32,
+    rate_text,
 )
 from lightning_lossguard.diagnosis import Severity
 
@@ -24,6 +25,18 @@ def test_tiny_updates_with_a_flat_loss() -> None:
     assert found and found[0].evidence["update_ratio"] < 1e-5
     assert "learning rate 1e-08" in found[0].message
     assert found[0].remedies[0].startswith("Raise the learning rate")
+
+
+def test_parameter_groups_at_different_rates_are_quoted_as_their_span() -> None:
+    detector = TinyUpdates()
+    found = []
+    for step in (9, 19, 29):
+        found += detector.update(
+            step, np.array([1e-9, 3e-9]), loss_level=1.39, learning_rate=1e-8, early_loss=1.4, slowest_lr=3.1e-10
+        )
+    assert found and "at learning rates 3.1e-10 to 1e-08 (by parameter group)" in found[0].message
+    assert rate_text(1e-3, 1e-3) == rate_text(1e-3) == " at learning rate 0.001"  # one rate: quoted alone
+    assert rate_text(float("nan")) == ""
 
 
 def test_healthy_update_ratios_stay_quiet() -> None:
