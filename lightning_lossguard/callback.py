@@ -187,9 +187,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 raise TypeError(f"monitors must be lightning_lossguard.Monitor instances; got {monitor!r}.")
             for code in monitor.codes:
                 options.known_code("monitors", code)
-        # Monitors that see every batch keep every batch on the full path; the others see the budget's timed ones.
-        self._every_batch_monitors = [m for m in self.monitors if m.every_batch]
-        self._sampled_monitors = [m for m in self.monitors if not m.every_batch]
+        self._every_batch_monitors, self._sampled_monitors = self._split_monitors()
         self._diagnostician = self._new_diagnostician()  # validates threshold names and ranges now
         self._notes: list[str] = []
         self.coverage = Coverage()
@@ -397,6 +395,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         if self.time_forward and not self._compiled_steps:
             self._forward = ForwardHooks(pl_module, self._recorder.timer)
         self._order = ExecutionOrder(pl_module, hooked=not self._compiled_steps)
+        self._every_batch_monitors, self._sampled_monitors = self._split_monitors()  # self.monitors may have changed
         for monitor in self.monitors:
             monitor.setup(pl_module, self._device)
         if trainer.is_global_zero:
@@ -712,6 +711,11 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         elif self._tripwire_every and self._batches % self._tripwire_every == 0:
             self._tripwire(trainer, pl_module)
         self._hide_start(self._prepare_plain_batch(trainer))
+
+    def _split_monitors(self) -> tuple[list[Monitor], list[Monitor]]:
+        """The monitors that see every training batch (they keep every batch on the full path), and those that see
+        the budget's timed batches only (:attr:`Monitor.every_batch` False)."""
+        return [m for m in self.monitors if m.every_batch], [m for m in self.monitors if not m.every_batch]
 
     def _feed_sampled_monitors(self, outputs: Any, batch: Any) -> None:
         """The monitors that see timed batches only (:attr:`Monitor.every_batch`): their time is planned with the

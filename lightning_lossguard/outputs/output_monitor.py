@@ -61,7 +61,7 @@ class OutputMonitor(Monitor):
     every_batch: ClassVar[bool] = False
     """Its training batches only add to sums (the ranges, the ties at a bound): a sample judges them as well, so it
     sees the batches LossGuard's cost budget times. The work is ~10 passes over the predictions (~0.35 ms a batch
-    for 50,000 of them on a CPU core): on every batch it alone held a 2.4 ms step at ~14%."""
+    for 50,000 of them on a CPU core): on every batch it alone cost the corpus VAE's 2.4 ms step ~14%."""
 
     def __init__(
         self,

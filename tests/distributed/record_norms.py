@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -22,11 +21,11 @@ rows: list[dict[str, Any]] = []
 judge = Diagnostician.judge
 
 
-def recording(self: Diagnostician, window: Any, layout: Any, learning_rate: float = math.nan) -> Any:
+def recording(self: Diagnostician, window: Any, layout: Any, *rates: float) -> Any:
     layers = window.layer_grad_norms(layout.layer_of, len(layout.layers))
     for step, total, per_layer in zip(window.optimizer_steps, window.grad_norms, layers):
         rows.append({"step": step, "total": float(total), "layers": dict(zip(layout.layers, map(float, per_layer)))})
-    return judge(self, window, layout, learning_rate)
+    return judge(self, window, layout, *rates)
 
 
 def main() -> None:

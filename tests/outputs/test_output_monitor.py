@@ -444,3 +444,12 @@ def test_the_over_budget_note_says_what_the_output_checks_cost(tmp_path: Path) -
     [note] = [n for n in guard.notes if n.startswith("LossGuard's own time came to ")]
     assert guard._budget is not None
     assert f"monitors on {guard._budget.monitor_batches:,} batches " in note
+
+
+def test_a_monitor_added_after_construction_still_sees_every_batch(tmp_path: Path) -> None:
+    custom = EveryBatch()
+    guard = LossGuard(verbose=False)
+    guard.monitors.append(custom)  # the split into every-batch and sampled monitors is made again at setup
+    loader = DataLoader(regression(256, 0, offset=0.0), batch_size=8)
+    trainer(tmp_path, [guard], max_steps=24).fit(Steps(nn.Linear(8, 1)), loader)
+    assert custom.batches == 24
