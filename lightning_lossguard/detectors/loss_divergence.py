@@ -354,9 +354,8 @@ class LossDivergence(Detector[LossDivergenceThresholds]):
         growth = self._grad_growth(at[best])
         corroborated = growth >= t.grad_rise
         trade_off = terms if corroborated and factor < t.implausible_rise else ""
-        if trade_off:  # the trading term explains the gradients' growth: as a rise with steady gradients
-            severity = Severity.WARNING if factor >= t.warn_rise else Severity.INFO
-        elif corroborated or factor >= t.implausible_rise:
+        # A trading term explains the gradients' growth: then they corroborate nothing (a rise with steady gradients).
+        if (corroborated and not trade_off) or factor >= t.implausible_rise:
             severity = Severity.ERROR
         elif factor >= t.warn_rise:
             severity = Severity.WARNING

@@ -202,7 +202,7 @@ class TinyUpdates(Detector[TinyUpdatesThresholds]):
         decayed = decayed_by_schedule(learning_rate, self.peak_lr, t.decayed_lr)
         if converged and last_loss >= 0 and learning_rate > 0 and not decayed:
             return []
-        lr_text = f"{rate_text(learning_rate, slowest_lr)}{decayed}" if math.isfinite(learning_rate) else ""
+        lr_text = rate_text(learning_rate, slowest_lr) + decayed  # both "" for an unknown rate
         if rounded and not decayed:
             return [self._rounded(step, ratio, lr_text, improvement, learning_rate, weight_dtype, tiny)]
         message = (
