@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelPruning
 from lightning.pytorch.core.optimizer import LightningOptimizer
@@ -853,10 +854,10 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         under several ranks a report comes first (its collective keeps every rank's losses, and ranks alike)."""
         if self._recorder is None or self._broken or not self._judging_fit(trainer):
             return
-        recent: Sequence[float] = ()
+        recent: Sequence[float] | np.ndarray = ()
         if self._budget is not None and self._budget.adapt:
             try:
-                recent = self._recorder.pending_losses().tolist()
+                recent = self._recorder.pending_losses()
             except Exception as error:
                 self._internal_error("on_validation_end", error)
                 return
@@ -864,10 +865,10 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
             self._report(trainer, pl_module)
         new: list[Diagnosis] = []
         try:
-            metrics = {k: float(v) for k, v in self._diagnostician.watched_metrics(trainer.callback_metrics).items()}
+            logged = trainer.callback_metrics  # a property that rebuilds the dict on each read
+            metrics = {k: float(v) for k, v in self._diagnostician.watched_metrics(logged).items()}
             if metrics:
                 new = self._diagnostician.judge_validation(trainer.global_step, trainer.current_epoch, metrics, recent)
-            logged = trainer.callback_metrics
             stoppers = {k: float(logged[k]) for k in early_stopping_metrics(trainer) if k in logged}
             self._diagnostician.record_stopper_metrics(stoppers)
             for monitor in self.monitors:
@@ -875,7 +876,7 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
                 new += self._diagnostician.accept(found)
                 self._monitor_log(trainer, monitor)
             if self._loggers is not None and metrics:
-                self._loggers.scalars({f"lossguard/val/{k}": ([trainer.global_step], [v]) for k, v in metrics.items()})
+                self._loggers.validation(metrics, trainer.global_step)
             self._tell(trainer, new)
         except Exception as error:
             self._internal_error("on_validation_end", error)

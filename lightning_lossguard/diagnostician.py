@@ -36,7 +36,7 @@ from lightning_lossguard.detectors import (
 from lightning_lossguard.detectors.base import Detector, apply_overrides
 from lightning_lossguard.detectors.logged_terms import LoggedTerms
 from lightning_lossguard.detectors.rank_attribution import RankAttribution
-from lightning_lossguard.detectors.stats import median, model_update_ratio
+from lightning_lossguard.detectors.stats import finite, median, model_update_ratio
 from lightning_lossguard.detectors.stopped_early import EarlyStop, StoppedRun, judge_stopped_run
 from lightning_lossguard.detectors.term_levels import TermLevels
 from lightning_lossguard.detectors.val_loss_rising import ModelSelection, ValLossRising
@@ -384,17 +384,16 @@ class Diagnostician:
         self.stopper_values.clear()
 
     def judge_validation(
-        self, step: int, epoch: int, metrics: Mapping[str, float], recent_losses: Sequence[float] = ()
+        self, step: int, epoch: int, metrics: Mapping[str, float], recent_losses: Sequence[float] | np.ndarray = ()
     ) -> list[Diagnosis]:
         """Add one validation run's metrics (only the watched metric and its per-dataloader variants), compared with
         the training loss's level: the losses judged so far and ``recent_losses``, those recorded since."""
         if "val_loss_rising" in self.suppress or self.validation_off:
             return []
         found: list[Diagnosis] = []
-        level = self.train_level
-        recent = [v for v in recent_losses if math.isfinite(v)]
-        if recent:
-            level = median([*self._train_losses, *recent][-(self._train_losses.maxlen or 50) :])
+        keep = self._train_losses.maxlen or 50
+        recent = finite(recent_losses)[-keep:]  # only the latest make the level: a run validated each batch
+        level = median([*self._train_losses, *recent.tolist()][-keep:]) if recent.size else self.train_level
         for name, value in self.watched_metrics(metrics).items():
             detector = self.val_detectors.get(name)
             if detector is None:

@@ -223,13 +223,16 @@ class ValLossRising(Detector[ValLossRisingThresholds]):
         best_step, best_epoch, best, train_at_best = evals[best_index].tolist()
         values = evals[:, 2]
         scale = abs(best) if best != 0 else 1.0
+        margin = t.min_rise * scale
+        latest = values[-int(t.persist) :]
+        if len(evals) - 1 - best_index < t.persist or not (latest >= best + margin).all():
+            return []  # the noise only widens the margin: most evaluations end here, before it is measured
         # The evaluation-to-evaluation noise, once there are enough evaluations to tell it from the trend.
         noise = step_noise(values) if len(values) >= t.noise_evals else math.nan
-        margin = t.min_rise * scale
         if math.isfinite(noise):
             margin = max(margin, t.z * noise + self._luck(values, best))
-        if len(evals) - 1 - best_index < t.persist or not (values[-int(t.persist) :] >= best + margin).all():
-            return []
+            if not (latest >= best + margin).all():
+                return []
         peak = float(values[best_index:].max())
         if peak - value > t.recovered_share * (peak - best):
             return []  # coming back down: a transient so far

@@ -186,6 +186,14 @@ class LoggerReporter:
                     if own:
                         logger.log_metrics(own, step=step)
 
+    def validation(self, metrics: Mapping[str, float], step: int) -> None:
+        """One validation's watched metrics under ``lossguard/val/``, as one TensorBoard event (the other loggers
+        have them from the module's own logging): the short path of :meth:`scalars`, taken once per validation."""
+        points = {f"{VAL}{name}": value for name, value in metrics.items() if math.isfinite(value)}
+        if points:
+            for writer in self.tensorboards:
+                _write_scalars(writer, points, step)
+
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         values = values[np.isfinite(values)]
         if values.size:

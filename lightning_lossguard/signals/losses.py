@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from numbers import Real
 
+import numpy as np
 import torch
 
 from lightning_lossguard.signals.buffer import DeviceRows
@@ -25,6 +26,7 @@ class LossProbe:
         self._plain: list[torch.Tensor] = []  # losses without terms: detached, stacked once at the report
         self._checked: list[torch.Tensor] = []  # plain losses the tripwire already stacked and read (1-D chunks)
         self._checked_rows = 0  # rows of a terms buffer the tripwire already read
+        self._read = np.empty(0)  # the losses since the last take already read for validations (float64, host)
 
     def record(self, loss: torch.Tensor, terms: Mapping[str, object] | None) -> None:
         """Store the loss of one batch. Device work only (none at all for a plain loss: a reference is kept)."""
@@ -79,17 +81,35 @@ class LossProbe:
             return not bool(fresh.isfinite().all())
         return False
 
-    def pending(self) -> torch.Tensor:
-        """The losses recorded since the last :meth:`take`, on the device (``[batches]``), left in place: a
-        validation run compares its metric with them without a report."""
-        plain = self._plain_losses()
-        if plain is not None:
-            return plain
-        return self.rows.peek()[:, 0] if self.rows is not None else torch.empty(0)
+    def pending(self) -> np.ndarray:
+        """The losses recorded since the last :meth:`take`, on the host (float64), left in place for the report: a
+        validation run compares its metric with them without a report. Only those not read by an earlier call are
+        read (one device read): a run validated after every batch would otherwise read its interval again each time."""
+        fresh = self._since(len(self._read))
+        if fresh.numel():
+            self._read = np.concatenate([self._read, fresh.float().cpu().numpy().astype(np.float64)])
+        return self._read
+
+    def _since(self, first: int) -> torch.Tensor:
+        """The losses recorded since the last :meth:`take` from the ``first``-th on, on the device (1-D)."""
+        if self.rows is not None and self.term_names:
+            return self.rows.peek()[first:, 0]
+        parts, offset = [], 0
+        for chunk in self._checked:
+            if offset + len(chunk) > first:
+                parts.append(chunk[max(0, first - offset) :])
+            offset += len(chunk)
+        plain = self._plain[max(0, first - offset) :]
+        if plain:
+            parts.append(_stacked(plain))
+        if not parts:
+            return torch.empty(0)
+        return parts[0] if len(parts) == 1 else torch.cat([part.float() for part in parts])
 
     def take(self) -> torch.Tensor:
         """Rows since the last call, on the device: ``[batches, 1 + terms]``."""
         self._checked_rows = 0
+        self._read = np.empty(0)
         plain = self._plain_losses()
         if plain is not None:
             self._checked, self._plain = [], []

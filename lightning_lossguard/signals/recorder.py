@@ -142,7 +142,7 @@ class SignalRecorder:
     def pending_losses(self) -> np.ndarray:
         """The training losses recorded since the last report, on the host and scaled as a report scales them,
         left for the report: one device read, for a validation run judged between reports."""
-        losses = self.losses.pending().cpu().double().numpy()
+        losses = self.losses.pending()
         scale = self._loss_scales()
         return losses * (scale[: len(losses)] if isinstance(scale, np.ndarray) else scale)
 

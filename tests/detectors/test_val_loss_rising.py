@@ -425,3 +425,19 @@ def test_the_same_rise_without_the_mirror_stays_an_info() -> None:
     found = run([74.62, 81.0, 86.5, 92.0], [-2.0, -2.6, -3.1, -3.5])
     assert found and all(d.severity == Severity.INFO for d in found)
     assert "too few to tell it from their noise" in found[-1].message
+
+
+def test_the_noise_is_measured_only_for_evaluations_above_the_smallest_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run validated after each of thousands of full-batch epochs judges as many evaluations: one that is not even
+    # min_rise above the lowest cannot be a rise whatever the noise, so the noise is not measured for it.
+    import lightning_lossguard.detectors.val_loss_rising as module
+
+    measured: list[int] = []
+    step_noise = module.step_noise
+    monkeypatch.setattr(module, "step_noise", lambda values: measured.append(len(values)) or step_noise(values))
+    rng = np.random.default_rng(0)
+    falling = list((1.0 + 1 / np.arange(1, 201)) * (1 + 0.005 * rng.standard_normal(200)))  # 0.5% noise
+    assert run(falling, [1.0] * 200) == [] and measured == []
+    rising = [0.5, 0.4, 0.3, 0.35, 0.45, 0.55, 0.65, 0.75]
+    found = run(rising, [1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15])
+    assert found and measured  # beyond the smallest margin, the noise decides as before

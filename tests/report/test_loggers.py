@@ -111,3 +111,18 @@ def test_the_layout_gains_the_loss_terms_chart_when_terms_are_logged(tmp_path: P
         ["gradient norm: whole model (pre-clip, interval max, post-clip) and by depth"],
         ["gradient norm: whole model (pre-clip, interval max, post-clip) and by depth", "loss terms"],
     ]
+
+
+def test_a_validation_is_one_tensorboard_event_and_no_copy_elsewhere(tmp_path: Path) -> None:
+    tb = TensorBoardLogger(str(tmp_path), name="run")
+    csv = CSVLogger(str(tmp_path), name="csv")
+    reporter = LoggerReporter([tb, csv])
+    reporter.start()
+    reporter.validation({"val_loss": 0.25, "val_loss/dataloader_idx_1": NAN}, step=7)
+    reporter.validation({"val_loss": 0.5}, step=9)
+    tb.experiment.flush()
+    acc = events(tb.log_dir)
+    assert steps_and_values(acc, "lossguard/val/val_loss") == ([7, 9], [0.25, 0.5])
+    assert "lossguard/val/val_loss/dataloader_idx_1" not in acc.Tags()["scalars"]  # nothing to draw for a NaN
+    csv.save()
+    assert not (Path(csv.log_dir) / "metrics.csv").exists()  # the run logs its own validation metric there

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -208,6 +209,33 @@ def test_any_nonfinite_reads_only_the_losses_since_the_previous_check() -> None:
         probe.record(torch.tensor(float("nan")), terms)
         assert probe.any_nonfinite()
         assert probe.take().shape[0] == 1
+
+
+def test_pending_losses_are_read_once_each_between_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run validated after every batch asks for the pending losses at each validation: each call reads only the
+    # losses recorded since the one before (a validation per batch used to restack its whole interval each time),
+    # in order, across the tripwire's checked chunks, and the report still takes them all.
+    for terms in (None, {"a": torch.tensor(1.0)}):
+        probe = LossProbe()
+        read: list[int] = []
+        since = LossProbe._since
+        monkeypatch.setattr(
+            LossProbe, "_since", lambda self, first, read=read, since=since: read.append(first) or since(self, first)
+        )
+        expected: list[float] = []
+        for batch in range(7):
+            probe.record(torch.tensor(float(batch)), terms)
+            expected.append(float(batch))
+            if batch in (2, 4):
+                assert not probe.any_nonfinite()  # moves the plain losses into a checked chunk
+            if batch % 2:
+                assert probe.pending().tolist() == expected
+        assert read == [0, 2, 4]  # each call starts where the one before stopped
+        assert probe.take()[:, 0].tolist() == expected
+        assert probe.pending().tolist() == []  # the report took them: nothing read is kept
+        probe.record(torch.tensor(9.0), terms)
+        assert probe.pending().tolist() == [9.0]
+        monkeypatch.undo()
 
 
 def test_a_changed_loss_scale_applies_from_the_next_loss_on() -> None:
