@@ -838,12 +838,17 @@ class LossGuard(Callback, StandaloneCallback):  # both packages' Trainers and Li
         try:
             if self._watchdog is not None:
                 self._beat(trainer)  # validation makes progress too
-            if not self.monitors or not self._judging_fit(trainer):
-                return
-            for monitor in self.monitors:
-                monitor.on_validation_batch_end(outputs, batch, dataloader_idx)
+            if self.monitors and self._judging_fit(trainer):
+                self._feed_validation_monitors(outputs, batch, dataloader_idx)
         except Exception as error:
             self._internal_error("on_validation_batch_end", error)
+
+    @_own_time
+    def _feed_validation_monitors(self, outputs: Any, batch: Any, dataloader_idx: int) -> None:
+        """Every validation batch (a confusion matrix needs them all), counted as LossGuard's own time: the budget
+        reads it with the validation ends', as a cost per training batch."""
+        for monitor in self.monitors:
+            monitor.on_validation_batch_end(outputs, batch, dataloader_idx)
 
     # The budget counts a validation as a cost per batch (a longer report interval holds more validations, so it is
     # not report work a longer interval would spread): in short epochs, validations outnumber reports.

@@ -14,6 +14,7 @@ from benchmarks.fault_zoo.scenarios import ZooModule, build, loader, mlp, regres
 from lightning_lossguard import LossGuard, LossGuardAlarm, Severity
 from lightning_lossguard.cli import main
 from lightning_lossguard.diagnostician import Diagnostician
+from lightning_lossguard.monitor import Monitor
 from lightning_lossguard.signals.clock import clock_for
 from lightning_lossguard.signals.recorder import SignalRecorder
 from lightning_lossguard.signals.step_timer import StepTimer
@@ -96,6 +97,32 @@ def test_a_validation_between_reports_neither_reports_nor_hides_its_cost(
     # interval of no batches, which the budget does not review). Ten used to pass only when LossGuard's other time
     # made up the missing 20 ms, i.e. on a slow enough host.
     assert guard._budget is not None and guard._budget.spent_own_us >= 9 * 0.02e6
+
+
+class SlowValidationMonitor(Monitor):
+    """A monitor whose validation work takes 5 ms a batch (a confusion matrix over a large output, say)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_validation_batch_end(self, outputs: Any, batch: Any, dataloader_idx: int) -> None:
+        self.batches += 1
+        time.sleep(0.005)
+
+
+def test_monitors_on_validation_batches_count_in_the_budget(tmp_path: Path) -> None:
+    """The monitors run on every validation batch; that time is LossGuard's and the budget counts it (it used to be
+    left out, so a run with OutputMonitor reported a share below what it paid)."""
+    run = build("adam_regression")
+    run.train = type(run.train)(run.train.dataset, batch_size=256)  # 8 batches per epoch, validation after each
+    monitor = SlowValidationMonitor()
+    guard = LossGuard(report_every=20, verbose=False, monitors=[monitor])
+    t = trainer(tmp_path, [guard], max_epochs=10)
+    t.fit(run.module, run.train, run.val)
+    validation_batches = len(run.val)
+    assert monitor.batches == 10 * validation_batches  # every validation batch of the fit, none of the sanity check's
+    # The last validation follows the run's last report (an interval the budget does not review): nine count.
+    assert guard._budget is not None and guard._budget.spent_own_us >= 9 * validation_batches * 0.005e6
 
 
 def test_a_validation_between_reports_is_compared_with_the_losses_since_the_last_one() -> None:
