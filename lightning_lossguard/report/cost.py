@@ -114,8 +114,7 @@ def over_budget_note(budget: CostBudget) -> str | None:
     if budget.monitor_batches:
         parts.append(f"monitors on {budget.monitor_batches:,} batches {_ms(budget.spent_monitor_us)}")
     parts.append(
-        f"the rest {_ms(rest_us)} (the first batch's set-up; then, per batch, time marks, the loss kept, "
-        "validation ends)"
+        f"the rest {_ms(rest_us)} (the first batch's set-up; then, per batch, time marks, the loss kept, validations)"
     )
     spent = _spent(budget.spent_own_us / 1e6, budget.seen_batches, budget.step_ms)
     return (
