@@ -180,12 +180,18 @@ def early_stopping_metrics(trainer: pl.Trainer) -> list[str]:
     return [str(stopper.monitor) for stopper in trainer.early_stopping_callbacks if stopper.monitor]
 
 
+def _param_groups(trainer: pl.Trainer) -> list[dict[str, Any]]:
+    """The first optimizer's parameter groups ([] without an optimizer)."""
+    try:
+        return trainer.optimizers[0].param_groups  # type: ignore[no-any-return]
+    except (IndexError, AttributeError):
+        return []
+
+
 def first_group(trainer: pl.Trainer) -> dict[str, Any] | None:
     """The first optimizer's first parameter group (its ``lr`` is read each batch, a dict lookup)."""
-    try:
-        return trainer.optimizers[0].param_groups[0]  # type: ignore[no-any-return]
-    except (IndexError, AttributeError):
-        return None
+    groups = _param_groups(trainer)
+    return groups[0] if groups else None
 
 
 def step_counter(trainer: pl.Trainer) -> Any | None:
@@ -207,11 +213,7 @@ def learning_rates(trainer: pl.Trainer) -> tuple[float, float]:
     """The largest and the smallest learning rate of the first optimizer's parameter groups, as host floats (a
     tensor LR would need a sync: left out; NaN for both when none is a number). The largest is the run's rate as a
     message quotes it: under layer-wise decay the first group is the embeddings', ~30x under the configured one."""
-    try:
-        groups = trainer.optimizers[0].param_groups
-    except (IndexError, AttributeError):
-        return math.nan, math.nan
-    rates = [float(g["lr"]) for g in groups if isinstance(g.get("lr"), (int, float))]
+    rates = [float(g["lr"]) for g in _param_groups(trainer) if isinstance(g.get("lr"), (int, float))]
     return (max(rates), min(rates)) if rates else (math.nan, math.nan)
 
 
