@@ -36,6 +36,9 @@ units, or a whole model, without gradient once the loss has fallen to a small sh
 loss with a flat region (a hinge, a margin, a clamp) gives exactly zero gradient to the outputs whose samples cleared
 it, so a fitted classifier's output rows go quiet class by class. A bug that starves the outputs (a final activation
 that cannot reach the targets, a detached graph, a learning rate that knocked them out) leaves the loss high.
+Hidden units dead from the run's first sample, in a layer where some still live and with no parameter at zero,
+under a loss fitted all the same are an info: the live units carry the fit, the dead ones cost capacity (a neural
+field whose near-zero hash features leave most of a ReLU layer off from the start fits well).
 """
 
 from __future__ import annotations
@@ -87,7 +90,8 @@ class DeadGradientsThresholds(Thresholds):
     fitted: float = threshold(
         0.1,
         "A loss at or below this share of its first batches' level (and not below zero) has been fitted: output "
-        "units without gradient then cleared a flat region of the loss (a hinge's margin met), they did not die.",
+        "units without gradient then cleared a flat region of the loss (a hinge's margin met), they did not die; "
+        "hidden units dead from the first sample cost capacity, not learning (an info).",
         high=1,
     )
 
@@ -105,6 +109,12 @@ _ABSENT_REMEDIES = (
     "module.requires_grad_(False), or freeze() on a LightningModule, and leave them out of configure_optimizers.",
     "In a mixture of experts, an expert the router sends no tokens to gets no gradient: check the router's load "
     "balance (an auxiliary balancing loss, a capacity factor).",
+)
+
+_SPARE_REMEDIES = (
+    "Nothing to fix if the fit is good enough. For the capacity back: LeakyReLU/GELU in the named layer, or an "
+    "initialisation that spreads its inputs (the inputs it sees may be almost the same for every sample).",
+    "Check the initialisation and biases of the named layer (very negative biases kill ReLUs).",
 )
 
 _CLEARED_REMEDIES = (
@@ -304,6 +314,18 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             started_alive = (
                 stop < len(self.first_share) and 0 <= self.first_share[stop] < t.unit_share / 2 and stop in unit_dead
             ) or (stop in dead and self.streak_start[stop] > self.first_step >= 0)
+            # Units dead from the first sample while the loss fitted all the same: the live ones carry the fit.
+            spare = (
+                not dead
+                and stop in unit_dead
+                and not started_alive
+                and 0.0 <= loss_jump <= t.fitted
+                and stop < len(self.first_share)
+                and self.first_share[stop] >= 0
+                and self.last_share[stop] < 1.0
+            )
+            if spare:
+                return [*absent, self._spare_units(int(steps[-1]), found, evidence, layer_names[stop], stop, loss_jump)]
             if loss_jump >= t.jump or started_alive:
                 if loss_jump >= t.jump:
                     how = f"after the loss jumped {loss_jump:.3g}x above its first batches"
@@ -333,6 +355,20 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             message = f"{found}. The gradient stops at {layer_names[stop]}: {why}{below}."
             subject = layer_names[stop]
         return [*absent, self.diagnosis(int(steps[-1]), message, evidence, subject=subject, remedies=remedies)]
+
+    def _spare_units(
+        self, step: int, found: str, evidence: dict[str, float], layer: str, stop: int, loss_jump: float
+    ) -> Diagnosis:
+        """Hidden units dead from the run's first sample while the loss was fitted all the same: an info (capacity
+        the model does without), not a warning that the gradient stops there."""
+        evidence = {**evidence, "dead_unit_share_at_start": self.first_share[stop], "loss_vs_first": loss_jump}
+        message = (
+            f"{found}. They were {self.first_share[stop]:.0%} dead at the first sample, and the loss has fallen to "
+            f"{loss_jump:.1%} of its first batches' level all the same: the live units carry the fit, so the dead ones "
+            "cost capacity, not learning."
+        )
+        found_info = self.diagnosis(step, message, evidence, subject=layer, remedies=_SPARE_REMEDIES)
+        return dataclasses.replace(found_info, severity=Severity.INFO)
 
     def _absent(
         self,

@@ -237,3 +237,43 @@ def test_parameters_cut_off_are_named_even_when_the_fitted_outputs_are_not() -> 
     rows = np.tile([-1.0, -1.0, 0.0, 0.0], (60, 1))
     [found] = run(rows, loss_jump=0.05)
     assert found.evidence["absent_params"] == 2 and found.severity == Severity.INFO
+
+
+def _unit_samples(first: float, later: float, loss_jump: float, samples: int = 3) -> list:
+    """A hidden layer (net.0, 32 units) with ``first`` of its units dead at the run's first sample and ``later`` at the
+    next ones; every parameter keeps a non-zero gradient norm (the live units carry it)."""
+    units = [32, 0, 8, 0]
+    rows = np.tile([0.3, 0.1, 0.5, 0.1], (10, 1))
+    detector = DeadGradients()
+    found: list = []
+    for sample in range(samples):
+        share = np.array([first if sample == 0 else later, -1.0, 0.0, -1.0])
+        steps = list(range(10 * sample, 10 * sample + 10))
+        first_share = share if sample == 0 else None
+        found = detector.update(
+            steps, rows, NAMES, SIZES, LAYERS, DEPTH, share, units, loss_jump=loss_jump, first_share=first_share
+        )
+    return found
+
+
+def test_hidden_units_dead_from_the_start_under_a_fitted_loss_are_an_info_on_spare_capacity() -> None:
+    # An Instant-NGP-style field: near-zero hash features leave most of a ReLU layer off from the first batch, and
+    # the loss falls to 7.5% of its first level through the live units.
+    [found] = _unit_samples(first=0.58, later=0.72, loss_jump=0.075)
+    assert found.severity == Severity.INFO and found.subject == "net.0"
+    assert found.evidence["dead_unit_share_at_start"] == 0.58 and found.evidence["loss_vs_first"] == 0.075
+    assert "58% dead at the first sample" in found.message and "7.5% of its first batches' level" in found.message
+    assert "capacity, not learning" in found.message and "LeakyReLU" in found.remedies[0]
+
+
+def test_dead_hidden_units_stay_a_warning_where_the_loss_is_not_fitted_or_they_died_or_all_of_them_did() -> None:
+    [high] = _unit_samples(first=0.58, later=0.72, loss_jump=0.5)  # the loss has not come down: they may matter
+    assert high.severity == Severity.WARNING and "never activate" in high.message
+    [unknown] = _unit_samples(first=0.58, later=0.72, loss_jump=float("nan"))
+    assert unknown.severity == Severity.WARNING
+    [died] = _unit_samples(first=0.1, later=0.8, loss_jump=0.05)  # alive at the start, knocked out in training
+    assert died.severity == Severity.WARNING and "learning rate far too high" in died.message
+    [whole] = _unit_samples(first=0.6, later=1.0, loss_jump=0.05)  # no unit of the layer lives: the gradient stops
+    assert whole.severity == Severity.WARNING
+    [negated] = _unit_samples(first=0.58, later=0.72, loss_jump=-0.5)  # a loss through zero reached no floor
+    assert negated.severity == Severity.WARNING
