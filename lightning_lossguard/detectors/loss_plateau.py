@@ -11,6 +11,11 @@
   change against the loss's batch-to-batch noise ((noise / log10(1/(1 - min_improvement)))^2 batches: a very
   noisy loss is judged later, never guessed).
 
+A loss that jumped in its first steps (the median of batches 10-30 ``jump`` times the first three's) and is still
+``jump`` times its first batches' level is judged against that start, not against the jump: a fall since the jump,
+or a downward trend as a schedule decays the rate, does not make it progress (a decoder at a learning rate x1000 under
+the Trainer's clipping went 4.8 -> 37 within a few steps and back to 28-30, judged or not as its report windows fell).
+
 Being stuck has two opposite causes, and the remedies follow the evidence: steps too small (update/weight
 ratio tiny) -> raise the learning rate (or, when a schedule took it under ``decayed_lr`` of the run's largest, check
 the schedule); steps too large (large updates, or a loss that jumped above its first
@@ -304,15 +309,19 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         noise = median(self.noise) if self.noise else 0.0
         fell = math.log10(initial / best) if best > 0 else math.inf  # decades
         rank_z = rank_sum_z(self.first, self.recent)
-        if improvement >= enough and (fell >= t.noise_z * noise or rank_z <= -1):
+        # A loss that jumped in its first steps and is still ``jump`` times its first batches' level: the initial
+        # level above is the jump's (the median of the first batches), so a fall since then is not progress.
+        first, early = self._first_and_early()
+        never_back = first > 0 and early >= t.jump * first and current >= t.jump * first
+        if improvement >= enough and (fell >= t.noise_z * noise or rank_z <= -1) and not never_back:
             return []  # it fell by a fair margin and the noise does not explain it away (or may not): no claim
         if current > initial * (1 + t.min_improvement) * 2:
             return []  # it climbs: loss_divergence's concern
-        if current <= best and improvement > 0 and not frozen:
+        if current <= best and improvement > 0 and not frozen and not never_back:
             return []  # it is at its best right now: a slow start that has begun to learn, not a plateau
         # The recent half of the blocks (at least trend_blocks): a fall that is over does not make a trend now.
         z = mann_kendall(blocks[-max(int(t.trend_blocks), len(blocks) // 2) :])
-        if z <= -t.z and not frozen:
+        if z <= -t.z and not frozen and not never_back:
             return []  # still falling, slowly but significantly (a frozen model's crawl is not learning)
         remedies: list[str] | None
         corroborated = True
@@ -462,9 +471,11 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         if first > 0 and early >= t.jump * first and current >= t.jump * first:
             # Tiny updates after a jump are saturated units, not a small learning rate.
             message = (
-                f"{what}. It jumped from {first:.4g} in its first batches to {early / first:.3g}x that within a few "
-                f"steps{lr} and never came back: the learning rate is far too high (the blow-up saturated or killed "
-                "units, so the updates look small now), not too small."
+                f"The training loss has not come back to where it started: it jumped from {first:.4g} in its first "
+                f"batches to {early / first:.3g}x that within a few steps{lr}, and after {self.blocks.count} batches "
+                f"it is {current:.4g}, still {current / first:.3g}x its start (best since the jump {best:.4g}). The "
+                "learning rate is far too high (the blow-up saturated or killed units, so the updates look small "
+                "now), not too small."
             )
             return message, unstable[:2], True
         if large:

@@ -203,3 +203,23 @@ def test_a_share_of_a_few_parameters_and_a_loss_no_better_are_told_with_the_digi
     losses = np.concatenate([np.full(20, 2.0), flat(280, level=2.2, noise=0.01)])
     found = feed(LossPlateau(), losses, update_ratio=1e-7)
     assert found and "(best 2, no better than the start)" in found[0].message, found[0].message
+
+
+def test_a_loss_that_jumped_and_only_creeps_back_as_the_rate_decays_is_judged_against_its_start() -> None:
+    # A decoder at a learning rate x1000 under clipping: ln V at first, ~7x that within a few steps, then a slow fall
+    # as a cosine schedule decays the rate (a significant downward trend), still 3-6x the start at the end.
+    rng = np.random.default_rng(3)
+    jump = 33.0 * np.exp(-np.arange(297) / 400) * 10 ** (0.02 * rng.standard_normal(297))
+    losses = np.concatenate([[4.8, 4.8, 4.9], jump])
+    found = feed(LossPlateau(), losses, update_ratio=0.1, learning_rate=2.0)
+    assert found and found[0].severity == "warning", found
+    assert "has not come back to where it started" in found[0].message and "jumped from 4.8" in found[0].message
+    assert found[0].remedies[0].startswith("Lower the learning rate")
+
+
+def test_an_early_jump_the_loss_comes_back_from_is_not_judged_against_its_start() -> None:
+    # A warm-up spike: 2.3 at first, 3x that for a few dozen steps, then a fall well under twice the start.
+    rng = np.random.default_rng(4)
+    after = 2.3 * (0.4 + 2.6 * np.exp(-np.arange(297) / 40)) * 10 ** (0.02 * rng.standard_normal(297))
+    losses = np.concatenate([[2.3, 2.3, 2.3], after])
+    assert feed(LossPlateau(), losses, update_ratio=0.01, learning_rate=1e-3) == []
