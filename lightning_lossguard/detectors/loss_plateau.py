@@ -267,6 +267,11 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             return None
         end = median([v for _, v in after[-k:]])
         line = min(reported, initial) * (1 - enough)
+        first = diagnosis.evidence.get("first_loss", math.nan)
+        start = f"from {initial:.4g} at the start"
+        if first > 0:  # decided on a jump that never came back: undone only by coming back under jump x its start
+            line = min(line, t.jump * first)
+            start = f"{first:.4g} in its first batches, {t.jump:g}x that {t.jump * first:.4g}"
         noise = median(self.noise) if self.noise else 0.0
         if not (0 < end <= line and math.log10(reported / end) >= t.noise_z * noise):
             return None
@@ -280,7 +285,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         )
         return (
             f"{self.code} at step {diagnosis.step} did not last: the training loss, reported at {reported:.4g} "
-            f"(from {initial:.4g} at the start), fell under {line:.4g} by step {below} and ended the fit at {end:.4g} "
+            f"({start}), fell under {line:.4g} by step {below} and ended the fit at {end:.4g} "
             f"({1 - end / reported:.0%} below the level reported)."
         )
 
@@ -341,6 +346,7 @@ class LossPlateau(Detector[LossPlateauThresholds]):
                 initial, current, best, improvement, noise, update_ratio, rates
             )
         evidence = {
+            **({"first_loss": first} if never_back and not frozen else {}),
             "initial_loss": initial,
             "best_loss": best,
             "current_loss": current,

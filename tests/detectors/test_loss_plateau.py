@@ -223,3 +223,19 @@ def test_an_early_jump_the_loss_comes_back_from_is_not_judged_against_its_start(
     after = 2.3 * (0.4 + 2.6 * np.exp(-np.arange(297) / 40)) * 10 ** (0.02 * rng.standard_normal(297))
     losses = np.concatenate([[2.3, 2.3, 2.3], after])
     assert feed(LossPlateau(), losses, update_ratio=0.01, learning_rate=1e-3) == []
+
+
+def test_a_jump_that_never_came_back_is_not_undone_by_a_fall_that_stays_far_above_the_start() -> None:
+    # The same decoder: after the warning the loss keeps creeping down, 33 -> 16, still 3x the 4.8 it started at.
+    rng = np.random.default_rng(3)
+    jump = 33.0 * np.exp(-np.arange(297) / 400) * 10 ** (0.02 * rng.standard_normal(297))
+    detector = LossPlateau()
+    found = feed(detector, np.concatenate([[4.8, 4.8, 4.9], jump]), update_ratio=0.1, learning_rate=2.0)
+    assert found and found[0].evidence["first_loss"] == 4.8
+    assert detector.undone_by(found[0]) is None
+    # Back under twice its start by the end of the fit: by the rule's own terms no longer stuck above it.
+    detector = LossPlateau()
+    back = np.concatenate([jump[:150], np.geomspace(jump[150], 6.0, 147)])
+    found = feed(detector, np.concatenate([[4.8, 4.8, 4.9], back]), update_ratio=0.1, learning_rate=2.0)
+    note = detector.undone_by(found[0])
+    assert note is not None and "(4.8 in its first batches, 2x that 9.6)" in note, note
