@@ -36,8 +36,8 @@ units, or a whole model, without gradient once the loss has fallen to a small sh
 loss with a flat region (a hinge, a margin, a clamp) gives exactly zero gradient to the outputs whose samples cleared
 it, so a fitted classifier's output rows go quiet class by class. A bug that starves the outputs (a final activation
 that cannot reach the targets, a detached graph, a learning rate that knocked them out) leaves the loss high.
-Hidden units dead from the run's first sample, in a layer where some still live and with no parameter at zero,
-under a loss fitted all the same are an info: the live units carry the fit, the dead ones cost capacity (a neural
+Hidden units dead from the run's first sample (in every layer found, each with some units still alive, and no
+parameter at zero) under a loss fitted all the same are an info: the live units carry the fit, the dead ones cost capacity (a neural
 field whose near-zero hash features leave most of a ReLU layer off from the start fits well).
 """
 
@@ -314,15 +314,16 @@ class DeadGradients(Detector[DeadGradientsThresholds]):
             started_alive = (
                 stop < len(self.first_share) and 0 <= self.first_share[stop] < t.unit_share / 2 and stop in unit_dead
             ) or (stop in dead and self.streak_start[stop] > self.first_step >= 0)
-            # Units dead from the first sample while the loss fitted all the same: the live ones carry the fit.
+            # Units dead from the first sample while the loss fitted all the same: the live ones carry the fit. Every
+            # layer found must be so (one whose units died in training is a warning of its own).
             spare = (
                 not dead
                 and stop in unit_dead
-                and not started_alive
                 and 0.0 <= loss_jump <= t.fitted
-                and stop < len(self.first_share)
-                and self.first_share[stop] >= 0
-                and self.last_share[stop] < 1.0
+                and all(
+                    i < len(self.first_share) and self.first_share[i] >= t.unit_share / 2 and self.last_share[i] < 1.0
+                    for i in unit_dead
+                )
             )
             if spare:
                 return [*absent, self._spare_units(int(steps[-1]), found, evidence, layer_names[stop], stop, loss_jump)]

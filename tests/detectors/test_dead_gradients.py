@@ -277,3 +277,31 @@ def test_dead_hidden_units_stay_a_warning_where_the_loss_is_not_fitted_or_they_d
     assert whole.severity == Severity.WARNING
     [negated] = _unit_samples(first=0.58, later=0.72, loss_jump=-0.5)  # a loss through zero reached no floor
     assert negated.severity == Severity.WARNING
+
+
+def test_spare_units_in_one_layer_do_not_hide_units_knocked_out_in_another() -> None:
+    # net.2 (8 units) dead from the start beside net.0 (32 units) alive at first and knocked out later: a warning.
+    units = [32, 0, 8, 0]
+    rows = np.tile([0.3, 0.1, 0.5, 0.1], (10, 1))
+    outputs = [4]  # a head beyond both (not watched here), so net.2 is a hidden layer too
+    names, sizes, layers, depth = [*NAMES, "head.weight"], [*SIZES, 8], [*LAYERS, "head"], [*DEPTH, 2]
+    rows = np.hstack([rows, np.full((10, 1), 0.2)])
+    detector = DeadGradients()
+    found: list = []
+    for sample in range(3):
+        share = np.array([0.1 if sample == 0 else 0.8, -1.0, 0.75, -1.0, -1.0])
+        found = detector.update(
+            list(range(10 * sample, 10 * sample + 10)),
+            rows,
+            names,
+            sizes,
+            layers,
+            depth,
+            share,
+            [*units, 0],
+            outputs=outputs,
+            loss_jump=0.05,
+            first_share=share if sample == 0 else None,
+        )
+    [warned] = found
+    assert warned.severity == Severity.WARNING
