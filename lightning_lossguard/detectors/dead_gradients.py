@@ -37,8 +37,8 @@ loss with a flat region (a hinge, a margin, a clamp) gives exactly zero gradient
 it, so a fitted classifier's output rows go quiet class by class. A bug that starves the outputs (a final activation
 that cannot reach the targets, a detached graph, a learning rate that knocked them out) leaves the loss high.
 Hidden units dead from the run's first sample (in every layer found, each with some units still alive, and no
-parameter at zero) under a loss fitted all the same are an info: the live units carry the fit, the dead ones cost capacity (a neural
-field whose near-zero hash features leave most of a ReLU layer off from the start fits well).
+parameter at zero) under a loss fitted all the same are an info: the live units carry the fit, the dead ones cost
+capacity (a neural field whose near-zero hash features leave most of a ReLU layer off from the start fits well).
 """
 
 from __future__ import annotations

@@ -342,8 +342,9 @@ class LossPlateau(Detector[LossPlateauThresholds]):
                 "When fine-tuning, unfreeze more of the model (or add BackboneFinetuning).",
             ]
         else:
+            jumped = (first, early) if never_back else None
             message, remedies, corroborated = self._explain(
-                initial, current, best, improvement, noise, update_ratio, rates
+                initial, current, best, improvement, noise, update_ratio, rates, jumped
             )
         evidence = {
             **({"first_loss": first} if never_back and not frozen else {}),
@@ -457,8 +458,10 @@ class LossPlateau(Detector[LossPlateauThresholds]):
         noise: float,
         update_ratio: float,
         rates: tuple[float, float],
+        jumped: tuple[float, float] | None = None,
     ) -> tuple[str, list[str] | None, bool]:
-        """The message and remedies, and whether a second signal corroborates "stuck" (else it is an info)."""
+        """The message and remedies, and whether a second signal corroborates "stuck" (else it is an info).
+        ``jumped``: the first batches' level and the early one, for a loss that jumped and never came back."""
         t = self.thresholds
         learning_rate = rates[0]
         lr = rate_text(*rates)
@@ -468,14 +471,14 @@ class LossPlateau(Detector[LossPlateauThresholds]):
             "downward trend"
         )
         large, small = self._step_size(update_ratio)
-        first, early = self._first_and_early()
         unstable = [
             "Lower the learning rate (try 10x lower), or add a warm-up.",
             "Clip gradients: Trainer(gradient_clip_val=1.0).",
             "Check that the loss matches the targets (class indices vs one-hot, logits vs probabilities).",
         ]
-        if first > 0 and early >= t.jump * first and current >= t.jump * first:
+        if jumped is not None:
             # Tiny updates after a jump are saturated units, not a small learning rate.
+            first, early = jumped
             message = (
                 f"The training loss has not come back to where it started: it jumped from {first:.4g} in its first "
                 f"batches to {early / first:.3g}x that within a few steps{lr}, and after {self.blocks.count} batches "
