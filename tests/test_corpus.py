@@ -102,10 +102,7 @@ KNOWN_MISSES = {
     "model collapsed to the prior, which only the labels' frequencies (not the loss) would show",
 }
 
-KNOWN_FALSE_ALARMS: dict[tuple[str, int], str] = {
-    ("agc_normalizer_free_h", 0): "tiny_updates at step 29: a zero-initialised head and residual gains keep the "
-    "body's gradients near zero while the loss sits at ln 10 for its first ~30 steps; it learns after (2.29 -> 0.94)",
-}
+KNOWN_FALSE_ALARMS: dict[tuple[str, int], str] = {}
 """Healthy runs LossGuard still warns on, found by a held-out batch and not fixed yet: strict xfails, so a fix that
 quiets one fails until it is removed (docs/performance.md says what each one is)."""
 

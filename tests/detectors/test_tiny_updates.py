@@ -53,6 +53,30 @@ def test_small_updates_of_a_converged_or_improving_run_stay_quiet() -> None:
         assert improving.update(step, np.array([1e-7]), loss_level=loss, early_loss=2.0) == []
 
 
+def test_steps_still_growing_behind_a_zero_initialised_head_wait_until_they_stop() -> None:
+    # A normalizer-free CNN with a zero-initialised head under SGD warm-up: no gradient reaches the body until the
+    # head has weights, so the body's steps read 8e-9, 8e-7, 5e-6 of its size over the first three samples while the
+    # loss sits at ln 10; per unit of learning rate they grew 53x and 7x. Not judged until the growth slows.
+    detector = TinyUpdates()
+    samples = [(9, 8.2e-9, 0.055, 2.301), (19, 8.0e-7, 0.1, 2.291), (29, 5.3e-6, 0.0992, 2.266)]
+    for step, ratio, lr, loss in samples:
+        assert detector.update(step, np.array([ratio]), loss_level=loss, learning_rate=lr, early_loss=2.304) == []
+    # Steps that stop growing (1.1x) and stay tiny with a flat loss are judged as before.
+    found = []
+    for step in (53, 77):
+        found += detector.update(step, np.array([6e-6]), loss_level=2.26, learning_rate=0.099, early_loss=2.304)
+    assert found[0].step == 53 and found[0].evidence["since_step"] == 19
+
+
+def test_a_tiny_rate_under_warm_up_is_not_taken_for_a_gradient_still_arriving() -> None:
+    # The rate grows 10x per sample (warm-up from 1e-10): the steps grow with it, not per unit of rate.
+    detector = TinyUpdates()
+    found = []
+    for step, lr in zip((9, 19, 29), (1e-10, 1e-9, 1e-8)):
+        found += detector.update(step, np.array([lr / 10]), loss_level=2.3, learning_rate=lr, early_loss=2.3)
+    assert [d.step for d in found] == [29]
+
+
 def test_a_tiny_rate_is_seen_past_zero_initialised_biases() -> None:
     # Matrix factorisation at lr 1e-8: the two embedding tables move by ~1e-8 of their size, the two bias tables,
     # initialised to zero, are still the size of their own first updates (ratio ~1). A plain median over the four
