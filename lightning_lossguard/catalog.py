@@ -354,8 +354,22 @@ CAUSE_ORDER = (
 """Within one step, causes come before the symptoms they produce (an explosion before the NaN)."""
 
 
+LOSS_FELL = "loss_fell"
+"""Evidence (1.0) of a ``nonfinite_loss`` whose last finite loss had fallen towards -inf: a loss maximised by mistake or
+unbounded below is the cause of the gradients that blow up with it, so within its step it comes first, ahead of
+:data:`CAUSE_ORDER` (else "clip gradients" would be the first remedy a user reads)."""
+
+_RANK = {code: i for i, code in enumerate(CAUSE_ORDER)}
+
+
+def cause_rank(diagnosis: Diagnosis) -> int:
+    """Where ``diagnosis`` goes among those of its step: :data:`CAUSE_ORDER`, a loss that fell towards -inf first."""
+    if diagnosis.evidence.get(LOSS_FELL):
+        return -1
+    return _RANK.get(diagnosis.code, len(_RANK))
+
+
 def cause_first(diagnoses: Iterable[Diagnosis]) -> list[Diagnosis]:
     """The one order every reporter uses: by step (the earliest is usually the cause), and within one step
-    causes before the symptoms they produce (:data:`CAUSE_ORDER`)."""
-    rank = {code: i for i, code in enumerate(CAUSE_ORDER)}
-    return sorted(diagnoses, key=lambda d: (d.step, rank.get(d.code, len(rank))))
+    causes before the symptoms they produce (:func:`cause_rank`)."""
+    return sorted(diagnoses, key=lambda d: (d.step, cause_rank(d)))

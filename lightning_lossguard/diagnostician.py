@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lightning_lossguard.catalog import CATALOG, CAUSE_ORDER, code_info
+from lightning_lossguard.catalog import CATALOG, CAUSE_ORDER, cause_rank, code_info
 from lightning_lossguard.detectors import (
     DETECTORS,
     DeadGradients,
@@ -664,8 +664,7 @@ class Diagnostician:
     def accept(self, found: list[Diagnosis]) -> list[Diagnosis]:
         """Apply suppression, severity overrides, report-once and cause-first order; keep and return the news."""
         new: list[Diagnosis] = []
-        order = {c: i for i, c in enumerate(CAUSE_ORDER)}
-        for diagnosis in sorted(found, key=lambda x: order.get(x.code, len(order))):
+        for diagnosis in sorted(found, key=cause_rank):
             if diagnosis.code in self.suppress:
                 continue
             broken = self.broken_by is not None

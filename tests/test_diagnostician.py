@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from lightning_lossguard.catalog import LOSS_FELL, cause_first
 from lightning_lossguard.diagnosis import Diagnosis, Severity
 from lightning_lossguard.diagnostician import Diagnostician, RunLayout
 from lightning_lossguard.signals.gradients import NO_GRADIENT
@@ -36,6 +37,17 @@ def test_after_a_blow_up_a_hesitant_divergence_is_a_consequence_not_a_card() -> 
     assert [d.code for d in judge.accept([found("loss_divergence", Severity.ERROR, 139)])] == ["loss_divergence"]
     [note] = judge.unjudged(RunLayout())
     assert note.endswith("not reported separately: vanishing_gradients.")
+
+
+def test_a_loss_that_fell_towards_minus_inf_comes_before_the_gradients_it_blew_up() -> None:
+    # A negated loss runs to -8.8e13 and NaN: its gradients explode in the same report. The sign is the cause; a user
+    # reading the first alarm alone would otherwise clip gradients.
+    blown = found("exploding_gradients", Severity.ERROR, 19)
+    fell = Diagnosis("nonfinite_loss", Severity.ERROR, 19, "fell towards -inf", {LOSS_FELL: 1.0})
+    nan = found("nonfinite_loss", Severity.ERROR, 19)  # a NaN after a positive blow-up: still the symptom
+    assert [d.evidence for d in Diagnostician().accept([blown, fell])] == [fell.evidence, {}]
+    assert [d.code for d in Diagnostician().accept([nan, blown])] == ["exploding_gradients", "nonfinite_loss"]
+    assert cause_first([blown, fell]) == [fell, blown] and cause_first([nan, blown]) == [blown, nan]
 
 
 def test_before_any_break_the_same_info_is_reported() -> None:

@@ -297,7 +297,8 @@ FAULTS: dict[str, Fault] = {
         Fault(
             "flipped_sign",
             "the loss is returned with its sign flipped",
-            ("loss_divergence", "val_loss_rising:negated"),
+            # nonfinite_loss names it where the loss ran to -inf and NaN before a loss-curve report could.
+            ("loss_divergence", "val_loss_rising:negated", "nonfinite_loss:maximised by mistake"),
             _flipped_sign,
             ("sign of the loss",),
         ),

@@ -11,10 +11,13 @@ finite, the skip is no longer a rare deliberate one: the run trains on almost no
 
 A NaN after a finite loss ``blowup_factor`` times the first batch's (in magnitude) ends a blow-up, not a bad batch:
 the learning rate (or an exp or power that overflows) first, the batch last; when that loss was negative, it fell
-towards -inf, and the loss's sign comes first. In the corpus' injected faults, none of
-the 98 NaN batches was read so (the last finite loss before them: at most 25); of the six NaNs that ended a learning
-rate 1000x too high or an exp on the outputs, four were (their last finite loss 1.6e4x to 5e22x their first batch's),
-one came on the second batch, and one after a loss of 181.
+towards -inf, and the loss's sign comes first, and so does this diagnosis among its step's: gradients blow up with
+such a loss, and a user who reads "clip gradients" first clips the symptom (a residual CNN without normalisation and a
+ReZero encoder, their losses negated, fell to -8.8e13 and -1.9e10 and went NaN at steps 12 and 28, before the loss
+curve's detectors had a report to judge them, their gradients alarming at the same report). In the corpus' injected
+faults, none of the 98 NaN batches was read so (the last finite loss before them: at most 25); of the six NaNs that
+ended a learning rate 1000x too high or an exp on the outputs, four were (their last finite loss 1.6e4x to 5e22x their
+first batch's), one came on the second batch, and one after a loss of 181.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lightning_lossguard.catalog import LOSS_FELL
 from lightning_lossguard.detectors.base import Detector, Thresholds, threshold
 from lightning_lossguard.detectors.loss_divergence import UNBOUNDED_FALL_REMEDIES
 from lightning_lossguard.diagnosis import Diagnosis, Severity
@@ -145,6 +149,8 @@ class NonfiniteLoss(Detector[NonfiniteLossThresholds]):
             "last_finite_loss": self.last_finite,
             "first_loss": self.first_finite,
         }
+        if blow_up is not None and blow_up.fell:
+            evidence[LOSS_FELL] = 1.0  # the cause of its step's blown-up gradients: reported ahead of them
         found = self.diagnosis(steps[-1], message, evidence)
         if blow_up is not None:  # the batch last: it was finite until the loss grew this far
             remedies = [*found.remedies[1:], found.remedies[0]]

@@ -1,5 +1,6 @@
 import math
 
+from lightning_lossguard.catalog import LOSS_FELL
 from lightning_lossguard.detectors import NonfiniteLoss
 
 
@@ -23,6 +24,7 @@ def test_a_nan_at_the_end_of_a_blow_up_puts_the_learning_rate_before_the_batch()
     [fell] = NonfiniteLoss().update([0, 1, 2, 3], [-1.4, -3e2, -2e4, math.nan])
     assert "fell towards -inf" in fell.message and fell.remedies[0].startswith("Check the sign of the loss")
     assert fell.remedies[-1].startswith("Inspect the batch")
+    assert fell.evidence[LOSS_FELL] == 1.0 and LOSS_FELL not in found.evidence  # reported ahead of its step's others
     # A NaN batch after a loss that fell, or one that grew less than blowup_factor: the batch comes first.
     for losses in ([2.3, 1.1, 0.6], [0.05, 0.4, 20.0], [-0.5, -1.2, -13.7]):
         [found] = NonfiniteLoss().update([0, 1, 2, 3], [*losses, math.nan])
