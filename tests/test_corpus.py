@@ -100,9 +100,6 @@ KNOWN_MISSES = {
     ("soft_oblivious_trees_h", "lr_x1000"): "Adam at 10: the loss spikes to 57 in its first steps and settles at "
     "~0.66, the entropy of the 64/36 class prior (ln 2 = 0.69), every validation at the majority rate 0.635: the "
     "model collapsed to the prior, which only the labels' frequencies (not the loss) would show",
-    ("fixup_resnet_h", "flipped_sign"): "no normalisation layers: the negated loss runs to -6e28 and NaN within 19 "
-    "steps; nonfinite_loss's message says the loss fell towards -inf (a loss maximised by mistake) and its first "
-    "remedy is the sign, but the scorer counts loss_divergence only, and exploding_gradients' clipping comes first",
 }
 
 KNOWN_FALSE_ALARMS: dict[tuple[str, int], str] = {}
