@@ -38,6 +38,7 @@ KNOWN_MISSES = {
     ("mdn_inverse_sine_h", "frozen"): "the trainable bias fits the marginal: the loss falls 64%, like learning",
     ("simsiam_h", "frozen"): "a negative-cosine loss near 0 has no relative level to be stuck at",
     ("ppo_cartpole_h", "flipped_sign"): "an RL loss that rises is only an info without a second signal",
+    ("a2c_cartpole_h", "flipped_sign"): "an RL loss that rises is only an info without a second signal",
     ("dcgan_manual", "lr_x1000"): "no loss returned (manual GAN) and the gradients shrink rather than explode",
     ("mixup_cutmix_h", "exp_output"): "learns slower (val acc 0.61 vs 0.89): no stall, blow-up or gradient collapse",
     ("residual_sr_h", "exp_output"): "the loss falls to the bicubic baseline and rests: by the loss, a converged run",

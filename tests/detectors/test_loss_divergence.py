@@ -70,19 +70,6 @@ def test_a_loss_falling_without_bound_is_a_flipped_sign() -> None:
     assert found[0].message.startswith("The training loss keeps falling as fast lately as before (-4.36 -> -82.58)")
 
 
-def test_a_negated_cross_entropy_is_named_once_it_is_five_times_its_start_below_it() -> None:
-    # A decoder's negated cross-entropy: -ln 64 = -4.16 at the start, then, once its warm-up is over, -3.4 per ten
-    # steps as the logits grow at AdamW's steady pace under clipping (the corpus decoder's block medians: -4.24, -4.68,
-    # -6.4, -9.4, -12.7, ...). Named once five times its start's size below the start (~-28, step ~90), not ten times
-    # (~-51, step ~160: the corpus decoder was named at 195).
-    rng = np.random.default_rng(0)
-    pace = 0.34 * np.minimum(1.0, np.arange(256) / 30)
-    losses = -4.16 - np.cumsum(pace) + rng.normal(0, 0.3, 256)
-    [first, *_] = [d for d in feed(LossDivergence(), losses) if d.subject == "falling"]
-    assert first.step < 120 and first.evidence["current_loss"] <= 6 * first.evidence["start_loss"] < 0
-    assert "sign" in first.remedies[0]
-
-
 @pytest.mark.parametrize("floor, tau", [(-3.0, 50), (-6.0, 40), (-6.0, 200), (-6.0, 400)])
 def test_a_negative_log_likelihood_that_slows_on_its_way_below_zero_stays_quiet(floor: float, tau: int) -> None:
     # From 1.4 towards a floor, at a pace that decays (a learned variance shrinking): over a short window a slow
@@ -91,6 +78,17 @@ def test_a_negative_log_likelihood_that_slows_on_its_way_below_zero_stays_quiet(
         rng = np.random.default_rng(seed)
         nll = floor + (1.4 - floor) * np.exp(-np.arange(600) / tau) + rng.normal(0, 0.1, 600)
         assert feed(LossDivergence(), nll) == [], seed
+
+
+@pytest.mark.parametrize("tau", [200, 300, 500])
+def test_a_poisson_likelihood_resting_far_below_zero_stays_quiet(tau: int) -> None:
+    # A Poisson regression's signed loss (exp(eta) - y * eta) with only its bias learning: 0.64 -> -8.8, slowly. A depth
+    # of five times the start (with a stricter pace test) named it a fall without bound on 1-5 of 5 seeds; the corpus
+    # run that tried it said so on such a fit. At a depth of ten it rests above the line.
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        loss = -8.8 + 9.44 * np.exp(-np.arange(1024) / tau) + rng.normal(0, 0.15, 1024)
+        assert feed(LossDivergence(), loss) == [], seed
 
 
 def test_a_flipped_sign_that_reaches_nan_within_its_first_batches_is_named() -> None:
